@@ -1,0 +1,168 @@
+//! Admin API bodies and the JSON error every endpoint returns.
+//!
+//! The daemon's router and the `shoal` CLI both use these types, so the two cannot drift.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources, UnixMillis};
+
+/// A stable, machine-readable error code. Scripts match on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    /// No leader is known right now (an election is under way); retry shortly.
+    NoLeader,
+    /// The write reached the leader but could not be committed in time; retry.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error answer: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.code)
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when this node knows a leader, `degraded` otherwise.
+    pub status: String,
+    pub machine_id: MachineId,
+    pub leader: Option<MachineId>,
+    pub version: String,
+}
+
+/// One machine as the API shows it: the committed record with the live gossip view on top.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineView {
+    pub id: MachineId,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub version: String,
+    pub status: MachineStatus,
+    pub status_since_ms: UnixMillis,
+    /// The labels jobs are matched against: the machine's own with operator labels on top.
+    pub labels: Labels,
+    pub operator_labels: Labels,
+    pub resources: Resources,
+    pub running: u32,
+    pub max_running: u32,
+    pub draining: bool,
+    pub last_heartbeat_ms: UnixMillis,
+    pub registered_at_ms: UnixMillis,
+    pub started_at_ms: UnixMillis,
+    pub addr: MemberAddr,
+    /// The machine's Raft role: `leader`, `voter`, `learner` or `none`.
+    pub raft_role: String,
+}
+
+impl MachineView {
+    /// The view of a record alone, before live data is laid on top.
+    pub fn from_record(record: &MachineRecord, raft_role: &str) -> Self {
+        let info = &record.info;
+        MachineView {
+            id: info.id,
+            name: info.name.clone(),
+            hostname: info.hostname.clone(),
+            os: info.os.clone(),
+            arch: info.arch.clone(),
+            version: info.version.clone(),
+            status: record.status,
+            status_since_ms: record.status_since_ms,
+            labels: record.labels(),
+            operator_labels: record.operator_labels.clone(),
+            resources: info.resources.clone(),
+            running: info.running,
+            max_running: info.max_running,
+            draining: info.draining,
+            last_heartbeat_ms: record.last_heartbeat_ms,
+            registered_at_ms: record.registered_at_ms,
+            started_at_ms: info.started_at_ms,
+            addr: info.addr.clone(),
+            raft_role: raft_role.to_string(),
+        }
+    }
+}
+
+/// `GET /v1/machines`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineList {
+    pub machines: Vec<MachineView>,
+}
+
+/// `PUT /v1/machines/{id}/labels`: labels to set and label keys to remove.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    #[serde(default)]
+    pub set: Labels,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// One Raft member in `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub id: MachineId,
+    pub name: String,
+    pub addr: MemberAddr,
+}
+
+/// `GET /v1/cluster`: this node's view of the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub machine_id: MachineId,
+    pub leader: Option<MachineId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voters: Vec<ClusterMember>,
+    pub learners: Vec<ClusterMember>,
+}

@@ -1,0 +1,20 @@
+//! Every type that crosses a wire or lands on disk in a Shoal fleet.
+//!
+//! This crate has no I/O: serde derives, small constructors and validation only.
+//! Binary frames carry a version byte ([`frame`]); JSON bodies are the admin API.
+
+pub mod api;
+pub mod command;
+pub mod frame;
+pub mod ids;
+pub mod labels;
+pub mod machine;
+
+pub use api::{ApiError, ErrorCode};
+pub use command::{Command, FleetState, Response};
+pub use ids::MachineId;
+pub use labels::{LabelError, Labels};
+pub use machine::{Announcement, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources};
+
+/// Milliseconds since the Unix epoch, the one time unit on the wire and on disk.
+pub type UnixMillis = u64;
