@@ -1,1 +1,275 @@
-fn main() {}
+//! `shoal`: the command-line client of a Shoal fleet's admin API.
+//!
+//! Exit codes: 0 success, 1 the node answered with an error, 2 bad usage,
+//! 3 the node could not be reached.
+
+mod client;
+mod cluster;
+mod machines;
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shoal_protocol::api::LabelRequest;
+use shoal_protocol::{LabelError, Labels, MachineStatus};
+
+use client::{Client, ClientError};
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about = "Inspect and manage a Shoal fleet")]
+struct Cli {
+    /// Admin API of any node in the fleet.
+    #[arg(long, global = true, env = "SHOAL_ADDR", default_value = "http://127.0.0.1:7400", value_parser = parse_addr)]
+    addr: String,
+    /// Print the server's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on a request after this many seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// List, show and label machines.
+    #[command(subcommand)]
+    Machines(MachinesCmd),
+    /// The Raft group.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Whether the node is up and knows a leader.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+enum MachinesCmd {
+    /// List machines, optionally filtered.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only machines with this status (online, busy, draining, stale, ...).
+        #[arg(long)]
+        status: Option<MachineStatus>,
+        /// Only machines with this label; repeat for several (a bare KEY means KEY=true).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Show one machine in detail.
+    Show {
+        /// Full id, unique id prefix, or name.
+        machine: String,
+    },
+    /// Set or remove operator labels.
+    Label {
+        /// Full id, unique id prefix, or name.
+        machine: String,
+        /// Labels to set (a bare KEY means KEY=true).
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_label, required_unless_present = "remove")]
+        set: Vec<(String, String)>,
+        /// Label keys to remove; repeat for several.
+        #[arg(long, value_name = "KEY", value_parser = parse_key)]
+        remove: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Leader, term, log indexes and members.
+    Status,
+}
+
+/// Accepts `http://host:port` or a bare `host:port`.
+fn parse_addr(text: &str) -> Result<String, String> {
+    let text = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    let url = reqwest::Url::parse(&text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("{text:?}: only http:// is supported"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+fn parse_label(text: &str) -> Result<(String, String), LabelError> {
+    Labels::parse_pair(text)
+}
+
+fn parse_key(text: &str) -> Result<String, LabelError> {
+    if text.contains('=') {
+        return Err(LabelError::BadKey(text.to_string()));
+    }
+    Labels::parse_pair(text).map(|(key, _)| key)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                ClientError::Unreachable { .. } => ExitCode::from(3),
+                ClientError::Api(_) | ClientError::BadResponse { .. } => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let client = Client::new(&cli.addr, Duration::from_secs(cli.timeout))?;
+    let json = cli.json;
+    match cli.command {
+        Cmd::Machines(MachinesCmd::Ls { status, labels }) => {
+            machines::ls(&client, status, &labels, json).await
+        }
+        Cmd::Machines(MachinesCmd::Show { machine }) => {
+            machines::show(&client, &machine, json).await
+        }
+        Cmd::Machines(MachinesCmd::Label {
+            machine,
+            set,
+            remove,
+        }) => {
+            let request = label_request(set, remove).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            });
+            machines::label(&client, &machine, &request, json).await
+        }
+        Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
+        Cmd::Health => cluster::health(&client, json).await,
+    }
+}
+
+/// The request body; fails only on too many labels, the one check clap cannot do per value.
+fn label_request(
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+) -> Result<LabelRequest, LabelError> {
+    let mut labels = Labels::new();
+    for (key, value) in &set {
+        labels.insert(key, value)?;
+    }
+    Ok(LabelRequest {
+        set: labels,
+        remove,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&[
+            "machines",
+            "ls",
+            "--json",
+            "--addr",
+            "10.0.0.1:7400",
+            "--timeout",
+            "3",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.addr, "http://10.0.0.1:7400");
+        assert_eq!(cli.timeout, 3);
+        if std::env::var_os("SHOAL_ADDR").is_none() {
+            assert_eq!(parse(&["health"]).unwrap().addr, "http://127.0.0.1:7400");
+        }
+        assert!(parse(&["health", "--addr", "https://x:1"]).is_err());
+        assert!(parse(&["health", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn ls_filters_parse() {
+        let cli = parse(&[
+            "machines", "ls", "--status", "online", "--label", "zone=a", "--label", "gpu",
+        ])
+        .unwrap();
+        let Cmd::Machines(MachinesCmd::Ls { status, labels }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(status, Some(MachineStatus::Online));
+        assert_eq!(
+            labels,
+            [("zone".into(), "a".into()), ("gpu".into(), "true".into())]
+        );
+        assert!(parse(&["machines", "ls", "--status", "sleepy"]).is_err());
+    }
+
+    #[test]
+    fn bad_labels_are_refused_with_the_protocol_message() {
+        let err = parse(&["machines", "label", "pi", "Bad Key=x"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        let expected = LabelError::BadKey("Bad Key".into()).to_string();
+        assert!(err.to_string().contains(&expected), "{err}");
+
+        let err = parse(&["machines", "ls", "--label", "zone=a b"]).unwrap_err();
+        assert!(
+            err.to_string().contains("must be at most 128 printable"),
+            "{err}"
+        );
+        assert!(parse(&["machines", "label", "pi", "--remove", "zone=a"]).is_err());
+        assert!(parse(&["machines", "label", "pi", "--remove", "Zone"]).is_err());
+    }
+
+    #[test]
+    fn label_needs_something_to_do() {
+        let err = parse(&["machines", "label", "pi"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let cli = parse(&[
+            "machines",
+            "label",
+            "pi",
+            "zone=attic",
+            "gpu",
+            "--remove",
+            "old",
+        ])
+        .unwrap();
+        let Cmd::Machines(MachinesCmd::Label {
+            machine,
+            set,
+            remove,
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(machine, "pi");
+        let request = label_request(set, remove).unwrap();
+        assert_eq!(request.set.to_string(), "gpu=true,zone=attic");
+        assert_eq!(request.remove, ["old"]);
+        assert!(parse(&["machines", "label", "pi", "--remove", "old"]).is_ok());
+    }
+
+    #[test]
+    fn too_many_labels_are_refused() {
+        let set = (0..65)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(matches!(
+            label_request(set, vec![]),
+            Err(LabelError::TooMany(65))
+        ));
+    }
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! `shoald`, the Shoal fleet daemon: configuration, peer RPC, the leader's reconcile
+//! loop and autopilot, resource sampling and the admin API.
+//!
+//! Start with [`node`]: it wires every other module together.
+
+pub mod api;
+pub mod autopilot;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod identity;
+pub mod node;
+pub mod p2p;
+pub mod raft_network;
+pub mod reconcile;
+pub mod rpc;
+pub mod sampler;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use config::{Config, Settings, Timings};
+pub use node::{Listeners, Node, RunningNode};

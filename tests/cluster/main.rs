@@ -1,1 +1,5 @@
+//! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
+//! autopilot, label propagation and the cluster secret.
 
+mod failover;
+mod formation;

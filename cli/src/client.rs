@@ -1,0 +1,262 @@
+//! The typed HTTP client of the admin API: one method per endpoint, returning the
+//! protocol types or a [`ClientError`] that says whether the node answered at all.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::api::{ClusterStatus, Health, LabelRequest, MachineList, MachineView};
+use shoal_protocol::{ApiError, ErrorCode, MachineId};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error body (or the CLI refused a request the same way).
+    #[error("{} ({})", .0.message, code_str(.0.code))]
+    Api(ApiError),
+    /// No answer: connection refused, DNS failure or timeout.
+    #[error("cannot reach the shoal node at {addr}: {detail}")]
+    Unreachable { addr: String, detail: String },
+    /// The node answered with something that is not the expected JSON.
+    #[error("unexpected answer from {url}: {detail}")]
+    BadResponse { url: String, detail: String },
+}
+
+impl From<ApiError> for ClientError {
+    fn from(err: ApiError) -> Self {
+        ClientError::Api(err)
+    }
+}
+
+/// The stable wire name of an error code, e.g. `not_found`.
+pub fn code_str(code: ErrorCode) -> String {
+    match serde_json::to_value(code) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{code:?}"),
+    }
+}
+
+/// A client of one node's admin API.
+pub struct Client {
+    http: reqwest::Client,
+    addr: String,
+}
+
+impl Client {
+    /// A client of the node at `addr` (`http://host:port`) with a per-request deadline.
+    pub fn new(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                addr: addr.to_string(),
+                detail: error_chain(&e),
+            })?;
+        Ok(Client {
+            http,
+            addr: addr.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/health", None::<&()>).await
+    }
+
+    /// `GET /v1/machines`.
+    pub async fn machines(&self) -> Result<MachineList, ClientError> {
+        self.call(Method::GET, "/v1/machines", None::<&()>).await
+    }
+
+    /// `GET /v1/machines/{id}`.
+    pub async fn machine(&self, id: MachineId) -> Result<MachineView, ClientError> {
+        self.call(Method::GET, &format!("/v1/machines/{id}"), None::<&()>)
+            .await
+    }
+
+    /// `PUT /v1/machines/{id}/labels`.
+    pub async fn set_labels(
+        &self,
+        id: MachineId,
+        request: &LabelRequest,
+    ) -> Result<MachineView, ClientError> {
+        let path = format!("/v1/machines/{id}/labels");
+        self.call(Method::PUT, &path, Some(request)).await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        self.call(Method::GET, "/v1/cluster", None::<&()>).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.addr);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            detail: error_chain(&e),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        decode(&url, status, &bytes)
+    }
+}
+
+/// Turns an answer into the expected type, or into the API error it carries.
+fn decode<T: DeserializeOwned>(
+    url: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|e| ClientError::BadResponse {
+            url: url.to_string(),
+            detail: e.to_string(),
+        });
+    }
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(err) => Err(ClientError::Api(err)),
+        Err(_) => Err(ClientError::BadResponse {
+            url: url.to_string(),
+            detail: format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()),
+        }),
+    }
+}
+
+/// An error and its causes, e.g. "error sending request: ...: Connection refused".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Serves one canned HTTP answer on a fresh port and returns the request it got.
+    async fn serve_once(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the headers end and the announced body has arrived.
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (addr, task)
+    }
+
+    fn client(addr: &str) -> Client {
+        Client::new(addr, Duration::from_secs(5)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn decodes_health() {
+        let body =
+            r#"{"status":"ok","machine_id":"00000000000000aa","leader":null,"version":"0.1.0"}"#;
+        let (addr, server) = serve_once("200 OK", body).await;
+        let health = client(&addr).health().await.unwrap();
+        assert_eq!(health.status, "ok");
+        assert_eq!(health.machine_id, MachineId(0xaa));
+        assert!(server.await.unwrap().starts_with("GET /health HTTP/1.1"));
+    }
+
+    #[tokio::test]
+    async fn api_errors_keep_code_and_message() {
+        let body = r#"{"code":"not_found","message":"no machine 00000000000000aa"}"#;
+        let (addr, _server) = serve_once("404 Not Found", body).await;
+        let err = client(&addr).machine(MachineId(0xaa)).await.unwrap_err();
+        assert_eq!(err.to_string(), "no machine 00000000000000aa (not_found)");
+        assert!(matches!(err, ClientError::Api(e) if e.code == ErrorCode::NotFound));
+    }
+
+    #[tokio::test]
+    async fn label_request_is_a_json_put() {
+        let (addr, server) =
+            serve_once("400 Bad Request", r#"{"code":"bad_request","message":"x"}"#).await;
+        let request = LabelRequest {
+            set: shoal_protocol::Labels::from_pairs(["zone=attic"]).unwrap(),
+            remove: vec!["gpu".into()],
+        };
+        let err = client(&addr)
+            .set_labels(MachineId(1), &request)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Api(e) if e.code == ErrorCode::BadRequest));
+        let sent = server.await.unwrap();
+        assert!(sent.starts_with("PUT /v1/machines/0000000000000001/labels HTTP/1.1"));
+        assert!(
+            sent.ends_with(r#"{"set":{"zone":"attic"},"remove":["gpu"]}"#),
+            "{sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn non_json_errors_are_bad_responses() {
+        let (addr, _server) = serve_once("502 Bad Gateway", "upstream down").await;
+        let err = client(&addr).cluster().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("HTTP 502 Bad Gateway: upstream down"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_unreachable_and_names_the_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let err = client(&addr).health().await.unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains(&addr), "{err}");
+    }
+}

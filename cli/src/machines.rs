@@ -1,0 +1,323 @@
+//! `shoal machines ls | show | label`: listing, filtering and resolving machines.
+
+use shoal_protocol::api::{LabelRequest, MachineView};
+use shoal_protocol::{ApiError, Labels, MachineId, MachineStatus, UnixMillis};
+
+use crate::client::{Client, ClientError};
+use crate::output::{
+    Table, age, duration, human_bytes, key_values, now_ms, percent, print, print_json,
+};
+
+/// `shoal machines ls`: the machines that match every filter.
+pub async fn ls(
+    client: &Client,
+    status: Option<MachineStatus>,
+    labels: &[(String, String)],
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut list = client.machines().await?;
+    list.machines.retain(|m| matches(m, status, labels));
+    if json {
+        print_json(&list);
+    } else {
+        print(&table(&list.machines, now_ms()));
+    }
+    Ok(())
+}
+
+/// `shoal machines show`.
+pub async fn show(client: &Client, machine: &str, json: bool) -> Result<(), ClientError> {
+    let view = match machine.parse::<MachineId>() {
+        Ok(id) if machine.len() == 16 => client.machine(id).await?,
+        _ => pick(&client.machines().await?.machines, machine)?.clone(),
+    };
+    if json {
+        print_json(&view);
+    } else {
+        print(&details(&view, now_ms()));
+    }
+    Ok(())
+}
+
+/// `shoal machines label`.
+pub async fn label(
+    client: &Client,
+    machine: &str,
+    request: &LabelRequest,
+    json: bool,
+) -> Result<(), ClientError> {
+    let id = match machine.parse::<MachineId>() {
+        Ok(id) if machine.len() == 16 => id,
+        _ => pick(&client.machines().await?.machines, machine)?.id,
+    };
+    let view = client.set_labels(id, request).await?;
+    if json {
+        print_json(&view);
+    } else {
+        print(&key_values(&[
+            ("machine", format!("{} ({})", view.name, view.id)),
+            ("labels", labels_or_dash(&view.labels)),
+            ("operator labels", labels_or_dash(&view.operator_labels)),
+        ]));
+    }
+    Ok(())
+}
+
+/// Whether a machine has the status (if given) and every label.
+pub fn matches(
+    machine: &MachineView,
+    status: Option<MachineStatus>,
+    labels: &[(String, String)],
+) -> bool {
+    status.is_none_or(|s| machine.status == s)
+        && labels
+            .iter()
+            .all(|(k, v)| machine.labels.get(k) == Some(v.as_str()))
+}
+
+/// Finds the one machine called `text` by name, full id or id prefix.
+///
+/// An exact name wins over an id prefix, so a machine named `cafe` stays reachable.
+pub fn pick<'a>(machines: &'a [MachineView], text: &str) -> Result<&'a MachineView, ApiError> {
+    let by_name: Vec<_> = machines.iter().filter(|m| m.name == text).collect();
+    let lower = text.to_ascii_lowercase();
+    let candidates = if by_name.is_empty() && !text.is_empty() {
+        machines
+            .iter()
+            .filter(|m| m.id.to_string().starts_with(&lower))
+            .collect()
+    } else {
+        by_name
+    };
+    match candidates.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ApiError::not_found(format!(
+            "no machine has the name, id or id prefix {text:?}"
+        ))),
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|m| format!("{} ({})", m.id, m.name))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "{text:?} matches {} machines: {}; give more of the id",
+                many.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// The `machines ls` table.
+pub fn table(machines: &[MachineView], now: UnixMillis) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "STATUS",
+        "CPU",
+        "MEM",
+        "DISK FREE",
+        "LOAD",
+        "LABELS",
+        "LAST SEEN",
+    ]);
+    for m in machines {
+        let r = &m.resources;
+        let id = m.id.to_string();
+        table.row(vec![
+            id[..8].to_string(),
+            m.name.clone(),
+            m.status.to_string(),
+            format!("{}c {}", r.cpu_cores, percent(r.cpu_usage)),
+            format!(
+                "{}/{}",
+                human_bytes(r.memory_used_bytes),
+                human_bytes(r.memory_total_bytes)
+            ),
+            human_bytes(r.disk_free_bytes),
+            format!("{:.2}", r.load),
+            labels_or_dash(&m.labels),
+            age(now, m.last_heartbeat_ms),
+        ]);
+    }
+    table.render()
+}
+
+/// The `machines show` block.
+pub fn details(m: &MachineView, now: UnixMillis) -> String {
+    let r = &m.resources;
+    key_values(&[
+        ("id", m.id.to_string()),
+        ("name", m.name.clone()),
+        ("hostname", m.hostname.clone()),
+        (
+            "status",
+            format!(
+                "{} for {}",
+                m.status,
+                duration(now.saturating_sub(m.status_since_ms))
+            ),
+        ),
+        ("raft role", m.raft_role.clone()),
+        ("version", m.version.clone()),
+        ("os/arch", format!("{}/{}", m.os, m.arch)),
+        ("api addr", m.addr.api_addr.clone()),
+        ("p2p addr", m.addr.p2p_addr.clone()),
+        ("peer id", m.addr.peer_id.clone()),
+        ("labels", labels_or_dash(&m.labels)),
+        ("operator labels", labels_or_dash(&m.operator_labels)),
+        (
+            "cpu",
+            format!("{} cores, {} used", r.cpu_cores, percent(r.cpu_usage)),
+        ),
+        ("load", format!("{:.2} per core", r.load)),
+        (
+            "memory",
+            format!(
+                "{} used of {}",
+                human_bytes(r.memory_used_bytes),
+                human_bytes(r.memory_total_bytes)
+            ),
+        ),
+        (
+            "disk",
+            format!(
+                "{} free of {}",
+                human_bytes(r.disk_free_bytes),
+                human_bytes(r.disk_total_bytes)
+            ),
+        ),
+        ("running", format!("{} of {}", m.running, m.max_running)),
+        ("draining", m.draining.to_string()),
+        ("last heartbeat", age(now, m.last_heartbeat_ms)),
+        ("started", age(now, m.started_at_ms)),
+        ("registered", age(now, m.registered_at_ms)),
+    ])
+}
+
+fn labels_or_dash(labels: &Labels) -> String {
+    if labels.is_empty() {
+        "-".to_string()
+    } else {
+        labels.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::{MachineInfo, MachineRecord, Resources};
+
+    const NOW: UnixMillis = 1_700_000_000_000;
+
+    fn machine(id: u64, name: &str, status: MachineStatus, labels: &[&str]) -> MachineView {
+        let record = MachineRecord {
+            info: MachineInfo {
+                id: MachineId(id),
+                name: name.into(),
+                labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
+                resources: Resources {
+                    cpu_cores: 8,
+                    cpu_usage: 0.25,
+                    load: 0.5,
+                    memory_total_bytes: 16_750_372_454,
+                    memory_used_bytes: 3_328_599_654,
+                    disk_total_bytes: 500 << 30,
+                    disk_free_bytes: 120 << 30,
+                },
+                ..MachineInfo::default()
+            },
+            operator_labels: Labels::new(),
+            status,
+            status_since_ms: NOW - 60_000,
+            last_heartbeat_ms: NOW - 2_000,
+            registered_at_ms: NOW - 86_400_000,
+        };
+        MachineView::from_record(&record, "voter")
+    }
+
+    fn fleet() -> Vec<MachineView> {
+        vec![
+            machine(
+                0xabcd_0000_0000_0001,
+                "attic",
+                MachineStatus::Online,
+                &["gpu", "zone=a"],
+            ),
+            machine(
+                0xabcd_0000_0000_0002,
+                "cafe",
+                MachineStatus::Stale,
+                &["zone=b"],
+            ),
+            machine(0xcafe_0000_0000_0003, "pi", MachineStatus::Online, &[]),
+        ]
+    }
+
+    #[test]
+    fn filters_by_status_and_labels() {
+        let fleet = fleet();
+        let names = |status, labels: &[(String, String)]| -> Vec<String> {
+            fleet
+                .iter()
+                .filter(|m| matches(m, status, labels))
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        assert_eq!(names(Some(MachineStatus::Online), &[]), ["attic", "pi"]);
+        let zone_a = [Labels::parse_pair("zone=a").unwrap()];
+        assert_eq!(names(None, &zone_a), ["attic"]);
+        assert_eq!(
+            names(Some(MachineStatus::Stale), &zone_a),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn picks_by_name_id_or_unique_prefix() {
+        let fleet = fleet();
+        assert_eq!(pick(&fleet, "pi").unwrap().name, "pi");
+        assert_eq!(pick(&fleet, "abcd000000000002").unwrap().name, "cafe");
+        assert_eq!(
+            pick(&fleet, "ABCD0000000000").unwrap_err().code,
+            shoal_protocol::ErrorCode::BadRequest
+        );
+        // An exact name wins over the id prefix "cafe".
+        assert_eq!(pick(&fleet, "cafe").unwrap().name, "cafe");
+        assert_eq!(pick(&fleet, "cafe0").unwrap().name, "pi");
+        let err = pick(&fleet, "nope").unwrap_err();
+        assert_eq!(err.code, shoal_protocol::ErrorCode::NotFound);
+        assert!(pick(&fleet, "").is_err());
+    }
+
+    #[test]
+    fn table_shows_short_ids_and_human_units() {
+        let text = table(&fleet()[..1], NOW);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("ID        NAME   STATUS  CPU     MEM"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "abcd0000  attic  ONLINE  8c 25%  3.1G/15.6G  120.0G     0.50  gpu=true,zone=a  2s ago"
+        );
+    }
+
+    #[test]
+    fn details_are_readable() {
+        let text = details(&fleet()[0], NOW);
+        assert!(
+            text.contains("id:               abcd000000000001\n"),
+            "{text}"
+        );
+        assert!(text.contains("status:           ONLINE for 1m\n"), "{text}");
+        assert!(
+            text.contains("memory:           3.1G used of 15.6G\n"),
+            "{text}"
+        );
+        assert!(text.contains("last heartbeat:   2s ago\n"), "{text}");
+        assert!(text.contains("operator labels:  -\n"), "{text}");
+    }
+}

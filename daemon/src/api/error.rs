@@ -1,0 +1,73 @@
+//! API errors as JSON (`{"code", "message"}` with the matching HTTP status), and a
+//! JSON body extractor whose rejections use the same shape.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use shoal_protocol::{ApiError, ErrorCode};
+
+/// An [`ApiError`] on its way to the client.
+#[derive(Debug)]
+pub struct Failure(pub ApiError);
+
+pub type ApiResult<T> = Result<Json<T>, Failure>;
+
+impl From<ApiError> for Failure {
+    fn from(err: ApiError) -> Self {
+        Failure(err)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// A JSON body; a malformed, mistyped or oversized one is a clear 400 or 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(Failure(rejection_error(rejection))),
+        }
+    }
+}
+
+fn rejection_error(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request body is over the {} byte limit",
+                super::MAX_BODY_BYTES
+            ),
+        );
+    }
+    match rejection {
+        JsonRejection::JsonDataError(err) => {
+            ApiError::bad_request(format!("invalid request body: {}", err.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(err) => ApiError::bad_request(format!(
+            "request body is not valid JSON: {}",
+            err.body_text()
+        )),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::bad_request("send the body as JSON with Content-Type: application/json")
+        }
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+pub async fn not_found() -> Failure {
+    Failure(ApiError::not_found("no such endpoint"))
+}

@@ -1,0 +1,183 @@
+//! `/health`, `/v1/machines` and `/v1/cluster`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use shoal_protocol::api::{
+    ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineView,
+};
+use shoal_protocol::{ApiError, Command, ErrorCode, MachineId, MachineRecord, Response};
+
+use super::{ApiJson, ApiResult, Failure};
+use crate::node::{Node, VERSION, members};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Ask the leader for a linearizable read instead of reading the local replica.
+    #[serde(default)]
+    consistent: bool,
+}
+
+pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
+    let leader = node.leader();
+    Json(Health {
+        status: if leader.is_some() { "ok" } else { "degraded" }.to_string(),
+        machine_id: node.id,
+        leader,
+        version: VERSION.to_string(),
+    })
+}
+
+fn parse_id(text: &str) -> Result<MachineId, Failure> {
+    text.parse()
+        .map_err(|err: shoal_protocol::ids::BadMachineId| {
+            Failure(ApiError::bad_request(err.to_string()))
+        })
+}
+
+async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {
+    if params.consistent {
+        node.read_barrier().await?;
+    }
+    Ok(())
+}
+
+/// A record with the live gossip view laid on top.
+fn view(
+    node: &Node,
+    record: &MachineRecord,
+    roles: &BTreeMap<MachineId, &'static str>,
+) -> MachineView {
+    let role = roles.get(&record.info.id).copied().unwrap_or("none");
+    let mut view = MachineView::from_record(record, role);
+    if let Some(peer) = node.peer(record.info.id) {
+        view.resources = peer.info.resources.clone();
+        view.running = peer.info.running;
+        view.draining = peer.info.draining;
+        view.last_heartbeat_ms = view.last_heartbeat_ms.max(peer.last_heartbeat_ms);
+    }
+    view
+}
+
+fn roles(node: &Node) -> BTreeMap<MachineId, &'static str> {
+    let leader = node.leader();
+    members(&node.raft)
+        .into_iter()
+        .map(|(id, (_, voter))| {
+            let role = if Some(id) == leader {
+                "leader"
+            } else if voter {
+                "voter"
+            } else {
+                "learner"
+            };
+            (id, role)
+        })
+        .collect()
+}
+
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<ReadParams>,
+) -> ApiResult<MachineList> {
+    barrier_if(&node, &params).await?;
+    let roles = roles(&node);
+    let records: Vec<MachineRecord> = node
+        .fleet
+        .read(|state| state.machines.values().cloned().collect());
+    let machines = records
+        .iter()
+        .map(|record| view(&node, record, &roles))
+        .collect();
+    Ok(Json(MachineList { machines }))
+}
+
+pub async fn show(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> ApiResult<MachineView> {
+    let id = parse_id(&id)?;
+    barrier_if(&node, &params).await?;
+    let record = node
+        .fleet
+        .read(|state| state.machines.get(&id).cloned())
+        .ok_or_else(|| Failure(ApiError::not_found(format!("no machine with id {id}"))))?;
+    Ok(Json(view(&node, &record, &roles(&node))))
+}
+
+pub async fn label(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LabelRequest>,
+) -> ApiResult<MachineView> {
+    let id = parse_id(&id)?;
+    if body.set.is_empty() && body.remove.is_empty() {
+        return Err(Failure(ApiError::bad_request(
+            "give labels to set or label keys to remove",
+        )));
+    }
+    if let Some(key) = body
+        .remove
+        .iter()
+        .find(|key| shoal_protocol::Labels::parse_pair(&format!("{key}=x")).is_err())
+    {
+        return Err(Failure(ApiError::bad_request(format!(
+            "label key {key:?} is not a valid key"
+        ))));
+    }
+    let outcome = node
+        .write(Command::LabelMachine {
+            id,
+            set: body.set,
+            remove: body.remove,
+        })
+        .await?;
+    match outcome.response {
+        Response::Machine(record) => Ok(Json(view(&node, &record, &roles(&node)))),
+        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
+        Response::Done => Err(Failure(ApiError::new(
+            ErrorCode::Internal,
+            "the state machine returned no machine",
+        ))),
+    }
+}
+
+pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
+    let metrics = node.raft.metrics().borrow().clone();
+    let names: BTreeMap<MachineId, String> = node.fleet.read(|state| {
+        state
+            .machines
+            .iter()
+            .map(|(id, r)| (*id, r.info.name.clone()))
+            .collect()
+    });
+    let mut voters = Vec::new();
+    let mut learners = Vec::new();
+    for (id, (addr, voter)) in members(&node.raft) {
+        let member = ClusterMember {
+            id,
+            name: names.get(&id).cloned().unwrap_or_default(),
+            addr,
+        };
+        if voter {
+            voters.push(member)
+        } else {
+            learners.push(member)
+        }
+    }
+    Json(ClusterStatus {
+        machine_id: node.id,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        last_log_index: metrics.last_log_index,
+        commit_index: metrics.last_applied.map(|id| id.index),
+        last_applied: metrics.last_applied.map(|id| id.index),
+        voters,
+        learners,
+    })
+}

@@ -1,0 +1,49 @@
+//! The admin API every node serves: health, machines and cluster status as JSON.
+//!
+//! Reads come from the local replica (add `?consistent=true` for a linearizable read);
+//! writes go through [`Node::write`], which forwards them to the leader.
+
+mod error;
+mod machines;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::node::Node;
+
+pub use error::{ApiJson, ApiResult, Failure};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every route, in one place.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/health", get(machines::health))
+        .route("/v1/machines", get(machines::list))
+        .route("/v1/machines/{id}", get(machines::show))
+        .route("/v1/machines/{id}/labels", put(machines::label))
+        .route("/v1/cluster", get(machines::cluster))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}
+
+/// Serves the API on `listener` until shutdown.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let app = router(node);
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(%err, "admin api stopped");
+    }
+}

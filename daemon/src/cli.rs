@@ -1,0 +1,182 @@
+//! `shoald`'s command line: flags and `SHOAL_*` variables that overlay the config file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoald",
+    version,
+    about = "The Shoal fleet daemon",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the daemon (the default).
+    Run(RunArgs),
+    /// Run a local dev fleet on loopback with no config.
+    Dev(DevArgs),
+}
+
+/// Flags that overlay the config file. Each also reads a `SHOAL_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Config file [default: /etc/shoal/shoald.toml if it exists].
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the log, snapshots and identity live [default: /var/lib/shoal].
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The machine's name in the fleet [default: the hostname].
+    #[arg(long, env = "SHOAL_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// IP every listener binds to [default: 127.0.0.1].
+    #[arg(long, env = "SHOAL_BIND")]
+    pub bind: Option<IpAddr>,
+    /// IP other machines reach this one on [default: --bind].
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    pub advertise: Option<IpAddr>,
+    /// Admin API port [default: 7400].
+    #[arg(long, env = "SHOAL_API_PORT")]
+    pub api_port: Option<u16>,
+    /// Gossip UDP port [default: 7401].
+    #[arg(long, env = "SHOAL_GOSSIP_PORT")]
+    pub gossip_port: Option<u16>,
+    /// Peer RPC TCP port [default: 7402].
+    #[arg(long, env = "SHOAL_P2P_PORT")]
+    pub p2p_port: Option<u16>,
+    /// Gossip addresses of machines already in the fleet, comma-separated.
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Machines that must meet before the fleet bootstraps [default: 1].
+    #[arg(long, env = "SHOAL_BOOTSTRAP_EXPECT")]
+    pub bootstrap_expect: Option<usize>,
+    /// A capability label `key=value`; repeat for more.
+    #[arg(long = "label", env = "SHOAL_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// The shared cluster secret.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Most jobs and sessions this machine runs at once [default: 8].
+    #[arg(long, env = "SHOAL_MAX_RUNNING")]
+    pub max_running: Option<u32>,
+    /// Find seeds on the LAN with mDNS (multicast on every interface).
+    #[arg(long, env = "SHOAL_MDNS")]
+    pub mdns: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// How many nodes to run.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Where the dev fleet keeps its data.
+    #[arg(long, default_value = ".shoal-dev")]
+    pub data_dir: PathBuf,
+    /// The first node's API port; node i uses base + 10*i for API, +1 gossip, +2 peer RPC.
+    #[arg(long, default_value_t = 7400)]
+    pub base_port: u16,
+}
+
+impl RunArgs {
+    /// Lays the flags that were given over `settings`.
+    pub fn overlay(self, mut settings: Settings) -> Settings {
+        macro_rules! set {
+            ($($field:ident),*) => {$( if let Some(value) = self.$field { settings.$field = value; } )*};
+        }
+        set!(
+            data_dir,
+            bind,
+            api_port,
+            gossip_port,
+            p2p_port,
+            bootstrap_expect,
+            max_running
+        );
+        if self.node_name.is_some() {
+            settings.node_name = self.node_name;
+        }
+        if self.advertise.is_some() {
+            settings.advertise = self.advertise;
+        }
+        if self.cluster_secret.is_some() {
+            settings.cluster_secret = self.cluster_secret;
+        }
+        if self.cluster_secret_file.is_some() {
+            settings.cluster_secret_file = self.cluster_secret_file;
+        }
+        if !self.join.is_empty() {
+            settings.join = self.join;
+        }
+        if !self.labels.is_empty() {
+            settings.labels = self.labels;
+        }
+        if self.mdns {
+            settings.discovery.mdns = true;
+        }
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_overlay_the_file() {
+        let cli = Cli::parse_from([
+            "shoald",
+            "--node-name",
+            "m2",
+            "--join",
+            "10.0.0.1,10.0.0.2:7401",
+            "--label",
+            "gpu",
+            "--label",
+            "zone=attic",
+            "--api-port",
+            "0",
+        ]);
+        let settings = cli.run.overlay(Settings {
+            max_running: 3,
+            ..Settings::default()
+        });
+        assert_eq!(settings.node_name.as_deref(), Some("m2"));
+        assert_eq!(settings.join, vec!["10.0.0.1", "10.0.0.2:7401"]);
+        assert_eq!(settings.labels, vec!["gpu", "zone=attic"]);
+        assert_eq!(settings.api_port, 0);
+        assert_eq!(
+            settings.max_running, 3,
+            "file value kept when no flag is given"
+        );
+    }
+
+    #[test]
+    fn dev_subcommand_parses() {
+        let cli = Cli::parse_from(["shoald", "dev", "--nodes", "3"]);
+        assert!(matches!(
+            cli.command,
+            Some(Commands::Dev(DevArgs { nodes: 3, .. }))
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+//! `shoald dev`: a local fleet of one or more nodes on loopback, in one process, with
+//! its data in a local directory and no config.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Context;
+
+use crate::cli::DevArgs;
+use crate::config::Settings;
+use crate::identity;
+use crate::node::{Listeners, Node, shutdown_signal};
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 9 {
+        anyhow::bail!("--nodes: must be between 1 and 9");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let secret = identity::load_or_create_secret(&args.data_dir, None)?;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let port = |i: usize, offset: u16| args.base_port + 10 * i as u16 + offset;
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let settings = Settings {
+            node_name: Some(format!("dev-{}", i + 1)),
+            data_dir: args.data_dir.join(format!("node-{}", i + 1)),
+            bind: loopback,
+            api_port: port(i, 0),
+            gossip_port: port(i, 1),
+            p2p_port: port(i, 2),
+            join: if i == 0 {
+                Vec::new()
+            } else {
+                vec![format!("127.0.0.1:{}", port(0, 1))]
+            },
+            labels: vec!["dev=true".to_string()],
+            cluster_secret: Some(secret.clone()),
+            ..Settings::default()
+        };
+        let config = settings.validate()?;
+        let listeners = Listeners::bind(&config).await?;
+        nodes.push(Node::start(config, listeners).await?);
+    }
+    println!(
+        "shoal dev fleet: {} node(s), data in {}",
+        args.nodes,
+        args.data_dir.display()
+    );
+    for running in &nodes {
+        println!(
+            "  {}  api http://{}",
+            running.node.config.node_name, running.node.api_addr
+        );
+    }
+    println!(
+        "try: SHOAL_ADDR=http://{} shoal machines ls",
+        nodes[0].node.api_addr
+    );
+    shutdown_signal().await;
+    for running in nodes {
+        running.shutdown().await;
+    }
+    Ok(())
+}

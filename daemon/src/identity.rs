@@ -1,0 +1,115 @@
+//! A machine's identity key and the cluster secret, both kept in the data directory.
+//!
+//! The identity key gives the libp2p peer id and, through a digest of it, the
+//! [`MachineId`], so a machine keeps its id across restarts.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use shoal_protocol::MachineId;
+
+const KEY_FILE: &str = "node.key";
+const SECRET_FILE: &str = "cluster.secret";
+
+/// The machine id that goes with a peer id.
+pub fn machine_id(peer_id: &PeerId) -> MachineId {
+    MachineId::from_digest(&Sha256::digest(peer_id.to_bytes()))
+}
+
+/// Loads the identity key from `dir`, creating it on first start.
+pub fn load_or_create_keypair(dir: &Path) -> anyhow::Result<Keypair> {
+    let path = dir.join(KEY_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a valid identity key", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            let bytes = keypair
+                .to_protobuf_encoding()
+                .context("encoding identity key")?;
+            write_private(&path, &bytes)?;
+            Ok(keypair)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The cluster secret: the configured one, else the one stored in `dir`, else a new
+/// random one that is stored there (for the first machine of a fleet).
+pub fn load_or_create_secret(dir: &Path, configured: Option<&str>) -> anyhow::Result<String> {
+    if let Some(secret) = configured {
+        return Ok(secret.to_string());
+    }
+    let path = dir.join(SECRET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = hex::encode(bytes);
+            write_private(&path, secret.as_bytes())?;
+            tracing::info!(path = %path.display(), "generated a cluster secret; give it to machines that join");
+            Ok(secret)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes a file only its owner can read, fsynced, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_keypair(dir.path()).unwrap();
+        let again = load_or_create_keypair(dir.path()).unwrap();
+        assert_eq!(first.public().to_peer_id(), again.public().to_peer_id());
+        assert_eq!(
+            machine_id(&first.public().to_peer_id()),
+            machine_id(&again.public().to_peer_id())
+        );
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn secret_is_generated_once_and_configured_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = load_or_create_secret(dir.path(), None).unwrap();
+        assert_eq!(generated.len(), 48);
+        assert_eq!(load_or_create_secret(dir.path(), None).unwrap(), generated);
+        let given = "a-much-longer-configured-secret";
+        assert_eq!(
+            load_or_create_secret(dir.path(), Some(given)).unwrap(),
+            given
+        );
+    }
+}

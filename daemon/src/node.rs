@@ -1,0 +1,298 @@
+//! One `shoald` node: binds its listeners, opens its store, and starts every task.
+//!
+//! ```text
+//!   sampler ─▶ info watch ─▶ gossip (signed heartbeats) ─▶ peer view ─┬─▶ leader reconcile ─▶ Raft writes
+//!                                                                     ├─▶ allow-list + address book (p2p)
+//!   admin API ─▶ Node::write ─▶ leader (local or forwarded over p2p) ─┘
+//!   admin API ◀─ fleet state (local replica) + live peer view
+//! ```
+//!
+//! Every task stops when the shutdown watch flips to true.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use libp2p::PeerId;
+use shoal_gossip::{ClusterKey, Gossip, GossipConfig, PeerView};
+use shoal_protocol::{MachineId, MachineInfo, MemberAddr, UnixMillis};
+use shoal_raft::{FleetHandle, Raft, RaftTimings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::p2p::{self, P2pHandle};
+use crate::raft_network::{AddressBook, PeerNetwork};
+use crate::sampler::{HostFacts, Sampler};
+use crate::{api, identity, reconcile, rpc};
+
+/// The crate's version, published to the fleet.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The sockets a node serves on, bound before it starts so tests can use port 0.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub gossip: Box<dyn shoal_gossip::Socket>,
+}
+
+impl Listeners {
+    /// Binds the API (TCP) and gossip (UDP) ports of `config`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let api = TcpListener::bind(config.api_addr())
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {}", config.api_addr()))?;
+        let (gossip, _) = shoal_gossip::bind_udp(config.gossip_addr())
+            .await
+            .with_context(|| format!("cannot listen for gossip on {}", config.gossip_addr()))?;
+        Ok(Listeners { api, gossip })
+    }
+}
+
+/// Shared state of a running node, handed to the API and the background tasks.
+pub struct Node {
+    pub id: MachineId,
+    pub config: Config,
+    pub raft: Raft,
+    pub fleet: FleetHandle,
+    pub p2p: P2pHandle,
+    pub book: AddressBook,
+    pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
+    pub info: watch::Sender<MachineInfo>,
+    pub api_addr: SocketAddr,
+}
+
+/// A started node: its shared state and the tasks to stop.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    gossip: Gossip,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Node {
+    /// Starts a node on the given listeners.
+    pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<RunningNode> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+        let keypair = identity::load_or_create_keypair(&config.data_dir)?;
+        let peer_id = keypair.public().to_peer_id();
+        let id = identity::machine_id(&peer_id);
+        let secret =
+            identity::load_or_create_secret(&config.data_dir, config.cluster_secret.as_deref())?;
+        let key = ClusterKey::from_secret(secret.as_bytes())?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (p2p, inbound) = p2p::start(keypair, config.p2p_addr(), shutdown_rx.clone())?;
+        let p2p_listen = p2p.listen_addr().await?;
+        let api_listen = listeners.api.local_addr()?;
+        let gossip_listen = listeners.gossip.local_addr()?;
+        let addr = MemberAddr {
+            peer_id: peer_id.to_string(),
+            p2p_addr: SocketAddr::new(config.advertise, p2p_listen.port()).to_string(),
+            api_addr: SocketAddr::new(config.advertise, api_listen.port()).to_string(),
+        };
+
+        let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join("raft"))?;
+        let fleet = state_machine.handle();
+        let book = AddressBook::default();
+        let raft_config = shoal_raft::raft_config(&RaftTimings {
+            heartbeat: config.timings.raft_heartbeat,
+            election_min: config.timings.raft_election_min,
+            election_max: config.timings.raft_election_max,
+            snapshot_every_logs: config.timings.snapshot_every_logs,
+        })?;
+        let network = PeerNetwork {
+            p2p: p2p.clone(),
+            book: book.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(raft_config), network, log_store, state_machine)
+            .await
+            .context("starting raft")?;
+
+        let facts = HostFacts::read();
+        let mut sampler = Sampler::new(&config.data_dir)?;
+        let info = MachineInfo {
+            id,
+            name: config.node_name.clone(),
+            hostname: facts.hostname,
+            os: facts.os,
+            arch: facts.arch,
+            version: VERSION.to_string(),
+            addr: addr.clone(),
+            labels: config.labels.clone(),
+            resources: sampler.sample(),
+            running: 0,
+            max_running: config.max_running,
+            draining: false,
+            started_at_ms: now_ms(),
+        };
+        let (info_tx, info_rx) = watch::channel(info);
+        let gossip_advertise = SocketAddr::new(config.advertise, gossip_listen.port());
+        let gossip_config = GossipConfig {
+            seeds: config.seeds(),
+            gossip_interval: config.timings.gossip_interval,
+            heartbeat_interval: config.timings.heartbeat_interval,
+            initial_interval: config.timings.gossip_interval,
+            max_interval: config.timings.gossip_interval * 20,
+            ..GossipConfig::new(id, now_ms(), gossip_advertise, "shoal", key)
+        };
+        let gossip = Gossip::start(gossip_config, info_rx, listeners.gossip).await?;
+
+        let node = Arc::new(Node {
+            id,
+            peers: gossip.peers(),
+            config,
+            raft,
+            fleet,
+            p2p,
+            book,
+            info: info_tx,
+            api_addr: api_listen,
+        });
+        tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,
+            gossip = %gossip_listen, p2p = %addr.p2p_addr, "node started");
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(rpc::serve_inbound(
+            node.clone(),
+            inbound,
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
+        tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(reconcile::bootstrap(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx));
+        Ok(RunningNode {
+            node,
+            gossip,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<MachineId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The latest verified view of one peer.
+    pub fn peer(&self, id: MachineId) -> Option<PeerView> {
+        self.peers
+            .borrow()
+            .iter()
+            .find(|peer| peer.info.id == id)
+            .cloned()
+    }
+
+    /// The address of a Raft member or gossip peer.
+    pub fn member_addr(&self, id: MachineId) -> Option<MemberAddr> {
+        self.book.get(id).or_else(|| {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned()
+        })
+    }
+}
+
+impl RunningNode {
+    /// Stops every task and waits for them; the data directory stays as it is.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Err(err) = self.node.raft.shutdown().await {
+            tracing::warn!(%err, "raft did not stop cleanly");
+        }
+        self.gossip.shutdown().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends on its own (which means the node failed) or shutdown.
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Samples resources and publishes them through the info watch.
+async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.config.timings.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {
+                let resources = sampler.sample();
+                node.info.send_modify(|info| info.resources = resources);
+            }
+        }
+    }
+}
+
+/// Keeps the peer RPC allow-list and the address book in step with the verified
+/// gossip view and the Raft membership.
+async fn peer_access_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut peers = node.peers.clone();
+    let metrics = node.raft.metrics();
+    let mut tick = tokio::time::interval(node.config.timings.reconcile_interval);
+    loop {
+        let mut allowed: HashSet<PeerId> = HashSet::new();
+        let mut book: HashMap<MachineId, MemberAddr> = HashMap::new();
+        {
+            let metrics = metrics.borrow();
+            for (id, addr) in metrics.membership_config.membership().nodes() {
+                allowed.extend(addr.peer_id.parse::<PeerId>().ok());
+                book.insert(*id, addr.clone());
+            }
+        }
+        for peer in peers.borrow_and_update().iter() {
+            allowed.extend(peer.info.addr.peer_id.parse::<PeerId>().ok());
+            book.insert(peer.info.id, peer.info.addr.clone());
+        }
+        node.p2p.set_allowed(allowed);
+        node.book.replace(book);
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            Ok(()) = peers.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// The membership as the API shows it: each member and whether it votes.
+pub fn members(raft: &Raft) -> BTreeMap<MachineId, (MemberAddr, bool)> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let membership = metrics.membership_config.membership();
+    let voters: HashSet<MachineId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, addr)| (*id, (addr.clone(), voters.contains(id))))
+        .collect()
+}
+
+/// How long a write may wait for a leader before it fails.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

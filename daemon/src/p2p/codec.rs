@@ -1,0 +1,122 @@
+//! The request-response codec: a u32 length prefix, then a versioned frame.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::frame;
+
+use super::messages::{PeerRequest, PeerResponse};
+
+/// The protocol name peers negotiate.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/rpc/1");
+/// Largest message accepted (a snapshot chunk or a batch of log entries).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerCodec;
+
+async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(io: &mut R) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("peer message of {len} bytes is over the {MAX_MESSAGE_BYTES} byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    frame::decode(&buf).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
+async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(io: &mut W, value: &T) -> io::Result<()> {
+    let bytes =
+        frame::encode(value).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "peer message too large",
+        ));
+    }
+    let mut out = Vec::with_capacity(4 + bytes.len());
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+    io.write_all(&out).await?;
+    io.close().await
+}
+
+impl libp2p::request_response::Codec for PeerCodec {
+    type Protocol = StreamProtocol;
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<PeerRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<PeerResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: PeerRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: PeerResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::Command;
+    use shoal_protocol::MachineId;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_refuse_oversized_lengths() {
+        let req = PeerRequest::Forward(Command::RemoveMachine { id: MachineId(7) });
+        let mut buf = Vec::new();
+        write_frame(&mut futures::io::Cursor::new(&mut buf), &req)
+            .await
+            .unwrap();
+        let back: PeerRequest = read_frame(&mut futures::io::Cursor::new(&buf))
+            .await
+            .unwrap();
+        assert!(
+            matches!(back, PeerRequest::Forward(Command::RemoveMachine { id }) if id == MachineId(7))
+        );
+
+        let huge = u32::MAX.to_be_bytes();
+        let err = read_frame::<PeerRequest, _>(&mut futures::io::Cursor::new(&huge[..]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

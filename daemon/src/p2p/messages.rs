@@ -1,0 +1,46 @@
+//! Peer RPC messages: Raft traffic and writes forwarded to the leader.
+//!
+//! They travel as versioned frames (`shoal_protocol::frame`) behind a length prefix.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use shoal_protocol::{ApiError, Command, MachineId, Response};
+use shoal_raft::TypeConfig;
+
+/// What one machine asks another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<MachineId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A write accepted by a follower, for the leader to propose.
+    Forward(Command),
+    /// A follower asks the leader for a linearizable read point.
+    ReadIndex,
+}
+
+/// A committed write: its log index and what the state machine answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    pub index: u64,
+    pub response: Response,
+}
+
+/// The answer to a [`PeerRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<MachineId>, RaftError<MachineId>>),
+    Vote(Result<VoteResponse<MachineId>, RaftError<MachineId>>),
+    Snapshot(
+        Result<InstallSnapshotResponse<MachineId>, RaftError<MachineId, InstallSnapshotError>>,
+    ),
+    Write(Result<WriteOutcome, ApiError>),
+    /// The log index a read must wait for.
+    ReadIndex(Result<u64, ApiError>),
+    /// The sender is not a machine of this fleet.
+    Refused(String),
+}

@@ -1,0 +1,364 @@
+//! Peer RPC over libp2p: TCP, noise (authenticated and encrypted), yamux, and a
+//! request-response protocol carrying [`PeerRequest`]s.
+//!
+//! ```text
+//!  callers ──P2pHandle::request──▶ swarm task ──TCP/noise/yamux──▶ peer's swarm task
+//!                                      │                                │ allowed peer?
+//!  callers ◀──────── oneshot ◀─────────┘         ◀── response ──  inbound channel ─▶ Node
+//! ```
+//!
+//! One task owns the [`Swarm`]; everything else talks to it through channels.
+//! Requests from peers that are not machines of the fleet are refused.
+
+mod codec;
+pub mod messages;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use messages::{PeerRequest, PeerResponse, WriteOutcome};
+
+type Rpc = request_response::Behaviour<codec::PeerCodec>;
+
+/// Why a request to a peer got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("bad peer address {0:?}")]
+    BadAddress(String),
+    #[error("peer rpc is shutting down")]
+    Closed,
+    #[error("peer {peer} did not answer: {reason}")]
+    Failed { peer: PeerId, reason: String },
+    #[error("peer {0} did not answer in time")]
+    Timeout(PeerId),
+}
+
+/// A request that arrived from an allowed peer, to be answered through `reply`.
+pub struct Inbound {
+    pub from: PeerId,
+    pub request: PeerRequest,
+    pub reply: oneshot::Sender<PeerResponse>,
+}
+
+enum Outbound {
+    Request {
+        peer: PeerId,
+        addr: Multiaddr,
+        request: PeerRequest,
+        reply: oneshot::Sender<Result<PeerResponse, P2pError>>,
+    },
+}
+
+/// A cheap, cloneable way to talk to the swarm task.
+#[derive(Clone)]
+pub struct P2pHandle {
+    local_peer_id: PeerId,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    allowed: Arc<RwLock<HashSet<PeerId>>>,
+    listen_addr: watch::Receiver<Option<SocketAddr>>,
+}
+
+impl P2pHandle {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The address the swarm listens on, once it does.
+    pub async fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        let mut rx = self.listen_addr.clone();
+        let addr = rx
+            .wait_for(Option::is_some)
+            .await
+            .context("peer rpc stopped before listening")?;
+        Ok(addr.expect("waited for some"))
+    }
+
+    /// Replaces the set of peers whose requests are answered.
+    pub fn set_allowed(&self, peers: HashSet<PeerId>) {
+        *self.allowed.write().expect("allowed peers lock") = peers;
+    }
+
+    /// Sends `request` to the peer at `addr` (`ip:port`) and waits up to `timeout` for the answer.
+    pub async fn request(
+        &self,
+        peer_id: &str,
+        addr: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, P2pError> {
+        let peer: PeerId = peer_id
+            .parse()
+            .map_err(|_| P2pError::BadAddress(peer_id.to_string()))?;
+        let addr = multiaddr(addr).ok_or_else(|| P2pError::BadAddress(addr.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.outbound
+            .send(Outbound::Request {
+                peer,
+                addr,
+                request,
+                reply,
+            })
+            .map_err(|_| P2pError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(P2pError::Closed),
+            Err(_) => Err(P2pError::Timeout(peer)),
+        }
+    }
+}
+
+/// `ip:port` as a TCP multiaddr.
+fn multiaddr(addr: &str) -> Option<Multiaddr> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) => Protocol::Ip4(ip),
+        IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Some(Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port())))
+}
+
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for part in addr.iter() {
+        match part {
+            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(SocketAddr::new(ip?, port?))
+}
+
+/// Starts the swarm listening on `listen`, returning the handle and the stream of
+/// inbound requests from allowed peers.
+pub fn start(
+    keypair: Keypair,
+    listen: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(P2pHandle, mpsc::Receiver<Inbound>)> {
+    let rpc_config = request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(30))
+        .with_max_concurrent_streams(4096);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .context("building the peer transport")?
+        .with_behaviour(|_| Rpc::new([(codec::PROTOCOL, ProtocolSupport::Full)], rpc_config))
+        .context("building the peer rpc behaviour")?
+        .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    let listen_multi = multiaddr(&listen.to_string()).context("peer rpc listen address")?;
+    swarm
+        .listen_on(listen_multi)
+        .with_context(|| format!("cannot listen for peer rpc on {listen}"))?;
+
+    let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+    let (listen_tx, listen_rx) = watch::channel(None);
+    let allowed = Arc::new(RwLock::new(HashSet::new()));
+    let handle = P2pHandle {
+        local_peer_id: *swarm.local_peer_id(),
+        outbound: outbound_tx,
+        allowed: allowed.clone(),
+        listen_addr: listen_rx,
+    };
+    let task = SwarmTask {
+        swarm,
+        outbound: outbound_rx,
+        inbound: inbound_tx,
+        allowed,
+        listen: listen_tx,
+        pending: HashMap::new(),
+        answering: FuturesUnordered::new(),
+    };
+    tokio::spawn(task.run(shutdown));
+    Ok((handle, inbound_rx))
+}
+
+type Answer = BoxFuture<'static, (ResponseChannel<PeerResponse>, PeerResponse)>;
+
+struct SwarmTask {
+    swarm: Swarm<Rpc>,
+    outbound: mpsc::UnboundedReceiver<Outbound>,
+    inbound: mpsc::Sender<Inbound>,
+    allowed: Arc<RwLock<HashSet<PeerId>>>,
+    listen: watch::Sender<Option<SocketAddr>>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerResponse, P2pError>>>,
+    answering: FuturesUnordered<Answer>,
+}
+
+impl SwarmTask {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                Some(out) = self.outbound.recv() => self.send(out),
+                Some((channel, response)) = self.answering.next(), if !self.answering.is_empty() => {
+                    // The requester may have gone away; nothing to do then.
+                    let _ = self.swarm.behaviour_mut().send_response(channel, response);
+                }
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        tracing::debug!("peer rpc stopped");
+    }
+
+    fn send(&mut self, out: Outbound) {
+        let Outbound::Request {
+            peer,
+            addr,
+            request,
+            reply,
+        } = out;
+        self.swarm.add_peer_address(peer, addr);
+        let id = self.swarm.behaviour_mut().send_request(&peer, request);
+        self.pending.insert(id, reply);
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<request_response::Event<PeerRequest, PeerResponse>>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if let Some(addr) = socket_addr(&address) {
+                    tracing::info!(%addr, "peer rpc listening");
+                    self.listen.send_replace(Some(addr));
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.on_request(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(reply) = self.pending.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Failed {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                tracing::debug!(%peer, %error, "inbound peer request failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        from: PeerId,
+        request: PeerRequest,
+        channel: ResponseChannel<PeerResponse>,
+    ) {
+        let allowed = self
+            .allowed
+            .read()
+            .expect("allowed peers lock")
+            .contains(&from);
+        if !allowed {
+            tracing::warn!(peer = %from, "refused peer rpc from a machine outside the fleet");
+            let reason = "this peer is not a machine of the fleet".to_string();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .send_response(channel, PeerResponse::Refused(reason));
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inbound
+            .try_send(Inbound {
+                from,
+                request,
+                reply,
+            })
+            .is_err()
+        {
+            let _ = self.swarm.behaviour_mut().send_response(
+                channel,
+                PeerResponse::Refused("peer rpc is overloaded".into()),
+            );
+            return;
+        }
+        self.answering.push(Box::pin(async move {
+            let response = rx
+                .await
+                .unwrap_or_else(|_| PeerResponse::Refused("request dropped".into()));
+            (channel, response)
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::{Command, MachineId};
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn allowed_peers_are_answered_and_strangers_refused() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (server, mut inbound) =
+            start(Keypair::generate_ed25519(), listen(), stop.clone()).unwrap();
+        let (client, _) = start(Keypair::generate_ed25519(), listen(), stop.clone()).unwrap();
+        let (stranger, _) = start(Keypair::generate_ed25519(), listen(), stop).unwrap();
+        server.set_allowed(HashSet::from([client.local_peer_id()]));
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let _ = req.reply.send(PeerResponse::ReadIndex(Ok(42)));
+            }
+        });
+        let addr = server.listen_addr().await.unwrap().to_string();
+        let peer = server.local_peer_id().to_string();
+        let ask = |handle: P2pHandle| {
+            let (addr, peer) = (addr.clone(), peer.clone());
+            async move {
+                let req = PeerRequest::Forward(Command::RemoveMachine { id: MachineId(1) });
+                handle
+                    .request(&peer, &addr, req, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(matches!(ask(client).await, PeerResponse::ReadIndex(Ok(42))));
+        assert!(matches!(ask(stranger).await, PeerResponse::Refused(_)));
+    }
+}

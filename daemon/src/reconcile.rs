@@ -1,0 +1,245 @@
+//! Fleet formation and the leader's reconcile loop.
+//!
+//! Every tick the leader (and only the leader) compares the verified gossip view with
+//! the log and writes the difference: new machines are recorded and added as Raft
+//! learners, changed machine facts are refreshed, status transitions are committed,
+//! and the autopilot's membership change (if any) is proposed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::ServerState;
+use shoal_gossip::{Observation, PeerView, StatusConfig, derive_status};
+use shoal_protocol::{Command, MachineId, MachineInfo, MachineRecord, MachineStatus, Resources};
+use tokio::sync::watch;
+
+use crate::autopilot::{self, Change, Health, Member};
+use crate::node::{Node, now_ms};
+
+/// How far behind the leader's log a learner may be and still be promoted.
+const CAUGHT_UP_ENTRIES: u64 = 1_000;
+
+/// Forms the fleet if this node should: alone with `bootstrap_expect = 1` and no `join`,
+/// or, with `bootstrap_expect = N`, once N machines have met (the lowest id proposes).
+pub async fn bootstrap(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let expect = node.config.bootstrap_expect;
+    if expect == 1 && !node.config.join.is_empty() {
+        tracing::info!("waiting to be added to the fleet by its leader");
+        return;
+    }
+    let mut peers = node.peers.clone();
+    loop {
+        match node.raft.is_initialized().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(%err, "raft stopped before bootstrap");
+                return;
+            }
+        }
+        let met: BTreeMap<MachineId, _> = peers
+            .borrow_and_update()
+            .iter()
+            .filter(|peer| peer.live)
+            .map(|peer| (peer.info.id, peer.info.addr.clone()))
+            .collect();
+        if met.len() >= expect && met.keys().next() == Some(&node.id) {
+            tracing::info!(members = met.len(), "bootstrapping the fleet");
+            match node.raft.initialize(met).await {
+                Ok(()) => return,
+                Err(err) => tracing::warn!(%err, "bootstrap failed, retrying"),
+            }
+        } else if expect > 1 {
+            tracing::debug!(met = met.len(), expect, "waiting for machines to meet");
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = peers.changed() => {}
+            _ = tokio::time::sleep(node.config.timings.heartbeat_interval) => {}
+        }
+    }
+}
+
+/// Runs the leader's reconcile pass every tick while this node leads.
+pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.config.timings.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_since: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let leads = node.raft.metrics().borrow().state == ServerState::Leader;
+        if !leads {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(now_ms);
+        if let Err(err) = reconcile(&node, since).await {
+            tracing::debug!(error = %err.message, "reconcile pass stopped early");
+        }
+    }
+}
+
+/// What the log keeps of a machine's info: its facts, not its moment-to-moment use.
+fn durable_facts(info: &MachineInfo) -> MachineInfo {
+    MachineInfo {
+        resources: Resources {
+            cpu_usage: 0.0,
+            load: 0.0,
+            memory_used_bytes: 0,
+            disk_free_bytes: 0,
+            ..info.resources.clone()
+        },
+        running: 0,
+        draining: false,
+        ..info.clone()
+    }
+}
+
+/// The leader's view of one machine's liveness, for status derivation.
+fn observe(
+    record: &MachineRecord,
+    peer: Option<&PeerView>,
+    now: u64,
+    leading_since: u64,
+) -> (Observation, u64) {
+    match peer {
+        Some(peer) => (peer.observation(), peer.last_heartbeat_ms),
+        None => {
+            // Never seen since this node started leading: count from whichever is later,
+            // the last committed heartbeat or the start of this term.
+            let from = record.last_heartbeat_ms.max(leading_since);
+            (
+                Observation::absent(Duration::from_millis(now.saturating_sub(from))),
+                record.last_heartbeat_ms,
+            )
+        }
+    }
+}
+
+async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol::ApiError> {
+    let now = now_ms();
+    let peers: HashMap<MachineId, PeerView> = node
+        .peers
+        .borrow()
+        .iter()
+        .map(|p| (p.info.id, p.clone()))
+        .collect();
+    let records: BTreeMap<MachineId, MachineRecord> =
+        node.fleet.read(|state| state.machines.clone());
+
+    // 1. Record new machines and refresh changed facts.
+    for peer in peers.values().filter(|peer| peer.live) {
+        let facts = durable_facts(&peer.info);
+        if records.get(&peer.info.id).map(|r| &r.info) != Some(&facts) {
+            node.write(Command::UpsertMachine {
+                info: facts,
+                at_ms: now,
+            })
+            .await?;
+        }
+    }
+
+    // 2. Commit status transitions.
+    let cfg = StatusConfig {
+        offline_after: node.config.timings.offline_after,
+        stale_after: node.config.timings.stale_after,
+        dead_after: node.config.timings.dead_after,
+        load_threshold: node.config.load_threshold,
+    };
+    for (id, record) in &records {
+        let (obs, last_heartbeat_ms) = observe(record, peers.get(id), now, leading_since);
+        let status = derive_status(record.status, &obs, &cfg);
+        if status != record.status {
+            tracing::info!(machine_id = %id, name = %record.info.name, from = %record.status, to = %status, "machine status changed");
+            node.write(Command::SetStatus {
+                id: *id,
+                status,
+                last_heartbeat_ms,
+                at_ms: now,
+            })
+            .await?;
+        }
+    }
+
+    // 3. Raft membership: add live machines as learners, then let the autopilot plan.
+    let (voters, learners, last_log, matched) = {
+        let metrics = node.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let matched: HashMap<MachineId, u64> = metrics
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, log)| (*id, log.map(|l| l.index).unwrap_or(0)))
+            .collect();
+        (
+            membership.voter_ids().collect::<BTreeSet<_>>(),
+            membership.learner_ids().collect::<BTreeSet<_>>(),
+            metrics.last_log_index.unwrap_or(0),
+            matched,
+        )
+    };
+    for peer in peers.values().filter(|peer| peer.live) {
+        let id = peer.info.id;
+        let known_dead = records
+            .get(&id)
+            .is_some_and(|r| r.status == MachineStatus::Dead);
+        if !voters.contains(&id) && !learners.contains(&id) && !known_dead {
+            tracing::info!(machine_id = %id, name = %peer.info.name, "adding machine as a raft learner");
+            if let Err(err) = node
+                .raft
+                .add_learner(id, peer.info.addr.clone(), false)
+                .await
+            {
+                tracing::debug!(%err, "add learner deferred");
+            }
+            return Ok(());
+        }
+    }
+    let records = node.fleet.read(|state| state.machines.clone());
+    let members: Vec<Member> = voters
+        .iter()
+        .map(|id| (*id, true))
+        .chain(learners.iter().map(|id| (*id, false)))
+        .map(|(id, voter)| {
+            let health = match records.get(&id).map(|r| (r.status, r.status_since_ms)) {
+                _ if id == node.id => Health::Healthy { caught_up: true },
+                Some((MachineStatus::Dead, _)) => Health::Dead,
+                Some((status, _)) if status.is_reachable() => Health::Healthy {
+                    caught_up: matched
+                        .get(&id)
+                        .is_some_and(|m| last_log.saturating_sub(*m) <= CAUGHT_UP_ENTRIES),
+                },
+                Some((_, since)) => Health::Unhealthy { since_ms: since },
+                None => Health::Healthy { caught_up: false },
+            };
+            Member { id, voter, health }
+        })
+        .collect();
+    let grace = node.config.timings.voter_grace.as_millis() as u64;
+    let change = autopilot::plan(node.id, &members, now, grace);
+    let result = match change {
+        None => return Ok(()),
+        Some(Change::Remove(ids)) => {
+            tracing::info!(machines = ?ids, "removing dead machines from raft");
+            node.raft
+                .change_membership(ChangeMembers::RemoveNodes(ids), false)
+                .await
+        }
+        Some(Change::SetVoters(ids)) => {
+            tracing::info!(voters = ?ids, "changing raft voters");
+            node.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
+                .await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, "membership change deferred");
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! In-process clusters for tests and benchmarks: N nodes on 127.0.0.1 with
+//! OS-assigned ports, short timings and their data in a temporary directory.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::{MachineId, MachineStatus};
+
+use crate::config::{Settings, Timings};
+use crate::node::{Listeners, Node, RunningNode};
+
+/// The secret every test node shares.
+pub const TEST_SECRET: &str = "shoal-test-cluster-secret";
+
+/// A cluster of in-process nodes. Node 0 bootstraps; the others join it.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<RunningNode>>,
+    gossip_addrs: Vec<SocketAddr>,
+    timings: Timings,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with [`Timings::fast`] and waits until all are ONLINE everywhere.
+    pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        Self::start_with(n, Timings::fast()).await
+    }
+
+    /// Starts `n` nodes with the given timings and waits until all are ONLINE everywhere.
+    pub async fn start_with(n: usize, timings: Timings) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir()?,
+            nodes: Vec::new(),
+            gossip_addrs: Vec::new(),
+            timings,
+        };
+        for i in 0..n {
+            let running = cluster.launch(i, Vec::new(), TEST_SECRET).await?;
+            cluster.gossip_addrs.push(running.1);
+            cluster.nodes.push(Some(running.0));
+        }
+        cluster.wait_all_online(n, Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    /// The settings node `i` runs with; `labels` are its own labels.
+    pub fn settings(&self, i: usize, labels: Vec<String>, secret: &str) -> Settings {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // Every other node's gossip address; node 0's first start has none and bootstraps.
+        let join = self
+            .gossip_addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, addr)| addr.to_string())
+            .collect();
+        Settings {
+            node_name: Some(format!("node-{i}")),
+            data_dir: self.data_dir(i),
+            bind: loopback,
+            api_port: 0,
+            gossip_port: 0,
+            p2p_port: 0,
+            join,
+            labels,
+            cluster_secret: Some(secret.to_string()),
+            timings: self.timings.clone(),
+            ..Settings::default()
+        }
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
+    }
+
+    async fn launch(
+        &self,
+        i: usize,
+        labels: Vec<String>,
+        secret: &str,
+    ) -> anyhow::Result<(RunningNode, SocketAddr)> {
+        let config = self.settings(i, labels, secret).validate()?;
+        let listeners = Listeners::bind(&config).await?;
+        let gossip = listeners.gossip.local_addr()?;
+        Ok((Node::start(config, listeners).await?, gossip))
+    }
+
+    /// Starts one more node that joins the fleet, returning its index.
+    pub async fn add_node(&mut self, labels: Vec<String>) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let (running, gossip) = self.launch(i, labels, TEST_SECRET).await?;
+        self.gossip_addrs.push(gossip);
+        self.nodes.push(Some(running));
+        Ok(i)
+    }
+
+    /// Starts a node that gossips to the fleet with a different secret. It is not
+    /// part of the cluster's node list.
+    pub async fn start_outsider(&self, secret: &str) -> anyhow::Result<RunningNode> {
+        let i = self.nodes.len() + 100;
+        Ok(self.launch(i, Vec::new(), secret).await?.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`; panics if it is stopped.
+    pub fn node(&self, i: usize) -> &Arc<Node> {
+        &self.nodes[i].as_ref().expect("node is running").node
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    /// The base URL of node `i`'s admin API.
+    pub fn api(&self, i: usize) -> String {
+        format!("http://{}", self.node(i).api_addr)
+    }
+
+    /// Indexes of running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.is_running(*i))
+            .collect()
+    }
+
+    /// The index of the node every running node agrees leads, if they agree.
+    pub fn leader(&self) -> Option<usize> {
+        let running = self.running();
+        let leader = self.node(*running.first()?).leader()?;
+        let agreed = running
+            .iter()
+            .all(|i| self.node(*i).leader() == Some(leader));
+        let index = running.into_iter().find(|i| self.node(*i).id == leader)?;
+        agreed.then_some(index)
+    }
+
+    /// Waits until the running nodes agree on a leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        wait_until(timeout, "a leader all nodes agree on", || self.leader()).await
+    }
+
+    /// Stops node `i` and keeps its data directory.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(running) = self.nodes[i].take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Starts node `i` again on its data directory (with new ports).
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        assert!(self.nodes[i].is_none(), "stop node {i} first");
+        let (running, gossip) = self.launch(i, Vec::new(), TEST_SECRET).await?;
+        self.gossip_addrs[i] = gossip;
+        self.nodes[i] = Some(running);
+        Ok(())
+    }
+
+    /// The status node `observer` reports for node `subject`.
+    pub fn status_seen(&self, observer: usize, subject: MachineId) -> Option<MachineStatus> {
+        self.node(observer)
+            .fleet
+            .read(|state| state.machines.get(&subject).map(|m| m.status))
+    }
+
+    /// Waits until every running node lists `n` machines, all ONLINE.
+    pub async fn wait_all_online(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(
+            timeout,
+            &format!("{n} machines ONLINE on every node"),
+            || {
+                self.running()
+                    .into_iter()
+                    .all(|i| {
+                        self.node(i).fleet.read(|state| {
+                            state.machines.len() == n
+                                && state
+                                    .machines
+                                    .values()
+                                    .all(|m| m.status == MachineStatus::Online)
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends logs to the test harness; `SHOAL_LOG` filters them (default: warnings).
+pub fn init_logs() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,400 @@
+//! The fleet state machine as a pure function: a committed [`Command`] in, a [`Response`] out.
+//!
+//! Every replica applies the same log, so this must be deterministic: no clocks (times come
+//! in the commands), no randomness, no I/O. A rejected command never changes the state.
+
+use std::collections::BTreeMap;
+
+use shoal_protocol::{
+    Command, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord, MachineStatus,
+    Response, UnixMillis,
+};
+
+/// Where in the log the command sits; for logs and future use, never for semantics that
+/// could differ between replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyCtx {
+    pub log_index: u64,
+}
+
+/// Applies one committed command to the fleet state.
+pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
+    let response = match cmd {
+        Command::UpsertMachine { info, at_ms } => upsert(state, info, at_ms),
+        Command::SetStatus {
+            id,
+            status,
+            last_heartbeat_ms,
+            at_ms,
+        } => set_status(state, id, status, last_heartbeat_ms, at_ms),
+        Command::LabelMachine { id, set, remove } => label(state, id, &set, &remove),
+        Command::RemoveMachine { id } => remove(state, id),
+    };
+    if let Response::Rejected { code, message } = &response {
+        tracing::debug!(log_index = ctx.log_index, ?code, %message, "command rejected");
+    }
+    response
+}
+
+fn upsert(state: &mut FleetState, info: MachineInfo, at_ms: UnixMillis) -> Response {
+    let record = match state.machines.entry(info.id) {
+        std::collections::btree_map::Entry::Occupied(entry) => {
+            let record = entry.into_mut();
+            record.info = info;
+            record
+        }
+        std::collections::btree_map::Entry::Vacant(entry) => entry.insert(MachineRecord {
+            info,
+            operator_labels: Labels::new(),
+            status: MachineStatus::Registering,
+            status_since_ms: at_ms,
+            last_heartbeat_ms: at_ms,
+            registered_at_ms: at_ms,
+        }),
+    };
+    Response::Machine(Box::new(record.clone()))
+}
+
+fn set_status(
+    state: &mut FleetState,
+    id: MachineId,
+    status: MachineStatus,
+    last_heartbeat_ms: UnixMillis,
+    at_ms: UnixMillis,
+) -> Response {
+    let Some(record) = state.machines.get_mut(&id) else {
+        return not_found(id);
+    };
+    if record.status != status {
+        record.status = status;
+        record.status_since_ms = at_ms;
+    }
+    record.last_heartbeat_ms = last_heartbeat_ms;
+    Response::Machine(Box::new(record.clone()))
+}
+
+fn label(state: &mut FleetState, id: MachineId, set: &Labels, remove: &[String]) -> Response {
+    let Some(record) = state.machines.get_mut(&id) else {
+        return not_found(id);
+    };
+    let mut map: BTreeMap<String, String> = record.operator_labels.clone().into();
+    for key in remove {
+        // Inserting into an empty set checks the key alone ("true" is always a valid value).
+        if let Err(err) = Labels::new().insert(key, "true") {
+            return bad_request(format!("cannot remove label from machine {id}: {err}"));
+        }
+        map.remove(key);
+    }
+    map.extend(set.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    match Labels::try_from(map) {
+        Ok(labels) => {
+            record.operator_labels = labels;
+            Response::Machine(Box::new(record.clone()))
+        }
+        Err(err) => bad_request(format!("cannot label machine {id}: {err}")),
+    }
+}
+
+fn remove(state: &mut FleetState, id: MachineId) -> Response {
+    match state.machines.remove(&id) {
+        Some(_) => Response::Done,
+        None => not_found(id),
+    }
+}
+
+fn not_found(id: MachineId) -> Response {
+    Response::Rejected {
+        code: ErrorCode::NotFound,
+        message: format!("machine {id} is not in the fleet"),
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    Response::Rejected {
+        code: ErrorCode::BadRequest,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use shoal_protocol::frame;
+
+    use super::*;
+
+    const CTX: ApplyCtx = ApplyCtx { log_index: 7 };
+
+    fn info(id: u64, name: &str) -> MachineInfo {
+        MachineInfo {
+            id: MachineId(id),
+            name: name.to_string(),
+            labels: Labels::from_pairs(["zone=attic"]).unwrap(),
+            ..MachineInfo::default()
+        }
+    }
+
+    fn registered(id: u64, at_ms: u64) -> FleetState {
+        let mut state = FleetState::default();
+        apply(
+            &mut state,
+            Command::UpsertMachine {
+                info: info(id, "first"),
+                at_ms,
+            },
+            &CTX,
+        );
+        state
+    }
+
+    fn machine(response: Response) -> MachineRecord {
+        match response {
+            Response::Machine(record) => *record,
+            other => panic!("expected a machine, got {other:?}"),
+        }
+    }
+
+    fn assert_rejected(response: &Response, want: ErrorCode, needle: &str) {
+        match response {
+            Response::Rejected { code, message } => {
+                assert_eq!(*code, want, "{message}");
+                assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn label_cmd(id: u64, set: &[&str], remove: &[&str]) -> Command {
+        Command::LabelMachine {
+            id: MachineId(id),
+            set: Labels::from_pairs(set.iter().copied()).unwrap(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn upsert_registers_an_unknown_machine() {
+        let mut state = FleetState::default();
+        let cmd = Command::UpsertMachine {
+            info: info(1, "one"),
+            at_ms: 100,
+        };
+        let record = machine(apply(&mut state, cmd, &CTX));
+        assert_eq!(record.status, MachineStatus::Registering);
+        assert_eq!(
+            (
+                record.status_since_ms,
+                record.registered_at_ms,
+                record.last_heartbeat_ms
+            ),
+            (100, 100, 100)
+        );
+        assert!(record.operator_labels.is_empty());
+        assert_eq!(state.machines[&MachineId(1)], record);
+    }
+
+    #[test]
+    fn upsert_of_a_known_machine_replaces_only_its_info() {
+        let mut state = registered(1, 100);
+        apply(&mut state, label_cmd(1, &["gpu"], &[]), &CTX);
+        apply(
+            &mut state,
+            Command::SetStatus {
+                id: MachineId(1),
+                status: MachineStatus::Online,
+                last_heartbeat_ms: 150,
+                at_ms: 150,
+            },
+            &CTX,
+        );
+        let cmd = Command::UpsertMachine {
+            info: info(1, "renamed"),
+            at_ms: 200,
+        };
+        let record = machine(apply(&mut state, cmd, &CTX));
+        assert_eq!(record.info.name, "renamed");
+        assert_eq!(record.status, MachineStatus::Online);
+        assert_eq!(record.status_since_ms, 150);
+        assert_eq!(record.registered_at_ms, 100);
+        assert_eq!(record.operator_labels.get("gpu"), Some("true"));
+    }
+
+    #[test]
+    fn set_status_changes_status_and_its_time() {
+        let mut state = registered(1, 100);
+        let cmd = Command::SetStatus {
+            id: MachineId(1),
+            status: MachineStatus::Online,
+            last_heartbeat_ms: 290,
+            at_ms: 300,
+        };
+        let record = machine(apply(&mut state, cmd, &CTX));
+        assert_eq!(record.status, MachineStatus::Online);
+        assert_eq!(record.status_since_ms, 300);
+        assert_eq!(record.last_heartbeat_ms, 290);
+    }
+
+    #[test]
+    fn set_status_to_the_same_status_only_moves_the_heartbeat() {
+        let mut state = registered(1, 100);
+        let cmd = Command::SetStatus {
+            id: MachineId(1),
+            status: MachineStatus::Registering,
+            last_heartbeat_ms: 400,
+            at_ms: 410,
+        };
+        let record = machine(apply(&mut state, cmd, &CTX));
+        assert_eq!(record.status, MachineStatus::Registering);
+        assert_eq!(record.status_since_ms, 100);
+        assert_eq!(record.last_heartbeat_ms, 400);
+    }
+
+    #[test]
+    fn commands_on_unknown_machines_are_not_found() {
+        let mut state = registered(1, 100);
+        let before = state.clone();
+        let cmds = [
+            Command::SetStatus {
+                id: MachineId(2),
+                status: MachineStatus::Online,
+                last_heartbeat_ms: 1,
+                at_ms: 1,
+            },
+            label_cmd(2, &["gpu"], &[]),
+            Command::RemoveMachine { id: MachineId(2) },
+        ];
+        for cmd in cmds {
+            let response = apply(&mut state, cmd, &CTX);
+            assert_rejected(&response, ErrorCode::NotFound, "0000000000000002");
+        }
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn label_removes_then_sets() {
+        let mut state = registered(1, 100);
+        apply(&mut state, label_cmd(1, &["a=1", "b=2"], &[]), &CTX);
+        let record = machine(apply(
+            &mut state,
+            label_cmd(1, &["b=3", "c=4"], &["a", "b", "absent"]),
+            &CTX,
+        ));
+        assert_eq!(record.operator_labels.to_string(), "b=3,c=4");
+        // The machine's own labels are untouched.
+        assert_eq!(record.info.labels.get("zone"), Some("attic"));
+    }
+
+    #[test]
+    fn label_with_a_bad_removed_key_is_rejected_unchanged() {
+        let mut state = registered(1, 100);
+        apply(&mut state, label_cmd(1, &["a=1"], &[]), &CTX);
+        let before = state.clone();
+        let response = apply(&mut state, label_cmd(1, &["b=2"], &["a", "Bad Key"]), &CTX);
+        assert_rejected(&response, ErrorCode::BadRequest, "Bad Key");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn label_past_the_limit_is_rejected_unchanged() {
+        let mut state = registered(1, 100);
+        let first: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        apply(&mut state, label_cmd(1, &first, &[]), &CTX);
+        let before = state.clone();
+        let more: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
+        let more: Vec<&str> = more.iter().map(String::as_str).collect();
+        let response = apply(&mut state, label_cmd(1, &more, &[]), &CTX);
+        assert_rejected(&response, ErrorCode::BadRequest, "at most 64 labels");
+        assert_eq!(state, before);
+        // Removing room first makes the same labels fit.
+        let response = apply(&mut state, label_cmd(1, &more, &first[..10]), &CTX);
+        assert_eq!(machine(response).operator_labels.len(), 55);
+    }
+
+    #[test]
+    fn remove_forgets_the_machine() {
+        let mut state = registered(1, 100);
+        let response = apply(
+            &mut state,
+            Command::RemoveMachine { id: MachineId(1) },
+            &CTX,
+        );
+        assert_eq!(response, Response::Done);
+        assert!(state.machines.is_empty());
+    }
+
+    fn status() -> impl Strategy<Value = MachineStatus> {
+        prop::sample::select(MachineStatus::ALL.to_vec())
+    }
+
+    /// Label keys from a small alphabet so that sets and removes collide, and two big sets
+    /// overflow the limit.
+    fn labels() -> impl Strategy<Value = Labels> {
+        prop::collection::btree_map("[a-z]{1,2}", "[a-z0-9]{0,3}", 0..40)
+            .prop_map(|map| Labels::try_from(map).unwrap())
+    }
+
+    /// Commands on a handful of ids, so most of them hit a known machine.
+    fn command() -> impl Strategy<Value = Command> {
+        let id = (0u64..4).prop_map(MachineId);
+        prop_oneof![
+            (id.clone(), "[a-z]{0,6}", 0u64..1000).prop_map(|(id, name, at_ms)| {
+                Command::UpsertMachine {
+                    info: MachineInfo {
+                        id,
+                        name,
+                        ..MachineInfo::default()
+                    },
+                    at_ms,
+                }
+            }),
+            (id.clone(), status(), 0u64..1000, 0u64..1000).prop_map(
+                |(id, status, last_heartbeat_ms, at_ms)| Command::SetStatus {
+                    id,
+                    status,
+                    last_heartbeat_ms,
+                    at_ms,
+                }
+            ),
+            (
+                id.clone(),
+                labels(),
+                prop::collection::vec("[a-z]{1,2}|[A-Z ]{1,2}", 0..4)
+            )
+                .prop_map(|(id, set, remove)| Command::LabelMachine {
+                    id,
+                    set,
+                    remove
+                }),
+            id.prop_map(|id| Command::RemoveMachine { id }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn applying_is_deterministic(cmds in prop::collection::vec(command(), 0..40)) {
+            let (mut a, mut b) = (FleetState::default(), FleetState::default());
+            for (index, cmd) in cmds.into_iter().enumerate() {
+                let ctx = ApplyCtx { log_index: index as u64 };
+                let left = apply(&mut a, cmd.clone(), &ctx);
+                let right = apply(&mut b, cmd, &ctx);
+                prop_assert_eq!(left, right);
+            }
+            prop_assert_eq!(frame::encode(&a).unwrap(), frame::encode(&b).unwrap());
+        }
+
+        #[test]
+        fn rejected_commands_leave_the_state_untouched(
+            cmds in prop::collection::vec(command(), 0..40),
+        ) {
+            let mut state = FleetState::default();
+            for (index, cmd) in cmds.into_iter().enumerate() {
+                let before = frame::encode(&state).unwrap();
+                let response = apply(&mut state, cmd, &ApplyCtx { log_index: index as u64 });
+                if matches!(response, Response::Rejected { .. }) {
+                    prop_assert_eq!(frame::encode(&state).unwrap(), before);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The Raft log, vote, committed and last-purged log ids in one redb file, `raft.redb`.
+//!
+//! Entries are frame-encoded under their u64 index. Every write is one redb transaction,
+//! committed durably (fsync) before the call returns, and run on tokio's blocking pool
+//! because redb blocks.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::frame;
+
+use crate::{FleetConfig, StoreError, TypeConfig};
+
+/// The log store's file inside the data directory.
+pub const LOG_FILE: &str = "raft.redb";
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
+type Result<T, C> = std::result::Result<T, StorageError<NodeIdOf<C>>>;
+
+/// The durable Raft log. Cloning it is cheap; clones share the database (a clone is also
+/// the log reader openraft's replication tasks use).
+pub struct LogStore<C: FleetConfig = TypeConfig> {
+    db: Arc<Database>,
+    _config: PhantomData<C>,
+}
+
+impl<C: FleetConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C: FleetConfig> LogStore<C> {
+    /// Opens `dir/raft.redb`, creating the file and its tables if needed. `dir` must exist.
+    pub fn open(dir: &Path) -> std::result::Result<Self, StoreError> {
+        let path = dir.join(LOG_FILE);
+        let db = Database::create(&path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOGS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        tracing::debug!(path = %path.display(), "raft log opened");
+        Ok(LogStore {
+            db: Arc::new(db),
+            _config: PhantomData,
+        })
+    }
+
+    /// Runs `f` on the database in tokio's blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> std::result::Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> std::result::Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+
+    async fn read_meta<T>(&self, key: &'static str) -> std::result::Result<Option<T>, StoreError>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(META)?;
+            let value = table.get(key)?;
+            Ok(value.map(|v| frame::decode(v.value())).transpose()?)
+        })
+        .await
+    }
+
+    /// Sets `key` to `value`, or deletes it when `value` is `None`, durably.
+    async fn write_meta<T>(
+        &self,
+        key: &'static str,
+        value: Option<&T>,
+    ) -> std::result::Result<(), StoreError>
+    where
+        T: Serialize,
+    {
+        let bytes = value.map(frame::encode).transpose()?;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(META)?;
+                match &bytes {
+                    Some(bytes) => table.insert(key, bytes.as_slice())?,
+                    None => table.remove(key)?,
+                };
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn decode_entry<C: FleetConfig>(
+    bytes: &[u8],
+) -> std::result::Result<openraft::Entry<C>, StoreError> {
+    Ok(frame::decode(bytes)?)
+}
+
+impl<C: FleetConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB>(&mut self, range: RB) -> Result<Vec<openraft::Entry<C>>, C>
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let bounds: (Bound<u64>, Bound<u64>) =
+            (range.start_bound().cloned(), range.end_bound().cloned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LOGS)?;
+            let mut entries = Vec::new();
+            for item in table.range(bounds)? {
+                let (_, value) = item?;
+                entries.push(decode_entry::<C>(value.value())?);
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+}
+
+impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, C> {
+        self.blocking(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let last_purged_log_id: Option<LogId<NodeIdOf<C>>> = meta
+                .get(LAST_PURGED)?
+                .map(|v| frame::decode(v.value()))
+                .transpose()?;
+            let logs = txn.open_table(LOGS)?;
+            let last_log_id = match logs.last()? {
+                Some((_, value)) => Some(decode_entry::<C>(value.value())?.log_id),
+                None => last_purged_log_id.clone(),
+            };
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeIdOf<C>>) -> Result<(), C> {
+        self.write_meta(VOTE, Some(vote))
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeIdOf<C>>>, C> {
+        self.read_meta(VOTE)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeIdOf<C>>>) -> Result<(), C> {
+        self.write_meta(COMMITTED, committed.as_ref())
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeIdOf<C>>>, C> {
+        self.read_meta(COMMITTED)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), C>
+    where
+        I: IntoIterator<Item = openraft::Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut last = None;
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = frame::encode(&entry).map_err(|e| {
+                StoreError::from(e)
+                    .into_storage(ErrorSubject::Log(entry.log_id.clone()), ErrorVerb::Write)
+            })?;
+            encoded.push((entry.log_id.index, bytes));
+            last = Some(entry.log_id);
+        }
+        let count = encoded.len();
+        let written = self
+            .blocking(move |db| {
+                let txn = db.begin_write()?;
+                {
+                    let mut table = txn.open_table(LOGS)?;
+                    for (index, bytes) in &encoded {
+                        table.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                tracing::trace!(count, last = ?last, "raft log entries appended");
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
+                Err(err.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeIdOf<C>>) -> Result<(), C> {
+        tracing::debug!(since = %log_id, "raft log truncated");
+        let since = log_id.index;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            txn.open_table(LOGS)?.retain_in(since.., |_, _| false)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeIdOf<C>>) -> Result<(), C> {
+        tracing::debug!(upto = %log_id, "raft log purged");
+        let upto = log_id.index;
+        let purged = frame::encode(&log_id)
+            .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Logs, ErrorVerb::Delete))?;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            txn.open_table(META)?
+                .insert(LAST_PURGED, purged.as_slice())?;
+            txn.open_table(LOGS)?.retain_in(..=upto, |_, _| false)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+}

@@ -1,0 +1,1 @@
+//! Losing nodes: leader failover, status transitions, restarts.
