@@ -97,6 +97,7 @@ mod tests {
                 peer_id: "12D3Koo".into(),
                 p2p_addr: format!("10.0.0.{id}:7401"),
                 api_addr: format!("10.0.0.{id}:7400"),
+                gossip_addr: format!("10.0.0.{id}:7401"),
             },
         }
     }

@@ -101,6 +101,7 @@ impl Node {
             peer_id: peer_id.to_string(),
             p2p_addr: SocketAddr::new(config.advertise, p2p_listen.port()).to_string(),
             api_addr: SocketAddr::new(config.advertise, api_listen.port()).to_string(),
+            gossip_addr: SocketAddr::new(config.advertise, gossip_listen.port()).to_string(),
         };
 
         let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join("raft"))?;
@@ -139,8 +140,15 @@ impl Node {
         };
         let (info_tx, info_rx) = watch::channel(info);
         let gossip_advertise = SocketAddr::new(config.advertise, gossip_listen.port());
+        // Seed gossip from --join and from every member this node knew before a restart.
+        let mut seeds = config.seeds();
+        for (member, known) in members(&raft) {
+            if member != id && !seeds.contains(&known.0.gossip_addr) {
+                seeds.push(known.0.gossip_addr);
+            }
+        }
         let gossip_config = GossipConfig {
-            seeds: config.seeds(),
+            seeds,
             gossip_interval: config.timings.gossip_interval,
             heartbeat_interval: config.timings.heartbeat_interval,
             initial_interval: config.timings.gossip_interval,

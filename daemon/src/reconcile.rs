@@ -137,7 +137,7 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         let facts = durable_facts(&peer.info);
         if records.get(&peer.info.id).map(|r| &r.info) != Some(&facts) {
             node.write(Command::UpsertMachine {
-                info: facts,
+                info: Box::new(facts),
                 at_ms: now,
             })
             .await?;
@@ -227,9 +227,14 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         None => return Ok(()),
         Some(Change::Remove(ids)) => {
             tracing::info!(machines = ?ids, "removing dead machines from raft");
-            node.raft
-                .change_membership(ChangeMembers::RemoveNodes(ids), false)
-                .await
+            // A voter leaves the voter set (not kept as a learner); learners go at once.
+            let dead_voters: BTreeSet<MachineId> = ids.intersection(&voters).copied().collect();
+            let change = if dead_voters.is_empty() {
+                ChangeMembers::RemoveNodes(ids)
+            } else {
+                ChangeMembers::RemoveVoters(dead_voters)
+            };
+            node.raft.change_membership(change, false).await
         }
         Some(Change::SetVoters(ids)) => {
             tracing::info!(voters = ?ids, "changing raft voters");

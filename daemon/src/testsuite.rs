@@ -67,6 +67,8 @@ impl Cluster {
             labels,
             cluster_secret: Some(secret.to_string()),
             timings: self.timings.clone(),
+            // The test machine's own load (a parallel build, say) must not make nodes BUSY.
+            load_threshold: 1e9,
             ..Settings::default()
         }
     }
@@ -146,6 +148,27 @@ impl Cluster {
     /// Waits until the running nodes agree on a leader.
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
         wait_until(timeout, "a leader all nodes agree on", || self.leader()).await
+    }
+
+    /// Waits until every running node sees a settled (not joint) membership with `n` voters.
+    pub async fn wait_voters(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(
+            timeout,
+            &format!("{n} voters settled on every node"),
+            || {
+                self.running()
+                    .into_iter()
+                    .all(|i| {
+                        let metrics = self.node(i).raft.metrics();
+                        let metrics = metrics.borrow();
+                        let membership = metrics.membership_config.membership();
+                        membership.get_joint_config().len() == 1
+                            && membership.voter_ids().count() == n
+                    })
+                    .then_some(())
+            },
+        )
+        .await
     }
 
     /// Stops node `i` and keeps its data directory.

@@ -14,7 +14,7 @@ pub enum Command {
     /// Adds a machine, or refreshes what it published (addresses, own labels, version).
     /// A new machine starts as REGISTERING; the leader's status loop moves it on.
     UpsertMachine {
-        info: MachineInfo,
+        info: Box<MachineInfo>,
         at_ms: UnixMillis,
     },
     /// The leader saw the machine's status change.

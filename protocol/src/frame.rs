@@ -89,6 +89,7 @@ mod tests {
                             peer_id: "12D3".into(),
                             p2p_addr: "127.0.0.1:7402".into(),
                             api_addr: "127.0.0.1:7400".into(),
+                            gossip_addr: "127.0.0.1:7401".into(),
                         },
                         labels,
                         resources: Resources {
@@ -115,7 +116,10 @@ mod tests {
 
     fn command() -> impl Strategy<Value = Command> {
         prop_oneof![
-            (info(), any::<u64>()).prop_map(|(info, at_ms)| Command::UpsertMachine { info, at_ms }),
+            (info(), any::<u64>()).prop_map(|(info, at_ms)| Command::UpsertMachine {
+                info: Box::new(info),
+                at_ms
+            }),
             (any::<u64>(), status(), any::<u64>(), any::<u64>()).prop_map(
                 |(id, status, last_heartbeat_ms, at_ms)| Command::SetStatus {
                     id: MachineId(id),

@@ -29,6 +29,8 @@ pub struct MemberAddr {
     pub p2p_addr: String,
     /// Admin API address, as `host:port`.
     pub api_addr: String,
+    /// Gossip (UDP) address, as `host:port`; a restarted machine seeds its gossip from these.
+    pub gossip_addr: String,
 }
 
 impl fmt::Display for MemberAddr {

@@ -20,7 +20,7 @@ pub struct ApplyCtx {
 /// Applies one committed command to the fleet state.
 pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
     let response = match cmd {
-        Command::UpsertMachine { info, at_ms } => upsert(state, info, at_ms),
+        Command::UpsertMachine { info, at_ms } => upsert(state, *info, at_ms),
         Command::SetStatus {
             id,
             status,
@@ -139,7 +139,7 @@ mod tests {
         apply(
             &mut state,
             Command::UpsertMachine {
-                info: info(id, "first"),
+                info: Box::new(info(id, "first")),
                 at_ms,
             },
             &CTX,
@@ -176,7 +176,7 @@ mod tests {
     fn upsert_registers_an_unknown_machine() {
         let mut state = FleetState::default();
         let cmd = Command::UpsertMachine {
-            info: info(1, "one"),
+            info: Box::new(info(1, "one")),
             at_ms: 100,
         };
         let record = machine(apply(&mut state, cmd, &CTX));
@@ -208,7 +208,7 @@ mod tests {
             &CTX,
         );
         let cmd = Command::UpsertMachine {
-            info: info(1, "renamed"),
+            info: Box::new(info(1, "renamed")),
             at_ms: 200,
         };
         let record = machine(apply(&mut state, cmd, &CTX));
@@ -330,25 +330,31 @@ mod tests {
     /// Label keys from a small alphabet so that sets and removes collide, and two big sets
     /// overflow the limit.
     fn labels() -> impl Strategy<Value = Labels> {
-        prop::collection::btree_map("[a-z]{1,2}", "[a-z0-9]{0,3}", 0..40)
+        prop::collection::btree_map("[a-z]{1,2}", "[a-z0-9]{0,3}", 0..60)
             .prop_map(|map| Labels::try_from(map).unwrap())
     }
 
-    /// Commands on a handful of ids, so most of them hit a known machine.
+    /// A removed key: usually valid, sometimes not (uppercase or a space).
+    fn removed_key() -> impl Strategy<Value = String> {
+        prop_oneof![9 => "[a-z]{1,2}", 1 => "[A-Z ]{1,2}"]
+    }
+
+    /// Commands on a handful of ids, weighted so most of them hit a known machine and
+    /// label sets pile up past the limit now and then.
     fn command() -> impl Strategy<Value = Command> {
         let id = (0u64..4).prop_map(MachineId);
         prop_oneof![
-            (id.clone(), "[a-z]{0,6}", 0u64..1000).prop_map(|(id, name, at_ms)| {
+            3 => (id.clone(), "[a-z]{0,6}", 0u64..1000).prop_map(|(id, name, at_ms)| {
                 Command::UpsertMachine {
-                    info: MachineInfo {
+                    info: Box::new(MachineInfo {
                         id,
                         name,
                         ..MachineInfo::default()
-                    },
+                    }),
                     at_ms,
                 }
             }),
-            (id.clone(), status(), 0u64..1000, 0u64..1000).prop_map(
+            2 => (id.clone(), status(), 0u64..1000, 0u64..1000).prop_map(
                 |(id, status, last_heartbeat_ms, at_ms)| Command::SetStatus {
                     id,
                     status,
@@ -356,17 +362,10 @@ mod tests {
                     at_ms,
                 }
             ),
-            (
-                id.clone(),
-                labels(),
-                prop::collection::vec("[a-z]{1,2}|[A-Z ]{1,2}", 0..4)
-            )
-                .prop_map(|(id, set, remove)| Command::LabelMachine {
-                    id,
-                    set,
-                    remove
-                }),
-            id.prop_map(|id| Command::RemoveMachine { id }),
+            4 => (id.clone(), labels(), prop::collection::vec(removed_key(), 0..4)).prop_map(
+                |(id, set, remove)| Command::LabelMachine { id, set, remove }
+            ),
+            1 => id.prop_map(|id| Command::RemoveMachine { id }),
         ]
     }
 

@@ -14,6 +14,7 @@
 mod apply;
 mod error;
 mod log_store;
+mod snapshot_file;
 mod state_machine;
 
 use std::io::Cursor;
@@ -25,7 +26,8 @@ use shoal_protocol::{Command, MachineId, MemberAddr, Response};
 
 pub use apply::{ApplyCtx, apply};
 pub use error::{RaftError, StoreError};
-pub use log_store::LogStore;
+pub use log_store::{LOG_FILE, LogStore};
+pub use snapshot_file::SNAPSHOT_FILE;
 pub use state_machine::{FleetHandle, FleetSnapshotBuilder, StateMachineStore, StoredSnapshot};
 
 openraft::declare_raft_types!(

@@ -1,13 +1,11 @@
 //! The fleet state machine: [`FleetState`] in memory, applied from committed log entries,
-//! and snapshotted whole to `snapshot.bin` (written to a temporary file, fsynced, renamed).
+//! and snapshotted whole to `snapshot.bin` (see [`crate::snapshot_file`]).
 //!
 //! On open the last snapshot is loaded; openraft then re-applies the log after it up to
 //! the saved committed id. The daemon reads the state through a [`FleetHandle`].
 
-use std::fs::{self, File};
-use std::io::{Cursor, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Cursor;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -20,11 +18,8 @@ use shoal_protocol::{FleetState, MemberAddr, Response, frame};
 use tokio::sync::watch;
 
 use crate::apply::{ApplyCtx, apply};
+use crate::snapshot_file::SnapshotFile;
 use crate::{FleetConfig, StoreError, TypeConfig};
-
-/// The snapshot's file inside the data directory.
-pub const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
 
 type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
 type Membership<C> = StoredMembership<NodeIdOf<C>, MemberAddr>;
@@ -61,19 +56,18 @@ impl FleetHandle {
 
 /// The state machine openraft drives.
 pub struct StateMachineStore<C: FleetConfig = TypeConfig> {
-    dir: PathBuf,
     state: Arc<RwLock<FleetState>>,
     last_applied: Option<LogId<NodeIdOf<C>>>,
     membership: Membership<C>,
     applied_tx: watch::Sender<Option<u64>>,
-    /// Makes snapshot ids unique among those built by this process.
-    snapshots_built: Arc<AtomicU64>,
+    snapshot_file: Arc<SnapshotFile<C>>,
 }
 
 impl<C: FleetConfig> StateMachineStore<C> {
     /// Opens the state machine kept in `dir`, starting from `snapshot.bin` if there is one.
     pub fn open(dir: &Path) -> std::result::Result<Self, StoreError> {
-        let (state, last_applied, membership) = match read_snapshot::<C>(dir)? {
+        let (snapshot_file, snapshot) = SnapshotFile::open(dir)?;
+        let (state, last_applied, membership) = match snapshot {
             Some(snapshot) => {
                 tracing::info!(
                     last_log = ?snapshot.meta.last_log_id,
@@ -87,12 +81,11 @@ impl<C: FleetConfig> StateMachineStore<C> {
         };
         let (applied_tx, _) = watch::channel(last_applied.as_ref().map(|id| id.index));
         Ok(StateMachineStore {
-            dir: dir.to_path_buf(),
             state: Arc::new(RwLock::new(state)),
             last_applied,
             membership,
             applied_tx,
-            snapshots_built: Arc::new(AtomicU64::new(0)),
+            snapshot_file,
         })
     }
 
@@ -113,30 +106,26 @@ impl<C: FleetConfig> StateMachineStore<C> {
 /// Builds a snapshot from a copy of the state taken when openraft asked for the builder,
 /// so applies that run meanwhile cannot slip into a snapshot labelled with an older id.
 pub struct FleetSnapshotBuilder<C: FleetConfig = TypeConfig> {
-    dir: PathBuf,
     state: FleetState,
     last_applied: Option<LogId<NodeIdOf<C>>>,
     membership: Membership<C>,
-    snapshots_built: Arc<AtomicU64>,
+    snapshot_file: Arc<SnapshotFile<C>>,
 }
 
 impl<C: FleetConfig> RaftSnapshotBuilder<C> for FleetSnapshotBuilder<C> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, C> {
-        let serial = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match &self.last_applied {
-            Some(id) => format!("{}-{}-{serial}", id.leader_id, id.index),
-            None => format!("none-{serial}"),
-        };
         let stored = StoredSnapshot::<C> {
             meta: SnapshotMeta {
                 last_log_id: self.last_applied.clone(),
                 last_membership: self.membership.clone(),
-                snapshot_id,
+                snapshot_id: self.snapshot_file.next_id(self.last_applied.as_ref()),
             },
-            state: std::mem::take(&mut self.state),
+            state: self.state.clone(),
         };
         let signature = Some(stored.meta.signature());
-        let bytes = persist(&self.dir, &stored)
+        let bytes = self
+            .snapshot_file
+            .save(&stored)
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Snapshot(signature), ErrorVerb::Write))?;
         tracing::info!(
@@ -193,7 +182,6 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         FleetSnapshotBuilder {
-            dir: self.dir.clone(),
             state: self
                 .state
                 .read()
@@ -201,7 +189,7 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                 .clone(),
             last_applied: self.last_applied.clone(),
             membership: self.membership.clone(),
-            snapshots_built: self.snapshots_built.clone(),
+            snapshot_file: self.snapshot_file.clone(),
         }
     }
 
@@ -225,7 +213,8 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             meta: meta.clone(),
             state: received.state,
         };
-        persist(&self.dir, &stored)
+        self.snapshot_file
+            .save(&stored)
             .await
             .map_err(failed(ErrorVerb::Write))?;
         tracing::info!(
@@ -242,65 +231,9 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, C> {
-        current_snapshot(self.dir.clone())
+        self.snapshot_file
+            .load()
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))
-    }
-}
-
-/// The persisted snapshot, if any, as openraft hands it to a follower.
-async fn current_snapshot<C: FleetConfig>(
-    dir: PathBuf,
-) -> std::result::Result<Option<Snapshot<C>>, StoreError> {
-    let Some(bytes) = tokio::task::spawn_blocking(move || read_snapshot_bytes(&dir)).await?? else {
-        return Ok(None);
-    };
-    let stored: StoredSnapshot<C> = frame::decode(&bytes)?;
-    Ok(Some(Snapshot {
-        meta: stored.meta,
-        snapshot: Box::new(Cursor::new(bytes)),
-    }))
-}
-
-/// Encodes `snapshot` and makes it `dir/snapshot.bin` atomically; returns the bytes.
-async fn persist<C: FleetConfig>(
-    dir: &Path,
-    snapshot: &StoredSnapshot<C>,
-) -> std::result::Result<Vec<u8>, StoreError> {
-    let bytes = frame::encode(snapshot)?;
-    let dir = dir.to_path_buf();
-    let written = bytes.clone();
-    tokio::task::spawn_blocking(move || write_atomically(&dir, &written)).await??;
-    Ok(bytes)
-}
-
-fn write_atomically(dir: &Path, bytes: &[u8]) -> std::result::Result<(), StoreError> {
-    let tmp = dir.join(SNAPSHOT_TMP);
-    let path = dir.join(SNAPSHOT_FILE);
-    let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::io("write", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &tmp, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("sync", dir, e))
-}
-
-fn read_snapshot_bytes(dir: &Path) -> std::result::Result<Option<Vec<u8>>, StoreError> {
-    let path = dir.join(SNAPSHOT_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io("read", &path, e)),
-    }
-}
-
-fn read_snapshot<C: FleetConfig>(
-    dir: &Path,
-) -> std::result::Result<Option<StoredSnapshot<C>>, StoreError> {
-    match read_snapshot_bytes(dir)? {
-        Some(bytes) => Ok(Some(frame::decode(&bytes)?)),
-        None => Ok(None),
     }
 }

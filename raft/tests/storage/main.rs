@@ -12,11 +12,11 @@ use shoal_raft::TypeConfig;
 /// A command that registers machine `id` under `name`.
 pub fn upsert(id: u64, name: &str, at_ms: u64) -> Command {
     Command::UpsertMachine {
-        info: MachineInfo {
+        info: Box::new(MachineInfo {
             id: MachineId(id),
             name: name.to_string(),
             ..MachineInfo::default()
-        },
+        }),
         at_ms,
     }
 }

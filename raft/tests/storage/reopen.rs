@@ -100,3 +100,41 @@ async fn the_handle_follows_applies() {
     let name = handle.read(|s| s.machines[&MachineId(7)].info.name.clone());
     assert_eq!(name, "seven");
 }
+
+#[tokio::test]
+async fn an_installed_snapshot_replaces_state_and_survives_reopen() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_log, mut leader) = shoal_raft::open(leader_dir.path()).unwrap();
+    leader
+        .apply((1..=4).map(|i| entry(i, upsert(i, "m", i))))
+        .await
+        .unwrap();
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    {
+        let (_log, mut follower) = shoal_raft::open(follower_dir.path()).unwrap();
+        follower
+            .apply([entry(1, upsert(9, "stale", 1))])
+            .await
+            .unwrap();
+        let handle = follower.handle();
+        let mut received = follower.begin_receiving_snapshot().await.unwrap();
+        *received = *snapshot.snapshot;
+        follower
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        assert_eq!(*handle.applied().borrow(), Some(4));
+        assert_eq!(handle.read(|s| s.machines.len()), 4);
+        assert!(handle.read(|s| !s.machines.contains_key(&MachineId(9))));
+    }
+
+    let (_log, follower) = shoal_raft::open(follower_dir.path()).unwrap();
+    assert_eq!(follower.handle().read(|s| s.machines.len()), 4);
+    assert_eq!(*follower.handle().applied().borrow(), Some(4));
+}

@@ -1,0 +1,161 @@
+//! Committed writes per second on a 3-node in-process cluster, every append fsynced.
+//! Run: `cargo run --release -p shoal-examples --example bench_writes`
+//!
+//! C client tasks each label the leader's machine a fixed number of times (20 s cap per
+//! run) through the leader's `Node::write`, a follower's (forwarded over peer RPC), or
+//! the leader's HTTP API. Everything stays on 127.0.0.1.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_daemon::Node;
+use shoal_daemon::testsuite::{Cluster, wait_until};
+use shoal_protocol::{Command, Labels, MachineId, Response};
+
+/// Writes per run, split over the clients (at least `MIN_PER_CLIENT` each).
+const WRITES_PER_RUN: usize = 4096;
+const MIN_PER_CLIENT: usize = 16;
+/// No run lasts longer than this.
+const RUN_CAP: Duration = Duration::from_secs(20);
+/// Numbers the writes, so every label value is new.
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    wait_until(Duration::from_secs(20), "3 voters", || {
+        let members = shoal_daemon::node::members(&cluster.node(0).raft);
+        (members.values().filter(|(_, voter)| *voter).count() == 3).then_some(())
+    })
+    .await?;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let follower = (0..3).find(|i| *i != leader).expect("3 nodes");
+    let target = cluster.node(leader).id;
+
+    println!("3 nodes on 127.0.0.1, leader node-{leader}; writes label the leader's machine");
+    println!(
+        "{:<10} {:>7} {:>7} {:>6} {:>7} {:>9} {:>8} {:>8}",
+        "via", "clients", "writes", "errors", "secs", "writes/s", "p50 ms", "p99 ms"
+    );
+    for (via, node, clients) in [
+        ("leader", leader, 1),
+        ("leader", leader, 16),
+        ("leader", leader, 64),
+        ("leader", leader, 256),
+        ("follower", follower, 64),
+    ] {
+        let node = cluster.node(node).clone();
+        let write = move |n| {
+            let node = node.clone();
+            async move { label(&node, target, n).await }
+        };
+        run(clients, write).await.print(via, clients);
+    }
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("{}/v1/machines/{target}/labels", cluster.api(leader));
+    let write = move |n: usize| {
+        let request = http
+            .put(&url)
+            .json(&serde_json::json!({ "set": { "bench": n.to_string() } }));
+        async move {
+            let response = request.send().await?;
+            anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+            Ok(())
+        }
+    };
+    run(64, write).await.print("http", 64);
+
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// One write through `node.write`: sets `bench=<n>` on machine `target`.
+async fn label(node: &Node, target: MachineId, n: usize) -> anyhow::Result<()> {
+    let cmd = Command::LabelMachine {
+        id: target,
+        set: Labels::from_pairs([format!("bench={n}").as_str()])?,
+        remove: vec![],
+    };
+    match node.write(cmd).await?.response {
+        Response::Machine(_) => Ok(()),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+struct Stats {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+/// Runs `clients` tasks, each doing its share of `WRITES_PER_RUN` writes or stopping at `RUN_CAP`.
+/// `write(n)` gets a number no other write in the process gets.
+async fn run<F, Fut>(clients: usize, write: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let per_client = (WRITES_PER_RUN / clients).max(MIN_PER_CLIENT);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let write = write.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::with_capacity(per_client), 0);
+                for _ in 0..per_client {
+                    if start.elapsed() > RUN_CAP {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    match write(SEQ.fetch_add(1, Ordering::Relaxed)).await {
+                        Ok(()) => latencies.push(sent.elapsed()),
+                        Err(err) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("write failed: {err:#}");
+                            }
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut stats = Stats {
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.expect("client task panicked");
+        stats.latencies.extend(latencies);
+        stats.errors += errors;
+    }
+    stats.elapsed = start.elapsed();
+    stats.latencies.sort();
+    stats
+}
+
+impl Stats {
+    fn print(&self, via: &str, clients: usize) {
+        let ms = |q: usize| {
+            let lat = &self.latencies;
+            lat.get((lat.len() * q / 100).min(lat.len().saturating_sub(1)))
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        let secs = self.elapsed.as_secs_f64();
+        println!(
+            "{via:<10} {clients:>7} {:>7} {:>6} {secs:>7.2} {:>9.0} {:>8.1} {:>8.1}",
+            self.latencies.len(),
+            self.errors,
+            self.latencies.len() as f64 / secs,
+            ms(50),
+            ms(99),
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! `snapshot.bin`: the one persisted snapshot of the fleet state, replaced atomically
+//! (write a temporary file, fsync, rename, fsync the directory).
+//!
+//! openraft builds snapshots in a task of their own, so a build can finish while a newer
+//! snapshot is being installed; writes are serialized here and never replace a newer
+//! snapshot with an older one.
+
+use std::fs::{self, File};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::{LogId, Snapshot};
+use shoal_protocol::frame;
+
+use crate::state_machine::StoredSnapshot;
+use crate::{FleetConfig, StoreError};
+
+/// The snapshot's file inside the data directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
+
+type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
+
+pub(crate) struct SnapshotFile<C: FleetConfig> {
+    dir: PathBuf,
+    /// The last log id of the snapshot on disk; the lock is held while writing.
+    on_disk: Mutex<Option<LogId<NodeIdOf<C>>>>,
+    /// Makes snapshot ids unique among those built by this process.
+    built: AtomicU64,
+}
+
+impl<C: FleetConfig> SnapshotFile<C> {
+    /// Opens the snapshot file in `dir` and loads the snapshot, if there is one.
+    pub(crate) fn open(dir: &Path) -> Result<(Arc<Self>, Option<StoredSnapshot<C>>), StoreError> {
+        let stored: Option<StoredSnapshot<C>> = match read_bytes(dir)? {
+            Some(bytes) => Some(frame::decode(&bytes)?),
+            None => None,
+        };
+        let on_disk = stored.as_ref().and_then(|s| s.meta.last_log_id.clone());
+        let file = SnapshotFile {
+            dir: dir.to_path_buf(),
+            on_disk: Mutex::new(on_disk),
+            built: AtomicU64::new(0),
+        };
+        Ok((Arc::new(file), stored))
+    }
+
+    /// A fresh snapshot id for a snapshot up to `last`.
+    pub(crate) fn next_id(&self, last: Option<&LogId<NodeIdOf<C>>>) -> String {
+        let serial = self.built.fetch_add(1, Ordering::Relaxed);
+        match last {
+            Some(id) => format!("{}-{}-{serial}", id.leader_id, id.index),
+            None => format!("none-{serial}"),
+        }
+    }
+
+    /// Encodes `snapshot` and makes it the file on disk, unless the file already holds a
+    /// newer one. Returns the encoded bytes either way.
+    pub(crate) async fn save(
+        self: &Arc<Self>,
+        snapshot: &StoredSnapshot<C>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let bytes = frame::encode(snapshot)?;
+        let this = self.clone();
+        let last = snapshot.meta.last_log_id.clone();
+        let written = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut on_disk = this.on_disk.lock().expect("snapshot file lock poisoned");
+            if last < *on_disk {
+                tracing::info!(last = ?last, on_disk = ?*on_disk, "older snapshot not persisted");
+                return Ok(());
+            }
+            write_atomically(&this.dir, &written)?;
+            *on_disk = last;
+            Ok::<_, StoreError>(())
+        })
+        .await??;
+        Ok(bytes)
+    }
+
+    /// The snapshot on disk, as openraft hands it to a lagging follower.
+    pub(crate) async fn load(&self) -> Result<Option<Snapshot<C>>, StoreError> {
+        let dir = self.dir.clone();
+        let Some(bytes) = tokio::task::spawn_blocking(move || read_bytes(&dir)).await?? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot<C> = frame::decode(&bytes)?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io("write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("sync", dir, e))
+}
+
+fn read_bytes(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("read", &path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, SnapshotMeta};
+    use shoal_protocol::{FleetState, MachineId};
+
+    use super::*;
+    use crate::TypeConfig;
+
+    fn snapshot(file: &SnapshotFile<TypeConfig>, index: u64) -> StoredSnapshot {
+        let last = LogId::new(CommittedLeaderId::new(1, MachineId(1)), index);
+        StoredSnapshot {
+            meta: SnapshotMeta {
+                snapshot_id: file.next_id(Some(&last)),
+                last_log_id: Some(last),
+                last_membership: Default::default(),
+            },
+            state: FleetState::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, loaded) = SnapshotFile::<TypeConfig>::open(dir.path()).unwrap();
+        assert!(loaded.is_none());
+        assert!(file.load().await.unwrap().is_none());
+
+        let newer = snapshot(&file, 5);
+        file.save(&newer).await.unwrap();
+        file.save(&snapshot(&file, 3)).await.unwrap();
+        let current = file.load().await.unwrap().expect("a snapshot");
+        assert_eq!(current.meta, newer.meta);
+
+        let (_, loaded) = SnapshotFile::<TypeConfig>::open(dir.path()).unwrap();
+        assert_eq!(loaded, Some(newer));
+        assert!(!dir.path().join(SNAPSHOT_TMP).exists());
+    }
+}
