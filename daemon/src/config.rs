@@ -261,6 +261,9 @@ impl Settings {
             bail!("max_running: must be at least 1");
         }
         self.timings.check()?;
+        if self.discovery.mdns {
+            bail!("discovery.mdns: LAN discovery is not available in this version; use join");
+        }
         for seed in &self.join {
             parse_seed(seed).with_context(|| format!("join: bad address {seed:?}"))?;
         }
@@ -434,8 +437,10 @@ mod tests {
             ..Settings::default()
         };
         assert!(err_of(label).starts_with("labels:"));
-        let mut timings = Timings::default();
-        timings.stale_after = Duration::from_secs(1);
+        let timings = Timings {
+            stale_after: Duration::from_secs(1),
+            ..Timings::default()
+        };
         let timing = Settings {
             timings,
             ..Settings::default()
