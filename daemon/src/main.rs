@@ -13,10 +13,13 @@ fn main() -> anyhow::Result<()> {
         default_hook(info);
         std::process::abort();
     }));
+    // openraft logs every failed replication attempt to an unreachable machine; the
+    // leader's own status transitions say the same thing once.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn,chitchat=warn,libp2p=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+                "info,openraft=warn,openraft::replication=off,chitchat=warn,libp2p=warn".into()
+            }),
         )
         .init();
 

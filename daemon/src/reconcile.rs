@@ -151,7 +151,13 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         dead_after: node.config.timings.dead_after,
         load_threshold: node.config.load_threshold,
     };
+    let settling = Duration::from_millis(now.saturating_sub(leading_since)) < cfg.offline_after;
     for (id, record) in &records {
+        if settling && !peers.get(id).is_some_and(|peer| peer.live) {
+            // A new leader's gossip view is young: give machines one offline_after to show up
+            // before calling them down, so a fleet restart does not flap.
+            continue;
+        }
         let (obs, last_heartbeat_ms) = observe(record, peers.get(id), now, leading_since);
         let status = derive_status(record.status, &obs, &cfg);
         if status != record.status {

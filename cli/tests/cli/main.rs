@@ -15,7 +15,11 @@ fn shoal(addr: &str, args: &[&str]) -> Output {
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "shoal failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "shoal failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
@@ -23,7 +27,10 @@ fn stdout(output: &Output) -> String {
 async fn the_cli_drives_a_real_cluster() {
     init_logs();
     let cluster = Cluster::start(3).await.unwrap();
-    cluster.wait_voters(3, Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_voters(3, Duration::from_secs(10))
+        .await
+        .unwrap();
     let addr = cluster.api(1);
     let run = |args: &'static [&'static str]| {
         let addr = addr.clone();
@@ -41,37 +48,62 @@ async fn the_cli_drives_a_real_cluster() {
     assert_eq!(list.machines.len(), 3);
 
     let shown = stdout(&run(&["machines", "show", "node-2"]).await.unwrap());
-    assert!(shown.contains("node-2") && shown.contains("ONLINE"), "{shown}");
+    assert!(
+        shown.contains("node-2") && shown.contains("ONLINE"),
+        "{shown}"
+    );
 
     let status = stdout(&run(&["cluster", "status"]).await.unwrap());
     let leader = cluster.node(0).leader().unwrap().to_string();
-    assert!(status.contains(&leader), "leader {leader} missing from:\n{status}");
+    assert!(
+        status.contains(&leader),
+        "leader {leader} missing from:\n{status}"
+    );
 
-    stdout(&run(&["machines", "label", "node-2", "zone=attic"]).await.unwrap());
+    stdout(
+        &run(&["machines", "label", "node-2", "zone=attic"])
+            .await
+            .unwrap(),
+    );
     let target = cluster.node(2).id;
     for i in 0..3 {
         let node = cluster.node(i);
         wait_until(Duration::from_secs(5), "label on every node", || {
-            node.fleet.read(|s| (s.machines.get(&target)?.labels().get("zone") == Some("attic")).then_some(()))
+            node.fleet.read(|s| {
+                (s.machines.get(&target)?.labels().get("zone") == Some("attic")).then_some(())
+            })
         })
         .await
         .unwrap();
     }
-    let filtered = stdout(&run(&["machines", "ls", "--label", "zone=attic"]).await.unwrap());
-    assert!(filtered.contains("node-2") && !filtered.contains("node-0"), "{filtered}");
+    let filtered = stdout(
+        &run(&["machines", "ls", "--label", "zone=attic"])
+            .await
+            .unwrap(),
+    );
+    assert!(
+        filtered.contains("node-2") && !filtered.contains("node-0"),
+        "{filtered}"
+    );
 
     // Bad input: refused before any request, with the reason and exit code 2.
-    let bad = run(&["machines", "label", "node-2", "Bad Key=x"]).await.unwrap();
+    let bad = run(&["machines", "label", "node-2", "Bad Key=x"])
+        .await
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Bad Key"));
     // An unknown machine is an API error: exit code 1 and the server's message.
-    let missing = run(&["machines", "show", "00000000000000ff"]).await.unwrap();
+    let missing = run(&["machines", "show", "00000000000000ff"])
+        .await
+        .unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
     cluster.shutdown().await;
 
     // Nobody listening: exit code 3, naming the address.
-    let gone = tokio::task::spawn_blocking(move || shoal(&addr, &["machines", "ls"])).await.unwrap();
+    let gone = tokio::task::spawn_blocking(move || shoal(&addr, &["machines", "ls"]))
+        .await
+        .unwrap();
     assert_eq!(gone.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("127.0.0.1"));
 }
