@@ -31,10 +31,12 @@ raft_election_max = "500ms"
 reconcile_interval = "100ms"
 "#;
 
-/// The three `shoald` children; dropping it SIGKILLs them and removes their data.
+/// The three `shoald` children; dropping it SIGKILLs them and removes their data
+/// (kept, with the logs, when the benchmark failed).
 struct Fleet {
     shoald: PathBuf,
     dir: PathBuf,
+    keep_dir: bool,
     children: Vec<Option<Child>>,
     ids: Vec<MachineId>,
     http: reqwest::Client,
@@ -46,7 +48,9 @@ impl Drop for Fleet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -68,15 +72,16 @@ async fn main() -> anyhow::Result<()> {
     let mut fleet = Fleet {
         shoald,
         dir,
+        keep_dir: false,
         children: (0..NODES).map(|_| None).collect(),
         ids: Vec::new(),
         http: reqwest::Client::builder().no_proxy().build()?,
     };
-    let figures = tokio::select! {
-        figures = measure(&mut fleet) => figures?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    let result = tokio::select! {
+        figures = measure(&mut fleet) => figures,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    let [rss, propagation, detection, failover] = figures;
+    let [rss, propagation, detection, failover] = result.map_err(|err| fleet.explain(err))?;
     println!("3 shoald processes on 127.0.0.20-22, {ROUNDS} rounds");
     println!(
         "{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}",
@@ -152,6 +157,7 @@ impl Fleet {
             .args(["--bind", &format!("127.0.0.{}", 20 + i)])
             .args(["--node-name", &format!("bench-{i}")])
             .args(["--cluster-secret", SECRET])
+            .env("NO_COLOR", "1")
             .stdout(log.try_clone()?)
             .stderr(log);
         if i > 0 {
@@ -163,9 +169,31 @@ impl Fleet {
 
     fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let mut child = self.children[i].take().expect("node is running");
-        child.kill()?; // SIGKILL
+        let killed = child.kill(); // SIGKILL
         child.wait()?;
+        killed?;
         Ok(())
+    }
+
+    /// Adds to `err` which nodes exited by themselves and why, and keeps the logs.
+    fn explain(&mut self, mut err: anyhow::Error) -> anyhow::Error {
+        self.keep_dir = true;
+        for i in 0..NODES {
+            let Some(Ok(Some(status))) = self.children[i].as_mut().map(Child::try_wait) else {
+                continue;
+            };
+            let log = std::fs::read_to_string(self.dir.join(format!("n{i}.log")));
+            let log = log.unwrap_or_default();
+            let last = log
+                .lines()
+                .find(|l| l.starts_with("Error:"))
+                .or(log.lines().last());
+            err = err.context(format!(
+                "node {i} exited ({status}): {}",
+                last.unwrap_or("")
+            ));
+        }
+        err.context(format!("node logs kept in {}", self.dir.display()))
     }
 
     fn running(&self) -> Vec<usize> {

@@ -164,7 +164,7 @@ impl Timings {
             raft_heartbeat: Duration::from_millis(50),
             raft_election_min: Duration::from_millis(250),
             raft_election_max: Duration::from_millis(500),
-            snapshot_every_logs: 1_000,
+            snapshot_every_logs: 200,
         }
     }
 }
