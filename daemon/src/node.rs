@@ -18,7 +18,7 @@ use anyhow::Context;
 use libp2p::PeerId;
 use shoal_gossip::{ClusterKey, Gossip, GossipConfig, PeerView};
 use shoal_protocol::{MachineId, MachineInfo, MemberAddr, UnixMillis};
-use shoal_raft::{FleetHandle, Raft, RaftTimings};
+use shoal_raft::{CommitIndex, FleetHandle, Raft, RaftTimings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -65,6 +65,7 @@ pub struct Node {
     pub config: Config,
     pub raft: Raft,
     pub fleet: FleetHandle,
+    pub commit_index: CommitIndex,
     pub p2p: P2pHandle,
     pub book: AddressBook,
     pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
@@ -106,6 +107,7 @@ impl Node {
 
         let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join("raft"))?;
         let fleet = state_machine.handle();
+        let commit_index = log_store.commit_index();
         let book = AddressBook::default();
         let raft_config = shoal_raft::raft_config(&RaftTimings {
             heartbeat: config.timings.raft_heartbeat,
@@ -163,6 +165,7 @@ impl Node {
             config,
             raft,
             fleet,
+            commit_index,
             p2p,
             book,
             info: info_tx,

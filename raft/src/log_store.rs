@@ -9,12 +9,13 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::frame;
@@ -38,13 +39,27 @@ type Result<T, C> = std::result::Result<T, StorageError<NodeIdOf<C>>>;
 /// the log reader openraft's replication tasks use).
 pub struct LogStore<C: FleetConfig = TypeConfig> {
     db: Arc<Database>,
+    /// The last committed index plus one (0: nothing committed yet), for metrics.
+    commit_index: Arc<AtomicU64>,
     _config: PhantomData<C>,
+}
+
+/// Reads the commit index a [`LogStore`] last saw, from anywhere.
+#[derive(Clone)]
+pub struct CommitIndex(Arc<AtomicU64>);
+
+impl CommitIndex {
+    /// The highest log index known committed, if any.
+    pub fn get(&self) -> Option<u64> {
+        self.0.load(Ordering::Relaxed).checked_sub(1)
+    }
 }
 
 impl<C: FleetConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
+            commit_index: self.commit_index.clone(),
             _config: PhantomData,
         }
     }
@@ -62,8 +77,14 @@ impl<C: FleetConfig> LogStore<C> {
         tracing::debug!(path = %path.display(), "raft log opened");
         Ok(LogStore {
             db: Arc::new(db),
+            commit_index: Arc::new(AtomicU64::new(0)),
             _config: PhantomData,
         })
+    }
+
+    /// A handle on the commit index this store is told about.
+    pub fn commit_index(&self) -> CommitIndex {
+        CommitIndex(self.commit_index.clone())
     }
 
     /// Runs `f` on the database in tokio's blocking pool.
@@ -90,17 +111,23 @@ impl<C: FleetConfig> LogStore<C> {
     }
 
     /// Sets `key` to `value`, or deletes it when `value` is `None`, durably.
+    /// Writes one meta value; with `durable` the commit is fsynced before it returns.
     async fn write_meta<T>(
         &self,
         key: &'static str,
         value: Option<&T>,
+        durable: bool,
     ) -> std::result::Result<(), StoreError>
     where
         T: Serialize,
     {
         let bytes = value.map(frame::encode).transpose()?;
         self.blocking(move |db| {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)
+                    .map_err(redb::Error::from)?;
+            }
             {
                 let mut table = txn.open_table(META)?;
                 match &bytes {
@@ -173,7 +200,7 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeIdOf<C>>) -> Result<(), C> {
-        self.write_meta(VOTE, Some(vote))
+        self.write_meta(VOTE, Some(vote), true)
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
     }
@@ -185,7 +212,14 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeIdOf<C>>>) -> Result<(), C> {
-        self.write_meta(COMMITTED, committed.as_ref())
+        // The committed id only saves re-applying entries after a restart; it need not be
+        // fsynced on its own (the next log append makes it durable), which saves an fsync
+        // per commit.
+        self.commit_index.store(
+            committed.as_ref().map_or(0, |id| id.index + 1),
+            Ordering::Relaxed,
+        );
+        self.write_meta(COMMITTED, committed.as_ref(), false)
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
     }

@@ -206,7 +206,10 @@ async fn a_dead_voter_is_replaced_by_a_learner() {
 async fn a_new_machine_catches_up_from_a_snapshot_after_logs_are_purged() {
     init_logs();
     let mut cluster = Cluster::start(3).await.unwrap();
-    cluster.wait_voters(3, Duration::from_secs(10)).await.unwrap();
+    cluster
+        .wait_voters(3, Duration::from_secs(10))
+        .await
+        .unwrap();
     let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
     let node = cluster.node(leader).clone();
     let target = node.id;
@@ -217,29 +220,52 @@ async fn a_new_machine_catches_up_from_a_snapshot_after_logs_are_purged() {
         let node = node.clone();
         writers.spawn(async move {
             for n in 0..40u32 {
-                let set = shoal_protocol::Labels::from_pairs([format!("w{w}=n{n}").as_str()]).unwrap();
-                node.write(shoal_protocol::Command::LabelMachine { id: target, set, remove: vec![] }).await.unwrap();
+                let set =
+                    shoal_protocol::Labels::from_pairs([format!("w{w}=n{n}").as_str()]).unwrap();
+                node.write(shoal_protocol::Command::LabelMachine {
+                    id: target,
+                    set,
+                    remove: vec![],
+                })
+                .await
+                .unwrap();
             }
         });
     }
     while let Some(done) = writers.join_next().await {
         done.unwrap();
     }
-    wait_until(Duration::from_secs(10), "a snapshot and purged logs on the leader", || {
-        let metrics = node.raft.metrics().borrow().clone();
-        (metrics.snapshot.is_some() && metrics.purged.is_some()).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "a snapshot and purged logs on the leader",
+        || {
+            let metrics = node.raft.metrics().borrow().clone();
+            (metrics.snapshot.is_some() && metrics.purged.is_some()).then_some(())
+        },
+    )
     .await
     .unwrap();
 
     let newcomer = cluster.add_node(vec!["late=true".into()]).await.unwrap();
-    cluster.wait_all_online(4, Duration::from_secs(20)).await.unwrap();
+    cluster
+        .wait_all_online(4, Duration::from_secs(20))
+        .await
+        .unwrap();
     let late = cluster.node(newcomer);
-    wait_until(Duration::from_secs(10), "the newcomer to hold every write", || {
-        late.fleet.read(|s| (s.machines.get(&target)?.operator_labels.get("w31") == Some("n39")).then_some(()))
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the newcomer to hold every write",
+        || {
+            late.fleet.read(|s| {
+                (s.machines.get(&target)?.operator_labels.get("w31") == Some("n39")).then_some(())
+            })
+        },
+    )
     .await
     .unwrap();
-    assert!(late.raft.metrics().borrow().snapshot.is_some(), "the newcomer installed no snapshot");
+    assert!(
+        late.raft.metrics().borrow().snapshot.is_some(),
+        "the newcomer installed no snapshot"
+    );
     cluster.shutdown().await;
 }

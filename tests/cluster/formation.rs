@@ -46,6 +46,11 @@ async fn three_nodes_agree_on_the_machine_list_with_three_voters() {
     assert_eq!(status.voters.len(), 3, "{status:?}");
     assert_eq!(status.learners.len(), 0);
     assert!(status.leader.is_some());
+    assert!(
+        status.commit_index.is_some() && status.commit_index >= status.last_applied,
+        "{status:?}"
+    );
+    assert!(status.last_log_index >= status.commit_index, "{status:?}");
     cluster.shutdown().await;
 }
 

@@ -175,7 +175,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
         leader: metrics.current_leader,
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
-        commit_index: metrics.last_applied.map(|id| id.index),
+        commit_index: node.commit_index.get(),
         last_applied: metrics.last_applied.map(|id| id.index),
         voters,
         learners,
