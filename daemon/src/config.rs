@@ -261,8 +261,11 @@ impl Settings {
             bail!("max_running: must be at least 1");
         }
         self.timings.check()?;
-        if self.discovery.mdns {
-            bail!("discovery.mdns: LAN discovery is not available in this version; use join");
+        if self.discovery.mdns && self.bind.is_loopback() {
+            bail!(
+                "discovery.mdns: needs bind to be a LAN address, not {}",
+                self.bind
+            );
         }
         for seed in &self.join {
             parse_seed(seed).with_context(|| format!("join: bad address {seed:?}"))?;

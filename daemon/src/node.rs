@@ -76,7 +76,7 @@ pub struct Node {
 /// A started node: its shared state and the tasks to stop.
 pub struct RunningNode {
     pub node: Arc<Node>,
-    gossip: Gossip,
+    gossip: Arc<Gossip>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -94,7 +94,11 @@ impl Node {
         let key = ClusterKey::from_secret(secret.as_bytes())?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (p2p, inbound) = p2p::start(keypair, config.p2p_addr(), shutdown_rx.clone())?;
+        let p2p::P2p {
+            handle: p2p,
+            inbound,
+            discovered,
+        } = p2p::start(keypair, config.p2p_addr(), config.mdns, shutdown_rx.clone())?;
         let p2p_listen = p2p.listen_addr().await?;
         let api_listen = listeners.api.local_addr()?;
         let gossip_listen = listeners.gossip.local_addr()?;
@@ -157,7 +161,7 @@ impl Node {
             max_interval: config.timings.gossip_interval * 20,
             ..GossipConfig::new(id, now_ms(), gossip_advertise, "shoal", key)
         };
-        let gossip = Gossip::start(gossip_config, info_rx, listeners.gossip).await?;
+        let gossip = Arc::new(Gossip::start(gossip_config, info_rx, listeners.gossip).await?);
 
         let node = Arc::new(Node {
             id,
@@ -184,6 +188,11 @@ impl Node {
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::bootstrap(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(discovery_loop(
+            gossip.clone(),
+            discovered,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx));
         Ok(RunningNode {
             node,
@@ -228,13 +237,35 @@ impl RunningNode {
         if let Err(err) = self.node.raft.shutdown().await {
             tracing::warn!(%err, "raft did not stop cleanly");
         }
-        self.gossip.shutdown().await;
         while self.tasks.join_next().await.is_some() {}
+        // Every task that shared the gossip handle has ended.
+        match Arc::try_unwrap(self.gossip) {
+            Ok(gossip) => gossip.shutdown().await,
+            Err(_) => tracing::warn!("gossip still in use at shutdown"),
+        }
     }
 
     /// Waits until a task ends on its own (which means the node failed) or shutdown.
     pub async fn wait(&mut self) {
         self.tasks.join_next().await;
+    }
+}
+
+/// Gossips with every machine mDNS found on the LAN.
+async fn discovery_loop(
+    gossip: Arc<Gossip>,
+    mut discovered: tokio::sync::mpsc::UnboundedReceiver<SocketAddr>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            Some(addr) = discovered.recv() => {
+                if let Err(err) = gossip.gossip_with(addr) {
+                    tracing::warn!(%addr, %err, "cannot gossip with a discovered machine");
+                }
+            }
+        }
     }
 }
 

@@ -21,11 +21,11 @@ use crate::node::{Node, now_ms};
 /// How far behind the leader's log a learner may be and still be promoted.
 const CAUGHT_UP_ENTRIES: u64 = 1_000;
 
-/// Forms the fleet if this node should: alone with `bootstrap_expect = 1` and no `join`,
+/// Forms the fleet if this node should: alone with `bootstrap_expect = 1`, no `join` and no mDNS,
 /// or, with `bootstrap_expect = N`, once N machines have met (the lowest id proposes).
 pub async fn bootstrap(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let expect = node.config.bootstrap_expect;
-    if expect == 1 && !node.config.join.is_empty() {
+    if expect == 1 && (!node.config.join.is_empty() || node.config.mdns) {
         tracing::info!("waiting to be added to the fleet by its leader");
         return;
     }

@@ -45,6 +45,9 @@ async fn answer(node: &Node, request: PeerRequest) -> PeerResponse {
         PeerRequest::Snapshot(req) => PeerResponse::Snapshot(node.raft.install_snapshot(req).await),
         PeerRequest::Forward(cmd) => PeerResponse::Write(write_as_leader(node, cmd).await),
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
+        PeerRequest::Hello => PeerResponse::Hello {
+            gossip_addr: node.info.borrow().addr.gossip_addr.clone(),
+        },
     }
 }
 

@@ -21,6 +21,9 @@ pub enum PeerRequest {
     Forward(Command),
     /// A follower asks the leader for a linearizable read point.
     ReadIndex,
+    /// A machine found on the LAN asks where to gossip; answered for anyone, since a
+    /// gossip address is no secret.
+    Hello,
 }
 
 /// A committed write: its log index and what the state machine answered.
@@ -41,6 +44,10 @@ pub enum PeerResponse {
     Write(Result<WriteOutcome, ApiError>),
     /// The log index a read must wait for.
     ReadIndex(Result<u64, ApiError>),
+    /// Where this machine gossips.
+    Hello {
+        gossip_addr: String,
+    },
     /// The sender is not a machine of this fleet.
     Refused(String),
 }

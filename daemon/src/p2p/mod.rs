@@ -8,7 +8,9 @@
 //! ```
 //!
 //! One task owns the [`Swarm`]; everything else talks to it through channels.
-//! Requests from peers that are not machines of the fleet are refused.
+//! Requests from peers that are not machines of the fleet are refused, except `Hello`.
+//! With mDNS on, every peer found on the LAN is asked `Hello`, and its gossip address
+//! comes out of [`P2p::discovered`] for gossip to contact.
 
 mod codec;
 pub mod messages;
@@ -25,13 +27,23 @@ use futures::stream::FuturesUnordered;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use messages::{PeerRequest, PeerResponse, WriteOutcome};
 
 type Rpc = request_response::Behaviour<codec::PeerCodec>;
+
+/// How often mDNS asks the LAN who is there.
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    rpc: Rpc,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
 
 /// Why a request to a peer got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -144,13 +156,21 @@ fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip?, port?))
 }
 
-/// Starts the swarm listening on `listen`, returning the handle and the stream of
-/// inbound requests from allowed peers.
+/// A started swarm: the handle, inbound requests from allowed peers, and gossip
+/// addresses of machines mDNS found.
+pub struct P2p {
+    pub handle: P2pHandle,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub discovered: mpsc::UnboundedReceiver<SocketAddr>,
+}
+
+/// Starts the swarm listening on `listen`, with mDNS discovery if `use_mdns`.
 pub fn start(
     keypair: Keypair,
     listen: SocketAddr,
+    use_mdns: bool,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(P2pHandle, mpsc::Receiver<Inbound>)> {
+) -> anyhow::Result<P2p> {
     let rpc_config = request_response::Config::default()
         .with_request_timeout(Duration::from_secs(30))
         .with_max_concurrent_streams(4096);
@@ -162,7 +182,25 @@ pub fn start(
             yamux::Config::default,
         )
         .context("building the peer transport")?
-        .with_behaviour(|_| Rpc::new([(codec::PROTOCOL, ProtocolSupport::Full)], rpc_config))
+        .with_behaviour(|key| {
+            let mdns = if use_mdns {
+                let config = mdns::Config {
+                    query_interval: MDNS_QUERY_INTERVAL,
+                    ..mdns::Config::default()
+                };
+                Some(mdns::tokio::Behaviour::new(
+                    config,
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            let rpc = Rpc::new([(codec::PROTOCOL, ProtocolSupport::Full)], rpc_config);
+            Ok(Behaviour {
+                rpc,
+                mdns: Toggle::from(mdns),
+            })
+        })
         .context("building the peer rpc behaviour")?
         .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(300)))
         .build();
@@ -173,6 +211,7 @@ pub fn start(
 
     let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+    let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
     let (listen_tx, listen_rx) = watch::channel(None);
     let allowed = Arc::new(RwLock::new(HashSet::new()));
     let handle = P2pHandle {
@@ -189,21 +228,30 @@ pub fn start(
         listen: listen_tx,
         pending: HashMap::new(),
         answering: FuturesUnordered::new(),
+        greeting: HashMap::new(),
+        discovered: discovered_tx,
     };
     tokio::spawn(task.run(shutdown));
-    Ok((handle, inbound_rx))
+    Ok(P2p {
+        handle,
+        inbound: inbound_rx,
+        discovered: discovered_rx,
+    })
 }
 
 type Answer = BoxFuture<'static, (ResponseChannel<PeerResponse>, PeerResponse)>;
 
 struct SwarmTask {
-    swarm: Swarm<Rpc>,
+    swarm: Swarm<Behaviour>,
     outbound: mpsc::UnboundedReceiver<Outbound>,
     inbound: mpsc::Sender<Inbound>,
     allowed: Arc<RwLock<HashSet<PeerId>>>,
     listen: watch::Sender<Option<SocketAddr>>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerResponse, P2pError>>>,
     answering: FuturesUnordered<Answer>,
+    /// `Hello`s sent to peers mDNS found, by request.
+    greeting: HashMap<OutboundRequestId, PeerId>,
+    discovered: mpsc::UnboundedSender<SocketAddr>,
 }
 
 impl SwarmTask {
@@ -214,7 +262,7 @@ impl SwarmTask {
                 Some(out) = self.outbound.recv() => self.send(out),
                 Some((channel, response)) = self.answering.next(), if !self.answering.is_empty() => {
                     // The requester may have gone away; nothing to do then.
-                    let _ = self.swarm.behaviour_mut().send_response(channel, response);
+                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
                 }
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
@@ -230,11 +278,11 @@ impl SwarmTask {
             reply,
         } = out;
         self.swarm.add_peer_address(peer, addr);
-        let id = self.swarm.behaviour_mut().send_request(&peer, request);
+        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
         self.pending.insert(id, reply);
     }
 
-    fn on_event(&mut self, event: SwarmEvent<request_response::Event<PeerRequest, PeerResponse>>) {
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 if let Some(addr) = socket_addr(&address) {
@@ -242,27 +290,42 @@ impl SwarmTask {
                     self.listen.send_replace(Some(addr));
                 }
             }
-            SwarmEvent::Behaviour(request_response::Event::Message { peer, message, .. }) => {
-                match message {
-                    request_response::Message::Request {
-                        request, channel, ..
-                    } => self.on_request(peer, request, channel),
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    } => {
-                        if let Some(reply) = self.pending.remove(&request_id) {
-                            let _ = reply.send(Ok(response));
-                        }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                self.greet(found)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rpc(&mut self, event: request_response::Event<PeerRequest, PeerResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    } else if self.greeting.remove(&request_id).is_some()
+                        && let PeerResponse::Hello { gossip_addr } = response
+                        && let Ok(addr) = gossip_addr.parse()
+                    {
+                        tracing::info!(%peer, gossip = %addr, "found a machine on the lan");
+                        let _ = self.discovered.send(addr);
                     }
                 }
-            }
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+            },
+            request_response::Event::OutboundFailure {
                 peer,
                 request_id,
                 error,
                 ..
-            }) => {
+            } => {
+                self.greeting.remove(&request_id);
                 if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(P2pError::Failed {
                         peer,
@@ -270,12 +333,30 @@ impl SwarmTask {
                     }));
                 }
             }
-            SwarmEvent::Behaviour(request_response::Event::InboundFailure {
-                peer, error, ..
-            }) => {
+            request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound peer request failed");
             }
-            _ => {}
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Asks machines mDNS found, and that are not yet in the fleet, where they gossip.
+    fn greet(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let allowed = self.allowed.read().expect("allowed peers lock").clone();
+        for (peer, addr) in found {
+            if peer == *self.swarm.local_peer_id()
+                || allowed.contains(&peer)
+                || self.greeting.values().any(|p| *p == peer)
+            {
+                continue;
+            }
+            self.swarm.add_peer_address(peer, addr);
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, PeerRequest::Hello);
+            self.greeting.insert(id, peer);
         }
     }
 
@@ -290,12 +371,13 @@ impl SwarmTask {
             .read()
             .expect("allowed peers lock")
             .contains(&from);
-        if !allowed {
+        if !allowed && !matches!(request, PeerRequest::Hello) {
             tracing::warn!(peer = %from, "refused peer rpc from a machine outside the fleet");
             let reason = "this peer is not a machine of the fleet".to_string();
             let _ = self
                 .swarm
                 .behaviour_mut()
+                .rpc
                 .send_response(channel, PeerResponse::Refused(reason));
             return;
         }
@@ -309,7 +391,7 @@ impl SwarmTask {
             })
             .is_err()
         {
-            let _ = self.swarm.behaviour_mut().send_response(
+            let _ = self.swarm.behaviour_mut().rpc.send_response(
                 channel,
                 PeerResponse::Refused("peer rpc is overloaded".into()),
             );
@@ -336,10 +418,17 @@ mod tests {
     #[tokio::test]
     async fn allowed_peers_are_answered_and_strangers_refused() {
         let (_stop_tx, stop) = watch::channel(false);
-        let (server, mut inbound) =
-            start(Keypair::generate_ed25519(), listen(), stop.clone()).unwrap();
-        let (client, _) = start(Keypair::generate_ed25519(), listen(), stop.clone()).unwrap();
-        let (stranger, _) = start(Keypair::generate_ed25519(), listen(), stop).unwrap();
+        let P2p {
+            handle: server,
+            mut inbound,
+            ..
+        } = start(Keypair::generate_ed25519(), listen(), false, stop.clone()).unwrap();
+        let client = start(Keypair::generate_ed25519(), listen(), false, stop.clone())
+            .unwrap()
+            .handle;
+        let stranger = start(Keypair::generate_ed25519(), listen(), false, stop)
+            .unwrap()
+            .handle;
         server.set_allowed(HashSet::from([client.local_peer_id()]));
         tokio::spawn(async move {
             while let Some(req) = inbound.recv().await {
@@ -359,6 +448,15 @@ mod tests {
             }
         };
         assert!(matches!(ask(client).await, PeerResponse::ReadIndex(Ok(42))));
-        assert!(matches!(ask(stranger).await, PeerResponse::Refused(_)));
+        assert!(matches!(
+            ask(stranger.clone()).await,
+            PeerResponse::Refused(_)
+        ));
+        // Hello is answered for anyone: it only tells where to gossip.
+        let hello = stranger
+            .request(&peer, &addr, PeerRequest::Hello, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(matches!(hello, PeerResponse::ReadIndex(Ok(42))));
     }
 }
