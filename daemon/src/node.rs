@@ -78,7 +78,10 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     gossip: Arc<Gossip>,
     shutdown: watch::Sender<bool>,
+    /// Tasks that run until shutdown; one ending early means the node failed.
     tasks: JoinSet<()>,
+    /// Tasks that finish on their own (forming the fleet).
+    setup: JoinSet<()>,
 }
 
 impl Node {
@@ -186,19 +189,21 @@ impl Node {
         ));
         tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
-        tasks.spawn(reconcile::bootstrap(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(discovery_loop(
             gossip.clone(),
             discovered,
             shutdown_rx.clone(),
         ));
-        tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx));
+        tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx.clone()));
+        let mut setup = JoinSet::new();
+        setup.spawn(reconcile::bootstrap(node.clone(), shutdown_rx));
         Ok(RunningNode {
             node,
             gossip,
             shutdown,
             tasks,
+            setup,
         })
     }
 
@@ -238,6 +243,7 @@ impl RunningNode {
             tracing::warn!(%err, "raft did not stop cleanly");
         }
         while self.tasks.join_next().await.is_some() {}
+        while self.setup.join_next().await.is_some() {}
         // Every task that shared the gossip handle has ended.
         match Arc::try_unwrap(self.gossip) {
             Ok(gossip) => gossip.shutdown().await,
@@ -245,7 +251,7 @@ impl RunningNode {
         }
     }
 
-    /// Waits until a task ends on its own (which means the node failed) or shutdown.
+    /// Waits until a long-running task ends on its own, which means the node failed.
     pub async fn wait(&mut self) {
         self.tasks.join_next().await;
     }
