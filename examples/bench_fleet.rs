@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let [rss, propagation, detection, failover] = result.map_err(|err| fleet.explain(err))?;
     println!("3 shoald processes on 127.0.0.20-22, {ROUNDS} rounds");
     println!(
-        "{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "{:<24} {:>7} {:>9} {:>9} {:>9} {:>9}",
         "figure", "samples", "min", "median", "max", "target"
     );
     row("idle RSS per node (MiB)", rss, "< 25");
@@ -374,7 +374,7 @@ fn row(figure: &str, mut samples: Vec<f64>, target: &str) {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     println!(
-        "{figure:<22} {n:>7} {:>9.1} {:>9.1} {:>9.1} {target:>9}",
+        "{figure:<24} {n:>7} {:>9.1} {:>9.1} {:>9.1} {target:>9}",
         samples[0],
         samples[n / 2],
         samples[n - 1]

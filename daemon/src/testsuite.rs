@@ -23,12 +23,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes with [`Timings::fast`] and waits until all are ONLINE everywhere.
+    /// Starts `n` nodes with [`Timings::fast`] and waits until all are ONLINE everywhere
+    /// and the autopilot has settled the voters.
     pub async fn start(n: usize) -> anyhow::Result<Cluster> {
         Self::start_with(n, Timings::fast()).await
     }
 
-    /// Starts `n` nodes with the given timings and waits until all are ONLINE everywhere.
+    /// Starts `n` nodes with the given timings and waits as [`Cluster::start`] does.
     pub async fn start_with(n: usize, timings: Timings) -> anyhow::Result<Cluster> {
         let mut cluster = Cluster {
             dir: tempfile::tempdir()?,
@@ -42,6 +43,8 @@ impl Cluster {
             cluster.nodes.push(Some(running.0));
         }
         cluster.wait_all_online(n, Duration::from_secs(20)).await?;
+        let voters = crate::autopilot::target_voters(n).min(n);
+        cluster.wait_voters(voters, Duration::from_secs(20)).await?;
         Ok(cluster)
     }
 

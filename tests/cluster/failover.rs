@@ -12,10 +12,6 @@ use crate::http::{machines, put_labels};
 async fn killing_the_leader_elects_another_and_writes_continue() {
     init_logs();
     let mut cluster = Cluster::start(3).await.unwrap();
-    cluster
-        .wait_voters(3, Duration::from_secs(10))
-        .await
-        .unwrap();
     let old = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
     let old_id = cluster.node(old).id;
     cluster.stop(old).await;
@@ -111,10 +107,6 @@ async fn a_restarted_node_keeps_what_it_committed() {
 async fn a_lost_follower_goes_offline_stale_dead_and_comes_back_online() {
     init_logs();
     let mut cluster = Cluster::start(3).await.unwrap();
-    cluster
-        .wait_voters(3, Duration::from_secs(10))
-        .await
-        .unwrap();
     let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
     let lost = (0..3).find(|i| *i != leader).unwrap();
     let lost_id = cluster.node(lost).id;
@@ -174,10 +166,6 @@ async fn a_dead_voter_is_replaced_by_a_learner() {
     let cluster = Cluster::start(4).await.unwrap();
     let mut cluster = cluster;
     let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
-    cluster
-        .wait_voters(3, Duration::from_secs(10))
-        .await
-        .unwrap();
     let m = members(&cluster.node(leader).raft);
     assert_eq!(m.len(), 4, "3 voters and 1 learner: {m:?}");
     let learner = *m.iter().find(|(_, (_, voter))| !voter).unwrap().0;
@@ -206,10 +194,6 @@ async fn a_dead_voter_is_replaced_by_a_learner() {
 async fn a_new_machine_catches_up_from_a_snapshot_after_logs_are_purged() {
     init_logs();
     let mut cluster = Cluster::start(3).await.unwrap();
-    cluster
-        .wait_voters(3, Duration::from_secs(10))
-        .await
-        .unwrap();
     let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
     let node = cluster.node(leader).clone();
     let target = node.id;

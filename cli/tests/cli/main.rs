@@ -27,10 +27,6 @@ fn stdout(output: &Output) -> String {
 async fn the_cli_drives_a_real_cluster() {
     init_logs();
     let cluster = Cluster::start(3).await.unwrap();
-    cluster
-        .wait_voters(3, Duration::from_secs(10))
-        .await
-        .unwrap();
     let addr = cluster.api(1);
     let run = |args: &'static [&'static str]| {
         let addr = addr.clone();
