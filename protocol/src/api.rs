@@ -6,7 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources, UnixMillis};
+use crate::{
+    JobRecord, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources, UnixMillis,
+};
 
 /// A stable, machine-readable error code. Scripts match on these; never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +17,9 @@ pub enum ErrorCode {
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    /// The request does not fit the current state: a report for a stale attempt, a cancel
+    /// of a finished job.
+    Conflict,
     /// No leader is known right now (an election is under way); retry shortly.
     NoLeader,
     /// The write reached the leader but could not be committed in time; retry.
@@ -29,6 +34,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::NotFound => "not_found",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::NoLeader => "no_leader",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -41,6 +47,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Conflict => 409,
             ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -157,6 +164,21 @@ pub struct LabelRequest {
     pub remove: Vec<String>,
 }
 
+/// `POST /v1/jobs`: the job, and whether this request created it (`false`: an earlier
+/// submit with the same `idempotency_key` did). A fan-out answers with the parent, whose
+/// `children` name the per-machine jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJobResponse {
+    pub job: JobRecord,
+    pub created: bool,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobRecord>,
+}
+
 /// One Raft member in `GET /v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMember {
@@ -189,6 +211,7 @@ mod tests {
             ErrorCode::BadRequest,
             ErrorCode::NotFound,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::Conflict,
             ErrorCode::NoLeader,
             ErrorCode::Unavailable,
             ErrorCode::Internal,

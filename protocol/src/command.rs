@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, Labels, MachineId, MachineInfo, MachineRecord, MachineStatus, UnixMillis};
+use crate::{
+    ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo, MachineRecord,
+    MachineStatus, Placement, UnixMillis,
+};
 
 /// A write to the fleet state, proposed to the leader and applied on every replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +35,39 @@ pub enum Command {
     },
     /// Forgets a machine.
     RemoveMachine { id: MachineId },
+    /// A user submits a job; its id is the entry's log index. `agent_id: "all_online"`
+    /// makes one child job per machine ONLINE at apply time.
+    SubmitJob {
+        spec: Box<JobSpec>,
+        at_ms: UnixMillis,
+    },
+    /// The leader hands queued jobs to machines. Placements that no longer fit the job
+    /// (not queued, another attempt number, still in backoff) are skipped.
+    Dispatch {
+        placements: Vec<Placement>,
+        at_ms: UnixMillis,
+    },
+    /// A machine reports on the attempt it runs.
+    ReportJob {
+        job: JobId,
+        attempt: u32,
+        report: JobReport,
+        at_ms: UnixMillis,
+    },
+    /// A user cancels a job.
+    CancelJob { job: JobId, at_ms: UnixMillis },
+    /// The leader takes an attempt back without counting it as a failure: the machine never
+    /// started it in time, or went STALE.
+    RequeueJob {
+        job: JobId,
+        attempt: u32,
+        reason: String,
+        at_ms: UnixMillis,
+    },
+    /// The leader gives up on a job that waited its whole queue timeout.
+    TimeOutJob { job: JobId, at_ms: UnixMillis },
+    /// The leader records why queued jobs are still waiting.
+    SetQueueReasons { reasons: Vec<(JobId, String)> },
 }
 
 /// What applying a command produced.
@@ -41,6 +77,10 @@ pub enum Response {
     Done,
     /// Applied; the machine as it now stands.
     Machine(Box<MachineRecord>),
+    /// Applied; the job as it now stands (for a duplicate submit, the existing job).
+    Job(Box<JobRecord>),
+    /// Applied; the jobs it touched (for `Dispatch`, the placements that took effect).
+    Jobs(Vec<JobId>),
     /// Refused; nothing changed.
     Rejected { code: ErrorCode, message: String },
 }
@@ -49,4 +89,10 @@ pub enum Response {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
     pub machines: BTreeMap<MachineId, MachineRecord>,
+    /// Every job, finished ones included.
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    /// org -> idempotency key -> the job submitted with it.
+    pub idempotency: BTreeMap<String, BTreeMap<String, JobId>>,
+    /// The lowest id a new job may take (ids never repeat, even past fan-out children).
+    pub next_job_id: u64,
 }

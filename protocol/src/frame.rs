@@ -59,8 +59,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        Announcement, Command, FleetState, Labels, MachineId, MachineInfo, MachineRecord,
-        MachineStatus, MemberAddr, Resources, Response,
+        Announcement, Attempt, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport,
+        JobSpec, JobState, JobTarget, Labels, MachineId, MachineInfo, MachineRecord, MachineStatus,
+        MemberAddr, Placement, Resources, Response,
     };
 
     fn labels() -> impl Strategy<Value = Labels> {
@@ -114,8 +115,136 @@ mod tests {
         prop::sample::select(MachineStatus::ALL.to_vec())
     }
 
+    fn job_spec() -> impl Strategy<Value = JobSpec> {
+        (
+            prop::collection::vec("\\PC{0,8}", 0..4),
+            prop::option::of("[a-z:.0-9]{1,12}"),
+            prop::collection::btree_map("[a-z]{1,6}", "[!-~]{0,6}", 0..3),
+            prop::option::of(prop_oneof![Just("all_online".to_string()), "[0-9a-f]{16}"]),
+            any::<(i32, Option<u64>, u64, u32)>(),
+            prop::collection::btree_map("[A-Z_]{1,6}", "\\PC{0,8}", 0..3),
+            prop::option::of("[ -~]{0,10}"),
+        )
+            .prop_map(
+                |(command, image, required_labels, agent_id, numbers, env, key)| {
+                    let (priority, timeout_seconds, queue_timeout_seconds, max_attempts) = numbers;
+                    JobSpec {
+                        command,
+                        image,
+                        template_id: key.clone(),
+                        required_labels,
+                        agent_id,
+                        priority,
+                        env,
+                        timeout_seconds,
+                        queue_timeout_seconds,
+                        max_attempts,
+                        idempotency_key: key,
+                        org: "default".into(),
+                    }
+                },
+            )
+    }
+
+    fn report() -> impl Strategy<Value = JobReport> {
+        prop_oneof![
+            Just(JobReport::Running),
+            any::<i32>().prop_map(|exit_code| JobReport::Exited { exit_code }),
+            "\\PC{0,12}".prop_map(|error| JobReport::Failed { error }),
+        ]
+    }
+
+    fn job_record() -> impl Strategy<Value = JobRecord> {
+        (
+            any::<u64>(),
+            job_spec(),
+            prop_oneof![
+                Just(JobTarget::Any),
+                Just(JobTarget::AllOnline),
+                any::<u64>().prop_map(|m| JobTarget::Machine(MachineId(m))),
+            ],
+            prop::sample::select(JobState::ALL.to_vec()),
+            prop::collection::vec(
+                (
+                    any::<(u32, u64, u64)>(),
+                    prop::option::of(any::<i32>()),
+                    prop::option::of("\\PC{0,6}"),
+                ),
+                0..3,
+            ),
+            any::<(u64, u64, bool)>(),
+            prop::collection::vec(any::<u64>(), 0..3),
+        )
+            .prop_map(
+                |(id, spec, target, state, attempts, (at, index, cancel), children)| {
+                    let mut job = JobRecord::queued(JobId(id), spec, target, at, index);
+                    job.state = state;
+                    job.cancel_requested = cancel;
+                    job.children = children.into_iter().map(JobId).collect();
+                    job.parent = cancel.then_some(JobId(index));
+                    job.queue_reason = Some(format!("{state}"));
+                    job.attempts = attempts
+                        .into_iter()
+                        .map(|((number, machine, at), exit_code, error)| Attempt {
+                            number,
+                            machine: MachineId(machine),
+                            dispatched_at_ms: at,
+                            started_at_ms: Some(at),
+                            finished_at_ms: exit_code.map(|_| at),
+                            exit_code,
+                            error,
+                        })
+                        .collect();
+                    job
+                },
+            )
+    }
+
+    fn job_command() -> impl Strategy<Value = Command> {
+        let placement = any::<(u64, u32, u64)>().prop_map(|(job, attempt, machine)| Placement {
+            job: JobId(job),
+            attempt,
+            machine: MachineId(machine),
+        });
+        prop_oneof![
+            (job_spec(), any::<u64>()).prop_map(|(spec, at_ms)| Command::SubmitJob {
+                spec: Box::new(spec),
+                at_ms,
+            }),
+            (prop::collection::vec(placement, 0..4), any::<u64>())
+                .prop_map(|(placements, at_ms)| Command::Dispatch { placements, at_ms }),
+            (any::<(u64, u32, u64)>(), report()).prop_map(|((job, attempt, at_ms), report)| {
+                Command::ReportJob {
+                    job: JobId(job),
+                    attempt,
+                    report,
+                    at_ms,
+                }
+            }),
+            any::<(u64, u64)>().prop_map(|(job, at_ms)| Command::CancelJob {
+                job: JobId(job),
+                at_ms
+            }),
+            (any::<(u64, u32, u64)>(), "\\PC{0,12}").prop_map(|((job, attempt, at_ms), reason)| {
+                Command::RequeueJob {
+                    job: JobId(job),
+                    attempt,
+                    reason,
+                    at_ms,
+                }
+            }),
+            any::<(u64, u64)>().prop_map(|(job, at_ms)| Command::TimeOutJob {
+                job: JobId(job),
+                at_ms
+            }),
+            prop::collection::vec((any::<u64>().prop_map(JobId), "\\PC{0,12}"), 0..3)
+                .prop_map(|reasons| Command::SetQueueReasons { reasons }),
+        ]
+    }
+
     fn command() -> impl Strategy<Value = Command> {
         prop_oneof![
+            job_command(),
             (info(), any::<u64>()).prop_map(|(info, at_ms)| Command::UpsertMachine {
                 info: Box::new(info),
                 at_ms
@@ -150,8 +279,36 @@ mod tests {
         }
 
         #[test]
-        fn states_round_trip(infos in prop::collection::vec((info(), status()), 0..6)) {
+        fn responses_round_trip(
+            response in prop_oneof![
+                Just(Response::Done),
+                job_record().prop_map(|job| Response::Job(Box::new(job))),
+                prop::collection::vec(any::<u64>().prop_map(JobId), 0..4).prop_map(Response::Jobs),
+                "\\PC{0,12}".prop_map(|message| Response::Rejected {
+                    code: ErrorCode::Conflict,
+                    message,
+                }),
+            ],
+        ) {
+            let frame = encode(&response).unwrap();
+            prop_assert_eq!(decode::<Response>(&frame).unwrap(), response);
+        }
+
+        #[test]
+        fn states_round_trip(
+            infos in prop::collection::vec((info(), status()), 0..6),
+            jobs in prop::collection::vec(job_record(), 0..4),
+            next_job_id: u64,
+        ) {
             let mut state = FleetState::default();
+            for job in jobs {
+                if let Some(key) = &job.spec.idempotency_key {
+                    let keys = state.idempotency.entry(job.spec.org.clone()).or_default();
+                    keys.insert(key.clone(), job.id);
+                }
+                state.jobs.insert(job.id, job);
+            }
+            state.next_job_id = next_job_id;
             for (info, status) in infos {
                 state.machines.insert(info.id, MachineRecord {
                     operator_labels: info.labels.clone(),

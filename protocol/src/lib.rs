@@ -7,12 +7,15 @@ pub mod api;
 pub mod command;
 pub mod frame;
 pub mod ids;
+pub mod job;
+pub mod job_spec;
 pub mod labels;
 pub mod machine;
 
-pub use api::{ApiError, ErrorCode};
+pub use api::{ApiError, ErrorCode, JobList, SubmitJobResponse};
 pub use command::{Command, FleetState, Response};
 pub use ids::MachineId;
+pub use job::{Attempt, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement};
 pub use labels::{LabelError, Labels};
 pub use machine::{Announcement, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources};
 

@@ -10,8 +10,10 @@ use shoal_protocol::{
     Response, UnixMillis,
 };
 
-/// Where in the log the command sits; for logs and future use, never for semantics that
-/// could differ between replicas.
+use crate::jobs;
+
+/// Where in the log the command sits. The same on every replica: a submitted job takes
+/// its id from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyCtx {
     pub log_index: u64,
@@ -29,6 +31,23 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => set_status(state, id, status, last_heartbeat_ms, at_ms),
         Command::LabelMachine { id, set, remove } => label(state, id, &set, &remove),
         Command::RemoveMachine { id } => remove(state, id),
+        Command::SubmitJob { spec, at_ms } => jobs::submit(state, *spec, at_ms, ctx),
+        Command::Dispatch { placements, at_ms } => jobs::dispatch(state, &placements, at_ms),
+        Command::ReportJob {
+            job,
+            attempt,
+            report,
+            at_ms,
+        } => jobs::report_job(state, job, attempt, report, at_ms),
+        Command::CancelJob { job, at_ms } => jobs::cancel(state, job, at_ms),
+        Command::RequeueJob {
+            job,
+            attempt,
+            reason,
+            at_ms,
+        } => jobs::requeue(state, job, attempt, reason, at_ms),
+        Command::TimeOutJob { job, at_ms } => jobs::time_out(state, job, at_ms),
+        Command::SetQueueReasons { reasons } => jobs::set_queue_reasons(state, reasons),
     };
     if let Response::Rejected { code, message } = &response {
         tracing::debug!(log_index = ctx.log_index, ?code, %message, "command rejected");

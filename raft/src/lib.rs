@@ -6,14 +6,18 @@
 //!        │
 //!        └──────apply/snapshot───────▶ StateMachineStore  (FleetState in memory,
 //!                                          │                snapshot.bin on disk)
-//!                                          └─▶ apply::apply (pure: Command -> Response)
+//!                                          └─▶ apply::apply (pure: Command -> Response,
+//!                                                job commands in [`jobs`])
 //! ```
 //!
-//! The daemon reads the fleet through a [`FleetHandle`] and never touches the stores.
+//! The daemon reads the fleet through a [`FleetHandle`] and never touches the stores. The
+//! leader plans job placements with [`scheduler::place`] (pure) and commits the plan.
 
 mod apply;
 mod error;
+pub mod jobs;
 mod log_store;
+pub mod scheduler;
 mod snapshot_file;
 mod state_machine;
 
@@ -27,6 +31,7 @@ use shoal_protocol::{Command, MachineId, MemberAddr, Response};
 pub use apply::{ApplyCtx, apply};
 pub use error::{RaftError, StoreError};
 pub use log_store::{CommitIndex, LOG_FILE, LogStore};
+pub use scheduler::{Candidate, PlaceConfig, Plan, Reservations, place};
 pub use snapshot_file::SNAPSHOT_FILE;
 pub use state_machine::{FleetHandle, FleetSnapshotBuilder, StateMachineStore, StoredSnapshot};
 

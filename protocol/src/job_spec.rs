@@ -1,0 +1,248 @@
+//! The limits on a [`JobSpec`] and its validation: one message per problem, naming the field.
+//!
+//! The API calls [`JobSpec::validate`] before it writes, and `apply` calls it again, so a
+//! spec that reaches the log from anywhere is held to the same rules.
+
+use crate::{JobSpec, Labels};
+
+/// Most arguments in `command`, program included.
+pub const MAX_COMMAND_ARGS: usize = 256;
+/// Most bytes in `command`, all arguments together.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Most variables in `env`.
+pub const MAX_ENV_VARS: usize = 128;
+/// Longest `env` variable name, in bytes.
+pub const MAX_ENV_NAME_LEN: usize = 128;
+/// Longest `env` value, in bytes.
+pub const MAX_ENV_VALUE_BYTES: usize = 16 * 1024;
+/// Longest `image`, `template_id`, `idempotency_key`, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest `org`, in bytes.
+pub const MAX_ORG_LEN: usize = 63;
+/// The range of `max_attempts`.
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
+
+impl JobSpec {
+    /// Checks every field; the message names the first field that is wrong and why.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_command()?;
+        if let Some(image) = &self.image {
+            check_name("image", image)?;
+        }
+        if let Some(template) = &self.template_id {
+            check_name("template_id", template)?;
+        }
+        Labels::try_from(self.required_labels.clone())
+            .map_err(|err| format!("required_labels: {err}"))?;
+        self.target()?;
+        self.validate_env()?;
+        if self.timeout_seconds == Some(0) {
+            return Err("timeout_seconds must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.queue_timeout_seconds == 0 {
+            return Err("queue_timeout_seconds must be at least 1".into());
+        }
+        if !MAX_ATTEMPTS_RANGE.contains(&self.max_attempts) {
+            return Err(format!(
+                "max_attempts must be between {} and {}, got {}",
+                MAX_ATTEMPTS_RANGE.start(),
+                MAX_ATTEMPTS_RANGE.end(),
+                self.max_attempts
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_name("idempotency_key", key)?;
+        }
+        let org_ok = !self.org.is_empty()
+            && self.org.len() <= MAX_ORG_LEN
+            && self.org.as_bytes()[0].is_ascii_alphanumeric()
+            && self
+                .org
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !org_ok {
+            return Err(format!(
+                "org {:?} must be 1 to {MAX_ORG_LEN} characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+                self.org
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_command(&self) -> Result<(), String> {
+        let Some(program) = self.command.first() else {
+            return Err("command must not be empty: give the program and its arguments".into());
+        };
+        if program.trim().is_empty() {
+            return Err("command[0], the program name, must not be empty".into());
+        }
+        if self.command.len() > MAX_COMMAND_ARGS {
+            return Err(format!(
+                "command has {} arguments, at most {MAX_COMMAND_ARGS} are allowed",
+                self.command.len()
+            ));
+        }
+        let bytes: usize = self.command.iter().map(String::len).sum();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(format!(
+                "command is {bytes} bytes long, at most {MAX_COMMAND_BYTES} are allowed"
+            ));
+        }
+        if let Some(i) = self.command.iter().position(|arg| arg.contains('\0')) {
+            return Err(format!("command[{i}] contains a NUL byte"));
+        }
+        Ok(())
+    }
+
+    fn validate_env(&self) -> Result<(), String> {
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(format!(
+                "env has {} variables, at most {MAX_ENV_VARS} are allowed",
+                self.env.len()
+            ));
+        }
+        for (name, value) in &self.env {
+            let name_ok = !name.is_empty()
+                && name.len() <= MAX_ENV_NAME_LEN
+                && !name.as_bytes()[0].is_ascii_digit()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !name_ok {
+                return Err(format!(
+                    "env name {name:?} must be 1 to {MAX_ENV_NAME_LEN} characters of A-Z, a-z, 0-9 or '_', not starting with a digit"
+                ));
+            }
+            if value.len() > MAX_ENV_VALUE_BYTES {
+                return Err(format!(
+                    "env value of {name} is {} bytes long, at most {MAX_ENV_VALUE_BYTES} are allowed",
+                    value.len()
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!("env value of {name} contains a NUL byte"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An identifier-like field: present means 1 to [`MAX_NAME_LEN`] printable, spaceless bytes.
+fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty()
+        || value.len() > MAX_NAME_LEN
+        || !value.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(format!(
+            "{field} {value:?} must be 1 to {MAX_NAME_LEN} printable characters without spaces (leave it out for none)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec::new(["echo", "hi"])
+    }
+
+    fn assert_invalid(spec: JobSpec, needle: &str) {
+        match spec.validate() {
+            Ok(()) => panic!("accepted a spec that should fail with {needle:?}: {spec:?}"),
+            Err(message) => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_spec_is_valid() {
+        let json = r#"{
+            "command": ["python3", "train.py"], "image": "python:3.12", "template_id": "t-1",
+            "required_labels": {"gpu": "true", "zone": "attic"}, "agent_id": "00000000000000ab",
+            "priority": 5, "env": {"EPOCHS": "3"}, "timeout_seconds": 60,
+            "queue_timeout_seconds": 10, "max_attempts": 10, "idempotency_key": "run-7",
+            "org": "lab"
+        }"#;
+        let spec: JobSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.required_labels["zone"], "attic");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let with = |f: fn(&mut JobSpec)| {
+            let mut s = spec();
+            f(&mut s);
+            s
+        };
+        assert_invalid(
+            JobSpec::new(Vec::<String>::new()),
+            "command must not be empty",
+        );
+        assert_invalid(JobSpec::new(["", "x"]), "program name");
+        assert_invalid(JobSpec::new(["a\0b"]), "command[0] contains a NUL");
+        assert_invalid(JobSpec::new(vec!["x"; 300]), "300 arguments");
+        assert_invalid(JobSpec::new(["x".repeat(70_000)]), "70000 bytes");
+        assert_invalid(with(|s| s.image = Some(String::new())), "image");
+        assert_invalid(with(|s| s.template_id = Some("a b".into())), "template_id");
+        assert_invalid(
+            with(|s| {
+                s.required_labels.insert("GPU".into(), "1".into());
+            }),
+            "required_labels: label key \"GPU\"",
+        );
+        assert_invalid(
+            with(|s| {
+                s.required_labels.insert("gpu".into(), "a b".into());
+            }),
+            "required_labels: label value",
+        );
+        assert_invalid(
+            with(|s| s.agent_id = Some("nope".into())),
+            "agent_id \"nope\"",
+        );
+        assert_invalid(with(|s| s.timeout_seconds = Some(0)), "timeout_seconds");
+        assert_invalid(
+            with(|s| s.queue_timeout_seconds = 0),
+            "queue_timeout_seconds",
+        );
+        assert_invalid(with(|s| s.max_attempts = 0), "between 1 and 10, got 0");
+        assert_invalid(with(|s| s.max_attempts = 11), "got 11");
+        assert_invalid(
+            with(|s| s.idempotency_key = Some(String::new())),
+            "idempotency_key",
+        );
+        assert_invalid(with(|s| s.org = "Big Org".into()), "org \"Big Org\"");
+        assert_invalid(
+            with(|s| {
+                s.env.insert("1X".into(), "v".into());
+            }),
+            "env name \"1X\"",
+        );
+        assert_invalid(
+            with(|s| {
+                s.env
+                    .insert("BIG".into(), "v".repeat(MAX_ENV_VALUE_BYTES + 1));
+            }),
+            "env value of BIG",
+        );
+        assert_invalid(
+            with(|s| {
+                s.env = (0..=MAX_ENV_VARS)
+                    .map(|i| (format!("V{i}"), "x".into()))
+                    .collect();
+            }),
+            "129 variables",
+        );
+    }
+
+    #[test]
+    fn limits_themselves_are_allowed() {
+        let mut s = JobSpec::new(vec!["x"; MAX_COMMAND_ARGS]);
+        s.env = (0..MAX_ENV_VARS)
+            .map(|i| (format!("V{i}"), "x".into()))
+            .collect();
+        s.max_attempts = 1;
+        s.agent_id = Some(crate::job::ALL_ONLINE.into());
+        assert_eq!(s.validate(), Ok(()));
+    }
+}

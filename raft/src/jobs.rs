@@ -1,0 +1,451 @@
+//! The job commands of the state machine, and read-only queries the leader's loops use.
+//!
+//! Like the rest of `apply`, deterministic: times come in the commands, ids from the log
+//! index. A rejected command changes nothing.
+//!
+//! ```text
+//!  SubmitJob ─▶ queued ──Dispatch──▶ dispatched ──Running──▶ running ──Exited 0──▶ completed
+//!                 ▲  │                   │                      │
+//!                 │  └TimeOutJob▶ timed_out                     │ Exited n / Failed
+//!                 ├──────── RequeueJob (not a failure) ─────────┤
+//!                 └── failures < max_attempts: after a backoff ─┴─ otherwise ─▶ failed
+//!  A fan-out parent runs nowhere: it is running once a child leaves the queue and
+//!  finishes with the last child (completed only if every child completed).
+//! ```
+
+use shoal_protocol::{
+    Attempt, ErrorCode, FleetState, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget,
+    MachineId, MachineStatus, Placement, Response, UnixMillis,
+};
+
+use crate::apply::ApplyCtx;
+
+mod queries;
+
+pub use queries::{changed_reasons, dispatched_before, queue, queue_expired, running_on};
+
+/// The first retry waits this long; each further failure doubles the wait.
+pub const BACKOFF_BASE_MS: u64 = 1_000;
+/// The longest wait between retries.
+pub const BACKOFF_MAX_MS: u64 = 60_000;
+/// Most attempts a job keeps; a job taken back from machines this often fails, so a
+/// machine that accepts work and never starts it cannot grow a record without end.
+pub const MAX_ATTEMPT_RECORDS: usize = 32;
+
+/// Records why queued jobs wait; reasons for jobs no longer queued are dropped.
+pub(crate) fn set_queue_reasons(state: &mut FleetState, reasons: Vec<(JobId, String)>) -> Response {
+    for (id, reason) in reasons {
+        if let Some(job) = state.jobs.get_mut(&id)
+            && job.state == JobState::Queued
+        {
+            job.queue_reason = Some(reason);
+        }
+    }
+    Response::Done
+}
+
+pub(crate) fn submit(
+    state: &mut FleetState,
+    spec: JobSpec,
+    at_ms: UnixMillis,
+    ctx: &ApplyCtx,
+) -> Response {
+    if let Err(message) = spec.validate() {
+        return rejected(ErrorCode::BadRequest, message);
+    }
+    let target = match spec.target() {
+        Ok(target) => target,
+        Err(message) => return rejected(ErrorCode::BadRequest, message),
+    };
+    if let Some(key) = &spec.idempotency_key
+        && let Some(existing) = state
+            .idempotency
+            .get(&spec.org)
+            .and_then(|keys| keys.get(key))
+            .and_then(|id| state.jobs.get(id))
+    {
+        return Response::Job(Box::new(existing.clone()));
+    }
+    let machines: Vec<MachineId> = match target {
+        JobTarget::AllOnline => fan_out_machines(state, &spec),
+        _ => Vec::new(),
+    };
+    if target == JobTarget::AllOnline && machines.is_empty() {
+        return rejected(
+            ErrorCode::Conflict,
+            if spec.required_labels.is_empty() {
+                "agent_id \"all_online\": no machine is ONLINE".to_string()
+            } else {
+                format!(
+                    "agent_id \"all_online\": no ONLINE machine has the required labels {}",
+                    labels_text(&spec)
+                )
+            },
+        );
+    }
+
+    let id = JobId(ctx.log_index.max(state.next_job_id));
+    let mut parent = JobRecord::queued(id, spec, target, at_ms, ctx.log_index);
+    for (n, machine) in machines.into_iter().enumerate() {
+        let child_id = JobId(id.0 + 1 + n as u64);
+        let mut child_spec = parent.spec.clone();
+        child_spec.agent_id = Some(machine.to_string());
+        child_spec.idempotency_key = None;
+        let mut child = JobRecord::queued(
+            child_id,
+            child_spec,
+            JobTarget::Machine(machine),
+            at_ms,
+            ctx.log_index,
+        );
+        child.parent = Some(id);
+        parent.children.push(child_id);
+        state.jobs.insert(child_id, child);
+    }
+    state.next_job_id = id.0 + 1 + parent.children.len() as u64;
+    if let Some(key) = &parent.spec.idempotency_key {
+        state
+            .idempotency
+            .entry(parent.spec.org.clone())
+            .or_default()
+            .insert(key.clone(), id);
+    }
+    state.jobs.insert(id, parent.clone());
+    Response::Job(Box::new(parent))
+}
+
+/// Machines ONLINE now that carry the spec's required labels, in id order.
+fn fan_out_machines(state: &FleetState, spec: &JobSpec) -> Vec<MachineId> {
+    state
+        .machines
+        .values()
+        .filter(|m| m.status == MachineStatus::Online)
+        .filter(|m| {
+            let labels = m.labels();
+            spec.required_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+        })
+        .map(|m| m.info.id)
+        .collect()
+}
+
+fn labels_text(spec: &JobSpec) -> String {
+    let pairs: Vec<String> = spec
+        .required_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    pairs.join(",")
+}
+
+pub(crate) fn dispatch(
+    state: &mut FleetState,
+    placements: &[Placement],
+    at_ms: UnixMillis,
+) -> Response {
+    let mut applied = Vec::new();
+    for placement in placements {
+        let Some(job) = state.jobs.get_mut(&placement.job) else {
+            continue;
+        };
+        let fits = job.state == JobState::Queued
+            && !job.is_parent()
+            && !job.cancel_requested
+            && placement.attempt == job.next_attempt()
+            && at_ms >= job.not_before_ms
+            && match job.target {
+                JobTarget::Machine(m) => m == placement.machine,
+                JobTarget::Any => true,
+                JobTarget::AllOnline => false,
+            }
+            && state.machines.contains_key(&placement.machine);
+        if !fits {
+            continue;
+        }
+        job.attempts.push(Attempt {
+            number: placement.attempt,
+            machine: placement.machine,
+            dispatched_at_ms: at_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+            exit_code: None,
+            error: None,
+        });
+        job.state = JobState::Dispatched;
+        job.queue_reason = None;
+        job.updated_at_ms = at_ms;
+        applied.push(job.id);
+        if let Some(parent) = job.parent {
+            settle_parent(state, parent, at_ms);
+        }
+    }
+    Response::Jobs(applied)
+}
+
+/// The job, if `attempt` is the attempt a machine now holds; otherwise the rejection.
+fn current(state: &mut FleetState, id: JobId, attempt: u32) -> Result<&mut JobRecord, Response> {
+    let Some(job) = state.jobs.get_mut(&id) else {
+        return Err(job_not_found(id));
+    };
+    if job.state.is_finished() {
+        return Err(already_finished(job));
+    }
+    let holds =
+        job.state.is_on_machine() && job.current_attempt().map(|a| a.number) == Some(attempt);
+    if !holds {
+        let now = match job.current_attempt() {
+            Some(a) => format!("{} (attempt {})", job.state, a.number),
+            None => job.state.to_string(),
+        };
+        return Err(rejected(
+            ErrorCode::Conflict,
+            format!("stale attempt {attempt} of job {id}: the job is {now}"),
+        ));
+    }
+    Ok(job)
+}
+
+pub(crate) fn report_job(
+    state: &mut FleetState,
+    id: JobId,
+    attempt: u32,
+    report: JobReport,
+    at_ms: UnixMillis,
+) -> Response {
+    let job = match current(state, id, attempt) {
+        Ok(job) => job,
+        Err(rejection) => return rejection,
+    };
+    match report {
+        JobReport::Running => {
+            if job.state == JobState::Dispatched {
+                job.state = JobState::Running;
+                job.updated_at_ms = at_ms;
+                last_attempt(job).started_at_ms = Some(at_ms);
+            }
+        }
+        JobReport::Exited { exit_code: 0 } => {
+            let attempt = last_attempt(job);
+            attempt.finished_at_ms = Some(at_ms);
+            attempt.exit_code = Some(0);
+            job.state = JobState::Completed;
+            job.updated_at_ms = at_ms;
+        }
+        JobReport::Exited { exit_code } => fail(
+            job,
+            format!("exit code {exit_code}"),
+            Some(exit_code),
+            at_ms,
+        ),
+        JobReport::Failed { error } => fail(job, error, None, at_ms),
+    }
+    finish_update(state, id, at_ms)
+}
+
+fn last_attempt(job: &mut JobRecord) -> &mut Attempt {
+    job.attempts
+        .last_mut()
+        .expect("a job on a machine has an attempt")
+}
+
+/// A failed attempt: cancelled if a cancel was asked for, else retried after a backoff
+/// while attempts remain, else failed.
+fn fail(job: &mut JobRecord, error: String, exit_code: Option<i32>, at_ms: UnixMillis) {
+    let attempt = last_attempt(job);
+    attempt.finished_at_ms = Some(at_ms);
+    attempt.exit_code = exit_code;
+    attempt.error = Some(error.clone());
+    job.failures = job.failures.saturating_add(1);
+    job.updated_at_ms = at_ms;
+    if job.cancel_requested {
+        job.state = JobState::Cancelled;
+    } else if job.failures < job.spec.max_attempts {
+        job.state = JobState::Queued;
+        job.not_before_ms = at_ms.saturating_add(backoff_ms(job.failures));
+        job.queue_reason = None;
+    } else {
+        job.state = JobState::Failed;
+        job.error = Some(error);
+    }
+}
+
+/// The wait before retrying after `failures` failures: 1 s, 2 s, 4 s ... at most 60 s.
+pub fn backoff_ms(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    (BACKOFF_BASE_MS << doublings).min(BACKOFF_MAX_MS)
+}
+
+pub(crate) fn cancel(state: &mut FleetState, id: JobId, at_ms: UnixMillis) -> Response {
+    let Some(job) = state.jobs.get_mut(&id) else {
+        return job_not_found(id);
+    };
+    if job.state.is_finished() {
+        return already_finished(job);
+    }
+    cancel_one(job, at_ms);
+    for child in job.children.clone() {
+        if let Some(child) = state.jobs.get_mut(&child)
+            && !child.state.is_finished()
+        {
+            cancel_one(child, at_ms);
+        }
+    }
+    finish_update(state, id, at_ms)
+}
+
+/// A queued job is cancelled at once; one on a machine is stopped there first.
+fn cancel_one(job: &mut JobRecord, at_ms: UnixMillis) {
+    job.cancel_requested = true;
+    if job.state == JobState::Queued && !job.is_parent() {
+        job.state = JobState::Cancelled;
+        job.updated_at_ms = at_ms;
+    }
+}
+
+pub(crate) fn requeue(
+    state: &mut FleetState,
+    id: JobId,
+    attempt: u32,
+    reason: String,
+    at_ms: UnixMillis,
+) -> Response {
+    let job = match current(state, id, attempt) {
+        Ok(job) => job,
+        Err(rejection) => return rejection,
+    };
+    let last = last_attempt(job);
+    last.finished_at_ms = Some(at_ms);
+    last.error = Some(reason.clone());
+    job.updated_at_ms = at_ms;
+    if job.cancel_requested {
+        job.state = JobState::Cancelled;
+    } else if job.attempts.len() >= MAX_ATTEMPT_RECORDS {
+        job.state = JobState::Failed;
+        job.error = Some(format!(
+            "taken back from machines {} times, last: {reason}",
+            job.attempts.len()
+        ));
+    } else {
+        job.state = JobState::Queued;
+        job.queue_reason = None;
+    }
+    finish_update(state, id, at_ms)
+}
+
+pub(crate) fn time_out(state: &mut FleetState, id: JobId, at_ms: UnixMillis) -> Response {
+    let Some(job) = state.jobs.get_mut(&id) else {
+        return job_not_found(id);
+    };
+    if job.state.is_finished() {
+        return already_finished(job);
+    }
+    if job.is_parent() {
+        return rejected(
+            ErrorCode::Conflict,
+            format!("job {id} fans out; it finishes with its children"),
+        );
+    }
+    if job.state != JobState::Queued {
+        return rejected(
+            ErrorCode::Conflict,
+            format!("job {id} is {}, not queued", job.state),
+        );
+    }
+    if at_ms < job.queue_deadline_ms() {
+        return rejected(
+            ErrorCode::Conflict,
+            format!("job {id} has not yet waited its queue timeout"),
+        );
+    }
+    let waited = format!(
+        "no machine took the job within {} s",
+        job.spec.queue_timeout_seconds
+    );
+    job.error = Some(match &job.queue_reason {
+        Some(reason) => format!("{waited}: {reason}"),
+        None => waited,
+    });
+    job.state = JobState::TimedOut;
+    job.updated_at_ms = at_ms;
+    finish_update(state, id, at_ms)
+}
+
+/// After a change to job `id`: brings its parent (or itself, if it is one) up to date and
+/// answers with the job.
+fn finish_update(state: &mut FleetState, id: JobId, at_ms: UnixMillis) -> Response {
+    let parent = match state.jobs.get(&id) {
+        Some(job) if job.is_parent() => Some(id),
+        Some(job) => job.parent,
+        None => None,
+    };
+    if let Some(parent) = parent {
+        settle_parent(state, parent, at_ms);
+    }
+    match state.jobs.get(&id) {
+        Some(job) => Response::Job(Box::new(job.clone())),
+        None => job_not_found(id),
+    }
+}
+
+/// A parent is running once any child has left the queue, and finishes with its last
+/// child: completed if all completed, cancelled if a cancel was asked for, failed otherwise.
+fn settle_parent(state: &mut FleetState, id: JobId, at_ms: UnixMillis) {
+    let Some(parent) = state.jobs.get(&id) else {
+        return;
+    };
+    if parent.state.is_finished() {
+        return;
+    }
+    let children: Vec<JobState> = parent
+        .children
+        .iter()
+        .filter_map(|child| state.jobs.get(child).map(|c| c.state))
+        .collect();
+    let total = children.len();
+    let completed = children
+        .iter()
+        .filter(|s| **s == JobState::Completed)
+        .count();
+    let (next, error) = if children.iter().all(|s| s.is_finished()) {
+        if completed == total {
+            (JobState::Completed, None)
+        } else if parent.cancel_requested {
+            (JobState::Cancelled, None)
+        } else {
+            let error = format!(
+                "{} of {total} child jobs did not complete",
+                total - completed
+            );
+            (JobState::Failed, Some(error))
+        }
+    } else if parent.state == JobState::Running || children.iter().any(|s| *s != JobState::Queued) {
+        (JobState::Running, None)
+    } else {
+        (JobState::Queued, None)
+    };
+    let parent = state.jobs.get_mut(&id).expect("parent looked up above");
+    if parent.state != next {
+        parent.state = next;
+        parent.error = error;
+        parent.updated_at_ms = at_ms;
+    }
+}
+
+fn rejected(code: ErrorCode, message: String) -> Response {
+    Response::Rejected { code, message }
+}
+
+fn job_not_found(id: JobId) -> Response {
+    rejected(ErrorCode::NotFound, format!("no job with id {id}"))
+}
+
+fn already_finished(job: &JobRecord) -> Response {
+    rejected(
+        ErrorCode::Conflict,
+        format!("job {} is already {}", job.id, job.state),
+    )
+}
+
+#[cfg(test)]
+mod tests;

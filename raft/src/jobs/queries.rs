@@ -1,0 +1,62 @@
+//! Read-only questions the leader's loops ask of the job records: what to place, what a
+//! machine holds, what waited too long.
+
+use shoal_protocol::{Attempt, FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
+
+/// Queued jobs the scheduler may place (fan-out parents excluded), in id order.
+pub fn queue(state: &FleetState) -> Vec<&JobRecord> {
+    state
+        .jobs
+        .values()
+        .filter(|job| job.state == JobState::Queued && !job.is_parent())
+        .collect()
+}
+
+/// The jobs (and their current attempts) dispatched to or running on `machine`.
+pub fn running_on(state: &FleetState, machine: MachineId) -> Vec<(JobId, u32)> {
+    on_machines(state)
+        .filter(|(_, attempt)| attempt.machine == machine)
+        .map(|(job, attempt)| (job.id, attempt.number))
+        .collect()
+}
+
+/// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started.
+pub fn dispatched_before(state: &FleetState, cutoff_ms: UnixMillis) -> Vec<(JobId, u32)> {
+    on_machines(state)
+        .filter(|(job, attempt)| {
+            job.state == JobState::Dispatched && attempt.dispatched_at_ms <= cutoff_ms
+        })
+        .map(|(job, attempt)| (job.id, attempt.number))
+        .collect()
+}
+
+/// Queued jobs whose queue timeout has passed at `now_ms`: each wants a `TimeOutJob`.
+pub fn queue_expired(state: &FleetState, now_ms: UnixMillis) -> Vec<JobId> {
+    queue(state)
+        .into_iter()
+        .filter(|job| now_ms >= job.queue_deadline_ms())
+        .map(|job| job.id)
+        .collect()
+}
+
+/// The waiting reasons that differ from what the state holds, so the leader writes a
+/// `SetQueueReasons` only when something changed.
+pub fn changed_reasons(state: &FleetState, waiting: &[(JobId, String)]) -> Vec<(JobId, String)> {
+    waiting
+        .iter()
+        .filter(|(id, reason)| {
+            state.jobs.get(id).is_some_and(|job| {
+                job.state == JobState::Queued && job.queue_reason.as_deref() != Some(reason)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {
+    state
+        .jobs
+        .values()
+        .filter(|job| job.state.is_on_machine())
+        .filter_map(|job| job.current_attempt().map(|attempt| (job, attempt)))
+}

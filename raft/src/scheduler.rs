@@ -1,0 +1,274 @@
+//! The pure scheduler: queued jobs and a view of the machines in, placements and the reasons
+//! the rest wait out. The leader runs it and commits the plan as `Dispatch` and
+//! `SetQueueReasons`; `apply` skips placements that went stale in between.
+//!
+//! ```text
+//!  queue, by priority (high first) then id ──▶ for each job:
+//!      in retry backoff? ─────────────────────────────────▶ waits
+//!      ONLINE ─▶ required labels ─▶ Docker (if image) ─▶ load < threshold
+//!             ─▶ running + reserved < max_running ─▶ least loaded, fewest running, lowest id
+//!      any stage empty ───────────────────────────────────▶ waits, with that stage's reason
+//!      placed ─▶ counts as reserved on its machine for the rest of the pass
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_protocol::{
+    JobId, JobRecord, JobState, JobTarget, Labels, MachineId, MachineStatus, Placement, UnixMillis,
+};
+
+/// One machine as the leader sees it now (the live gossip view over the committed record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: MachineId,
+    pub status: MachineStatus,
+    /// The labels jobs match: the machine's own with operator labels on top.
+    pub labels: Labels,
+    /// Load per core, as in the machine's heartbeat.
+    pub load: f32,
+    pub running: u32,
+    /// The machine's work limit; 0 means no limit, as in status derivation.
+    pub max_running: u32,
+    /// Whether the machine can run a job's `image` (the leader decides how it knows).
+    pub has_docker: bool,
+}
+
+/// Work the leader placed that the machines' heartbeats do not show yet, per machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservations(BTreeMap<MachineId, u32>);
+
+impl Reservations {
+    pub fn new() -> Self {
+        Reservations::default()
+    }
+
+    /// Jobs reserved on `machine`.
+    pub fn get(&self, machine: MachineId) -> u32 {
+        self.0.get(&machine).copied().unwrap_or(0)
+    }
+
+    /// Reserves `n` more jobs on `machine`.
+    pub fn add(&mut self, machine: MachineId, n: u32) {
+        let entry = self.0.entry(machine).or_insert(0);
+        *entry = entry.saturating_add(n);
+    }
+
+    /// Releases up to `n` jobs on `machine` (its heartbeat now counts them).
+    pub fn release(&mut self, machine: MachineId, n: u32) {
+        if let Some(entry) = self.0.get_mut(&machine) {
+            *entry = entry.saturating_sub(n);
+            if *entry == 0 {
+                self.0.remove(&machine);
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (MachineId, u32)> + '_ {
+        self.0.iter().map(|(id, n)| (*id, *n))
+    }
+}
+
+impl FromIterator<(MachineId, u32)> for Reservations {
+    fn from_iter<I: IntoIterator<Item = (MachineId, u32)>>(iter: I) -> Self {
+        let mut out = Reservations::new();
+        for (machine, n) in iter {
+            out.add(machine, n);
+        }
+        out
+    }
+}
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceConfig {
+    /// A machine at or over this load per core takes no new job.
+    pub load_threshold: f32,
+}
+
+impl Default for PlaceConfig {
+    fn default() -> Self {
+        PlaceConfig {
+            load_threshold: 0.8,
+        }
+    }
+}
+
+/// One pass's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub placements: Vec<Placement>,
+    /// Jobs left queued, each with why, in the order they were considered.
+    pub waiting: Vec<(JobId, String)>,
+}
+
+/// Places what it can of `queue` on `machines`. Jobs that are not queued, fan-out parents
+/// and jobs with a cancel pending are passed over without a reason.
+pub fn place(
+    queue: &[&JobRecord],
+    machines: &[Candidate],
+    reservations: &Reservations,
+    cfg: &PlaceConfig,
+    now_ms: UnixMillis,
+) -> Plan {
+    let mut order: Vec<&JobRecord> = queue
+        .iter()
+        .copied()
+        .filter(|job| job.state == JobState::Queued && !job.is_parent() && !job.cancel_requested)
+        .collect();
+    order.sort_by(|a, b| b.spec.priority.cmp(&a.spec.priority).then(a.id.cmp(&b.id)));
+    let mut seen = BTreeSet::new();
+    order.retain(|job| seen.insert(job.id));
+
+    let mut reserved = reservations.clone();
+    let mut plan = Plan::default();
+    for job in order {
+        if job.not_before_ms > now_ms {
+            let reason = format!(
+                "waiting out the retry backoff after {} failed attempt{}",
+                job.failures,
+                plural(job.failures as usize)
+            );
+            plan.waiting.push((job.id, reason));
+            continue;
+        }
+        match choose(job, machines, &reserved, cfg) {
+            Ok(machine) => {
+                reserved.add(machine, 1);
+                plan.placements.push(Placement {
+                    job: job.id,
+                    attempt: job.next_attempt(),
+                    machine,
+                });
+            }
+            Err(reason) => plan.waiting.push((job.id, reason)),
+        }
+    }
+    plan
+}
+
+/// The best machine for `job`, or why there is none.
+fn choose(
+    job: &JobRecord,
+    machines: &[Candidate],
+    reserved: &Reservations,
+    cfg: &PlaceConfig,
+) -> Result<MachineId, String> {
+    let single = match job.target {
+        JobTarget::Machine(id) => Some(id),
+        JobTarget::Any | JobTarget::AllOnline => None,
+    };
+    let pool: Vec<&Candidate> = match single {
+        Some(id) => match machines.iter().find(|m| m.id == id) {
+            None => return Err(format!("machine {id} is not in the fleet")),
+            Some(m) if m.status != MachineStatus::Online => {
+                return Err(format!("machine {id} is {}", m.status));
+            }
+            Some(m) => vec![m],
+        },
+        None => machines
+            .iter()
+            .filter(|m| m.status == MachineStatus::Online)
+            .collect(),
+    };
+    if pool.is_empty() {
+        return Err("no machine is ONLINE".to_string());
+    }
+
+    let required = &job.spec.required_labels;
+    let has = |m: &Candidate, k: &str, v: &str| m.labels.get(k) == Some(v);
+    let labelled: Vec<&Candidate> = pool
+        .iter()
+        .copied()
+        .filter(|m| required.iter().all(|(k, v)| has(m, k, v)))
+        .collect();
+    if labelled.is_empty() {
+        let missing = required
+            .iter()
+            .find(|(k, v)| !pool.iter().any(|m| has(m, k, v)));
+        return Err(match (single, missing) {
+            (Some(id), Some((k, v))) => format!("machine {id} lacks label {k}={v}"),
+            (None, Some((k, v))) => format!("no ONLINE machine has label {k}={v}"),
+            (_, None) => {
+                let all: Vec<String> = required.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("no ONLINE machine has all of the labels {}", all.join(","))
+            }
+        });
+    }
+
+    let pool = labelled;
+    let pool: Vec<&Candidate> = match &job.spec.image {
+        None => pool,
+        Some(image) => {
+            let docker: Vec<&Candidate> = pool.iter().copied().filter(|m| m.has_docker).collect();
+            if docker.is_empty() {
+                return Err(match single {
+                    Some(id) => format!("machine {id} has no Docker to run image {image}"),
+                    None => format!(
+                        "{} ONLINE machine{} match{}, none has Docker to run image {image}",
+                        pool.len(),
+                        plural(pool.len()),
+                        verb_s(pool.len())
+                    ),
+                });
+            }
+            docker
+        }
+    };
+
+    let threshold = cfg.load_threshold;
+    // A load that is not a number fails the comparison, so it counts as over the threshold.
+    let cool: Vec<&Candidate> = pool
+        .iter()
+        .copied()
+        .filter(|m| m.load < threshold)
+        .collect();
+    if cool.is_empty() {
+        return Err(match single {
+            Some(id) => format!(
+                "machine {id} is over load {threshold} ({:.2})",
+                pool[0].load
+            ),
+            None => format!(
+                "{} machine{} match{}, all over load {threshold}",
+                pool.len(),
+                plural(pool.len()),
+                verb_s(pool.len())
+            ),
+        });
+    }
+
+    let busy = |m: &Candidate| m.running.saturating_add(reserved.get(m.id));
+    let free: Vec<&Candidate> = cool
+        .iter()
+        .copied()
+        .filter(|m| m.max_running == 0 || busy(m) < m.max_running)
+        .collect();
+    let Some(best) = free.iter().min_by(|a, b| {
+        a.load
+            .total_cmp(&b.load)
+            .then(busy(a).cmp(&busy(b)))
+            .then(a.id.cmp(&b.id))
+    }) else {
+        return Err(match single {
+            Some(id) => format!(
+                "machine {id} is at its work limit ({} of {})",
+                busy(cool[0]),
+                cool[0].max_running
+            ),
+            None => "all matching machines are at their work limit".to_string(),
+        });
+    };
+    Ok(best.id)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// "1 machine matches", "2 machines match".
+fn verb_s(n: usize) -> &'static str {
+    if n == 1 { "es" } else { "" }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Scheduler rules, one test each, and the invariants as properties.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use shoal_protocol::{JobSpec, MachineStatus::*};
+
+use super::*;
+
+fn machine(id: u64, labels: &[&str]) -> Candidate {
+    Candidate {
+        id: MachineId(id),
+        status: Online,
+        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
+        load: 0.1,
+        running: 0,
+        max_running: 4,
+        has_docker: false,
+    }
+}
+
+fn job(id: u64, f: impl FnOnce(&mut JobSpec)) -> JobRecord {
+    let mut spec = JobSpec::new(["true"]);
+    f(&mut spec);
+    let target = spec.target().unwrap();
+    JobRecord::queued(JobId(id), spec, target, 0, id)
+}
+
+fn plain(id: u64) -> JobRecord {
+    job(id, |_| {})
+}
+
+fn run(jobs: &[JobRecord], machines: &[Candidate]) -> Plan {
+    let queue: Vec<&JobRecord> = jobs.iter().collect();
+    place(
+        &queue,
+        machines,
+        &Reservations::new(),
+        &PlaceConfig::default(),
+        1_000,
+    )
+}
+
+fn placed_on(plan: &Plan) -> Vec<(u64, u64)> {
+    plan.placements
+        .iter()
+        .map(|p| (p.job.0, p.machine.0))
+        .collect()
+}
+
+fn reason(plan: &Plan, id: u64) -> &str {
+    plan.waiting
+        .iter()
+        .find(|(job, _)| job.0 == id)
+        .map(|(_, reason)| reason.as_str())
+        .unwrap_or_else(|| panic!("job {id} is not waiting: {plan:?}"))
+}
+
+#[test]
+fn least_loaded_wins_then_fewest_running_then_lowest_id() {
+    let mut a = machine(1, &[]);
+    let mut b = machine(2, &[]);
+    let c = machine(3, &[]);
+    a.load = 0.5;
+    b.running = 1;
+    let plan = run(&[plain(10)], &[a.clone(), b.clone(), c.clone()]);
+    assert_eq!(placed_on(&plan), [(10, 3)]);
+    let plan = run(&[plain(10)], &[a, b, machine(4, &[]), machine(5, &[])]);
+    assert_eq!(placed_on(&plan), [(10, 4)]);
+}
+
+#[test]
+fn a_burst_spreads_over_the_fleet() {
+    let jobs: Vec<JobRecord> = (1..=4).map(plain).collect();
+    let plan = run(&jobs, &[machine(1, &[]), machine(2, &[])]);
+    assert_eq!(placed_on(&plan), [(1, 1), (2, 2), (3, 1), (4, 2)]);
+    assert!(plan.placements.iter().all(|p| p.attempt == 1));
+}
+
+#[test]
+fn reservations_count_against_the_work_limit() {
+    let mut m = machine(1, &[]);
+    m.running = 2;
+    m.max_running = 3;
+    let jobs = [plain(1), plain(2)];
+    let queue: Vec<&JobRecord> = jobs.iter().collect();
+    let reserved: Reservations = [(MachineId(1), 1)].into_iter().collect();
+    let plan = place(&queue, &[m.clone()], &reserved, &PlaceConfig::default(), 0);
+    assert!(plan.placements.is_empty());
+    assert_eq!(
+        reason(&plan, 1),
+        "all matching machines are at their work limit"
+    );
+    let plan = run(&jobs, &[m]);
+    assert_eq!(placed_on(&plan), [(1, 1)]);
+    assert_eq!(
+        reason(&plan, 2),
+        "all matching machines are at their work limit"
+    );
+}
+
+#[test]
+fn priority_first_then_submission_order() {
+    let jobs = [
+        plain(1),
+        job(2, |s| s.priority = 5),
+        plain(3),
+        job(4, |s| s.priority = 5),
+    ];
+    let mut m = machine(9, &[]);
+    m.max_running = 3;
+    let plan = run(&jobs, &[m]);
+    assert_eq!(placed_on(&plan), [(2, 9), (4, 9), (1, 9)]);
+    assert!(reason(&plan, 3).contains("work limit"));
+}
+
+#[test]
+fn labels_match_key_and_value() {
+    let jobs = [job(1, |s| {
+        s.required_labels.insert("gpu".into(), "true".into());
+    })];
+    let plan = run(&jobs, &[machine(1, &["gpu=false"]), machine(2, &["gpu"])]);
+    assert_eq!(placed_on(&plan), [(1, 2)]);
+    let plan = run(&jobs, &[machine(1, &["gpu=false"])]);
+    assert_eq!(reason(&plan, 1), "no ONLINE machine has label gpu=true");
+}
+
+#[test]
+fn labels_spread_over_machines_are_not_enough() {
+    let jobs = [job(1, |s| {
+        s.required_labels.insert("gpu".into(), "true".into());
+        s.required_labels.insert("zone".into(), "attic".into());
+    })];
+    let plan = run(&jobs, &[machine(1, &["gpu"]), machine(2, &["zone=attic"])]);
+    assert_eq!(
+        reason(&plan, 1),
+        "no ONLINE machine has all of the labels gpu=true,zone=attic"
+    );
+}
+
+#[test]
+fn only_online_machines_take_work() {
+    let mut machines: Vec<Candidate> = [Registering, Busy, Draining, Offline, Stale, Dead]
+        .into_iter()
+        .enumerate()
+        .map(|(i, status)| Candidate {
+            status,
+            ..machine(i as u64 + 1, &[])
+        })
+        .collect();
+    let plan = run(&[plain(1)], &machines);
+    assert_eq!(reason(&plan, 1), "no machine is ONLINE");
+    machines.push(machine(7, &[]));
+    assert_eq!(placed_on(&run(&[plain(1)], &machines)), [(1, 7)]);
+}
+
+#[test]
+fn load_at_or_over_the_threshold_is_refused() {
+    let mut hot = machine(1, &[]);
+    hot.load = 0.8;
+    let mut unknown = machine(2, &[]);
+    unknown.load = f32::NAN;
+    let plan = run(&[plain(1)], &[hot, unknown]);
+    assert_eq!(reason(&plan, 1), "2 machines match, all over load 0.8");
+}
+
+#[test]
+fn an_image_needs_docker() {
+    let jobs = [job(1, |s| s.image = Some("alpine:3".into()))];
+    let plan = run(&jobs, &[machine(1, &[])]);
+    assert_eq!(
+        reason(&plan, 1),
+        "1 ONLINE machine matches, none has Docker to run image alpine:3"
+    );
+    let mut docker = machine(2, &[]);
+    docker.has_docker = true;
+    docker.load = 0.7;
+    assert_eq!(placed_on(&run(&jobs, &[machine(1, &[]), docker])), [(1, 2)]);
+}
+
+#[test]
+fn a_machine_target_goes_there_or_says_why_not() {
+    let target = |s: &mut JobSpec| s.agent_id = Some("00000000000000ab".into());
+    let jobs = [job(1, target)];
+    let plan = run(&jobs, &[machine(1, &[]), machine(0xab, &[])]);
+    assert_eq!(placed_on(&plan), [(1, 0xab)]);
+
+    let plan = run(&jobs, &[machine(1, &[])]);
+    assert_eq!(
+        reason(&plan, 1),
+        "machine 00000000000000ab is not in the fleet"
+    );
+    let off = Candidate {
+        status: Offline,
+        ..machine(0xab, &[])
+    };
+    assert_eq!(
+        reason(&run(&jobs, &[machine(1, &[]), off]), 1),
+        "machine 00000000000000ab is OFFLINE"
+    );
+    let full = Candidate {
+        running: 4,
+        ..machine(0xab, &[])
+    };
+    assert_eq!(
+        reason(&run(&jobs, &[full]), 1),
+        "machine 00000000000000ab is at its work limit (4 of 4)"
+    );
+    let hot = Candidate {
+        load: 0.95,
+        ..machine(0xab, &[])
+    };
+    assert_eq!(
+        reason(&run(&jobs, &[hot]), 1),
+        "machine 00000000000000ab is over load 0.8 (0.95)"
+    );
+}
+
+#[test]
+fn backoff_waits_and_others_are_passed_over() {
+    let mut retry = plain(1);
+    retry.failures = 1;
+    retry.not_before_ms = 1_001;
+    let mut parent = job(2, |s| s.agent_id = Some("all_online".into()));
+    parent.children = vec![JobId(3)];
+    let mut running = plain(4);
+    running.state = JobState::Running;
+    let plan = run(&[retry, parent, running], &[machine(1, &[])]);
+    assert!(plan.placements.is_empty());
+    assert_eq!(
+        plan.waiting,
+        [(
+            JobId(1),
+            "waiting out the retry backoff after 1 failed attempt".to_string()
+        )]
+    );
+}
+
+#[test]
+fn the_next_attempt_number_is_placed_once() {
+    let mut again = plain(1);
+    again.attempts.push(shoal_protocol::Attempt {
+        number: 1,
+        machine: MachineId(1),
+        dispatched_at_ms: 0,
+        started_at_ms: None,
+        finished_at_ms: Some(1),
+        exit_code: Some(1),
+        error: None,
+    });
+    let plan = run(&[again.clone(), again], &[machine(1, &[])]);
+    assert_eq!(plan.placements.len(), 1);
+    assert_eq!(plan.placements[0].attempt, 2);
+}
+
+fn any_job() -> impl Strategy<Value = JobRecord> {
+    (
+        1u64..30,
+        -2i32..3,
+        prop::collection::btree_map(prop::sample::select(vec!["gpu", "zone"]), "[ab]", 0..2),
+        prop::option::weighted(0.2, 0u64..5),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(id, priority, labels, target, image, backoff)| {
+            let mut job = job(id, |s| {
+                s.priority = priority;
+                s.required_labels = labels
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                s.agent_id = target.map(|m| MachineId(m).to_string());
+                s.image = image.then(|| "alpine".to_string());
+            });
+            if backoff {
+                job.not_before_ms = 5_000;
+            }
+            job
+        })
+}
+
+fn any_machine() -> impl Strategy<Value = Candidate> {
+    (
+        0u64..5,
+        prop_oneof![3 => Just(Online), 1 => prop::sample::select(MachineStatus::ALL.to_vec())],
+        prop::collection::btree_map(prop::sample::select(vec!["gpu", "zone"]), "[ab]", 0..3),
+        prop_oneof![8 => 0f32..1.0, 1 => Just(f32::NAN)],
+        0u32..4,
+        0u32..4,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, status, labels, load, running, max_running, has_docker)| {
+                let labels: BTreeMap<String, String> = labels
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                Candidate {
+                    id: MachineId(id),
+                    status,
+                    labels: Labels::try_from(labels).unwrap(),
+                    load,
+                    running,
+                    max_running,
+                    has_docker,
+                }
+            },
+        )
+}
+
+/// The scheduler's inputs, with job and machine ids made unique.
+fn scenario() -> impl Strategy<Value = (Vec<JobRecord>, Vec<Candidate>, Reservations)> {
+    (
+        prop::collection::vec(any_job(), 0..25),
+        prop::collection::vec(any_machine(), 0..6),
+        prop::collection::vec((0u64..5, 0u32..3), 0..4),
+    )
+        .prop_map(|(mut jobs, mut machines, reserved)| {
+            let mut seen = BTreeSet::new();
+            jobs.retain(|j| seen.insert(j.id));
+            let mut seen = BTreeSet::new();
+            machines.retain(|m| seen.insert(m.id));
+            (
+                jobs,
+                machines,
+                reserved
+                    .into_iter()
+                    .map(|(m, n)| (MachineId(m), n))
+                    .collect(),
+            )
+        })
+}
+
+/// Two jobs any machine would take or refuse alike.
+fn same_fit(a: &JobRecord, b: &JobRecord) -> bool {
+    a.spec.required_labels == b.spec.required_labels
+        && a.spec.image.is_some() == b.spec.image.is_some()
+        && a.target == b.target
+}
+
+proptest! {
+    #[test]
+    fn placements_keep_every_rule((jobs, machines, reserved) in scenario()) {
+        let queue: Vec<&JobRecord> = jobs.iter().collect();
+        let cfg = PlaceConfig::default();
+        let plan = place(&queue, &machines, &reserved, &cfg, 1_000);
+        let by_id: BTreeMap<JobId, &JobRecord> = jobs.iter().map(|j| (j.id, j)).collect();
+        let mut placed = BTreeSet::new();
+        let mut per_machine: BTreeMap<MachineId, u32> = BTreeMap::new();
+        for p in &plan.placements {
+            prop_assert!(placed.insert(p.job), "job {} placed twice", p.job);
+            let job = by_id[&p.job];
+            let m = machines.iter().find(|m| m.id == p.machine).unwrap();
+            prop_assert_eq!(m.status, MachineStatus::Online);
+            for (k, v) in &job.spec.required_labels {
+                prop_assert_eq!(m.labels.get(k), Some(v.as_str()), "label {}", k);
+            }
+            prop_assert!(m.load < cfg.load_threshold);
+            prop_assert!(job.spec.image.is_none() || m.has_docker);
+            prop_assert!(job.not_before_ms <= 1_000);
+            if let JobTarget::Machine(id) = job.target {
+                prop_assert_eq!(id, m.id);
+            }
+            *per_machine.entry(m.id).or_default() += 1;
+        }
+        for (id, n) in per_machine {
+            let m = machines.iter().find(|m| m.id == id).unwrap();
+            prop_assert!(
+                m.max_running == 0 || m.running + reserved.get(id) + n <= m.max_running,
+                "machine {} over its limit", id
+            );
+        }
+        // Every job is placed or waits, never both.
+        let waiting: BTreeSet<JobId> = plan.waiting.iter().map(|(id, _)| *id).collect();
+        prop_assert!(placed.is_disjoint(&waiting));
+        let all: BTreeSet<JobId> = jobs.iter().map(|j| j.id).collect();
+        prop_assert_eq!(placed.union(&waiting).copied().collect::<BTreeSet<_>>(), all);
+        // A higher priority never waits for a machine while an equal fit of lower priority
+        // got one.
+        for (id, _) in &plan.waiting {
+            let high = by_id[id];
+            if high.not_before_ms > 1_000 {
+                continue;
+            }
+            for p in &plan.placements {
+                let low = by_id[&p.job];
+                prop_assert!(
+                    !(low.spec.priority < high.spec.priority && same_fit(low, high)),
+                    "job {} (priority {}) waits while job {} (priority {}) was placed",
+                    high.id, high.spec.priority, low.id, low.spec.priority
+                );
+            }
+        }
+    }
+}
