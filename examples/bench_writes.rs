@@ -14,7 +14,7 @@ use shoal_daemon::testsuite::{Cluster, wait_until};
 use shoal_protocol::{Command, Labels, MachineId, Response};
 
 /// Writes per run, split over the clients (at least `MIN_PER_CLIENT` each).
-const WRITES_PER_RUN: usize = 4096;
+const WRITES_PER_RUN: usize = 8192;
 const MIN_PER_CLIENT: usize = 16;
 /// No run lasts longer than this.
 const RUN_CAP: Duration = Duration::from_secs(20);

@@ -8,6 +8,8 @@ pub mod autopilot;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dispatch;
+pub mod exec;
 pub mod identity;
 pub mod node;
 pub mod p2p;

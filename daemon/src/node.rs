@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::p2p::{self, P2pHandle};
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, identity, reconcile, rpc};
+use crate::{api, dispatch, identity, reconcile, rpc};
 
 /// The crate's version, published to the fleet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -190,6 +190,7 @@ impl Node {
         tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(dispatch::dispatch_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(discovery_loop(
             gossip.clone(),
             discovered,

@@ -29,6 +29,8 @@ pub struct Candidate {
     pub running: u32,
     /// The machine's work limit; 0 means no limit, as in status derivation.
     pub max_running: u32,
+    /// Each reserved placement counts as one busy core of these in the projected load.
+    pub cpu_cores: u32,
     /// Whether the machine can run a job's `image` (the leader decides how it knows).
     pub has_docker: bool,
 }
@@ -216,17 +218,19 @@ fn choose(
     };
 
     let threshold = cfg.load_threshold;
+    // The load the machine will have once its reserved placements run: one busy core each.
+    let load = |m: &Candidate| m.load + reserved.get(m.id) as f32 / m.cpu_cores.max(1) as f32;
     // A load that is not a number fails the comparison, so it counts as over the threshold.
     let cool: Vec<&Candidate> = pool
         .iter()
         .copied()
-        .filter(|m| m.load < threshold)
+        .filter(|m| load(m) < threshold)
         .collect();
     if cool.is_empty() {
         return Err(match single {
             Some(id) => format!(
                 "machine {id} is over load {threshold} ({:.2})",
-                pool[0].load
+                load(pool[0])
             ),
             None => format!(
                 "{} machine{} match{}, all over load {threshold}",
@@ -244,8 +248,8 @@ fn choose(
         .filter(|m| m.max_running == 0 || busy(m) < m.max_running)
         .collect();
     let Some(best) = free.iter().min_by(|a, b| {
-        a.load
-            .total_cmp(&b.load)
+        load(a)
+            .total_cmp(&load(b))
             .then(busy(a).cmp(&busy(b)))
             .then(a.id.cmp(&b.id))
     }) else {

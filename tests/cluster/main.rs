@@ -4,3 +4,4 @@
 mod failover;
 mod formation;
 mod http;
+mod jobs;

@@ -4,13 +4,14 @@
 //! writes go through [`Node::write`], which forwards them to the leader.
 
 mod error;
+mod jobs;
 mod machines;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,6 +30,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/machines/{id}", get(machines::show))
         .route("/v1/machines/{id}/labels", put(machines::label))
         .route("/v1/cluster", get(machines::cluster))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/batch", post(jobs::submit_batch))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)

@@ -15,6 +15,7 @@ fn machine(id: u64, labels: &[&str]) -> Candidate {
         load: 0.1,
         running: 0,
         max_running: 4,
+        cpu_cores: 4,
         has_docker: false,
     }
 }
@@ -109,6 +110,7 @@ fn priority_first_then_submission_order() {
     ];
     let mut m = machine(9, &[]);
     m.max_running = 3;
+    m.cpu_cores = 16; // placements keep the load low: the work limit binds first
     let plan = run(&jobs, &[m]);
     assert_eq!(placed_on(&plan), [(2, 9), (4, 9), (1, 9)]);
     assert!(reason(&plan, 3).contains("work limit"));
@@ -302,6 +304,7 @@ fn any_machine() -> impl Strategy<Value = Candidate> {
                     load,
                     running,
                     max_running,
+                    cpu_cores: 2,
                     has_docker,
                 }
             },
@@ -392,4 +395,20 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_burst_spreads_because_each_placement_adds_load() {
+    let machines = [machine(1, &[]), machine(2, &[]), machine(3, &[])];
+    let burst: Vec<JobRecord> = (1..=6).map(plain).collect();
+    let plan = run(&burst, &machines);
+    let mut per_machine = BTreeMap::new();
+    for p in &plan.placements {
+        *per_machine.entry(p.machine).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_machine.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_machine:?}"
+    );
 }

@@ -1,0 +1,194 @@
+//! `/v1/jobs`: submit (one or a batch), list, show and cancel jobs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shoal_protocol::api::{JobList, SubmitJobResponse};
+use shoal_protocol::{
+    ApiError, Command, ErrorCode, JobId, JobRecord, JobSpec, JobState, Labels, MachineId, Response,
+};
+
+use super::{ApiJson, ApiResult, Failure};
+use crate::node::{Node, now_ms};
+
+/// Most jobs in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Most jobs one list page returns.
+pub const MAX_PAGE: usize = 1000;
+
+fn job_of(response: Response) -> Result<JobRecord, Failure> {
+    match response {
+        Response::Job(job) => Ok(*job),
+        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
+        _ => Err(Failure(ApiError::new(
+            ErrorCode::Internal,
+            "the state machine returned no job",
+        ))),
+    }
+}
+
+async fn submit_one(node: &Node, spec: JobSpec) -> Result<SubmitJobResponse, Failure> {
+    let outcome = node
+        .write(Command::SubmitJob {
+            spec: Box::new(spec),
+            at_ms: now_ms(),
+        })
+        .await?;
+    let job = job_of(outcome.response)?;
+    Ok(SubmitJobResponse {
+        created: job.submitted_index == outcome.index,
+        job,
+    })
+}
+
+/// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known
+/// idempotency key.
+pub async fn submit(
+    State(node): State<Arc<Node>>,
+    ApiJson(spec): ApiJson<JobSpec>,
+) -> Result<(StatusCode, Json<SubmitJobResponse>), Failure> {
+    spec.validate()
+        .map_err(|message| Failure(ApiError::bad_request(message)))?;
+    let answer = submit_one(&node, spec).await?;
+    let status = if answer.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    jobs: Vec<JobSpec>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchResponse {
+    jobs: Vec<SubmitJobResponse>,
+}
+
+/// `POST /v1/jobs/batch`: every spec is checked before any is submitted.
+pub async fn submit_batch(
+    State(node): State<Arc<Node>>,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> ApiResult<BatchResponse> {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(Failure(ApiError::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH} jobs, got {}",
+            body.jobs.len()
+        ))));
+    }
+    for (i, spec) in body.jobs.iter().enumerate() {
+        spec.validate()
+            .map_err(|message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}"))))?;
+    }
+    let writes = body.jobs.into_iter().map(|spec| submit_one(&node, spec));
+    let jobs = futures::future::try_join_all(writes).await?;
+    Ok(Json(BatchResponse { jobs }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    state: Option<String>,
+    machine: Option<String>,
+    org: Option<String>,
+    /// `key=value` (or a bare `key`) the job requires.
+    label: Option<String>,
+    /// Only jobs with a larger id: pass the last id of the previous page.
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/jobs`, oldest first, filtered and paged.
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<JobList> {
+    let state: Option<JobState> = params
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse()
+                .map_err(|err: String| Failure(ApiError::bad_request(err)))
+        })
+        .transpose()?;
+    let machine: Option<MachineId> = params
+        .machine
+        .as_deref()
+        .map(|s| {
+            s.parse().map_err(|err: shoal_protocol::ids::BadMachineId| {
+                Failure(ApiError::bad_request(err.to_string()))
+            })
+        })
+        .transpose()?;
+    let label = params
+        .label
+        .as_deref()
+        .map(|pair| {
+            Labels::parse_pair(pair).map_err(|err| Failure(ApiError::bad_request(err.to_string())))
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Failure(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        ))));
+    }
+    let after = JobId(params.after.unwrap_or(0));
+    let jobs = node.fleet.read(|fleet| {
+        fleet
+            .jobs
+            .range(JobId(after.0.saturating_add(1))..)
+            .map(|(_, job)| job)
+            .filter(|job| state.is_none_or(|s| job.state == s))
+            .filter(|job| params.org.as_ref().is_none_or(|org| &job.spec.org == org))
+            .filter(|job| machine.is_none_or(|m| job.attempts.iter().any(|a| a.machine == m)))
+            .filter(|job| {
+                label
+                    .as_ref()
+                    .is_none_or(|(k, v)| job.spec.required_labels.get(k) == Some(v))
+            })
+            .take(limit)
+            .cloned()
+            .collect()
+    });
+    Ok(Json(JobList { jobs }))
+}
+
+fn parse_job_id(text: &str) -> Result<JobId, Failure> {
+    text.parse::<u64>().map(JobId).map_err(|_| {
+        Failure(ApiError::bad_request(format!(
+            "job id must be a number, got {text:?}"
+        )))
+    })
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<JobRecord> {
+    let id = parse_job_id(&id)?;
+    node.fleet
+        .read(|fleet| fleet.jobs.get(&id).cloned())
+        .map(Json)
+        .ok_or_else(|| Failure(ApiError::not_found(format!("no job with id {id}"))))
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+pub async fn cancel(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<JobRecord> {
+    let id = parse_job_id(&id)?;
+    if node.fleet.read(|fleet| !fleet.jobs.contains_key(&id)) {
+        return Err(Failure(ApiError::not_found(format!("no job with id {id}"))));
+    }
+    let outcome = node
+        .write(Command::CancelJob {
+            job: id,
+            at_ms: now_ms(),
+        })
+        .await?;
+    Ok(Json(job_of(outcome.response)?))
+}

@@ -1,0 +1,138 @@
+//! The leader's dispatch pass: time out and requeue what must move, then place queued
+//! jobs with the pure scheduler and commit the placements and the reasons others wait.
+//!
+//! The log knows a placement the moment it commits; the machine's heartbeat shows it
+//! seconds later. Placements the heartbeat does not show yet are reservations: the
+//! scheduler counts each as one busy core of the machine's load and one running job, so a
+//! burst spreads over machines instead of piling onto the one that was least loaded.
+
+use shoal_protocol::{ApiError, Command, FleetState, JobId, MachineStatus};
+use shoal_raft::{Candidate, PlaceConfig, Reservations, jobs, place};
+
+use crate::node::Node;
+
+/// A job dispatched but not running after this long goes back to the queue.
+pub const DISPATCH_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+
+/// The label a machine carries when its Docker engine answers.
+pub const DOCKER_LABEL: &str = "docker";
+
+/// Moves and places jobs. Runs on the leader only.
+pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
+    let commands = node.fleet.read(|state| plan(node, state, now));
+    for cmd in commands {
+        node.write(cmd).await?;
+    }
+    Ok(())
+}
+
+/// The commands one pass writes, from the state and the live view.
+fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for job in jobs::queue_expired(state, now) {
+        commands.push(Command::TimeOutJob { job, at_ms: now });
+    }
+    let slow = jobs::dispatched_before(state, now.saturating_sub(DISPATCH_TIMEOUT_MS));
+    for (job, attempt) in slow {
+        let reason = "dispatched but not running within 5 minutes".to_string();
+        commands.push(Command::RequeueJob {
+            job,
+            attempt,
+            reason,
+            at_ms: now,
+        });
+    }
+    for (id, record) in &state.machines {
+        if matches!(record.status, MachineStatus::Stale | MachineStatus::Dead) {
+            for (job, attempt) in jobs::running_on(state, *id) {
+                let reason = format!("machine {} went {}", record.info.name, record.status);
+                commands.push(Command::RequeueJob {
+                    job,
+                    attempt,
+                    reason,
+                    at_ms: now,
+                });
+            }
+        }
+    }
+
+    let queue = jobs::queue(state);
+    if queue.is_empty() {
+        return commands;
+    }
+    // The log knows every placement at once; a machine's heartbeat catches up later.
+    // What the heartbeat does not show yet is reserved, and weighs on the projected load.
+    let mut reservations = Reservations::new();
+    let candidates: Vec<Candidate> = state
+        .machines
+        .values()
+        .map(|record| {
+            let id = record.info.id;
+            let labels = record.labels();
+            let on_machine = jobs::running_on(state, id).len() as u32;
+            let (load, reported, cpu_cores) = match node.peer(id) {
+                Some(peer) => (
+                    peer.info.resources.load,
+                    peer.info.running,
+                    peer.info.resources.cpu_cores,
+                ),
+                None => (
+                    record.info.resources.load,
+                    0,
+                    record.info.resources.cpu_cores,
+                ),
+            };
+            let running = reported.min(on_machine);
+            reservations.add(id, on_machine - running);
+            Candidate {
+                id,
+                status: record.status,
+                has_docker: labels.get(DOCKER_LABEL).is_some(),
+                labels,
+                load,
+                running,
+                max_running: record.info.max_running,
+                cpu_cores,
+            }
+        })
+        .collect();
+    let config = PlaceConfig {
+        load_threshold: node.config.load_threshold,
+    };
+    let plan = place(&queue, &candidates, &reservations, &config, now);
+    if !plan.placements.is_empty() {
+        commands.push(Command::Dispatch {
+            placements: plan.placements,
+            at_ms: now,
+        });
+    }
+    let reasons: Vec<(JobId, String)> = jobs::changed_reasons(state, &plan.waiting);
+    if !reasons.is_empty() {
+        commands.push(Command::SetQueueReasons { reasons });
+    }
+    commands
+}
+
+/// Runs a dispatch pass on the leader whenever the log moves (a submission, a report,
+/// a status change) and at least every reconcile interval (timeouts).
+pub async fn dispatch_loop(
+    node: std::sync::Arc<Node>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut applied = node.fleet.applied();
+    let mut tick = tokio::time::interval(node.config.timings.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = applied.changed() => {}
+            _ = tick.tick() => {}
+        }
+        if node.raft.metrics().borrow().state != openraft::ServerState::Leader {
+            continue;
+        }
+        if let Err(err) = dispatch_pass(&node, crate::node::now_ms()).await {
+            tracing::debug!(error = %err.message, "dispatch pass stopped early");
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Container runs through the Docker engine (bollard): one container per attempt, named
+//! `shoal-job-<job>-<attempt>` and labelled so that a restarted daemon can adopt it.
+//!
+//! ```text
+//!  start ─▶ create (image, cmd, env, labels, nano_cpus, memory) ─▶ start ─▶ supervisor task
+//!  supervisor: logs (follow, stdout + stderr) ─▶ OutputWriter
+//!              wait ─▶ exit code ─────────────────────▶ Exited
+//!              cancel(grace) ─▶ docker stop -t grace ─▶ Cancelled
+//!              timeout ───────▶ docker stop ──────────▶ TimedOut
+//!              then: drain logs, remove the container, report
+//!  executor dropped ─▶ supervisors let go; the containers run on for adopt() (adopt.rs)
+//! ```
+//!
+//! The engine is reached lazily: nothing connects until a call needs it, and a missing
+//! socket or a silent engine is reported as Docker being absent, not as a crash.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::StreamExt;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use super::output::{OutputWriter, Stream};
+use super::{
+    DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_GRACE, ExecError, Executor, Outcome, RunControl,
+    RunHandle, RunSpec, run_channel,
+};
+
+pub use super::adopt::Adopted;
+
+/// Label on every container Shoal starts.
+pub const LABEL_MANAGED: &str = "shoal.managed";
+pub const LABEL_JOB: &str = "shoal.job";
+pub const LABEL_ATTEMPT: &str = "shoal.attempt";
+/// The [`DockerConfig::node`] that started the container.
+pub const LABEL_NODE: &str = "shoal.node";
+/// When the run times out, in milliseconds since the Unix epoch; read back on adoption.
+pub const LABEL_DEADLINE: &str = "shoal.deadline_ms";
+
+/// Requests that do not stream give up after this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connecting (version negotiation) gives up after this, and Docker counts as absent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams (logs, wait) last as long as the run: no request timeout to speak of.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long the logs may lag behind the container's exit before they are cut off.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// Settings of the Docker executor.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    /// The engine's Unix socket; `None` follows `DOCKER_HOST`, else `/var/run/docker.sock`.
+    pub socket: Option<PathBuf>,
+    /// Written to every container as `shoal.node`; when set, [`DockerExecutor::adopt`]
+    /// takes only containers with the same value, so several nodes can share one engine.
+    pub node: Option<String>,
+    /// Bytes of output kept per run (the newest).
+    pub output_limit: usize,
+    /// `docker stop` grace when a run times out.
+    pub timeout_grace: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            node: None,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+            timeout_grace: DEFAULT_TIMEOUT_GRACE,
+        }
+    }
+}
+
+/// Runs [`RunSpec`]s with an image as containers. Clones share one connection; when the
+/// last clone is dropped, running containers are left for a later [`Self::adopt`].
+#[derive(Clone)]
+pub struct DockerExecutor {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) config: DockerConfig,
+    client: Mutex<Option<Docker>>,
+    /// Never sent on; its drop tells every supervisor to let go.
+    shutdown: watch::Sender<()>,
+}
+
+impl DockerExecutor {
+    pub fn new(config: DockerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                client: Mutex::new(None),
+                shutdown: watch::Sender::new(()),
+            }),
+        }
+    }
+
+    /// The engine's version, or `None` when it cannot be reached: advertise the `docker`
+    /// capability only when this is `Some`.
+    pub async fn docker_available(&self) -> Option<String> {
+        let docker = match self.client().await {
+            Ok(docker) => docker,
+            Err(error) => {
+                tracing::debug!(%error, "docker not available");
+                return None;
+            }
+        };
+        docker.version().await.ok()?.version
+    }
+
+    /// The connection, made on first use.
+    pub(super) async fn client(&self) -> Result<Docker, ExecError> {
+        let mut slot = self.inner.client.lock().await;
+        if let Some(docker) = &*slot {
+            return Ok(docker.clone());
+        }
+        let unavailable = |error: DockerError| ExecError::DockerUnavailable(error.to_string());
+        let docker = match &self.inner.config.socket {
+            Some(path) => Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                REQUEST_TIMEOUT.as_secs(),
+                API_DEFAULT_VERSION,
+            ),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(unavailable)?;
+        // Speak the engine's API version when it is older than bollard's.
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| {
+                ExecError::DockerUnavailable(format!(
+                    "the engine did not answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(unavailable)?;
+        *slot = Some(docker.clone());
+        Ok(docker)
+    }
+
+    /// A supervisor for `name`, let go when this executor is dropped.
+    pub(super) fn watched(
+        &self,
+        docker: Docker,
+        name: String,
+        deadline: Option<Instant>,
+    ) -> Watched {
+        Watched {
+            docker,
+            name,
+            deadline,
+            timeout_grace: self.inner.config.timeout_grace,
+            shutdown: self.inner.shutdown.subscribe(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExecutor {
+    async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
+        let body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
+        let docker = self.client().await?;
+        let name = container_name(spec.job, spec.attempt);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        docker.create_container(Some(options), body).await?;
+        if let Err(error) = docker.start_container(&name, None).await {
+            remove(&docker, &name).await;
+            return Err(error.into());
+        }
+        tracing::info!(job = spec.job, attempt = spec.attempt, container = %name, "container run started");
+        let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
+        let deadline = spec.timeout.map(|timeout| Instant::now() + timeout);
+        let watched = self.watched(docker, name, deadline);
+        tokio::spawn(watched.supervise(control, LogsFrom::Start));
+        Ok(handle)
+    }
+}
+
+/// `shoal-job-<job>-<attempt>`.
+pub fn container_name(job: u64, attempt: u32) -> String {
+    format!("shoal-job-{job}-{attempt}")
+}
+
+/// The container to create for `spec`, started at `now`.
+fn create_body(
+    spec: &RunSpec,
+    node: Option<&str>,
+    now: SystemTime,
+) -> Result<ContainerCreateBody, ExecError> {
+    let image = spec
+        .image
+        .clone()
+        .ok_or_else(|| ExecError::InvalidSpec("a container run needs an image".into()))?;
+    let nano_cpus = match spec.cpu_limit {
+        Some(cores) if !(cores.is_finite() && cores > 0.0) => {
+            return Err(ExecError::InvalidSpec(format!(
+                "cpu_limit {cores} is not a positive number of cores"
+            )));
+        }
+        Some(cores) => Some((cores * 1e9).round() as i64),
+        None => None,
+    };
+    let memory =
+        match spec.memory_limit {
+            Some(bytes) => Some(i64::try_from(bytes).map_err(|_| {
+                ExecError::InvalidSpec(format!("memory_limit {bytes} is too large"))
+            })?),
+            None => None,
+        };
+    let mut labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_JOB.to_string(), spec.job.to_string()),
+        (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
+    ]);
+    if let Some(node) = node {
+        labels.insert(LABEL_NODE.to_string(), node.to_string());
+    }
+    if let Some(timeout) = spec.timeout {
+        let deadline = (now + timeout)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        labels.insert(LABEL_DEADLINE.to_string(), deadline.as_millis().to_string());
+    }
+    Ok(ContainerCreateBody {
+        image: Some(image),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            nano_cpus,
+            memory,
+            // No swap beyond the memory limit.
+            memory_swap: memory,
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    })
+}
+
+/// Where a supervisor starts reading the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LogsFrom {
+    /// Everything the container wrote: a run this executor started.
+    Start,
+    /// Only what comes from now on: an adopted run.
+    Now,
+}
+
+/// One container being watched to its end.
+pub(super) struct Watched {
+    docker: Docker,
+    name: String,
+    deadline: Option<Instant>,
+    timeout_grace: Duration,
+    shutdown: watch::Receiver<()>,
+}
+
+impl Watched {
+    pub(super) async fn supervise(mut self, mut control: RunControl, from: LogsFrom) {
+        let streaming = self.docker.clone().with_timeout(STREAM_TIMEOUT);
+        let tail = match from {
+            LogsFrom::Start => "all",
+            LogsFrom::Now => "0",
+        };
+        let logs = tokio::spawn(pump_logs(
+            streaming.clone(),
+            self.name.clone(),
+            control.output.clone(),
+            true,
+            tail,
+        ));
+        let exit = wait_exit(&streaming, &self.name);
+        tokio::pin!(exit);
+        let mut stopped = None;
+        let exit = loop {
+            let deadline = async {
+                match self.deadline {
+                    Some(deadline) if stopped.is_none() => tokio::time::sleep_until(deadline).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                exit = &mut exit => break exit,
+                grace = control.cancelled(), if stopped.is_none() => {
+                    stopped = Some(Outcome::Cancelled);
+                    self.stop(grace).await;
+                }
+                () = deadline => {
+                    stopped = Some(Outcome::TimedOut);
+                    self.stop(self.timeout_grace).await;
+                }
+                _ = self.shutdown.changed() => {
+                    logs.abort();
+                    tracing::info!(container = %self.name, "executor dropped; container left for adoption");
+                    return;
+                }
+            }
+        };
+        let abort = logs.abort_handle();
+        if tokio::time::timeout(LOG_DRAIN, logs).await.is_err() {
+            abort.abort();
+        }
+        let outcome = match (stopped, exit) {
+            (Some(outcome), _) => outcome,
+            (None, Ok(exit_code)) => Outcome::Exited { exit_code },
+            (None, Err(error)) => Outcome::Failed { error },
+        };
+        remove(&self.docker, &self.name).await;
+        tracing::info!(container = %self.name, ?outcome, "container run ended");
+        control.finish(outcome);
+    }
+
+    /// `docker stop` with `grace`, rounded up to whole seconds.
+    async fn stop(&self, grace: Duration) {
+        let seconds = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        let docker = self.docker.clone().with_timeout(REQUEST_TIMEOUT + grace);
+        if let Err(error) = docker.stop_container(&self.name, Some(options)).await {
+            tracing::warn!(container = %self.name, %error, "docker stop failed");
+        }
+    }
+}
+
+/// The container's exit code, once it is not running.
+async fn wait_exit(docker: &Docker, name: &str) -> Result<i32, String> {
+    let mut wait = docker.wait_container(name, None);
+    let code = match wait.next().await {
+        Some(Ok(response)) => response.status_code,
+        // bollard turns a non-zero exit into this error.
+        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(error)) => return Err(format!("waiting for the container: {error}")),
+        None => return Err("the engine ended the wait without an exit code".into()),
+    };
+    Ok(i32::try_from(code).unwrap_or(-1))
+}
+
+/// Copies the container's logs into the output, following them when `follow`.
+pub(super) async fn pump_logs(
+    docker: Docker,
+    name: String,
+    output: OutputWriter,
+    follow: bool,
+    tail: &'static str,
+) {
+    let options = LogsOptionsBuilder::default()
+        .follow(follow)
+        .stdout(true)
+        .stderr(true)
+        .tail(tail)
+        .build();
+    let mut logs = docker.logs(&name, Some(options));
+    while let Some(item) = logs.next().await {
+        match item {
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                output.push(Stream::Stdout, &message)
+            }
+            Ok(LogOutput::StdErr { message }) => output.push(Stream::Stderr, &message),
+            Ok(LogOutput::StdIn { .. }) => {}
+            Err(error) => {
+                tracing::warn!(container = %name, %error, "reading container logs failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Removes the container, logging rather than failing.
+pub(super) async fn remove(docker: &Docker, name: &str) {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    if let Err(error) = docker.remove_container(name, Some(options)).await {
+        tracing::warn!(container = %name, %error, "removing the container failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            job: 12,
+            attempt: 3,
+            command: vec!["sh".into(), "-c".into(), "exit 1".into()],
+            image: Some("shoal-test-busybox:local".into()),
+            env: [("A".to_string(), "1".to_string())].into(),
+            cpu_limit: Some(1.5),
+            memory_limit: Some(64 << 20),
+            timeout: Some(Duration::from_secs(30)),
+        }
+    }
+
+    #[test]
+    fn the_container_carries_limits_labels_and_env() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let body = create_body(&spec(), Some("node-a"), now).unwrap();
+        assert_eq!(container_name(12, 3), "shoal-job-12-3");
+        assert_eq!(body.image.as_deref(), Some("shoal-test-busybox:local"));
+        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.memory_swap, Some(64 << 20));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_JOB], "12");
+        assert_eq!(labels[LABEL_ATTEMPT], "3");
+        assert_eq!(labels[LABEL_NODE], "node-a");
+        assert_eq!(labels[LABEL_DEADLINE], "1030000");
+    }
+
+    #[test]
+    fn an_empty_command_keeps_the_image_default_and_bad_limits_are_refused() {
+        let mut plain = spec();
+        plain.command.clear();
+        plain.cpu_limit = None;
+        plain.memory_limit = None;
+        plain.timeout = None;
+        let body = create_body(&plain, None, SystemTime::now()).unwrap();
+        assert_eq!(body.cmd, None);
+        let labels = body.labels.unwrap();
+        assert!(!labels.contains_key(LABEL_NODE) && !labels.contains_key(LABEL_DEADLINE));
+
+        let mut bad = spec();
+        bad.cpu_limit = Some(0.0);
+        assert!(matches!(
+            create_body(&bad, None, SystemTime::now()),
+            Err(ExecError::InvalidSpec(_))
+        ));
+        let mut no_image = spec();
+        no_image.image = None;
+        assert!(matches!(
+            create_body(&no_image, None, SystemTime::now()),
+            Err(ExecError::InvalidSpec(_))
+        ));
+    }
+}

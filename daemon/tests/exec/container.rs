@@ -1,0 +1,166 @@
+//! Container runs on the real engine: output and exit code, cancel with `docker stop`,
+//! timeout, limits and labels as the engine sees them, and Docker being absent.
+
+use std::time::{Duration, Instant};
+
+use shoal_daemon::exec::docker::container_name;
+use shoal_daemon::exec::{
+    DockerConfig, DockerExecutor, ExecError, Executor, Outcome, RunHandle, RunSpec, Stream,
+};
+
+use crate::support::{
+    Containers, IMAGE, container_exists, docker, job_id, require_docker, test_image, wait_for_text,
+};
+
+/// An executor for one test. Tests keep it alive until the run ends: dropping it lets go
+/// of its containers, as a stopping daemon does.
+fn executor() -> DockerExecutor {
+    DockerExecutor::new(DockerConfig {
+        node: Some(format!("exec-test-{}", std::process::id())),
+        timeout_grace: Duration::from_secs(1),
+        ..DockerConfig::default()
+    })
+}
+
+fn sh(job: u64, script: &str) -> RunSpec {
+    RunSpec {
+        job,
+        attempt: 1,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        image: Some(IMAGE.into()),
+        ..RunSpec::default()
+    }
+}
+
+async fn wait(handle: &RunHandle) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(60), handle.wait())
+        .await
+        .expect("the container run ended within 60s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_available_gives_the_engine_version() {
+    let version = require_docker();
+    assert_eq!(executor().docker_available().await, Some(version));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_reports_its_output_and_a_non_zero_exit() {
+    let _image = test_image();
+    let job = job_id(11);
+    let _containers = Containers(vec![container_name(job, 1)]);
+    let mut spec = sh(
+        job,
+        "echo hello from $WHO; sleep 0.3; echo oops >&2; exit 7",
+    );
+    spec.env.insert("WHO".into(), "busybox".into());
+    let executor = executor();
+    let handle = executor.start(spec).await.unwrap();
+    assert_eq!(wait(&handle).await, Outcome::Exited { exit_code: 7 });
+    let output = handle.output().snapshot();
+    assert_eq!(output.text(), "hello from busybox\noops\n");
+    let streams: Vec<_> = output.chunks.iter().map(|c| c.stream).collect();
+    assert_eq!(streams, [Stream::Stdout, Stream::Stderr]);
+    assert!(
+        !container_exists(&container_name(job, 1)),
+        "the container is removed once its outcome is read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_container_is_stopped_then_killed_after_the_grace_and_removed() {
+    let _image = test_image();
+    let (polite, stubborn) = (job_id(12), job_id(13));
+    let _containers = Containers(vec![container_name(polite, 1), container_name(stubborn, 1)]);
+    let executor = executor();
+
+    // Exits on SIGTERM: `docker stop` ends it well within the grace.
+    let script = "trap 'echo stopping; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    let handle = executor.start(sh(polite, script)).await.unwrap();
+    wait_for_text(handle.output(), "ready", Duration::from_secs(20)).await;
+    let asked = Instant::now();
+    handle.cancel(Duration::from_secs(20));
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(handle.output().snapshot().text(), "ready\nstopping\n");
+    assert!(!container_exists(&container_name(polite, 1)));
+
+    // PID 1 without a TERM handler ignores SIGTERM: killed once the grace has passed.
+    let handle = executor
+        .start(sh(stubborn, "echo ready; sleep 300"))
+        .await
+        .unwrap();
+    wait_for_text(handle.output(), "ready", Duration::from_secs(20)).await;
+    let asked = Instant::now();
+    handle.cancel(Duration::from_secs(2));
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "killed after the 2s grace ({took:?})"
+    );
+    assert!(!container_exists(&container_name(stubborn, 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_past_its_timeout_is_stopped() {
+    let _image = test_image();
+    let job = job_id(14);
+    let _containers = Containers(vec![container_name(job, 1)]);
+    let mut spec = sh(job, "echo started; sleep 300");
+    spec.timeout = Some(Duration::from_secs(1));
+    let executor = executor();
+    let handle = executor.start(spec).await.unwrap();
+    assert_eq!(wait(&handle).await, Outcome::TimedOut);
+    assert_eq!(handle.output().snapshot().text(), "started\n");
+    assert!(!container_exists(&container_name(job, 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_labels_are_on_the_container() {
+    let _image = test_image();
+    let job = job_id(15);
+    let name = container_name(job, 2);
+    let _containers = Containers(vec![name.clone()]);
+    let mut spec = sh(job, "sleep 300");
+    spec.attempt = 2;
+    spec.cpu_limit = Some(0.5);
+    spec.memory_limit = Some(64 << 20);
+    let executor = executor();
+    let handle = executor.start(spec).await.unwrap();
+    let seen = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{index .Config.Labels \"shoal.job\"}} \
+         {{index .Config.Labels \"shoal.attempt\"}} {{index .Config.Labels \"shoal.managed\"}}",
+        &name,
+    ]);
+    assert_eq!(seen, format!("{} 500000000 {job} 2 true", 64 << 20));
+    handle.cancel(Duration::ZERO);
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_absent_is_reported_not_fatal() {
+    let missing = "/nonexistent/shoal-exec-test/docker.sock";
+    let executor = DockerExecutor::new(DockerConfig {
+        socket: Some(missing.into()),
+        ..DockerConfig::default()
+    });
+    assert_eq!(executor.docker_available().await, None);
+    match executor.start(sh(job_id(16), "true")).await {
+        Err(ExecError::DockerUnavailable(reason)) => {
+            assert!(
+                reason.contains(missing),
+                "the reason names the socket: {reason}"
+            )
+        }
+        Err(other) => panic!("expected DockerUnavailable, got {other}"),
+        Ok(_) => panic!("a run started without Docker"),
+    }
+    assert!(executor.adopt().await.is_empty());
+}

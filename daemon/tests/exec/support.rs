@@ -1,0 +1,156 @@
+//! What the executor tests share: the Docker precondition, the busybox image they build
+//! (`FROM scratch`, no registry), guards that remove what they create, and waits.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shoal_daemon::exec::Output;
+
+/// The image the container tests run, built from the host's static busybox.
+pub const IMAGE: &str = "shoal-test-busybox:local";
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Runs `docker args`, returning stdout; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker: is the Docker CLI installed?");
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Panics, saying why, unless a Docker engine answers.
+pub fn require_docker() -> String {
+    let version = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match version {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        other => panic!(
+            "the container executor tests need a running Docker engine \
+             (`docker version` failed: {other:?})"
+        ),
+    }
+}
+
+/// Whether `path` is an ELF executable without an interpreter, i.e. statically linked.
+fn is_static_elf(path: &Path) -> bool {
+    let Ok(elf) = std::fs::read(path) else {
+        return false;
+    };
+    // 64-bit little-endian ELF only, which is what Debian ships for this machine.
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return false;
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        // PT_INTERP (3) names the dynamic loader.
+        elf.get(at..at + 4) != Some(&3u32.to_le_bytes()[..])
+    })
+}
+
+/// How many running tests use [`IMAGE`]; the last one out removes it.
+static IMAGE_USERS: Mutex<usize> = Mutex::new(0);
+
+/// Holds [`IMAGE`] built while alive.
+pub struct ImageGuard;
+
+/// Builds [`IMAGE`] unless another test already holds it.
+pub fn test_image() -> ImageGuard {
+    require_docker();
+    let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if *users == 0 {
+        assert!(
+            is_static_elf(Path::new(BUSYBOX)),
+            "the container executor tests need a statically linked {BUSYBOX}: \
+             install it with `apt-get install -y busybox-static`"
+        );
+        let context = tempfile::tempdir().unwrap();
+        std::fs::copy(BUSYBOX, context.path().join("busybox")).unwrap();
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", IMAGE, context.path().to_str().unwrap()]);
+    }
+    *users += 1;
+    ImageGuard
+}
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users -= 1;
+        if *users == 0 {
+            let _ = Command::new("docker").args(["rmi", "-f", IMAGE]).output();
+        }
+    }
+}
+
+/// Force-removes the named containers when dropped, even when the test failed.
+pub struct Containers(pub Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("docker").args(["rm", "-f", name]).output();
+        }
+    }
+}
+
+/// A job id no other test (or concurrent test run) uses.
+pub fn job_id(n: u64) -> u64 {
+    u64::from(std::process::id()) * 100 + n
+}
+
+/// Whether a container of that exact name exists, running or not.
+pub fn container_exists(name: &str) -> bool {
+    !docker(&["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]).is_empty()
+}
+
+/// Waits until the output holds `needle`, panicking with what it holds after `within`.
+pub async fn wait_for_text(output: &Output, needle: &str, within: Duration) {
+    let mut follower = output.follow();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(chunk) = follower.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.data));
+            if seen.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "{needle:?} did not appear in the output within {within:?}: {:?}",
+        output.snapshot().text()
+    );
+}
+
+/// Waits up to `within` for `check`, polling.
+pub async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

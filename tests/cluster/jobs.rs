@@ -1,0 +1,170 @@
+//! Jobs through the API of a live cluster: label routing, a burst spreading, fan-out,
+//! idempotency, queue reasons, cancel, and bad requests that change nothing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_protocol::{JobId, JobRecord, JobState, MachineId};
+
+use crate::http::put_labels;
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn job_id(body: &Value) -> JobId {
+    JobId(
+        body["job"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no job id in {body}")),
+    )
+}
+
+/// Waits until node `i`'s replica shows the job in a state `done` accepts.
+async fn wait_job(
+    cluster: &Cluster,
+    i: usize,
+    id: JobId,
+    what: &str,
+    done: impl Fn(&JobRecord) -> bool,
+) -> JobRecord {
+    let node = cluster.node(i);
+    wait_until(Duration::from_secs(10), what, || {
+        node.fleet
+            .read(|s| s.jobs.get(&id).filter(|j| done(j)).cloned())
+    })
+    .await
+    .unwrap()
+}
+
+fn machine_of(job: &JobRecord) -> MachineId {
+    job.attempts.last().expect("an attempt").machine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_go_to_the_right_machines() {
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    let api = cluster.api(1);
+    let gpu = cluster.node(2).id;
+    let (status, body) = put_labels(&api, gpu, &["gpu=true"]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Label routing: only node 2 carries gpu=true.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["train"], "required_labels": {"gpu": "true"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let job = wait_job(&cluster, 0, job_id(&body), "gpu job dispatched", |j| {
+        j.state == JobState::Dispatched
+    })
+    .await;
+    assert_eq!(machine_of(&job), gpu);
+
+    // A burst spreads over the machines instead of piling onto one.
+    let burst: Vec<Value> = (0..6)
+        .map(|n| json!({"command": ["echo", n.to_string()]}))
+        .collect();
+    let (status, body) = post(format!("{api}/v1/jobs/batch"), json!({"jobs": burst})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut used = BTreeSet::new();
+    for entry in body["jobs"].as_array().unwrap() {
+        let job = wait_job(&cluster, 2, job_id(entry), "burst job dispatched", |j| {
+            j.state == JobState::Dispatched
+        })
+        .await;
+        used.insert(machine_of(&job));
+    }
+    assert_eq!(used.len(), 3, "the burst used only {used:?}");
+
+    // Fan-out: one child per ONLINE machine.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["uptime"], "agent_id": "all_online"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let parent = wait_job(&cluster, 1, job_id(&body), "fan-out children", |j| {
+        j.children.len() == 3
+    })
+    .await;
+    let mut targets = BTreeSet::new();
+    for child in parent.children {
+        let job = wait_job(&cluster, 1, child, "child dispatched", |j| {
+            j.state == JobState::Dispatched
+        })
+        .await;
+        targets.insert(machine_of(&job));
+    }
+    assert_eq!(targets.len(), 3);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_are_idempotent_explained_cancellable_and_validated() {
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    let api = cluster.api(0);
+
+    let spec = json!({"command": ["backup"], "idempotency_key": "nightly-1", "required_labels": {"tape": "lto8"}});
+    let (first, body) = post(format!("{api}/v1/jobs"), spec.clone()).await;
+    assert_eq!(first, 201, "{body}");
+    let id = job_id(&body);
+    let (again, body) = post(format!("{}/v1/jobs", cluster.api(2)), spec).await;
+    assert_eq!(
+        (again, job_id(&body), body["created"].as_bool()),
+        (200, id, Some(false)),
+        "{body}"
+    );
+
+    // Nobody has the label: the job waits and says why.
+    let job = wait_job(&cluster, 1, id, "a queue reason", |j| {
+        j.queue_reason.is_some()
+    })
+    .await;
+    let reason = job.queue_reason.unwrap();
+    assert!(reason.contains("tape"), "{reason}");
+    assert_eq!(job.state, JobState::Queued);
+
+    let (status, body) = post(format!("{}/v1/jobs/{id}/cancel", cluster.api(1)), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled");
+
+    // Bad requests: a clear 400 (or 413) and nothing written.
+    let before = cluster.node(0).fleet.read(|s| s.jobs.len());
+    let bad = [
+        json!({"command": []}),
+        json!({"command": ["x"], "required_labels": {"Bad Key": "1"}}),
+        json!({"command": ["x"], "timeout_seconds": -5}),
+        json!({"command": ["x"], "max_attempts": 0}),
+        json!({"command": ["x"], "surprise": true}),
+    ];
+    for body in bad {
+        let (status, answer) = post(format!("{api}/v1/jobs"), body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(answer["code"], "bad_request");
+        assert!(!answer["message"].as_str().unwrap().is_empty());
+    }
+    let huge = json!({"command": ["x".repeat(2 * 1024 * 1024)]});
+    let (status, answer) = post(format!("{api}/v1/jobs"), huge).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{answer}"
+    );
+    assert_eq!(cluster.node(0).fleet.read(|s| s.jobs.len()), before);
+    cluster.shutdown().await;
+}
