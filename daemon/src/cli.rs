@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Find seeds on the LAN with mDNS (multicast on every interface).
     #[arg(long, env = "SHOAL_MDNS")]
     pub mdns: bool,
+    /// Run jobs without an image as plain processes (no isolation).
+    #[arg(long, env = "SHOAL_ALLOW_PROCESS_JOBS")]
+    pub allow_process_jobs: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -127,6 +130,9 @@ impl RunArgs {
         }
         if self.mdns {
             settings.discovery.mdns = true;
+        }
+        if self.allow_process_jobs {
+            settings.allow_process_jobs = true;
         }
         settings
     }

@@ -54,6 +54,9 @@ pub struct Settings {
     pub max_running: u32,
     /// Load (load average per core) at or over which the machine counts as BUSY.
     pub load_threshold: f32,
+    /// Run jobs without an image as plain processes, as the daemon's user and without
+    /// isolation (like Nomad's raw_exec). Off by default.
+    pub allow_process_jobs: bool,
     pub timings: Timings,
     pub discovery: Discovery,
 }
@@ -124,6 +127,7 @@ impl Default for Settings {
             cluster_secret_file: None,
             max_running: 8,
             load_threshold: 0.8,
+            allow_process_jobs: false,
             timings: Timings::default(),
             discovery: Discovery::default(),
         }
@@ -186,6 +190,7 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     pub max_running: u32,
     pub load_threshold: f32,
+    pub allow_process_jobs: bool,
     pub timings: Timings,
     pub mdns: bool,
 }
@@ -297,6 +302,7 @@ impl Settings {
             cluster_secret,
             max_running: self.max_running,
             load_threshold: self.load_threshold,
+            allow_process_jobs: self.allow_process_jobs,
             timings: self.timings,
             mdns: self.discovery.mdns,
         })

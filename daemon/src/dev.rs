@@ -34,6 +34,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 vec![format!("127.0.0.1:{}", port(0, 1))]
             },
             labels: vec!["dev=true".to_string()],
+            allow_process_jobs: true,
             cluster_secret: Some(secret.clone()),
             ..Settings::default()
         };

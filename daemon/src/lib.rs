@@ -16,6 +16,7 @@ pub mod p2p;
 pub mod raft_network;
 pub mod reconcile;
 pub mod rpc;
+pub mod runner;
 pub mod sampler;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

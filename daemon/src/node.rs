@@ -24,8 +24,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::dispatch::DOCKER_LABEL;
 use crate::p2p::{self, P2pHandle};
 use crate::raft_network::{AddressBook, PeerNetwork};
+use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
 use crate::{api, dispatch, identity, reconcile, rpc};
 
@@ -70,6 +72,7 @@ pub struct Node {
     pub book: AddressBook,
     pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
     pub info: watch::Sender<MachineInfo>,
+    pub runner: Arc<Runner>,
     pub api_addr: SocketAddr,
 }
 
@@ -130,6 +133,11 @@ impl Node {
             .await
             .context("starting raft")?;
 
+        let runner = Arc::new(Runner::new(id, config.allow_process_jobs).await);
+        let mut labels = config.labels.clone();
+        if runner.has_docker() {
+            labels.insert(DOCKER_LABEL, "true")?;
+        }
         let facts = HostFacts::read();
         let mut sampler = Sampler::new(&config.data_dir)?;
         let info = MachineInfo {
@@ -140,7 +148,7 @@ impl Node {
             arch: facts.arch,
             version: VERSION.to_string(),
             addr: addr.clone(),
-            labels: config.labels.clone(),
+            labels,
             resources: sampler.sample(),
             running: 0,
             max_running: config.max_running,
@@ -176,6 +184,7 @@ impl Node {
             p2p,
             book,
             info: info_tx,
+            runner: runner.clone(),
             api_addr: api_listen,
         });
         tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,
@@ -191,6 +200,11 @@ impl Node {
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(dispatch::dispatch_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(runner::runner_loop(
+            node.clone(),
+            runner,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(discovery_loop(
             gossip.clone(),
             discovered,

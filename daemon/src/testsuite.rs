@@ -72,6 +72,7 @@ impl Cluster {
             timings: self.timings.clone(),
             // The test machine's own load (a parallel build, say) must not make nodes BUSY.
             load_threshold: 1e9,
+            allow_process_jobs: true,
             ..Settings::default()
         }
     }

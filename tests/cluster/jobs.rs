@@ -48,6 +48,10 @@ async fn wait_job(
     .unwrap()
 }
 
+fn placed(job: &JobRecord) -> bool {
+    !job.attempts.is_empty()
+}
+
 fn machine_of(job: &JobRecord) -> MachineId {
     job.attempts.last().expect("an attempt").machine
 }
@@ -68,10 +72,7 @@ async fn jobs_go_to_the_right_machines() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let job = wait_job(&cluster, 0, job_id(&body), "gpu job dispatched", |j| {
-        j.state == JobState::Dispatched
-    })
-    .await;
+    let job = wait_job(&cluster, 0, job_id(&body), "gpu job placed", placed).await;
     assert_eq!(machine_of(&job), gpu);
 
     // A burst spreads over the machines instead of piling onto one.
@@ -82,10 +83,7 @@ async fn jobs_go_to_the_right_machines() {
     assert_eq!(status, 200, "{body}");
     let mut used = BTreeSet::new();
     for entry in body["jobs"].as_array().unwrap() {
-        let job = wait_job(&cluster, 2, job_id(entry), "burst job dispatched", |j| {
-            j.state == JobState::Dispatched
-        })
-        .await;
+        let job = wait_job(&cluster, 2, job_id(entry), "burst job placed", placed).await;
         used.insert(machine_of(&job));
     }
     assert_eq!(used.len(), 3, "the burst used only {used:?}");
@@ -103,10 +101,7 @@ async fn jobs_go_to_the_right_machines() {
     .await;
     let mut targets = BTreeSet::new();
     for child in parent.children {
-        let job = wait_job(&cluster, 1, child, "child dispatched", |j| {
-            j.state == JobState::Dispatched
-        })
-        .await;
+        let job = wait_job(&cluster, 1, child, "child placed", placed).await;
         targets.insert(machine_of(&job));
     }
     assert_eq!(targets.len(), 3);
@@ -166,5 +161,65 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         "{answer}"
     );
     assert_eq!(cluster.node(0).fleet.read(|s| s.jobs.len()), before);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    let api = cluster.api(2);
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["sh", "-c", "echo hello"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let job = wait_job(&cluster, 0, job_id(&body), "completed", |j| {
+        j.state == JobState::Completed
+    })
+    .await;
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].exit_code, Some(0));
+    assert!(job.attempts[0].started_at_ms.is_some() && job.attempts[0].finished_at_ms.is_some());
+
+    // A failing job is retried (with backoff) up to max_attempts, then fails with the exit code.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["sh", "-c", "exit 3"], "max_attempts": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let job = wait_job(&cluster, 1, job_id(&body), "failed", |j| {
+        j.state == JobState::Failed
+    })
+    .await;
+    assert_eq!(job.attempts.len(), 2);
+    assert!(
+        job.attempts.iter().all(|a| a.exit_code == Some(3)),
+        "{:?}",
+        job.attempts
+    );
+    assert!(
+        job.error.as_deref().unwrap_or("").contains('3'),
+        "{:?}",
+        job.error
+    );
+
+    // A running job is cancelled: SIGTERM reaches it and the job ends cancelled.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["sleep", "30"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = job_id(&body);
+    wait_job(&cluster, 2, id, "running", |j| j.state == JobState::Running).await;
+    let (status, body) = post(format!("{api}/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_job(&cluster, 0, id, "cancelled", |j| {
+        j.state == JobState::Cancelled
+    })
+    .await;
     cluster.shutdown().await;
 }

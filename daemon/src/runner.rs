@@ -1,0 +1,265 @@
+//! The node side of jobs: watch the local replica for attempts dispatched to this
+//! machine, run each with the right executor, and report running and the outcome
+//! through the log. A cancel asked for in the log stops the run.
+//!
+//! ```text
+//!  replica ──applied──▶ runner_loop ── start ──▶ Executor ── wait ──▶ report (ReportJob)
+//!                          └── cancel_requested ──▶ RunHandle::cancel
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_protocol::{Command, FleetState, JobId, JobReport, JobState};
+use tokio::sync::watch;
+
+use crate::exec::{
+    Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
+    RunHandle, RunSpec,
+};
+use crate::node::{Node, now_ms};
+
+/// SIGTERM-to-SIGKILL grace when a job is cancelled.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// This machine's executors and the runs it holds.
+pub struct Runner {
+    process: Option<ProcessExecutor>,
+    docker: DockerExecutor,
+    docker_version: Option<String>,
+    runs: Mutex<HashMap<(JobId, u32), RunHandle>>,
+}
+
+impl Runner {
+    /// Connects to Docker (absent is fine) and enables process jobs if `allow_process`.
+    /// Containers are labelled with `machine` so machines sharing an engine adopt only their own.
+    pub async fn new(machine: shoal_protocol::MachineId, allow_process: bool) -> Runner {
+        let docker = DockerExecutor::new(DockerConfig {
+            node: Some(machine.to_string()),
+            ..DockerConfig::default()
+        });
+        let docker_version = docker.docker_available().await;
+        match &docker_version {
+            Some(version) => {
+                tracing::info!(%version, "docker engine found: this machine runs container jobs")
+            }
+            None => tracing::info!("no docker engine: this machine does not advertise docker"),
+        }
+        Runner {
+            process: allow_process.then(|| ProcessExecutor::new(ProcessConfig::default())),
+            docker,
+            docker_version,
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn has_docker(&self) -> bool {
+        self.docker_version.is_some()
+    }
+
+    /// The run of this attempt, if this machine holds it.
+    pub fn run(&self, job: JobId, attempt: u32) -> Option<RunHandle> {
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .get(&(job, attempt))
+            .cloned()
+    }
+}
+
+/// The attempts dispatched to `node` that have not finished, with their cancel flag.
+fn mine(state: &FleetState, node: shoal_protocol::MachineId) -> Vec<(JobId, u32, JobState, bool)> {
+    state
+        .jobs
+        .values()
+        .filter(|job| matches!(job.state, JobState::Dispatched | JobState::Running))
+        .filter_map(|job| {
+            let attempt = job.current_attempt()?;
+            (attempt.machine == node).then_some((
+                job.id,
+                attempt.number,
+                job.state,
+                job.cancel_requested,
+            ))
+        })
+        .collect()
+}
+
+/// Runs until shutdown: adopts containers left from before a restart, then follows the log.
+pub async fn runner_loop(
+    node: Arc<Node>,
+    runner: Arc<Runner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for adopted in runner.docker.adopt().await {
+        match adopted {
+            Adopted::Running {
+                job,
+                attempt,
+                handle,
+            } => {
+                tracing::info!(job, attempt, "adopted a running container");
+                watch_run(&node, &runner, JobId(job), attempt, handle);
+            }
+            Adopted::Finished {
+                job,
+                attempt,
+                outcome,
+                ..
+            } => {
+                tracing::info!(
+                    job,
+                    attempt,
+                    ?outcome,
+                    "a container ended while shoald was down"
+                );
+                report(&node, JobId(job), attempt, outcome_report(outcome)).await;
+            }
+        }
+    }
+    let mut applied = node.fleet.applied();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        for (job, attempt, state, cancel) in node.fleet.read(|state| mine(state, node.id)) {
+            match runner.run(job, attempt) {
+                Some(handle) if cancel => handle.cancel(CANCEL_GRACE),
+                Some(_) => {}
+                None if state == JobState::Dispatched => start(&node, &runner, job, attempt).await,
+                // Running here per the log, but no run holds it: lost in a restart.
+                None => {
+                    report(
+                        &node,
+                        job,
+                        attempt,
+                        JobReport::Failed {
+                            error: "shoald restarted and lost the run".into(),
+                        },
+                    )
+                    .await
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = applied.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
+    let Some(spec) = node
+        .fleet
+        .read(|state| state.jobs.get(&job).map(|j| j.spec.clone()))
+    else {
+        return;
+    };
+    let run = RunSpec {
+        job: job.0,
+        attempt,
+        command: spec.command.clone(),
+        image: spec.image.clone(),
+        env: spec.env.clone(),
+        cpu_limit: None,
+        memory_limit: None,
+        timeout: spec.timeout_seconds.map(Duration::from_secs),
+    };
+    let started = match (&run.image, &runner.process) {
+        (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,
+        (Some(image), _) => {
+            let error = format!(
+                "machine {} has no docker engine to run image {image}",
+                node.config.node_name
+            );
+            return report(node, job, attempt, JobReport::Failed { error }).await;
+        }
+        (None, Some(process)) => process.start(run).await,
+        (None, None) => {
+            let error = format!(
+                "machine {} does not run process jobs (allow_process_jobs is off)",
+                node.config.node_name
+            );
+            return report(node, job, attempt, JobReport::Failed { error }).await;
+        }
+    };
+    match started {
+        Ok(handle) => {
+            report(node, job, attempt, JobReport::Running).await;
+            watch_run(node, runner, job, attempt, handle);
+        }
+        Err(err) => {
+            report(
+                node,
+                job,
+                attempt,
+                JobReport::Failed {
+                    error: err.to_string(),
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Holds the run, waits for it in its own task, reports the outcome and lets go.
+fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, handle: RunHandle) {
+    runner
+        .runs
+        .lock()
+        .expect("runs lock")
+        .insert((job, attempt), handle.clone());
+    publish_running(node, runner);
+    let (node, runner) = (node.clone(), runner.clone());
+    tokio::spawn(async move {
+        let outcome = handle.wait().await;
+        tracing::info!(job = %job, attempt, ?outcome, "job attempt ended");
+        report(&node, job, attempt, outcome_report(outcome)).await;
+        publish_running(&node, &runner);
+        // Keep the output readable for a while after the end.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        runner
+            .runs
+            .lock()
+            .expect("runs lock")
+            .remove(&(job, attempt));
+        publish_running(&node, &runner);
+    });
+}
+
+fn publish_running(node: &Node, runner: &Runner) {
+    let running = runner
+        .runs
+        .lock()
+        .expect("runs lock")
+        .values()
+        .filter(|handle| handle.outcome().is_none())
+        .count() as u32;
+    node.info
+        .send_if_modified(|info| std::mem::replace(&mut info.running, running) != running);
+}
+
+fn outcome_report(outcome: Outcome) -> JobReport {
+    match outcome {
+        Outcome::Exited { exit_code } => JobReport::Exited { exit_code },
+        Outcome::Failed { error } => JobReport::Failed { error },
+        Outcome::TimedOut => JobReport::Failed {
+            error: "timed out".into(),
+        },
+        Outcome::Cancelled => JobReport::Failed {
+            error: "cancelled".into(),
+        },
+    }
+}
+
+async fn report(node: &Node, job: JobId, attempt: u32, report: JobReport) {
+    let cmd = Command::ReportJob {
+        job,
+        attempt,
+        report,
+        at_ms: now_ms(),
+    };
+    if let Err(err) = node.write(cmd).await {
+        tracing::warn!(job = %job, attempt, error = %err.message, "could not report a job attempt");
+    }
+}
