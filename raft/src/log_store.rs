@@ -31,6 +31,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+/// Written by the flusher so its durable commit is never empty.
+const FLUSHED: &str = "flushed";
 
 type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
 type Result<T, C> = std::result::Result<T, StorageError<NodeIdOf<C>>>;
@@ -39,6 +41,8 @@ type Result<T, C> = std::result::Result<T, StorageError<NodeIdOf<C>>>;
 /// the log reader openraft's replication tasks use).
 pub struct LogStore<C: FleetConfig = TypeConfig> {
     db: Arc<Database>,
+    /// Appends waiting for the next fsync; see [`flush_loop`].
+    flusher: Arc<Flusher<C>>,
     /// The last committed index plus one (0: nothing committed yet), for metrics.
     commit_index: Arc<AtomicU64>,
     _config: PhantomData<C>,
@@ -59,6 +63,7 @@ impl<C: FleetConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
+            flusher: self.flusher.clone(),
             commit_index: self.commit_index.clone(),
             _config: PhantomData,
         }
@@ -75,8 +80,20 @@ impl<C: FleetConfig> LogStore<C> {
         txn.open_table(META)?;
         txn.commit()?;
         tracing::debug!(path = %path.display(), "raft log opened");
+        let db = Arc::new(db);
+        let (queue, pending) = std::sync::mpsc::channel();
+        let flusher_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop::<C>(&flusher_db, pending))
+            .map_err(|e| StoreError::io("start flusher for", &path, e))?;
+        let flusher = Arc::new(Flusher {
+            queue: Some(queue),
+            thread: Some(thread),
+        });
         Ok(LogStore {
-            db: Arc::new(db),
+            db,
+            flusher,
             commit_index: Arc::new(AtomicU64::new(0)),
             _config: PhantomData,
         })
@@ -139,6 +156,47 @@ impl<C: FleetConfig> LogStore<C> {
             Ok(())
         })
         .await
+    }
+}
+
+/// The flush thread and its queue. Dropping the last store closes the queue and waits for
+/// the thread, so the database file is released when the store is.
+struct Flusher<C: FleetConfig> {
+    queue: Option<std::sync::mpsc::Sender<LogFlushed<C>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<C: FleetConfig> Drop for Flusher<C> {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Group commit. Appends commit to redb without an fsync (readers see them at once) and
+/// queue their callback here; this thread makes everything queued so far durable with one
+/// fsync, then tells openraft those appends are flushed. Under load one fsync covers many
+/// appends; idle, an append waits for one fsync as before. Ends when the store is dropped.
+fn flush_loop<C: FleetConfig>(db: &Database, pending: std::sync::mpsc::Receiver<LogFlushed<C>>) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        batch.extend(pending.try_iter());
+        let synced = (|| -> std::result::Result<(), StoreError> {
+            // A durable commit persists every non-durable commit before it.
+            let txn = db.begin_write()?;
+            txn.open_table(META)?.insert(FLUSHED, &[][..])?;
+            txn.commit()?;
+            Ok(())
+        })();
+        for callback in batch {
+            let result = synced
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(result);
+        }
     }
 }
 
@@ -248,7 +306,10 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
         let count = encoded.len();
         let written = self
             .blocking(move |db| {
-                let txn = db.begin_write()?;
+                let mut txn = db.begin_write()?;
+                // Durable once the flusher's next fsync lands; see flush_loop.
+                txn.set_durability(Durability::None)
+                    .map_err(redb::Error::from)?;
                 {
                     let mut table = txn.open_table(LOGS)?;
                     for (index, bytes) in &encoded {
@@ -262,7 +323,15 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
         match written {
             Ok(()) => {
                 tracing::trace!(count, last = ?last, "raft log entries appended");
-                callback.log_io_completed(Ok(()));
+                let queue = self
+                    .flusher
+                    .queue
+                    .as_ref()
+                    .expect("queue lives as long as the store");
+                if let Err(unsent) = queue.send(callback) {
+                    let gone = std::io::Error::other("the raft log flusher has stopped");
+                    unsent.0.log_io_completed(Err(gone));
+                }
                 Ok(())
             }
             Err(err) => {
