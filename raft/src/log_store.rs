@@ -15,7 +15,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::frame;
@@ -31,8 +31,6 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
-/// Written by the flusher so its durable commit is never empty.
-const FLUSHED: &str = "flushed";
 
 type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
 type Result<T, C> = std::result::Result<T, StorageError<NodeIdOf<C>>>;
@@ -43,6 +41,8 @@ pub struct LogStore<C: FleetConfig = TypeConfig> {
     db: Arc<Database>,
     /// Appends waiting for the next fsync; see [`flush_loop`].
     flusher: Arc<Flusher<C>>,
+    /// Entries handed to the flusher and not yet written, readable meanwhile.
+    unflushed: Unflushed,
     /// The last committed index plus one (0: nothing committed yet), for metrics.
     commit_index: Arc<AtomicU64>,
     _config: PhantomData<C>,
@@ -64,6 +64,7 @@ impl<C: FleetConfig> Clone for LogStore<C> {
         LogStore {
             db: self.db.clone(),
             flusher: self.flusher.clone(),
+            unflushed: self.unflushed.clone(),
             commit_index: self.commit_index.clone(),
             _config: PhantomData,
         }
@@ -83,9 +84,11 @@ impl<C: FleetConfig> LogStore<C> {
         let db = Arc::new(db);
         let (queue, pending) = std::sync::mpsc::channel();
         let flusher_db = db.clone();
+        let unflushed = Unflushed::default();
+        let flusher_unflushed = unflushed.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop::<C>(&flusher_db, pending))
+            .spawn(move || flush_loop::<C>(&flusher_db, &flusher_unflushed, pending))
             .map_err(|e| StoreError::io("start flusher for", &path, e))?;
         let flusher = Arc::new(Flusher {
             queue: Some(queue),
@@ -94,9 +97,18 @@ impl<C: FleetConfig> LogStore<C> {
         Ok(LogStore {
             db,
             flusher,
+            unflushed,
             commit_index: Arc::new(AtomicU64::new(0)),
             _config: PhantomData,
         })
+    }
+
+    /// Waits until everything queued for the flusher so far is written.
+    async fn flushed(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.flusher.send(FlushJob::Barrier(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// A handle on the commit index this store is told about.
@@ -128,23 +140,18 @@ impl<C: FleetConfig> LogStore<C> {
     }
 
     /// Sets `key` to `value`, or deletes it when `value` is `None`, durably.
-    /// Writes one meta value; with `durable` the commit is fsynced before it returns.
+    /// Writes one meta value, fsynced before it returns.
     async fn write_meta<T>(
         &self,
         key: &'static str,
         value: Option<&T>,
-        durable: bool,
     ) -> std::result::Result<(), StoreError>
     where
         T: Serialize,
     {
         let bytes = value.map(frame::encode).transpose()?;
         self.blocking(move |db| {
-            let mut txn = db.begin_write()?;
-            if !durable {
-                txn.set_durability(Durability::None)
-                    .map_err(redb::Error::from)?;
-            }
+            let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(META)?;
                 match &bytes {
@@ -159,11 +166,42 @@ impl<C: FleetConfig> LogStore<C> {
     }
 }
 
+/// Encoded entries by index, handed to the flusher and not yet in redb.
+#[derive(Clone, Default)]
+struct Unflushed(Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Vec<u8>>>>>);
+
+impl Unflushed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Arc<Vec<u8>>>> {
+        self.0.lock().expect("unflushed log lock")
+    }
+}
+
+/// What the flusher is asked to do, in order.
+enum FlushJob<C: FleetConfig> {
+    Append {
+        entries: Vec<(u64, Arc<Vec<u8>>)>,
+        callback: LogFlushed<C>,
+    },
+    Committed(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The flush thread and its queue. Dropping the last store closes the queue and waits for
 /// the thread, so the database file is released when the store is.
 struct Flusher<C: FleetConfig> {
-    queue: Option<std::sync::mpsc::Sender<LogFlushed<C>>>,
+    queue: Option<std::sync::mpsc::Sender<FlushJob<C>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<C: FleetConfig> Flusher<C> {
+    fn send(&self, job: FlushJob<C>) -> std::result::Result<(), FlushJob<C>> {
+        let queue = self
+            .queue
+            .as_ref()
+            .expect("queue lives as long as the store");
+        queue.send(job).map_err(|unsent| unsent.0)
+    }
 }
 
 impl<C: FleetConfig> Drop for Flusher<C> {
@@ -175,27 +213,66 @@ impl<C: FleetConfig> Drop for Flusher<C> {
     }
 }
 
-/// Group commit. Appends commit to redb without an fsync (readers see them at once) and
-/// queue their callback here; this thread makes everything queued so far durable with one
-/// fsync, then tells openraft those appends are flushed. Under load one fsync covers many
-/// appends; idle, an append waits for one fsync as before. Ends when the store is dropped.
-fn flush_loop<C: FleetConfig>(db: &Database, pending: std::sync::mpsc::Receiver<LogFlushed<C>>) {
-    while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        batch.extend(pending.try_iter());
-        let synced = (|| -> std::result::Result<(), StoreError> {
-            // A durable commit persists every non-durable commit before it.
+/// Group commit. `append` returns at once: its entries wait in [`Unflushed`] (readers see
+/// them there) and its callback in the queue. This thread writes everything queued so far
+/// in one durable redb transaction (one fsync), then tells openraft those appends are
+/// flushed. Under load one fsync covers many appends; idle, an append waits for one fsync.
+/// The Raft core never waits on the disk. Ends when the store is dropped.
+fn flush_loop<C: FleetConfig>(
+    db: &Database,
+    unflushed: &Unflushed,
+    queue: std::sync::mpsc::Receiver<FlushJob<C>>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut entries: Vec<(u64, Arc<Vec<u8>>)> = Vec::new();
+        let mut callbacks = Vec::new();
+        let mut committed = None;
+        let mut barriers = Vec::new();
+        for job in std::iter::once(first).chain(queue.try_iter()) {
+            match job {
+                FlushJob::Append {
+                    entries: more,
+                    callback,
+                } => {
+                    entries.extend(more);
+                    callbacks.push(callback);
+                }
+                FlushJob::Committed(bytes) => committed = Some(bytes),
+                FlushJob::Barrier(done) => barriers.push(done),
+            }
+        }
+        let written = (|| -> std::result::Result<(), StoreError> {
             let txn = db.begin_write()?;
-            txn.open_table(META)?.insert(FLUSHED, &[][..])?;
+            {
+                let mut logs = txn.open_table(LOGS)?;
+                for (index, bytes) in &entries {
+                    logs.insert(*index, bytes.as_slice())?;
+                }
+                if let Some(bytes) = &committed {
+                    txn.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
+                }
+            }
             txn.commit()?;
             Ok(())
         })();
-        for callback in batch {
-            let result = synced
+        {
+            // Forget what is now in redb, unless a newer append replaced it meanwhile.
+            let mut map = unflushed.lock();
+            for (index, bytes) in &entries {
+                if map.get(index).is_some_and(|held| Arc::ptr_eq(held, bytes)) {
+                    map.remove(index);
+                }
+            }
+        }
+        for callback in callbacks {
+            let result = written
                 .as_ref()
                 .map(|_| ())
                 .map_err(|e| std::io::Error::other(e.to_string()));
             callback.log_io_completed(result);
+        }
+        for done in barriers {
+            let _ = done.send(());
         }
     }
 }
@@ -213,15 +290,26 @@ impl<C: FleetConfig> RaftLogReader<C> for LogStore<C> {
     {
         let bounds: (Bound<u64>, Bound<u64>) =
             (range.start_bound().cloned(), range.end_bound().cloned());
+        // Unflushed first: an entry the flusher writes meanwhile is then found in redb.
+        let mut found: std::collections::BTreeMap<u64, Arc<Vec<u8>>> = self
+            .unflushed
+            .lock()
+            .range(bounds)
+            .map(|(i, b)| (*i, b.clone()))
+            .collect();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(LOGS)?;
-            let mut entries = Vec::new();
             for item in table.range(bounds)? {
-                let (_, value) = item?;
-                entries.push(decode_entry::<C>(value.value())?);
+                let (key, value) = item?;
+                found
+                    .entry(key.value())
+                    .or_insert_with(|| Arc::new(value.value().to_vec()));
             }
-            Ok(entries)
+            found
+                .values()
+                .map(|bytes| decode_entry::<C>(bytes))
+                .collect()
         })
         .await
         .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
@@ -232,7 +320,12 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, C> {
-        self.blocking(|db| {
+        let unflushed_last = self
+            .unflushed
+            .lock()
+            .last_key_value()
+            .map(|(i, b)| (*i, b.clone()));
+        self.blocking(move |db| {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
             let last_purged_log_id: Option<LogId<NodeIdOf<C>>> = meta
@@ -240,9 +333,14 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
                 .map(|v| frame::decode(v.value()))
                 .transpose()?;
             let logs = txn.open_table(LOGS)?;
-            let last_log_id = match logs.last()? {
-                Some((_, value)) => Some(decode_entry::<C>(value.value())?.log_id),
-                None => last_purged_log_id.clone(),
+            let last_log_id = match (unflushed_last, logs.last()?) {
+                (Some((index, bytes)), last)
+                    if last.as_ref().is_none_or(|(k, _)| k.value() <= index) =>
+                {
+                    Some(decode_entry::<C>(&bytes)?.log_id)
+                }
+                (_, Some((_, value))) => Some(decode_entry::<C>(value.value())?.log_id),
+                (_, None) => last_purged_log_id.clone(),
             };
             Ok(LogState {
                 last_purged_log_id,
@@ -258,7 +356,7 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeIdOf<C>>) -> Result<(), C> {
-        self.write_meta(VOTE, Some(vote), true)
+        self.write_meta(VOTE, Some(vote))
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
     }
@@ -277,9 +375,14 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
             committed.as_ref().map_or(0, |id| id.index + 1),
             Ordering::Relaxed,
         );
-        self.write_meta(COMMITTED, committed.as_ref(), false)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+        // Written with the next flush: it only saves re-applying entries after a restart.
+        if let Some(id) = committed {
+            let bytes = frame::encode(&id).map_err(|e| {
+                StoreError::from(e).into_storage(ErrorSubject::Store, ErrorVerb::Write)
+            })?;
+            let _ = self.flusher.send(FlushJob::Committed(bytes));
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeIdOf<C>>>, C> {
@@ -304,46 +407,36 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
             last = Some(entry.log_id);
         }
         let count = encoded.len();
-        let written = self
-            .blocking(move |db| {
-                let mut txn = db.begin_write()?;
-                // Durable once the flusher's next fsync lands; see flush_loop.
-                txn.set_durability(Durability::None)
-                    .map_err(redb::Error::from)?;
-                {
-                    let mut table = txn.open_table(LOGS)?;
-                    for (index, bytes) in &encoded {
-                        table.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                txn.commit()?;
-                Ok(())
-            })
-            .await;
-        match written {
-            Ok(()) => {
-                tracing::trace!(count, last = ?last, "raft log entries appended");
-                let queue = self
-                    .flusher
-                    .queue
-                    .as_ref()
-                    .expect("queue lives as long as the store");
-                if let Err(unsent) = queue.send(callback) {
-                    let gone = std::io::Error::other("the raft log flusher has stopped");
-                    unsent.0.log_io_completed(Err(gone));
-                }
-                Ok(())
-            }
-            Err(err) => {
-                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
-                Err(err.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
+        let entries: Vec<(u64, Arc<Vec<u8>>)> =
+            encoded.into_iter().map(|(i, b)| (i, Arc::new(b))).collect();
+        {
+            let mut map = self.unflushed.lock();
+            for (index, bytes) in &entries {
+                map.insert(*index, bytes.clone());
             }
         }
+        tracing::trace!(count, last = ?last, "raft log entries queued for flush");
+        if let Err(FlushJob::Append { callback, .. }) =
+            self.flusher.send(FlushJob::Append { entries, callback })
+        {
+            callback.log_io_completed(Err(std::io::Error::other(
+                "the raft log flusher has stopped",
+            )));
+            return Err(StoreError::io(
+                "append to",
+                Path::new(LOG_FILE),
+                std::io::Error::other("flusher stopped"),
+            )
+            .into_storage(ErrorSubject::Logs, ErrorVerb::Write));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeIdOf<C>>) -> Result<(), C> {
         tracing::debug!(since = %log_id, "raft log truncated");
         let since = log_id.index;
+        self.flushed().await;
+        self.unflushed.lock().retain(|index, _| *index < since);
         self.blocking(move |db| {
             let txn = db.begin_write()?;
             txn.open_table(LOGS)?.retain_in(since.., |_, _| false)?;
@@ -357,6 +450,8 @@ impl<C: FleetConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<NodeIdOf<C>>) -> Result<(), C> {
         tracing::debug!(upto = %log_id, "raft log purged");
         let upto = log_id.index;
+        self.flushed().await;
+        self.unflushed.lock().retain(|index, _| *index > upto);
         let purged = frame::encode(&log_id)
             .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Logs, ErrorVerb::Delete))?;
         self.blocking(move |db| {
