@@ -26,8 +26,8 @@ offline_after = "1500ms"
 heartbeat_interval = "100ms"
 gossip_interval = "100ms"
 raft_heartbeat = "50ms"
-raft_election_min = "250ms"
-raft_election_max = "500ms"
+raft_election_min = "150ms"
+raft_election_max = "300ms"
 reconcile_interval = "100ms"
 "#;
 
