@@ -13,6 +13,7 @@ pub mod exec;
 pub mod identity;
 pub mod node;
 pub mod p2p;
+pub mod proposer;
 pub mod raft_network;
 pub mod reconcile;
 pub mod rpc;

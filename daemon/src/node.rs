@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::dispatch::DOCKER_LABEL;
 use crate::p2p::{self, P2pHandle};
+use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
@@ -73,6 +74,7 @@ pub struct Node {
     pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
     pub info: watch::Sender<MachineInfo>,
     pub runner: Arc<Runner>,
+    pub proposer: Proposer,
     pub api_addr: SocketAddr,
 }
 
@@ -174,6 +176,7 @@ impl Node {
         };
         let gossip = Arc::new(Gossip::start(gossip_config, info_rx, listeners.gossip).await?);
 
+        let proposer = Proposer::start(raft.clone());
         let node = Arc::new(Node {
             id,
             peers: gossip.peers(),
@@ -185,6 +188,7 @@ impl Node {
             book,
             info: info_tx,
             runner: runner.clone(),
+            proposer,
             api_addr: api_listen,
         });
         tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,

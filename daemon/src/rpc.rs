@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -55,19 +55,10 @@ fn not_leader() -> ApiError {
     ApiError::new(ErrorCode::NoLeader, "this node is not the leader")
 }
 
-/// Proposes `cmd` if this node leads; `NoLeader` otherwise so the sender retries.
+/// Proposes `cmd` if this node leads (batched with concurrent writes); `NoLeader`
+/// otherwise so the sender retries.
 async fn write_as_leader(node: &Node, cmd: Command) -> Result<WriteOutcome, ApiError> {
-    match node.raft.client_write(cmd).await {
-        Ok(written) => Ok(WriteOutcome {
-            index: written.log_id.index,
-            response: written.data,
-        }),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(not_leader()),
-        Err(err) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("write failed: {err}"),
-        )),
-    }
+    node.proposer.propose(cmd).await
 }
 
 async fn read_index_as_leader(node: &Node) -> Result<u64, ApiError> {

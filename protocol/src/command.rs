@@ -68,6 +68,9 @@ pub enum Command {
     TimeOutJob { job: JobId, at_ms: UnixMillis },
     /// The leader records why queued jobs are still waiting.
     SetQueueReasons { reasons: Vec<(JobId, String)> },
+    /// Several commands proposed together as one log entry, applied in order; each gets
+    /// its own response, and a rejected one does not stop the others.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command produced.
@@ -83,6 +86,8 @@ pub enum Response {
     Jobs(Vec<JobId>),
     /// Refused; nothing changed.
     Rejected { code: ErrorCode, message: String },
+    /// The responses to a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 /// Everything the fleet agrees on. Snapshots serialize it whole.

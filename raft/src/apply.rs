@@ -48,6 +48,12 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => jobs::requeue(state, job, attempt, reason, at_ms),
         Command::TimeOutJob { job, at_ms } => jobs::time_out(state, job, at_ms),
         Command::SetQueueReasons { reasons } => jobs::set_queue_reasons(state, reasons),
+        Command::Batch(commands) => Response::Batch(
+            commands
+                .into_iter()
+                .map(|cmd| apply(state, cmd, ctx))
+                .collect(),
+        ),
     };
     if let Response::Rejected { code, message } = &response {
         tracing::debug!(log_index = ctx.log_index, ?code, %message, "command rejected");

@@ -77,8 +77,8 @@ impl<C> FleetConfig for C where
 {
 }
 
-/// Logs kept after a snapshot, so a follower that lags by less catches up from the log
-/// instead of receiving the whole snapshot.
+/// Most logs kept after a snapshot, so a follower that lags by less catches up from the
+/// log instead of receiving the whole snapshot. Never more than one snapshot interval.
 pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
 
 /// Most log entries sent in one append request.
@@ -144,9 +144,9 @@ pub fn raft_config(timings: &RaftTimings) -> Result<openraft::Config, RaftError>
         // Beyond this lag a follower is sent the snapshot rather than the log.
         replication_lag_threshold: timings
             .snapshot_every_logs
-            .saturating_add(LOGS_KEPT_AFTER_SNAPSHOT),
+            .saturating_add(LOGS_KEPT_AFTER_SNAPSHOT.min(timings.snapshot_every_logs)),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_every_logs),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT.min(timings.snapshot_every_logs),
         // Purge in batches, so a busy log does not pay one fsync per applied entry.
         purge_batch_size: 64,
         ..openraft::Config::default()

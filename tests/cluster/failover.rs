@@ -197,27 +197,17 @@ async fn a_new_machine_catches_up_from_a_snapshot_after_logs_are_purged() {
     let leader = cluster.wait_leader(Duration::from_secs(5)).await.unwrap();
     let node = cluster.node(leader).clone();
     let target = node.id;
-    // Far more writes than the snapshot interval (200 with test timings) plus the 1,000
-    // entries kept after a snapshot, 32 at a time.
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..32u32 {
-        let node = node.clone();
-        writers.spawn(async move {
-            for n in 0..40u32 {
-                let set =
-                    shoal_protocol::Labels::from_pairs([format!("w{w}=n{n}").as_str()]).unwrap();
-                node.write(shoal_protocol::Command::LabelMachine {
-                    id: target,
-                    set,
-                    remove: vec![],
-                })
-                .await
-                .unwrap();
-            }
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.unwrap();
+    // One write at a time, so each is its own log entry: three snapshot intervals (200
+    // with test timings) and more, of which at most one interval is kept after a snapshot.
+    for n in 0..600u32 {
+        let set =
+            shoal_protocol::Labels::from_pairs([format!("w{}=n{n}", n % 32).as_str()]).unwrap();
+        let cmd = shoal_protocol::Command::LabelMachine {
+            id: target,
+            set,
+            remove: vec![],
+        };
+        node.write(cmd).await.unwrap();
     }
     wait_until(
         Duration::from_secs(10),
@@ -241,7 +231,7 @@ async fn a_new_machine_catches_up_from_a_snapshot_after_logs_are_purged() {
         "the newcomer to hold every write",
         || {
             late.fleet.read(|s| {
-                (s.machines.get(&target)?.operator_labels.get("w31") == Some("n39")).then_some(())
+                (s.machines.get(&target)?.operator_labels.get("w23") == Some("n599")).then_some(())
             })
         },
     )

@@ -140,7 +140,7 @@ pub async fn label(
     match outcome.response {
         Response::Machine(record) => Ok(Json(view(&node, &record, &roles(&node)))),
         Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
-        Response::Done | Response::Job(_) | Response::Jobs(_) => Err(Failure(ApiError::new(
+        _ => Err(Failure(ApiError::new(
             ErrorCode::Internal,
             "the state machine returned no machine",
         ))),
