@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use shoal_daemon::exec::docker::container_name;
-use shoal_daemon::exec::{Adopted, DockerConfig, DockerExecutor, Executor, Outcome, RunSpec};
+use shoal_daemon::exec::{Adopted, DockerConfig, DockerExecutor, Executor, Outcome};
 
 use crate::support::{
-    Containers, IMAGE, container_exists, docker, eventually, job_id, test_image, wait_for_text,
+    Containers, container_exists, container_sh as sh, docker, eventually, job_id, test_image,
+    wait_for_text,
 };
 
 fn executor(node: &str) -> DockerExecutor {
@@ -16,16 +17,6 @@ fn executor(node: &str) -> DockerExecutor {
         node: Some(format!("{node}-{}", std::process::id())),
         ..DockerConfig::default()
     })
-}
-
-fn sh(job: u64, script: &str) -> RunSpec {
-    RunSpec {
-        job,
-        attempt: 1,
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        image: Some(IMAGE.into()),
-        ..RunSpec::default()
-    }
 }
 
 fn state(name: &str) -> String {

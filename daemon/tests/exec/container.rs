@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use shoal_daemon::exec::docker::container_name;
 use shoal_daemon::exec::{
-    DockerConfig, DockerExecutor, ExecError, Executor, Outcome, RunHandle, RunSpec, Stream,
+    DockerConfig, DockerExecutor, ExecError, Executor, Outcome, RunHandle, Stream,
 };
 
 use crate::support::{
-    Containers, IMAGE, container_exists, docker, job_id, require_docker, test_image, wait_for_text,
+    Containers, container_exists, container_sh as sh, docker, job_id, require_docker, test_image,
+    wait_for_text,
 };
 
 /// An executor for one test. Tests keep it alive until the run ends: dropping it lets go
@@ -20,16 +21,6 @@ fn executor() -> DockerExecutor {
         timeout_grace: Duration::from_secs(1),
         ..DockerConfig::default()
     })
-}
-
-fn sh(job: u64, script: &str) -> RunSpec {
-    RunSpec {
-        job,
-        attempt: 1,
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        image: Some(IMAGE.into()),
-        ..RunSpec::default()
-    }
 }
 
 async fn wait(handle: &RunHandle) -> Outcome {

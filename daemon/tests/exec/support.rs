@@ -6,12 +6,23 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_daemon::exec::Output;
+use shoal_daemon::exec::{Output, RunSpec};
 
 /// The image the container tests run, built from the host's static busybox.
 pub const IMAGE: &str = "shoal-test-busybox:local";
 
 const BUSYBOX: &str = "/bin/busybox";
+
+/// A container run of `sh -c script` in the test image, attempt 1.
+pub fn container_sh(job: u64, script: &str) -> RunSpec {
+    RunSpec {
+        job,
+        attempt: 1,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        image: Some(IMAGE.into()),
+        ..RunSpec::default()
+    }
+}
 
 /// Runs `docker args`, returning stdout; panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
@@ -36,7 +47,7 @@ pub fn require_docker() -> String {
     match version {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
         other => panic!(
-            "the container executor tests need a running Docker engine \
+            "the Docker tests need a running Docker engine \
              (`docker version` failed: {other:?})"
         ),
     }

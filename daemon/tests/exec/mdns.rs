@@ -3,7 +3,7 @@
 //! (`--bootstrap-expect 3`) and agree on the machine list.
 //!
 //! The image is built here `FROM scratch` with this build's `shoald` and the libraries it
-//! links. The test needs a Docker engine and fails, saying so, without one.
+//! links.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,20 +11,7 @@ use std::time::{Duration, Instant};
 
 use shoal_protocol::api::{ClusterStatus, MachineList};
 
-/// Runs `docker args`, returning stdout; panics with stderr on failure.
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker: is the Docker CLI installed?");
-    assert!(
-        output.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
+use crate::support::{docker, require_docker};
 
 /// Removes the containers, network and image, even when the test fails.
 struct Cleanup {
@@ -90,13 +77,7 @@ fn build_image(tag: &str, context: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_on_one_lan_find_each_other_with_mdns() {
-    let version = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
-    assert!(
-        matches!(&version, Ok(out) if out.status.success()),
-        "this test needs a running Docker engine (docker version failed: {version:?})"
-    );
+    require_docker();
     let id = std::process::id();
     let cleanup = Cleanup {
         containers: (1..=3).map(|i| format!("shoal-mdns-{id}-{i}")).collect(),
