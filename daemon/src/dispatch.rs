@@ -63,13 +63,14 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     // The log knows every placement at once; a machine's heartbeat catches up later.
     // What the heartbeat does not show yet is reserved, and weighs on the projected load.
     let mut reservations = Reservations::new();
+    let held = jobs::counts_on_machines(state);
     let candidates: Vec<Candidate> = state
         .machines
         .values()
         .map(|record| {
             let id = record.info.id;
             let labels = record.labels();
-            let on_machine = jobs::running_on(state, id).len() as u32;
+            let on_machine = held.get(&id).copied().unwrap_or(0);
             let (load, reported, cpu_cores) = match node.peer(id) {
                 Some(peer) => (
                     peer.info.resources.load,

@@ -22,7 +22,9 @@ use crate::apply::ApplyCtx;
 
 mod queries;
 
-pub use queries::{changed_reasons, dispatched_before, queue, queue_expired, running_on};
+pub use queries::{
+    changed_reasons, counts_on_machines, dispatched_before, queue, queue_expired, running_on,
+};
 
 /// The first retry waits this long; each further failure doubles the wait.
 pub const BACKOFF_BASE_MS: u64 = 1_000;

@@ -20,6 +20,15 @@ pub fn running_on(state: &FleetState, machine: MachineId) -> Vec<(JobId, u32)> {
         .collect()
 }
 
+/// How many jobs each machine holds (dispatched or running), in one pass over the jobs.
+pub fn counts_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, attempt) in on_machines(state) {
+        *counts.entry(attempt.machine).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started.
 pub fn dispatched_before(state: &FleetState, cutoff_ms: UnixMillis) -> Vec<(JobId, u32)> {
     on_machines(state)

@@ -277,6 +277,8 @@ fn queries_find_work_by_machine_and_age() {
     fleet.dispatch(c, 1, M2, 30);
     assert_eq!(running_on(&fleet.state, M1), [(a, 1), (b, 1)]);
     assert_eq!(running_on(&fleet.state, M2), [(c, 1)]);
+    let counts = counts_on_machines(&fleet.state);
+    assert_eq!((counts.get(&M1), counts.get(&M2)), (Some(&2), Some(&1)));
     assert_eq!(dispatched_before(&fleet.state, 29), [(a, 1)]);
     assert_eq!(dispatched_before(&fleet.state, 30), [(a, 1), (c, 1)]);
 }
