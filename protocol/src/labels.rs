@@ -59,6 +59,11 @@ impl Labels {
         Labels::try_from(map)
     }
 
+    /// Checks a label key alone (for keys to remove, or to require).
+    pub fn check_key(key: &str) -> Result<(), LabelError> {
+        validate_key(key)
+    }
+
     /// Sets one label after checking it.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), LabelError> {
         validate_key(key)?;

@@ -104,8 +104,7 @@ fn label(state: &mut FleetState, id: MachineId, set: &Labels, remove: &[String])
     };
     let mut map: BTreeMap<String, String> = record.operator_labels.clone().into();
     for key in remove {
-        // Inserting into an empty set checks the key alone ("true" is always a valid value).
-        if let Err(err) = Labels::new().insert(key, "true") {
+        if let Err(err) = Labels::check_key(key) {
             return bad_request(format!("cannot remove label from machine {id}: {err}"));
         }
         map.remove(key);

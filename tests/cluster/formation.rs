@@ -99,6 +99,27 @@ async fn label_changes_reach_every_node() {
         body["message"].as_str().unwrap().contains("Bad Key"),
         "{body}"
     );
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/machines/{target}/labels", cluster.api(0)))
+        .json(&serde_json::json!({"remove": ["zone", "No Such Key"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("No Such Key"),
+        "{body}"
+    );
+    let zone = cluster
+        .node(0)
+        .fleet
+        .read(|s| s.machines[&target].labels().get("zone").map(String::from));
+    assert_eq!(
+        zone.as_deref(),
+        Some("attic"),
+        "a refused request changed nothing"
+    );
     let (status, body) = put_labels(&cluster.api(0), shoal_protocol::MachineId(1), &["a=b"]).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use shoal_protocol::api::{
     ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineView,
 };
-use shoal_protocol::{ApiError, Command, ErrorCode, MachineId, MachineRecord, Response};
+use shoal_protocol::{ApiError, Command, ErrorCode, Labels, MachineId, MachineRecord, Response};
 
 use super::{ApiJson, ApiResult, Failure};
 use crate::node::{Node, VERSION, members};
@@ -121,14 +121,12 @@ pub async fn label(
             "give labels to set or label keys to remove",
         )));
     }
-    if let Some(key) = body
+    if let Some(err) = body
         .remove
         .iter()
-        .find(|key| shoal_protocol::Labels::parse_pair(&format!("{key}=x")).is_err())
+        .find_map(|key| Labels::check_key(key).err())
     {
-        return Err(Failure(ApiError::bad_request(format!(
-            "label key {key:?} is not a valid key"
-        ))));
+        return Err(Failure(ApiError::bad_request(err.to_string())));
     }
     let outcome = node
         .write(Command::LabelMachine {
