@@ -7,7 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    JobRecord, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources, UnixMillis,
+    JobId, JobRecord, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources,
+    UnixMillis,
 };
 
 /// A stable, machine-readable error code. Scripts match on these; never rename one.
@@ -177,6 +178,41 @@ pub struct SubmitJobResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobRecord>,
+}
+
+/// Which of a job's streams output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Consecutive output of one stream. With `follow`, each WebSocket text message is one
+/// `LogChunk` as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    /// Position of the first byte in everything the attempt wrote, counting from 0.
+    pub offset: u64,
+    /// The bytes as text (invalid UTF-8 replaced).
+    pub text: String,
+}
+
+/// `GET /v1/jobs/{id}/logs`: what the executing machine keeps of one attempt's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLogs {
+    pub job: JobId,
+    pub attempt: u32,
+    pub machine: MachineId,
+    /// Kept output at or after the asked offset, oldest first.
+    pub chunks: Vec<LogChunk>,
+    /// Bytes written before the first kept byte and dropped to stay within the bound.
+    pub dropped: u64,
+    /// Bytes the attempt wrote in all. Ask again from here for only what comes next.
+    pub total: u64,
+    /// True once the attempt has ended: no more output will come.
+    pub complete: bool,
 }
 
 /// One Raft member in `GET /v1/cluster`.
