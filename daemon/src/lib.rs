@@ -11,6 +11,7 @@ pub mod dev;
 pub mod dispatch;
 pub mod exec;
 pub mod identity;
+pub mod logs;
 pub mod node;
 pub mod p2p;
 pub mod proposer;

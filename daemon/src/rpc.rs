@@ -12,6 +12,7 @@ use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::logs;
 use crate::node::{Node, WRITE_TIMEOUT};
 use crate::p2p::{Inbound, P2pError, PeerRequest, PeerResponse, WriteOutcome};
 
@@ -45,6 +46,15 @@ async fn answer(node: &Node, request: PeerRequest) -> PeerResponse {
         PeerRequest::Snapshot(req) => PeerResponse::Snapshot(node.raft.install_snapshot(req).await),
         PeerRequest::Forward(cmd) => PeerResponse::Write(write_as_leader(node, cmd).await),
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
+        PeerRequest::Logs {
+            job,
+            attempt,
+            from,
+            wait_ms,
+        } => {
+            let wait = Duration::from_millis(wait_ms).min(logs::FOLLOW_WAIT);
+            PeerResponse::Logs(logs::local(node, job, attempt, from, wait).await)
+        }
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),
         },

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_protocol::{Command, FleetState, JobId, JobReport, JobState};
+use shoal_protocol::{Command, ErrorCode, FleetState, JobId, JobReport, JobState};
 use tokio::sync::watch;
 
 use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
     RunHandle, RunSpec,
 };
+use crate::logs;
 use crate::node::{Node, now_ms};
 
 /// SIGTERM-to-SIGKILL grace when a job is cancelled.
@@ -214,16 +215,18 @@ fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, h
     tokio::spawn(async move {
         let outcome = handle.wait().await;
         tracing::info!(job = %job, attempt, ?outcome, "job attempt ended");
-        report(&node, job, attempt, outcome_report(outcome)).await;
+        // Saved before the run is let go, so the output is readable all along.
+        if let Err(err) = logs::save(&node.config.data_dir, job, attempt, handle.output()) {
+            tracing::warn!(job = %job, attempt, %err, "could not save the job's output");
+        }
         publish_running(&node, &runner);
-        // Keep the output readable for a while after the end.
-        tokio::time::sleep(Duration::from_secs(300)).await;
+        report_outcome(&node, job, attempt, outcome_report(outcome)).await;
+        // Only now: while the run is held, the loop does not take the attempt for lost.
         runner
             .runs
             .lock()
             .expect("runs lock")
             .remove(&(job, attempt));
-        publish_running(&node, &runner);
     });
 }
 
@@ -249,6 +252,41 @@ fn outcome_report(outcome: Outcome) -> JobReport {
         Outcome::Cancelled => JobReport::Failed {
             error: "cancelled".into(),
         },
+    }
+}
+
+/// Reports how an attempt ended, retrying through elections until the log has it or
+/// the attempt is no longer this machine's (taken back, or the job is gone).
+async fn report_outcome(node: &Node, job: JobId, attempt: u32, outcome: JobReport) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let cmd = Command::ReportJob {
+            job,
+            attempt,
+            report: outcome.clone(),
+            at_ms: now_ms(),
+        };
+        match node.write(cmd).await {
+            Ok(_) => return,
+            Err(err) if err.code == ErrorCode::Conflict => return,
+            Err(err) => {
+                tracing::warn!(job = %job, attempt, error = %err.message, "could not report how a job attempt ended; retrying");
+            }
+        }
+        let still_mine = node.fleet.read(|state| {
+            state
+                .jobs
+                .get(&job)
+                .and_then(|j| j.current_attempt())
+                .is_some_and(|a| {
+                    a.number == attempt && a.machine == node.id && a.finished_at_ms.is_none()
+                })
+        });
+        if !still_mine {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -223,3 +223,114 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     .await;
     cluster.shutdown().await;
 }
+
+/// The index of a node other than the one with id `machine`.
+fn other_than(cluster: &Cluster, machine: MachineId) -> usize {
+    (0..cluster.len())
+        .find(|&i| cluster.node(i).id != machine)
+        .expect("another node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_readable_and_followable_from_any_node() {
+    use futures::StreamExt;
+    use shoal_protocol::api::{JobLogs, LogChunk, LogStream};
+    use tokio_tungstenite::tungstenite::Message;
+
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    let script = "echo one; sleep 1; echo two >&2; sleep 1; echo three";
+    let (status, body) = post(
+        format!("{}/v1/jobs", cluster.api(0)),
+        json!({"command": ["sh", "-c", script]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = job_id(&body);
+    let job = wait_job(&cluster, 0, id, "running", |j| j.state == JobState::Running).await;
+    // Followed from a node that did not run it: every chunk arrives, in order, with its
+    // stream, and the socket closes when the job ends.
+    let api = cluster.api(other_than(&cluster, machine_of(&job)));
+    let ws = api.replacen("http://", "ws://", 1);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/v1/jobs/{id}/logs?follow=true"))
+            .await
+            .unwrap();
+    let mut chunks: Vec<LogChunk> = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = socket.next().await {
+            match message.unwrap() {
+                Message::Text(text) => chunks.push(serde_json::from_str(&text).unwrap()),
+                Message::Close(frame) => return frame,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the follow ends when the job ends");
+    assert_eq!(end.map(|f| u16::from(f.code)), Some(1000));
+    let text: String = chunks.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(text, "one\ntwo\nthree\n");
+    let two = chunks.iter().find(|c| c.text.contains("two")).unwrap();
+    assert_eq!((two.stream, two.offset), (LogStream::Stderr, 4));
+
+    // Read at once after the end, from the same other node: the saved output.
+    wait_job(&cluster, 0, id, "completed", |j| {
+        j.state == JobState::Completed
+    })
+    .await;
+    let logs: JobLogs = reqwest::get(format!("{api}/v1/jobs/{id}/logs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(logs.complete);
+    assert_eq!(
+        (logs.attempt, logs.machine, logs.total),
+        (1, machine_of(&job), 14)
+    );
+    let later: JobLogs = reqwest::get(format!("{api}/v1/jobs/{id}/logs?offset=8"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        later
+            .chunks
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect::<String>(),
+        "three\n"
+    );
+
+    // Questions without an answer say why.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["true"], "required_labels": {"nobody": "has-this"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let queued = job_id(&body);
+    for (path, code, needle) in [
+        (
+            format!("/v1/jobs/{queued}/logs"),
+            409,
+            "has not run anywhere yet",
+        ),
+        (format!("/v1/jobs/{id}/logs?attempt=2"), 404, "no attempt 2"),
+        (format!("/v1/jobs/{id}/logs?bogus=1"), 400, "bogus"),
+        (format!("/v1/jobs/{id}/logs?follow=true"), 400, "WebSocket"),
+        ("/v1/jobs/999999/logs".to_string(), 404, "no job"),
+    ] {
+        let response = reqwest::get(format!("{api}{path}")).await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, code, "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    cluster.shutdown().await;
+}

@@ -1,10 +1,11 @@
 //! API errors as JSON (`{"code", "message"}` with the matching HTTP status), and a
-//! JSON body extractor whose rejections use the same shape.
+//! JSON body and query extractors whose rejections use the same shape.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use shoal_protocol::{ApiError, ErrorCode};
@@ -65,6 +66,23 @@ fn rejection_error(rejection: JsonRejection) -> ApiError {
             ApiError::bad_request("send the body as JSON with Content-Type: application/json")
         }
         other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// Query parameters; unknown or mistyped ones are a clear 400 in the usual JSON shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(Failure(ApiError::bad_request(format!(
+                "invalid query parameters: {}",
+                rejection.body_text()
+            )))),
+        }
     }
 }
 

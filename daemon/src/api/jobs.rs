@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::api::{JobList, SubmitJobResponse};
@@ -11,7 +11,7 @@ use shoal_protocol::{
     ApiError, Command, ErrorCode, JobId, JobRecord, JobSpec, JobState, Labels, MachineId, Response,
 };
 
-use super::{ApiJson, ApiResult, Failure};
+use super::{ApiJson, ApiQuery, ApiResult, Failure};
 use crate::node::{Node, now_ms};
 
 /// Most jobs in one batch.
@@ -108,7 +108,7 @@ pub struct ListParams {
 /// `GET /v1/jobs`, oldest first, filtered and paged.
 pub async fn list(
     State(node): State<Arc<Node>>,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<JobList> {
     let state: Option<JobState> = params
         .state
@@ -161,7 +161,7 @@ pub async fn list(
     Ok(Json(JobList { jobs }))
 }
 
-fn parse_job_id(text: &str) -> Result<JobId, Failure> {
+pub(super) fn parse_job_id(text: &str) -> Result<JobId, Failure> {
     text.parse::<u64>().map(JobId).map_err(|_| {
         Failure(ApiError::bad_request(format!(
             "job id must be a number, got {text:?}"

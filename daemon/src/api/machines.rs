@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use shoal_protocol::api::{
     ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineView,
 };
 use shoal_protocol::{ApiError, Command, ErrorCode, Labels, MachineId, MachineRecord, Response};
 
-use super::{ApiJson, ApiResult, Failure};
+use super::{ApiJson, ApiQuery, ApiResult, Failure};
 use crate::node::{Node, VERSION, members};
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +82,7 @@ fn roles(node: &Node) -> BTreeMap<MachineId, &'static str> {
 
 pub async fn list(
     State(node): State<Arc<Node>>,
-    Query(params): Query<ReadParams>,
+    ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<MachineList> {
     barrier_if(&node, &params).await?;
     let roles = roles(&node);
@@ -99,7 +99,7 @@ pub async fn list(
 pub async fn show(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
-    Query(params): Query<ReadParams>,
+    ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<MachineView> {
     let id = parse_id(&id)?;
     barrier_if(&node, &params).await?;

@@ -5,6 +5,7 @@
 
 mod error;
 mod jobs;
+mod logs;
 mod machines;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::node::Node;
 
-pub use error::{ApiJson, ApiResult, Failure};
+pub use error::{ApiJson, ApiQuery, ApiResult, Failure};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -34,6 +35,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/jobs/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/logs", get(logs::logs))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)

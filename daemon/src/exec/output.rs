@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// The default bound on what is kept of one attempt's output: the last 1 MiB.
@@ -24,14 +25,10 @@ pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 const MERGE_BELOW: usize = 16 << 10;
 
 /// Which of the job's streams a chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
+pub use shoal_protocol::api::LogStream as Stream;
 
 /// Consecutive bytes from one stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     pub stream: Stream,
     /// Position of the first byte in everything the job wrote, counting from 0.
@@ -47,7 +44,7 @@ impl Chunk {
 }
 
 /// What is kept of the output at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputSnapshot {
     /// The kept bytes, oldest first, in the order they arrived.
     pub chunks: Vec<Chunk>,
@@ -66,6 +63,19 @@ impl OutputSnapshot {
             .iter()
             .flat_map(|c| c.data.iter().copied())
             .collect()
+    }
+
+    /// The kept bytes at or after `offset` only.
+    pub fn since(mut self, offset: u64) -> OutputSnapshot {
+        self.chunks.retain(|c| c.end() > offset);
+        if let Some(first) = self.chunks.first_mut()
+            && first.offset < offset
+        {
+            let skip = (offset - first.offset) as usize;
+            first.data.drain(..skip);
+            first.offset = offset;
+        }
+        self
     }
 
     /// [`Self::bytes`] as text, invalid UTF-8 replaced.
@@ -326,6 +336,22 @@ mod tests {
         let snap = output.snapshot();
         assert_eq!(snap.text(), "before");
         assert!(snap.closed);
+    }
+
+    #[test]
+    fn since_cuts_the_snapshot_at_an_offset() {
+        let (writer, output) = output_channel(64);
+        writer.push(Stream::Stdout, b"abc");
+        writer.push(Stream::Stderr, b"def");
+        let snap = output.snapshot().since(4);
+        assert_eq!(snap.text(), "ef");
+        assert_eq!(
+            (snap.chunks[0].offset, snap.chunks[0].stream),
+            (4, Stream::Stderr)
+        );
+        assert_eq!(snap.total, 6);
+        assert!(output.snapshot().since(6).chunks.is_empty());
+        assert_eq!(output.snapshot().since(0).text(), "abcdef");
     }
 
     #[tokio::test]

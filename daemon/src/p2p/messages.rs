@@ -1,4 +1,5 @@
-//! Peer RPC messages: Raft traffic and writes forwarded to the leader.
+//! Peer RPC messages: Raft traffic, writes forwarded to the leader, and job output
+//! read from the machine that ran the job.
 //!
 //! They travel as versioned frames (`shoal_protocol::frame`) behind a length prefix.
 
@@ -8,7 +9,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{ApiError, Command, MachineId, Response};
+use shoal_protocol::api::JobLogs;
+use shoal_protocol::{ApiError, Command, JobId, MachineId, Response};
 use shoal_raft::TypeConfig;
 
 /// What one machine asks another.
@@ -24,6 +26,14 @@ pub enum PeerRequest {
     /// A machine found on the LAN asks where to gossip; answered for anyone, since a
     /// gossip address is no secret.
     Hello,
+    /// Output of an attempt this machine ran, from byte `from`, waiting up to `wait_ms`
+    /// for some while it runs.
+    Logs {
+        job: JobId,
+        attempt: u32,
+        from: u64,
+        wait_ms: u64,
+    },
 }
 
 /// A committed write: its log index and what the state machine answered.
@@ -44,6 +54,7 @@ pub enum PeerResponse {
     Write(Result<WriteOutcome, ApiError>),
     /// The log index a read must wait for.
     ReadIndex(Result<u64, ApiError>),
+    Logs(Result<JobLogs, ApiError>),
     /// Where this machine gossips.
     Hello {
         gossip_addr: String,
