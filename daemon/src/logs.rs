@@ -18,7 +18,7 @@ use std::time::Duration;
 use shoal_protocol::api::{JobLogs, LogChunk};
 use shoal_protocol::{ApiError, ErrorCode, JobId, MachineId, frame};
 
-use crate::exec::{Output, OutputSnapshot};
+use crate::exec::OutputSnapshot;
 use crate::node::Node;
 use crate::p2p::{PeerRequest, PeerResponse};
 
@@ -33,11 +33,16 @@ pub fn saved_path(data_dir: &Path, job: JobId, attempt: u32) -> PathBuf {
 }
 
 /// Saves what is kept of an ended attempt's output, atomically.
-pub fn save(data_dir: &Path, job: JobId, attempt: u32, output: &Output) -> std::io::Result<()> {
+pub fn save(
+    data_dir: &Path,
+    job: JobId,
+    attempt: u32,
+    output: &OutputSnapshot,
+) -> std::io::Result<()> {
     let path = saved_path(data_dir, job, attempt);
     let dir = path.parent().expect("the output path has a directory");
     std::fs::create_dir_all(dir)?;
-    let bytes = frame::encode(&output.snapshot()).map_err(std::io::Error::other)?;
+    let bytes = frame::encode(output).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, &path)

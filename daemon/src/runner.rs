@@ -30,6 +30,9 @@ pub struct Runner {
     docker: DockerExecutor,
     docker_version: Option<String>,
     runs: Mutex<HashMap<(JobId, u32), RunHandle>>,
+    /// True once the node shuts down: runs are let go (a container is adopted after the
+    /// restart; a process is lost, and reported so) and reports stop retrying.
+    stopping: watch::Sender<bool>,
 }
 
 impl Runner {
@@ -52,6 +55,7 @@ impl Runner {
             docker,
             docker_version,
             runs: Mutex::new(HashMap::new()),
+            stopping: watch::Sender::new(false),
         }
     }
 
@@ -107,7 +111,7 @@ pub async fn runner_loop(
                 job,
                 attempt,
                 outcome,
-                ..
+                output,
             } => {
                 tracing::info!(
                     job,
@@ -115,7 +119,10 @@ pub async fn runner_loop(
                     ?outcome,
                     "a container ended while shoald was down"
                 );
-                report(&node, JobId(job), attempt, outcome_report(outcome)).await;
+                if let Err(err) = logs::save(&node.config.data_dir, JobId(job), attempt, &output) {
+                    tracing::warn!(job, attempt, %err, "could not save the job's output");
+                }
+                report_outcome(&node, JobId(job), attempt, outcome_report(outcome)).await;
             }
         }
     }
@@ -142,7 +149,10 @@ pub async fn runner_loop(
             }
         }
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                runner.stopping.send_replace(true);
+                return;
+            }
             _ = applied.changed() => {}
             _ = tick.tick() => {}
         }
@@ -212,11 +222,20 @@ fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, h
         .insert((job, attempt), handle.clone());
     publish_running(node, runner);
     let (node, runner) = (node.clone(), runner.clone());
+    let mut stopping = runner.stopping.subscribe();
     tokio::spawn(async move {
-        let outcome = handle.wait().await;
+        let outcome = tokio::select! {
+            outcome = handle.wait() => outcome,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
         tracing::info!(job = %job, attempt, ?outcome, "job attempt ended");
         // Saved before the run is let go, so the output is readable all along.
-        if let Err(err) = logs::save(&node.config.data_dir, job, attempt, handle.output()) {
+        if let Err(err) = logs::save(
+            &node.config.data_dir,
+            job,
+            attempt,
+            &handle.output().snapshot(),
+        ) {
             tracing::warn!(job = %job, attempt, %err, "could not save the job's output");
         }
         publish_running(&node, &runner);
@@ -282,7 +301,7 @@ async fn report_outcome(node: &Node, job: JobId, attempt: u32, outcome: JobRepor
                     a.number == attempt && a.machine == node.id && a.finished_at_ms.is_none()
                 })
         });
-        if !still_mine {
+        if !still_mine || *node.runner.stopping.borrow() {
             return;
         }
         tokio::time::sleep(delay).await;

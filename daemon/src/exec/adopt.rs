@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  list (all, by label) ─┬─ running / paused / restarting ─▶ supervisor as for a new run,
-//!                        │     logs from now on, timeout from the shoal.deadline_ms label
+//!                        │     all its logs, timeout from the shoal.deadline_ms label
 //!                        └─ exited / dead / created ─▶ real outcome + kept logs, removed
 //! ```
 
@@ -16,15 +16,15 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use tokio::time::Instant;
 
 use super::docker::{
-    DockerExecutor, LABEL_ATTEMPT, LABEL_DEADLINE, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, LogsFrom,
-    pump_logs, remove,
+    DockerExecutor, LABEL_ATTEMPT, LABEL_DEADLINE, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, pump_logs,
+    remove,
 };
 use super::output::{OutputSnapshot, output_channel};
 use super::{Outcome, RunHandle, run_channel};
 
 /// A container found by [`DockerExecutor::adopt`].
 pub enum Adopted {
-    /// Still running: the handle follows its logs from the adoption on, waits for its exit
+    /// Still running: the handle reads its logs from the start, waits for its exit
     /// and can cancel it, as for a run this executor started.
     Running {
         job: u64,
@@ -98,7 +98,7 @@ impl DockerExecutor {
                     let (handle, control) = run_channel(job, attempt, limit);
                     let deadline = deadline_of(&labels, SystemTime::now());
                     let watched = self.watched(docker.clone(), id, deadline);
-                    tokio::spawn(watched.supervise(control, LogsFrom::Now));
+                    tokio::spawn(watched.supervise(control));
                     Adopted::Running {
                         job,
                         attempt,

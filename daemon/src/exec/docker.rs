@@ -1,5 +1,5 @@
 //! Container runs through the Docker engine (bollard): one container per attempt, named
-//! `shoal-job-<job>-<attempt>` and labelled so that a restarted daemon can adopt it.
+//! `shoal-job-<job>-<attempt>-<node>` and labelled so that a restarted daemon can adopt it.
 //!
 //! ```text
 //!  start ─▶ create (image, cmd, env, labels, nano_cpus, memory) ─▶ start ─▶ supervisor task
@@ -171,7 +171,7 @@ impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
         let body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         let docker = self.client().await?;
-        let name = container_name(spec.job, spec.attempt);
+        let name = container_name(self.inner.config.node.as_deref(), spec.job, spec.attempt);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         docker.create_container(Some(options), body).await?;
         if let Err(error) = docker.start_container(&name, None).await {
@@ -182,14 +182,18 @@ impl Executor for DockerExecutor {
         let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
         let deadline = spec.timeout.map(|timeout| Instant::now() + timeout);
         let watched = self.watched(docker, name, deadline);
-        tokio::spawn(watched.supervise(control, LogsFrom::Start));
+        tokio::spawn(watched.supervise(control));
         Ok(handle)
     }
 }
 
-/// `shoal-job-<job>-<attempt>`.
-pub fn container_name(job: u64, attempt: u32) -> String {
-    format!("shoal-job-{job}-{attempt}")
+/// `shoal-job-<job>-<attempt>`, then `-<node>` when the executor names its node, so
+/// machines (or fleets) sharing one engine never reach for the same name.
+pub fn container_name(node: Option<&str>, job: u64, attempt: u32) -> String {
+    match node {
+        Some(node) => format!("shoal-job-{job}-{attempt}-{node}"),
+        None => format!("shoal-job-{job}-{attempt}"),
+    }
 }
 
 /// The container to create for `spec`, started at `now`.
@@ -248,15 +252,6 @@ fn create_body(
     })
 }
 
-/// Where a supervisor starts reading the logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum LogsFrom {
-    /// Everything the container wrote: a run this executor started.
-    Start,
-    /// Only what comes from now on: an adopted run.
-    Now,
-}
-
 /// One container being watched to its end.
 pub(super) struct Watched {
     docker: Docker,
@@ -267,18 +262,14 @@ pub(super) struct Watched {
 }
 
 impl Watched {
-    pub(super) async fn supervise(mut self, mut control: RunControl, from: LogsFrom) {
+    pub(super) async fn supervise(mut self, mut control: RunControl) {
         let streaming = self.docker.clone().with_timeout(STREAM_TIMEOUT);
-        let tail = match from {
-            LogsFrom::Start => "all",
-            LogsFrom::Now => "0",
-        };
         let logs = tokio::spawn(pump_logs(
             streaming.clone(),
             self.name.clone(),
             control.output.clone(),
             true,
-            tail,
+            "all",
         ));
         let exit = wait_exit(&streaming, &self.name);
         tokio::pin!(exit);
@@ -405,7 +396,8 @@ mod tests {
     fn the_container_carries_limits_labels_and_env() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let body = create_body(&spec(), Some("node-a"), now).unwrap();
-        assert_eq!(container_name(12, 3), "shoal-job-12-3");
+        assert_eq!(container_name(None, 12, 3), "shoal-job-12-3");
+        assert_eq!(container_name(Some("9f2c"), 12, 3), "shoal-job-12-3-9f2c");
         assert_eq!(body.image.as_deref(), Some("shoal-test-busybox:local"));
         assert_eq!(body.env, Some(vec!["A=1".to_string()]));
         let host = body.host_config.unwrap();

@@ -12,9 +12,14 @@ use crate::support::{
     wait_for_text,
 };
 
-fn executor(node: &str) -> DockerExecutor {
+/// A node name no concurrent test run uses.
+fn node(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn executor(name: &str) -> DockerExecutor {
     DockerExecutor::new(DockerConfig {
-        node: Some(format!("{node}-{}", std::process::id())),
+        node: Some(node(name)),
         ..DockerConfig::default()
     })
 }
@@ -27,7 +32,7 @@ fn state(name: &str) -> String {
 async fn a_restarted_daemon_adopts_a_running_container() {
     let _image = test_image();
     let job = job_id(21);
-    let name = container_name(job, 1);
+    let name = container_name(Some(&node("adopt-running")), job, 1);
     let _containers = Containers(vec![name.clone()]);
 
     let before = executor("adopt-running");
@@ -68,8 +73,8 @@ async fn a_restarted_daemon_adopts_a_running_container() {
     assert_eq!(outcome, Outcome::Exited { exit_code: 5 });
     assert_eq!(
         handle.output().snapshot().text(),
-        "finishing\n",
-        "logs are followed from the adoption on"
+        "started\nfinishing\n",
+        "the whole output, from before the restart too"
     );
     assert!(!container_exists(&name), "removed once its outcome is read");
 }
@@ -78,7 +83,7 @@ async fn a_restarted_daemon_adopts_a_running_container() {
 async fn a_container_that_ended_meanwhile_reports_its_exit_code() {
     let _image = test_image();
     let job = job_id(22);
-    let name = container_name(job, 1);
+    let name = container_name(Some(&node("adopt-ended")), job, 1);
     let _containers = Containers(vec![name.clone()]);
 
     let before = executor("adopt-ended");

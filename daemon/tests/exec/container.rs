@@ -15,9 +15,18 @@ use crate::support::{
 
 /// An executor for one test. Tests keep it alive until the run ends: dropping it lets go
 /// of its containers, as a stopping daemon does.
+fn node() -> String {
+    format!("exec-test-{}", std::process::id())
+}
+
+/// The container of attempt `attempt` of `job`, as [`executor`] names it.
+fn name(job: u64, attempt: u32) -> String {
+    container_name(Some(&node()), job, attempt)
+}
+
 fn executor() -> DockerExecutor {
     DockerExecutor::new(DockerConfig {
-        node: Some(format!("exec-test-{}", std::process::id())),
+        node: Some(node()),
         timeout_grace: Duration::from_secs(1),
         ..DockerConfig::default()
     })
@@ -39,7 +48,7 @@ async fn docker_available_gives_the_engine_version() {
 async fn a_container_reports_its_output_and_a_non_zero_exit() {
     let _image = test_image();
     let job = job_id(11);
-    let _containers = Containers(vec![container_name(job, 1)]);
+    let _containers = Containers(vec![name(job, 1)]);
     let mut spec = sh(
         job,
         "echo hello from $WHO; sleep 0.3; echo oops >&2; exit 7",
@@ -53,7 +62,7 @@ async fn a_container_reports_its_output_and_a_non_zero_exit() {
     let streams: Vec<_> = output.chunks.iter().map(|c| c.stream).collect();
     assert_eq!(streams, [Stream::Stdout, Stream::Stderr]);
     assert!(
-        !container_exists(&container_name(job, 1)),
+        !container_exists(&name(job, 1)),
         "the container is removed once its outcome is read"
     );
 }
@@ -62,7 +71,7 @@ async fn a_container_reports_its_output_and_a_non_zero_exit() {
 async fn a_cancelled_container_is_stopped_then_killed_after_the_grace_and_removed() {
     let _image = test_image();
     let (polite, stubborn) = (job_id(12), job_id(13));
-    let _containers = Containers(vec![container_name(polite, 1), container_name(stubborn, 1)]);
+    let _containers = Containers(vec![name(polite, 1), name(stubborn, 1)]);
     let executor = executor();
 
     // Exits on SIGTERM: `docker stop` ends it well within the grace.
@@ -78,7 +87,7 @@ async fn a_cancelled_container_is_stopped_then_killed_after_the_grace_and_remove
         asked.elapsed()
     );
     assert_eq!(handle.output().snapshot().text(), "ready\nstopping\n");
-    assert!(!container_exists(&container_name(polite, 1)));
+    assert!(!container_exists(&name(polite, 1)));
 
     // PID 1 without a TERM handler ignores SIGTERM: killed once the grace has passed.
     let handle = executor
@@ -94,29 +103,29 @@ async fn a_cancelled_container_is_stopped_then_killed_after_the_grace_and_remove
         took >= Duration::from_secs(2) && took < Duration::from_secs(15),
         "killed after the 2s grace ({took:?})"
     );
-    assert!(!container_exists(&container_name(stubborn, 1)));
+    assert!(!container_exists(&name(stubborn, 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_past_its_timeout_is_stopped() {
     let _image = test_image();
     let job = job_id(14);
-    let _containers = Containers(vec![container_name(job, 1)]);
+    let _containers = Containers(vec![name(job, 1)]);
     let mut spec = sh(job, "echo started; sleep 300");
     spec.timeout = Some(Duration::from_secs(1));
     let executor = executor();
     let handle = executor.start(spec).await.unwrap();
     assert_eq!(wait(&handle).await, Outcome::TimedOut);
     assert_eq!(handle.output().snapshot().text(), "started\n");
-    assert!(!container_exists(&container_name(job, 1)));
+    assert!(!container_exists(&name(job, 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_labels_are_on_the_container() {
     let _image = test_image();
     let job = job_id(15);
-    let name = container_name(job, 2);
-    let _containers = Containers(vec![name.clone()]);
+    let container = name(job, 2);
+    let _containers = Containers(vec![container.clone()]);
     let mut spec = sh(job, "sleep 300");
     spec.attempt = 2;
     spec.cpu_limit = Some(0.5);
@@ -128,7 +137,7 @@ async fn limits_and_labels_are_on_the_container() {
         "--format",
         "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{index .Config.Labels \"shoal.job\"}} \
          {{index .Config.Labels \"shoal.attempt\"}} {{index .Config.Labels \"shoal.managed\"}}",
-        &name,
+        &container,
     ]);
     assert_eq!(seen, format!("{} 500000000 {job} 2 true", 64 << 20));
     handle.cancel(Duration::ZERO);

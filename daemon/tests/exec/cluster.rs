@@ -1,0 +1,146 @@
+//! Container jobs through a live three-node cluster: a job whose machine is killed runs
+//! again elsewhere as attempt 2, a running container is cancelled through the API, and a
+//! restarted `shoald` adopts the container it left running and reports its real exit code.
+//!
+//! One test with one cluster: the scenarios share the engine and the image, and a cluster
+//! takes seconds to form.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::exec::docker::container_name;
+use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_protocol::api::JobLogs;
+use shoal_protocol::{JobId, JobRecord, JobState, MachineId};
+
+use crate::support::{IMAGE, docker, test_image};
+
+async fn submit(api: &str, body: Value) -> JobId {
+    let response = reqwest::Client::new()
+        .post(format!("{api}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let body: Value = response.json().await.unwrap();
+    JobId(body["job"]["id"].as_u64().unwrap())
+}
+
+/// Waits on a running node's replica until the job is in a state `done` accepts.
+async fn wait_job(
+    cluster: &Cluster,
+    id: JobId,
+    what: &str,
+    done: impl Fn(&JobRecord) -> bool,
+) -> JobRecord {
+    let job = || {
+        let i = cluster.running()[0];
+        cluster.node(i).fleet.read(|s| s.jobs.get(&id).cloned())
+    };
+    match wait_until(Duration::from_secs(40), what, || job().filter(|j| done(j))).await {
+        Ok(found) => found,
+        Err(err) => panic!("{err}; the job is {:#?}", job()),
+    }
+}
+
+fn index_of(cluster: &Cluster, machine: MachineId) -> usize {
+    cluster
+        .running()
+        .into_iter()
+        .find(|&i| cluster.node(i).id == machine)
+        .expect("the machine is one of the running nodes")
+}
+
+fn current_machine(job: &JobRecord) -> MachineId {
+    job.current_attempt().expect("an attempt").machine
+}
+
+/// Removes the containers the cluster's machines left behind (a killed machine leaves its
+/// containers running, as a powered-off one would not), also when the test fails.
+struct LeftBehind(Vec<MachineId>);
+
+impl Drop for LeftBehind {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            let ids = docker(&["ps", "-aq", "--filter", &format!("label=shoal.node={node}")]);
+            for id in ids.split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
+    init_logs();
+    let _image = test_image();
+    let mut cluster = Cluster::start(3).await.unwrap();
+    let _left_behind = LeftBehind((0..3).map(|i| cluster.node(i).id).collect());
+    let sh = |script: &str| json!({"image": IMAGE, "command": ["sh", "-c", script]});
+
+    // A running container cancelled through the API of another node: stopped, cancelled.
+    let api = cluster.api(0);
+    let id = submit(&api, sh("echo up; sleep 60")).await;
+    wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let response = reqwest::Client::new()
+        .post(format!("{api}/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let job = wait_job(&cluster, id, "cancelled", |j| {
+        j.state == JobState::Cancelled
+    })
+    .await;
+    let machine = job.attempts[0].machine.to_string();
+    let name = container_name(Some(&machine), id.0, 1);
+    let gone = docker(&["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
+    assert!(gone.is_empty(), "the cancelled container is removed");
+    assert!(job.attempts[0].finished_at_ms.is_some());
+
+    // A restarted shoald adopts the container it left running: the job keeps attempt 1,
+    // ends with the container's real exit code, and all of its output is readable.
+    let once = json!({"image": IMAGE, "command": ["sh", "-c", "echo before; sleep 4; echo after; exit 7"], "max_attempts": 1});
+    let id = submit(&api, once).await;
+    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let host = index_of(&cluster, current_machine(&job));
+    cluster.stop(host).await;
+    cluster.restart(host).await.unwrap();
+    let job = wait_job(&cluster, id, "finished", |j| j.state.is_finished()).await;
+    assert_eq!(job.attempts.len(), 1, "{:?}", job.attempts);
+    assert_eq!(job.attempts[0].exit_code, Some(7), "{:?}", job.attempts);
+    let other = (host + 1) % 3;
+    let logs: JobLogs = reqwest::get(format!("{}/v1/jobs/{id}/logs", cluster.api(other)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text: String = logs.chunks.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(text, "before\nafter\n");
+
+    // The machine running a long job is killed: once it is STALE the job is requeued and
+    // completes elsewhere as attempt 2.
+    let id = submit(&api, sh("echo started; sleep 3; echo done")).await;
+    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let lost = current_machine(&job);
+    cluster.stop(index_of(&cluster, lost)).await;
+    let job = wait_job(&cluster, id, "completed", |j| {
+        j.state == JobState::Completed
+    })
+    .await;
+    assert_eq!(job.attempts.len(), 2, "{:?}", job.attempts);
+    assert_eq!(job.attempts[0].machine, lost);
+    assert_ne!(job.attempts[1].machine, lost);
+    let error = job.attempts[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("STALE"),
+        "attempt 1 says why it moved: {error}"
+    );
+    assert_eq!(job.attempts[1].exit_code, Some(0));
+
+    cluster.shutdown().await;
+}
