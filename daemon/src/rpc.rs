@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::PeerId;
 use openraft::error::RaftError;
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
@@ -29,7 +30,7 @@ pub async fn serve_inbound(
                 Some(req) => {
                     let node = node.clone();
                     tokio::spawn(async move {
-                        let response = answer(&node, req.request).await;
+                        let response = answer(&node, req.from, req.request).await;
                         let _ = req.reply.send(response);
                     });
                 }
@@ -39,12 +40,15 @@ pub async fn serve_inbound(
     }
 }
 
-async fn answer(node: &Node, request: PeerRequest) -> PeerResponse {
+async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse {
     match request {
         PeerRequest::Append(req) => PeerResponse::Append(node.raft.append_entries(req).await),
         PeerRequest::Vote(req) => PeerResponse::Vote(node.raft.vote(req).await),
         PeerRequest::Snapshot(req) => PeerResponse::Snapshot(node.raft.install_snapshot(req).await),
-        PeerRequest::Forward(cmd) => PeerResponse::Write(write_as_leader(node, cmd).await),
+        PeerRequest::Forward(cmd) => match check_reporter(node, from, &cmd) {
+            Ok(()) => PeerResponse::Write(write_as_leader(node, cmd).await),
+            Err(err) => PeerResponse::Write(Err(err)),
+        },
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
         PeerRequest::Logs {
             job,
@@ -58,6 +62,32 @@ async fn answer(node: &Node, request: PeerRequest) -> PeerResponse {
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),
         },
+    }
+}
+
+/// A job report must come from the machine its attempt was dispatched to.
+fn check_reporter(node: &Node, from: PeerId, cmd: &Command) -> Result<(), ApiError> {
+    let Command::ReportJob { job, attempt, .. } = cmd else {
+        return Ok(());
+    };
+    let holder = node.fleet.read(|state| {
+        let job = state.jobs.get(job)?;
+        job.attempts
+            .iter()
+            .find(|a| a.number == *attempt)
+            .map(|a| a.machine)
+    });
+    let Some(holder) = holder else {
+        return Ok(()); // The state machine refuses it with the reason.
+    };
+    let holder_peer = node.member_addr(holder).map(|addr| addr.peer_id);
+    if holder_peer.as_deref() == Some(from.to_string().as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("job {job} attempt {attempt} runs on machine {holder}; only it reports on it"),
+        ))
     }
 }
 

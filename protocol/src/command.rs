@@ -88,6 +88,9 @@ pub enum Response {
     Rejected { code: ErrorCode, message: String },
     /// The responses to a [`Command::Batch`], in order.
     Batch(Vec<Response>),
+    /// Applied `SubmitJob`: the new job, or for a known idempotency key the existing one
+    /// (`created: false`).
+    Submitted { job: Box<JobRecord>, created: bool },
 }
 
 /// Everything the fleet agrees on. Snapshots serialize it whole.

@@ -66,7 +66,10 @@ pub(crate) fn submit(
             .and_then(|keys| keys.get(key))
             .and_then(|id| state.jobs.get(id))
     {
-        return Response::Job(Box::new(existing.clone()));
+        return Response::Submitted {
+            job: Box::new(existing.clone()),
+            created: false,
+        };
     }
     let machines: Vec<MachineId> = match target {
         JobTarget::AllOnline => fan_out_machines(state, &spec),
@@ -113,7 +116,10 @@ pub(crate) fn submit(
             .insert(key.clone(), id);
     }
     state.jobs.insert(id, parent.clone());
-    Response::Job(Box::new(parent))
+    Response::Submitted {
+        job: Box::new(parent),
+        created: true,
+    }
 }
 
 /// Machines ONLINE now that carry the spec's required labels, in id order.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
-use shoal_protocol::{JobId, JobRecord, JobState, MachineId};
+use shoal_protocol::{Command, ErrorCode, JobId, JobRecord, JobReport, JobState, MachineId};
 
 use crate::http::put_labels;
 
@@ -138,6 +138,22 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "cancelled");
 
+    // A job nobody can take gives up after its queue timeout and says why.
+    let (status, body) = post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["x"], "required_labels": {"tape": "lto8"}, "queue_timeout_seconds": 1}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let job = wait_job(&cluster, 2, job_id(&body), "timed out in the queue", |j| {
+        j.state == JobState::TimedOut
+    })
+    .await;
+    assert!(job.attempts.is_empty());
+    let error = job.error.unwrap_or_default();
+    assert!(error.contains("no machine took the job within 1 s"), "{error}");
+    assert!(error.contains("tape=lto8"), "{error}");
+
     // Bad requests: a clear 400 (or 413) and nothing written.
     let before = cluster.node(0).fleet.read(|s| s.jobs.len());
     let bad = [
@@ -214,7 +230,21 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     .await;
     assert_eq!(status, 201, "{body}");
     let id = job_id(&body);
-    wait_job(&cluster, 2, id, "running", |j| j.state == JobState::Running).await;
+    let job = wait_job(&cluster, 2, id, "running", |j| j.state == JobState::Running).await;
+    // Only the machine running an attempt may report on it.
+    let leader = cluster.node(0).leader().unwrap();
+    let stranger = (0..3)
+        .find(|&i| ![machine_of(&job), leader].contains(&cluster.node(i).id))
+        .unwrap();
+    let forged = Command::ReportJob {
+        job: id,
+        attempt: 1,
+        report: JobReport::Exited { exit_code: 0 },
+        at_ms: 0,
+    };
+    let refused = cluster.node(stranger).write(forged).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict, "{refused}");
+    assert!(refused.message.contains("only it reports"), "{refused}");
     let (status, body) = post(format!("{api}/v1/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     wait_job(&cluster, 0, id, "cancelled", |j| {

@@ -22,11 +22,18 @@ pub const MAX_PAGE: usize = 1000;
 fn job_of(response: Response) -> Result<JobRecord, Failure> {
     match response {
         Response::Job(job) => Ok(*job),
-        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
-        _ => Err(Failure(ApiError::new(
+        other => Err(refusal(other)),
+    }
+}
+
+/// The error for an answer that is not the one asked for: a rejection, or a bug.
+fn refusal(response: Response) -> Failure {
+    match response {
+        Response::Rejected { code, message } => Failure(ApiError::new(code, message)),
+        other => Failure(ApiError::new(
             ErrorCode::Internal,
-            "the state machine returned no job",
-        ))),
+            format!("the state machine answered {other:?}"),
+        )),
     }
 }
 
@@ -37,11 +44,10 @@ async fn submit_one(node: &Node, spec: JobSpec) -> Result<SubmitJobResponse, Fai
             at_ms: now_ms(),
         })
         .await?;
-    let job = job_of(outcome.response)?;
-    Ok(SubmitJobResponse {
-        created: job.submitted_index == outcome.index,
-        job,
-    })
+    match outcome.response {
+        Response::Submitted { job, created } => Ok(SubmitJobResponse { job: *job, created }),
+        other => Err(refusal(other)),
+    }
 }
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known

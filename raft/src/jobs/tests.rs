@@ -95,7 +95,7 @@ impl Fleet {
 
 fn record(response: Response) -> JobRecord {
     match response {
-        Response::Job(job) => *job,
+        Response::Job(job) | Response::Submitted { job, .. } => *job,
         other => panic!("expected a job, got {other:?}"),
     }
 }
@@ -167,6 +167,29 @@ fn a_repeated_idempotency_key_returns_the_first_job() {
     let other = fleet.submit(keyed, 3);
     assert_ne!(other.id, first.id);
     assert_eq!(other.submitted_index, fleet.index);
+}
+
+#[test]
+fn a_duplicate_in_the_same_batch_entry_is_not_created() {
+    let mut fleet = Fleet::online();
+    let mut keyed = spec();
+    keyed.idempotency_key = Some("once".into());
+    let submit = || Command::SubmitJob {
+        spec: Box::new(keyed.clone()),
+        at_ms: 1,
+    };
+    let Response::Batch(answers) = fleet.apply(Command::Batch(vec![submit(), submit()])) else {
+        panic!("a batch answers with a batch");
+    };
+    let created: Vec<bool> = answers
+        .iter()
+        .map(|answer| match answer {
+            Response::Submitted { created, .. } => *created,
+            other => panic!("expected a submit answer, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(created, [true, false]);
+    assert_eq!(fleet.state.jobs.len(), 1);
 }
 
 #[test]
