@@ -16,6 +16,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/shoal";
 pub const DEFAULT_API_PORT: u16 = 7400;
 pub const DEFAULT_GOSSIP_PORT: u16 = 7401;
 pub const DEFAULT_P2P_PORT: u16 = 7402;
+/// How long finished jobs are kept when `job_retention` is not given.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -57,6 +59,9 @@ pub struct Settings {
     /// Run jobs without an image as plain processes, as the daemon's user and without
     /// isolation (like Nomad's raw_exec). Off by default.
     pub allow_process_jobs: bool,
+    /// How long finished jobs (and their saved output) are kept.
+    #[serde(with = "humantime_serde")]
+    pub job_retention: Duration,
     pub timings: Timings,
     pub discovery: Discovery,
 }
@@ -128,6 +133,7 @@ impl Default for Settings {
             max_running: 8,
             load_threshold: 0.8,
             allow_process_jobs: false,
+            job_retention: DEFAULT_JOB_RETENTION,
             timings: Timings::default(),
             discovery: Discovery::default(),
         }
@@ -191,6 +197,10 @@ pub struct Config {
     pub max_running: u32,
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
+    pub job_retention: Duration,
+    /// Run the jobs dispatched to this machine. Always true from [`Settings::validate`];
+    /// benchmarks of the control plane turn it off so placing jobs spawns nothing.
+    pub run_jobs: bool,
     pub timings: Timings,
     pub mdns: bool,
 }
@@ -262,6 +272,12 @@ impl Settings {
                 self.load_threshold
             );
         }
+        if self.job_retention < Duration::from_secs(60) {
+            bail!(
+                "job_retention: must be at least 1m, got {:?}",
+                self.job_retention
+            );
+        }
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
         }
@@ -303,6 +319,8 @@ impl Settings {
             max_running: self.max_running,
             load_threshold: self.load_threshold,
             allow_process_jobs: self.allow_process_jobs,
+            job_retention: self.job_retention,
+            run_jobs: true,
             timings: self.timings,
             mdns: self.discovery.mdns,
         })

@@ -48,6 +48,24 @@ pub fn save(
     std::fs::rename(&tmp, &path)
 }
 
+/// Deletes saved output last written more than `retention` ago; returns how many files.
+pub fn sweep(data_dir: &Path, retention: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("output")) else {
+        return 0;
+    };
+    let expired = |entry: &std::fs::DirEntry| {
+        let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        modified
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > retention)
+    };
+    entries
+        .flatten()
+        .filter(|entry| expired(entry))
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
 fn load(data_dir: &Path, job: JobId, attempt: u32) -> Option<OutputSnapshot> {
     let bytes = std::fs::read(saved_path(data_dir, job, attempt)).ok()?;
     match frame::decode::<OutputSnapshot>(&bytes) {
@@ -173,5 +191,29 @@ pub async fn read(
             ErrorCode::Unavailable,
             format!("cannot reach machine {machine}, which ran job {job}: {err}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Stream;
+    use crate::exec::output::output_channel;
+
+    #[test]
+    fn saved_output_reads_back_and_is_swept_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, output) = output_channel(1024);
+        writer.push(Stream::Stdout, b"out\n");
+        writer.push(Stream::Stderr, b"err\n");
+        writer.close();
+        save(dir.path(), JobId(7), 2, &output.snapshot()).unwrap();
+        let loaded = load(dir.path(), JobId(7), 2).unwrap();
+        assert_eq!(loaded, output.snapshot());
+        assert!(load(dir.path(), JobId(7), 1).is_none());
+
+        assert_eq!(sweep(dir.path(), Duration::from_secs(3600)), 0);
+        assert_eq!(sweep(dir.path(), Duration::ZERO), 1);
+        assert!(load(dir.path(), JobId(7), 2).is_none());
     }
 }

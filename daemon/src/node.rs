@@ -204,11 +204,13 @@ impl Node {
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(dispatch::dispatch_loop(node.clone(), shutdown_rx.clone()));
-        tasks.spawn(runner::runner_loop(
-            node.clone(),
-            runner,
-            shutdown_rx.clone(),
-        ));
+        if node.config.run_jobs {
+            tasks.spawn(runner::runner_loop(
+                node.clone(),
+                runner,
+                shutdown_rx.clone(),
+            ));
+        }
         tasks.spawn(discovery_loop(
             gossip.clone(),
             discovered,

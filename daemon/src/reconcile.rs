@@ -12,7 +12,10 @@ use std::time::Duration;
 use openraft::ChangeMembers;
 use openraft::ServerState;
 use shoal_gossip::{Observation, PeerView, StatusConfig, derive_status};
-use shoal_protocol::{Command, MachineId, MachineInfo, MachineRecord, MachineStatus, Resources};
+use shoal_protocol::{
+    Command, MachineId, MachineInfo, MachineRecord, MachineStatus, Resources, Response,
+};
+use shoal_raft::jobs;
 use tokio::sync::watch;
 
 use crate::autopilot::{self, Change, Health, Member};
@@ -67,6 +70,7 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config.timings.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<u64> = None;
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -81,6 +85,40 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         if let Err(err) = reconcile(&node, since).await {
             tracing::debug!(error = %err.message, "reconcile pass stopped early");
         }
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(tokio::time::Instant::now());
+            prune_jobs(&node).await;
+        }
+    }
+}
+
+/// How often the leader looks for finished jobs past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets finished jobs older than the retention, if there are any.
+async fn prune_jobs(node: &Node) {
+    let before = now_ms().saturating_sub(node.config.job_retention.as_millis() as u64);
+    if node
+        .fleet
+        .read(|state| jobs::prunable(state, before).is_empty())
+    {
+        return;
+    }
+    match node
+        .write(Command::PruneJobs {
+            finished_before_ms: before,
+        })
+        .await
+    {
+        Ok(outcome) => {
+            if let Response::Jobs(removed) = outcome.response {
+                tracing::info!(
+                    jobs = removed.len(),
+                    "forgot finished jobs past their retention"
+                );
+            }
+        }
+        Err(err) => tracing::debug!(error = %err.message, "pruning jobs failed"),
     }
 }
 

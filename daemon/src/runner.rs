@@ -24,6 +24,9 @@ use crate::node::{Node, now_ms};
 /// SIGTERM-to-SIGKILL grace when a job is cancelled.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
+/// How often saved output past the job retention is deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// This machine's executors and the runs it holds.
 pub struct Runner {
     process: Option<ProcessExecutor>,
@@ -128,6 +131,7 @@ pub async fn runner_loop(
     }
     let mut applied = node.fleet.applied();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         for (job, attempt, state, cancel) in node.fleet.read(|state| mine(state, node.id)) {
             match runner.run(job, attempt) {
@@ -155,6 +159,12 @@ pub async fn runner_loop(
             }
             _ = applied.changed() => {}
             _ = tick.tick() => {}
+            _ = sweep.tick() => {
+                let removed = logs::sweep(&node.config.data_dir, node.config.job_retention);
+                if removed > 0 {
+                    tracing::info!(files = removed, "deleted job output past its retention");
+                }
+            }
         }
     }
 }

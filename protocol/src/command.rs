@@ -71,6 +71,9 @@ pub enum Command {
     /// Several commands proposed together as one log entry, applied in order; each gets
     /// its own response, and a rejected one does not stop the others.
     Batch(Vec<Command>),
+    /// The leader forgets finished jobs (with their fan-out children and idempotency
+    /// keys) that last changed before `finished_before_ms`.
+    PruneJobs { finished_before_ms: UnixMillis },
 }
 
 /// What applying a command produced.

@@ -48,6 +48,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => jobs::requeue(state, job, attempt, reason, at_ms),
         Command::TimeOutJob { job, at_ms } => jobs::time_out(state, job, at_ms),
         Command::SetQueueReasons { reasons } => jobs::set_queue_reasons(state, reasons),
+        Command::PruneJobs { finished_before_ms } => jobs::prune(state, finished_before_ms),
         Command::Batch(commands) => Response::Batch(
             commands
                 .into_iter()

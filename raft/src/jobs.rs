@@ -23,7 +23,8 @@ use crate::apply::ApplyCtx;
 mod queries;
 
 pub use queries::{
-    changed_reasons, counts_on_machines, dispatched_before, queue, queue_expired, running_on,
+    changed_reasons, counts_on_machines, dispatched_before, prunable, queue, queue_expired,
+    running_on,
 };
 
 /// The first retry waits this long; each further failure doubles the wait.
@@ -438,6 +439,33 @@ fn settle_parent(state: &mut FleetState, id: JobId, at_ms: UnixMillis) {
         parent.error = error;
         parent.updated_at_ms = at_ms;
     }
+}
+
+/// Forgets finished top-level jobs that last changed before `before`, with their
+/// children (which finish first) and their idempotency keys.
+pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
+    let old: Vec<JobId> = queries::prunable(state, before);
+    let mut removed = Vec::new();
+    for id in old {
+        let Some(job) = state.jobs.remove(&id) else {
+            continue;
+        };
+        for child in &job.children {
+            state.jobs.remove(child);
+            removed.push(*child);
+        }
+        if let Some(key) = &job.spec.idempotency_key
+            && let Some(keys) = state.idempotency.get_mut(&job.spec.org)
+            && keys.get(key) == Some(&id)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                state.idempotency.remove(&job.spec.org);
+            }
+        }
+        removed.push(id);
+    }
+    Response::Jobs(removed)
 }
 
 fn rejected(code: ErrorCode, message: String) -> Response {

@@ -62,6 +62,16 @@ pub fn changed_reasons(state: &FleetState, waiting: &[(JobId, String)]) -> Vec<(
         .collect()
 }
 
+/// Finished top-level jobs that last changed before `before`: what a prune removes.
+pub fn prunable(state: &FleetState, before: UnixMillis) -> Vec<JobId> {
+    state
+        .jobs
+        .values()
+        .filter(|job| job.parent.is_none() && job.state.is_finished() && job.updated_at_ms < before)
+        .map(|job| job.id)
+        .collect()
+}
+
 fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {
     state
         .jobs

@@ -193,6 +193,54 @@ fn a_duplicate_in_the_same_batch_entry_is_not_created() {
 }
 
 #[test]
+fn prune_forgets_old_finished_jobs_with_their_children_and_keys() {
+    let mut fleet = Fleet::new(&[
+        (M1, MachineStatus::Online, &[]),
+        (M2, MachineStatus::Online, &[]),
+    ]);
+    let mut keyed = spec();
+    keyed.idempotency_key = Some("k".into());
+    let old = fleet.submit(keyed.clone(), 1);
+    fleet.apply(Command::CancelJob {
+        job: old.id,
+        at_ms: 2,
+    });
+    let mut fan = spec();
+    fan.agent_id = Some("all_online".into());
+    let parent = fleet.submit(fan, 3);
+    fleet.apply(Command::CancelJob {
+        job: parent.id,
+        at_ms: 4,
+    });
+    let queued = fleet.submit(spec(), 5);
+    let recent = fleet.submit(spec(), 6);
+    fleet.apply(Command::CancelJob {
+        job: recent.id,
+        at_ms: 50,
+    });
+
+    let Response::Jobs(mut removed) = fleet.apply(Command::PruneJobs {
+        finished_before_ms: 10,
+    }) else {
+        panic!("prune answers with the jobs it removed");
+    };
+    removed.sort();
+    let mut expected = vec![old.id, parent.id];
+    expected.extend(&parent.children);
+    expected.sort();
+    assert_eq!(removed, expected);
+    let left: Vec<JobId> = fleet.state.jobs.keys().copied().collect();
+    assert_eq!(
+        left,
+        [queued.id, recent.id],
+        "queued and recently finished jobs stay"
+    );
+    // The key is free again: the same submission makes a new job.
+    let again = fleet.submit(keyed, 60);
+    assert_ne!(again.id, old.id);
+}
+
+#[test]
 fn fan_out_makes_one_child_per_online_machine_with_the_labels() {
     let mut fleet = Fleet::new(&[
         (M1, MachineStatus::Online, &["gpu"]),
