@@ -418,6 +418,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses_and_states_the_defaults() {
+        let text = include_str!("../../examples/shoald.toml");
+        let example: Settings = toml::from_str(text).expect("examples/shoald.toml parses");
+        let defaults = Settings::default();
+        assert_eq!(example.job_retention, defaults.job_retention);
+        assert_eq!(example.max_running, defaults.max_running);
+        assert_eq!(example.allow_process_jobs, defaults.allow_process_jobs);
+        assert_eq!(example.timings.stale_after, defaults.timings.stale_after);
+        let mut example = example;
+        example.cluster_secret_file = None;
+        example.validate().expect("the example is a valid config");
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let config = Settings::default().validate().unwrap();
         assert_eq!(config.api_port, 7400);
