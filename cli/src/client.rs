@@ -1,13 +1,18 @@
 //! The typed HTTP client of the admin API: one method per endpoint, returning the
 //! protocol types or a [`ClientError`] that says whether the node answered at all.
+//! Following a job's output is a WebSocket, in [`logstream`].
+
+mod logstream;
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_protocol::api::{ClusterStatus, Health, LabelRequest, MachineList, MachineView};
-use shoal_protocol::{ApiError, ErrorCode, MachineId};
+use shoal_protocol::api::{ClusterStatus, Health, JobLogs, LabelRequest, MachineList, MachineView};
+use shoal_protocol::{
+    ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,7 @@ pub fn code_str(code: ErrorCode) -> String {
 pub struct Client {
     http: reqwest::Client,
     addr: String,
+    timeout: Duration,
 }
 
 impl Client {
@@ -57,6 +63,7 @@ impl Client {
         Ok(Client {
             http,
             addr: addr.trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 
@@ -91,6 +98,40 @@ impl Client {
         self.call(Method::GET, "/v1/cluster", None::<&()>).await
     }
 
+    /// `POST /v1/jobs`.
+    pub async fn submit_job(&self, spec: &JobSpec) -> Result<SubmitJobResponse, ClientError> {
+        self.call(Method::POST, "/v1/jobs", Some(spec)).await
+    }
+
+    /// `GET /v1/jobs` with filters and paging, e.g. `[("state", "queued"), ("after", "12")]`.
+    pub async fn jobs(&self, query: &[(&str, String)]) -> Result<JobList, ClientError> {
+        self.call(Method::GET, &with_query("/v1/jobs", query), None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, id: JobId) -> Result<JobRecord, ClientError> {
+        self.call(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`.
+    pub async fn cancel_job(&self, id: JobId) -> Result<JobRecord, ClientError> {
+        self.call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/jobs/{id}/logs`: the output of `attempt` (the latest if `None`) from `offset`.
+    pub async fn job_logs(
+        &self,
+        id: JobId,
+        attempt: Option<u32>,
+        offset: u64,
+    ) -> Result<JobLogs, ClientError> {
+        let path = with_query(&format!("/v1/jobs/{id}/logs"), &logs_query(attempt, offset));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -111,6 +152,27 @@ impl Client {
         let bytes = response.bytes().await.map_err(unreachable)?;
         decode(&url, status, &bytes)
     }
+}
+
+fn logs_query(attempt: Option<u32>, offset: u64) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(attempt) = attempt {
+        query.push(("attempt", attempt.to_string()));
+    }
+    if offset > 0 {
+        query.push(("offset", offset.to_string()));
+    }
+    query
+}
+
+/// `path?k=v&...`, each value percent-encoded.
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let mut url = reqwest::Url::parse("http://query.invalid/").expect("a valid base URL");
+    url.query_pairs_mut().extend_pairs(query);
+    format!("{path}?{}", url.query().unwrap_or_default())
 }
 
 /// Turns an answer into the expected type, or into the API error it carries.
@@ -155,7 +217,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// Serves one canned HTTP answer on a fresh port and returns the request it got.
-    async fn serve_once(
+    pub(super) async fn serve_once(
         status: &'static str,
         body: &'static str,
     ) -> (String, tokio::task::JoinHandle<String>) {
@@ -194,7 +256,7 @@ mod tests {
         (addr, task)
     }
 
-    fn client(addr: &str) -> Client {
+    pub(super) fn client(addr: &str) -> Client {
         Client::new(addr, Duration::from_secs(5)).unwrap()
     }
 
@@ -248,6 +310,41 @@ mod tests {
                 .contains("HTTP 502 Bad Gateway: upstream down"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        let query = [
+            ("label", "zone=a b".to_string()),
+            ("state", "queued".to_string()),
+        ];
+        assert_eq!(
+            with_query("/v1/jobs", &query),
+            "/v1/jobs?label=zone%3Da+b&state=queued"
+        );
+        assert_eq!(with_query("/v1/jobs", &[]), "/v1/jobs");
+    }
+
+    #[tokio::test]
+    async fn submit_is_a_json_post_of_the_spec() {
+        let job = shoal_protocol::JobRecord::queued(
+            JobId(7),
+            JobSpec::new(["true"]),
+            shoal_protocol::JobTarget::Any,
+            1,
+            7,
+        );
+        let answer = SubmitJobResponse { job, created: true };
+        let body = serde_json::to_string(&answer).unwrap();
+        let (addr, server) = serve_once("201 Created", Box::leak(body.into_boxed_str())).await;
+        let got = client(&addr)
+            .submit_job(&JobSpec::new(["true"]))
+            .await
+            .unwrap();
+        assert_eq!(got, answer);
+        let sent = server.await.unwrap();
+        assert!(sent.starts_with("POST /v1/jobs HTTP/1.1"), "{sent}");
+        assert!(sent.contains(r#"{"command":["true"],"#), "{sent}");
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! `shoal machines ls | show | label`: listing, filtering and resolving machines.
 
+use std::collections::HashMap;
+
 use shoal_protocol::api::{LabelRequest, MachineView};
 use shoal_protocol::{ApiError, Labels, MachineId, MachineStatus, UnixMillis};
 
@@ -46,10 +48,7 @@ pub async fn label(
     request: &LabelRequest,
     json: bool,
 ) -> Result<(), ClientError> {
-    let id = match machine.parse::<MachineId>() {
-        Ok(id) if machine.len() == 16 => id,
-        _ => pick(&client.machines().await?.machines, machine)?.id,
-    };
+    let id = resolve(client, machine).await?;
     let view = client.set_labels(id, request).await?;
     if json {
         print_json(&view);
@@ -61,6 +60,21 @@ pub async fn label(
         ]));
     }
     Ok(())
+}
+
+/// The id of the machine called `text` (full id, unique id prefix or name); a full id is
+/// taken as it is, without a request.
+pub async fn resolve(client: &Client, text: &str) -> Result<MachineId, ClientError> {
+    match text.parse::<MachineId>() {
+        Ok(id) if text.len() == 16 => Ok(id),
+        _ => Ok(pick(&client.machines().await?.machines, text)?.id),
+    }
+}
+
+/// Every machine's name by id, to show names where the API gives ids.
+pub async fn names(client: &Client) -> Result<HashMap<MachineId, String>, ClientError> {
+    let list = client.machines().await?;
+    Ok(list.machines.into_iter().map(|m| (m.id, m.name)).collect())
 }
 
 /// Whether a machine has the status (if given) and every label.

@@ -1,13 +1,18 @@
 //! `shoal`: the command-line client of a Shoal fleet's admin API.
 //!
 //! Exit codes: 0 success, 1 the node answered with an error, 2 bad usage,
-//! 3 the node could not be reached.
+//! 3 the node could not be reached. `shoal job run --wait` exits with the job's own
+//! exit code instead when the job failed with one.
 
 mod client;
 mod cluster;
+mod follow;
+mod job_args;
+mod jobs;
 mod machines;
 mod output;
 
+use std::fmt::Display;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use shoal_protocol::api::LabelRequest;
 use shoal_protocol::{LabelError, Labels, MachineStatus};
 
 use client::{Client, ClientError};
+use job_args::JobCmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Inspect and manage a Shoal fleet")]
@@ -41,6 +47,9 @@ enum Cmd {
     /// The Raft group.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Run, list, inspect and cancel jobs.
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Whether the node is up and knows a leader.
     Health,
 }
@@ -110,7 +119,7 @@ fn parse_key(text: &str) -> Result<String, LabelError> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err}");
             match err {
@@ -121,10 +130,17 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
+/// Bad usage found after parsing: the reason on stderr and exit code 2, as clap does.
+fn usage_error(message: impl Display) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
+}
+
+/// Runs the command; `Ok` carries the exit code.
+async fn run(cli: Cli) -> Result<u8, ClientError> {
     let client = Client::new(&cli.addr, Duration::from_secs(cli.timeout))?;
     let json = cli.json;
-    match cli.command {
+    let done = match cli.command {
         Cmd::Machines(MachinesCmd::Ls { status, labels }) => {
             machines::ls(&client, status, &labels, json).await
         }
@@ -136,15 +152,14 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             set,
             remove,
         }) => {
-            let request = label_request(set, remove).unwrap_or_else(|e| {
-                eprintln!("error: {e}");
-                std::process::exit(2)
-            });
+            let request = label_request(set, remove).unwrap_or_else(|e| usage_error(e));
             machines::label(&client, &machine, &request, json).await
         }
         Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
+        Cmd::Job(cmd) => return job_args::job(&client, cmd, json).await,
         Cmd::Health => cluster::health(&client, json).await,
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// The request body; fails only on too many labels, the one check clap cannot do per value.

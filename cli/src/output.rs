@@ -107,6 +107,37 @@ pub fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// A command line as a shell would read it back: `sh -c 'echo hi; exit 3'`.
+pub fn shell_join(args: &[String]) -> String {
+    let quote = |arg: &String| {
+        let plain = !arg.is_empty()
+            && arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-+=.,:/@%".contains(c));
+        if plain {
+            arg.clone()
+        } else {
+            format!("'{}'", arg.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// At most `max` characters, the last one an ellipsis when something was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A line on stderr from the CLI itself, set apart from a job's own output.
+pub fn note(text: &str) {
+    eprintln!("shoal: {text}");
+}
+
 /// The wall clock in milliseconds since the Unix epoch.
 pub fn now_ms() -> UnixMillis {
     SystemTime::now()
@@ -169,6 +200,22 @@ mod tests {
     fn key_values_align_values() {
         let text = key_values(&[("id", "ab".into()), ("last seen", "2s ago".into())]);
         assert_eq!(text, "id:         ab\nlast seen:  2s ago\n");
+    }
+
+    #[test]
+    fn commands_read_back_as_shell_words() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(shell_join(&args(&["echo", "hi"])), "echo hi");
+        assert_eq!(
+            shell_join(&args(&["sh", "-c", "echo hi; exit 3"])),
+            "sh -c 'echo hi; exit 3'"
+        );
+        assert_eq!(
+            shell_join(&args(&["echo", "it's", ""])),
+            r"echo 'it'\''s' ''"
+        );
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abcde…");
     }
 
     #[test]

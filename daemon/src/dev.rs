@@ -10,6 +10,9 @@ use crate::config::Settings;
 use crate::identity;
 use crate::node::{Listeners, Node, shutdown_signal};
 
+/// The dev fleet's load threshold: high enough that host load never makes a node BUSY.
+const DEV_LOAD_THRESHOLD: f32 = 1000.0;
+
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 9 {
         anyhow::bail!("--nodes: must be between 1 and 9");
@@ -35,6 +38,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             },
             labels: vec!["dev=true".to_string()],
             allow_process_jobs: true,
+            // Every dev node samples the same host: its load would make all of them BUSY
+            // at once whenever the host is busy, so the dev fleet does not go by load.
+            load_threshold: DEV_LOAD_THRESHOLD,
             cluster_secret: Some(secret.clone()),
             ..Settings::default()
         };

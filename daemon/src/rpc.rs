@@ -177,9 +177,10 @@ where
 }
 
 impl Node {
-    /// Commits `cmd` through the leader and returns the state machine's answer.
+    /// Commits `cmd` through the leader and returns the state machine's answer once this
+    /// replica has applied it too, so a read here right after sees the write.
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, ApiError> {
-        to_leader(
+        let outcome = to_leader(
             self,
             || PeerRequest::Forward(cmd.clone()),
             || write_as_leader(self, cmd.clone()),
@@ -188,7 +189,9 @@ impl Node {
                 _ => None,
             },
         )
-        .await
+        .await?;
+        self.wait_applied(outcome.index).await?;
+        Ok(outcome)
     }
 
     /// Waits until this replica has applied everything committed before the call,
@@ -204,6 +207,11 @@ impl Node {
             },
         )
         .await?;
+        self.wait_applied(index).await
+    }
+
+    /// Waits until this replica has applied the log up to `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {
         let mut applied = self.fleet.applied();
         tokio::time::timeout(
             WRITE_TIMEOUT,

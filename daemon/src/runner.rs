@@ -66,6 +66,13 @@ impl Runner {
         self.docker_version.is_some()
     }
 
+    fn hold(&self, job: JobId, attempt: u32, handle: RunHandle) {
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .insert((job, attempt), handle);
+    }
+
     /// The run of this attempt, if this machine holds it.
     pub fn run(&self, job: JobId, attempt: u32) -> Option<RunHandle> {
         self.runs
@@ -206,6 +213,8 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
     };
     match started {
         Ok(handle) => {
+            // Held before the log says running, so its output is readable from then on.
+            runner.hold(job, attempt, handle.clone());
             report(node, job, attempt, JobReport::Running).await;
             watch_run(node, runner, job, attempt, handle);
         }
@@ -225,11 +234,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
 
 /// Holds the run, waits for it in its own task, reports the outcome and lets go.
 fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, handle: RunHandle) {
-    runner
-        .runs
-        .lock()
-        .expect("runs lock")
-        .insert((job, attempt), handle.clone());
+    runner.hold(job, attempt, handle.clone());
     publish_running(node, runner);
     let (node, runner) = (node.clone(), runner.clone());
     let mut stopping = runner.stopping.subscribe();

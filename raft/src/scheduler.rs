@@ -173,7 +173,7 @@ fn choose(
             .collect(),
     };
     if pool.is_empty() {
-        return Err("no machine is ONLINE".to_string());
+        return Err(no_machine_online(machines));
     }
 
     let required = &job.spec.required_labels;
@@ -263,6 +263,19 @@ fn choose(
         });
     };
     Ok(best.id)
+}
+
+/// "no machine is ONLINE", with how many are in each other status.
+fn no_machine_online(machines: &[Candidate]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for m in machines {
+        *counts.entry(m.status.to_string()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "no machine is ONLINE (the fleet has no machines)".to_string();
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!("no machine is ONLINE ({})", counts.join(", "))
 }
 
 fn plural(n: usize) -> &'static str {

@@ -151,8 +151,64 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
     .await;
     assert!(job.attempts.is_empty());
     let error = job.error.unwrap_or_default();
-    assert!(error.contains("no machine took the job within 1 s"), "{error}");
+    assert!(
+        error.contains("no machine took the job within 1 s"),
+        "{error}"
+    );
     assert!(error.contains("tape=lto8"), "{error}");
+
+    // A node answers a write only once its own replica has it: read your own writes.
+    let follower = (0..3).find(|&i| Some(i) != cluster.leader()).unwrap();
+    let follower_api = cluster.api(follower);
+    let mut last = JobId(0);
+    for _ in 0..20 {
+        let (status, body) = post(
+            format!("{follower_api}/v1/jobs"),
+            json!({"command": ["true"]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        last = job_id(&body);
+        let shown = reqwest::get(format!("{follower_api}/v1/jobs/{last}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            shown.status().as_u16(),
+            200,
+            "job {last} not visible where it was submitted"
+        );
+    }
+    // Newest first, paged with `before`; consistent reads are accepted.
+    let page: Value = reqwest::get(format!(
+        "{follower_api}/v1/jobs?order=newest&limit=2&consistent=true"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let ids: Vec<u64> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids[0], last.0);
+    assert!(ids[1] < ids[0]);
+    let next: Value = reqwest::get(format!(
+        "{follower_api}/v1/jobs?order=newest&limit=1&before={}",
+        ids[1]
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(next["jobs"][0]["id"].as_u64().unwrap() < ids[1]);
+    let mixed = reqwest::get(format!("{follower_api}/v1/jobs?order=newest&after=1"))
+        .await
+        .unwrap();
+    assert_eq!(mixed.status().as_u16(), 400);
 
     // Bad requests: a clear 400 (or 413) and nothing written.
     let before = cluster.node(0).fleet.read(|s| s.jobs.len());

@@ -1,5 +1,7 @@
 //! The `shoal` binary end to end against a real three-node cluster on loopback.
 
+mod jobs;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -94,6 +96,8 @@ async fn the_cli_drives_a_real_cluster() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
+
+    jobs::the_job_commands(&cluster).await;
     cluster.shutdown().await;
 
     // Nobody listening: exit code 3, naming the address.

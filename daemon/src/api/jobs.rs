@@ -1,4 +1,4 @@
-//! `/v1/jobs`: submit (one or a batch), list, show and cancel jobs.
+//! `/v1/jobs`: submit (one or a batch), list (either order, paged), show and cancel jobs.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use shoal_protocol::{
     ApiError, Command, ErrorCode, JobId, JobRecord, JobSpec, JobState, Labels, MachineId, Response,
 };
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
 use crate::node::{Node, now_ms};
 
 /// Most jobs in one batch.
@@ -106,9 +106,24 @@ pub struct ListParams {
     org: Option<String>,
     /// `key=value` (or a bare `key`) the job requires.
     label: Option<String>,
-    /// Only jobs with a larger id: pass the last id of the previous page.
+    /// `oldest` (the default) first, or `newest` first.
+    #[serde(default)]
+    order: Order,
+    /// Oldest first: only jobs with a larger id (the last id of the previous page).
     after: Option<u64>,
+    /// Newest first: only jobs with a smaller id (the last id of the previous page).
+    before: Option<u64>,
     limit: Option<usize>,
+    #[serde(default)]
+    consistent: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Order {
+    #[default]
+    Oldest,
+    Newest,
 }
 
 /// `GET /v1/jobs`, oldest first, filtered and paged.
@@ -146,12 +161,32 @@ pub async fn list(
             "limit must be 1 to {MAX_PAGE}"
         ))));
     }
-    let after = JobId(params.after.unwrap_or(0));
+    let range = match (params.order, params.after, params.before) {
+        (Order::Oldest, after, None) => {
+            JobId(after.map_or(0, |id| id.saturating_add(1)))..JobId(u64::MAX)
+        }
+        (Order::Newest, None, before) => JobId(0)..JobId(before.unwrap_or(u64::MAX)),
+        (Order::Oldest, _, Some(_)) => {
+            return Err(Failure(ApiError::bad_request(
+                "before pages newest-first lists: use it with order=newest (and after with the default order)",
+            )));
+        }
+        (Order::Newest, Some(_), _) => {
+            return Err(Failure(ApiError::bad_request(
+                "after pages oldest-first lists: use before with order=newest",
+            )));
+        }
+    };
+    if params.consistent {
+        node.read_barrier().await?;
+    }
     let jobs = node.fleet.read(|fleet| {
-        fleet
-            .jobs
-            .range(JobId(after.0.saturating_add(1))..)
-            .map(|(_, job)| job)
+        let in_range = fleet.jobs.range(range).map(|(_, job)| job);
+        let ordered: Box<dyn Iterator<Item = &JobRecord>> = match params.order {
+            Order::Oldest => Box::new(in_range),
+            Order::Newest => Box::new(in_range.rev()),
+        };
+        ordered
             .filter(|job| state.is_none_or(|s| job.state == s))
             .filter(|job| params.org.as_ref().is_none_or(|org| &job.spec.org == org))
             .filter(|job| machine.is_none_or(|m| job.attempts.iter().any(|a| a.machine == m)))
@@ -176,8 +211,13 @@ pub(super) fn parse_job_id(text: &str) -> Result<JobId, Failure> {
 }
 
 /// `GET /v1/jobs/{id}`.
-pub async fn show(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<JobRecord> {
+pub async fn show(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> ApiResult<JobRecord> {
     let id = parse_job_id(&id)?;
+    barrier_if(&node, &params).await?;
     node.fleet
         .read(|fleet| fleet.jobs.get(&id).cloned())
         .map(Json)

@@ -5,22 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
 use shoal_protocol::api::{
     ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineView,
 };
 use shoal_protocol::{ApiError, Command, ErrorCode, Labels, MachineId, MachineRecord, Response};
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
 use crate::node::{Node, VERSION, members};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    /// Ask the leader for a linearizable read instead of reading the local replica.
-    #[serde(default)]
-    consistent: bool,
-}
 
 pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     let leader = node.leader();
@@ -37,13 +28,6 @@ fn parse_id(text: &str) -> Result<MachineId, Failure> {
         .map_err(|err: shoal_protocol::ids::BadMachineId| {
             Failure(ApiError::bad_request(err.to_string()))
         })
-}
-
-async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {
-    if params.consistent {
-        node.read_barrier().await?;
-    }
-    Ok(())
 }
 
 /// A record with the live gossip view laid on top.

@@ -20,6 +20,23 @@ use crate::node::Node;
 
 pub use error::{ApiJson, ApiQuery, ApiResult, Failure};
 
+/// `?consistent=true` on a read: ask the leader for a linearizable read instead of
+/// reading the local replica.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    #[serde(default)]
+    consistent: bool,
+}
+
+/// Waits for a read barrier when the read asked to be consistent.
+async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {
+    if params.consistent {
+        node.read_barrier().await?;
+    }
+    Ok(())
+}
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

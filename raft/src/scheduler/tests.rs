@@ -151,7 +151,14 @@ fn only_online_machines_take_work() {
         })
         .collect();
     let plan = run(&[plain(1)], &machines);
-    assert_eq!(reason(&plan, 1), "no machine is ONLINE");
+    assert_eq!(
+        reason(&plan, 1),
+        "no machine is ONLINE (1 BUSY, 1 DEAD, 1 DRAINING, 1 OFFLINE, 1 REGISTERING, 1 STALE)"
+    );
+    assert_eq!(
+        reason(&run(&[plain(1)], &[]), 1),
+        "no machine is ONLINE (the fleet has no machines)"
+    );
     machines.push(machine(7, &[]));
     assert_eq!(placed_on(&run(&[plain(1)], &machines)), [(1, 7)]);
 }
