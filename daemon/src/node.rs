@@ -87,6 +87,8 @@ pub struct RunningNode {
     tasks: JoinSet<()>,
     /// Tasks that finish on their own (forming the fleet).
     setup: JoinSet<()>,
+    /// Whether the Raft log's database is still open.
+    store: shoal_raft::StoreOpen,
 }
 
 impl Node {
@@ -120,6 +122,7 @@ impl Node {
         let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join("raft"))?;
         let fleet = state_machine.handle();
         let commit_index = log_store.commit_index();
+        let store = log_store.open_watch();
         let book = AddressBook::default();
         let raft_config = shoal_raft::raft_config(&RaftTimings {
             heartbeat: config.timings.raft_heartbeat,
@@ -225,6 +228,7 @@ impl Node {
             shutdown,
             tasks,
             setup,
+            store,
         })
     }
 
@@ -265,8 +269,24 @@ impl RunningNode {
         }
         while self.tasks.join_next().await.is_some() {}
         while self.setup.join_next().await.is_some() {}
+        // Tasks the node spawned (a run's watcher, Raft's replication) see the shutdown and
+        // let go of the store; wait for the last, so the data directory can be opened again.
+        let RunningNode {
+            node,
+            gossip,
+            store,
+            ..
+        } = self;
+        drop(node);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.is_open() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if store.is_open() {
+            tracing::warn!("the raft store is still open 5s after shutdown");
+        }
         // Every task that shared the gossip handle has ended.
-        match Arc::try_unwrap(self.gossip) {
+        match Arc::try_unwrap(gossip) {
             Ok(gossip) => gossip.shutdown().await,
             Err(_) => tracing::warn!("gossip still in use at shutdown"),
         }

@@ -23,21 +23,25 @@ pub async fn serve_inbound(
     mut inbound: mpsc::Receiver<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Answers in flight end with the node: none may outlive it holding its store.
+    let mut answering = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = answering.join_next(), if !answering.is_empty() => {}
             next = inbound.recv() => match next {
                 Some(req) => {
                     let node = node.clone();
-                    tokio::spawn(async move {
+                    answering.spawn(async move {
                         let response = answer(&node, req.from, req.request).await;
                         let _ = req.reply.send(response);
                     });
                 }
-                None => return,
+                None => break,
             },
         }
     }
+    answering.shutdown().await;
 }
 
 async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse {

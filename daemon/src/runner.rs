@@ -189,8 +189,8 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         command: spec.command.clone(),
         image: spec.image.clone(),
         env: spec.env.clone(),
-        cpu_limit: None,
-        memory_limit: None,
+        cpu_limit: spec.cpus,
+        memory_limit: spec.memory_mb.map(|mb| mb << 20),
         timeout: spec.timeout_seconds.map(Duration::from_secs),
     };
     let started = match (&run.image, &runner.process) {

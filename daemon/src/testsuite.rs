@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use shoal_protocol::{MachineId, MachineStatus};
 
-use crate::config::{Settings, Timings};
+use crate::config::{Config, Settings, Timings};
 use crate::node::{Listeners, Node, RunningNode};
 
 /// The secret every test node shares.
 pub const TEST_SECRET: &str = "shoal-test-cluster-secret";
+
+/// Changes each node's validated config before it starts.
+type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 /// A cluster of in-process nodes. Node 0 bootstraps; the others join it.
 pub struct Cluster {
@@ -20,6 +23,7 @@ pub struct Cluster {
     nodes: Vec<Option<RunningNode>>,
     gossip_addrs: Vec<SocketAddr>,
     timings: Timings,
+    configure: Configure,
 }
 
 impl Cluster {
@@ -31,11 +35,23 @@ impl Cluster {
 
     /// Starts `n` nodes with the given timings and waits as [`Cluster::start`] does.
     pub async fn start_with(n: usize, timings: Timings) -> anyhow::Result<Cluster> {
+        Self::start_configured(n, timings, |_| {}).await
+    }
+
+    /// Starts `n` nodes as [`Cluster::start_with`] does, each with its config changed by
+    /// `configure` (also for nodes added or restarted later), e.g. to lift `max_running`
+    /// or turn `run_jobs` off in a benchmark.
+    pub async fn start_configured(
+        n: usize,
+        timings: Timings,
+        configure: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> anyhow::Result<Cluster> {
         let mut cluster = Cluster {
             dir: tempfile::tempdir()?,
             nodes: Vec::new(),
             gossip_addrs: Vec::new(),
             timings,
+            configure: Arc::new(configure),
         };
         for i in 0..n {
             let running = cluster.launch(i, Vec::new(), TEST_SECRET).await?;
@@ -87,7 +103,8 @@ impl Cluster {
         labels: Vec<String>,
         secret: &str,
     ) -> anyhow::Result<(RunningNode, SocketAddr)> {
-        let config = self.settings(i, labels, secret).validate()?;
+        let mut config = self.settings(i, labels, secret).validate()?;
+        (self.configure)(&mut config);
         let listeners = Listeners::bind(&config).await?;
         let gossip = listeners.gossip.local_addr()?;
         Ok((Node::start(config, listeners).await?, gossip))

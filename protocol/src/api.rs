@@ -168,14 +168,14 @@ pub struct LabelRequest {
 /// `POST /v1/jobs`: the job, and whether this request created it (`false`: an earlier
 /// submit with the same `idempotency_key` did). A fan-out answers with the parent, whose
 /// `children` name the per-machine jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitJobResponse {
     pub job: JobRecord,
     pub created: bool,
 }
 
 /// `GET /v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobRecord>,
 }

@@ -136,6 +136,8 @@ mod tests {
                         agent_id,
                         priority,
                         env,
+                        cpus: None,
+                        memory_mb: None,
                         timeout_seconds,
                         queue_timeout_seconds,
                         max_attempts,

@@ -48,7 +48,7 @@ impl FromStr for JobId {
 pub const ALL_ONLINE: &str = "all_online";
 
 /// The body of `POST /v1/jobs`: what to run, where and how persistently.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The program and its arguments; never run through a shell.
@@ -72,6 +72,12 @@ pub struct JobSpec {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// CPU cores a container job may use (e.g. 1.5); container jobs only.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory a container job may use, in MiB; container jobs only.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
     /// Longest one attempt may run; the executor stops it after that.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -112,6 +118,8 @@ impl Default for JobSpec {
             agent_id: None,
             priority: 0,
             env: BTreeMap::new(),
+            cpus: None,
+            memory_mb: None,
             timeout_seconds: None,
             queue_timeout_seconds: default_queue_timeout(),
             max_attempts: default_max_attempts(),
@@ -259,7 +267,7 @@ pub enum JobReport {
 }
 
 /// The fleet's record of one job, kept in the Raft log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: JobId,
     pub spec: JobSpec,

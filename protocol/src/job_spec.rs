@@ -19,6 +19,10 @@ pub const MAX_ENV_VALUE_BYTES: usize = 16 * 1024;
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest `org`, in bytes.
 pub const MAX_ORG_LEN: usize = 63;
+/// The range of `cpus`, in cores.
+pub const CPUS_RANGE: std::ops::RangeInclusive<f64> = 0.01..=1024.0;
+/// The range of `memory_mb`: 6 MiB is the least Docker accepts.
+pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u64> = 6..=(1 << 24);
 /// The range of `max_attempts`.
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
 
@@ -36,6 +40,7 @@ impl JobSpec {
             .map_err(|err| format!("required_labels: {err}"))?;
         self.target()?;
         self.validate_env()?;
+        self.validate_limits()?;
         if self.timeout_seconds == Some(0) {
             return Err("timeout_seconds must be at least 1 (leave it out for no limit)".into());
         }
@@ -90,6 +95,34 @@ impl JobSpec {
         }
         if let Some(i) = self.command.iter().position(|arg| arg.contains('\0')) {
             return Err(format!("command[{i}] contains a NUL byte"));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), String> {
+        if let Some(cpus) = self.cpus
+            && !CPUS_RANGE.contains(&cpus)
+        {
+            return Err(format!(
+                "cpus must be between {} and {} cores, got {cpus}",
+                CPUS_RANGE.start(),
+                CPUS_RANGE.end()
+            ));
+        }
+        if let Some(mb) = self.memory_mb
+            && !MEMORY_MB_RANGE.contains(&mb)
+        {
+            return Err(format!(
+                "memory_mb must be between {} and {}, got {mb}",
+                MEMORY_MB_RANGE.start(),
+                MEMORY_MB_RANGE.end()
+            ));
+        }
+        if self.image.is_none() && (self.cpus.is_some() || self.memory_mb.is_some()) {
+            return Err(
+                "cpus and memory_mb limit containers: set image too (a process job runs without limits)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -151,6 +184,27 @@ mod tests {
             Ok(()) => panic!("accepted a spec that should fail with {needle:?}: {spec:?}"),
             Err(message) => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
         }
+    }
+
+    #[test]
+    fn limits_are_for_containers_and_in_range() {
+        let mut limited = spec();
+        limited.image = Some("busybox:local".into());
+        limited.cpus = Some(1.5);
+        limited.memory_mb = Some(512);
+        assert_eq!(limited.validate(), Ok(()));
+        let mut process = limited.clone();
+        process.image = None;
+        assert_invalid(process, "set image too");
+        let mut zero = limited.clone();
+        zero.cpus = Some(0.0);
+        assert_invalid(zero, "cpus must be between");
+        let mut nan = limited.clone();
+        nan.cpus = Some(f64::NAN);
+        assert_invalid(nan, "cpus must be between");
+        let mut tiny = limited;
+        tiny.memory_mb = Some(1);
+        assert_invalid(tiny, "memory_mb must be between");
     }
 
     #[test]

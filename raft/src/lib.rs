@@ -30,7 +30,7 @@ use shoal_protocol::{Command, MachineId, MemberAddr, Response};
 
 pub use apply::{ApplyCtx, apply};
 pub use error::{RaftError, StoreError};
-pub use log_store::{CommitIndex, LOG_FILE, LogStore};
+pub use log_store::{CommitIndex, LOG_FILE, LogStore, StoreOpen};
 pub use scheduler::{Candidate, PlaceConfig, Plan, Reservations, place};
 pub use snapshot_file::SNAPSHOT_FILE;
 pub use state_machine::{FleetHandle, FleetSnapshotBuilder, StateMachineStore, StoredSnapshot};

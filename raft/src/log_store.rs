@@ -59,6 +59,17 @@ impl CommitIndex {
     }
 }
 
+/// Tells whether a [`LogStore`]'s database is still open: it closes once the store, its
+/// clones and its flush thread are all gone, and only then can it be opened again.
+#[derive(Clone)]
+pub struct StoreOpen(std::sync::Weak<Database>);
+
+impl StoreOpen {
+    pub fn is_open(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 impl<C: FleetConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
@@ -71,11 +82,27 @@ impl<C: FleetConfig> Clone for LogStore<C> {
     }
 }
 
+/// Opens the database, waiting a moment if this process is still closing it (a node that
+/// was just stopped in the same process lets go of it from another thread).
+fn create_when_released(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl<C: FleetConfig> LogStore<C> {
     /// Opens `dir/raft.redb`, creating the file and its tables if needed. `dir` must exist.
     pub fn open(dir: &Path) -> std::result::Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
-        let db = Database::create(&path)?;
+        let db = create_when_released(&path)?;
         let txn = db.begin_write()?;
         txn.open_table(LOGS)?;
         txn.open_table(META)?;
@@ -114,6 +141,11 @@ impl<C: FleetConfig> LogStore<C> {
     /// A handle on the commit index this store is told about.
     pub fn commit_index(&self) -> CommitIndex {
         CommitIndex(self.commit_index.clone())
+    }
+
+    /// A way to see when the database has closed, without keeping it open.
+    pub fn open_watch(&self) -> StoreOpen {
+        StoreOpen(Arc::downgrade(&self.db))
     }
 
     /// Runs `f` on the database in tokio's blocking pool.

@@ -1,4 +1,5 @@
-//! Container jobs through a live three-node cluster: a job whose machine is killed runs
+//! Container jobs through a live three-node cluster: CPU and memory limits reach the
+//! container, a job whose machine is killed runs
 //! again elsewhere as attempt 2, a running container is cancelled through the API, and a
 //! restarted `shoald` adopts the container it left running and reports its real exit code.
 //!
@@ -81,10 +82,22 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     let _left_behind = LeftBehind((0..3).map(|i| cluster.node(i).id).collect());
     let sh = |script: &str| json!({"image": IMAGE, "command": ["sh", "-c", script]});
 
-    // A running container cancelled through the API of another node: stopped, cancelled.
+    // A running container, with the job's limits, cancelled through the API of another
+    // node: stopped, removed, cancelled.
     let api = cluster.api(0);
-    let id = submit(&api, sh("echo up; sleep 60")).await;
-    wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let limited = json!({"image": IMAGE, "command": ["sh", "-c", "trap 'exit 143' TERM; echo up; sleep 60 & wait"],
+        "cpus": 0.5, "memory_mb": 64});
+    let id = submit(&api, limited).await;
+    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let machine = current_machine(&job).to_string();
+    let name = container_name(Some(&machine), id.0, 1);
+    let limits = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+        &name,
+    ]);
+    assert_eq!(limits, format!("500000000 {}", 64 << 20));
     let response = reqwest::Client::new()
         .post(format!("{api}/v1/jobs/{id}/cancel"))
         .send()
@@ -95,8 +108,6 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
         j.state == JobState::Cancelled
     })
     .await;
-    let machine = job.attempts[0].machine.to_string();
-    let name = container_name(Some(&machine), id.0, 1);
     let gone = docker(&["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
     assert!(gone.is_empty(), "the cancelled container is removed");
     assert!(job.attempts[0].finished_at_ms.is_some());
@@ -104,7 +115,7 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     // A restarted shoald adopts the container it left running: the job keeps attempt 1,
     // ends with the container's real exit code, and all of its output is readable.
     let once = json!({"image": IMAGE, "command": ["sh", "-c", "echo before; sleep 4; echo after; exit 7"], "max_attempts": 1});
-    let id = submit(&api, once).await;
+    let id = submit(&cluster.api(cluster.running()[0]), once).await;
     let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
     let host = index_of(&cluster, current_machine(&job));
     cluster.stop(host).await;
@@ -124,6 +135,7 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
 
     // The machine running a long job is killed: once it is STALE the job is requeued and
     // completes elsewhere as attempt 2.
+    let api = cluster.api(cluster.running()[0]);
     let id = submit(&api, sh("echo started; sleep 3; echo done")).await;
     let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
     let lost = current_machine(&job);
