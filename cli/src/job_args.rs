@@ -69,6 +69,12 @@ pub struct RunArgs {
     /// An environment variable for the job; repeat for several.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// CPU cores the container may use, e.g. 1.5 (with --image).
+    #[arg(long, value_name = "CORES")]
+    cpus: Option<f64>,
+    /// Memory the container may use, in MiB (with --image).
+    #[arg(long, value_name = "MIB")]
+    memory_mb: Option<u64>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
@@ -155,6 +161,8 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
     }
     spec.priority = args.priority;
     spec.env = args.env.iter().cloned().collect();
+    spec.cpus = args.cpus;
+    spec.memory_mb = args.memory_mb;
     spec.timeout_seconds = args.run_timeout;
     if let Some(secs) = args.queue_timeout {
         spec.queue_timeout_seconds = secs;
@@ -288,6 +296,7 @@ mod tests {
         assert!(message(&["--max-attempts", "11", "true"]).contains("between 1 and 10"));
         assert!(message(&["--org", "Big Org", "true"]).contains("org \"Big Org\""));
         assert!(message(&["--run-timeout", "0", "true"]).contains("timeout_seconds"));
+        assert!(message(&["--cpus", "2", "true"]).contains("set image too"));
         assert!(message(&["--", ""]).contains("program name"));
     }
 
