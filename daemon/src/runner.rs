@@ -86,8 +86,7 @@ impl Runner {
 /// The attempts dispatched to `node` that have not finished, with their cancel flag.
 fn mine(state: &FleetState, node: shoal_protocol::MachineId) -> Vec<(JobId, u32, JobState, bool)> {
     state
-        .jobs
-        .values()
+        .open_jobs()
         .filter(|job| matches!(job.state, JobState::Dispatched | JobState::Running))
         .filter_map(|job| {
             let attempt = job.current_attempt()?;

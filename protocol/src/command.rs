@@ -2,7 +2,7 @@
 //!
 //! Commands carry every time they need: applying one never reads a clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -106,4 +106,27 @@ pub struct FleetState {
     pub idempotency: BTreeMap<String, BTreeMap<String, JobId>>,
     /// The lowest id a new job may take (ids never repeat, even past fan-out children).
     pub next_job_id: u64,
+    /// The jobs not finished yet: what the leader's and the runners' loops look at, so
+    /// their cost follows the work in flight, not the history kept. Derived from `jobs`:
+    /// `apply` keeps it up to date and [`FleetState::rebuild_open_jobs`] restores it after
+    /// a snapshot is read.
+    #[serde(skip)]
+    pub open_jobs: BTreeSet<JobId>,
+}
+
+impl FleetState {
+    /// Recomputes [`FleetState::open_jobs`] from the job records.
+    pub fn rebuild_open_jobs(&mut self) {
+        self.open_jobs = self
+            .jobs
+            .values()
+            .filter(|job| !job.state.is_finished())
+            .map(|job| job.id)
+            .collect();
+    }
+
+    /// The unfinished jobs, in id order.
+    pub fn open_jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
+    }
 }

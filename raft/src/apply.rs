@@ -21,6 +21,7 @@ pub struct ApplyCtx {
 
 /// Applies one committed command to the fleet state.
 pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
+    let touched = jobs::named_jobs(&cmd);
     let response = match cmd {
         Command::UpsertMachine { info, at_ms } => upsert(state, *info, at_ms),
         Command::SetStatus {
@@ -56,6 +57,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
                 .collect(),
         ),
     };
+    jobs::refresh_open(state, touched, &response);
     if let Response::Rejected { code, message } = &response {
         tracing::debug!(log_index = ctx.log_index, ?code, %message, "command rejected");
     }

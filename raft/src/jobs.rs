@@ -14,8 +14,8 @@
 //! ```
 
 use shoal_protocol::{
-    Attempt, ErrorCode, FleetState, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget,
-    MachineId, MachineStatus, Placement, Response, UnixMillis,
+    Attempt, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport, JobSpec, JobState,
+    JobTarget, MachineId, MachineStatus, Placement, Response, UnixMillis,
 };
 
 use crate::apply::ApplyCtx;
@@ -466,6 +466,44 @@ pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
         removed.push(id);
     }
     Response::Jobs(removed)
+}
+
+/// The jobs a command names; with those in its response, every job it can change.
+pub(crate) fn named_jobs(cmd: &Command) -> Vec<JobId> {
+    match cmd {
+        Command::Dispatch { placements, .. } => placements.iter().map(|p| p.job).collect(),
+        Command::ReportJob { job, .. }
+        | Command::CancelJob { job, .. }
+        | Command::RequeueJob { job, .. }
+        | Command::TimeOutJob { job, .. } => vec![*job],
+        _ => Vec::new(),
+    }
+}
+
+/// Brings [`FleetState::open_jobs`] up to date for the jobs a command touched: those it
+/// named, those its response names (a new job, pruned ones), and their parents and children.
+pub(crate) fn refresh_open(state: &mut FleetState, mut ids: Vec<JobId>, response: &Response) {
+    match response {
+        Response::Submitted { job, .. } => {
+            ids.push(job.id);
+            ids.extend(&job.children);
+        }
+        Response::Jobs(listed) => ids.extend(listed),
+        _ => {}
+    }
+    let mut family = Vec::new();
+    for id in &ids {
+        if let Some(job) = state.jobs.get(id) {
+            family.extend(job.parent);
+            family.extend(&job.children);
+        }
+    }
+    for id in ids.into_iter().chain(family) {
+        match state.jobs.get(&id) {
+            Some(job) if !job.state.is_finished() => state.open_jobs.insert(id),
+            _ => state.open_jobs.remove(&id),
+        };
+    }
 }
 
 fn rejected(code: ErrorCode, message: String) -> Response {

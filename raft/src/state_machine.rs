@@ -75,7 +75,9 @@ impl<C: FleetConfig> StateMachineStore<C> {
                     "fleet state loaded from snapshot"
                 );
                 let meta = snapshot.meta;
-                (snapshot.state, meta.last_log_id, meta.last_membership)
+                let mut state = snapshot.state;
+                state.rebuild_open_jobs();
+                (state, meta.last_log_id, meta.last_membership)
             }
             None => (FleetState::default(), None, Membership::<C>::default()),
         };
@@ -120,7 +122,8 @@ impl<C: FleetConfig> RaftSnapshotBuilder<C> for FleetSnapshotBuilder<C> {
                 last_membership: self.membership.clone(),
                 snapshot_id: self.snapshot_file.next_id(self.last_applied.as_ref()),
             },
-            state: self.state.clone(),
+            // The builder holds its own copy, taken when it was made; one build per builder.
+            state: std::mem::take(&mut self.state),
         };
         let signature = Some(stored.meta.signature());
         let bytes = self
@@ -223,7 +226,9 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             machines = stored.state.machines.len(),
             "fleet snapshot installed"
         );
-        *self.state.write().expect("fleet state lock poisoned") = stored.state;
+        let mut state = stored.state;
+        state.rebuild_open_jobs();
+        *self.state.write().expect("fleet state lock poisoned") = state;
         self.last_applied = meta.last_log_id.clone();
         self.membership = meta.last_membership.clone();
         self.publish_applied();

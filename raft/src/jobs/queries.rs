@@ -1,13 +1,12 @@
 //! Read-only questions the leader's loops ask of the job records: what to place, what a
-//! machine holds, what waited too long.
+//! machine holds, what waited too long. All but [`prunable`] look at the open jobs only.
 
 use shoal_protocol::{Attempt, FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
 
 /// Queued jobs the scheduler may place (fan-out parents excluded), in id order.
 pub fn queue(state: &FleetState) -> Vec<&JobRecord> {
     state
-        .jobs
-        .values()
+        .open_jobs()
         .filter(|job| job.state == JobState::Queued && !job.is_parent())
         .collect()
 }
@@ -74,8 +73,7 @@ pub fn prunable(state: &FleetState, before: UnixMillis) -> Vec<JobId> {
 
 fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {
     state
-        .jobs
-        .values()
+        .open_jobs()
         .filter(|job| job.state.is_on_machine())
         .filter_map(|job| job.current_attempt().map(|attempt| (job, attempt)))
 }

@@ -46,6 +46,11 @@ async fn a_snapshot_is_where_a_reopened_state_machine_starts() {
         let (_log, mut sm) = shoal_raft::open(dir.path()).unwrap();
         let entries = (1..=3).map(|i| entry(i, upsert(i, "m", i)));
         sm.apply(entries).await.unwrap();
+        let job = Command::SubmitJob {
+            spec: Box::new(shoal_protocol::JobSpec::new(["true"])),
+            at_ms: 3,
+        };
+        sm.apply([entry(4, job)]).await.unwrap();
         let built = sm
             .get_snapshot_builder()
             .await
@@ -53,17 +58,20 @@ async fn a_snapshot_is_where_a_reopened_state_machine_starts() {
             .await
             .unwrap();
         // Applied after the snapshot: gone on reopen until Raft re-applies it from the log.
-        sm.apply([entry(4, upsert(4, "late", 4))]).await.unwrap();
+        sm.apply([entry(5, upsert(4, "late", 4))]).await.unwrap();
         built.meta
     };
-    assert_eq!(built.last_log_id, Some(log_id(3)));
+    assert_eq!(built.last_log_id, Some(log_id(4)));
 
     let (_log, mut sm) = shoal_raft::open(dir.path()).unwrap();
     let handle = sm.handle();
     let ids = handle.read(|s| s.machines.keys().copied().collect::<Vec<_>>());
     assert_eq!(ids, [MachineId(1), MachineId(2), MachineId(3)]);
-    assert_eq!(*handle.applied().borrow(), Some(3));
-    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
+    assert_eq!(*handle.applied().borrow(), Some(4));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(4)));
+    // The queued job is open again: derived indexes are rebuilt from the snapshot.
+    let open = handle.read(|s| s.open_jobs().map(|job| job.id.0).collect::<Vec<_>>());
+    assert_eq!(open, [4]);
     let current = sm
         .get_current_snapshot()
         .await

@@ -114,6 +114,13 @@ fn check_shape(state: &FleetState) -> Result<(), TestCaseError> {
             prop_assert!(job.attempts.is_empty());
         }
     }
+    let mut rebuilt = state.clone();
+    rebuilt.rebuild_open_jobs();
+    prop_assert_eq!(
+        &rebuilt.open_jobs,
+        &state.open_jobs,
+        "the open-jobs index drifted"
+    );
     for (org, keys) in &state.idempotency {
         for (key, id) in keys {
             let spec = &state.jobs[id].spec;
