@@ -9,7 +9,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_protocol::api::{ClusterStatus, Health, JobLogs, LabelRequest, MachineList, MachineView};
+use shoal_protocol::api::{
+    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineList, MachineView,
+};
+use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
 };
@@ -77,6 +80,21 @@ impl Client {
         self.call(Method::GET, "/v1/machines", None::<&()>).await
     }
 
+    /// `GET /v1/machines` with filters and a sort, e.g. `[("provider", "vps"), ("sort", "cpu")]`.
+    pub async fn machines_where(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<MachineList, ClientError> {
+        self.call(Method::GET, &with_query("/v1/machines", query), None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/fleet/summary`.
+    pub async fn fleet_summary(&self) -> Result<FleetSummary, ClientError> {
+        self.call(Method::GET, "/v1/fleet/summary", None::<&()>)
+            .await
+    }
+
     /// `GET /v1/machines/{id}`.
     pub async fn machine(&self, id: MachineId) -> Result<MachineView, ClientError> {
         self.call(Method::GET, &format!("/v1/machines/{id}"), None::<&()>)
@@ -130,6 +148,30 @@ impl Client {
     ) -> Result<JobLogs, ClientError> {
         let path = with_query(&format!("/v1/jobs/{id}/logs"), &logs_query(attempt, offset));
         self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/drain` (`drain`) or `POST /v1/undrain`.
+    pub async fn set_drain(
+        &self,
+        drain: bool,
+        request: &DrainRequest,
+    ) -> Result<DrainResponse, ClientError> {
+        let path = if drain { "/v1/drain" } else { "/v1/undrain" };
+        self.call(Method::POST, path, Some(request)).await
+    }
+
+    /// `GET /v1/killswitch`.
+    pub async fn kill_switch(&self) -> Result<KillSwitchState, ClientError> {
+        self.call(Method::GET, "/v1/killswitch", None::<&()>).await
+    }
+
+    /// `PUT /v1/killswitch`.
+    pub async fn set_kill_switch(
+        &self,
+        request: &KillSwitchRequest,
+    ) -> Result<KillSwitchState, ClientError> {
+        self.call(Method::PUT, "/v1/killswitch", Some(request))
+            .await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

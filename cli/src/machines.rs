@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use shoal_protocol::api::{LabelRequest, MachineView};
+use shoal_protocol::api::{LabelRequest, MachineSort, MachineView};
 use shoal_protocol::{ApiError, Labels, MachineId, MachineStatus, UnixMillis};
 
 use crate::client::{Client, ClientError};
@@ -10,15 +10,46 @@ use crate::output::{
     Table, age, duration, human_bytes, key_values, now_ms, percent, print, print_json,
 };
 
-/// `shoal machines ls`: the machines that match every filter.
-pub async fn ls(
-    client: &Client,
-    status: Option<MachineStatus>,
-    labels: &[(String, String)],
-    json: bool,
-) -> Result<(), ClientError> {
-    let mut list = client.machines().await?;
-    list.machines.retain(|m| matches(m, status, labels));
+/// What `shoal machines ls` asks for; the node filters and sorts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LsFilter {
+    pub status: Option<MachineStatus>,
+    pub labels: Vec<(String, String)>,
+    pub os: Option<String>,
+    pub provider: Option<String>,
+    pub sort: Option<MachineSort>,
+    pub desc: bool,
+}
+
+impl LsFilter {
+    /// The `GET /v1/machines` query: one `label` parameter per label.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(status) = self.status {
+            query.push(("status", status.as_str().to_ascii_lowercase()));
+        }
+        for (key, value) in &self.labels {
+            query.push(("label", format!("{key}={value}")));
+        }
+        if let Some(os) = &self.os {
+            query.push(("os", os.clone()));
+        }
+        if let Some(provider) = &self.provider {
+            query.push(("provider", provider.clone()));
+        }
+        if let Some(sort) = self.sort {
+            query.push(("sort", sort.as_str().to_string()));
+        }
+        if self.desc {
+            query.push(("order", "desc".to_string()));
+        }
+        query
+    }
+}
+
+/// `shoal machines ls`: the machines that match every filter, in the asked order.
+pub async fn ls(client: &Client, filter: &LsFilter, json: bool) -> Result<(), ClientError> {
+    let list = client.machines_where(&filter.query()).await?;
     if json {
         print_json(&list);
     } else {
@@ -75,18 +106,6 @@ pub async fn resolve(client: &Client, text: &str) -> Result<MachineId, ClientErr
 pub async fn names(client: &Client) -> Result<HashMap<MachineId, String>, ClientError> {
     let list = client.machines().await?;
     Ok(list.machines.into_iter().map(|m| (m.id, m.name)).collect())
-}
-
-/// Whether a machine has the status (if given) and every label.
-pub fn matches(
-    machine: &MachineView,
-    status: Option<MachineStatus>,
-    labels: &[(String, String)],
-) -> bool {
-    status.is_none_or(|s| machine.status == s)
-        && labels
-            .iter()
-            .all(|(k, v)| machine.labels.get(k) == Some(v.as_str()))
 }
 
 /// Finds the one machine called `text` by name, full id or id prefix.
@@ -246,6 +265,7 @@ mod tests {
             status_since_ms: NOW - 60_000,
             last_heartbeat_ms: NOW - 2_000,
             registered_at_ms: NOW - 86_400_000,
+            drain: None,
         };
         MachineView::from_record(&record, "voter")
     }
@@ -269,22 +289,30 @@ mod tests {
     }
 
     #[test]
-    fn filters_by_status_and_labels() {
-        let fleet = fleet();
-        let names = |status, labels: &[(String, String)]| -> Vec<String> {
-            fleet
-                .iter()
-                .filter(|m| matches(m, status, labels))
-                .map(|m| m.name.clone())
-                .collect()
+    fn filters_become_the_list_query() {
+        assert!(LsFilter::default().query().is_empty());
+        let filter = LsFilter {
+            status: Some(MachineStatus::Online),
+            labels: vec![
+                Labels::parse_pair("zone=a").unwrap(),
+                Labels::parse_pair("gpu").unwrap(),
+            ],
+            os: Some("linux".into()),
+            provider: Some("vps".into()),
+            sort: Some(MachineSort::LastHeartbeat),
+            desc: true,
         };
-        assert_eq!(names(Some(MachineStatus::Online), &[]), ["attic", "pi"]);
-        let zone_a = [Labels::parse_pair("zone=a").unwrap()];
-        assert_eq!(names(None, &zone_a), ["attic"]);
-        assert_eq!(
-            names(Some(MachineStatus::Stale), &zone_a),
-            Vec::<String>::new()
-        );
+        let expected = [
+            ("status", "online"),
+            ("label", "zone=a"),
+            ("label", "gpu=true"),
+            ("os", "linux"),
+            ("provider", "vps"),
+            ("sort", "last_heartbeat"),
+            ("order", "desc"),
+        ]
+        .map(|(k, v)| (k, v.to_string()));
+        assert_eq!(filter.query(), expected);
     }
 
     #[test]

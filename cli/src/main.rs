@@ -6,10 +6,12 @@
 
 mod client;
 mod cluster;
+mod fleet;
 mod follow;
 mod job_args;
 mod jobs;
 mod machines;
+mod operate;
 mod output;
 
 use std::fmt::Display;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shoal_protocol::api::LabelRequest;
+use shoal_protocol::api::{LabelRequest, MachineSort};
 use shoal_protocol::{LabelError, Labels, MachineStatus};
 
 use client::{Client, ClientError};
@@ -47,9 +49,19 @@ enum Cmd {
     /// The Raft group.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The whole fleet at a glance.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Run, list, inspect and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Stop giving machines new work (and move what runs there after --deadline).
+    Drain(operate::DrainArgs),
+    /// Give drained machines work again.
+    Undrain(operate::Selection),
+    /// Stop or resume all dispatch fleet-wide.
+    #[command(subcommand)]
+    Killswitch(operate::KillSwitchCmd),
     /// Whether the node is up and knows a leader.
     Health,
 }
@@ -65,6 +77,18 @@ enum MachinesCmd {
         /// Only machines with this label; repeat for several (a bare KEY means KEY=true).
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Only machines running this OS (linux, macos, ...).
+        #[arg(long)]
+        os: Option<String>,
+        /// Only machines with the label provider=PROVIDER (set it with `machines label`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Order by hostname, name, status, uptime, cpu, memory or last_heartbeat.
+        #[arg(long, value_name = "KEY")]
+        sort: Option<MachineSort>,
+        /// Reverse the order: largest, latest or last first.
+        #[arg(long)]
+        desc: bool,
     },
     /// Show one machine in detail.
     Show {
@@ -88,6 +112,12 @@ enum MachinesCmd {
 enum ClusterCmd {
     /// Leader, term, log indexes and members.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCmd {
+    /// Health, machines by status, capacity, average use and jobs by state.
+    Summary,
 }
 
 /// Accepts `http://host:port` or a bare `host:port`.
@@ -141,8 +171,23 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
     let client = Client::new(&cli.addr, Duration::from_secs(cli.timeout))?;
     let json = cli.json;
     let done = match cli.command {
-        Cmd::Machines(MachinesCmd::Ls { status, labels }) => {
-            machines::ls(&client, status, &labels, json).await
+        Cmd::Machines(MachinesCmd::Ls {
+            status,
+            labels,
+            os,
+            provider,
+            sort,
+            desc,
+        }) => {
+            let filter = machines::LsFilter {
+                status,
+                labels,
+                os,
+                provider,
+                sort,
+                desc,
+            };
+            machines::ls(&client, &filter, json).await
         }
         Cmd::Machines(MachinesCmd::Show { machine }) => {
             machines::show(&client, &machine, json).await
@@ -156,7 +201,14 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
             machines::label(&client, &machine, &request, json).await
         }
         Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
+        Cmd::Fleet(FleetCmd::Summary) => fleet::summary(&client, json).await,
         Cmd::Job(cmd) => return job_args::job(&client, cmd, json).await,
+        Cmd::Drain(args) => {
+            let (select, drain) = args.into_parts();
+            operate::run_drain(&client, select, Some(drain), json).await
+        }
+        Cmd::Undrain(select) => operate::run_drain(&client, select, None, json).await,
+        Cmd::Killswitch(cmd) => operate::run_kill_switch(&client, cmd, json).await,
         Cmd::Health => cluster::health(&client, json).await,
     };
     done.map(|()| 0)
@@ -220,7 +272,15 @@ mod tests {
             "machines", "ls", "--status", "online", "--label", "zone=a", "--label", "gpu",
         ])
         .unwrap();
-        let Cmd::Machines(MachinesCmd::Ls { status, labels }) = cli.command else {
+        let Cmd::Machines(MachinesCmd::Ls {
+            status,
+            labels,
+            os,
+            provider,
+            sort,
+            desc,
+        }) = cli.command
+        else {
             panic!("wrong command");
         };
         assert_eq!(status, Some(MachineStatus::Online));
@@ -228,7 +288,46 @@ mod tests {
             labels,
             [("zone".into(), "a".into()), ("gpu".into(), "true".into())]
         );
+        assert_eq!((os, provider, sort, desc), (None, None, None, false));
         assert!(parse(&["machines", "ls", "--status", "sleepy"]).is_err());
+
+        let cli = parse(&[
+            "machines",
+            "ls",
+            "--os",
+            "linux",
+            "--provider",
+            "vps",
+            "--sort",
+            "state",
+            "--desc",
+        ])
+        .unwrap();
+        let Cmd::Machines(MachinesCmd::Ls {
+            os,
+            provider,
+            sort,
+            desc,
+            ..
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(os.as_deref(), Some("linux"));
+        assert_eq!(provider.as_deref(), Some("vps"));
+        assert_eq!(sort, Some(MachineSort::Status));
+        assert!(desc);
+        let err = parse(&["machines", "ls", "--sort", "load"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains("use one of hostname, name, status"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse(&["fleet", "summary", "--json"]).unwrap().command,
+            Cmd::Fleet(FleetCmd::Summary)
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The leader's dispatch pass: time out and requeue what must move, then place queued
-//! jobs with the pure scheduler and commit the placements and the reasons others wait.
+//! The leader's dispatch pass: time out and requeue what must move (machines lost, or
+//! drained past their deadline), then place queued jobs with the pure scheduler and commit
+//! the placements and the reasons others wait. With the kill switch on, nothing moves.
 //!
 //! The log knows a placement the moment it commits; the machine's heartbeat shows it
 //! seconds later. Placements the heartbeat does not show yet are reservations: the
@@ -19,9 +20,15 @@ pub const DOCKER_LABEL: &str = "docker";
 
 /// Moves and places jobs. Runs on the leader only.
 pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
-    let commands = node.fleet.read(|state| plan(node, state, now));
+    let (commands, mut waits) = node.fleet.read(|state| {
+        let commands = plan(node, state, now);
+        let waits = crate::metrics::QueueWaits::of(state, &commands);
+        (commands, waits)
+    });
     for cmd in commands {
-        node.write(cmd).await?;
+        let placed = waits.take(&cmd);
+        let outcome = node.write(cmd).await?;
+        node.metrics.dispatched(placed, &outcome.response);
     }
     Ok(())
 }
@@ -29,6 +36,22 @@ pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
 /// The commands one pass writes, from the state and the live view.
 fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     let mut commands = Vec::new();
+    if let Some(switch) = &state.kill_switch {
+        // Nothing moves: queued jobs wait, saying why, and do not time out.
+        let reason = format!(
+            "dispatch is stopped fleet-wide: kill switch turned on by {}: {}",
+            switch.actor, switch.reason
+        );
+        let waiting: Vec<(JobId, String)> = jobs::queue(state)
+            .into_iter()
+            .map(|job| (job.id, reason.clone()))
+            .collect();
+        let reasons = jobs::changed_reasons(state, &waiting);
+        if !reasons.is_empty() {
+            commands.push(Command::SetQueueReasons { reasons });
+        }
+        return commands;
+    }
     for job in jobs::queue_expired(state, now) {
         commands.push(Command::TimeOutJob { job, at_ms: now });
     }
@@ -43,9 +66,22 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
         });
     }
     for (id, record) in &state.machines {
-        if matches!(record.status, MachineStatus::Stale | MachineStatus::Dead) {
+        let lost = matches!(record.status, MachineStatus::Stale | MachineStatus::Dead);
+        let drained = record
+            .drain
+            .as_ref()
+            .and_then(|drain| drain.deadline_ms)
+            .is_some_and(|deadline| now >= deadline);
+        if lost || drained {
             for (job, attempt) in jobs::running_on(state, *id) {
-                let reason = format!("machine {} went {}", record.info.name, record.status);
+                let reason = if lost {
+                    format!("machine {} went {}", record.info.name, record.status)
+                } else {
+                    format!(
+                        "machine {} was drained and its deadline passed",
+                        record.info.name
+                    )
+                };
                 commands.push(Command::RequeueJob {
                     job,
                     attempt,
@@ -87,7 +123,12 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
             reservations.add(id, on_machine - running);
             Candidate {
                 id,
-                status: record.status,
+                // A drain counts at once, before the leader commits the DRAINING status.
+                status: if record.drain.is_some() {
+                    MachineStatus::Draining
+                } else {
+                    record.status
+                },
                 has_docker: labels.get(DOCKER_LABEL).is_some(),
                 labels,
                 load,

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod identity;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod proposer;

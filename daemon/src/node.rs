@@ -76,6 +76,7 @@ pub struct Node {
     pub runner: Arc<Runner>,
     pub proposer: Proposer,
     pub api_addr: SocketAddr,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A started node: its shared state and the tasks to stop.
@@ -193,6 +194,7 @@ impl Node {
             runner: runner.clone(),
             proposer,
             api_addr: api_listen,
+            metrics: Default::default(),
         });
         tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,
             gossip = %gossip_listen, p2p = %addr.p2p_addr, "node started");

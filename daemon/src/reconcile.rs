@@ -145,7 +145,7 @@ fn observe(
     now: u64,
     leading_since: u64,
 ) -> (Observation, u64) {
-    match peer {
+    let (mut observation, heartbeat) = match peer {
         Some(peer) => (peer.observation(), peer.last_heartbeat_ms),
         None => {
             // Never seen since this node started leading: count from whichever is later,
@@ -156,7 +156,10 @@ fn observe(
                 record.last_heartbeat_ms,
             )
         }
-    }
+    };
+    // An operator's drain is in the log; the machine's own flag comes by gossip.
+    observation.draining |= record.drain.is_some();
+    (observation, heartbeat)
 }
 
 async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol::ApiError> {

@@ -73,6 +73,19 @@ impl Runner {
             .insert((job, attempt), handle);
     }
 
+    /// Stops runs the log no longer gives this machine: taken back after a drain deadline
+    /// or a dispatch timeout, so they now run elsewhere.
+    fn stop_taken_back(&self, assigned: &[(JobId, u32, JobState, bool)]) {
+        let runs = self.runs.lock().expect("runs lock");
+        for ((job, attempt), handle) in runs.iter() {
+            let still_mine = assigned.iter().any(|(j, a, _, _)| (j, a) == (job, attempt));
+            if !still_mine && handle.outcome().is_none() {
+                tracing::debug!(job = %job, attempt, "the log took the attempt back; stopping it");
+                handle.cancel(CANCEL_GRACE);
+            }
+        }
+    }
+
     /// The run of this attempt, if this machine holds it.
     pub fn run(&self, job: JobId, attempt: u32) -> Option<RunHandle> {
         self.runs
@@ -139,7 +152,9 @@ pub async fn runner_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        for (job, attempt, state, cancel) in node.fleet.read(|state| mine(state, node.id)) {
+        let assigned = node.fleet.read(|state| mine(state, node.id));
+        runner.stop_taken_back(&assigned);
+        for (job, attempt, state, cancel) in assigned {
             match runner.run(job, attempt) {
                 Some(handle) if cancel => handle.cancel(CANCEL_GRACE),
                 Some(_) => {}

@@ -139,7 +139,7 @@ impl MachineView {
             resources: info.resources.clone(),
             running: info.running,
             max_running: info.max_running,
-            draining: info.draining,
+            draining: info.draining || record.drain.is_some(),
             last_heartbeat_ms: record.last_heartbeat_ms,
             registered_at_ms: record.registered_at_ms,
             started_at_ms: info.started_at_ms,
@@ -237,6 +237,165 @@ pub struct ClusterStatus {
     pub learners: Vec<ClusterMember>,
 }
 
+/// `GET /v1/machines?sort=`: what the list is ordered by (ties go by name, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineSort {
+    Hostname,
+    Name,
+    /// REGISTERING, ONLINE, BUSY, DRAINING, OFFLINE, STALE, DEAD, in that order.
+    Status,
+    /// Time since the daemon started; a machine that is not reachable counts as 0.
+    Uptime,
+    /// CPU use (0.0 to 1.0).
+    Cpu,
+    /// Memory use: the fraction of the machine's memory in use.
+    Memory,
+    LastHeartbeat,
+}
+
+impl MachineSort {
+    pub const ALL: [MachineSort; 7] = [
+        MachineSort::Hostname,
+        MachineSort::Name,
+        MachineSort::Status,
+        MachineSort::Uptime,
+        MachineSort::Cpu,
+        MachineSort::Memory,
+        MachineSort::LastHeartbeat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineSort::Hostname => "hostname",
+            MachineSort::Name => "name",
+            MachineSort::Status => "status",
+            MachineSort::Uptime => "uptime",
+            MachineSort::Cpu => "cpu",
+            MachineSort::Memory => "memory",
+            MachineSort::LastHeartbeat => "last_heartbeat",
+        }
+    }
+}
+
+impl fmt::Display for MachineSort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MachineSort {
+    type Err = String;
+
+    /// One of [`MachineSort::ALL`] by name, any case; `state` is taken for `status`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("state") {
+            return Ok(MachineSort::Status);
+        }
+        MachineSort::ALL
+            .into_iter()
+            .find(|sort| sort.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = MachineSort::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown sort {s:?}: use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// `GET /v1/machines?order=`: `asc` (the default) or `desc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl SortOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortOrder::Asc => "asc",
+            SortOrder::Desc => "desc",
+        }
+    }
+}
+
+impl std::str::FromStr for SortOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [SortOrder::Asc, SortOrder::Desc]
+            .into_iter()
+            .find(|order| order.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown order {s:?}: use asc or desc"))
+    }
+}
+
+/// The fleet's health in one word, in [`FleetSummary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetHealth {
+    /// No machine is OFFLINE, STALE or DEAD, and a leader is known.
+    Healthy,
+    /// Some machines are OFFLINE, STALE or DEAD, but at most half of them.
+    Degraded,
+    /// More than half the machines are OFFLINE, STALE or DEAD, or the answering node
+    /// knows no leader (the fleet cannot commit anything, statuses included).
+    Critical,
+}
+
+impl FleetHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetHealth::Healthy => "healthy",
+            FleetHealth::Degraded => "degraded",
+            FleetHealth::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for FleetHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `GET /v1/fleet/summary`: counts, capacity and use of the whole fleet, from the
+/// answering node's replica with its live gossip view on top (as `GET /v1/machines`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    /// The node that answered.
+    pub machine_id: MachineId,
+    /// The leader that node knows, if any.
+    pub leader: Option<MachineId>,
+    pub health: FleetHealth,
+    /// Machines in the fleet's record.
+    pub machines: u32,
+    /// Machines by status; every status is present, zeros included.
+    pub by_status: std::collections::BTreeMap<MachineStatus, u32>,
+    /// ONLINE, BUSY or DRAINING: answering heartbeats.
+    pub reachable: u32,
+    /// OFFLINE, STALE or DEAD. (REGISTERING machines count in neither.)
+    pub unreachable: u32,
+    /// Capacity summed over every machine in the record (the last known figures for a
+    /// machine that is not reachable).
+    pub cpu_cores: u64,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    /// Mean CPU use (0.0 to 1.0) of the reachable machines; `null` when none is.
+    pub avg_cpu_usage: Option<f32>,
+    /// Mean memory use (used / total, 0.0 to 1.0) of the reachable machines; `null` when
+    /// none is.
+    pub avg_memory_usage: Option<f32>,
+    /// Jobs the fleet keeps (finished ones until `job_retention`) by state; every state
+    /// is present, zeros included.
+    pub jobs: std::collections::BTreeMap<crate::JobState, u64>,
+    /// Set while dispatch is stopped fleet-wide.
+    pub kill_switch: Option<crate::KillSwitch>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +418,56 @@ mod tests {
         }
         let err = ApiError::not_found("no machine with id 1");
         assert_eq!(err.to_string(), "no machine with id 1 (not_found)");
+    }
+
+    #[test]
+    fn sorts_parse_by_name_with_state_for_status() {
+        for sort in MachineSort::ALL {
+            assert_eq!(sort.as_str().parse::<MachineSort>(), Ok(sort));
+            assert_eq!(
+                serde_json::to_string(&sort).unwrap(),
+                format!("\"{}\"", sort.as_str())
+            );
+        }
+        assert_eq!("STATE".parse::<MachineSort>(), Ok(MachineSort::Status));
+        assert_eq!("CPU".parse::<MachineSort>(), Ok(MachineSort::Cpu));
+        assert_eq!(
+            "load".parse::<MachineSort>().unwrap_err(),
+            "unknown sort \"load\": use one of hostname, name, status, uptime, cpu, memory, last_heartbeat"
+        );
+        assert_eq!("desc".parse::<SortOrder>(), Ok(SortOrder::Desc));
+        assert_eq!(
+            "down".parse::<SortOrder>().unwrap_err(),
+            "unknown order \"down\": use asc or desc"
+        );
+    }
+
+    #[test]
+    fn summary_counts_use_wire_names_as_keys() {
+        let summary = FleetSummary {
+            machine_id: MachineId(1),
+            leader: None,
+            health: FleetHealth::Critical,
+            machines: 1,
+            by_status: MachineStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
+            reachable: 0,
+            unreachable: 1,
+            cpu_cores: 4,
+            memory_total_bytes: 8,
+            memory_used_bytes: 2,
+            disk_total_bytes: 16,
+            disk_free_bytes: 4,
+            avg_cpu_usage: None,
+            avg_memory_usage: None,
+            jobs: crate::JobState::ALL.into_iter().map(|s| (s, 0)).collect(),
+            kill_switch: None,
+        };
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["health"], "critical");
+        assert_eq!(json["by_status"]["ONLINE"], 0);
+        assert_eq!(json["jobs"]["timed_out"], 0);
+        assert!(json["avg_cpu_usage"].is_null());
+        let back: FleetSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
     }
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo, MachineRecord,
-    MachineStatus, Placement, UnixMillis,
+    Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
+    MachineRecord, MachineStatus, Placement, UnixMillis,
 };
 
 /// A write to the fleet state, proposed to the leader and applied on every replica.
@@ -74,6 +74,29 @@ pub enum Command {
     /// The leader forgets finished jobs (with their fan-out children and idempotency
     /// keys) that last changed before `finished_before_ms`.
     PruneJobs { finished_before_ms: UnixMillis },
+    /// An operator drains machines (`drain: Some`) or ends their drain (`None`). Unknown
+    /// ids are refused and nothing changes.
+    SetDrain {
+        machines: Vec<MachineId>,
+        drain: Option<Drain>,
+    },
+    /// An operator stops all dispatch fleet-wide (`Some`) or lets it go on (`None`).
+    /// Turning it off restarts the queue clock of every queued job: the time held does not
+    /// count against its queue timeout.
+    SetKillSwitch {
+        switch: Option<KillSwitch>,
+        at_ms: UnixMillis,
+    },
+}
+
+/// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
+/// timeout does not run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitch {
+    pub reason: String,
+    /// Who turned it on.
+    pub actor: String,
+    pub since_ms: UnixMillis,
 }
 
 /// What applying a command produced.
@@ -112,6 +135,8 @@ pub struct FleetState {
     /// a snapshot is read.
     #[serde(skip)]
     pub open_jobs: BTreeSet<JobId>,
+    /// On: no dispatch anywhere.
+    pub kill_switch: Option<KillSwitch>,
 }
 
 impl FleetState {

@@ -319,6 +319,7 @@ mod tests {
                     status_since_ms: 3,
                     last_heartbeat_ms: 4,
                     registered_at_ms: 5,
+                    drain: None,
                 });
             }
             let frame = encode(&state).unwrap();

@@ -11,13 +11,16 @@ pub mod job;
 pub mod job_spec;
 pub mod labels;
 pub mod machine;
+pub mod operate;
 
 pub use api::{ApiError, ErrorCode, JobList, SubmitJobResponse};
-pub use command::{Command, FleetState, Response};
+pub use command::{Command, FleetState, KillSwitch, Response};
 pub use ids::MachineId;
 pub use job::{Attempt, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement};
 pub use labels::{LabelError, Labels};
-pub use machine::{Announcement, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources};
+pub use machine::{
+    Announcement, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,
+};
 
 /// Milliseconds since the Unix epoch, the one time unit on the wire and on disk.
 pub type UnixMillis = u64;

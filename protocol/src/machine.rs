@@ -154,6 +154,18 @@ pub struct MachineRecord {
     pub status_since_ms: UnixMillis,
     pub last_heartbeat_ms: UnixMillis,
     pub registered_at_ms: UnixMillis,
+    /// Set while an operator drains the machine: it shows DRAINING and takes no new work.
+    #[serde(default)]
+    pub drain: Option<Drain>,
+}
+
+/// An operator's drain of one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub since_ms: UnixMillis,
+    /// After this, work still on the machine is taken back and runs elsewhere; without
+    /// one, running work finishes where it is.
+    pub deadline_ms: Option<UnixMillis>,
 }
 
 impl MachineRecord {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use shoal_protocol::{
-    Command, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord, MachineStatus,
-    Response, UnixMillis,
+    Command, Drain, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord,
+    MachineStatus, Response, UnixMillis,
 };
 
 use crate::jobs;
@@ -50,6 +50,8 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::TimeOutJob { job, at_ms } => jobs::time_out(state, job, at_ms),
         Command::SetQueueReasons { reasons } => jobs::set_queue_reasons(state, reasons),
         Command::PruneJobs { finished_before_ms } => jobs::prune(state, finished_before_ms),
+        Command::SetDrain { machines, drain } => set_drain(state, &machines, drain),
+        Command::SetKillSwitch { switch, at_ms } => jobs::set_kill_switch(state, switch, at_ms),
         Command::Batch(commands) => Response::Batch(
             commands
                 .into_iter()
@@ -78,6 +80,7 @@ fn upsert(state: &mut FleetState, info: MachineInfo, at_ms: UnixMillis) -> Respo
             status_since_ms: at_ms,
             last_heartbeat_ms: at_ms,
             registered_at_ms: at_ms,
+            drain: None,
         }),
     };
     Response::Machine(Box::new(record.clone()))
@@ -127,6 +130,25 @@ fn remove(state: &mut FleetState, id: MachineId) -> Response {
         Some(_) => Response::Done,
         None => not_found(id),
     }
+}
+
+/// Drains (or undrains) every listed machine, or none when one is unknown.
+fn set_drain(state: &mut FleetState, machines: &[MachineId], drain: Option<Drain>) -> Response {
+    if let Some(unknown) = machines.iter().find(|id| !state.machines.contains_key(id)) {
+        return not_found(*unknown);
+    }
+    for id in machines {
+        let record = state.machines.get_mut(id).expect("checked above");
+        // Draining again keeps when it started; a new deadline replaces the old one.
+        record.drain = drain.as_ref().map(|new| Drain {
+            since_ms: record
+                .drain
+                .as_ref()
+                .map_or(new.since_ms, |old| old.since_ms),
+            deadline_ms: new.deadline_ms,
+        });
+    }
+    Response::Done
 }
 
 fn not_found(id: MachineId) -> Response {
@@ -336,6 +358,47 @@ mod tests {
         // Removing room first makes the same labels fit.
         let response = apply(&mut state, label_cmd(1, &more, &first[..10]), &CTX);
         assert_eq!(machine(response).operator_labels.len(), 55);
+    }
+
+    #[test]
+    fn drain_marks_every_listed_machine_or_none() {
+        let mut state = registered(1, 100);
+        let second = Command::UpsertMachine {
+            info: Box::new(info(2, "second")),
+            at_ms: 100,
+        };
+        apply(&mut state, second, &CTX);
+        let drain = |deadline_ms| Drain {
+            since_ms: 500,
+            deadline_ms,
+        };
+        let unknown = apply(
+            &mut state,
+            Command::SetDrain {
+                machines: vec![MachineId(1), MachineId(9)],
+                drain: Some(drain(None)),
+            },
+            &CTX,
+        );
+        assert_rejected(&unknown, ErrorCode::NotFound, "0000000000000009");
+        assert!(
+            state.machines.values().all(|m| m.drain.is_none()),
+            "nothing changed"
+        );
+
+        let both = vec![MachineId(1), MachineId(2)];
+        let set = |drain| Command::SetDrain {
+            machines: both.clone(),
+            drain,
+        };
+        apply(&mut state, set(Some(drain(None))), &CTX);
+        let mut later = drain(Some(9_000));
+        later.since_ms = 800;
+        apply(&mut state, set(Some(later)), &CTX);
+        let kept = state.machines[&MachineId(2)].drain.clone().unwrap();
+        assert_eq!((kept.since_ms, kept.deadline_ms), (500, Some(9_000)));
+        apply(&mut state, set(None), &CTX);
+        assert!(state.machines.values().all(|m| m.drain.is_none()));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use shoal_protocol::{
     Attempt, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport, JobSpec, JobState,
-    JobTarget, MachineId, MachineStatus, Placement, Response, UnixMillis,
+    JobTarget, KillSwitch, MachineId, MachineStatus, Placement, Response, UnixMillis,
 };
 
 use crate::apply::ApplyCtx;
@@ -466,6 +466,25 @@ pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
         removed.push(id);
     }
     Response::Jobs(removed)
+}
+
+/// Turns the kill switch on or off; off restarts the queue clock of every queued job.
+pub(crate) fn set_kill_switch(
+    state: &mut FleetState,
+    switch: Option<KillSwitch>,
+    at_ms: UnixMillis,
+) -> Response {
+    let resumed = state.kill_switch.is_some() && switch.is_none();
+    state.kill_switch = switch;
+    if resumed {
+        let queued: Vec<JobId> = queries::queue(state).iter().map(|job| job.id).collect();
+        for id in queued {
+            let job = state.jobs.get_mut(&id).expect("a queued job exists");
+            job.updated_at_ms = job.updated_at_ms.max(at_ms);
+            job.queue_reason = None;
+        }
+    }
+    Response::Done
 }
 
 /// The jobs a command names; with those in its response, every job it can change.

@@ -2,6 +2,9 @@
 //! autopilot, label propagation and the cluster secret.
 
 mod failover;
+mod fleet;
 mod formation;
 mod http;
 mod jobs;
+mod metrics;
+mod operate;

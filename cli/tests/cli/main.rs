@@ -58,6 +58,23 @@ async fn the_cli_drives_a_real_cluster() {
         "leader {leader} missing from:\n{status}"
     );
 
+    let summary = stdout(&run(&["fleet", "summary"]).await.unwrap());
+    assert!(
+        summary.contains("health:     healthy\n")
+            && summary.contains("machines:   3 (3 reachable, 0 unreachable)\n"),
+        "{summary}"
+    );
+    let sorted = stdout(
+        &run(&["machines", "ls", "--sort", "name", "--desc"])
+            .await
+            .unwrap(),
+    );
+    let order: Vec<usize> = ["node-2", "node-1", "node-0"]
+        .iter()
+        .map(|name| sorted.find(name).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "{sorted}");
+
     stdout(
         &run(&["machines", "label", "node-2", "zone=attic"])
             .await

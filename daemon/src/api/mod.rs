@@ -4,9 +4,12 @@
 //! writes go through [`Node::write`], which forwards them to the leader.
 
 mod error;
+mod fleet;
 mod jobs;
 mod logs;
 mod machines;
+mod metrics;
+mod operate;
 
 use std::sync::Arc;
 
@@ -44,17 +47,29 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/health", get(machines::health))
+        .route("/metrics", get(metrics::serve))
         .route("/v1/machines", get(machines::list))
         .route("/v1/machines/{id}", get(machines::show))
         .route("/v1/machines/{id}/labels", put(machines::label))
         .route("/v1/cluster", get(machines::cluster))
+        .route("/v1/fleet/summary", get(fleet::summary))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/logs", get(logs::logs))
+        .route("/v1/drain", post(operate::drain))
+        .route("/v1/undrain", post(operate::undrain))
+        .route(
+            "/v1/killswitch",
+            get(operate::kill_switch).put(operate::set_kill_switch),
+        )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            metrics::track,
+        ))
         .with_state(node)
 }
 

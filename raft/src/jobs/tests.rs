@@ -193,6 +193,26 @@ fn a_duplicate_in_the_same_batch_entry_is_not_created() {
 }
 
 #[test]
+fn time_held_by_the_kill_switch_does_not_count_against_the_queue_timeout() {
+    let mut fleet = Fleet::online();
+    let queued = fleet.submit(spec(), 1_000);
+    let switch = |on: bool, at_ms| Command::SetKillSwitch {
+        switch: on.then(|| shoal_protocol::KillSwitch {
+            reason: "bad image".into(),
+            actor: "alice".into(),
+            since_ms: 2_000,
+        }),
+        at_ms,
+    };
+    fleet.apply(switch(true, 2_000));
+    assert!(fleet.state.kill_switch.is_some());
+    fleet.apply(switch(false, 900_000));
+    let job = fleet.job(queued.id);
+    assert_eq!(job.updated_at_ms, 900_000);
+    assert_eq!(job.queue_deadline_ms(), 900_000 + 300_000);
+}
+
+#[test]
 fn prune_forgets_old_finished_jobs_with_their_children_and_keys() {
     let mut fleet = Fleet::new(&[
         (M1, MachineStatus::Online, &[]),

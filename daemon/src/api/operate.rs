@@ -1,0 +1,175 @@
+//! Steering the whole fleet: drain and undrain machines, and the kill switch.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
+use shoal_protocol::{ApiError, Command, Drain, FleetState, KillSwitch, MachineId, Response};
+use shoal_raft::jobs;
+
+use super::{ApiJson, ApiResult, Failure};
+use crate::node::{Node, now_ms};
+
+/// Longest drain deadline accepted: a week.
+const MAX_DEADLINE_SECONDS: u64 = 7 * 24 * 3600;
+/// Longest kill switch reason or actor, in bytes.
+const MAX_TEXT_LEN: usize = 500;
+
+/// The machines a request selects, from the replica's state.
+fn select(state: &FleetState, request: &DrainRequest) -> Result<Vec<MachineId>, ApiError> {
+    if request.machines.is_empty()
+        && request.selector.is_empty()
+        && !request.idle_only
+        && !request.all
+    {
+        return Err(ApiError::bad_request(
+            "select machines: give machines (ids or names), a selector, idle_only, or all",
+        ));
+    }
+    let named: Option<BTreeSet<MachineId>> = if request.machines.is_empty() {
+        None
+    } else {
+        let mut ids = BTreeSet::new();
+        for wanted in &request.machines {
+            let found = state.machines.values().find(|m| {
+                m.info.name == *wanted
+                    || wanted.parse::<MachineId>().is_ok_and(|id| id == m.info.id)
+            });
+            match found {
+                Some(record) => ids.insert(record.info.id),
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "no machine {wanted:?} in the fleet"
+                    )));
+                }
+            };
+        }
+        Some(ids)
+    };
+    let busy = jobs::counts_on_machines(state);
+    Ok(state
+        .machines
+        .values()
+        .filter(|m| named.as_ref().is_none_or(|ids| ids.contains(&m.info.id)))
+        .filter(|m| {
+            let labels = m.labels();
+            request
+                .selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .filter(|m| !request.idle_only || busy.get(&m.info.id).copied().unwrap_or(0) == 0)
+        .map(|m| m.info.id)
+        .collect())
+}
+
+async fn set_drain(
+    node: &Node,
+    request: &DrainRequest,
+    drain: Option<Drain>,
+) -> Result<Json<DrainResponse>, Failure> {
+    node.read_barrier().await?;
+    let machines = node.fleet.read(|state| select(state, request))?;
+    if !machines.is_empty() {
+        let outcome = node
+            .write(Command::SetDrain {
+                machines: machines.clone(),
+                drain,
+            })
+            .await?;
+        if let Response::Rejected { code, message } = outcome.response {
+            return Err(Failure(ApiError::new(code, message)));
+        }
+    }
+    Ok(Json(DrainResponse { machines }))
+}
+
+/// `POST /v1/drain`: the selected machines take no new work; with a deadline, what still
+/// runs there after it is taken back and runs elsewhere.
+pub async fn drain(
+    State(node): State<Arc<Node>>,
+    ApiJson(request): ApiJson<DrainRequest>,
+) -> ApiResult<DrainResponse> {
+    let deadline_ms = match request.deadline_seconds {
+        Some(secs) if secs == 0 || secs > MAX_DEADLINE_SECONDS => {
+            return Err(Failure(ApiError::bad_request(format!(
+                "deadline_seconds must be between 1 and {MAX_DEADLINE_SECONDS}, got {secs}"
+            ))));
+        }
+        Some(secs) => Some(now_ms() + secs * 1000),
+        None => None,
+    };
+    let drain = Drain {
+        since_ms: now_ms(),
+        deadline_ms,
+    };
+    set_drain(&node, &request, Some(drain)).await
+}
+
+/// `POST /v1/undrain`: the selected machines take work again.
+pub async fn undrain(
+    State(node): State<Arc<Node>>,
+    ApiJson(request): ApiJson<DrainRequest>,
+) -> ApiResult<DrainResponse> {
+    if request.deadline_seconds.is_some() || request.idle_only {
+        return Err(Failure(ApiError::bad_request(
+            "undrain takes machines, a selector or all (deadline_seconds and idle_only are for drain)",
+        )));
+    }
+    set_drain(&node, &request, None).await
+}
+
+fn switch_state(switch: Option<KillSwitch>) -> KillSwitchState {
+    KillSwitchState {
+        on: switch.is_some(),
+        switch,
+    }
+}
+
+/// `GET /v1/killswitch`.
+pub async fn kill_switch(State(node): State<Arc<Node>>) -> Json<KillSwitchState> {
+    Json(switch_state(
+        node.fleet.read(|state| state.kill_switch.clone()),
+    ))
+}
+
+fn check_text(field: &str, text: &str) -> Result<(), Failure> {
+    if text.trim().is_empty() || text.len() > MAX_TEXT_LEN {
+        return Err(Failure(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_TEXT_LEN} bytes and not blank"
+        ))));
+    }
+    Ok(())
+}
+
+/// `PUT /v1/killswitch`: on (with a reason) stops all dispatch fleet-wide; off lets it go on.
+pub async fn set_kill_switch(
+    State(node): State<Arc<Node>>,
+    ApiJson(request): ApiJson<KillSwitchRequest>,
+) -> ApiResult<KillSwitchState> {
+    let switch = if request.on {
+        let reason = request.reason.ok_or_else(|| {
+            Failure(ApiError::bad_request(
+                "turning the kill switch on needs a reason",
+            ))
+        })?;
+        check_text("reason", &reason)?;
+        let actor = request.actor.unwrap_or_else(|| "api".to_string());
+        check_text("actor", &actor)?;
+        Some(KillSwitch {
+            reason,
+            actor,
+            since_ms: now_ms(),
+        })
+    } else {
+        None
+    };
+    node.write(Command::SetKillSwitch {
+        switch: switch.clone(),
+        at_ms: now_ms(),
+    })
+    .await?;
+    Ok(Json(switch_state(switch)))
+}

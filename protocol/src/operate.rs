@@ -1,0 +1,52 @@
+//! Bodies of the operator endpoints that steer the whole fleet: drain and the kill switch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{KillSwitch, Labels, MachineId};
+
+/// `POST /v1/drain` and `POST /v1/undrain`: which machines. `machines` (ids or names)
+/// narrows to those, `selector` to machines carrying every label, `idle_only` to machines
+/// running nothing; with none of them, nothing is selected (say `"all": true` for all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    #[serde(default)]
+    pub machines: Vec<String>,
+    #[serde(default)]
+    pub selector: Labels,
+    #[serde(default)]
+    pub idle_only: bool,
+    #[serde(default)]
+    pub all: bool,
+    /// Drain only: after this long, work still on the machines is taken back and runs
+    /// elsewhere. Without it, running work finishes where it is.
+    #[serde(default)]
+    pub deadline_seconds: Option<u64>,
+}
+
+/// The machines a drain or undrain changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    pub machines: Vec<MachineId>,
+}
+
+/// `PUT /v1/killswitch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillSwitchRequest {
+    pub on: bool,
+    /// Why; required to turn it on.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who; defaults to `api`.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// `GET /v1/killswitch`: on (with who, why and since when) or off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitchState {
+    pub on: bool,
+    #[serde(flatten)]
+    pub switch: Option<KillSwitch>,
+}
