@@ -148,6 +148,12 @@ impl Cluster {
         format!("http://{}", self.node(i).api_addr)
     }
 
+    /// An HTTP client for the cluster's admin API: every test request goes through one of
+    /// these, so it carries whatever credentials the API asks for.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
     /// Indexes of running nodes.
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())
