@@ -75,7 +75,10 @@ async fn main() -> anyhow::Result<()> {
         keep_dir: false,
         children: (0..NODES).map(|_| None).collect(),
         ids: Vec::new(),
-        http: reqwest::Client::builder().no_proxy().build()?,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(shoal_daemon::testsuite::keyed_headers())
+            .build()?,
     };
     let result = tokio::select! {
         figures = measure(&mut fleet) => figures,
@@ -157,6 +160,7 @@ impl Fleet {
             .args(["--bind", &format!("127.0.0.{}", 20 + i)])
             .args(["--node-name", &format!("bench-{i}")])
             .args(["--cluster-secret", SECRET])
+            .env("SHOAL_BOOTSTRAP_KEY", shoal_daemon::testsuite::TEST_KEY)
             .env("NO_COLOR", "1")
             .stdout(log.try_clone()?)
             .stderr(log);

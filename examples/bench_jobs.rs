@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     docker::require_engine()?;
     let image = docker::Image::build()?;
     let http = reqwest::Client::builder()
+        .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
         .timeout(Duration::from_secs(30))
         .build()?;

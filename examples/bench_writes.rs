@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let http = reqwest::Client::builder()
+        .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()?;

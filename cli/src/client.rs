@@ -10,7 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::api::{
-    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineList, MachineView,
+    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineHistory, MachineList,
+    MachineView,
 };
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{
@@ -50,14 +51,29 @@ pub struct Client {
     http: reqwest::Client,
     addr: String,
     timeout: Duration,
+    /// `Authorization: Bearer <key>` when a key was given.
+    auth: Option<reqwest::header::HeaderValue>,
 }
 
 impl Client {
-    /// A client of the node at `addr` (`http://host:port`) with a per-request deadline.
-    pub fn new(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
+    /// A client of the node at `addr` (`http://host:port`) with a per-request deadline,
+    /// sending `key` (an API key) with every request.
+    pub fn new(addr: &str, timeout: Duration, key: Option<&str>) -> Result<Self, ClientError> {
+        let auth = key
+            .map(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")))
+            .transpose()
+            .map_err(|_| ClientError::Unreachable {
+                addr: addr.to_string(),
+                detail: "the API key holds characters a header cannot".to_string(),
+            })?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = &auth {
+            headers.insert(reqwest::header::AUTHORIZATION, value.clone());
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .default_headers(headers)
             .build()
             .map_err(|e| ClientError::Unreachable {
                 addr: addr.to_string(),
@@ -67,6 +83,7 @@ impl Client {
             http,
             addr: addr.trim_end_matches('/').to_string(),
             timeout,
+            auth,
         })
     }
 
@@ -109,6 +126,20 @@ impl Client {
     ) -> Result<MachineView, ClientError> {
         let path = format!("/v1/machines/{id}/labels");
         self.call(Method::PUT, &path, Some(request)).await
+    }
+
+    /// `GET /v1/machines/{id}/history`, only samples after `since_ms` when given.
+    pub async fn machine_history(
+        &self,
+        id: MachineId,
+        since_ms: Option<u64>,
+    ) -> Result<MachineHistory, ClientError> {
+        let query: Vec<_> = since_ms
+            .map(|t| ("since_ms", t.to_string()))
+            .into_iter()
+            .collect();
+        let path = with_query(&format!("/v1/machines/{id}/history"), &query);
+        self.call(Method::GET, &path, None::<&()>).await
     }
 
     /// `GET /v1/cluster`.
@@ -299,7 +330,7 @@ mod tests {
     }
 
     pub(super) fn client(addr: &str) -> Client {
-        Client::new(addr, Duration::from_secs(5)).unwrap()
+        Client::new(addr, Duration::from_secs(5), None).unwrap()
     }
 
     #[tokio::test]
@@ -339,6 +370,24 @@ mod tests {
         assert!(sent.starts_with("PUT /v1/machines/0000000000000001/labels HTTP/1.1"));
         assert!(
             sent.ends_with(r#"{"set":{"zone":"attic"},"remove":["gpu"]}"#),
+            "{sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn history_asks_for_samples_since_a_time() {
+        let body = r#"{"machine":"0000000000000001","interval_ms":5000,"samples":[{"at_ms":7,"cpu_usage":0.5,"load":0.25,"memory_used_bytes":1,"memory_total_bytes":2,"disk_free_bytes":3}]}"#;
+        let (addr, server) = serve_once("200 OK", body).await;
+        let history = client(&addr)
+            .machine_history(MachineId(1), Some(1_700_000_000_000))
+            .await
+            .unwrap();
+        assert_eq!((history.interval_ms, history.samples[0].at_ms), (5000, 7));
+        let sent = server.await.unwrap();
+        assert!(
+            sent.starts_with(
+                "GET /v1/machines/0000000000000001/history?since_ms=1700000000000 HTTP/1.1"
+            ),
             "{sent}"
         );
     }

@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod fleet;
 mod follow;
+mod history;
 mod job_args;
 mod jobs;
 mod machines;
@@ -31,6 +32,9 @@ struct Cli {
     /// Admin API of any node in the fleet.
     #[arg(long, global = true, env = "SHOAL_ADDR", default_value = "http://127.0.0.1:7400", value_parser = parse_addr)]
     addr: String,
+    /// API key (`shoal_...`) sent with every request.
+    #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -43,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// List, show and label machines.
+    /// List, show and label machines, and read their resource history.
     #[command(subcommand)]
     Machines(MachinesCmd),
     /// The Raft group.
@@ -105,6 +109,14 @@ enum MachinesCmd {
         /// Label keys to remove; repeat for several.
         #[arg(long, value_name = "KEY", value_parser = parse_key)]
         remove: Vec<String>,
+    },
+    /// CPU, load and memory samples of the last hour, read from the machine itself.
+    History {
+        /// Full id, unique id prefix, or name.
+        machine: String,
+        /// Only this far back (e.g. 90s, 10m, 1h) [default: all the machine keeps].
+        #[arg(long, value_name = "DURATION", value_parser = operate::parse_duration)]
+        since: Option<u64>,
     },
 }
 
@@ -168,7 +180,11 @@ fn usage_error(message: impl Display) -> ! {
 
 /// Runs the command; `Ok` carries the exit code.
 async fn run(cli: Cli) -> Result<u8, ClientError> {
-    let client = Client::new(&cli.addr, Duration::from_secs(cli.timeout))?;
+    let client = Client::new(
+        &cli.addr,
+        Duration::from_secs(cli.timeout),
+        cli.token.as_deref(),
+    )?;
     let json = cli.json;
     let done = match cli.command {
         Cmd::Machines(MachinesCmd::Ls {
@@ -199,6 +215,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         }) => {
             let request = label_request(set, remove).unwrap_or_else(|e| usage_error(e));
             machines::label(&client, &machine, &request, json).await
+        }
+        Cmd::Machines(MachinesCmd::History { machine, since }) => {
+            history::history(&client, &machine, since, json).await
         }
         Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
         Cmd::Fleet(FleetCmd::Summary) => fleet::summary(&client, json).await,
@@ -374,6 +393,24 @@ mod tests {
         assert_eq!(request.set.to_string(), "gpu=true,zone=attic");
         assert_eq!(request.remove, ["old"]);
         assert!(parse(&["machines", "label", "pi", "--remove", "old"]).is_ok());
+    }
+
+    #[test]
+    fn history_takes_a_machine_and_a_duration() {
+        let cli = parse(&["machines", "history", "pi", "--since", "10m", "--json"]).unwrap();
+        assert!(cli.json);
+        let Cmd::Machines(MachinesCmd::History { machine, since }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((machine.as_str(), since), ("pi", Some(600)));
+        let cli = parse(&["machines", "history", "pi"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Machines(MachinesCmd::History { since: None, .. })
+        ));
+        let err = parse(&["machines", "history", "pi", "--since", "5w"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(parse(&["machines", "history"]).is_err());
     }
 
     #[test]

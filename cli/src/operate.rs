@@ -54,7 +54,7 @@ pub enum KillSwitchCmd {
 }
 
 /// `90`, `90s`, `10m`, `2h` or `1d`, in seconds.
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

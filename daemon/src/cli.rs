@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the daemon (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local dev fleet on loopback with no config.
     Dev(DevArgs),
 }
@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// A file holding the cluster secret.
     #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// The first admin API key, when this machine bootstraps the fleet (else one is made
+    /// and printed once).
+    #[arg(long, env = "SHOAL_BOOTSTRAP_KEY", hide_env_values = true)]
+    pub bootstrap_key: Option<String>,
     /// Most jobs and sessions this machine runs at once [default: 8].
     #[arg(long, env = "SHOAL_MAX_RUNNING")]
     pub max_running: Option<u32>,
@@ -121,6 +125,9 @@ impl RunArgs {
         }
         if self.cluster_secret_file.is_some() {
             settings.cluster_secret_file = self.cluster_secret_file;
+        }
+        if self.bootstrap_key.is_some() {
+            settings.bootstrap_key = self.bootstrap_key;
         }
         if !self.join.is_empty() {
             settings.join = self.join;

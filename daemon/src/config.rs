@@ -52,6 +52,9 @@ pub struct Settings {
     pub cluster_secret: Option<String>,
     /// A file holding the cluster secret.
     pub cluster_secret_file: Option<PathBuf>,
+    /// The admin API key the bootstrapping machine records for the new fleet
+    /// (`shoal_<16 hex>_<64 hex>`). Without one it makes a key and prints it once.
+    pub bootstrap_key: Option<String>,
     /// Most jobs and sessions this machine runs at once.
     pub max_running: u32,
     /// Load (load average per core) at or over which the machine counts as BUSY.
@@ -130,6 +133,7 @@ impl Default for Settings {
             labels: Vec::new(),
             cluster_secret: None,
             cluster_secret_file: None,
+            bootstrap_key: None,
             max_running: 8,
             load_threshold: 0.8,
             allow_process_jobs: false,
@@ -194,6 +198,7 @@ pub struct Config {
     pub labels: Labels,
     /// `None`: read or generate it in the data directory at start.
     pub cluster_secret: Option<String>,
+    pub bootstrap_key: Option<String>,
     pub max_running: u32,
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
@@ -272,6 +277,10 @@ impl Settings {
                 self.load_threshold
             );
         }
+        if let Some(key) = &self.bootstrap_key {
+            shoal_protocol::keys::parse_key(key)
+                .map_err(|why| anyhow::anyhow!("bootstrap_key: {why}"))?;
+        }
         if self.job_retention < Duration::from_secs(60) {
             bail!(
                 "job_retention: must be at least 1m, got {:?}",
@@ -316,6 +325,7 @@ impl Settings {
             bootstrap_expect: self.bootstrap_expect,
             labels,
             cluster_secret,
+            bootstrap_key: self.bootstrap_key,
             max_running: self.max_running,
             load_threshold: self.load_threshold,
             allow_process_jobs: self.allow_process_jobs,

@@ -20,6 +20,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let secret = identity::load_or_create_secret(&args.data_dir, None)?;
+    let key = identity::load_or_create_dev_key(&args.data_dir)?;
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let port = |i: usize, offset: u16| args.base_port + 10 * i as u16 + offset;
     let mut nodes = Vec::new();
@@ -42,6 +43,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // at once whenever the host is busy, so the dev fleet does not go by load.
             load_threshold: DEV_LOAD_THRESHOLD,
             cluster_secret: Some(secret.clone()),
+            bootstrap_key: Some(key.clone()),
             ..Settings::default()
         };
         let config = settings.validate()?;
@@ -60,8 +62,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "try: SHOAL_ADDR=http://{} shoal machines ls",
+        "try: export SHOAL_ADDR=http://{} SHOAL_TOKEN={key}\n     shoal machines ls",
         nodes[0].node.api_addr
+    );
+    println!(
+        "(the admin API key is kept in {})",
+        args.data_dir.join("admin.key").display()
     );
     shutdown_signal().await;
     for running in nodes {

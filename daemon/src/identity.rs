@@ -62,6 +62,26 @@ pub fn load_or_create_secret(dir: &Path, configured: Option<&str>) -> anyhow::Re
     }
 }
 
+/// The dev fleet's admin API key, kept in its data directory so every start can show it.
+pub fn load_or_create_dev_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("admin.key");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let (key, _) = crate::keys::new_key(
+                crate::keys::DEFAULT_ORG,
+                shoal_protocol::keys::Scope::Admin,
+                "dev",
+                "dev",
+                0,
+            );
+            write_private(&path, key.as_bytes())?;
+            Ok(key)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 /// Writes a file only its owner can read, fsynced, atomically.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Commands::Dev(args)) => dev::run(args).await,
-            Some(Commands::Run(args)) => run(args).await,
+            Some(Commands::Run(args)) => run(*args).await,
             None => run(cli.run).await,
         }
     })

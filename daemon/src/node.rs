@@ -77,6 +77,8 @@ pub struct Node {
     pub proposer: Proposer,
     pub api_addr: SocketAddr,
     pub metrics: crate::metrics::Metrics,
+    /// This machine's last hour of resource samples.
+    pub history: crate::history::History,
 }
 
 /// A started node: its shared state and the tasks to stop.
@@ -195,6 +197,7 @@ impl Node {
             proposer,
             api_addr: api_listen,
             metrics: Default::default(),
+            history: Default::default(),
         });
         tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,
             gossip = %gossip_listen, p2p = %addr.p2p_addr, "node started");
@@ -327,6 +330,7 @@ async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch:
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {
                 let resources = sampler.sample();
+                node.history.record(now_ms(), &resources);
                 node.info.send_modify(|info| info.resources = resources);
             }
         }

@@ -51,7 +51,7 @@ pub async fn bootstrap(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         if met.len() >= expect && met.keys().next() == Some(&node.id) {
             tracing::info!(members = met.len(), "bootstrapping the fleet");
             match node.raft.initialize(met).await {
-                Ok(()) => return,
+                Ok(()) => return crate::keys::record_bootstrap_key(&node).await,
                 Err(err) => tracing::warn!(%err, "bootstrap failed, retrying"),
             }
         } else if expect > 1 {

@@ -13,9 +13,9 @@ use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::logs;
 use crate::node::{Node, WRITE_TIMEOUT};
 use crate::p2p::{Inbound, P2pError, PeerRequest, PeerResponse, WriteOutcome};
+use crate::{history, logs};
 
 /// Answers peer requests until shutdown, each in its own task.
 pub async fn serve_inbound(
@@ -62,6 +62,9 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse
         } => {
             let wait = Duration::from_millis(wait_ms).min(logs::FOLLOW_WAIT);
             PeerResponse::Logs(logs::local(node, job, attempt, from, wait).await)
+        }
+        PeerRequest::History { since_ms } => {
+            PeerResponse::History(Ok(history::local(node, since_ms)))
         }
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),

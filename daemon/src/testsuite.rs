@@ -14,6 +14,29 @@ use crate::node::{Listeners, Node, RunningNode};
 /// The secret every test node shares.
 pub const TEST_SECRET: &str = "shoal-test-cluster-secret";
 
+/// The admin API key of every test cluster (org `default`), recorded when it bootstraps.
+pub const TEST_KEY: &str =
+    "shoal_7e57000000000001_5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+/// The header that carries [`TEST_KEY`], for clients built elsewhere.
+pub fn keyed_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {TEST_KEY}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&bearer).expect("a valid header"),
+    );
+    headers
+}
+
+/// An HTTP client that sends [`TEST_KEY`] with every request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(keyed_headers())
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Changes each node's validated config before it starts.
 type Configure = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
@@ -61,6 +84,18 @@ impl Cluster {
         cluster.wait_all_online(n, Duration::from_secs(20)).await?;
         let voters = crate::autopilot::target_voters(n).min(n);
         cluster.wait_voters(voters, Duration::from_secs(20)).await?;
+        wait_until(
+            Duration::from_secs(20),
+            "the test key on every node",
+            || {
+                cluster
+                    .running()
+                    .into_iter()
+                    .all(|i| cluster.node(i).fleet.read(|s| !s.api_keys.is_empty()))
+                    .then_some(())
+            },
+        )
+        .await?;
         Ok(cluster)
     }
 
@@ -85,6 +120,7 @@ impl Cluster {
             join,
             labels,
             cluster_secret: Some(secret.to_string()),
+            bootstrap_key: Some(TEST_KEY.to_string()),
             timings: self.timings.clone(),
             // The test machine's own load (a parallel build, say) must not make nodes BUSY.
             load_threshold: 1e9,
@@ -151,7 +187,7 @@ impl Cluster {
     /// An HTTP client for the cluster's admin API: every test request goes through one of
     /// these, so it carries whatever credentials the API asks for.
     pub fn http(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        http_client()
     }
 
     /// Indexes of running nodes.

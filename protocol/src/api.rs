@@ -26,6 +26,10 @@ pub enum ErrorCode {
     /// The write reached the leader but could not be committed in time; retry.
     Unavailable,
     Internal,
+    /// No API key, or one the fleet does not accept.
+    Unauthorized,
+    /// The key is valid but its scope (or org) does not allow this.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -37,6 +41,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Conflict => "conflict",
             ErrorCode::NoLeader => "no_leader",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -49,6 +55,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Conflict => 409,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -396,6 +404,45 @@ pub struct FleetSummary {
     pub kill_switch: Option<crate::KillSwitch>,
 }
 
+/// One resource sample in [`MachineHistory`]: what the machine measured at `at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    pub at_ms: UnixMillis,
+    /// CPU use over the sample, 0.0 to 1.0 across all cores.
+    pub cpu_usage: f32,
+    /// One-minute load average divided by the number of cores.
+    pub load: f32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Free space on the disk that holds the data directory.
+    pub disk_free_bytes: u64,
+}
+
+impl ResourceSample {
+    /// The chartable part of `resources`, measured at `at_ms`.
+    pub fn new(at_ms: UnixMillis, resources: &Resources) -> Self {
+        ResourceSample {
+            at_ms,
+            cpu_usage: resources.cpu_usage,
+            load: resources.load,
+            memory_used_bytes: resources.memory_used_bytes,
+            memory_total_bytes: resources.memory_total_bytes,
+            disk_free_bytes: resources.disk_free_bytes,
+        }
+    }
+}
+
+/// `GET /v1/machines/{id}/history[?since_ms=T]`: the samples a machine keeps of itself
+/// (the last hour at most), oldest first, read from that machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineHistory {
+    pub machine: MachineId,
+    /// How often the machine samples, in milliseconds.
+    pub interval_ms: u64,
+    /// Samples taken after `since_ms` (all kept ones without it), oldest first.
+    pub samples: Vec<ResourceSample>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +457,8 @@ mod tests {
             ErrorCode::NoLeader,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::ApiKeyRecord;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
     MachineRecord, MachineStatus, Placement, UnixMillis,
@@ -80,6 +81,10 @@ pub enum Command {
         machines: Vec<MachineId>,
         drain: Option<Drain>,
     },
+    /// An admin creates an API key (the record holds only a hash of its secret).
+    CreateApiKey { record: Box<ApiKeyRecord> },
+    /// An admin revokes an API key; every node refuses it once applied.
+    RevokeApiKey { id: String, at_ms: UnixMillis },
     /// An operator stops all dispatch fleet-wide (`Some`) or lets it go on (`None`).
     /// Turning it off restarts the queue clock of every queued job: the time held does not
     /// count against its queue timeout.
@@ -137,6 +142,8 @@ pub struct FleetState {
     pub open_jobs: BTreeSet<JobId>,
     /// On: no dispatch anywhere.
     pub kill_switch: Option<KillSwitch>,
+    /// API keys by id, revoked ones included.
+    pub api_keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 impl FleetState {

@@ -26,6 +26,23 @@ pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u64> = 6..=(1 << 24);
 /// The range of `max_attempts`.
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
 
+/// An org name: 1 to 63 of a-z, 0-9, '-' or '_', starting with a letter or digit.
+pub fn check_org(org: &str) -> Result<(), String> {
+    let ok = !org.is_empty()
+        && org.len() <= MAX_ORG_LEN
+        && org.as_bytes()[0].is_ascii_alphanumeric()
+        && org
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "org {org:?} must be 1 to {MAX_ORG_LEN} characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
 impl JobSpec {
     /// Checks every field; the message names the first field that is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
@@ -58,20 +75,7 @@ impl JobSpec {
         if let Some(key) = &self.idempotency_key {
             check_name("idempotency_key", key)?;
         }
-        let org_ok = !self.org.is_empty()
-            && self.org.len() <= MAX_ORG_LEN
-            && self.org.as_bytes()[0].is_ascii_alphanumeric()
-            && self
-                .org
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !org_ok {
-            return Err(format!(
-                "org {:?} must be 1 to {MAX_ORG_LEN} characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
-                self.org
-            ));
-        }
-        Ok(())
+        check_org(&self.org)
     }
 
     fn validate_command(&self) -> Result<(), String> {

@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod command;
+pub mod events;
 pub mod frame;
 pub mod ids;
 pub mod job;
 pub mod job_spec;
+pub mod keys;
 pub mod labels;
 pub mod machine;
 pub mod operate;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use shoal_protocol::keys::ApiKeyRecord;
 use shoal_protocol::{
     Command, Drain, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord,
     MachineStatus, Response, UnixMillis,
@@ -51,6 +52,8 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::SetQueueReasons { reasons } => jobs::set_queue_reasons(state, reasons),
         Command::PruneJobs { finished_before_ms } => jobs::prune(state, finished_before_ms),
         Command::SetDrain { machines, drain } => set_drain(state, &machines, drain),
+        Command::CreateApiKey { record } => create_key(state, *record),
+        Command::RevokeApiKey { id, at_ms } => revoke_key(state, &id, at_ms),
         Command::SetKillSwitch { switch, at_ms } => jobs::set_kill_switch(state, switch, at_ms),
         Command::Batch(commands) => Response::Batch(
             commands
@@ -149,6 +152,30 @@ fn set_drain(state: &mut FleetState, machines: &[MachineId], drain: Option<Drain
         });
     }
     Response::Done
+}
+
+fn create_key(state: &mut FleetState, record: ApiKeyRecord) -> Response {
+    if state.api_keys.contains_key(&record.id) {
+        return Response::Rejected {
+            code: ErrorCode::Conflict,
+            message: format!("an API key with id {} exists", record.id),
+        };
+    }
+    state.api_keys.insert(record.id.clone(), record);
+    Response::Done
+}
+
+fn revoke_key(state: &mut FleetState, id: &str, at_ms: UnixMillis) -> Response {
+    match state.api_keys.get_mut(id) {
+        Some(record) => {
+            record.revoked_at_ms.get_or_insert(at_ms);
+            Response::Done
+        }
+        None => Response::Rejected {
+            code: ErrorCode::NotFound,
+            message: format!("no API key {id}"),
+        },
+    }
 }
 
 fn not_found(id: MachineId) -> Response {

@@ -15,6 +15,7 @@
 
 mod apply;
 mod error;
+pub mod events;
 pub mod jobs;
 mod log_store;
 pub mod scheduler;
@@ -30,6 +31,7 @@ use shoal_protocol::{Command, MachineId, MemberAddr, Response};
 
 pub use apply::{ApplyCtx, apply};
 pub use error::{RaftError, StoreError};
+pub use events::{EventFeed, EventRing, FollowError, Follower, Gone};
 pub use log_store::{CommitIndex, LOG_FILE, LogStore, StoreOpen};
 pub use scheduler::{Candidate, PlaceConfig, Plan, Reservations, place};
 pub use snapshot_file::SNAPSHOT_FILE;

@@ -2,7 +2,8 @@
 //! and snapshotted whole to `snapshot.bin` (see [`crate::snapshot_file`]).
 //!
 //! On open the last snapshot is loaded; openraft then re-applies the log after it up to
-//! the saved committed id. The daemon reads the state through a [`FleetHandle`].
+//! the saved committed id. The daemon reads the state through a [`FleetHandle`], and
+//! the events applying makes through its [`EventFeed`] (see [`crate::events`]).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::{FleetState, MemberAddr, Response, frame};
 use tokio::sync::watch;
 
-use crate::apply::{ApplyCtx, apply};
+use crate::apply::ApplyCtx;
+use crate::events::{EVENTS_KEPT, EventFeed, EventRing, apply_with_events, membership_event};
 use crate::snapshot_file::SnapshotFile;
 use crate::{FleetConfig, StoreError, TypeConfig};
 
@@ -38,6 +40,7 @@ pub struct StoredSnapshot<C: FleetConfig = TypeConfig> {
 pub struct FleetHandle {
     state: Arc<RwLock<FleetState>>,
     applied: watch::Receiver<Option<u64>>,
+    events: EventFeed,
 }
 
 impl FleetHandle {
@@ -52,6 +55,11 @@ impl FleetHandle {
     pub fn applied(&self) -> watch::Receiver<Option<u64>> {
         self.applied.clone()
     }
+
+    /// The events applying made: recent ones kept, later ones as they come.
+    pub fn events(&self) -> &EventFeed {
+        &self.events
+    }
 }
 
 /// The state machine openraft drives.
@@ -61,6 +69,7 @@ pub struct StateMachineStore<C: FleetConfig = TypeConfig> {
     membership: Membership<C>,
     applied_tx: watch::Sender<Option<u64>>,
     snapshot_file: Arc<SnapshotFile<C>>,
+    events: EventRing,
 }
 
 impl<C: FleetConfig> StateMachineStore<C> {
@@ -82,12 +91,14 @@ impl<C: FleetConfig> StateMachineStore<C> {
             None => (FleetState::default(), None, Membership::<C>::default()),
         };
         let (applied_tx, _) = watch::channel(last_applied.as_ref().map(|id| id.index));
+        let events = EventRing::new(EVENTS_KEPT, last_applied.as_ref().map_or(0, |id| id.index));
         Ok(StateMachineStore {
             state: Arc::new(RwLock::new(state)),
             last_applied,
             membership,
             applied_tx,
             snapshot_file,
+            events,
         })
     }
 
@@ -96,6 +107,7 @@ impl<C: FleetConfig> StateMachineStore<C> {
         FleetHandle {
             state: self.state.clone(),
             applied: self.applied_tx.subscribe(),
+            events: self.events.feed(),
         }
     }
 
@@ -157,6 +169,7 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut events = Vec::new();
         {
             let mut state = self.state.write().expect("fleet state lock poisoned");
             for entry in entries {
@@ -167,9 +180,13 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                         let ctx = ApplyCtx {
                             log_index: log_id.index,
                         };
-                        apply(&mut state, cmd, &ctx)
+                        apply_with_events(&mut state, cmd, &ctx, &mut events)
                     }
                     EntryPayload::Membership(membership) => {
+                        let voters = membership.voter_ids().map(|id| id.to_string()).collect();
+                        let learners =
+                            membership.learner_ids().map(|id| id.to_string()).collect();
+                        events.push(membership_event(log_id.index, voters, learners));
                         self.membership = StoredMembership::new(Some(log_id.clone()), membership);
                         Response::Done
                     }
@@ -179,6 +196,9 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             }
         }
         tracing::trace!(count = responses.len(), last = ?self.last_applied, "entries applied");
+        if let Some(last) = &self.last_applied {
+            self.events.publish(last.index, events);
+        }
         self.publish_applied();
         Ok(responses)
     }
@@ -231,6 +251,8 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
         *self.state.write().expect("fleet state lock poisoned") = state;
         self.last_applied = meta.last_log_id.clone();
         self.membership = meta.last_membership.clone();
+        self.events
+            .reset(meta.last_log_id.as_ref().map_or(0, |id| id.index));
         self.publish_applied();
         Ok(())
     }

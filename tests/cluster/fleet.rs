@@ -74,7 +74,9 @@ async fn machines_filter_and_sort_and_the_summary_follows_a_lost_machine() {
     assert!(cpu.windows(2).all(|w| w[0] >= w[1]), "{cpu:?}");
 
     // A bad sort is a 400 that names the parameter and what it takes.
-    let response = reqwest::get(format!("{api}/v1/machines?sort=load"))
+    let response = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/machines?sort=load"))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);

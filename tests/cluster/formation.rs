@@ -86,7 +86,7 @@ async fn label_changes_reach_every_node() {
     }
 
     // Bad input is refused with a clear message and changes nothing.
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .put(format!("{}/v1/machines/{target}/labels", cluster.api(0)))
         .json(&serde_json::json!({"set": {"Bad Key": "x"}}))
         .send()
@@ -99,7 +99,7 @@ async fn label_changes_reach_every_node() {
         body["message"].as_str().unwrap().contains("Bad Key"),
         "{body}"
     );
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .put(format!("{}/v1/machines/{target}/labels", cluster.api(0)))
         .json(&serde_json::json!({"remove": ["zone", "No Such Key"]}))
         .send()

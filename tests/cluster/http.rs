@@ -5,7 +5,9 @@ use shoal_protocol::api::{LabelRequest, MachineList, MachineView};
 use shoal_protocol::{Labels, MachineId};
 
 pub async fn get<T: DeserializeOwned>(url: String) -> T {
-    let response = reqwest::get(&url)
+    let response = shoal_daemon::testsuite::http_client()
+        .get(&url)
+        .send()
         .await
         .unwrap_or_else(|err| panic!("GET {url}: {err}"));
     assert!(
@@ -28,7 +30,7 @@ pub async fn put_labels(api: &str, id: MachineId, pairs: &[&str]) -> (u16, serde
         set: Labels::from_pairs(pairs.iter().copied()).unwrap(),
         remove: vec![],
     };
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .put(format!("{api}/v1/machines/{id}/labels"))
         .json(&body)
         .send()

@@ -11,7 +11,7 @@ use shoal_protocol::{Command, ErrorCode, JobId, JobRecord, JobReport, JobState, 
 use crate::http::put_labels;
 
 async fn post(url: String, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .post(&url)
         .json(&body)
         .send()
@@ -169,7 +169,9 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         .await;
         assert_eq!(status, 201, "{body}");
         last = job_id(&body);
-        let shown = reqwest::get(format!("{follower_api}/v1/jobs/{last}"))
+        let shown = shoal_daemon::testsuite::http_client()
+            .get(format!("{follower_api}/v1/jobs/{last}"))
+            .send()
             .await
             .unwrap();
         assert_eq!(
@@ -179,14 +181,16 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         );
     }
     // Newest first, paged with `before`; consistent reads are accepted.
-    let page: Value = reqwest::get(format!(
-        "{follower_api}/v1/jobs?order=newest&limit=2&consistent=true"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let page: Value = shoal_daemon::testsuite::http_client()
+        .get(format!(
+            "{follower_api}/v1/jobs?order=newest&limit=2&consistent=true"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ids: Vec<u64> = page["jobs"]
         .as_array()
         .unwrap()
@@ -195,17 +199,21 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         .collect();
     assert_eq!(ids[0], last.0);
     assert!(ids[1] < ids[0]);
-    let next: Value = reqwest::get(format!(
-        "{follower_api}/v1/jobs?order=newest&limit=1&before={}",
-        ids[1]
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let next: Value = shoal_daemon::testsuite::http_client()
+        .get(format!(
+            "{follower_api}/v1/jobs?order=newest&limit=1&before={}",
+            ids[1]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(next["jobs"][0]["id"].as_u64().unwrap() < ids[1]);
-    let mixed = reqwest::get(format!("{follower_api}/v1/jobs?order=newest&after=1"))
+    let mixed = shoal_daemon::testsuite::http_client()
+        .get(format!("{follower_api}/v1/jobs?order=newest&after=1"))
+        .send()
         .await
         .unwrap();
     assert_eq!(mixed.status().as_u16(), 400);
@@ -310,6 +318,17 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     cluster.shutdown().await;
 }
 
+/// A WebSocket request to `url` carrying the test cluster's API key.
+fn keyed(url: &str) -> tokio_tungstenite::tungstenite::http::Request<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    let bearer = format!("Bearer {}", shoal_daemon::testsuite::TEST_KEY);
+    request
+        .headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    request
+}
+
 /// The index of a node other than the one with id `machine`.
 fn other_than(cluster: &Cluster, machine: MachineId) -> usize {
     (0..cluster.len())
@@ -339,7 +358,7 @@ async fn output_is_readable_and_followable_from_any_node() {
     let api = cluster.api(other_than(&cluster, machine_of(&job)));
     let ws = api.replacen("http://", "ws://", 1);
     let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("{ws}/v1/jobs/{id}/logs?follow=true"))
+        tokio_tungstenite::connect_async(keyed(&format!("{ws}/v1/jobs/{id}/logs?follow=true")))
             .await
             .unwrap();
     let mut chunks: Vec<LogChunk> = Vec::new();
@@ -366,7 +385,9 @@ async fn output_is_readable_and_followable_from_any_node() {
         j.state == JobState::Completed
     })
     .await;
-    let logs: JobLogs = reqwest::get(format!("{api}/v1/jobs/{id}/logs"))
+    let logs: JobLogs = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/jobs/{id}/logs"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -377,7 +398,9 @@ async fn output_is_readable_and_followable_from_any_node() {
         (logs.attempt, logs.machine, logs.total),
         (1, machine_of(&job), 14)
     );
-    let later: JobLogs = reqwest::get(format!("{api}/v1/jobs/{id}/logs?offset=8"))
+    let later: JobLogs = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/jobs/{id}/logs?offset=8"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -411,7 +434,11 @@ async fn output_is_readable_and_followable_from_any_node() {
         (format!("/v1/jobs/{id}/logs?follow=true"), 400, "WebSocket"),
         ("/v1/jobs/999999/logs".to_string(), 404, "no job"),
     ] {
-        let response = reqwest::get(format!("{api}{path}")).await.unwrap();
+        let response = shoal_daemon::testsuite::http_client()
+            .get(format!("{api}{path}"))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap();
         assert_eq!(status, code, "{path}: {body}");

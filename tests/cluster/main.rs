@@ -1,9 +1,11 @@
 //! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
-//! autopilot, label propagation and the cluster secret.
+//! autopilot, label propagation, resource history and the cluster secret.
 
+mod access;
 mod failover;
 mod fleet;
 mod formation;
+mod history;
 mod http;
 mod jobs;
 mod metrics;

@@ -10,7 +10,11 @@ use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::{JobId, JobState};
 
 async fn scrape(api: &str) -> String {
-    let response = reqwest::get(format!("{api}/metrics")).await.unwrap();
+    let response = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "GET {api}/metrics");
     let content_type = response.headers()["content-type"].to_str().unwrap();
     assert!(
@@ -68,7 +72,7 @@ async fn metrics_show_the_fleet_raft_jobs_requests_and_dispatch_latency() {
     let follower = (leader + 1) % cluster.len();
     let api = cluster.api(follower);
 
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .post(format!("{api}/v1/jobs"))
         .json(&json!({"command": ["true"]}))
         .send()
@@ -85,7 +89,11 @@ async fn metrics_show_the_fleet_raft_jobs_requests_and_dispatch_latency() {
     })
     .await
     .unwrap();
-    let response = reqwest::get(format!("{api}/v1/jobs/{id}")).await.unwrap();
+    let response = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     // The follower that served the requests.
@@ -132,7 +140,9 @@ async fn metrics_show_the_fleet_raft_jobs_requests_and_dispatch_latency() {
 
     // A second scrape counts the first under its route, and a path no route matches
     // under one label whatever the path.
-    let response = reqwest::get(format!("{api}/v1/no/such/{id}"))
+    let response = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/no/such/{id}"))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);

@@ -9,7 +9,7 @@ use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::{JobId, JobRecord, JobState, MachineId, MachineStatus};
 
 async fn send(method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .request(method, &url)
         .json(&body)
         .send()
@@ -174,7 +174,14 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
         let url = format!("{}/v1/killswitch", cluster.api(i));
         let mut seen = Value::Null;
         for _ in 0..100 {
-            seen = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            seen = shoal_daemon::testsuite::http_client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if seen["on"] == json!(true) {
                 break;
             }
@@ -186,7 +193,9 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
             "node {i}"
         );
     }
-    let summary: Value = reqwest::get(format!("{}/v1/fleet/summary", cluster.api(0)))
+    let summary: Value = shoal_daemon::testsuite::http_client()
+        .get(format!("{}/v1/fleet/summary", cluster.api(0)))
+        .send()
         .await
         .unwrap()
         .json()

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use shoal_protocol::api::LogChunk;
 use shoal_protocol::{ApiError, JobId};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
 
 use super::{Client, ClientError, decode, error_chain, logs_query, with_query};
@@ -26,7 +27,14 @@ impl Client {
             Some(rest) => format!("ws{rest}{path}"),
             None => format!("{}{path}", self.addr),
         };
-        let connect = tokio_tungstenite::connect_async(url.as_str());
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| self.ws_error(&url, e))?;
+        if let Some(auth) = &self.auth {
+            request.headers_mut().insert("authorization", auth.clone());
+        }
+        let connect = tokio_tungstenite::connect_async(request);
         let (mut stream, _) = match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(connected)) => connected,
             Ok(Err(err)) => return Err(self.ws_error(&url, err)),

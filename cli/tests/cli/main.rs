@@ -11,6 +11,7 @@ use shoal_protocol::api::MachineList;
 fn shoal(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .env("SHOAL_ADDR", addr)
+        .env("SHOAL_TOKEN", shoal_daemon::testsuite::TEST_KEY)
         .args(args)
         .output()
         .expect("running shoal")

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::api::{JobList, SubmitJobResponse};
 use shoal_protocol::{
@@ -12,6 +12,7 @@ use shoal_protocol::{
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
+use crate::keys::{Caller, DEFAULT_ORG};
 use crate::node::{Node, now_ms};
 
 /// Most jobs in one batch.
@@ -54,10 +55,12 @@ async fn submit_one(node: &Node, spec: JobSpec) -> Result<SubmitJobResponse, Fai
 /// idempotency key.
 pub async fn submit(
     State(node): State<Arc<Node>>,
-    ApiJson(spec): ApiJson<JobSpec>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(mut spec): ApiJson<JobSpec>,
 ) -> Result<(StatusCode, Json<SubmitJobResponse>), Failure> {
     spec.validate()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
+    in_callers_org(&caller, &mut spec)?;
     let answer = submit_one(&node, spec).await?;
     let status = if answer.created {
         StatusCode::CREATED
@@ -81,7 +84,8 @@ pub struct BatchResponse {
 /// `POST /v1/jobs/batch`: every spec is checked before any is submitted.
 pub async fn submit_batch(
     State(node): State<Arc<Node>>,
-    ApiJson(body): ApiJson<BatchRequest>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(mut body): ApiJson<BatchRequest>,
 ) -> ApiResult<BatchResponse> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(Failure(ApiError::bad_request(format!(
@@ -89,9 +93,10 @@ pub async fn submit_batch(
             body.jobs.len()
         ))));
     }
-    for (i, spec) in body.jobs.iter().enumerate() {
+    for (i, spec) in body.jobs.iter_mut().enumerate() {
         spec.validate()
             .map_err(|message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}"))))?;
+        in_callers_org(&caller, spec)?;
     }
     let writes = body.jobs.into_iter().map(|spec| submit_one(&node, spec));
     let jobs = futures::future::try_join_all(writes).await?;
@@ -129,8 +134,15 @@ enum Order {
 /// `GET /v1/jobs`, oldest first, filtered and paged.
 pub async fn list(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<JobList> {
+    if let Some(org) = params.org.as_ref().filter(|org| **org != caller.org) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("a key of org {} cannot list org {org}'s jobs", caller.org),
+        )));
+    }
     let state: Option<JobState> = params
         .state
         .as_deref()
@@ -188,7 +200,7 @@ pub async fn list(
         };
         ordered
             .filter(|job| state.is_none_or(|s| job.state == s))
-            .filter(|job| params.org.as_ref().is_none_or(|org| &job.spec.org == org))
+            .filter(|job| job.spec.org == caller.org)
             .filter(|job| machine.is_none_or(|m| job.attempts.iter().any(|a| a.machine == m)))
             .filter(|job| {
                 label
@@ -213,23 +225,53 @@ pub(super) fn parse_job_id(text: &str) -> Result<JobId, Failure> {
 /// `GET /v1/jobs/{id}`.
 pub async fn show(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<JobRecord> {
     let id = parse_job_id(&id)?;
     barrier_if(&node, &params).await?;
+    visible_job(&node, &caller, id).map(Json)
+}
+
+/// The job, if the caller's org may see it; another org's job is as good as absent.
+pub(super) fn visible_job(node: &Node, caller: &Caller, id: JobId) -> Result<JobRecord, Failure> {
     node.fleet
-        .read(|fleet| fleet.jobs.get(&id).cloned())
-        .map(Json)
+        .read(|fleet| {
+            fleet
+                .jobs
+                .get(&id)
+                .filter(|job| job.spec.org == caller.org)
+                .cloned()
+        })
         .ok_or_else(|| Failure(ApiError::not_found(format!("no job with id {id}"))))
 }
 
-/// `POST /v1/jobs/{id}/cancel`.
-pub async fn cancel(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<JobRecord> {
-    let id = parse_job_id(&id)?;
-    if node.fleet.read(|fleet| !fleet.jobs.contains_key(&id)) {
-        return Err(Failure(ApiError::not_found(format!("no job with id {id}"))));
+/// Puts a job in the caller's org: a spec without an org takes it, another org is refused.
+fn in_callers_org(caller: &Caller, spec: &mut JobSpec) -> Result<(), Failure> {
+    if spec.org == DEFAULT_ORG {
+        spec.org = caller.org.clone();
     }
+    if spec.org != caller.org {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "a key of org {} cannot submit jobs for org {}",
+                caller.org, spec.org
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+pub async fn cancel(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<JobRecord> {
+    let id = parse_job_id(&id)?;
+    visible_job(&node, &caller, id)?;
     let outcome = node
         .write(Command::CancelJob {
             job: id,

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use shoal_protocol::ApiError;
 use shoal_protocol::api::JobLogs;
 
-use super::jobs::parse_job_id;
+use super::jobs::{parse_job_id, visible_job};
 use super::{ApiQuery, Failure};
+use crate::keys::Caller;
 use crate::logs::{self, FOLLOW_WAIT};
 use crate::node::Node;
 
@@ -33,11 +34,13 @@ pub struct LogParams {
 /// `GET /v1/jobs/{id}/logs[?attempt=N][&offset=K][&follow=true]`.
 pub async fn logs(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<LogParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Failure> {
     let job = parse_job_id(&id)?;
+    visible_job(&node, &caller, job)?;
     if params.attempt == Some(0) {
         return Err(Failure(ApiError::bad_request("attempt numbers start at 1")));
     }

@@ -1,11 +1,16 @@
 //! The admin API every node serves: health, machines and cluster status as JSON.
 //!
 //! Reads come from the local replica (add `?consistent=true` for a linearizable read);
-//! writes go through [`Node::write`], which forwards them to the leader.
+//! writes go through [`Node::write`], which forwards them to the leader. Every `/v1` route
+//! needs an API key (`auth.rs`); `/health` and `/metrics` do not.
 
+mod auth;
 mod error;
+mod events;
 mod fleet;
+mod history;
 mod jobs;
+mod keys;
 mod logs;
 mod machines;
 mod metrics;
@@ -15,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -45,14 +50,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Every route, in one place.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/health", get(machines::health))
-        .route("/metrics", get(metrics::serve))
+    // Every /v1 route needs an API key with the scope auth::required_scope names.
+    let v1 = Router::new()
         .route("/v1/machines", get(machines::list))
         .route("/v1/machines/{id}", get(machines::show))
         .route("/v1/machines/{id}/labels", put(machines::label))
+        .route("/v1/machines/{id}/history", get(history::history))
         .route("/v1/cluster", get(machines::cluster))
         .route("/v1/fleet/summary", get(fleet::summary))
+        .route("/v1/events", get(events::events))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/batch", post(jobs::submit_batch))
         .route("/v1/jobs/{id}", get(jobs::show))
@@ -64,6 +70,16 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/killswitch",
             get(operate::kill_switch).put(operate::set_kill_switch),
         )
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/health", get(machines::health))
+        .route("/metrics", get(metrics::serve))
+        .merge(v1)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

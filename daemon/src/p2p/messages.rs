@@ -1,5 +1,5 @@
-//! Peer RPC messages: Raft traffic, writes forwarded to the leader, and job output
-//! read from the machine that ran the job.
+//! Peer RPC messages: Raft traffic, writes forwarded to the leader, and job output and
+//! resource history read from the machine that has them.
 //!
 //! They travel as versioned frames (`shoal_protocol::frame`) behind a length prefix.
 
@@ -9,7 +9,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use shoal_protocol::api::JobLogs;
+use shoal_protocol::api::{JobLogs, MachineHistory};
 use shoal_protocol::{ApiError, Command, JobId, MachineId, Response};
 use shoal_raft::TypeConfig;
 
@@ -33,6 +33,10 @@ pub enum PeerRequest {
         attempt: u32,
         from: u64,
         wait_ms: u64,
+    },
+    /// This machine's resource samples taken after `since_ms` (all it keeps without).
+    History {
+        since_ms: Option<u64>,
     },
 }
 
@@ -61,4 +65,5 @@ pub enum PeerResponse {
     },
     /// The sender is not a machine of this fleet.
     Refused(String),
+    History(Result<MachineHistory, ApiError>),
 }

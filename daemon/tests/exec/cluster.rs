@@ -17,7 +17,7 @@ use shoal_protocol::{JobId, JobRecord, JobState, MachineId};
 use crate::support::{IMAGE, docker, test_image};
 
 async fn submit(api: &str, body: Value) -> JobId {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .post(format!("{api}/v1/jobs"))
         .json(&body)
         .send()
@@ -98,7 +98,7 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
         &name,
     ]);
     assert_eq!(limits, format!("500000000 {}", 64 << 20));
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client()
         .post(format!("{api}/v1/jobs/{id}/cancel"))
         .send()
         .await
@@ -124,7 +124,9 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     assert_eq!(job.attempts.len(), 1, "{:?}", job.attempts);
     assert_eq!(job.attempts[0].exit_code, Some(7), "{:?}", job.attempts);
     let other = (host + 1) % 3;
-    let logs: JobLogs = reqwest::get(format!("{}/v1/jobs/{id}/logs", cluster.api(other)))
+    let logs: JobLogs = shoal_daemon::testsuite::http_client()
+        .get(format!("{}/v1/jobs/{id}/logs", cluster.api(other)))
+        .send()
         .await
         .unwrap()
         .json()

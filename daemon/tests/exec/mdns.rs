@@ -113,6 +113,8 @@ async fn machines_on_one_lan_find_each_other_with_mdns() {
             "mdns-test-cluster-secret",
             "--bootstrap-expect",
             "3",
+            "--bootstrap-key",
+            shoal_daemon::testsuite::TEST_KEY,
             "--mdns",
         ]);
     }
@@ -120,6 +122,7 @@ async fn machines_on_one_lan_find_each_other_with_mdns() {
     let api = format!("http://{prefix}10:7400/v1/machines");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
+        .default_headers(shoal_daemon::testsuite::keyed_headers())
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

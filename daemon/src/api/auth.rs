@@ -1,0 +1,78 @@
+//! The API key check in front of every `/v1` route: `Authorization: Bearer KEY` or
+//! `X-Shoal-Key: KEY`, checked against this node's replica (a revocation counts as soon
+//! as the node applies it), and the scope the route needs.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use shoal_protocol::keys::Scope;
+use shoal_protocol::{ApiError, ErrorCode};
+
+use super::Failure;
+use crate::keys::authenticate;
+use crate::node::Node;
+
+/// The scope a route needs: reads need `read`; keys and the kill switch need `admin`;
+/// every other change needs `operate`.
+pub fn required_scope(method: &Method, route: &str) -> Scope {
+    let admin_route = route.starts_with("/v1/keys") || route == "/v1/killswitch";
+    match *method {
+        Method::GET | Method::HEAD if route.starts_with("/v1/keys") => Scope::Admin,
+        Method::GET | Method::HEAD => Scope::Read,
+        _ if admin_route => Scope::Admin,
+        _ => Scope::Operate,
+    }
+}
+
+fn presented_key(request: &Request) -> Option<&str> {
+    let headers = request.headers();
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        return value.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers.get("x-shoal-key")?.to_str().ok().map(str::trim)
+}
+
+/// Lets the request through with its [`crate::keys::Caller`] in the extensions, or answers
+/// 401 (no key, or one the fleet does not accept) or 403 (not the scope the route needs).
+pub async fn require_key(
+    State(node): State<Arc<Node>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Failure> {
+    let key = presented_key(&request).ok_or_else(|| {
+        Failure(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
+        ))
+    })?;
+    let caller = node.fleet.read(|state| authenticate(state, key))?;
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    caller.require(required_scope(request.method(), &route))?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_scope_of_what_they_do() {
+        assert_eq!(required_scope(&Method::GET, "/v1/jobs"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/v1/jobs"), Scope::Operate);
+        assert_eq!(required_scope(&Method::POST, "/v1/drain"), Scope::Operate);
+        assert_eq!(required_scope(&Method::GET, "/v1/killswitch"), Scope::Read);
+        assert_eq!(required_scope(&Method::PUT, "/v1/killswitch"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/v1/keys"), Scope::Admin);
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/keys/{id}"),
+            Scope::Admin
+        );
+    }
+}

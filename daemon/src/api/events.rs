@@ -1,0 +1,224 @@
+//! `GET /v1/events`: what changed in the fleet, from any node, as NDJSON or over a
+//! WebSocket. Every node derives the same events from the log (`shoal_raft::events`), so a
+//! client may resume on another node with the last index it saw.
+//!
+//! ```text
+//!  ?since=N            first the events kept after log index N; 409 if this node no longer
+//!                      has all of them (the message names the oldest index it can resume)
+//!  ?follow=true        then every new event, until the client leaves
+//!  ?topic=job,machine  only these topics (a comma list)
+//!
+//!  plain GET  ─▶ application/x-ndjson, one event per line
+//!  WebSocket  ─▶ one event per text message; closes normally after the backlog without
+//!                follow
+//!  a follow the node must end (the client fell behind, the node caught up from a
+//!  snapshot, shutdown) ends with {"error": "...", "resume_from": N}: reconnect with since=N
+//! ```
+//!
+//! The events of one applied batch are written together, so a stream never stops between
+//! the events of one entry except when the connection itself breaks.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use shoal_protocol::events::{Event, StreamEnd, Topic};
+use shoal_protocol::{ApiError, ErrorCode};
+use shoal_raft::{FollowError, Follower, Gone};
+
+use super::{ApiQuery, Failure};
+use crate::node::Node;
+
+/// The media type of a stream of JSON lines.
+pub const NDJSON: &str = "application/x-ndjson";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Only events of entries after this log index.
+    since: Option<u64>,
+    /// Keep the stream open and send new events as they come.
+    #[serde(default)]
+    follow: bool,
+    /// Only these topics, comma-separated.
+    topic: Option<String>,
+}
+
+/// The topics a client asked for; all when `None`.
+#[derive(Debug, Clone)]
+struct Topics(Option<Vec<Topic>>);
+
+impl Topics {
+    fn wants(&self, event: &Event) -> bool {
+        self.0.as_ref().is_none_or(|t| t.contains(&event.topic))
+    }
+
+    /// The wanted events, one JSON line each.
+    fn lines(&self, events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| self.wants(e))
+            .map(|e| serde_json::to_string(e).expect("an event serializes"))
+            .collect()
+    }
+}
+
+/// `GET /v1/events[?since=N][&follow=true][&topic=T,...]`, NDJSON or a WebSocket.
+pub async fn events(
+    State(node): State<Arc<Node>>,
+    ApiQuery(params): ApiQuery<EventParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Failure> {
+    let topics = match params.topic.as_deref() {
+        Some(text) => Some(Topic::parse_list(text).map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    let topics = Topics(topics);
+    // Taken before any upgrade, so a gap is a plain 409 answer.
+    let feed = node.fleet.events();
+    let (backlog, follower) = if params.follow {
+        let (backlog, follower) = feed.follow(params.since).map_err(gone)?;
+        (backlog, Some(follower))
+    } else {
+        let backlog = match params.since {
+            Some(since) => feed.since(since).map_err(gone)?,
+            None => Vec::new(),
+        };
+        (backlog, None)
+    };
+    let backlog = topics.lines(&backlog);
+    Ok(match upgrade {
+        Ok(upgrade) => upgrade
+            .on_upgrade(move |socket| websocket(socket, topics, backlog, follower))
+            .into_response(),
+        Err(_) => ndjson(topics, backlog, follower),
+    })
+}
+
+fn gone(err: Gone) -> Failure {
+    Failure(ApiError::new(ErrorCode::Conflict, err.to_string()))
+}
+
+/// The next followed events the client wants, as lines; an empty batch is skipped.
+async fn next_lines(follower: &mut Follower, topics: &Topics) -> Result<Vec<String>, FollowError> {
+    loop {
+        let lines = topics.lines(&follower.next().await?);
+        if !lines.is_empty() {
+            return Ok(lines);
+        }
+    }
+}
+
+/// The last line of a follow the node ended.
+fn end_line(err: FollowError) -> String {
+    tracing::debug!(%err, "event stream ended");
+    let end = StreamEnd {
+        error: err.to_string(),
+        resume_from: err.resume_from(),
+    };
+    serde_json::to_string(&end).expect("a stream end serializes")
+}
+
+fn chunk(lines: Vec<String>) -> Bytes {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    Bytes::from(text)
+}
+
+enum Step {
+    Backlog(Vec<String>, Option<Follower>),
+    Live(Follower),
+    Done,
+}
+
+/// The backlog, then (following) each batch as one body chunk until the client leaves or
+/// the follow ends.
+fn ndjson(topics: Topics, backlog: Vec<String>, follower: Option<Follower>) -> Response {
+    let stream = futures::stream::unfold(Step::Backlog(backlog, follower), move |step| {
+        let topics = topics.clone();
+        async move {
+            let mut follower = match step {
+                Step::Backlog(lines, follower) if !lines.is_empty() => {
+                    let next = follower.map_or(Step::Done, Step::Live);
+                    return Some((chunk(lines), next));
+                }
+                Step::Backlog(_, follower) => follower?,
+                Step::Live(follower) => follower,
+                Step::Done => return None,
+            };
+            match next_lines(&mut follower, &topics).await {
+                Ok(lines) => Some((chunk(lines), Step::Live(follower))),
+                Err(err) => Some((chunk(vec![end_line(err)]), Step::Done)),
+            }
+        }
+    });
+    let body = Body::from_stream(stream.map(Ok::<_, Infallible>));
+    ([(header::CONTENT_TYPE, NDJSON)], body).into_response()
+}
+
+/// The backlog, then (following) each event as one text message until the client closes
+/// or the follow ends: then the end line and a close (1011) saying why.
+async fn websocket(
+    mut socket: WebSocket,
+    topics: Topics,
+    backlog: Vec<String>,
+    follower: Option<Follower>,
+) {
+    if send_all(&mut socket, backlog).await.is_err() {
+        return;
+    }
+    let Some(mut follower) = follower else {
+        return close(socket, close_code::NORMAL, "sent every event asked for").await;
+    };
+    loop {
+        tokio::select! {
+            next = next_lines(&mut follower, &topics) => match next {
+                Ok(lines) => {
+                    if send_all(&mut socket, lines).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    let reason = err.to_string();
+                    if socket.send(Message::Text(end_line(err).into())).await.is_ok() {
+                        close(socket, close_code::ERROR, &reason).await;
+                    }
+                    return;
+                }
+            },
+            // The client only ever closes; anything else it sends is ignored.
+            message = socket.recv() => {
+                if matches!(message, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn send_all(socket: &mut WebSocket, lines: Vec<String>) -> Result<(), axum::Error> {
+    for line in lines {
+        socket.send(Message::Text(line.into())).await?;
+    }
+    Ok(())
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}

@@ -1,0 +1,80 @@
+//! `/v1/keys`: admins create (for any org), list and revoke API keys.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use shoal_protocol::job_spec::check_org;
+use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
+use shoal_protocol::{ApiError, Command, Response};
+
+use super::{ApiJson, ApiResult, Failure};
+use crate::keys::{Caller, new_key};
+use crate::node::{Node, now_ms};
+
+/// Longest key name, in bytes.
+const MAX_NAME_LEN: usize = 100;
+
+fn refused(response: Response) -> Result<(), Failure> {
+    match response {
+        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/keys`: 201 with the whole key, shown this once.
+pub async fn create(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<CreatedKey>), Failure> {
+    let org = request.org.unwrap_or_else(|| caller.org.clone());
+    check_org(&org).map_err(|message| Failure(ApiError::bad_request(message)))?;
+    let name = request.name.unwrap_or_default();
+    if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(Failure(ApiError::bad_request(format!(
+            "name must be at most {MAX_NAME_LEN} printable bytes"
+        ))));
+    }
+    let (key, record) = new_key(&org, request.scope, &name, &caller.key_id, now_ms());
+    let outcome = node
+        .write(Command::CreateApiKey {
+            record: Box::new(record.clone()),
+        })
+        .await?;
+    refused(outcome.response)?;
+    let created = CreatedKey {
+        key,
+        record: record.public(),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/keys`: every key, revoked ones included, without secrets.
+pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<KeyList> {
+    let keys = node
+        .fleet
+        .read(|state| state.api_keys.values().map(|key| key.public()).collect());
+    Ok(Json(KeyList { keys }))
+}
+
+/// `DELETE /v1/keys/{id}`: revokes the key on every node.
+pub async fn revoke(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<KeyList> {
+    if node.fleet.read(|state| !state.api_keys.contains_key(&id)) {
+        return Err(Failure(ApiError::not_found(format!("no API key {id}"))));
+    }
+    let outcome = node
+        .write(Command::RevokeApiKey {
+            id: id.clone(),
+            at_ms: now_ms(),
+        })
+        .await?;
+    refused(outcome.response)?;
+    let keys = node
+        .fleet
+        .read(|state| state.api_keys.get(&id).map(|k| k.public()));
+    Ok(Json(KeyList {
+        keys: keys.into_iter().collect(),
+    }))
+}

@@ -1,0 +1,201 @@
+//! API keys on the node: making one, checking one against the replica, and recording the
+//! first admin key when this machine bootstraps the fleet.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use shoal_protocol::keys::{ApiKeyRecord, Scope, parse_key};
+use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, Response, UnixMillis};
+
+use crate::node::{Node, now_ms};
+
+/// The org of the bootstrap key.
+pub const DEFAULT_ORG: &str = "default";
+
+/// Who is calling, once their key checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: String,
+    pub org: String,
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the key's scope includes `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.scope >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this needs a key with scope {needed}; key {} has {}",
+                    self.key_id, self.scope
+                ),
+            ))
+        }
+    }
+}
+
+fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A new key: the whole key (shown once) and the record the fleet keeps.
+pub fn new_key(
+    org: &str,
+    scope: Scope,
+    name: &str,
+    created_by: &str,
+    now: UnixMillis,
+) -> (String, ApiKeyRecord) {
+    let key = format!("shoal_{}_{}", random_hex(8), random_hex(32));
+    let record = record_of(&key, org, scope, name, created_by, now).expect("a key we made parses");
+    (key, record)
+}
+
+/// The record for a given key (e.g. a bootstrap key from the config).
+pub fn record_of(
+    key: &str,
+    org: &str,
+    scope: Scope,
+    name: &str,
+    created_by: &str,
+    now: UnixMillis,
+) -> Result<ApiKeyRecord, &'static str> {
+    let (id, secret) = parse_key(key)?;
+    Ok(ApiKeyRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        org: org.to_string(),
+        scope,
+        secret_sha256: sha256_hex(secret),
+        created_at_ms: now,
+        created_by: created_by.to_string(),
+        revoked_at_ms: None,
+    })
+}
+
+/// Checks a presented key against the fleet's records.
+pub fn authenticate(state: &FleetState, key: &str) -> Result<Caller, ApiError> {
+    let unauthorized = |why: &str| ApiError::new(ErrorCode::Unauthorized, why.to_string());
+    let (id, secret) = parse_key(key).map_err(unauthorized)?;
+    let record = state
+        .api_keys
+        .get(id)
+        .ok_or_else(|| unauthorized("unknown API key"))?;
+    // Compare digests, whose timing says nothing about the secret.
+    if record.secret_sha256 != sha256_hex(secret) {
+        return Err(unauthorized("unknown API key"));
+    }
+    if record.revoked_at_ms.is_some() {
+        return Err(unauthorized("this API key was revoked"));
+    }
+    Ok(Caller {
+        key_id: record.id.clone(),
+        org: record.org.clone(),
+        scope: record.scope,
+    })
+}
+
+/// On the machine that bootstrapped the fleet: records the first admin key (the configured
+/// one, or a new one printed once), retrying until the log has it.
+pub async fn record_bootstrap_key(node: &Node) {
+    let (key, record) = match &node.config.bootstrap_key {
+        Some(key) => {
+            let record = record_of(
+                key,
+                DEFAULT_ORG,
+                Scope::Admin,
+                "bootstrap",
+                "bootstrap",
+                now_ms(),
+            )
+            .expect("validated with the config");
+            (None, record)
+        }
+        None => {
+            let (key, record) = new_key(
+                DEFAULT_ORG,
+                Scope::Admin,
+                "bootstrap",
+                "bootstrap",
+                now_ms(),
+            );
+            (Some(key), record)
+        }
+    };
+    loop {
+        if node.fleet.read(|state| !state.api_keys.is_empty()) {
+            return;
+        }
+        match node
+            .write(Command::CreateApiKey {
+                record: Box::new(record.clone()),
+            })
+            .await
+        {
+            Ok(outcome) if !matches!(outcome.response, Response::Rejected { .. }) => {
+                if let Some(key) = key {
+                    println!("shoal: the fleet's bootstrap admin API key (shown once): {key}");
+                    println!("shoal: export SHOAL_TOKEN={key}");
+                }
+                tracing::info!(key_id = %record.id, "bootstrap admin key recorded");
+                return;
+            }
+            Ok(_) => return,
+            Err(err) => {
+                tracing::debug!(error = %err.message, "recording the bootstrap key; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_checks_out_until_revoked_and_only_with_its_secret() {
+        let (key, record) = new_key("homelab", Scope::Operate, "ci", "bootstrap", 1);
+        assert!(record.secret_sha256.len() == 64 && !key.contains(&record.secret_sha256));
+        let mut state = FleetState::default();
+        state.api_keys.insert(record.id.clone(), record.clone());
+        let caller = authenticate(&state, &key).unwrap();
+        assert_eq!(
+            (caller.org.as_str(), caller.scope),
+            ("homelab", Scope::Operate)
+        );
+        assert!(caller.require(Scope::Read).is_ok());
+        assert_eq!(
+            caller.require(Scope::Admin).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+
+        let mut forged = key.clone();
+        forged.replace_range(key.len() - 1.., if key.ends_with('0') { "1" } else { "0" });
+        assert_eq!(
+            authenticate(&state, &forged).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert!(
+            authenticate(&state, "hunter2")
+                .unwrap_err()
+                .message
+                .contains("shoal_")
+        );
+        state.api_keys.get_mut(&record.id).unwrap().revoked_at_ms = Some(2);
+        assert!(
+            authenticate(&state, &key)
+                .unwrap_err()
+                .message
+                .contains("revoked")
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! API keys on a live cluster: no key is 401, a key without the scope is 403, another
+//! org's job is 404, and a revoked key is refused by every node.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::testsuite::{Cluster, http_client, init_logs};
+
+/// A client that sends `key` (none when empty).
+fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !key.is_empty() {
+        headers.insert("x-shoal-key", key.parse().unwrap());
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, &url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create_key(api: &str, body: Value) -> (String, String) {
+    let (status, created) = call(
+        &http_client(),
+        reqwest::Method::POST,
+        format!("{api}/v1/keys"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(
+        created["record"].get("secret_sha256").is_none(),
+        "the hash stays in the fleet"
+    );
+    (key, created["record"]["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_decide_who_sees_and_does_what() {
+    use reqwest::Method;
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    let api = cluster.api(0);
+    let admin = http_client();
+
+    // /health is open; /v1 needs a key that the fleet knows.
+    let (status, _) = call(&client_with(""), Method::GET, format!("{api}/health"), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &client_with(""),
+        Method::GET,
+        format!("{api}/v1/machines"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    let made_up = format!("shoal_{}_{}", "ab".repeat(8), "cd".repeat(32));
+    let (status, _) = call(
+        &client_with(&made_up),
+        Method::GET,
+        format!("{api}/v1/machines"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A read key reads, and is refused changes with 403 naming the scope needed.
+    let (reader, _) = create_key(&api, json!({"scope": "read", "name": "dashboard"})).await;
+    let reader = client_with(&reader);
+    let (status, _) = call(&reader, Method::GET, format!("{api}/v1/jobs"), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &reader,
+        Method::POST,
+        format!("{api}/v1/jobs"),
+        Some(json!({"command": ["true"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("operate"),
+        "{body}"
+    );
+    let (status, _) = call(&reader, Method::GET, format!("{api}/v1/keys"), None).await;
+    assert_eq!(status, 403, "keys are for admins");
+
+    // A key of org homelab runs its own jobs; each org's jobs are invisible to the other.
+    let (lab, lab_id) = create_key(&api, json!({"scope": "operate", "org": "homelab"})).await;
+    let lab = client_with(&lab);
+    let (status, body) = call(
+        &lab,
+        Method::POST,
+        format!("{api}/v1/jobs"),
+        Some(json!({"command": ["true"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["job"]["spec"]["org"]),
+        (201, &json!("homelab")),
+        "{body}"
+    );
+    let theirs = body["job"]["id"].as_u64().unwrap();
+    let (status, body) = call(
+        &admin,
+        Method::POST,
+        format!("{api}/v1/jobs"),
+        Some(json!({"command": ["true"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let ours = body["job"]["id"].as_u64().unwrap();
+    let (status, _) = call(&admin, Method::GET, format!("{api}/v1/jobs/{theirs}"), None).await;
+    assert_eq!(status, 404, "another org's job is not there");
+    let (status, _) = call(
+        &lab,
+        Method::POST,
+        format!("{api}/v1/jobs/{ours}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, listed) = call(&lab, Method::GET, format!("{api}/v1/jobs"), None).await;
+    let ids: Vec<u64> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [theirs]);
+    let (status, _) = call(
+        &lab,
+        Method::POST,
+        format!("{api}/v1/jobs"),
+        Some(json!({"command": ["true"], "org": "lab2"})),
+    )
+    .await;
+    assert_eq!(status, 403, "a key submits for its own org only");
+
+    // Revoked: every node refuses the key within a second.
+    let (status, body) = call(
+        &admin,
+        Method::DELETE,
+        format!("{api}/v1/keys/{lab_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["keys"][0]["revoked_at_ms"].is_u64(), "{body}");
+    for i in 0..3 {
+        let url = format!("{}/v1/jobs", cluster.api(i));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let status = lab.get(&url).send().await.unwrap().status().as_u16();
+            if status == 401 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} still takes the revoked key"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.shutdown().await;
+}
