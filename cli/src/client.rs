@@ -13,6 +13,7 @@ use shoal_protocol::api::{
     ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineHistory, MachineList,
     MachineView,
 };
+use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
@@ -202,6 +203,22 @@ impl Client {
         request: &KillSwitchRequest,
     ) -> Result<KillSwitchState, ClientError> {
         self.call(Method::PUT, "/v1/killswitch", Some(request))
+            .await
+    }
+
+    /// `POST /v1/keys`.
+    pub async fn create_key(&self, request: &CreateKeyRequest) -> Result<CreatedKey, ClientError> {
+        self.call(Method::POST, "/v1/keys", Some(request)).await
+    }
+
+    /// `GET /v1/keys`.
+    pub async fn keys(&self) -> Result<KeyList, ClientError> {
+        self.call(Method::GET, "/v1/keys", None::<&()>).await
+    }
+
+    /// `DELETE /v1/keys/{id}`.
+    pub async fn revoke_key(&self, id: &str) -> Result<KeyList, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/keys/{id}"), None::<&()>)
             .await
     }
 

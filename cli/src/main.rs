@@ -11,6 +11,7 @@ mod follow;
 mod history;
 mod job_args;
 mod jobs;
+mod keys;
 mod machines;
 mod operate;
 mod output;
@@ -63,6 +64,9 @@ enum Cmd {
     Drain(operate::DrainArgs),
     /// Give drained machines work again.
     Undrain(operate::Selection),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Key(keys::KeyCmd),
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
@@ -228,6 +232,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
         Cmd::Undrain(select) => operate::run_drain(&client, select, None, json).await,
         Cmd::Killswitch(cmd) => operate::run_kill_switch(&client, cmd, json).await,
+        Cmd::Key(cmd) => keys::run(&client, cmd, json).await,
         Cmd::Health => cluster::health(&client, json).await,
     };
     done.map(|()| 0)

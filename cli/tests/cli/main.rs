@@ -115,6 +115,40 @@ async fn the_cli_drives_a_real_cluster() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
 
+    // Keys: an admin makes a read key; it lists machines and may not run jobs; no key is 401.
+    let made = stdout(
+        &run(&["key", "create", "--scope", "read", "--name", "viewer"])
+            .await
+            .unwrap(),
+    );
+    let reader = made.lines().next().unwrap().to_string();
+    assert!(reader.starts_with("shoal_"), "{made}");
+    let with_key = |key: String, args: &'static [&'static str]| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .env("SHOAL_ADDR", addr)
+                .env("SHOAL_TOKEN", key)
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    stdout(&with_key(reader.clone(), &["machines", "ls"]).await.unwrap());
+    let refused = with_key(reader, &["job", "run", "--", "true"])
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+    let anonymous = with_key(String::new(), &["machines", "ls"]).await.unwrap();
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("unauthorized"));
+    let keys = stdout(&run(&["key", "ls"]).await.unwrap());
+    assert!(
+        keys.contains("viewer") && keys.contains("bootstrap"),
+        "{keys}"
+    );
+
     jobs::the_job_commands(&cluster).await;
     cluster.shutdown().await;
 
