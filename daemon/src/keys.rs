@@ -20,6 +20,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// `command` as this caller's change, so the log records it in the audit log.
+    pub fn audited(&self, command: Command) -> Command {
+        Command::Audited {
+            actor: self.key_id.clone(),
+            org: self.org.clone(),
+            at_ms: now_ms(),
+            command: Box::new(command),
+        }
+    }
+
     /// Refuses with 403 unless the key's scope includes `needed`.
     pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
         if self.scope >= needed {

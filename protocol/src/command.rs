@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditEntry;
 use crate::keys::ApiKeyRecord;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
@@ -85,6 +86,14 @@ pub enum Command {
     CreateApiKey { record: Box<ApiKeyRecord> },
     /// An admin revokes an API key; every node refuses it once applied.
     RevokeApiKey { id: String, at_ms: UnixMillis },
+    /// A user's change through the API: applied as `command`, and recorded in the audit
+    /// log with the key that made it and how it went.
+    Audited {
+        actor: String,
+        org: String,
+        at_ms: UnixMillis,
+        command: Box<Command>,
+    },
     /// An operator stops all dispatch fleet-wide (`Some`) or lets it go on (`None`).
     /// Turning it off restarts the queue clock of every queued job: the time held does not
     /// count against its queue timeout.
@@ -144,6 +153,10 @@ pub struct FleetState {
     pub kill_switch: Option<KillSwitch>,
     /// API keys by id, revoked ones included.
     pub api_keys: BTreeMap<String, ApiKeyRecord>,
+    /// The newest audit entries, oldest first (at most `audit::MAX_KEPT`).
+    pub audit: std::collections::VecDeque<AuditEntry>,
+    /// The seq the next audit entry takes.
+    pub next_audit_seq: u64,
 }
 
 impl FleetState {

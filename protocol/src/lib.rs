@@ -4,6 +4,7 @@
 //! Binary frames carry a version byte ([`frame`]); JSON bodies are the admin API.
 
 pub mod api;
+pub mod audit;
 pub mod command;
 pub mod events;
 pub mod frame;

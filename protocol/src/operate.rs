@@ -38,7 +38,7 @@ pub struct KillSwitchRequest {
     /// Why; required to turn it on.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Who; defaults to `api`.
+    /// Who; defaults to the id of the API key that asks.
     #[serde(default)]
     pub actor: Option<String>,
 }

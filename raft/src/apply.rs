@@ -11,7 +11,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::jobs;
+use crate::{audit, jobs};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -55,6 +55,16 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::CreateApiKey { record } => create_key(state, *record),
         Command::RevokeApiKey { id, at_ms } => revoke_key(state, &id, at_ms),
         Command::SetKillSwitch { switch, at_ms } => jobs::set_kill_switch(state, switch, at_ms),
+        Command::Audited {
+            actor,
+            org,
+            at_ms,
+            command,
+        } => {
+            let response = apply(state, (*command).clone(), ctx);
+            audit::record(state, actor, org, at_ms, &command, &response);
+            response
+        }
         Command::Batch(commands) => Response::Batch(
             commands
                 .into_iter()

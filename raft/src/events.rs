@@ -207,7 +207,9 @@ impl Before {
             | Command::CancelJob { job, at_ms }
             | Command::RequeueJob { job, at_ms, .. }
             | Command::TimeOutJob { job, at_ms } => Before::jobs(state, [*job], *at_ms),
-            Command::SetQueueReasons { .. } | Command::Batch(_) => Before::Quiet,
+            Command::SetQueueReasons { .. } | Command::Batch(_) | Command::Audited { .. } => {
+                Before::Quiet
+            }
             Command::PruneJobs { .. } => Before::Prune,
             Command::SetDrain { machines, drain } => Before::Drain {
                 old: machines

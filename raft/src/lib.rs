@@ -14,6 +14,7 @@
 //! leader plans job placements with [`scheduler::place`] (pure) and commits the plan.
 
 mod apply;
+pub mod audit;
 mod error;
 pub mod events;
 pub mod jobs;

@@ -184,8 +184,7 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                     }
                     EntryPayload::Membership(membership) => {
                         let voters = membership.voter_ids().map(|id| id.to_string()).collect();
-                        let learners =
-                            membership.learner_ids().map(|id| id.to_string()).collect();
+                        let learners = membership.learner_ids().map(|id| id.to_string()).collect();
                         events.push(membership_event(log_id.index, voters, learners));
                         self.membership = StoredMembership::new(Some(log_id.clone()), membership);
                         Response::Done

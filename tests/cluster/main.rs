@@ -2,6 +2,7 @@
 //! autopilot, label propagation, resource history and the cluster secret.
 
 mod access;
+mod events;
 mod failover;
 mod fleet;
 mod formation;

@@ -226,5 +226,50 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
         !j.attempts.is_empty()
     })
     .await;
+
+    // Every change above is in the audit log, with the key that made it; per machine too.
+    let key_id = "7e57000000000001";
+    let get = |url: String| async move {
+        let body: Value = shoal_daemon::testsuite::http_client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["entries"].as_array().unwrap().clone()
+    };
+    let on_machine = get(format!("{api}/v1/audit?machine={drained}")).await;
+    let actions: Vec<&str> = on_machine
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["undrain", "drain"], "{on_machine:?}");
+    assert!(
+        on_machine
+            .iter()
+            .all(|e| e["actor"] == json!(key_id) && e["outcome"] == json!("ok"))
+    );
+    let (status, _) = send(post, format!("{api}/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 409, "the job already completed");
+    let all = get(format!("{}/v1/audit?limit=1000", cluster.api(2))).await;
+    let newest = &all[0];
+    assert_eq!(
+        (newest["action"].as_str(), newest["target"].as_str()),
+        (Some("cancel_job"), Some(format!("job {}", id.0).as_str()))
+    );
+    assert!(
+        newest["outcome"].as_str().unwrap().starts_with("refused: "),
+        "{newest}"
+    );
+    for action in ["kill_switch_on", "kill_switch_off", "submit_job"] {
+        assert!(
+            all.iter().any(|e| e["action"] == json!(action)),
+            "{action} missing"
+        );
+    }
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
     cluster.shutdown().await;
 }

@@ -15,12 +15,13 @@ use super::Failure;
 use crate::keys::authenticate;
 use crate::node::Node;
 
-/// The scope a route needs: reads need `read`; keys and the kill switch need `admin`;
-/// every other change needs `operate`.
+/// The scope a route needs: reads need `read`, but keys and the audit log need `admin`, as
+/// does turning the kill switch; every other change needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let admin_route = route.starts_with("/v1/keys") || route == "/v1/killswitch";
+    let admin_read = route.starts_with("/v1/keys") || route == "/v1/audit";
     match *method {
-        Method::GET | Method::HEAD if route.starts_with("/v1/keys") => Scope::Admin,
+        Method::GET | Method::HEAD if admin_read => Scope::Admin,
         Method::GET | Method::HEAD => Scope::Read,
         _ if admin_route => Scope::Admin,
         _ => Scope::Operate,
@@ -70,6 +71,7 @@ mod tests {
         assert_eq!(required_scope(&Method::GET, "/v1/killswitch"), Scope::Read);
         assert_eq!(required_scope(&Method::PUT, "/v1/killswitch"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/keys"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/v1/audit"), Scope::Admin);
         assert_eq!(
             required_scope(&Method::DELETE, "/v1/keys/{id}"),
             Scope::Admin

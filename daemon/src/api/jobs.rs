@@ -38,12 +38,16 @@ fn refusal(response: Response) -> Failure {
     }
 }
 
-async fn submit_one(node: &Node, spec: JobSpec) -> Result<SubmitJobResponse, Failure> {
+async fn submit_one(
+    node: &Node,
+    caller: &Caller,
+    spec: JobSpec,
+) -> Result<SubmitJobResponse, Failure> {
     let outcome = node
-        .write(Command::SubmitJob {
+        .write(caller.audited(Command::SubmitJob {
             spec: Box::new(spec),
             at_ms: now_ms(),
-        })
+        }))
         .await?;
     match outcome.response {
         Response::Submitted { job, created } => Ok(SubmitJobResponse { job: *job, created }),
@@ -61,7 +65,7 @@ pub async fn submit(
     spec.validate()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
     in_callers_org(&caller, &mut spec)?;
-    let answer = submit_one(&node, spec).await?;
+    let answer = submit_one(&node, &caller, spec).await?;
     let status = if answer.created {
         StatusCode::CREATED
     } else {
@@ -98,7 +102,10 @@ pub async fn submit_batch(
             .map_err(|message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}"))))?;
         in_callers_org(&caller, spec)?;
     }
-    let writes = body.jobs.into_iter().map(|spec| submit_one(&node, spec));
+    let writes = body
+        .jobs
+        .into_iter()
+        .map(|spec| submit_one(&node, &caller, spec));
     let jobs = futures::future::try_join_all(writes).await?;
     Ok(Json(BatchResponse { jobs }))
 }
@@ -273,10 +280,10 @@ pub async fn cancel(
     let id = parse_job_id(&id)?;
     visible_job(&node, &caller, id)?;
     let outcome = node
-        .write(Command::CancelJob {
+        .write(caller.audited(Command::CancelJob {
             job: id,
             at_ms: now_ms(),
-        })
+        }))
         .await?;
     Ok(Json(job_of(outcome.response)?))
 }

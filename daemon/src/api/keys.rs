@@ -39,9 +39,9 @@ pub async fn create(
     }
     let (key, record) = new_key(&org, request.scope, &name, &caller.key_id, now_ms());
     let outcome = node
-        .write(Command::CreateApiKey {
+        .write(caller.audited(Command::CreateApiKey {
             record: Box::new(record.clone()),
-        })
+        }))
         .await?;
     refused(outcome.response)?;
     let created = CreatedKey {
@@ -60,15 +60,19 @@ pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<KeyList> {
 }
 
 /// `DELETE /v1/keys/{id}`: revokes the key on every node.
-pub async fn revoke(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<KeyList> {
+pub async fn revoke(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<KeyList> {
     if node.fleet.read(|state| !state.api_keys.contains_key(&id)) {
         return Err(Failure(ApiError::not_found(format!("no API key {id}"))));
     }
     let outcome = node
-        .write(Command::RevokeApiKey {
+        .write(caller.audited(Command::RevokeApiKey {
             id: id.clone(),
             at_ms: now_ms(),
-        })
+        }))
         .await?;
     refused(outcome.response)?;
     let keys = node

@@ -4,8 +4,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use shoal_protocol::api::{
     ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineSort, MachineView,
     SortOrder,
@@ -16,6 +16,7 @@ use shoal_protocol::{
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
+use crate::keys::Caller;
 use crate::node::{Node, VERSION, members, now_ms};
 
 pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
@@ -113,6 +114,7 @@ pub async fn show(
 
 pub async fn label(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LabelRequest>,
 ) -> ApiResult<MachineView> {
@@ -130,11 +132,11 @@ pub async fn label(
         return Err(Failure(ApiError::bad_request(err.to_string())));
     }
     let outcome = node
-        .write(Command::LabelMachine {
+        .write(caller.audited(Command::LabelMachine {
             id,
             set: body.set,
             remove: body.remove,
-        })
+        }))
         .await?;
     match outcome.response {
         Response::Machine(record) => Ok(Json(view(&node, &record, &roles(&node)))),

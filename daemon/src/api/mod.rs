@@ -4,6 +4,7 @@
 //! writes go through [`Node::write`], which forwards them to the leader. Every `/v1` route
 //! needs an API key (`auth.rs`); `/health` and `/metrics` do not.
 
+mod audit;
 mod auth;
 mod error;
 mod events;
@@ -71,6 +72,7 @@ pub fn router(node: Arc<Node>) -> Router {
             get(operate::kill_switch).put(operate::set_kill_switch),
         )
         .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),

@@ -3,13 +3,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{ApiError, Command, Drain, FleetState, KillSwitch, MachineId, Response};
 use shoal_raft::jobs;
 
 use super::{ApiJson, ApiResult, Failure};
+use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
 /// Longest drain deadline accepted: a week.
@@ -67,6 +68,7 @@ fn select(state: &FleetState, request: &DrainRequest) -> Result<Vec<MachineId>, 
 
 async fn set_drain(
     node: &Node,
+    caller: &Caller,
     request: &DrainRequest,
     drain: Option<Drain>,
 ) -> Result<Json<DrainResponse>, Failure> {
@@ -74,10 +76,10 @@ async fn set_drain(
     let machines = node.fleet.read(|state| select(state, request))?;
     if !machines.is_empty() {
         let outcome = node
-            .write(Command::SetDrain {
+            .write(caller.audited(Command::SetDrain {
                 machines: machines.clone(),
                 drain,
-            })
+            }))
             .await?;
         if let Response::Rejected { code, message } = outcome.response {
             return Err(Failure(ApiError::new(code, message)));
@@ -90,6 +92,7 @@ async fn set_drain(
 /// runs there after it is taken back and runs elsewhere.
 pub async fn drain(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<DrainRequest>,
 ) -> ApiResult<DrainResponse> {
     let deadline_ms = match request.deadline_seconds {
@@ -105,12 +108,13 @@ pub async fn drain(
         since_ms: now_ms(),
         deadline_ms,
     };
-    set_drain(&node, &request, Some(drain)).await
+    set_drain(&node, &caller, &request, Some(drain)).await
 }
 
 /// `POST /v1/undrain`: the selected machines take work again.
 pub async fn undrain(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<DrainRequest>,
 ) -> ApiResult<DrainResponse> {
     if request.deadline_seconds.is_some() || request.idle_only {
@@ -118,7 +122,7 @@ pub async fn undrain(
             "undrain takes machines, a selector or all (deadline_seconds and idle_only are for drain)",
         )));
     }
-    set_drain(&node, &request, None).await
+    set_drain(&node, &caller, &request, None).await
 }
 
 fn switch_state(switch: Option<KillSwitch>) -> KillSwitchState {
@@ -147,6 +151,7 @@ fn check_text(field: &str, text: &str) -> Result<(), Failure> {
 /// `PUT /v1/killswitch`: on (with a reason) stops all dispatch fleet-wide; off lets it go on.
 pub async fn set_kill_switch(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<KillSwitchRequest>,
 ) -> ApiResult<KillSwitchState> {
     let switch = if request.on {
@@ -156,7 +161,7 @@ pub async fn set_kill_switch(
             ))
         })?;
         check_text("reason", &reason)?;
-        let actor = request.actor.unwrap_or_else(|| "api".to_string());
+        let actor = request.actor.unwrap_or_else(|| caller.key_id.clone());
         check_text("actor", &actor)?;
         Some(KillSwitch {
             reason,
@@ -166,10 +171,10 @@ pub async fn set_kill_switch(
     } else {
         None
     };
-    node.write(Command::SetKillSwitch {
+    node.write(caller.audited(Command::SetKillSwitch {
         switch: switch.clone(),
         at_ms: now_ms(),
-    })
+    }))
     .await?;
     Ok(Json(switch_state(switch)))
 }

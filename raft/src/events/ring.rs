@@ -297,10 +297,16 @@ mod tests {
             ids(&ring.feed().since(1).unwrap()),
             [(2, 0), (4, 0), (4, 1), (5, 0)]
         );
-        assert_eq!(ids(&ring.feed().since(3).unwrap()), [(4, 0), (4, 1), (5, 0)]);
+        assert_eq!(
+            ids(&ring.feed().since(3).unwrap()),
+            [(4, 0), (4, 1), (5, 0)]
+        );
         assert_eq!(ids(&ring.feed().since(4).unwrap()), [(5, 0)]);
         assert!(ring.feed().since(5).unwrap().is_empty());
-        assert!(ring.feed().since(99).unwrap().is_empty(), "ahead of this node");
+        assert!(
+            ring.feed().since(99).unwrap().is_empty(),
+            "ahead of this node"
+        );
         let gone = ring.feed().since(0).unwrap_err();
         assert_eq!(
             gone,

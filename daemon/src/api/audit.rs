@@ -1,0 +1,63 @@
+//! `GET /v1/audit`: the audit log, newest first, for the whole fleet or one machine.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use shoal_protocol::audit::AuditList;
+use shoal_protocol::{ApiError, MachineId};
+
+use super::{ApiQuery, ApiResult, Failure};
+use crate::node::Node;
+
+/// Most entries one page returns.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only entries that concern this machine.
+    machine: Option<String>,
+    /// Only entries made with this API key id.
+    actor: Option<String>,
+    /// Only entries older than this seq: pass the last seq of the previous page.
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit?machine=ID&actor=KEY&before=SEQ&limit=N`.
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> ApiResult<AuditList> {
+    let machine: Option<MachineId> = params
+        .machine
+        .as_deref()
+        .map(|text| {
+            text.parse()
+                .map_err(|err: shoal_protocol::ids::BadMachineId| {
+                    Failure(ApiError::bad_request(err.to_string()))
+                })
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Failure(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        ))));
+    }
+    let entries = node.fleet.read(|state| {
+        state
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| params.before.is_none_or(|before| e.seq < before))
+            .filter(|e| machine.is_none_or(|m| e.machines.contains(&m)))
+            .filter(|e| params.actor.as_ref().is_none_or(|a| &e.actor == a))
+            .take(limit)
+            .cloned()
+            .collect()
+    });
+    Ok(Json(AuditList { entries }))
+}

@@ -1,0 +1,32 @@
+//! The audit log: every change a user made through the API, who made it, and how it went.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MachineId, UnixMillis};
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Numbers every entry in order; the same on every node.
+    pub seq: u64,
+    pub at_ms: UnixMillis,
+    /// The id of the API key that made the change.
+    pub actor: String,
+    /// The org of that key.
+    pub org: String,
+    /// What was done: `submit_job`, `cancel_job`, `label_machine`, `drain`, `undrain`,
+    /// `kill_switch_on`, `kill_switch_off`, `create_api_key`, `revoke_api_key`.
+    pub action: String,
+    /// What it was done to: `job 42`, `machine 00ab…`, `key 7e57…`, `fleet`.
+    pub target: String,
+    /// The machines it concerned, for the per-machine view.
+    pub machines: Vec<MachineId>,
+    /// `ok`, or `refused: <why>`.
+    pub outcome: String,
+}
+
+/// `GET /v1/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+}

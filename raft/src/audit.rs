@@ -1,0 +1,98 @@
+//! Recording audited commands: what a user did, to what, and how it went.
+
+use std::collections::VecDeque;
+
+use shoal_protocol::audit::AuditEntry;
+use shoal_protocol::{Command, FleetState, MachineId, Response, UnixMillis};
+
+/// Audit entries kept; older ones are dropped first.
+pub const MAX_KEPT: usize = 50_000;
+
+/// The action, target and machines of a user's command.
+fn describe(command: &Command, response: &Response) -> (String, String, Vec<MachineId>) {
+    let machines_text = |ids: &[MachineId]| {
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match command {
+        Command::SubmitJob { .. } => {
+            let target = match response {
+                Response::Submitted { job, .. } => format!("job {}", job.id),
+                _ => "job".to_string(),
+            };
+            ("submit_job".into(), target, Vec::new())
+        }
+        Command::CancelJob { job, .. } => ("cancel_job".into(), format!("job {job}"), Vec::new()),
+        Command::LabelMachine { id, .. } => {
+            ("label_machine".into(), format!("machine {id}"), vec![*id])
+        }
+        Command::SetDrain { machines, drain } => {
+            let action = if drain.is_some() { "drain" } else { "undrain" };
+            let target = format!("machines {}", machines_text(machines));
+            (action.into(), target, machines.clone())
+        }
+        Command::SetKillSwitch { switch, .. } => {
+            let action = if switch.is_some() {
+                "kill_switch_on"
+            } else {
+                "kill_switch_off"
+            };
+            (action.into(), "fleet".into(), Vec::new())
+        }
+        Command::CreateApiKey { record } => (
+            "create_api_key".into(),
+            format!("key {}", record.id),
+            Vec::new(),
+        ),
+        Command::RevokeApiKey { id, .. } => {
+            ("revoke_api_key".into(), format!("key {id}"), Vec::new())
+        }
+        other => (
+            format!("{other:?}")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_lowercase(),
+            String::new(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Appends the entry for `command`, applied with `response`, dropping the oldest past
+/// [`MAX_KEPT`].
+pub(crate) fn record(
+    state: &mut FleetState,
+    actor: String,
+    org: String,
+    at_ms: UnixMillis,
+    command: &Command,
+    response: &Response,
+) {
+    let (action, target, machines) = describe(command, response);
+    let outcome = match response {
+        Response::Rejected { message, .. } => format!("refused: {message}"),
+        _ => "ok".to_string(),
+    };
+    let entry = AuditEntry {
+        seq: state.next_audit_seq,
+        at_ms,
+        actor,
+        org,
+        action,
+        target,
+        machines,
+        outcome,
+    };
+    state.next_audit_seq += 1;
+    push_bounded(&mut state.audit, entry, MAX_KEPT);
+}
+
+fn push_bounded(log: &mut VecDeque<AuditEntry>, entry: AuditEntry, max: usize) {
+    log.push_back(entry);
+    while log.len() > max {
+        log.pop_front();
+    }
+}
