@@ -13,6 +13,7 @@ use shoal_protocol::api::{
     ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineHistory, MachineList,
     MachineView,
 };
+use shoal_protocol::audit::AuditList;
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{
@@ -203,6 +204,12 @@ impl Client {
         request: &KillSwitchRequest,
     ) -> Result<KillSwitchState, ClientError> {
         self.call(Method::PUT, "/v1/killswitch", Some(request))
+            .await
+    }
+
+    /// `GET /v1/audit` with filters, e.g. `[("machine", "00ab…")]`.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<AuditList, ClientError> {
+        self.call(Method::GET, &with_query("/v1/audit", query), None::<&()>)
             .await
     }
 

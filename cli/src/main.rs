@@ -4,6 +4,7 @@
 //! 3 the node could not be reached. `shoal job run --wait` exits with the job's own
 //! exit code instead when the job failed with one.
 
+mod audit;
 mod client;
 mod cluster;
 mod fleet;
@@ -64,6 +65,18 @@ enum Cmd {
     Drain(operate::DrainArgs),
     /// Give drained machines work again.
     Undrain(operate::Selection),
+    /// Who changed what, newest first (admin).
+    Audit {
+        /// Only changes that concern this machine (id, prefix or name).
+        #[arg(long)]
+        machine: Option<String>,
+        /// Only changes made with this API key id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// At most this many entries (1 to 1000) [default: 100].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -233,6 +246,11 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Undrain(select) => operate::run_drain(&client, select, None, json).await,
         Cmd::Killswitch(cmd) => operate::run_kill_switch(&client, cmd, json).await,
         Cmd::Key(cmd) => keys::run(&client, cmd, json).await,
+        Cmd::Audit {
+            machine,
+            actor,
+            limit,
+        } => audit::run(&client, machine, actor, limit, json).await,
         Cmd::Health => cluster::health(&client, json).await,
     };
     done.map(|()| 0)

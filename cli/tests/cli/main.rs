@@ -148,6 +148,11 @@ async fn the_cli_drives_a_real_cluster() {
         keys.contains("viewer") && keys.contains("bootstrap"),
         "{keys}"
     );
+    let audit = stdout(&run(&["audit", "--machine", "node-2"]).await.unwrap());
+    assert!(
+        audit.contains("label_machine") && audit.contains("7e57000000000001"),
+        "{audit}"
+    );
 
     jobs::the_job_commands(&cluster).await;
     cluster.shutdown().await;

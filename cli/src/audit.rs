@@ -1,0 +1,51 @@
+//! `shoal audit`: who changed what, newest first.
+
+use shoal_protocol::audit::AuditEntry;
+
+use crate::client::{Client, ClientError};
+use crate::machines;
+use crate::output::{Table, age, now_ms, print, print_json};
+
+/// `shoal audit [--machine M] [--actor KEY] [--limit N]`.
+pub async fn run(
+    client: &Client,
+    machine: Option<String>,
+    actor: Option<String>,
+    limit: Option<u32>,
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut query = Vec::new();
+    if let Some(machine) = machine {
+        let id = machines::resolve(client, &machine).await?;
+        query.push(("machine", id.to_string()));
+    }
+    if let Some(actor) = actor {
+        query.push(("actor", actor));
+    }
+    if let Some(limit) = limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let list = client.audit(&query).await?;
+    if json {
+        print_json(&list);
+    } else {
+        print(&table(&list.entries));
+    }
+    Ok(())
+}
+
+fn table(entries: &[AuditEntry]) -> String {
+    let now = now_ms();
+    let mut table = Table::new(&["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME"]);
+    for e in entries {
+        table.row(vec![
+            e.seq.to_string(),
+            age(now, e.at_ms),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            e.outcome.clone(),
+        ]);
+    }
+    table.render()
+}
