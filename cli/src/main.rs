@@ -85,6 +85,8 @@ enum Cmd {
     Killswitch(operate::KillSwitchCmd),
     /// Whether the node is up and knows a leader.
     Health,
+    /// Print a shell completion script: `shoal completions bash > /etc/bash_completion.d/shoal`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +254,11 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
             limit,
         } => audit::run(&client, machine, actor, limit, json).await,
         Cmd::Health => cluster::health(&client, json).await,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            Ok(())
+        }
     };
     done.map(|()| 0)
 }
@@ -284,6 +291,21 @@ mod tests {
     #[test]
     fn clap_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_cover_the_subcommands() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "shoal",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for word in ["machines", "job", "drain", "killswitch", "audit", "key"] {
+            assert!(script.contains(word), "{word} missing");
+        }
     }
 
     #[test]
