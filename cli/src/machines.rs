@@ -225,7 +225,23 @@ pub fn details(m: &MachineView, now: UnixMillis) -> String {
         ("last heartbeat", age(now, m.last_heartbeat_ms)),
         ("started", age(now, m.started_at_ms)),
         ("registered", age(now, m.registered_at_ms)),
+        ("checks", checks(&m.diagnosis)),
     ])
+}
+
+/// `docker ok, disk FAIL (…)`: the failing checks say why.
+fn checks(diagnosis: &[shoal_protocol::Check]) -> String {
+    if diagnosis.is_empty() {
+        return "-".to_string();
+    }
+    diagnosis
+        .iter()
+        .map(|c| match c.ok {
+            true => format!("{} ok", c.name),
+            false => format!("{} FAIL ({})", c.name, c.detail),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn labels_or_dash(labels: &Labels) -> String {

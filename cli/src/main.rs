@@ -7,6 +7,7 @@
 mod audit;
 mod client;
 mod cluster;
+mod events;
 mod fleet;
 mod follow;
 mod history;
@@ -83,6 +84,8 @@ enum Cmd {
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
+    /// What changed in the fleet, one line per event; -f to follow.
+    Events(events::EventsArgs),
     /// Whether the node is up and knows a leader.
     Health,
     /// Print a shell completion script: `shoal completions bash > /etc/bash_completion.d/shoal`.
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
             actor,
             limit,
         } => audit::run(&client, machine, actor, limit, json).await,
+        Cmd::Events(args) => events::run(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

@@ -27,6 +27,16 @@ pub enum Commands {
     Run(Box<RunArgs>),
     /// Run a local dev fleet on loopback with no config.
     Dev(DevArgs),
+    /// Check what this machine needs to run work (Docker, disk, memory, the data directory);
+    /// exits 1 if a check fails.
+    Diagnose {
+        /// The data directory to check [default: the config's, else /var/lib/shoal].
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Config file [default: /etc/shoal/shoald.toml if it exists].
+        #[arg(long, env = "SHOAL_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Flags that overlay the config file. Each also reads a `SHOAL_*` variable.

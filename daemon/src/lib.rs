@@ -8,6 +8,7 @@ pub mod autopilot;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod diagnose;
 pub mod dispatch;
 pub mod exec;
 pub mod history;

@@ -28,6 +28,16 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Commands::Dev(args)) => dev::run(args).await,
+            Some(Commands::Diagnose { data_dir, config }) => {
+                let data_dir = match data_dir {
+                    Some(dir) => dir,
+                    None => Settings::load(config.as_deref())?.data_dir,
+                };
+                if !shoal_daemon::diagnose::print_diagnosis(&data_dir).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Some(Commands::Run(args)) => run(*args).await,
             None => run(cli.run).await,
         }

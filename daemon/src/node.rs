@@ -30,7 +30,7 @@ use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, dispatch, identity, reconcile, rpc};
+use crate::{api, diagnose, dispatch, identity, reconcile, rpc};
 
 /// The crate's version, published to the fleet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -148,6 +148,7 @@ impl Node {
         }
         let facts = HostFacts::read();
         let mut sampler = Sampler::new(&config.data_dir)?;
+        let resources = sampler.sample();
         let info = MachineInfo {
             id,
             name: config.node_name.clone(),
@@ -157,7 +158,8 @@ impl Node {
             version: VERSION.to_string(),
             addr: addr.clone(),
             labels,
-            resources: sampler.sample(),
+            diagnosis: diagnose::run(&config.data_dir, &resources, runner.docker_version()),
+            resources,
             running: 0,
             max_running: config.max_running,
             draining: false,
@@ -325,9 +327,19 @@ async fn discovery_loop(
 async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config.timings.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval(diagnose::DIAGNOSE_EVERY);
+    recheck.tick().await; // the first diagnosis came with the info
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = recheck.tick() => {
+                let resources = node.info.borrow().resources.clone();
+                let checks =
+                    diagnose::run(&node.config.data_dir, &resources, node.runner.docker_version());
+                node.info.send_if_modified(|info| {
+                    std::mem::replace(&mut info.diagnosis, checks.clone()) != checks
+                });
+            }
             _ = tick.tick() => {
                 let resources = sampler.sample();
                 node.history.record(now_ms(), &resources);

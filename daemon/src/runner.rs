@@ -66,6 +66,11 @@ impl Runner {
         self.docker_version.is_some()
     }
 
+    /// The Docker engine's version, if one answered at start.
+    pub fn docker_version(&self) -> Option<&str> {
+        self.docker_version.as_deref()
+    }
+
     fn hold(&self, job: JobId, attempt: u32, handle: RunHandle) {
         self.runs
             .lock()

@@ -127,6 +127,9 @@ pub struct MachineView {
     pub addr: MemberAddr,
     /// The machine's Raft role: `leader`, `voter`, `learner` or `none`.
     pub raft_role: String,
+    /// The machine's own health checks, as last run.
+    #[serde(default)]
+    pub diagnosis: Vec<crate::Check>,
 }
 
 impl MachineView {
@@ -153,6 +156,7 @@ impl MachineView {
             started_at_ms: info.started_at_ms,
             addr: info.addr.clone(),
             raft_role: raft_role.to_string(),
+            diagnosis: info.diagnosis.clone(),
         }
     }
 }

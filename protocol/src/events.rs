@@ -26,7 +26,8 @@ pub struct Event {
     /// What happened, e.g. `job_finished`; see [`kind`]. New kinds may appear: clients
     /// should show or skip kinds they do not know.
     pub kind: String,
-    /// What it happened to: a job id, a machine id or an API key id.
+    /// What it happened to: a job id, a machine id or an API key id; for `audit`, the
+    /// audit entry's target (`job 42`, `machines 00ab…`, `fleet`).
     pub subject: Option<String>,
     /// The kind's details, e.g. `{"state": "completed", "exit_code": 0, ...}`.
     pub detail: serde_json::Value,
@@ -36,16 +37,17 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
-    /// Machines joining, changing what they publish, changing status, leaving.
+    /// Machines joining, changing what they publish, changing status, operator labels and
+    /// drains, leaving.
     Machine,
     /// Jobs moving through their states, and pruning.
     Job,
     /// Interactive sessions; reserved, nothing publishes on it yet.
     Session,
-    /// Changes operators make to how the fleet runs: labels, drains, the kill switch and
-    /// API keys.
+    /// The audit log as it grows: one event per change a user made through the API
+    /// (`kind` is its action, `detail` the whole entry: who, what, how it went).
     Audit,
-    /// The Raft group's membership.
+    /// The whole fleet: the Raft group's membership, the kill switch, API keys.
     Fleet,
 }
 
@@ -133,21 +135,24 @@ pub mod kind {
     /// `machine`: a machine was forgotten.
     pub const MACHINE_REMOVED: &str = "machine_removed";
 
-    /// `audit`: an operator changed a machine's labels. Subject: machine id.
+    /// `machine`: an operator changed a machine's labels.
     pub const MACHINE_LABELS: &str = "machine_labels";
-    /// `audit`: an operator drained a machine (or changed its drain deadline).
+    /// `machine`: an operator drained a machine (or changed its drain deadline).
     pub const DRAIN: &str = "drain";
-    /// `audit`: an operator ended a machine's drain.
+    /// `machine`: an operator ended a machine's drain.
     pub const UNDRAIN: &str = "undrain";
-    /// `audit`: the kill switch was turned on or off. No subject.
-    pub const KILL_SWITCH: &str = "kill_switch";
-    /// `audit`: an API key was created. Subject: key id.
-    pub const KEY_CREATED: &str = "key_created";
-    /// `audit`: an API key was revoked. Subject: key id.
-    pub const KEY_REVOKED: &str = "key_revoked";
 
     /// `fleet`: the Raft group's voters or learners changed. No subject.
     pub const MEMBERSHIP: &str = "membership";
+    /// `fleet`: the kill switch was turned on or off. No subject.
+    pub const KILL_SWITCH: &str = "kill_switch";
+    /// `fleet`: an API key was created. Subject: key id.
+    pub const KEY_CREATED: &str = "key_created";
+    /// `fleet`: an API key was revoked. Subject: key id.
+    pub const KEY_REVOKED: &str = "key_revoked";
+
+    // `audit` events take the audit entry's action as their kind: `submit_job`,
+    // `cancel_job`, `label_machine`, `drain`, `undrain`, `kill_switch_on`, ...
 }
 
 /// The last line of an event stream the node had to end early (on a WebSocket, the last

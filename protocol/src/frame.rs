@@ -59,7 +59,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        Announcement, Attempt, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport,
+        Announcement, Attempt, Check, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport,
         JobSpec, JobState, JobTarget, Labels, MachineId, MachineInfo, MachineRecord, MachineStatus,
         MemberAddr, Placement, Resources, Response,
     };
@@ -106,6 +106,11 @@ mod tests {
                         max_running: running.saturating_add(1),
                         draining,
                         started_at_ms: 1,
+                        diagnosis: vec![Check {
+                            name: "disk".into(),
+                            ok: !draining,
+                            detail: "12 GiB free".into(),
+                        }],
                     }
                 },
             )

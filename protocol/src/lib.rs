@@ -22,7 +22,7 @@ pub use ids::MachineId;
 pub use job::{Attempt, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement};
 pub use labels::{LabelError, Labels};
 pub use machine::{
-    Announcement, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,
+    Announcement, Check, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,
 };
 
 /// Milliseconds since the Unix epoch, the one time unit on the wire and on disk.

@@ -62,6 +62,19 @@ pub struct MachineInfo {
     pub draining: bool,
     /// When the daemon started, for uptime.
     pub started_at_ms: UnixMillis,
+    /// The machine's own health checks (`shoald diagnose`), as last run.
+    #[serde(default)]
+    pub diagnosis: Vec<Check>,
+}
+
+/// One health check of a machine: Docker, disk, memory, the data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// `docker`, `disk`, `memory`, `data_dir`.
+    pub name: String,
+    pub ok: bool,
+    /// What was found, or what is wrong and how to fix it.
+    pub detail: String,
 }
 
 /// One signed heartbeat: a machine's info with a sequence number that only grows.

@@ -81,14 +81,14 @@ fn apply_into(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx, sink: &mut S
 }
 
 /// Where one entry's events go, numbered as they come.
-pub(crate) struct Sink<'a> {
+struct Sink<'a> {
     index: u64,
     seq: u32,
     out: &'a mut Vec<Event>,
 }
 
 impl Sink<'_> {
-    pub(crate) fn push(
+    fn push(
         &mut self,
         at_ms: Option<UnixMillis>,
         topic: Topic,

@@ -159,6 +159,25 @@ async fn keys_decide_who_sees_and_does_what() {
     .await;
     assert_eq!(status, 403, "a key submits for its own org only");
 
+    // Each machine's own health checks reach every node (read scope is enough).
+    let other = cluster.node(2).id;
+    let (status, machine) = call(
+        &reader,
+        Method::GET,
+        format!("{api}/v1/machines/{other}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = machine["diagnosis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["docker", "disk", "memory", "data_dir"], "{machine}");
+    assert_eq!(machine["diagnosis"][3]["ok"], json!(true), "{machine}");
+
     // Revoked: every node refuses the key within a second.
     let (status, body) = call(
         &admin,

@@ -324,11 +324,25 @@ async fn a_node_says_which_old_events_it_no_longer_has() {
     })
     .await
     .unwrap();
+    // Each change is told twice: what changed on the machine, and the audit log's entry.
     let audit = backlog(&cluster, 1, &format!("since={start}&topic=audit")).await;
     assert_eq!(audit.len(), n, "one audit event per change: {audit:#?}");
-    assert_eq!(audit[0].kind, kind::MACHINE_LABELS);
-    assert_eq!(audit[0].subject, Some(machine.to_string()));
-    assert_eq!(audit[0].detail["operator_labels"], json!({"round": "0"}));
+    assert_eq!(audit[0].kind, "label_machine");
+    assert_eq!(audit[0].subject, Some(format!("machine {machine}")));
+    assert_eq!(audit[0].detail["actor"], json!("7e57000000000001"));
+    assert_eq!(audit[0].detail["outcome"], json!("ok"));
+    let changes = backlog(&cluster, 1, &format!("since={start}&topic=machine")).await;
+    let labels: Vec<&Event> = changes
+        .iter()
+        .filter(|e| e.kind == kind::MACHINE_LABELS)
+        .collect();
+    assert_eq!(labels.len(), n);
+    assert_eq!(labels[0].subject, Some(machine.to_string()));
+    assert_eq!(labels[0].detail["operator_labels"], json!({"round": "0"}));
+    assert_eq!(
+        (labels[0].index, labels[0].seq + 1),
+        (audit[0].index, audit[0].seq)
+    );
 
     // Restarted, node 0 starts from its snapshot: it never applied the entries before it
     // again, so it has no events for them, and says so instead of leaving a gap.

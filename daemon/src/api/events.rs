@@ -3,8 +3,9 @@
 //! client may resume on another node with the last index it saw.
 //!
 //! ```text
-//!  ?since=N            first the events kept after log index N; 409 if this node no longer
-//!                      has all of them (the message names the oldest index it can resume)
+//!  ?since=N            the events kept after log index N; 409 if this node no longer has
+//!                      all of them (the message names the oldest index it can resume);
+//!                      without since: every event kept, or with follow, none (from now on)
 //!  ?follow=true        then every new event, until the client leaves
 //!  ?topic=job,machine  only these topics (a comma list)
 //!
@@ -42,7 +43,8 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
-    /// Only events of entries after this log index.
+    /// Only events of entries after this log index. Without it, a plain read gives every
+    /// event kept and a follow starts from now.
     since: Option<u64>,
     /// Keep the stream open and send new events as they come.
     #[serde(default)]
@@ -89,7 +91,7 @@ pub async fn events(
     } else {
         let backlog = match params.since {
             Some(since) => feed.since(since).map_err(gone)?,
-            None => Vec::new(),
+            None => feed.kept(),
         };
         (backlog, None)
     };

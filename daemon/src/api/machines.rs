@@ -48,6 +48,7 @@ fn view(
         view.resources = peer.info.resources.clone();
         view.running = peer.info.running;
         view.draining |= peer.info.draining;
+        view.diagnosis = peer.info.diagnosis.clone();
         view.last_heartbeat_ms = view.last_heartbeat_ms.max(peer.last_heartbeat_ms);
     }
     view
@@ -382,6 +383,7 @@ pub(super) mod tests {
             started_at_ms: NOW - id * 60_000,
             addr: MemberAddr::default(),
             raft_role: "voter".into(),
+            diagnosis: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use super::Sink;
 
 /// What one job looked like before the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Mark {
+pub(super) struct Mark {
     state: JobState,
     attempts: usize,
     failures: u32,
@@ -33,8 +33,13 @@ impl Mark {
 
 /// What a command's events need from before it applied, and from the command itself
 /// (which `apply` consumes).
-enum Before {
+pub(super) enum Before {
     Quiet,
+    /// A user's change: its own events, then one for each audit entry from `audit_from`.
+    Audited {
+        change: Box<Before>,
+        audit_from: u64,
+    },
     Upsert {
         at_ms: UnixMillis,
         old: Option<Box<MachineInfo>>,
@@ -81,7 +86,7 @@ enum Before {
 }
 
 impl Before {
-    fn of(cmd: &Command, state: &FleetState) -> Before {
+    pub(super) fn of(cmd: &Command, state: &FleetState) -> Before {
         let machine = |id: &MachineId| state.machines.get(id);
         match cmd {
             Command::UpsertMachine { info, at_ms } => Before::Upsert {
@@ -109,9 +114,13 @@ impl Before {
             | Command::CancelJob { job, at_ms }
             | Command::RequeueJob { job, at_ms, .. }
             | Command::TimeOutJob { job, at_ms } => Before::jobs(state, [*job], *at_ms),
-            Command::SetQueueReasons { .. } | Command::Batch(_) | Command::Audited { .. } => {
-                Before::Quiet
-            }
+            // The API audits one command at a time; a batch is split before this (see
+            // `apply_into`), so an audited batch would say only who made it.
+            Command::SetQueueReasons { .. } | Command::Batch(_) => Before::Quiet,
+            Command::Audited { command, .. } => Before::Audited {
+                change: Box::new(Before::of(command, state)),
+                audit_from: state.next_audit_seq,
+            },
             Command::PruneJobs { .. } => Before::Prune,
             Command::SetDrain { machines, drain } => Before::Drain {
                 old: machines
@@ -159,9 +168,30 @@ impl Before {
         Before::Jobs { at_ms, marks }
     }
 
-    fn derive(self, response: &Response, state: &FleetState, sink: &mut Sink) {
+    /// The events of the command, now applied with `response`, that left `state`.
+    pub(super) fn derive(self, response: &Response, state: &FleetState, sink: &mut Sink) {
+        if let Before::Audited { change, audit_from } = self {
+            // `apply` records the entry after the change: events go in that order.
+            change.derive(response, state, sink);
+            for entry in state.audit.iter().filter(|e| e.seq >= audit_from) {
+                let subject = Some(entry.target.clone()).filter(|t| !t.is_empty());
+                let detail = serde_json::to_value(entry).expect("an audit entry serializes");
+                sink.push(
+                    Some(entry.at_ms),
+                    Topic::Audit,
+                    &entry.action,
+                    subject,
+                    detail,
+                );
+            }
+            return;
+        }
+        // A rejected command changed nothing.
+        if matches!(response, Response::Rejected { .. }) {
+            return;
+        }
         match self {
-            Before::Quiet => {}
+            Before::Quiet | Before::Audited { .. } => {}
             Before::Upsert { at_ms, old } => {
                 let Response::Machine(record) = response else {
                     return;
@@ -223,7 +253,7 @@ impl Before {
                 });
                 sink.push(
                     None,
-                    Topic::Audit,
+                    Topic::Machine,
                     kind::MACHINE_LABELS,
                     machine_subject(id),
                     detail,
@@ -279,7 +309,7 @@ impl Before {
                         ),
                         None => (kind::UNDRAIN, None, json!({"name": record.info.name})),
                     };
-                    sink.push(at_ms, Topic::Audit, kind, machine_subject(id), detail);
+                    sink.push(at_ms, Topic::Machine, kind, machine_subject(id), detail);
                 }
             }
             Before::KillSwitch { at_ms, old } => {
@@ -295,13 +325,13 @@ impl Before {
                     }),
                     None => json!({"on": false}),
                 };
-                sink.push(Some(at_ms), Topic::Audit, kind::KILL_SWITCH, None, detail);
+                sink.push(Some(at_ms), Topic::Fleet, kind::KILL_SWITCH, None, detail);
             }
             Before::KeyCreated { id } => {
                 if let Some(key) = state.api_keys.get(&id) {
                     let at_ms = Some(key.created_at_ms);
                     let detail = key_detail(key);
-                    sink.push(at_ms, Topic::Audit, kind::KEY_CREATED, Some(id), detail);
+                    sink.push(at_ms, Topic::Fleet, kind::KEY_CREATED, Some(id), detail);
                 }
             }
             Before::KeyRevoked {
@@ -315,7 +345,7 @@ impl Before {
                     let detail = key_detail(key);
                     sink.push(
                         Some(at_ms),
-                        Topic::Audit,
+                        Topic::Fleet,
                         kind::KEY_REVOKED,
                         Some(id),
                         detail,
@@ -437,4 +467,3 @@ fn job_changed(sink: &mut Sink, at_ms: UnixMillis, before: Mark, job: &JobRecord
     let subject = Some(job.id.to_string());
     sink.push(Some(at_ms), Topic::Job, kind, subject, detail);
 }
-

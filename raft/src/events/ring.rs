@@ -174,6 +174,11 @@ impl EventFeed {
         Self::backlog(&ring, since)
     }
 
+    /// Every kept event, in order.
+    pub fn kept(&self) -> Vec<Event> {
+        lock(&self.ring).events.iter().cloned().collect()
+    }
+
     fn backlog(ring: &Ring, since: u64) -> Result<Vec<Event>, Gone> {
         if since < ring.oldest {
             return Err(Gone {
@@ -303,6 +308,7 @@ mod tests {
         );
         assert_eq!(ids(&ring.feed().since(4).unwrap()), [(5, 0)]);
         assert!(ring.feed().since(5).unwrap().is_empty());
+        assert_eq!(ring.feed().kept(), ring.feed().since(1).unwrap());
         assert!(
             ring.feed().since(99).unwrap().is_empty(),
             "ahead of this node"

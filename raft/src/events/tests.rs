@@ -1,7 +1,11 @@
-//! Deriving events: a job's life, batches, what counts as noise, fan-outs, operators' changes.
+//! Deriving events: a job's life, batches, what counts as noise, fan-outs, operators'
+//! changes, and users' changes recorded in the audit log.
 
-use shoal_protocol::keys::Scope;
-use shoal_protocol::{Drain, JobReport, JobSpec, KillSwitch, Placement};
+use shoal_protocol::keys::{ApiKeyRecord, Scope};
+use shoal_protocol::{
+    Drain, JobId, JobReport, JobSpec, KillSwitch, Labels, MachineId, MachineInfo, MachineStatus,
+    Placement,
+};
 
 use super::*;
 
@@ -375,7 +379,7 @@ fn a_fan_out_tells_children_before_their_parent() {
 }
 
 #[test]
-fn operators_changes_are_audited_once() {
+fn operators_changes_show_once_on_their_topic() {
     let mut fleet = Fleet::online();
     let label = |set: &[&str]| Command::LabelMachine {
         id: M1,
@@ -387,7 +391,7 @@ fn operators_changes_are_audited_once() {
         kinds(&events),
         [(kind::MACHINE_LABELS, Some("0000000000000001"))]
     );
-    assert_eq!(events[0].topic, Topic::Audit);
+    assert_eq!(events[0].topic, Topic::Machine);
     assert_eq!(events[0].detail["operator_labels"], json!({"gpu": "true"}));
     assert!(fleet.apply(label(&["gpu=true"])).is_empty());
 
@@ -435,6 +439,7 @@ fn operators_changes_are_audited_once() {
         at_ms: 70,
     });
     assert_eq!(kinds(&events), [(kind::KILL_SWITCH, None)]);
+    assert_eq!(events[0].topic, Topic::Fleet);
     assert_eq!(
         events[0].detail,
         json!({"on": true, "reason": "bad image", "actor": "alice", "since_ms": 70})
@@ -452,7 +457,7 @@ fn operators_changes_are_audited_once() {
 }
 
 #[test]
-fn api_keys_are_audited_without_their_hash() {
+fn api_keys_show_without_their_hash() {
     let mut fleet = Fleet::online();
     let record = ApiKeyRecord {
         id: "00112233aabbccdd".into(),
@@ -476,7 +481,7 @@ fn api_keys_are_audited_without_their_hash() {
         events[0].detail,
         json!({"name": "ci", "org": "default", "scope": "operate", "created_by": "bootstrap"})
     );
-    assert_eq!((events[0].topic, events[0].at_ms), (Topic::Audit, Some(80)));
+    assert_eq!((events[0].topic, events[0].at_ms), (Topic::Fleet, Some(80)));
     assert!(fleet.apply(create).is_empty(), "a duplicate id is refused");
     let revoke = Command::RevokeApiKey {
         id: "00112233aabbccdd".into(),
@@ -499,4 +504,67 @@ fn membership_names_voters_and_learners() {
         event.detail,
         json!({"voters": ["a", "b"], "learners": ["c"]})
     );
+}
+
+fn audited(command: Command) -> Command {
+    Command::Audited {
+        actor: "7e57000000000001".into(),
+        org: "default".into(),
+        at_ms: 95,
+        command: Box::new(command),
+    }
+}
+
+#[test]
+fn a_users_change_tells_what_changed_then_who_did_it() {
+    let mut fleet = Fleet::online();
+    let events = fleet.apply(audited(Command::SubmitJob {
+        spec: Box::new(JobSpec::new(["true"])),
+        at_ms: 95,
+    }));
+    let id = fleet.index.to_string();
+    let target = format!("job {id}");
+    assert_eq!(
+        kinds(&events),
+        [
+            (kind::JOB_SUBMITTED, Some(id.as_str())),
+            ("submit_job", Some(target.as_str())),
+        ]
+    );
+    let audit = &events[1];
+    assert_eq!((audit.topic, audit.at_ms), (Topic::Audit, Some(95)));
+    assert_eq!(audit.detail["actor"], json!("7e57000000000001"));
+    assert_eq!(audit.detail["outcome"], json!("ok"));
+    assert_eq!(audit.detail["seq"], json!(0));
+
+    // Refused: nothing changed, but the audit log has it.
+    let events = fleet.apply(audited(Command::CancelJob {
+        job: JobId(404),
+        at_ms: 96,
+    }));
+    assert_eq!(kinds(&events), [("cancel_job", Some("job 404"))]);
+    let outcome = events[0].detail["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("refused: "), "{outcome}");
+
+    // Audited commands batched into one entry keep their order and numbers.
+    let events = fleet.apply(Command::Batch(vec![
+        audited(Command::LabelMachine {
+            id: M1,
+            set: Labels::from_pairs(["zone=attic"]).unwrap(),
+            remove: vec![],
+        }),
+        audited(Command::SetKillSwitch {
+            switch: None,
+            at_ms: 97,
+        }),
+    ]));
+    assert_eq!(
+        kinds(&events),
+        [
+            (kind::MACHINE_LABELS, Some("0000000000000001")),
+            ("label_machine", Some("machine 0000000000000001")),
+            ("kill_switch_off", Some("fleet")),
+        ]
+    );
+    assert_eq!(events[2].detail["seq"], json!(3));
 }
