@@ -27,6 +27,17 @@ pub enum Commands {
     Run(Box<RunArgs>),
     /// Run a local dev fleet on loopback with no config.
     Dev(DevArgs),
+    /// Join a fleet with a registration token from `shoal token create`, then run.
+    Join {
+        /// The registration token (`shoaljoin_...`).
+        #[arg(long, env = "SHOAL_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Peer RPC address (`ip:port`, default port 7402) of any machine in the fleet.
+        #[arg(long)]
+        peer: String,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
     /// Check what this machine needs to run work (Docker, disk, memory, the data directory);
     /// exits 1 if a check fails.
     Diagnose {

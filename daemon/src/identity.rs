@@ -62,6 +62,12 @@ pub fn load_or_create_secret(dir: &Path, configured: Option<&str>) -> anyhow::Re
     }
 }
 
+/// Keeps a secret received when joining, so later starts find it.
+pub fn store_secret(dir: &Path, secret: &str) -> anyhow::Result<()> {
+    fs::create_dir_all(dir)?;
+    write_private(&dir.join(SECRET_FILE), secret.as_bytes())
+}
+
 /// The dev fleet's admin API key, kept in its data directory so every start can show it.
 pub fn load_or_create_dev_key(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("admin.key");

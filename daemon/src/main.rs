@@ -39,9 +39,37 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Some(Commands::Run(args)) => run(*args).await,
+            Some(Commands::Join {
+                token,
+                peer,
+                run: args,
+            }) => join(token, peer, *args).await,
             None => run(cli.run).await,
         }
     })
+}
+
+/// `shoald join`: presents the token, keeps the secret it brings, and runs with the fleet's
+/// machines as seeds.
+async fn join(token: String, peer: String, args: shoal_daemon::cli::RunArgs) -> anyhow::Result<()> {
+    let settings = args
+        .clone()
+        .overlay(Settings::load(args.config.as_deref())?);
+    let peer = if peer.contains(':') {
+        peer
+    } else {
+        format!("{peer}:{}", shoal_daemon::config::DEFAULT_P2P_PORT)
+    };
+    let joined =
+        shoal_daemon::join::request(&settings.data_dir, settings.bind, &peer, &token).await?;
+    shoal_daemon::identity::store_secret(&settings.data_dir, &joined.cluster_secret)?;
+    println!(
+        "joined the fleet through {peer}; seeds {}",
+        joined.gossip_seeds.join(", ")
+    );
+    let mut args = args;
+    args.join = joined.gossip_seeds;
+    run(args).await
 }
 
 async fn run(args: shoal_daemon::cli::RunArgs) -> anyhow::Result<()> {

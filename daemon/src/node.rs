@@ -79,6 +79,8 @@ pub struct Node {
     pub metrics: crate::metrics::Metrics,
     /// This machine's last hour of resource samples.
     pub history: crate::history::History,
+    /// The fleet's secret, handed to machines that join with a registration token.
+    pub cluster_secret: String,
 }
 
 /// A started node: its shared state and the tasks to stop.
@@ -198,6 +200,7 @@ impl Node {
             runner: runner.clone(),
             proposer,
             api_addr: api_listen,
+            cluster_secret: secret.clone(),
             metrics: Default::default(),
             history: Default::default(),
         });

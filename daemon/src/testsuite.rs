@@ -155,6 +155,19 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Starts one more node that joins with a registration token: it presents the token to
+    /// node `via` over peer RPC and runs with the secret it gets back. Returns its index.
+    pub async fn join_with_token(&mut self, via: usize, token: &str) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let peer = self.node(via).info.borrow().addr.p2p_addr.clone();
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let joined = crate::join::request(&self.data_dir(i), loopback, &peer, token).await?;
+        let (running, gossip) = self.launch(i, Vec::new(), &joined.cluster_secret).await?;
+        self.gossip_addrs.push(gossip);
+        self.nodes.push(Some(running));
+        Ok(i)
+    }
+
     /// Starts a node that gossips to the fleet with a different secret. It is not
     /// part of the cluster's node list.
     pub async fn start_outsider(&self, secret: &str) -> anyhow::Result<RunningNode> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
 use crate::keys::ApiKeyRecord;
+use crate::tokens::RegistrationToken;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
     MachineRecord, MachineStatus, Placement, UnixMillis,
@@ -86,6 +87,18 @@ pub enum Command {
     CreateApiKey { record: Box<ApiKeyRecord> },
     /// An admin revokes an API key; every node refuses it once applied.
     RevokeApiKey { id: String, at_ms: UnixMillis },
+    /// An admin makes registration tokens (each holds only a hash of its secret).
+    CreateTokens { tokens: Vec<RegistrationToken> },
+    /// An admin revokes a registration token that was not used yet.
+    RevokeToken { id: String, at_ms: UnixMillis },
+    /// A machine presents a token to join: it must exist, match `secret_sha256`, be unused,
+    /// unexpired at `at_ms` and not revoked; then it is used up by `machine`.
+    UseToken {
+        id: String,
+        secret_sha256: String,
+        machine: MachineId,
+        at_ms: UnixMillis,
+    },
     /// A user's change through the API: applied as `command`, and recorded in the audit
     /// log with the key that made it and how it went.
     Audited {
@@ -153,6 +166,8 @@ pub struct FleetState {
     pub kill_switch: Option<KillSwitch>,
     /// API keys by id, revoked ones included.
     pub api_keys: BTreeMap<String, ApiKeyRecord>,
+    /// Registration tokens by id, used and revoked ones included.
+    pub tokens: BTreeMap<String, RegistrationToken>,
     /// The newest audit entries, oldest first (at most `audit::MAX_KEPT`).
     pub audit: std::collections::VecDeque<AuditEntry>,
     /// The seq the next audit entry takes.

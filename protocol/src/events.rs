@@ -47,7 +47,8 @@ pub enum Topic {
     /// The audit log as it grows: one event per change a user made through the API
     /// (`kind` is its action, `detail` the whole entry: who, what, how it went).
     Audit,
-    /// The whole fleet: the Raft group's membership, the kill switch, API keys.
+    /// The whole fleet: the Raft group's membership, the kill switch, API keys and
+    /// registration tokens.
     Fleet,
 }
 
@@ -150,6 +151,12 @@ pub mod kind {
     pub const KEY_CREATED: &str = "key_created";
     /// `fleet`: an API key was revoked. Subject: key id.
     pub const KEY_REVOKED: &str = "key_revoked";
+    /// `fleet`: a registration token was made. Subject: token id.
+    pub const TOKEN_CREATED: &str = "token_created";
+    /// `fleet`: a machine joined with a registration token (`detail.used_by`).
+    pub const TOKEN_USED: &str = "token_used";
+    /// `fleet`: a registration token was revoked before use.
+    pub const TOKEN_REVOKED: &str = "token_revoked";
 
     // `audit` events take the audit entry's action as their kind: `submit_job`,
     // `cancel_job`, `label_machine`, `drain`, `undrain`, `kill_switch_on`, ...

@@ -11,7 +11,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, jobs};
+use crate::{audit, jobs, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -53,6 +53,14 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::PruneJobs { finished_before_ms } => jobs::prune(state, finished_before_ms),
         Command::SetDrain { machines, drain } => set_drain(state, &machines, drain),
         Command::CreateApiKey { record } => create_key(state, *record),
+        Command::CreateTokens { tokens: made } => tokens::create(state, made),
+        Command::RevokeToken { id, at_ms } => tokens::revoke(state, &id, at_ms),
+        Command::UseToken {
+            id,
+            secret_sha256,
+            machine,
+            at_ms,
+        } => tokens::use_token(state, &id, &secret_sha256, machine, at_ms),
         Command::RevokeApiKey { id, at_ms } => revoke_key(state, &id, at_ms),
         Command::SetKillSwitch { switch, at_ms } => jobs::set_kill_switch(state, switch, at_ms),
         Command::Audited {
@@ -80,6 +88,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
 }
 
 fn upsert(state: &mut FleetState, info: MachineInfo, at_ms: UnixMillis) -> Response {
+    let token_labels = tokens::labels_for(state, info.id);
     let record = match state.machines.entry(info.id) {
         std::collections::btree_map::Entry::Occupied(entry) => {
             let record = entry.into_mut();
@@ -88,7 +97,7 @@ fn upsert(state: &mut FleetState, info: MachineInfo, at_ms: UnixMillis) -> Respo
         }
         std::collections::btree_map::Entry::Vacant(entry) => entry.insert(MachineRecord {
             info,
-            operator_labels: Labels::new(),
+            operator_labels: token_labels,
             status: MachineStatus::Registering,
             status_since_ms: at_ms,
             last_heartbeat_ms: at_ms,

@@ -49,6 +49,14 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::RevokeApiKey { id, .. } => {
             ("revoke_api_key".into(), format!("key {id}"), Vec::new())
         }
+        Command::CreateTokens { tokens } => {
+            let ids: Vec<&str> = tokens.iter().map(|t| t.id.as_str()).collect();
+            let target = format!("tokens {}", ids.join(","));
+            ("create_tokens".into(), target, Vec::new())
+        }
+        Command::RevokeToken { id, .. } => {
+            ("revoke_token".into(), format!("token {id}"), Vec::new())
+        }
         other => (
             format!("{other:?}")
                 .split_whitespace()

@@ -28,6 +28,7 @@ use shoal_protocol::{Command, FleetState, Response, UnixMillis};
 use crate::apply::{ApplyCtx, apply};
 
 mod derive;
+mod jobs;
 mod ring;
 
 use derive::Before;

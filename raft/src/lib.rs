@@ -22,6 +22,7 @@ mod log_store;
 pub mod scheduler;
 mod snapshot_file;
 mod state_machine;
+mod tokens;
 
 use std::io::Cursor;
 use std::path::Path;

@@ -9,5 +9,6 @@ mod formation;
 mod history;
 mod http;
 mod jobs;
+mod join;
 mod metrics;
 mod operate;

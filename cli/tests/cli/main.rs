@@ -1,5 +1,6 @@
 //! The `shoal` binary end to end against a real three-node cluster on loopback.
 
+mod events;
 mod jobs;
 
 use std::process::{Command, Output};

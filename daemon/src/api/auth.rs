@@ -18,8 +18,9 @@ use crate::node::Node;
 /// The scope a route needs: reads need `read`, but keys and the audit log need `admin`, as
 /// does turning the kill switch; every other change needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
-    let admin_route = route.starts_with("/v1/keys") || route == "/v1/killswitch";
-    let admin_read = route.starts_with("/v1/keys") || route == "/v1/audit";
+    let credentials = route.starts_with("/v1/keys") || route.starts_with("/v1/tokens");
+    let admin_route = credentials || route == "/v1/killswitch";
+    let admin_read = credentials || route == "/v1/audit";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,
         Method::GET | Method::HEAD => Scope::Read,

@@ -16,6 +16,7 @@ mod logs;
 mod machines;
 mod metrics;
 mod operate;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -73,6 +74,11 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/tokens/registration",
+            post(tokens::create).get(tokens::list),
+        )
+        .route("/v1/tokens/registration/{id}", delete(tokens::revoke))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),

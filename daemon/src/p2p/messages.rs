@@ -26,6 +26,11 @@ pub enum PeerRequest {
     /// A machine found on the LAN asks where to gossip; answered for anyone, since a
     /// gossip address is no secret.
     Hello,
+    /// A machine that holds a registration token asks to join; answered for anyone (the
+    /// token is the credential), over the encrypted channel.
+    Join {
+        token: String,
+    },
     /// Output of an attempt this machine ran, from byte `from`, waiting up to `wait_ms`
     /// for some while it runs.
     Logs {
@@ -59,6 +64,11 @@ pub enum PeerResponse {
     /// The log index a read must wait for.
     ReadIndex(Result<u64, ApiError>),
     Logs(Result<JobLogs, ApiError>),
+    /// The token was good: the fleet's secret and where its machines gossip.
+    Joined {
+        cluster_secret: String,
+        gossip_seeds: Vec<String>,
+    },
     /// Where this machine gossips.
     Hello {
         gossip_addr: String,

@@ -28,7 +28,8 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -72,6 +73,12 @@ enum Outbound {
         request: PeerRequest,
         reply: oneshot::Sender<Result<PeerResponse, P2pError>>,
     },
+    /// To whoever answers at `addr`: its identity is learnt in the handshake.
+    RequestAt {
+        addr: Multiaddr,
+        request: PeerRequest,
+        reply: oneshot::Sender<Result<PeerResponse, P2pError>>,
+    },
 }
 
 /// A cheap, cloneable way to talk to the swarm task.
@@ -101,6 +108,30 @@ impl P2pHandle {
     /// Replaces the set of peers whose requests are answered.
     pub fn set_allowed(&self, peers: HashSet<PeerId>) {
         *self.allowed.write().expect("allowed peers lock") = peers;
+    }
+
+    /// Sends `request` to whatever machine listens at `addr` (`ip:port`), learning its
+    /// identity in the handshake: for a machine joining with only an address to go on.
+    pub async fn request_at(
+        &self,
+        addr: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, P2pError> {
+        let addr = multiaddr(addr).ok_or_else(|| P2pError::BadAddress(addr.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.outbound
+            .send(Outbound::RequestAt {
+                addr,
+                request,
+                reply,
+            })
+            .map_err(|_| P2pError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(P2pError::Closed),
+            Err(_) => Err(P2pError::Timeout(self.local_peer_id)),
+        }
     }
 
     /// Sends `request` to the peer at `addr` (`ip:port`) and waits up to `timeout` for the answer.
@@ -229,6 +260,7 @@ pub fn start(
         pending: HashMap::new(),
         answering: FuturesUnordered::new(),
         greeting: HashMap::new(),
+        dialing: HashMap::new(),
         discovered: discovered_tx,
     };
     tokio::spawn(task.run(shutdown));
@@ -249,6 +281,8 @@ struct SwarmTask {
     listen: watch::Sender<Option<SocketAddr>>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerResponse, P2pError>>>,
     answering: FuturesUnordered<Answer>,
+    /// Requests waiting for a connection to an address whose peer is not known yet.
+    dialing: HashMap<ConnectionId, (PeerRequest, oneshot::Sender<Result<PeerResponse, P2pError>>)>,
     /// `Hello`s sent to peers mDNS found, by request.
     greeting: HashMap<OutboundRequestId, PeerId>,
     discovered: mpsc::UnboundedSender<SocketAddr>,
@@ -271,15 +305,37 @@ impl SwarmTask {
     }
 
     fn send(&mut self, out: Outbound) {
-        let Outbound::Request {
-            peer,
-            addr,
-            request,
-            reply,
-        } = out;
-        self.swarm.add_peer_address(peer, addr);
-        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
-        self.pending.insert(id, reply);
+        match out {
+            Outbound::Request {
+                peer,
+                addr,
+                request,
+                reply,
+            } => {
+                self.swarm.add_peer_address(peer, addr);
+                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Outbound::RequestAt {
+                addr,
+                request,
+                reply,
+            } => {
+                let dial = DialOpts::unknown_peer_id().address(addr).build();
+                let connection = dial.connection_id();
+                match self.swarm.dial(dial) {
+                    Ok(()) => {
+                        self.dialing.insert(connection, (request, reply));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(P2pError::Failed {
+                            peer: *self.swarm.local_peer_id(),
+                            reason: format!("cannot dial: {err}"),
+                        }));
+                    }
+                }
+            }
+        }
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -288,6 +344,32 @@ impl SwarmTask {
                 if let Some(addr) = socket_addr(&address) {
                     tracing::info!(%addr, "peer rpc listening");
                     self.listen.send_replace(Some(addr));
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some((request, reply)) = self.dialing.remove(&connection_id) {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_request(&peer_id, request);
+                    self.pending.insert(id, reply);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.dialing.remove(&connection_id) {
+                    let _ = reply.send(Err(P2pError::Failed {
+                        peer: *self.swarm.local_peer_id(),
+                        reason: error.to_string(),
+                    }));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
@@ -371,7 +453,7 @@ impl SwarmTask {
             .read()
             .expect("allowed peers lock")
             .contains(&from);
-        if !allowed && !matches!(request, PeerRequest::Hello) {
+        if !allowed && !matches!(request, PeerRequest::Hello | PeerRequest::Join { .. }) {
             tracing::warn!(peer = %from, "refused peer rpc from a machine outside the fleet");
             let reason = "this peer is not a machine of the fleet".to_string();
             let _ = self

@@ -5,31 +5,12 @@ use serde_json::{Value, json};
 use shoal_protocol::events::{Topic, kind};
 use shoal_protocol::keys::ApiKeyRecord;
 use shoal_protocol::{
-    Command, Drain, FleetState, JobId, JobRecord, JobState, Labels, MachineId, MachineInfo,
-    MachineStatus, Response, UnixMillis,
+    Command, Drain, FleetState, JobId, Labels, MachineId, MachineInfo, MachineStatus, Response,
+    UnixMillis,
 };
 
 use super::Sink;
-
-/// What one job looked like before the command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Mark {
-    state: JobState,
-    attempts: usize,
-    failures: u32,
-    cancel_requested: bool,
-}
-
-impl Mark {
-    fn of(job: &JobRecord) -> Self {
-        Mark {
-            state: job.state,
-            attempts: job.attempts.len(),
-            failures: job.failures,
-            cancel_requested: job.cancel_requested,
-        }
-    }
-}
+use super::jobs::{self, Mark};
 
 /// What a command's events need from before it applied, and from the command itself
 /// (which `apply` consumes).
@@ -83,6 +64,12 @@ pub(super) enum Before {
         at_ms: UnixMillis,
         was_revoked: bool,
     },
+    /// Registration tokens made, revoked or used: whether each existed, was used, was
+    /// revoked.
+    Tokens {
+        at_ms: Option<UnixMillis>,
+        old: Vec<(String, Option<(bool, bool)>)>,
+    },
 }
 
 impl Before {
@@ -108,12 +95,19 @@ impl Before {
             },
             Command::SubmitJob { at_ms, .. } => Before::Submit { at_ms: *at_ms },
             Command::Dispatch { placements, at_ms } => {
-                Before::jobs(state, placements.iter().map(|p| p.job), *at_ms)
+                let marks = jobs::marks(state, placements.iter().map(|p| p.job));
+                Before::Jobs {
+                    at_ms: *at_ms,
+                    marks,
+                }
             }
             Command::ReportJob { job, at_ms, .. }
             | Command::CancelJob { job, at_ms }
             | Command::RequeueJob { job, at_ms, .. }
-            | Command::TimeOutJob { job, at_ms } => Before::jobs(state, [*job], *at_ms),
+            | Command::TimeOutJob { job, at_ms } => Before::Jobs {
+                at_ms: *at_ms,
+                marks: jobs::marks(state, [*job]),
+            },
             // The API audits one command at a time; a batch is split before this (see
             // `apply_into`), so an audited batch would say only who made it.
             Command::SetQueueReasons { .. } | Command::Batch(_) => Before::Quiet,
@@ -144,28 +138,31 @@ impl Before {
                     .get(id)
                     .is_some_and(|k| k.revoked_at_ms.is_some()),
             },
+            Command::CreateTokens { tokens } => {
+                Before::tokens(state, tokens.iter().map(|t| t.id.as_str()), None)
+            }
+            Command::RevokeToken { id, at_ms } | Command::UseToken { id, at_ms, .. } => {
+                Before::tokens(state, [id.as_str()], Some(*at_ms))
+            }
         }
     }
 
-    /// Marks for the named jobs and their families: children, the job, its parent.
-    fn jobs(state: &FleetState, named: impl IntoIterator<Item = JobId>, at_ms: u64) -> Before {
-        let mut marks: Vec<(JobId, Mark)> = Vec::new();
-        let mut add = |id: JobId| {
-            if let Some(job) = state.jobs.get(&id)
-                && !marks.iter().any(|(seen, _)| *seen == id)
-            {
-                marks.push((id, Mark::of(job)));
-            }
-        };
-        for id in named {
-            let Some(job) = state.jobs.get(&id) else {
-                continue;
-            };
-            job.children.iter().copied().for_each(&mut add);
-            add(id);
-            job.parent.into_iter().for_each(&mut add);
-        }
-        Before::Jobs { at_ms, marks }
+    fn tokens<'a>(
+        state: &FleetState,
+        ids: impl IntoIterator<Item = &'a str>,
+        at_ms: Option<UnixMillis>,
+    ) -> Before {
+        let old = ids
+            .into_iter()
+            .map(|id| {
+                let mark = state
+                    .tokens
+                    .get(id)
+                    .map(|t| (t.used_by.is_some(), t.revoked_at_ms.is_some()));
+                (id.to_string(), mark)
+            })
+            .collect();
+        Before::Tokens { at_ms, old }
     }
 
     /// The events of the command, now applied with `response`, that left `state`.
@@ -270,17 +267,17 @@ impl Before {
                 let Response::Submitted { job, created: true } = response else {
                     return;
                 };
-                submitted(sink, at_ms, job);
+                jobs::submitted(sink, at_ms, job);
                 for child in &job.children {
                     if let Some(child) = state.jobs.get(child) {
-                        submitted(sink, at_ms, child);
+                        jobs::submitted(sink, at_ms, child);
                     }
                 }
             }
             Before::Jobs { at_ms, marks } => {
                 for (id, mark) in marks {
                     if let Some(job) = state.jobs.get(&id) {
-                        job_changed(sink, at_ms, mark, job);
+                        jobs::changed(sink, at_ms, mark, job);
                     }
                 }
             }
@@ -352,6 +349,29 @@ impl Before {
                     );
                 }
             }
+            Before::Tokens { at_ms, old } => {
+                for (id, was) in old {
+                    let Some(token) = state.tokens.get(&id) else {
+                        continue;
+                    };
+                    let (kind, at_ms) = match was {
+                        None => (kind::TOKEN_CREATED, Some(token.created_at_ms)),
+                        Some((false, _)) if token.used_by.is_some() => (kind::TOKEN_USED, at_ms),
+                        Some((_, false)) if token.revoked_at_ms.is_some() => {
+                            (kind::TOKEN_REVOKED, at_ms)
+                        }
+                        Some(_) => continue,
+                    };
+                    let detail = json!({
+                        "org": token.org,
+                        "labels": token.labels,
+                        "expires_at_ms": token.expires_at_ms,
+                        "created_by": token.created_by,
+                        "used_by": token.used_by,
+                    });
+                    sink.push(at_ms, Topic::Fleet, kind, Some(id), detail);
+                }
+            }
         }
     }
 }
@@ -394,76 +414,4 @@ fn changed_facts(old: &MachineInfo, new: &MachineInfo) -> Vec<&'static str> {
     .filter(|(_, changed)| *changed)
     .map(|(name, _)| name)
     .collect()
-}
-
-fn submitted(sink: &mut Sink, at_ms: UnixMillis, job: &JobRecord) {
-    let mut detail = json!({
-        "state": job.state,
-        "org": job.spec.org,
-        "command": job.spec.command,
-        "priority": job.spec.priority,
-    });
-    if let Some(image) = &job.spec.image {
-        detail["image"] = json!(image);
-    }
-    if let Some(agent) = &job.spec.agent_id {
-        detail["agent_id"] = json!(agent);
-    }
-    if let Some(parent) = job.parent {
-        detail["parent"] = json!(parent);
-    }
-    if !job.children.is_empty() {
-        detail["children"] = json!(job.children);
-    }
-    let subject = Some(job.id.to_string());
-    sink.push(
-        Some(at_ms),
-        Topic::Job,
-        kind::JOB_SUBMITTED,
-        subject,
-        detail,
-    );
-}
-
-/// The one event (if any) for how a job moved under a command.
-fn job_changed(sink: &mut Sink, at_ms: UnixMillis, before: Mark, job: &JobRecord) {
-    let moved = job.state != before.state || job.attempts.len() != before.attempts;
-    let kind = if moved {
-        match job.state {
-            JobState::Dispatched => kind::JOB_DISPATCHED,
-            JobState::Running => kind::JOB_RUNNING,
-            JobState::Queued if job.failures > before.failures => kind::JOB_RETRYING,
-            JobState::Queued => kind::JOB_REQUEUED,
-            _ => kind::JOB_FINISHED,
-        }
-    } else if job.cancel_requested && !before.cancel_requested {
-        kind::JOB_CANCEL_REQUESTED
-    } else {
-        return;
-    };
-    let mut detail = json!({"state": job.state, "org": job.spec.org});
-    // A fan-out parent runs nowhere; every other job names the attempt the event is about.
-    if let Some(attempt) = job.current_attempt().filter(|_| !job.is_parent()) {
-        detail["attempt"] = json!(attempt.number);
-        detail["machine"] = json!(attempt.machine);
-        if let Some(code) = attempt.exit_code {
-            detail["exit_code"] = json!(code);
-        }
-        if kind != kind::JOB_DISPATCHED
-            && let Some(error) = &attempt.error
-        {
-            detail["attempt_error"] = json!(error);
-        }
-    }
-    if let Some(error) = job.error.as_ref().filter(|_| job.state.is_finished()) {
-        detail["error"] = json!(error);
-    }
-    if kind == kind::JOB_RETRYING {
-        detail["not_before_ms"] = json!(job.not_before_ms);
-    }
-    if let Some(parent) = job.parent {
-        detail["parent"] = json!(parent);
-    }
-    let subject = Some(job.id.to_string());
-    sink.push(Some(at_ms), Topic::Job, kind, subject, detail);
 }

@@ -1,0 +1,113 @@
+//! `/v1/tokens/registration`: admins make single-use, expiring tokens for machines to join
+//! (`shoald join --token`), list them and revoke unused ones.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use shoal_protocol::job_spec::check_org;
+use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, RegistrationToken, TokenList};
+use shoal_protocol::{ApiError, Command, Response};
+
+use super::{ApiJson, ApiResult, Failure};
+use crate::keys::{Caller, random_hex, sha256_hex};
+use crate::node::{Node, now_ms};
+
+/// Most tokens one request makes.
+const MAX_COUNT: u32 = 100;
+/// Longest a token lives: 30 days.
+const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+fn refused(response: Response) -> Result<(), Failure> {
+    match response {
+        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/tokens/registration`: 201 with the whole tokens, shown this once.
+pub async fn create(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<CreateTokensRequest>,
+) -> Result<(StatusCode, Json<CreatedTokens>), Failure> {
+    if !(1..=MAX_COUNT).contains(&request.count) {
+        return Err(Failure(ApiError::bad_request(format!(
+            "count must be 1 to {MAX_COUNT}, got {}",
+            request.count
+        ))));
+    }
+    if !(1..=MAX_TTL_SECONDS).contains(&request.ttl_seconds) {
+        return Err(Failure(ApiError::bad_request(format!(
+            "ttl_seconds must be 1 to {MAX_TTL_SECONDS}, got {}",
+            request.ttl_seconds
+        ))));
+    }
+    let org = request.org.unwrap_or_else(|| caller.org.clone());
+    check_org(&org).map_err(|message| Failure(ApiError::bad_request(message)))?;
+    let now = now_ms();
+    let expires_at_ms = now + request.ttl_seconds * 1000;
+    let mut tokens = Vec::new();
+    let mut records = Vec::new();
+    for _ in 0..request.count {
+        let (id, secret) = (random_hex(8), random_hex(32));
+        tokens.push(format!("shoaljoin_{id}_{secret}"));
+        records.push(RegistrationToken {
+            id,
+            secret_sha256: sha256_hex(&secret),
+            org: org.clone(),
+            labels: request.labels.clone(),
+            created_at_ms: now,
+            expires_at_ms,
+            created_by: caller.key_id.clone(),
+            used_by: None,
+            used_at_ms: None,
+            revoked_at_ms: None,
+        });
+    }
+    let outcome = node
+        .write(caller.audited(Command::CreateTokens { tokens: records }))
+        .await?;
+    refused(outcome.response)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTokens {
+            tokens,
+            expires_at_ms,
+        }),
+    ))
+}
+
+/// `GET /v1/tokens/registration`: every token, without secrets.
+pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<TokenList> {
+    let tokens = node.fleet.read(|state| {
+        state
+            .tokens
+            .values()
+            .map(RegistrationToken::public)
+            .collect()
+    });
+    Ok(Json(TokenList { tokens }))
+}
+
+/// `DELETE /v1/tokens/registration/{id}`: an unused token can no longer be used.
+pub async fn revoke(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<TokenList> {
+    let outcome = node
+        .write(caller.audited(Command::RevokeToken {
+            id: id.clone(),
+            at_ms: now_ms(),
+        }))
+        .await?;
+    refused(outcome.response)?;
+    let token = node
+        .fleet
+        .read(|state| state.tokens.get(&id).map(RegistrationToken::public));
+    Ok(Json(TokenList {
+        tokens: token.into_iter().collect(),
+    }))
+}

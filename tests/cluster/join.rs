@@ -1,0 +1,106 @@
+//! Joining with registration tokens: a token brings a machine in (with the token's labels),
+//! is used once even when two machines race with it, and an expired or made-up one is refused.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::testsuite::{Cluster, http_client, init_logs, wait_until};
+use shoal_protocol::MachineStatus;
+
+async fn tokens(api: &str, body: Value) -> Vec<String> {
+    let response = http_client()
+        .post(format!("{api}/v1/tokens/registration"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_brings_one_machine_in_once() {
+    init_logs();
+    let mut cluster = Cluster::start(1).await.unwrap();
+    let api = cluster.api(0);
+    let made = tokens(
+        &api,
+        json!({"count": 2, "ttl_seconds": 3600, "labels": {"gpu": "true"}}),
+    )
+    .await;
+    assert_eq!(made.len(), 2);
+
+    // A machine with a token joins, gets the secret over peer RPC, and comes ONLINE with
+    // the token's labels.
+    let joined = cluster.join_with_token(0, &made[0]).await.unwrap();
+    let id = cluster.node(joined).id;
+    wait_until(Duration::from_secs(20), "the new machine ONLINE", || {
+        let record = cluster
+            .node(0)
+            .fleet
+            .read(|s| s.machines.get(&id).cloned())?;
+        (record.status == MachineStatus::Online && record.labels().get("gpu") == Some("true"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Used: another machine cannot use it again.
+    let peer = cluster.node(0).info.borrow().addr.p2p_addr.clone();
+    let loopback = "127.0.0.1".parse().unwrap();
+    let again = tempfile::tempdir().unwrap();
+    let refused = shoal_daemon::join::request(again.path(), loopback, &peer, &made[0])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("already used"), "{refused}");
+
+    // Two machines race with one token: exactly one gets in.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first, second) = tokio::join!(
+        shoal_daemon::join::request(a.path(), loopback, &peer, &made[1]),
+        shoal_daemon::join::request(b.path(), loopback, &peer, &made[1]),
+    );
+    assert_eq!(
+        first.is_ok() as u8 + second.is_ok() as u8,
+        1,
+        "{first:?} {second:?}"
+    );
+
+    // Expired and made-up tokens are refused, saying why.
+    let short = tokens(&api, json!({"ttl_seconds": 1})).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let late = tempfile::tempdir().unwrap();
+    let expired = shoal_daemon::join::request(late.path(), loopback, &peer, &short[0])
+        .await
+        .unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+    let fake = format!("shoaljoin_{}_{}", "12".repeat(8), "34".repeat(32));
+    let unknown = shoal_daemon::join::request(late.path(), loopback, &peer, &fake)
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("no such token"), "{unknown}");
+
+    // Listed without secrets; the used one names its machine.
+    let list: Value = http_client()
+        .get(format!("{api}/v1/tokens/registration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let used = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["used_by"] == json!(id.to_string()))
+        .expect("the used token names its machine");
+    assert!(used.get("secret_sha256").is_none());
+    cluster.shutdown().await;
+}
