@@ -17,6 +17,7 @@ use shoal_protocol::api::{
 use shoal_protocol::audit::AuditList;
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
+use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
 };
@@ -212,6 +213,27 @@ impl Client {
     pub async fn audit(&self, query: &[(&str, String)]) -> Result<AuditList, ClientError> {
         self.call(Method::GET, &with_query("/v1/audit", query), None::<&()>)
             .await
+    }
+
+    /// `POST /v1/tokens/registration`.
+    pub async fn create_tokens(
+        &self,
+        request: &CreateTokensRequest,
+    ) -> Result<CreatedTokens, ClientError> {
+        self.call(Method::POST, "/v1/tokens/registration", Some(request))
+            .await
+    }
+
+    /// `GET /v1/tokens/registration`.
+    pub async fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.call(Method::GET, "/v1/tokens/registration", None::<&()>)
+            .await
+    }
+
+    /// `DELETE /v1/tokens/registration/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenList, ClientError> {
+        let path = format!("/v1/tokens/registration/{id}");
+        self.call(Method::DELETE, &path, None::<&()>).await
     }
 
     /// `POST /v1/keys`.

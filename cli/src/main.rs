@@ -17,6 +17,7 @@ mod keys;
 mod machines;
 mod operate;
 mod output;
+mod tokens;
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: Option<u32>,
     },
+    /// Registration tokens for machines to join (`shoald join --token`).
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
@@ -251,6 +255,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Undrain(select) => operate::run_drain(&client, select, None, json).await,
         Cmd::Killswitch(cmd) => operate::run_kill_switch(&client, cmd, json).await,
         Cmd::Key(cmd) => keys::run(&client, cmd, json).await,
+        Cmd::Token(cmd) => tokens::run(&client, cmd, json).await,
         Cmd::Audit {
             machine,
             actor,

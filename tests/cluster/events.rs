@@ -71,7 +71,16 @@ struct Lines {
 
 impl Lines {
     async fn open(cluster: &Cluster, url: &str) -> Lines {
-        let response = cluster.http().get(url).send().await.unwrap();
+        Lines::open_as(cluster, url, None).await
+    }
+
+    /// Opens `url` with the cluster's client, with `key` in place of its own when given.
+    async fn open_as(cluster: &Cluster, url: &str, key: Option<&str>) -> Lines {
+        let mut request = cluster.http().get(url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let content_type = response.headers()["content-type"].clone();
         assert_eq!(status, 200, "GET {url}");
@@ -277,6 +286,33 @@ async fn a_job_is_followed_live_and_a_client_resumes_on_another_node() {
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
     }
+
+    // A key sees its own org's jobs, and the audit log only with admin scope.
+    let url = format!("{}/v1/keys", cluster.api(0));
+    let body = json!({"scope": "read", "org": "elsewhere", "name": "viewer"});
+    let (status, made) = send(&cluster, reqwest::Method::POST, &url, body).await;
+    assert_eq!(status, 201, "{made}");
+    let viewer = made["key"].as_str().unwrap();
+    let url = format!("{}/v1/events?since=0", cluster.api(0));
+    let seen = Lines::open_as(&cluster, &url, Some(viewer))
+        .await
+        .all()
+        .await;
+    assert!(seen.iter().any(|e| e.topic == Topic::Machine), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e.topic, Topic::Job | Topic::Audit) && e.kind != kind::KEY_CREATED),
+        "{seen:#?}"
+    );
+    let url = format!("{}/v1/events?topic=audit", cluster.api(0));
+    let refused = cluster
+        .http()
+        .get(&url)
+        .bearer_auth(viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
 
     // A follow in progress ends, with where to resume, when its node shuts down; the
     // node does not wait on it.

@@ -149,6 +149,23 @@ async fn the_cli_drives_a_real_cluster() {
         keys.contains("viewer") && keys.contains("bootstrap"),
         "{keys}"
     );
+    let made = stdout(
+        &run(&[
+            "token", "create", "--count", "2", "--ttl", "10m", "--label", "gpu",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        made.lines().filter(|l| l.starts_with("shoaljoin_")).count(),
+        2,
+        "{made}"
+    );
+    let listed = stdout(&run(&["token", "ls"]).await.unwrap());
+    assert!(
+        listed.contains("gpu=true") && listed.contains("in 9m"),
+        "{listed}"
+    );
     let audit = stdout(&run(&["audit", "--machine", "node-2"]).await.unwrap());
     assert!(
         audit.contains("label_machine") && audit.contains("7e57000000000001"),

@@ -18,10 +18,15 @@
 //!
 //! The events of one applied batch are written together, so a stream never stops between
 //! the events of one entry except when the connection itself breaks.
+//!
+//! A key sees what the rest of the API shows it: its own org's jobs, every machine, the
+//! membership and the kill switch; the audit log and key and token changes need `admin`
+//! (as `/v1/audit` and `/v1/keys` do).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -30,11 +35,14 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
-use shoal_protocol::events::{Event, StreamEnd, Topic};
+use serde_json::Value;
+use shoal_protocol::events::{Event, StreamEnd, Topic, kind};
+use shoal_protocol::keys::Scope;
 use shoal_protocol::{ApiError, ErrorCode};
 use shoal_raft::{FollowError, Follower, Gone};
 
 use super::{ApiQuery, Failure};
+use crate::keys::Caller;
 use crate::node::Node;
 
 /// The media type of a stream of JSON lines.
@@ -53,13 +61,17 @@ pub struct EventParams {
     topic: Option<String>,
 }
 
-/// The topics a client asked for; all when `None`.
+/// The events one client gets: of the topics it asked for (all when `None`), those its
+/// key may see.
 #[derive(Debug, Clone)]
-struct Topics(Option<Vec<Topic>>);
+struct Topics {
+    asked: Option<Vec<Topic>>,
+    caller: Caller,
+}
 
 impl Topics {
     fn wants(&self, event: &Event) -> bool {
-        self.0.as_ref().is_none_or(|t| t.contains(&event.topic))
+        self.asked.as_ref().is_none_or(|t| t.contains(&event.topic)) && visible(&self.caller, event)
     }
 
     /// The wanted events, one JSON line each.
@@ -72,17 +84,47 @@ impl Topics {
     }
 }
 
+/// Whether `caller` may see `event`.
+fn visible(caller: &Caller, event: &Event) -> bool {
+    let admin = caller.scope >= Scope::Admin;
+    let org = event.detail.get("org").and_then(Value::as_str);
+    match event.topic {
+        Topic::Machine => true,
+        // Pruning names jobs of every org: admins only.
+        Topic::Job | Topic::Session => org.map_or(admin, |org| org == caller.org),
+        Topic::Audit => admin,
+        Topic::Fleet => {
+            admin
+                || ![
+                    kind::KEY_CREATED,
+                    kind::KEY_REVOKED,
+                    kind::TOKEN_CREATED,
+                    kind::TOKEN_USED,
+                    kind::TOKEN_REVOKED,
+                ]
+                .contains(&event.kind.as_str())
+        }
+    }
+}
+
 /// `GET /v1/events[?since=N][&follow=true][&topic=T,...]`, NDJSON or a WebSocket.
 pub async fn events(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<EventParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Failure> {
-    let topics = match params.topic.as_deref() {
+    let asked = match params.topic.as_deref() {
         Some(text) => Some(Topic::parse_list(text).map_err(ApiError::bad_request)?),
         None => None,
     };
-    let topics = Topics(topics);
+    if asked.as_ref().is_some_and(|t| t.contains(&Topic::Audit)) {
+        caller.require(Scope::Admin).map_err(|mut err| {
+            err.message = format!("the audit topic: {}", err.message);
+            Failure(err)
+        })?;
+    }
+    let topics = Topics { asked, caller };
     // Taken before any upgrade, so a gap is a plain 409 answer.
     let feed = node.fleet.events();
     let (backlog, follower) = if params.follow {
