@@ -122,6 +122,12 @@ impl Client {
             .await
     }
 
+    /// `DELETE /v1/machines/{id}`.
+    pub async fn remove_machine(&self, id: MachineId) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/machines/{id}");
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
     /// `PUT /v1/machines/{id}/labels`.
     pub async fn set_labels(
         &self,

@@ -59,6 +59,20 @@ pub async fn ls(client: &Client, filter: &LsFilter, json: bool) -> Result<(), Cl
 }
 
 /// `shoal machines show`.
+/// `shoal machines rm`.
+pub async fn remove(client: &Client, machine: &str, json: bool) -> Result<(), ClientError> {
+    let id = resolve(client, machine).await?;
+    client.remove_machine(id).await?;
+    if json {
+        print_json(&serde_json::json!({ "removed": id }));
+    } else {
+        print(&format!(
+            "removed machine {id}; it needs a new registration token to come back"
+        ));
+    }
+    Ok(())
+}
+
 pub async fn show(client: &Client, machine: &str, json: bool) -> Result<(), ClientError> {
     let view = match machine.parse::<MachineId>() {
         Ok(id) if machine.len() == 16 => client.machine(id).await?,

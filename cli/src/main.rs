@@ -120,6 +120,11 @@ enum MachinesCmd {
         #[arg(long)]
         desc: bool,
     },
+    /// Remove a machine for good: it leaves the fleet and needs a new token to come back.
+    Rm {
+        /// Full id, unique id prefix, or name.
+        machine: String,
+    },
     /// Show one machine in detail.
     Show {
         /// Full id, unique id prefix, or name.
@@ -230,6 +235,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
                 desc,
             };
             machines::ls(&client, &filter, json).await
+        }
+        Cmd::Machines(MachinesCmd::Rm { machine }) => {
+            machines::remove(&client, &machine, json).await
         }
         Cmd::Machines(MachinesCmd::Show { machine }) => {
             machines::show(&client, &machine, json).await

@@ -361,15 +361,21 @@ async fn peer_access_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) 
     loop {
         let mut allowed: HashSet<PeerId> = HashSet::new();
         let mut book: HashMap<MachineId, MemberAddr> = HashMap::new();
+        // A machine an admin removed is refused, gossip or not, until it uses a new token.
+        let retired = node.fleet.read(|state| state.retired.clone());
         {
             let metrics = metrics.borrow();
             for (id, addr) in metrics.membership_config.membership().nodes() {
-                allowed.extend(addr.peer_id.parse::<PeerId>().ok());
+                if !retired.contains(id) {
+                    allowed.extend(addr.peer_id.parse::<PeerId>().ok());
+                }
                 book.insert(*id, addr.clone());
             }
         }
         for peer in peers.borrow_and_update().iter() {
-            allowed.extend(peer.info.addr.peer_id.parse::<PeerId>().ok());
+            if !retired.contains(&peer.info.id) {
+                allowed.extend(peer.info.addr.peer_id.parse::<PeerId>().ok());
+            }
             book.insert(peer.info.id, peer.info.addr.clone());
         }
         node.p2p.set_allowed(allowed);

@@ -170,11 +170,13 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         .iter()
         .map(|p| (p.info.id, p.clone()))
         .collect();
-    let records: BTreeMap<MachineId, MachineRecord> =
-        node.fleet.read(|state| state.machines.clone());
+    let (records, retired): (BTreeMap<MachineId, MachineRecord>, BTreeSet<MachineId>) = node
+        .fleet
+        .read(|state| (state.machines.clone(), state.retired.clone()));
 
     // 1. Record new machines and refresh changed facts.
-    for peer in peers.values().filter(|peer| peer.live) {
+    let welcome = |peer: &&PeerView| peer.live && !retired.contains(&peer.info.id);
+    for peer in peers.values().filter(welcome) {
         let facts = durable_facts(&peer.info);
         if records.get(&peer.info.id).map(|r| &r.info) != Some(&facts) {
             node.write(Command::UpsertMachine {
@@ -231,7 +233,7 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
             matched,
         )
     };
-    for peer in peers.values().filter(|peer| peer.live) {
+    for peer in peers.values().filter(welcome) {
         let id = peer.info.id;
         let known_dead = records
             .get(&id)
@@ -256,6 +258,7 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         .map(|(id, voter)| {
             let health = match records.get(&id).map(|r| (r.status, r.status_since_ms)) {
                 _ if id == node.id => Health::Healthy { caught_up: true },
+                _ if retired.contains(&id) => Health::Dead,
                 Some((MachineStatus::Dead, _)) => Health::Dead,
                 Some((status, _)) if status.is_reachable() => Health::Healthy {
                     caught_up: matched

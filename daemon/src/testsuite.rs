@@ -129,7 +129,8 @@ impl Cluster {
         }
     }
 
-    fn data_dir(&self, i: usize) -> PathBuf {
+    /// Where node `i` keeps its data.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node-{i}"))
     }
 

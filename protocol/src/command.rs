@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// Forgets a machine.
     RemoveMachine { id: MachineId },
+    /// An admin removes a machine for good: it is forgotten, leaves Raft, its peer requests
+    /// are refused, and it is not recorded again until it uses a new registration token.
+    RetireMachine { id: MachineId },
     /// A user submits a job; its id is the entry's log index. `agent_id: "all_online"`
     /// makes one child job per machine ONLINE at apply time.
     SubmitJob {
@@ -166,6 +169,8 @@ pub struct FleetState {
     pub kill_switch: Option<KillSwitch>,
     /// API keys by id, revoked ones included.
     pub api_keys: BTreeMap<String, ApiKeyRecord>,
+    /// Machines removed by an admin; they come back only with a new registration token.
+    pub retired: BTreeSet<MachineId>,
     /// Registration tokens by id, used and revoked ones included.
     pub tokens: BTreeMap<String, RegistrationToken>,
     /// The newest audit entries, oldest first (at most `audit::MAX_KEPT`).

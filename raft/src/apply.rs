@@ -33,6 +33,13 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => set_status(state, id, status, last_heartbeat_ms, at_ms),
         Command::LabelMachine { id, set, remove } => label(state, id, &set, &remove),
         Command::RemoveMachine { id } => remove(state, id),
+        Command::RetireMachine { id } => match remove(state, id) {
+            Response::Done => {
+                state.retired.insert(id);
+                Response::Done
+            }
+            refused => refused,
+        },
         Command::SubmitJob { spec, at_ms } => jobs::submit(state, *spec, at_ms, ctx),
         Command::Dispatch { placements, at_ms } => jobs::dispatch(state, &placements, at_ms),
         Command::ReportJob {
@@ -88,6 +95,15 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
 }
 
 fn upsert(state: &mut FleetState, info: MachineInfo, at_ms: UnixMillis) -> Response {
+    if state.retired.contains(&info.id) {
+        return Response::Rejected {
+            code: ErrorCode::Forbidden,
+            message: format!(
+                "machine {} was removed; it needs a new registration token",
+                info.id
+            ),
+        };
+    }
     let token_labels = tokens::labels_for(state, info.id);
     let record = match state.machines.entry(info.id) {
         std::collections::btree_map::Entry::Occupied(entry) => {

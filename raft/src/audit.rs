@@ -25,6 +25,9 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
             ("submit_job".into(), target, Vec::new())
         }
         Command::CancelJob { job, .. } => ("cancel_job".into(), format!("job {job}"), Vec::new()),
+        Command::RetireMachine { id } => {
+            ("remove_machine".into(), format!("machine {id}"), vec![*id])
+        }
         Command::LabelMachine { id, .. } => {
             ("label_machine".into(), format!("machine {id}"), vec![*id])
         }

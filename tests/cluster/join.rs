@@ -86,6 +86,47 @@ async fn a_token_brings_one_machine_in_once() {
         .unwrap_err();
     assert!(unknown.to_string().contains("no such token"), "{unknown}");
 
+    // Removed by an admin: forgotten everywhere, refused, and not recorded again while it
+    // keeps gossiping; a new token brings it back.
+    let removed = http_client()
+        .delete(format!("{api}/v1/machines/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        cluster
+            .node(0)
+            .fleet
+            .read(|s| !s.machines.contains_key(&id)),
+        "it came back by itself"
+    );
+    let write = cluster
+        .node(joined)
+        .write(shoal_protocol::Command::RemoveMachine { id })
+        .await;
+    assert!(
+        write.is_err(),
+        "a removed machine's requests are refused: {write:?}"
+    );
+    let back = tokens(&api, json!({})).await;
+    shoal_daemon::join::request(&cluster.data_dir(joined), loopback, &peer, &back[0])
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the machine back after a new token",
+        || {
+            cluster
+                .node(0)
+                .fleet
+                .read(|s| s.machines.contains_key(&id).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
     // Listed without secrets; the used one names its machine.
     let list: Value = http_client()
         .get(format!("{api}/v1/tokens/registration"))

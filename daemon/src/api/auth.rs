@@ -19,7 +19,9 @@ use crate::node::Node;
 /// does turning the kill switch; every other change needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let credentials = route.starts_with("/v1/keys") || route.starts_with("/v1/tokens");
-    let admin_route = credentials || route == "/v1/killswitch";
+    let admin_route = credentials
+        || route == "/v1/killswitch"
+        || (*method == Method::DELETE && route == "/v1/machines/{id}");
     let admin_read = credentials || route == "/v1/audit";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,

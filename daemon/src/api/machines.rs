@@ -99,6 +99,31 @@ pub async fn list(
     Ok(Json(MachineList { machines }))
 }
 
+/// `DELETE /v1/machines/{id}`: removes the machine for good. It leaves Raft, its peer
+/// requests are refused, and it comes back only with a new registration token.
+pub async fn remove(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let id = parse_id(&id)?;
+    if node.leader() == Some(id) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "machine {id} leads the fleet: stop it, or remove it once another machine leads"
+            ),
+        )));
+    }
+    let outcome = node
+        .write(caller.audited(Command::RetireMachine { id }))
+        .await?;
+    if let Response::Rejected { code, message } = outcome.response {
+        return Err(Failure(ApiError::new(code, message)));
+    }
+    Ok(Json(serde_json::json!({ "removed": id })))
+}
+
 pub async fn show(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,

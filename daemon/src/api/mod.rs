@@ -55,7 +55,10 @@ pub fn router(node: Arc<Node>) -> Router {
     // Every /v1 route needs an API key with the scope auth::required_scope names.
     let v1 = Router::new()
         .route("/v1/machines", get(machines::list))
-        .route("/v1/machines/{id}", get(machines::show))
+        .route(
+            "/v1/machines/{id}",
+            get(machines::show).delete(machines::remove),
+        )
         .route("/v1/machines/{id}/labels", put(machines::label))
         .route("/v1/machines/{id}/history", get(history::history))
         .route("/v1/cluster", get(machines::cluster))

@@ -89,7 +89,7 @@ impl Before {
                 id: *id,
                 old: machine(id).map(|m| m.operator_labels.clone()),
             },
-            Command::RemoveMachine { id } => Before::Remove {
+            Command::RemoveMachine { id } | Command::RetireMachine { id } => Before::Remove {
                 id: *id,
                 name: machine(id).map(|m| m.info.name.clone()),
             },
