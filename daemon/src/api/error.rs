@@ -86,6 +86,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The state machine's answer, or the API error its refusal carries.
+pub fn accepted(response: shoal_protocol::Response) -> Result<shoal_protocol::Response, Failure> {
+    match response {
+        shoal_protocol::Response::Rejected { code, message } => {
+            Err(Failure(ApiError::new(code, message)))
+        }
+        other => Ok(other),
+    }
+}
+
 pub async fn not_found() -> Failure {
     Failure(ApiError::not_found("no such endpoint"))
 }

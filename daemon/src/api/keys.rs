@@ -7,21 +7,14 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
-use shoal_protocol::{ApiError, Command, Response};
+use shoal_protocol::{ApiError, Command};
 
-use super::{ApiJson, ApiResult, Failure};
+use super::{ApiJson, ApiResult, Failure, accepted};
 use crate::keys::{Caller, new_key};
 use crate::node::{Node, now_ms};
 
 /// Longest key name, in bytes.
 const MAX_NAME_LEN: usize = 100;
-
-fn refused(response: Response) -> Result<(), Failure> {
-    match response {
-        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
-        _ => Ok(()),
-    }
-}
 
 /// `POST /v1/keys`: 201 with the whole key, shown this once.
 pub async fn create(
@@ -43,7 +36,7 @@ pub async fn create(
             record: Box::new(record.clone()),
         }))
         .await?;
-    refused(outcome.response)?;
+    accepted(outcome.response)?;
     let created = CreatedKey {
         key,
         record: record.public(),
@@ -74,7 +67,7 @@ pub async fn revoke(
             at_ms: now_ms(),
         }))
         .await?;
-    refused(outcome.response)?;
+    accepted(outcome.response)?;
     let keys = node
         .fleet
         .read(|state| state.api_keys.get(&id).map(|k| k.public()));

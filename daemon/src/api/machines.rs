@@ -15,7 +15,7 @@ use shoal_protocol::{
     UnixMillis,
 };
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, accepted, barrier_if};
 use crate::keys::Caller;
 use crate::node::{Node, VERSION, members, now_ms};
 
@@ -118,9 +118,7 @@ pub async fn remove(
     let outcome = node
         .write(caller.audited(Command::RetireMachine { id }))
         .await?;
-    if let Response::Rejected { code, message } = outcome.response {
-        return Err(Failure(ApiError::new(code, message)));
-    }
+    accepted(outcome.response)?;
     Ok(Json(serde_json::json!({ "removed": id })))
 }
 

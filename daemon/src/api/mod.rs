@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::node::Node;
 
-pub use error::{ApiJson, ApiQuery, ApiResult, Failure};
+pub use error::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
 
 /// `?consistent=true` on a read: ask the leader for a linearizable read instead of
 /// reading the local replica.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::{Extension, Json};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
-use shoal_protocol::{ApiError, Command, Drain, FleetState, KillSwitch, MachineId, Response};
+use shoal_protocol::{ApiError, Command, Drain, FleetState, KillSwitch, MachineId};
 use shoal_raft::jobs;
 
-use super::{ApiJson, ApiResult, Failure};
+use super::{ApiJson, ApiResult, Failure, accepted};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
@@ -81,9 +81,7 @@ async fn set_drain(
                 drain,
             }))
             .await?;
-        if let Response::Rejected { code, message } = outcome.response {
-            return Err(Failure(ApiError::new(code, message)));
-        }
+        accepted(outcome.response)?;
     }
     Ok(Json(DrainResponse { machines }))
 }

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, RegistrationToken, TokenList};
-use shoal_protocol::{ApiError, Command, Response};
+use shoal_protocol::{ApiError, Command};
 
-use super::{ApiJson, ApiResult, Failure};
+use super::{ApiJson, ApiResult, Failure, accepted};
 use crate::keys::{Caller, random_hex, sha256_hex};
 use crate::node::{Node, now_ms};
 
@@ -18,13 +18,6 @@ use crate::node::{Node, now_ms};
 const MAX_COUNT: u32 = 100;
 /// Longest a token lives: 30 days.
 const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-fn refused(response: Response) -> Result<(), Failure> {
-    match response {
-        Response::Rejected { code, message } => Err(Failure(ApiError::new(code, message))),
-        _ => Ok(()),
-    }
-}
 
 /// `POST /v1/tokens/registration`: 201 with the whole tokens, shown this once.
 pub async fn create(
@@ -69,7 +62,7 @@ pub async fn create(
     let outcome = node
         .write(caller.audited(Command::CreateTokens { tokens: records }))
         .await?;
-    refused(outcome.response)?;
+    accepted(outcome.response)?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedTokens {
@@ -103,7 +96,7 @@ pub async fn revoke(
             at_ms: now_ms(),
         }))
         .await?;
-    refused(outcome.response)?;
+    accepted(outcome.response)?;
     let token = node
         .fleet
         .read(|state| state.tokens.get(&id).map(RegistrationToken::public));
