@@ -9,7 +9,8 @@ use axum::extract::State;
 use shoal_protocol::api::{FleetHealth, FleetSummary, MachineView};
 use shoal_protocol::{JobState, MachineId, MachineStatus};
 
-use super::machines::{memory_use, views};
+use super::machine_query::memory_use;
+use super::machines::views;
 use super::{ApiQuery, ApiResult, ReadParams, barrier_if};
 use crate::node::Node;
 
@@ -121,7 +122,7 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::machines::tests::machine;
+    use crate::api::machine_query::tests::machine;
     use MachineStatus::*;
 
     const ME: MachineId = MachineId(1);

@@ -13,6 +13,7 @@ mod history;
 mod jobs;
 mod keys;
 mod logs;
+mod machine_query;
 mod machines;
 mod metrics;
 mod operate;
