@@ -30,9 +30,20 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
         Ok(parts) => parts,
         Err(why) => return PeerResponse::Refused(why.to_string()),
     };
+    let secret_sha256 = sha256_hex(secret);
+    // Strangers may ask: only a token this replica knows is worth a log entry.
+    let known = node.fleet.read(|state| {
+        state
+            .tokens
+            .get(id)
+            .is_some_and(|token| token.secret_sha256 == secret_sha256)
+    });
+    if !known {
+        return PeerResponse::Refused("registration token refused: no such token".into());
+    }
     let command = Command::UseToken {
         id: id.to_string(),
-        secret_sha256: sha256_hex(secret),
+        secret_sha256,
         machine: identity::machine_id(&from),
         at_ms: now_ms(),
     };
