@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shoal_daemon::testsuite::{Cluster, init_logs, keyed_headers, wait_until};
+use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::events::{Event, EventLine, StreamEnd, Topic, kind};
 use shoal_protocol::{JobId, JobState};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::http::keyed;
 
 /// How long one line of a followed stream may take.
 const LINE_WAIT: Duration = Duration::from_secs(20);
@@ -160,16 +162,6 @@ const LIFE: [&str; 4] = [
 fn assert_ordered(events: &[Event]) {
     let at: Vec<(u64, u32)> = events.iter().map(|e| (e.index, e.seq)).collect();
     assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {at:?}");
-}
-
-/// A WebSocket request for `url` carrying every header the cluster's HTTP client sends.
-fn keyed(url: &str) -> tokio_tungstenite::tungstenite::http::Request<()> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in &keyed_headers() {
-        request.headers_mut().insert(name, value.clone());
-    }
-    request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,3 +38,38 @@ pub async fn put_labels(api: &str, id: MachineId, pairs: &[&str]) -> (u16, serde
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+/// Sends `body` as JSON with the test key, returning the status and the body as JSON
+/// (`null` when it is not JSON).
+pub async fn send(
+    method: reqwest::Method,
+    url: String,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = shoal_daemon::testsuite::http_client()
+        .request(method, &url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `POST` of `body` with the test key; see [`send`].
+pub async fn post(url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
+    send(reqwest::Method::POST, url, body).await
+}
+
+/// A WebSocket request for `url` carrying every header the test client sends.
+pub fn keyed(url: &str) -> tokio_tungstenite::tungstenite::http::Request<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in &shoal_daemon::testsuite::keyed_headers() {
+        request.headers_mut().insert(name, value.clone());
+    }
+    request
+}

@@ -8,20 +8,7 @@ use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::{Command, ErrorCode, JobId, JobRecord, JobReport, JobState, MachineId};
 
-use crate::http::put_labels;
-
-async fn post(url: String, body: Value) -> (u16, Value) {
-    let response = shoal_daemon::testsuite::http_client()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
+use crate::http::{keyed, post, put_labels};
 
 fn job_id(body: &Value) -> JobId {
     JobId(
@@ -316,17 +303,6 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     })
     .await;
     cluster.shutdown().await;
-}
-
-/// A WebSocket request to `url` carrying the test cluster's API key.
-fn keyed(url: &str) -> tokio_tungstenite::tungstenite::http::Request<()> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = url.into_client_request().unwrap();
-    let bearer = format!("Bearer {}", shoal_daemon::testsuite::TEST_KEY);
-    request
-        .headers_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    request
 }
 
 /// The index of a node other than the one with id `machine`.
