@@ -27,6 +27,16 @@ pub enum Commands {
     Run(Box<RunArgs>),
     /// Run a local dev fleet on loopback with no config.
     Dev(DevArgs),
+    /// Make the first admin API key of a new fleet and print it once; the first start on
+    /// this data directory records it.
+    Init {
+        /// The data directory [default: the config's, else /var/lib/shoal].
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Config file [default: /etc/shoal/shoald.toml if it exists].
+        #[arg(long, env = "SHOAL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Join a fleet with a registration token from `shoal token create`, then run.
     Join {
         /// The registration token (`shoaljoin_...`).

@@ -68,6 +68,32 @@ pub fn store_secret(dir: &Path, secret: &str) -> anyhow::Result<()> {
     write_private(&dir.join(SECRET_FILE), secret.as_bytes())
 }
 
+/// Where `shoald init` leaves the first admin key until the fleet has recorded it.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap.key";
+
+/// `shoald init`: makes the first admin key and leaves it in `dir` for the first start,
+/// which records it and deletes the file. Refuses to run twice.
+pub fn init_bootstrap_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(BOOTSTRAP_KEY_FILE);
+    if path.exists() || dir.join("raft").exists() {
+        anyhow::bail!(
+            "{} is already initialised (a key is waiting in {}, or a fleet was formed here)",
+            dir.display(),
+            path.display()
+        );
+    }
+    fs::create_dir_all(dir)?;
+    let (key, _) = crate::keys::new_key(
+        crate::keys::DEFAULT_ORG,
+        shoal_protocol::keys::Scope::Admin,
+        "bootstrap",
+        "bootstrap",
+        0,
+    );
+    write_private(&path, key.as_bytes())?;
+    Ok(key)
+}
+
 /// The dev fleet's admin API key, kept in its data directory so every start can show it.
 pub fn load_or_create_dev_key(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("admin.key");

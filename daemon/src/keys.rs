@@ -116,7 +116,15 @@ pub fn authenticate(state: &FleetState, key: &str) -> Result<Caller, ApiError> {
 /// On the machine that bootstrapped the fleet: records the first admin key (the configured
 /// one, or a new one printed once), retrying until the log has it.
 pub async fn record_bootstrap_key(node: &Node) {
-    let (key, record) = match &node.config.bootstrap_key {
+    let waiting = node
+        .config
+        .data_dir
+        .join(crate::identity::BOOTSTRAP_KEY_FILE);
+    let from_init = std::fs::read_to_string(&waiting)
+        .ok()
+        .map(|text| text.trim().to_string())
+        .filter(|key| parse_key(key).is_ok());
+    let (key, record) = match node.config.bootstrap_key.as_ref().or(from_init.as_ref()) {
         Some(key) => {
             let record = record_of(
                 key,
@@ -156,6 +164,8 @@ pub async fn record_bootstrap_key(node: &Node) {
                     println!("shoal: export SHOAL_TOKEN={key}");
                 }
                 tracing::info!(key_id = %record.id, "bootstrap admin key recorded");
+                // The log holds its hash now; the plaintext from `shoald init` goes.
+                let _ = std::fs::remove_file(&waiting);
                 return;
             }
             Ok(_) => return,

@@ -28,6 +28,19 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Commands::Dev(args)) => dev::run(args).await,
+            Some(Commands::Init { data_dir, config }) => {
+                let data_dir = match data_dir {
+                    Some(dir) => dir,
+                    None => Settings::load(config.as_deref())?.data_dir,
+                };
+                let key = shoal_daemon::identity::init_bootstrap_key(&data_dir)?;
+                println!("the fleet's first admin API key (shown once; store it now):\n{key}");
+                println!(
+                    "start shoald on {} to form the fleet; it records this key",
+                    data_dir.display()
+                );
+                Ok(())
+            }
             Some(Commands::Diagnose { data_dir, config }) => {
                 let data_dir = match data_dir {
                     Some(dir) => dir,

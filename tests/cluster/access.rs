@@ -205,3 +205,44 @@ async fn keys_decide_who_sees_and_does_what() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_from_init_is_the_fleets_first_key() {
+    use std::sync::{Arc, Mutex};
+    init_logs();
+    let made: Arc<Mutex<Option<(String, std::path::PathBuf)>>> = Arc::default();
+    let keep = made.clone();
+    let cluster = Cluster::start_configured(1, shoal_daemon::Timings::fast(), move |config| {
+        // `shoald init` on the data directory, and no key in the config.
+        config.bootstrap_key = None;
+        let key = shoal_daemon::identity::init_bootstrap_key(&config.data_dir).unwrap();
+        *keep.lock().unwrap() = Some((key, config.data_dir.clone()));
+    })
+    .await
+    .unwrap();
+    let (key, dir) = made.lock().unwrap().clone().unwrap();
+    let api = cluster.api(0);
+    let (status, _) = call(
+        &client_with(&key),
+        reqwest::Method::GET,
+        format!("{api}/v1/keys"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the init key is the fleet's admin key");
+    let (status, _) = call(
+        &http_client(),
+        reqwest::Method::GET,
+        format!("{api}/v1/keys"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "no other key was made");
+    let waiting = dir.join(shoal_daemon::identity::BOOTSTRAP_KEY_FILE);
+    assert!(!waiting.exists(), "the plaintext key is gone once recorded");
+    assert!(
+        shoal_daemon::identity::init_bootstrap_key(&dir).is_err(),
+        "init runs once"
+    );
+    cluster.shutdown().await;
+}
