@@ -55,8 +55,9 @@ pub enum P2pError {
     Closed,
     #[error("peer {peer} did not answer: {reason}")]
     Failed { peer: PeerId, reason: String },
+    /// The peer (its id, or the address dialled) did not answer in time.
     #[error("peer {0} did not answer in time")]
-    Timeout(PeerId),
+    Timeout(String),
 }
 
 /// A request that arrived from an allowed peer, to be answered through `reply`.
@@ -118,20 +119,14 @@ impl P2pHandle {
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, P2pError> {
-        let addr = multiaddr(addr).ok_or_else(|| P2pError::BadAddress(addr.to_string()))?;
-        let (reply, rx) = oneshot::channel();
-        self.outbound
-            .send(Outbound::RequestAt {
-                addr,
-                request,
-                reply,
-            })
-            .map_err(|_| P2pError::Closed)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(P2pError::Closed),
-            Err(_) => Err(P2pError::Timeout(self.local_peer_id)),
-        }
+        let target = addr.to_string();
+        let addr = multiaddr(addr).ok_or_else(|| P2pError::BadAddress(target.clone()))?;
+        let outbound = |reply| Outbound::RequestAt {
+            addr,
+            request,
+            reply,
+        };
+        self.exchange(outbound, timeout, target).await
     }
 
     /// Sends `request` to the peer at `addr` (`ip:port`) and waits up to `timeout` for the answer.
@@ -146,19 +141,30 @@ impl P2pHandle {
             .parse()
             .map_err(|_| P2pError::BadAddress(peer_id.to_string()))?;
         let addr = multiaddr(addr).ok_or_else(|| P2pError::BadAddress(addr.to_string()))?;
+        let outbound = |reply| Outbound::Request {
+            peer,
+            addr,
+            request,
+            reply,
+        };
+        self.exchange(outbound, timeout, peer.to_string()).await
+    }
+
+    /// Hands the swarm task one request and waits up to `timeout` for its answer.
+    async fn exchange(
+        &self,
+        outbound: impl FnOnce(oneshot::Sender<Result<PeerResponse, P2pError>>) -> Outbound,
+        timeout: Duration,
+        target: String,
+    ) -> Result<PeerResponse, P2pError> {
         let (reply, rx) = oneshot::channel();
         self.outbound
-            .send(Outbound::Request {
-                peer,
-                addr,
-                request,
-                reply,
-            })
+            .send(outbound(reply))
             .map_err(|_| P2pError::Closed)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(P2pError::Closed),
-            Err(_) => Err(P2pError::Timeout(peer)),
+            Err(_) => Err(P2pError::Timeout(target)),
         }
     }
 }
