@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_protocol::{MachineId, MachineStatus};
+use shoal_protocol::{JobId, JobRecord, MachineId, MachineStatus};
 
 use crate::config::{Config, Settings, Timings};
 use crate::node::{Listeners, Node, RunningNode};
@@ -202,6 +202,33 @@ impl Cluster {
     /// these, so it carries whatever credentials the API asks for.
     pub fn http(&self) -> reqwest::Client {
         http_client()
+    }
+
+    /// `POST /v1/jobs` of `body` through node `i`; the new job's id (201 asserted).
+    pub async fn submit(&self, i: usize, body: serde_json::Value) -> JobId {
+        let url = format!("{}/v1/jobs", self.api(i));
+        let response = self.http().post(&url).json(&body).send().await;
+        let response = response.unwrap_or_else(|err| panic!("POST {url}: {err}"));
+        let status = response.status().as_u16();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, 201, "POST {url} {body}: {answer}");
+        JobId(answer["job"]["id"].as_u64().expect("a job id"))
+    }
+
+    /// Waits until node `i`'s replica shows job `id` in a state `done` accepts; panics
+    /// naming `what` and showing the job as it stands after 30 s.
+    pub async fn wait_job(
+        &self,
+        i: usize,
+        id: JobId,
+        what: &str,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
+        let job = || self.node(i).fleet.read(|s| s.jobs.get(&id).cloned());
+        match wait_until(Duration::from_secs(30), what, || job().filter(|j| done(j))).await {
+            Ok(found) => found,
+            Err(err) => panic!("{err}; the job is {:#?}", job()),
+        }
     }
 
     /// Indexes of running nodes.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_daemon::testsuite::{Cluster, init_logs};
 use shoal_protocol::{Command, ErrorCode, JobId, JobRecord, JobReport, JobState, MachineId};
 
 use crate::http::{keyed, post, put_labels};
@@ -16,23 +16,6 @@ fn job_id(body: &Value) -> JobId {
             .as_u64()
             .unwrap_or_else(|| panic!("no job id in {body}")),
     )
-}
-
-/// Waits until node `i`'s replica shows the job in a state `done` accepts.
-async fn wait_job(
-    cluster: &Cluster,
-    i: usize,
-    id: JobId,
-    what: &str,
-    done: impl Fn(&JobRecord) -> bool,
-) -> JobRecord {
-    let node = cluster.node(i);
-    wait_until(Duration::from_secs(10), what, || {
-        node.fleet
-            .read(|s| s.jobs.get(&id).filter(|j| done(j)).cloned())
-    })
-    .await
-    .unwrap()
 }
 
 fn placed(job: &JobRecord) -> bool {
@@ -59,7 +42,9 @@ async fn jobs_go_to_the_right_machines() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let job = wait_job(&cluster, 0, job_id(&body), "gpu job placed", placed).await;
+    let job = cluster
+        .wait_job(0, job_id(&body), "gpu job placed", placed)
+        .await;
     assert_eq!(machine_of(&job), gpu);
 
     // A burst spreads over the machines instead of piling onto one.
@@ -70,7 +55,9 @@ async fn jobs_go_to_the_right_machines() {
     assert_eq!(status, 200, "{body}");
     let mut used = BTreeSet::new();
     for entry in body["jobs"].as_array().unwrap() {
-        let job = wait_job(&cluster, 2, job_id(entry), "burst job placed", placed).await;
+        let job = cluster
+            .wait_job(2, job_id(entry), "burst job placed", placed)
+            .await;
         used.insert(machine_of(&job));
     }
     assert_eq!(used.len(), 3, "the burst used only {used:?}");
@@ -82,13 +69,14 @@ async fn jobs_go_to_the_right_machines() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let parent = wait_job(&cluster, 1, job_id(&body), "fan-out children", |j| {
-        j.children.len() == 3
-    })
-    .await;
+    let parent = cluster
+        .wait_job(1, job_id(&body), "fan-out children", |j| {
+            j.children.len() == 3
+        })
+        .await;
     let mut targets = BTreeSet::new();
     for child in parent.children {
-        let job = wait_job(&cluster, 1, child, "child placed", placed).await;
+        let job = cluster.wait_job(1, child, "child placed", placed).await;
         targets.insert(machine_of(&job));
     }
     assert_eq!(targets.len(), 3);
@@ -113,10 +101,9 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
     );
 
     // Nobody has the label: the job waits and says why.
-    let job = wait_job(&cluster, 1, id, "a queue reason", |j| {
-        j.queue_reason.is_some()
-    })
-    .await;
+    let job = cluster
+        .wait_job(1, id, "a queue reason", |j| j.queue_reason.is_some())
+        .await;
     let reason = job.queue_reason.unwrap();
     assert!(reason.contains("tape"), "{reason}");
     assert_eq!(job.state, JobState::Queued);
@@ -132,10 +119,11 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let job = wait_job(&cluster, 2, job_id(&body), "timed out in the queue", |j| {
-        j.state == JobState::TimedOut
-    })
-    .await;
+    let job = cluster
+        .wait_job(2, job_id(&body), "timed out in the queue", |j| {
+            j.state == JobState::TimedOut
+        })
+        .await;
     assert!(job.attempts.is_empty());
     let error = job.error.unwrap_or_default();
     assert!(
@@ -242,10 +230,11 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let job = wait_job(&cluster, 0, job_id(&body), "completed", |j| {
-        j.state == JobState::Completed
-    })
-    .await;
+    let job = cluster
+        .wait_job(0, job_id(&body), "completed", |j| {
+            j.state == JobState::Completed
+        })
+        .await;
     assert_eq!(job.attempts.len(), 1);
     assert_eq!(job.attempts[0].exit_code, Some(0));
     assert!(job.attempts[0].started_at_ms.is_some() && job.attempts[0].finished_at_ms.is_some());
@@ -257,10 +246,9 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let job = wait_job(&cluster, 1, job_id(&body), "failed", |j| {
-        j.state == JobState::Failed
-    })
-    .await;
+    let job = cluster
+        .wait_job(1, job_id(&body), "failed", |j| j.state == JobState::Failed)
+        .await;
     assert_eq!(job.attempts.len(), 2);
     assert!(
         job.attempts.iter().all(|a| a.exit_code == Some(3)),
@@ -281,7 +269,9 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     .await;
     assert_eq!(status, 201, "{body}");
     let id = job_id(&body);
-    let job = wait_job(&cluster, 2, id, "running", |j| j.state == JobState::Running).await;
+    let job = cluster
+        .wait_job(2, id, "running", |j| j.state == JobState::Running)
+        .await;
     // Only the machine running an attempt may report on it.
     let leader = cluster.node(0).leader().unwrap();
     let stranger = (0..3)
@@ -298,10 +288,9 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
     assert!(refused.message.contains("only it reports"), "{refused}");
     let (status, body) = post(format!("{api}/v1/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 200, "{body}");
-    wait_job(&cluster, 0, id, "cancelled", |j| {
-        j.state == JobState::Cancelled
-    })
-    .await;
+    cluster
+        .wait_job(0, id, "cancelled", |j| j.state == JobState::Cancelled)
+        .await;
     cluster.shutdown().await;
 }
 
@@ -328,7 +317,9 @@ async fn output_is_readable_and_followable_from_any_node() {
     .await;
     assert_eq!(status, 201, "{body}");
     let id = job_id(&body);
-    let job = wait_job(&cluster, 0, id, "running", |j| j.state == JobState::Running).await;
+    let job = cluster
+        .wait_job(0, id, "running", |j| j.state == JobState::Running)
+        .await;
     // Followed from a node that did not run it: every chunk arrives, in order, with its
     // stream, and the socket closes when the job ends.
     let api = cluster.api(other_than(&cluster, machine_of(&job)));
@@ -357,10 +348,9 @@ async fn output_is_readable_and_followable_from_any_node() {
     assert_eq!((two.stream, two.offset), (LogStream::Stderr, 4));
 
     // Read at once after the end, from the same other node: the saved output.
-    wait_job(&cluster, 0, id, "completed", |j| {
-        j.state == JobState::Completed
-    })
-    .await;
+    cluster
+        .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
+        .await;
     let logs: JobLogs = shoal_daemon::testsuite::http_client()
         .get(format!("{api}/v1/jobs/{id}/logs"))
         .send()

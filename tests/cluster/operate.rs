@@ -6,28 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shoal_daemon::exec::Outcome;
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
-use shoal_protocol::{JobId, JobRecord, JobState, MachineId, MachineStatus};
+use shoal_protocol::{JobState, MachineId, MachineStatus};
 
 use crate::http::send;
-
-async fn submit(api: &str, body: Value) -> JobId {
-    let (status, body) = send(reqwest::Method::POST, format!("{api}/v1/jobs"), body).await;
-    assert_eq!(status, 201, "{body}");
-    JobId(body["job"]["id"].as_u64().unwrap())
-}
-
-async fn wait_job(
-    cluster: &Cluster,
-    id: JobId,
-    what: &str,
-    done: impl Fn(&JobRecord) -> bool,
-) -> JobRecord {
-    let job = || cluster.node(0).fleet.read(|s| s.jobs.get(&id).cloned());
-    match wait_until(Duration::from_secs(20), what, || job().filter(|j| done(j))).await {
-        Ok(found) => found,
-        Err(err) => panic!("{err}; the job is {:#?}", job()),
-    }
-}
 
 fn index_of(cluster: &Cluster, machine: MachineId) -> usize {
     (0..cluster.len())
@@ -44,8 +25,12 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
 
     // Drain the machine running a job, with a 1 s deadline: the job is taken back, stopped
     // there, and completes elsewhere as attempt 2.
-    let id = submit(&api, json!({"command": ["sh", "-c", "sleep 2"]})).await;
-    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let id = cluster
+        .submit(1, json!({"command": ["sh", "-c", "sleep 2"]}))
+        .await;
+    let job = cluster
+        .wait_job(0, id, "running", |j| j.state == JobState::Running)
+        .await;
     let drained = job.attempts[0].machine;
     let name = cluster
         .node(index_of(&cluster, drained))
@@ -60,10 +45,11 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["machines"], json!([drained.to_string()]));
-    let job = wait_job(&cluster, id, "completed elsewhere", |j| {
-        j.state == JobState::Completed
-    })
-    .await;
+    let job = cluster
+        .wait_job(0, id, "completed elsewhere", |j| {
+            j.state == JobState::Completed
+        })
+        .await;
     assert_eq!(job.attempts.len(), 2, "{:?}", job.attempts);
     assert_ne!(job.attempts[1].machine, drained);
     let why = job.attempts[0].error.clone().unwrap_or_default();
@@ -90,13 +76,12 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
     .unwrap();
     let mut later = Vec::new();
     for _ in 0..6 {
-        later.push(submit(&api, json!({"command": ["true"]})).await);
+        later.push(cluster.submit(1, json!({"command": ["true"]})).await);
     }
     for id in later {
-        let job = wait_job(&cluster, id, "completed", |j| {
-            j.state == JobState::Completed
-        })
-        .await;
+        let job = cluster
+            .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
+            .await;
         assert_ne!(
             job.attempts[0].machine, drained,
             "a drained machine got new work"
@@ -193,12 +178,12 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
         .await
         .unwrap();
     assert_eq!(summary["kill_switch"]["actor"], json!("alice"), "{summary}");
-    let held = submit(
-        &api,
-        json!({"command": ["true"], "queue_timeout_seconds": 1}),
-    )
-    .await;
-    let job = wait_job(&cluster, held, "a reason", |j| j.queue_reason.is_some()).await;
+    let held = cluster
+        .submit(1, json!({"command": ["true"], "queue_timeout_seconds": 1}))
+        .await;
+    let job = cluster
+        .wait_job(0, held, "a reason", |j| j.queue_reason.is_some())
+        .await;
     assert!(
         job.queue_reason
             .unwrap()
@@ -213,10 +198,11 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
     );
     let (status, body) = send(put, format!("{api}/v1/killswitch"), json!({"on": false})).await;
     assert_eq!((status, body["on"].as_bool()), (200, Some(false)), "{body}");
-    wait_job(&cluster, held, "dispatched once the switch is off", |j| {
-        !j.attempts.is_empty()
-    })
-    .await;
+    cluster
+        .wait_job(0, held, "dispatched once the switch is off", |j| {
+            !j.attempts.is_empty()
+        })
+        .await;
 
     // Every change above is in the audit log, with the key that made it; per machine too.
     let key_id = "7e57000000000001";

@@ -6,44 +6,13 @@
 //! One test with one cluster: the scenarios share the engine and the image, and a cluster
 //! takes seconds to form.
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_daemon::exec::docker::container_name;
-use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_daemon::testsuite::{Cluster, init_logs};
 use shoal_protocol::api::JobLogs;
-use shoal_protocol::{JobId, JobRecord, JobState, MachineId};
+use shoal_protocol::{JobRecord, JobState, MachineId};
 
 use crate::support::{IMAGE, docker, test_image};
-
-async fn submit(api: &str, body: Value) -> JobId {
-    let response = shoal_daemon::testsuite::http_client()
-        .post(format!("{api}/v1/jobs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let body: Value = response.json().await.unwrap();
-    JobId(body["job"]["id"].as_u64().unwrap())
-}
-
-/// Waits on a running node's replica until the job is in a state `done` accepts.
-async fn wait_job(
-    cluster: &Cluster,
-    id: JobId,
-    what: &str,
-    done: impl Fn(&JobRecord) -> bool,
-) -> JobRecord {
-    let job = || {
-        let i = cluster.running()[0];
-        cluster.node(i).fleet.read(|s| s.jobs.get(&id).cloned())
-    };
-    match wait_until(Duration::from_secs(40), what, || job().filter(|j| done(j))).await {
-        Ok(found) => found,
-        Err(err) => panic!("{err}; the job is {:#?}", job()),
-    }
-}
 
 fn index_of(cluster: &Cluster, machine: MachineId) -> usize {
     cluster
@@ -87,8 +56,12 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     let api = cluster.api(0);
     let limited = json!({"image": IMAGE, "command": ["sh", "-c", "trap 'exit 143' TERM; echo up; sleep 60 & wait"],
         "cpus": 0.5, "memory_mb": 64});
-    let id = submit(&api, limited).await;
-    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let id = cluster.submit(0, limited).await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "running", |j| {
+            j.state == JobState::Running
+        })
+        .await;
     let machine = current_machine(&job).to_string();
     let name = container_name(Some(&machine), id.0, 1);
     let limits = docker(&[
@@ -104,10 +77,11 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let job = wait_job(&cluster, id, "cancelled", |j| {
-        j.state == JobState::Cancelled
-    })
-    .await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "cancelled", |j| {
+            j.state == JobState::Cancelled
+        })
+        .await;
     let gone = docker(&["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
     assert!(gone.is_empty(), "the cancelled container is removed");
     assert!(job.attempts[0].finished_at_ms.is_some());
@@ -115,12 +89,20 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     // A restarted shoald adopts the container it left running: the job keeps attempt 1,
     // ends with the container's real exit code, and all of its output is readable.
     let once = json!({"image": IMAGE, "command": ["sh", "-c", "echo before; sleep 4; echo after; exit 7"], "max_attempts": 1});
-    let id = submit(&cluster.api(cluster.running()[0]), once).await;
-    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let id = cluster.submit(cluster.running()[0], once).await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "running", |j| {
+            j.state == JobState::Running
+        })
+        .await;
     let host = index_of(&cluster, current_machine(&job));
     cluster.stop(host).await;
     cluster.restart(host).await.unwrap();
-    let job = wait_job(&cluster, id, "finished", |j| j.state.is_finished()).await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "finished", |j| {
+            j.state.is_finished()
+        })
+        .await;
     assert_eq!(job.attempts.len(), 1, "{:?}", job.attempts);
     assert_eq!(job.attempts[0].exit_code, Some(7), "{:?}", job.attempts);
     let other = (host + 1) % 3;
@@ -137,15 +119,21 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
 
     // The machine running a long job is killed: once it is STALE the job is requeued and
     // completes elsewhere as attempt 2.
-    let api = cluster.api(cluster.running()[0]);
-    let id = submit(&api, sh("echo started; sleep 3; echo done")).await;
-    let job = wait_job(&cluster, id, "running", |j| j.state == JobState::Running).await;
+    let id = cluster
+        .submit(cluster.running()[0], sh("echo started; sleep 3; echo done"))
+        .await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "running", |j| {
+            j.state == JobState::Running
+        })
+        .await;
     let lost = current_machine(&job);
     cluster.stop(index_of(&cluster, lost)).await;
-    let job = wait_job(&cluster, id, "completed", |j| {
-        j.state == JobState::Completed
-    })
-    .await;
+    let job = cluster
+        .wait_job(cluster.running()[0], id, "completed", |j| {
+            j.state == JobState::Completed
+        })
+        .await;
     assert_eq!(job.attempts.len(), 2, "{:?}", job.attempts);
     assert_eq!(job.attempts[0].machine, lost);
     assert_ne!(job.attempts[1].machine, lost);
