@@ -8,8 +8,7 @@ use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, Response, UnixMil
 
 use crate::node::{Node, now_ms};
 
-/// The org of the bootstrap key.
-pub const DEFAULT_ORG: &str = "default";
+pub use shoal_protocol::job::DEFAULT_ORG;
 
 /// Who is calling, once their key checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -103,8 +103,11 @@ fn default_max_attempts() -> u32 {
     3
 }
 
+/// The org of a job that names none, and of the fleet's first key.
+pub const DEFAULT_ORG: &str = "default";
+
 fn default_org() -> String {
-    "default".to_string()
+    DEFAULT_ORG.to_string()
 }
 
 impl Default for JobSpec {
