@@ -1,6 +1,7 @@
 //! `shoal audit`: who changed what, newest first.
 
 use shoal_protocol::audit::AuditEntry;
+use shoal_protocol::params::AuditParams;
 
 use crate::client::{Client, ClientError};
 use crate::machines;
@@ -14,18 +15,17 @@ pub async fn run(
     limit: Option<u32>,
     json: bool,
 ) -> Result<(), ClientError> {
-    let mut query = Vec::new();
-    if let Some(machine) = machine {
-        let id = machines::resolve(client, &machine).await?;
-        query.push(("machine", id.to_string()));
-    }
-    if let Some(actor) = actor {
-        query.push(("actor", actor));
-    }
-    if let Some(limit) = limit {
-        query.push(("limit", limit.to_string()));
-    }
-    let list = client.audit(&query).await?;
+    let machine = match machine {
+        Some(machine) => Some(machines::resolve(client, &machine).await?.to_string()),
+        None => None,
+    };
+    let params = AuditParams {
+        machine,
+        actor,
+        limit: limit.map(|n| n as usize),
+        ..AuditParams::default()
+    };
+    let list = client.audit(&params).await?;
     if json {
         print_json(&list);
     } else {

@@ -12,11 +12,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::api::{
     ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineHistory, MachineList,
-    MachineView,
+    MachineRemoved, MachineView,
 };
 use shoal_protocol::audit::AuditList;
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
+use shoal_protocol::params::{AuditParams, HistoryParams, JobListParams, LogParams};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
@@ -101,7 +102,8 @@ impl Client {
         self.call(Method::GET, "/v1/machines", None::<&()>).await
     }
 
-    /// `GET /v1/machines` with filters and a sort, e.g. `[("provider", "vps"), ("sort", "cpu")]`.
+    /// `GET /v1/machines` with filters and a sort, e.g. `[("provider", "vps"), ("sort", "cpu")]`
+    /// (pairs, since `label` may repeat).
     pub async fn machines_where(
         &self,
         query: &[(&str, String)],
@@ -123,7 +125,7 @@ impl Client {
     }
 
     /// `DELETE /v1/machines/{id}`.
-    pub async fn remove_machine(&self, id: MachineId) -> Result<serde_json::Value, ClientError> {
+    pub async fn remove_machine(&self, id: MachineId) -> Result<MachineRemoved, ClientError> {
         let path = format!("/v1/machines/{id}");
         self.call(Method::DELETE, &path, None::<&()>).await
     }
@@ -144,11 +146,10 @@ impl Client {
         id: MachineId,
         since_ms: Option<u64>,
     ) -> Result<MachineHistory, ClientError> {
-        let query: Vec<_> = since_ms
-            .map(|t| ("since_ms", t.to_string()))
-            .into_iter()
-            .collect();
-        let path = with_query(&format!("/v1/machines/{id}/history"), &query);
+        let path = with_query(
+            &format!("/v1/machines/{id}/history"),
+            &HistoryParams { since_ms },
+        );
         self.call(Method::GET, &path, None::<&()>).await
     }
 
@@ -162,9 +163,9 @@ impl Client {
         self.call(Method::POST, "/v1/jobs", Some(spec)).await
     }
 
-    /// `GET /v1/jobs` with filters and paging, e.g. `[("state", "queued"), ("after", "12")]`.
-    pub async fn jobs(&self, query: &[(&str, String)]) -> Result<JobList, ClientError> {
-        self.call(Method::GET, &with_query("/v1/jobs", query), None::<&()>)
+    /// `GET /v1/jobs` with filters and paging.
+    pub async fn jobs(&self, params: &JobListParams) -> Result<JobList, ClientError> {
+        self.call(Method::GET, &with_query("/v1/jobs", params), None::<&()>)
             .await
     }
 
@@ -215,9 +216,9 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/audit` with filters, e.g. `[("machine", "00ab…")]`.
-    pub async fn audit(&self, query: &[(&str, String)]) -> Result<AuditList, ClientError> {
-        self.call(Method::GET, &with_query("/v1/audit", query), None::<&()>)
+    /// `GET /v1/audit` with filters.
+    pub async fn audit(&self, params: &AuditParams) -> Result<AuditList, ClientError> {
+        self.call(Method::GET, &with_query("/v1/audit", params), None::<&()>)
             .await
     }
 
@@ -280,25 +281,21 @@ impl Client {
     }
 }
 
-fn logs_query(attempt: Option<u32>, offset: u64) -> Vec<(&'static str, String)> {
-    let mut query = Vec::new();
-    if let Some(attempt) = attempt {
-        query.push(("attempt", attempt.to_string()));
+fn logs_query(attempt: Option<u32>, offset: u64) -> LogParams {
+    LogParams {
+        attempt,
+        offset: (offset > 0).then_some(offset),
+        follow: false,
     }
-    if offset > 0 {
-        query.push(("offset", offset.to_string()));
-    }
-    query
 }
 
-/// `path?k=v&...`, each value percent-encoded.
-fn with_query(path: &str, query: &[(&str, String)]) -> String {
+/// `path?k=v&...` of a query type (or a list of pairs), each value percent-encoded.
+fn with_query(path: &str, query: &(impl Serialize + ?Sized)) -> String {
+    let query = serde_urlencoded::to_string(query).expect("query parameters encode");
     if query.is_empty() {
         return path.to_string();
     }
-    let mut url = reqwest::Url::parse("http://query.invalid/").expect("a valid base URL");
-    url.query_pairs_mut().extend_pairs(query);
-    format!("{path}?{}", url.query().unwrap_or_default())
+    format!("{path}?{query}")
 }
 
 /// Turns an answer into the expected type, or into the API error it carries.
@@ -466,7 +463,19 @@ mod tests {
             with_query("/v1/jobs", &query),
             "/v1/jobs?label=zone%3Da+b&state=queued"
         );
-        assert_eq!(with_query("/v1/jobs", &[]), "/v1/jobs");
+        assert_eq!(
+            with_query("/v1/jobs", &JobListParams::default()),
+            "/v1/jobs"
+        );
+        let params = JobListParams {
+            order: shoal_protocol::params::JobOrder::Newest,
+            before: Some(9),
+            ..JobListParams::default()
+        };
+        assert_eq!(
+            with_query("/v1/jobs", &params),
+            "/v1/jobs?order=newest&before=9"
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use clap::Args;
 use serde_json::Value;
 use shoal_protocol::UnixMillis;
 use shoal_protocol::events::{Event, Topic};
+use shoal_protocol::params::EventParams;
 
 use crate::client::{Client, ClientError};
 use crate::output::{note, print};
@@ -43,7 +44,7 @@ pub struct EventsArgs {
 
 /// Runs `shoal events`.
 pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<(), ClientError> {
-    let topics = (!args.topic.is_empty()).then(|| {
+    let topic = (!args.topic.is_empty()).then(|| {
         let names: Vec<&str> = args.topic.iter().map(|t| t.as_str()).collect();
         names.join(",")
     });
@@ -55,8 +56,12 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<(), Cl
         }
     };
     if !args.follow {
-        let query = query(args.since, topics.as_deref(), false);
-        return client.event_stream(&query, &mut show).await.map(|_| ());
+        let params = EventParams {
+            since: args.since,
+            follow: false,
+            topic,
+        };
+        return client.event_stream(&params, &mut show).await.map(|_| ());
     }
     let mut since = match args.since {
         Some(since) => since,
@@ -66,9 +71,13 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<(), Cl
     let mut last: Option<(u64, u32)> = None;
     let mut failures = 0;
     loop {
-        let query = query(Some(since), topics.as_deref(), true);
+        let params = EventParams {
+            since: Some(since),
+            follow: true,
+            topic: topic.clone(),
+        };
         let ended = client
-            .event_stream(&query, |event, line| {
+            .event_stream(&params, |event, line| {
                 if last.is_some_and(|seen| (event.index, event.seq) <= seen) {
                     return;
                 }
@@ -94,20 +103,6 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<(), Cl
         since = since.max(resume_after_last.unwrap_or(since));
         tokio::time::sleep(RECONNECT_WAIT).await;
     }
-}
-
-fn query(since: Option<u64>, topics: Option<&str>, follow: bool) -> Vec<(&'static str, String)> {
-    let mut query = Vec::new();
-    if let Some(since) = since {
-        query.push(("since", since.to_string()));
-    }
-    if let Some(topics) = topics {
-        query.push(("topic", topics.to_string()));
-    }
-    if follow {
-        query.push(("follow", "true".to_string()));
-    }
-    query
 }
 
 /// `INDEX.SEQ  HH:MM:SSZ  TOPIC  KIND  SUBJECT  key=value ...`.
@@ -172,18 +167,5 @@ mod tests {
         };
         assert!(event_line(&event).contains("---------  job"));
         assert!(event_line(&event).ends_with(r#"-  voters=["a","b"]"#));
-    }
-
-    #[test]
-    fn the_query_says_what_was_asked() {
-        assert_eq!(
-            query(Some(7), Some("job,audit"), true),
-            [
-                ("since", "7".to_string()),
-                ("topic", "job,audit".to_string()),
-                ("follow", "true".to_string())
-            ]
-        );
-        assert!(query(None, None, false).is_empty());
     }
 }

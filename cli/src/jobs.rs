@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use shoal_protocol::params::{JobListParams, JobOrder};
 use shoal_protocol::{
     JobId, JobRecord, JobSpec, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
 };
@@ -65,30 +66,26 @@ pub async fn run(
 
 /// `shoal job ls`.
 pub async fn ls(client: &Client, filter: &Filter, json: bool) -> Result<(), ClientError> {
-    let mut query = Vec::new();
-    if let Some(state) = filter.state {
-        query.push(("state", state.to_string()));
-    }
-    if let Some(machine) = &filter.machine {
-        let id = machines::resolve(client, machine).await?;
-        query.push(("machine", id.to_string()));
-    }
-    if let Some(org) = &filter.org {
-        query.push(("org", org.clone()));
-    }
-    if let Some((key, value)) = &filter.label {
-        query.push(("label", format!("{key}={value}")));
-    }
+    let machine = match &filter.machine {
+        Some(machine) => Some(machines::resolve(client, machine).await?.to_string()),
+        None => None,
+    };
     let page = filter.limit.unwrap_or(MAX_PAGE);
-    query.push(("order", "newest".to_string()));
-    query.push(("limit", page.to_string()));
-    let mut list = client.jobs(&query).await?;
+    let mut params = JobListParams {
+        state: filter.state.map(|state| state.to_string()),
+        machine,
+        org: filter.org.clone(),
+        label: filter.label.as_ref().map(|(k, v)| format!("{k}={v}")),
+        order: JobOrder::Newest,
+        limit: Some(page as usize),
+        ..JobListParams::default()
+    };
+    let mut list = client.jobs(&params).await?;
     let mut full = filter.limit.is_none() && list.jobs.len() == page as usize;
     while full {
         let last = list.jobs.last().expect("a full page has a last job");
-        let mut next = query.clone();
-        next.push(("before", last.id.to_string()));
-        let more = client.jobs(&next).await?.jobs;
+        params.before = Some(last.id.0);
+        let more = client.jobs(&params).await?.jobs;
         full = more.len() == page as usize;
         list.jobs.extend(more);
     }
@@ -140,8 +137,12 @@ pub async fn children(client: &Client, job: &JobRecord) -> Result<Vec<JobRecord>
     let mut after = first.0.saturating_sub(1);
     let mut found = Vec::new();
     while found.len() < job.children.len() && after < last.0 {
-        let query = [("after", after.to_string()), ("limit", limit.to_string())];
-        let page = client.jobs(&query).await?.jobs;
+        let params = JobListParams {
+            after: Some(after),
+            limit: Some(limit),
+            ..JobListParams::default()
+        };
+        let page = client.jobs(&params).await?.jobs;
         let Some(end) = page.last() else { break };
         after = end.id.0;
         found.extend(page.into_iter().filter(|j| j.parent == Some(job.id)));

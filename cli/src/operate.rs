@@ -48,6 +48,9 @@ pub enum KillSwitchCmd {
         /// Who is turning it on [default: $USER].
         #[arg(long)]
         actor: Option<String>,
+        /// Also stop every job running now (it ends cancelled); queued jobs wait.
+        #[arg(long)]
+        terminate: bool,
     },
     /// Let dispatch go on.
     Off,
@@ -105,15 +108,21 @@ pub async fn run_kill_switch(
 ) -> Result<(), ClientError> {
     let request = match cmd {
         KillSwitchCmd::Status => None,
-        KillSwitchCmd::On { reason, actor } => Some(KillSwitchRequest {
+        KillSwitchCmd::On {
+            reason,
+            actor,
+            terminate,
+        } => Some(KillSwitchRequest {
             on: true,
             reason: Some(reason),
             actor: actor.or_else(|| std::env::var("USER").ok()),
+            terminate,
         }),
         KillSwitchCmd::Off => Some(KillSwitchRequest {
             on: false,
             reason: None,
             actor: None,
+            terminate: false,
         }),
     };
     kill_switch(client, request, json).await
@@ -189,7 +198,7 @@ async fn kill_switch(
 }
 
 fn describe(state: &KillSwitchState) -> String {
-    match &state.switch {
+    match state.switch() {
         Some(switch) => format!(
             "kill switch ON: dispatch is stopped fleet-wide\n  reason: {}\n  by:     {}\n  since:  {}",
             switch.reason,

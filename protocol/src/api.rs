@@ -7,12 +7,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    JobId, JobRecord, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr, Resources,
-    UnixMillis,
+    JobId, JobRecord, JobSpec, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
+    Resources, UnixMillis,
 };
 
 /// A stable, machine-readable error code. Scripts match on these; never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -64,7 +64,9 @@ impl ErrorCode {
 }
 
 /// The body of every error answer: `{"code": "...", "message": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -94,7 +96,7 @@ impl fmt::Display for ApiError {
 }
 
 /// `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` when this node knows a leader, `degraded` otherwise.
     pub status: String,
@@ -104,7 +106,7 @@ pub struct Health {
 }
 
 /// One machine as the API shows it: the committed record with the live gossip view on top.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineView {
     pub id: MachineId,
     pub name: String,
@@ -162,13 +164,13 @@ impl MachineView {
 }
 
 /// `GET /v1/machines`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
 }
 
 /// `PUT /v1/machines/{id}/labels`: labels to set and label keys to remove.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     #[serde(default)]
@@ -180,20 +182,39 @@ pub struct LabelRequest {
 /// `POST /v1/jobs`: the job, and whether this request created it (`false`: an earlier
 /// submit with the same `idempotency_key` did). A fan-out answers with the parent, whose
 /// `children` name the per-machine jobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitJobResponse {
     pub job: JobRecord,
     pub created: bool,
 }
 
 /// `GET /v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `POST /v1/jobs/batch`: 1 to 1000 jobs, every one checked before any is submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub jobs: Vec<JobSpec>,
+}
+
+/// Each job of a batch, in the order given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchResponse {
+    pub jobs: Vec<SubmitJobResponse>,
+}
+
+/// `DELETE /v1/machines/{id}`: the machine that was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachineRemoved {
+    pub removed: MachineId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobRecord>,
 }
 
 /// Which of a job's streams output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     Stdout,
@@ -202,7 +223,7 @@ pub enum LogStream {
 
 /// Consecutive output of one stream. With `follow`, each WebSocket text message is one
 /// `LogChunk` as JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogChunk {
     pub stream: LogStream,
     /// Position of the first byte in everything the attempt wrote, counting from 0.
@@ -212,7 +233,7 @@ pub struct LogChunk {
 }
 
 /// `GET /v1/jobs/{id}/logs`: what the executing machine keeps of one attempt's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobLogs {
     pub job: JobId,
     pub attempt: u32,
@@ -228,7 +249,7 @@ pub struct JobLogs {
 }
 
 /// One Raft member in `GET /v1/cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterMember {
     pub id: MachineId,
     pub name: String,
@@ -236,7 +257,7 @@ pub struct ClusterMember {
 }
 
 /// `GET /v1/cluster`: this node's view of the Raft group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// The node that answered.
     pub machine_id: MachineId,
@@ -250,7 +271,7 @@ pub struct ClusterStatus {
 }
 
 /// `GET /v1/machines?sort=`: what the list is ordered by (ties go by name, then id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MachineSort {
     Hostname,
@@ -315,7 +336,7 @@ impl std::str::FromStr for MachineSort {
 }
 
 /// `GET /v1/machines?order=`: `asc` (the default) or `desc`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortOrder {
     #[default]
@@ -344,7 +365,7 @@ impl std::str::FromStr for SortOrder {
 }
 
 /// The fleet's health in one word, in [`FleetSummary`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetHealth {
     /// No machine is OFFLINE, STALE or DEAD, and a leader is known.
@@ -374,7 +395,7 @@ impl fmt::Display for FleetHealth {
 
 /// `GET /v1/fleet/summary`: counts, capacity and use of the whole fleet, from the
 /// answering node's replica with its live gossip view on top (as `GET /v1/machines`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetSummary {
     /// The node that answered.
     pub machine_id: MachineId,
@@ -409,7 +430,7 @@ pub struct FleetSummary {
 }
 
 /// One resource sample in [`MachineHistory`]: what the machine measured at `at_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceSample {
     pub at_ms: UnixMillis,
     /// CPU use over the sample, 0.0 to 1.0 across all cores.
@@ -438,7 +459,7 @@ impl ResourceSample {
 
 /// `GET /v1/machines/{id}/history[?since_ms=T]`: the samples a machine keeps of itself
 /// (the last hour at most), oldest first, read from that machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineHistory {
     pub machine: MachineId,
     /// How often the machine samples, in milliseconds.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{MachineId, UnixMillis};
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Numbers every entry in order; the same on every node.
     pub seq: u64,
@@ -26,7 +26,7 @@ pub struct AuditEntry {
 }
 
 /// `GET /v1/audit`: newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
 }

@@ -112,16 +112,18 @@ pub enum Command {
     },
     /// An operator stops all dispatch fleet-wide (`Some`) or lets it go on (`None`).
     /// Turning it off restarts the queue clock of every queued job: the time held does not
-    /// count against its queue timeout.
+    /// count against its queue timeout. `terminate` (with `Some`) also stops every job on a
+    /// machine now: it ends cancelled.
     SetKillSwitch {
         switch: Option<KillSwitch>,
+        terminate: bool,
         at_ms: UnixMillis,
     },
 }
 
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
 /// timeout does not run).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillSwitch {
     pub reason: String,
     /// Who turned it on.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 
 /// One change in the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// The log index of the entry that made the change.
     pub index: u64,
@@ -34,7 +34,19 @@ pub struct Event {
 }
 
 /// What an event is about. Filter with `topic=job,machine`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
     /// Machines joining, changing what they publish, changing status, operator labels and
@@ -165,7 +177,7 @@ pub mod kind {
 /// The last line of an event stream the node had to end early (on a WebSocket, the last
 /// text message before the close): reconnect with `since=resume_from` to go on with
 /// nothing missed and nothing twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamEnd {
     pub error: String,
     /// Every event up to this index was sent (or filtered out).
@@ -173,7 +185,7 @@ pub struct StreamEnd {
 }
 
 /// One line of an NDJSON event stream: an event, or the [`StreamEnd`] that ends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EventLine {
     Event(Event),

@@ -52,6 +52,19 @@ impl FromStr for MachineId {
     }
 }
 
+/// In the API a machine id is its 16 hex digits (any case, leading zeros optional).
+impl utoipa::PartialSchema for MachineId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-fA-F]{1,16}$"))
+            .examples(["00ab12cd34ef5678"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MachineId {}
+
 impl Serialize for MachineId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {

@@ -23,7 +23,18 @@ use crate::{MachineId, UnixMillis};
 /// A job's id: the log index of the entry that submitted it, so every replica agrees.
 /// Children of a fan-out (and jobs submitted right after one) take the next free numbers.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct JobId(pub u64);
@@ -48,7 +59,7 @@ impl FromStr for JobId {
 pub const ALL_ONLINE: &str = "all_online";
 
 /// The body of `POST /v1/jobs`: what to run, where and how persistently.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The program and its arguments; never run through a shell.
@@ -154,7 +165,7 @@ impl JobSpec {
 }
 
 /// Where a job may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobTarget {
     /// Any machine that fits.
@@ -166,7 +177,19 @@ pub enum JobTarget {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a machine (or for its retry backoff to pass).
@@ -237,7 +260,7 @@ impl FromStr for JobState {
 }
 
 /// One try at running a job on one machine. Numbers start at 1 and have no gaps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub number: u32,
     pub machine: MachineId,
@@ -270,7 +293,7 @@ pub enum JobReport {
 }
 
 /// The fleet's record of one job, kept in the Raft log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: JobId,
     pub spec: JobSpec,

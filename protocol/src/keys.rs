@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 
 /// What a key may do. Each scope includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Look at machines, jobs, the cluster.
@@ -54,7 +66,7 @@ impl FromStr for Scope {
 }
 
 /// What the fleet keeps of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyRecord {
     /// The public part of the key, 16 hex digits.
     pub id: String,
@@ -96,7 +108,7 @@ pub fn parse_key(key: &str) -> Result<(&str, &str), &'static str> {
 }
 
 /// `POST /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub scope: Scope,
@@ -108,14 +120,14 @@ pub struct CreateKeyRequest {
 }
 
 /// The answer to `POST /v1/keys`: the whole key, shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub key: String,
     pub record: ApiKeyRecord,
 }
 
 /// `GET /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyList {
     pub keys: Vec<ApiKeyRecord>,
 }

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod labels;
 pub mod machine;
 pub mod operate;
+pub mod params;
 pub mod tokens;
 
 pub use api::{ApiError, ErrorCode, JobList, SubmitJobResponse};

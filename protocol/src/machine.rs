@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Labels, MachineId, UnixMillis};
 
 /// A machine's capacity and current use, sampled every few seconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     pub cpu_cores: u32,
     /// CPU use over the last sample, 0.0 to 1.0 across all cores.
@@ -21,7 +21,7 @@ pub struct Resources {
 }
 
 /// Where a machine's services listen. This is also the Raft member's node data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberAddr {
     /// The libp2p peer id (base58), bound to the identity key in the data directory.
     pub peer_id: String,
@@ -68,7 +68,7 @@ pub struct MachineInfo {
 }
 
 /// One health check of a machine: Docker, disk, memory, the data directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     /// `docker`, `disk`, `memory`, `data_dir`.
     pub name: String,
@@ -87,7 +87,19 @@ pub struct Announcement {
 }
 
 /// A machine's status as the fleet sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MachineStatus {
     /// Known to the log, not yet heard from.

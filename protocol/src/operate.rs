@@ -2,12 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{KillSwitch, Labels, MachineId};
+use crate::{KillSwitch, Labels, MachineId, UnixMillis};
 
 /// `POST /v1/drain` and `POST /v1/undrain`: which machines. `machines` (ids or names)
 /// narrows to those, `selector` to machines carrying every label, `idle_only` to machines
 /// running nothing; with none of them, nothing is selected (say `"all": true` for all).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
     #[serde(default)]
@@ -25,13 +25,13 @@ pub struct DrainRequest {
 }
 
 /// The machines a drain or undrain changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainResponse {
     pub machines: Vec<MachineId>,
 }
 
 /// `PUT /v1/killswitch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillSwitchRequest {
     pub on: bool,
@@ -41,12 +41,51 @@ pub struct KillSwitchRequest {
     /// Who; defaults to the id of the API key that asks.
     #[serde(default)]
     pub actor: Option<String>,
+    /// With `on`: also stop every job running now (it ends cancelled). Queued jobs wait.
+    #[serde(default)]
+    pub terminate: bool,
 }
 
 /// `GET /v1/killswitch`: on (with who, why and since when) or off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillSwitchState {
     pub on: bool,
-    #[serde(flatten)]
-    pub switch: Option<KillSwitch>,
+    /// Why it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who turned it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Since when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<UnixMillis>,
+}
+
+impl KillSwitchState {
+    pub fn new(switch: Option<KillSwitch>) -> Self {
+        match switch {
+            Some(switch) => KillSwitchState {
+                on: true,
+                reason: Some(switch.reason),
+                actor: Some(switch.actor),
+                since_ms: Some(switch.since_ms),
+            },
+            None => KillSwitchState {
+                on: false,
+                reason: None,
+                actor: None,
+                since_ms: None,
+            },
+        }
+    }
+
+    /// The switch, when it is on.
+    pub fn switch(&self) -> Option<KillSwitch> {
+        Some(KillSwitch {
+            reason: self.reason.clone()?,
+            actor: self.actor.clone()?,
+            since_ms: self.since_ms?,
+        })
+        .filter(|_| self.on)
+    }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Labels, MachineId, UnixMillis};
 
 /// What the fleet keeps of a registration token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationToken {
     pub id: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
@@ -52,7 +52,7 @@ pub fn parse_token(token: &str) -> Result<(&str, &str), &'static str> {
 }
 
 /// `POST /v1/tokens/registration`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokensRequest {
     /// 1 to 100 [default 1].
@@ -77,14 +77,14 @@ fn an_hour() -> u64 {
 }
 
 /// The answer: the whole tokens, shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedTokens {
     pub tokens: Vec<String>,
     pub expires_at_ms: UnixMillis,
 }
 
 /// `GET /v1/tokens/registration`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenList {
     pub tokens: Vec<RegistrationToken>,
 }

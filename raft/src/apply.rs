@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal_protocol::keys::ApiKeyRecord;
+use shoal_protocol::keys::{ApiKeyRecord, Scope};
 use shoal_protocol::{
     Command, Drain, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord,
     MachineStatus, Response, UnixMillis,
@@ -69,7 +69,11 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             at_ms,
         } => tokens::use_token(state, &id, &secret_sha256, machine, at_ms),
         Command::RevokeApiKey { id, at_ms } => revoke_key(state, &id, at_ms),
-        Command::SetKillSwitch { switch, at_ms } => jobs::set_kill_switch(state, switch, at_ms),
+        Command::SetKillSwitch {
+            switch,
+            terminate,
+            at_ms,
+        } => jobs::set_kill_switch(state, switch, terminate, at_ms),
         Command::Audited {
             actor,
             org,
@@ -200,7 +204,19 @@ fn create_key(state: &mut FleetState, record: ApiKeyRecord) -> Response {
     Response::Done
 }
 
+/// Revokes a key; the fleet always keeps one active admin key, so it cannot lock itself out.
 fn revoke_key(state: &mut FleetState, id: &str, at_ms: UnixMillis) -> Response {
+    let active_admin =
+        |key: &ApiKeyRecord| key.scope == Scope::Admin && key.revoked_at_ms.is_none();
+    let admins = state.api_keys.values().filter(|k| active_admin(k)).count();
+    if admins == 1 && state.api_keys.get(id).is_some_and(active_admin) {
+        return Response::Rejected {
+            code: ErrorCode::Conflict,
+            message: format!(
+                "key {id} is the fleet's last admin key: create another admin key before revoking it"
+            ),
+        };
+    }
     match state.api_keys.get_mut(id) {
         Some(record) => {
             record.revoked_at_ms.get_or_insert(at_ms);
@@ -281,6 +297,54 @@ mod tests {
             set: Labels::from_pairs(set.iter().copied()).unwrap(),
             remove: remove.iter().map(|k| k.to_string()).collect(),
         }
+    }
+
+    fn key(id: &str, scope: Scope) -> Command {
+        Command::CreateApiKey {
+            record: Box::new(ApiKeyRecord {
+                id: id.to_string(),
+                name: String::new(),
+                org: "default".to_string(),
+                scope,
+                secret_sha256: "00".repeat(32),
+                created_at_ms: 1,
+                created_by: "bootstrap".to_string(),
+                revoked_at_ms: None,
+            }),
+        }
+    }
+
+    fn revoke(id: &str) -> Command {
+        Command::RevokeApiKey {
+            id: id.to_string(),
+            at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn the_last_admin_key_cannot_be_revoked() {
+        let mut state = FleetState::default();
+        for cmd in [key("a1", Scope::Admin), key("r1", Scope::Read)] {
+            assert_eq!(apply(&mut state, cmd, &CTX), Response::Done);
+        }
+        assert_rejected(
+            &apply(&mut state, revoke("a1"), &CTX),
+            ErrorCode::Conflict,
+            "last admin key",
+        );
+        assert_eq!(state.api_keys["a1"].revoked_at_ms, None);
+        assert_eq!(apply(&mut state, revoke("r1"), &CTX), Response::Done);
+        assert_eq!(
+            apply(&mut state, key("a2", Scope::Admin), &CTX),
+            Response::Done
+        );
+        assert_eq!(apply(&mut state, revoke("a1"), &CTX), Response::Done);
+        assert_eq!(state.api_keys["a1"].revoked_at_ms, Some(5));
+        assert_rejected(
+            &apply(&mut state, revoke("a2"), &CTX),
+            ErrorCode::Conflict,
+            "last admin key",
+        );
     }
 
     #[test]

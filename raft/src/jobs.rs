@@ -472,8 +472,19 @@ pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
 pub(crate) fn set_kill_switch(
     state: &mut FleetState,
     switch: Option<KillSwitch>,
+    terminate: bool,
     at_ms: UnixMillis,
 ) -> Response {
+    if terminate && switch.is_some() {
+        let on_machines: Vec<JobId> = state.open_jobs.iter().copied().collect();
+        for id in on_machines {
+            if let Some(job) = state.jobs.get_mut(&id)
+                && matches!(job.state, JobState::Dispatched | JobState::Running)
+            {
+                cancel_one(job, at_ms);
+            }
+        }
+    }
     let resumed = state.kill_switch.is_some() && switch.is_none();
     state.kill_switch = switch;
     if resumed {

@@ -11,4 +11,5 @@ mod http;
 mod jobs;
 mod join;
 mod metrics;
+mod openapi;
 mod operate;

@@ -138,13 +138,25 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
         (400, Some("bad_request")),
         "{body}"
     );
+    // On with terminate: what runs now is stopped and ends cancelled.
+    let long = cluster
+        .submit(1, json!({"command": ["sh", "-c", "sleep 60"]}))
+        .await;
+    cluster
+        .wait_job(0, long, "running", |j| j.state == JobState::Running)
+        .await;
     let (status, body) = send(
         put.clone(),
         format!("{api}/v1/killswitch"),
-        json!({"on": true, "reason": "bad image", "actor": "alice"}),
+        json!({"on": true, "reason": "bad image", "actor": "alice", "terminate": true}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    cluster
+        .wait_job(0, long, "stopped by the kill switch", |j| {
+            j.state == JobState::Cancelled
+        })
+        .await;
     // Every node shows it (a replica applies the entry within milliseconds).
     for i in 0..3 {
         let url = format!("{}/v1/killswitch", cluster.api(i));

@@ -4,6 +4,8 @@
 
 use shoal_protocol::events::{Event, EventLine, StreamEnd};
 
+use shoal_protocol::params::EventParams;
+
 use super::{Client, ClientError, decode, error_chain, with_query};
 
 impl Client {
@@ -12,10 +14,10 @@ impl Client {
     /// node ended a follow early. A broken connection is [`ClientError::Unreachable`].
     pub async fn event_stream(
         &self,
-        query: &[(&str, String)],
+        params: &EventParams,
         mut on_event: impl FnMut(Event, &str),
     ) -> Result<Option<StreamEnd>, ClientError> {
-        let url = format!("{}{}", self.addr, with_query("/v1/events", query));
+        let url = format!("{}{}", self.addr, with_query("/v1/events", params));
         let unreachable = |detail: String| ClientError::Unreachable {
             addr: self.addr.clone(),
             detail,
@@ -87,9 +89,13 @@ mod tests {
         let (addr, server) = serve_once("200 OK", body).await;
         let mut seen = Vec::new();
         let end = client(&addr)
-            .event_stream(&[("follow", "true".into())], |event, line| {
-                seen.push((event.index, line.to_string()))
-            })
+            .event_stream(
+                &EventParams {
+                    follow: true,
+                    ..EventParams::default()
+                },
+                |event, line| seen.push((event.index, line.to_string())),
+            )
             .await
             .unwrap();
         assert_eq!(end.unwrap().resume_from, 4);
@@ -107,7 +113,13 @@ mod tests {
         let body = r#"{"code":"conflict","message":"events after index 0 are no longer kept"}"#;
         let (addr, _server) = serve_once("409 Conflict", body).await;
         let err = client(&addr)
-            .event_stream(&[("since", "0".into())], |_, _| {})
+            .event_stream(
+                &EventParams {
+                    since: Some(0),
+                    ..EventParams::default()
+                },
+                |_, _| {},
+            )
             .await
             .unwrap_err();
         assert!(

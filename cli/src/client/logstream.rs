@@ -7,6 +7,8 @@ use shoal_protocol::{ApiError, JobId};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
 
+use shoal_protocol::params::LogParams;
+
 use super::{Client, ClientError, decode, error_chain, logs_query, with_query};
 
 impl Client {
@@ -20,8 +22,10 @@ impl Client {
         offset: u64,
         mut on_chunk: impl FnMut(LogChunk),
     ) -> Result<(), ClientError> {
-        let mut query = logs_query(attempt, offset);
-        query.push(("follow", "true".to_string()));
+        let query = LogParams {
+            follow: true,
+            ..logs_query(attempt, offset)
+        };
         let path = with_query(&format!("/v1/jobs/{id}/logs"), &query);
         let url = match self.addr.strip_prefix("http") {
             Some(rest) => format!("ws{rest}{path}"),

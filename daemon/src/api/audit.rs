@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
 use shoal_protocol::audit::AuditList;
+use shoal_protocol::params::AuditParams;
 use shoal_protocol::{ApiError, MachineId};
 
 use super::{ApiQuery, ApiResult, Failure};
@@ -14,19 +14,9 @@ use crate::node::Node;
 /// Most entries one page returns.
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Only entries that concern this machine.
-    machine: Option<String>,
-    /// Only entries made with this API key id.
-    actor: Option<String>,
-    /// Only entries older than this seq: pass the last seq of the previous page.
-    before: Option<u64>,
-    limit: Option<usize>,
-}
-
 /// `GET /v1/audit?machine=ID&actor=KEY&before=SEQ&limit=N`.
+#[utoipa::path(get, path = "/v1/audit", tag = "access", params(AuditParams),
+    responses((status = OK, body = AuditList, description = "Audit entries, newest first")))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     ApiQuery(params): ApiQuery<AuditParams>,

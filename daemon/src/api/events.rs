@@ -34,10 +34,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::Value;
-use shoal_protocol::events::{Event, StreamEnd, Topic, kind};
+use shoal_protocol::events::{Event, EventLine, StreamEnd, Topic, kind};
 use shoal_protocol::keys::Scope;
+use shoal_protocol::params::EventParams;
 use shoal_protocol::{ApiError, ErrorCode};
 use shoal_raft::{FollowError, Follower, Gone};
 
@@ -47,19 +47,6 @@ use crate::node::Node;
 
 /// The media type of a stream of JSON lines.
 pub const NDJSON: &str = "application/x-ndjson";
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventParams {
-    /// Only events of entries after this log index. Without it, a plain read gives every
-    /// event kept and a follow starts from now.
-    since: Option<u64>,
-    /// Keep the stream open and send new events as they come.
-    #[serde(default)]
-    follow: bool,
-    /// Only these topics, comma-separated.
-    topic: Option<String>,
-}
 
 /// The events one client gets: of the topics it asked for (all when `None`), those its
 /// key may see.
@@ -108,6 +95,11 @@ fn visible(caller: &Caller, event: &Event) -> bool {
 }
 
 /// `GET /v1/events[?since=N][&follow=true][&topic=T,...]`, NDJSON or a WebSocket.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventParams),
+    responses(
+        (status = OK, content((EventLine = "application/x-ndjson")), description = "One event per line (with follow=true the stream stays open; it ends early with a StreamEnd line); a WebSocket sends each line as a text message"),
+        (status = CONFLICT, body = ApiError, description = "since is older than the oldest event kept: the answer names it"),
+    ))]
 pub async fn events(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,

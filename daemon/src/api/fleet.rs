@@ -7,14 +7,17 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use shoal_protocol::api::{FleetHealth, FleetSummary, MachineView};
+use shoal_protocol::params::ReadParams;
 use shoal_protocol::{JobState, MachineId, MachineStatus};
 
 use super::machine_query::memory_use;
 use super::machines::views;
-use super::{ApiQuery, ApiResult, ReadParams, barrier_if};
+use super::{ApiQuery, ApiResult, barrier_if};
 use crate::node::Node;
 
 /// `GET /v1/fleet/summary` (`?consistent=true` for a linearizable read).
+#[utoipa::path(get, path = "/v1/fleet/summary", tag = "fleet", params(ReadParams),
+    responses((status = OK, body = FleetSummary, description = "Counts, capacity, use, jobs by state, health and the kill switch")))]
 pub async fn summary(
     State(node): State<Arc<Node>>,
     ApiQuery(params): ApiQuery<ReadParams>,

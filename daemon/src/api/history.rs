@@ -5,22 +5,22 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
 use shoal_protocol::api::MachineHistory;
+use shoal_protocol::params::HistoryParams;
+use shoal_protocol::{ApiError, MachineId};
 
 use super::machines::parse_id;
 use super::{ApiQuery, ApiResult};
 use crate::history;
 use crate::node::Node;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryParams {
-    /// Only samples taken after this time (Unix milliseconds).
-    since_ms: Option<u64>,
-}
-
 /// `GET /v1/machines/{id}/history[?since_ms=T]`.
+#[utoipa::path(get, path = "/v1/machines/{id}/history", tag = "machines",
+    params(("id" = MachineId, Path, description = "The machine"), HistoryParams),
+    responses(
+        (status = OK, body = MachineHistory, description = "The machine's samples of the last hour"),
+        (status = NOT_FOUND, body = ApiError, description = "No such machine"),
+    ))]
 pub async fn history(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,

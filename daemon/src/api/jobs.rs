@@ -5,13 +5,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
-use shoal_protocol::api::{JobList, SubmitJobResponse};
+use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobResponse};
+use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
     ApiError, Command, ErrorCode, JobId, JobRecord, JobSpec, JobState, Labels, MachineId, Response,
 };
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, barrier_if};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if};
 use crate::keys::{Caller, DEFAULT_ORG};
 use crate::node::{Node, now_ms};
 
@@ -57,6 +57,11 @@ async fn submit_one(
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known
 /// idempotency key.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSpec,
+    responses(
+        (status = CREATED, body = SubmitJobResponse, description = "The new job"),
+        (status = OK, body = SubmitJobResponse, description = "The job already submitted with this idempotency key"),
+    ))]
 pub async fn submit(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -74,18 +79,9 @@ pub async fn submit(
     Ok((status, Json(answer)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    jobs: Vec<JobSpec>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BatchResponse {
-    jobs: Vec<SubmitJobResponse>,
-}
-
 /// `POST /v1/jobs/batch`: every spec is checked before any is submitted.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
+    responses((status = OK, body = BatchResponse, description = "Each job, in the order given, with whether it was created")))]
 pub async fn submit_batch(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -110,39 +106,16 @@ pub async fn submit_batch(
     Ok(Json(BatchResponse { jobs }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    state: Option<String>,
-    machine: Option<String>,
-    org: Option<String>,
-    /// `key=value` (or a bare `key`) the job requires.
-    label: Option<String>,
-    /// `oldest` (the default) first, or `newest` first.
-    #[serde(default)]
-    order: Order,
-    /// Oldest first: only jobs with a larger id (the last id of the previous page).
-    after: Option<u64>,
-    /// Newest first: only jobs with a smaller id (the last id of the previous page).
-    before: Option<u64>,
-    limit: Option<usize>,
-    #[serde(default)]
-    consistent: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Order {
-    #[default]
-    Oldest,
-    Newest,
-}
-
 /// `GET /v1/jobs`, oldest first, filtered and paged.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobListParams),
+    responses(
+        (status = OK, body = JobList, description = "A page of the caller's org's jobs"),
+        (status = FORBIDDEN, body = ApiError, description = "org names another org"),
+    ))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<JobListParams>,
 ) -> ApiResult<JobList> {
     if let Some(org) = params.org.as_ref().filter(|org| **org != caller.org) {
         return Err(Failure(ApiError::new(
@@ -181,16 +154,16 @@ pub async fn list(
         ))));
     }
     let range = match (params.order, params.after, params.before) {
-        (Order::Oldest, after, None) => {
+        (JobOrder::Oldest, after, None) => {
             JobId(after.map_or(0, |id| id.saturating_add(1)))..JobId(u64::MAX)
         }
-        (Order::Newest, None, before) => JobId(0)..JobId(before.unwrap_or(u64::MAX)),
-        (Order::Oldest, _, Some(_)) => {
+        (JobOrder::Newest, None, before) => JobId(0)..JobId(before.unwrap_or(u64::MAX)),
+        (JobOrder::Oldest, _, Some(_)) => {
             return Err(Failure(ApiError::bad_request(
                 "before pages newest-first lists: use it with order=newest (and after with the default order)",
             )));
         }
-        (Order::Newest, Some(_), _) => {
+        (JobOrder::Newest, Some(_), _) => {
             return Err(Failure(ApiError::bad_request(
                 "after pages oldest-first lists: use before with order=newest",
             )));
@@ -202,8 +175,8 @@ pub async fn list(
     let jobs = node.fleet.read(|fleet| {
         let in_range = fleet.jobs.range(range).map(|(_, job)| job);
         let ordered: Box<dyn Iterator<Item = &JobRecord>> = match params.order {
-            Order::Oldest => Box::new(in_range),
-            Order::Newest => Box::new(in_range.rev()),
+            JobOrder::Oldest => Box::new(in_range),
+            JobOrder::Newest => Box::new(in_range.rev()),
         };
         ordered
             .filter(|job| state.is_none_or(|s| job.state == s))
@@ -230,6 +203,12 @@ pub(super) fn parse_job_id(text: &str) -> Result<JobId, Failure> {
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job"), ReadParams),
+    responses(
+        (status = OK, body = JobRecord, description = "The job"),
+        (status = NOT_FOUND, body = ApiError, description = "No such job in the caller's org"),
+    ))]
 pub async fn show(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -272,6 +251,13 @@ fn in_callers_org(caller: &Caller, spec: &mut JobSpec) -> Result<(), Failure> {
 }
 
 /// `POST /v1/jobs/{id}/cancel`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = u64, Path, description = "The job")),
+    responses(
+        (status = OK, body = JobRecord, description = "The job, cancelled or with its cancel requested"),
+        (status = NOT_FOUND, body = ApiError, description = "No such job in the caller's org"),
+        (status = CONFLICT, body = ApiError, description = "The job has already finished"),
+    ))]
 pub async fn cancel(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,

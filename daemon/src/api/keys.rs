@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
-use shoal_protocol::{ApiError, Command};
+use shoal_protocol::{ApiError, Command, ErrorCode};
 
 use super::{ApiJson, ApiResult, Failure, accepted};
 use crate::keys::{Caller, new_key};
@@ -17,6 +17,8 @@ use crate::node::{Node, now_ms};
 const MAX_NAME_LEN: usize = 100;
 
 /// `POST /v1/keys`: 201 with the whole key, shown this once.
+#[utoipa::path(post, path = "/v1/keys", tag = "access", request_body = CreateKeyRequest,
+    responses((status = CREATED, body = CreatedKey, description = "The new key, shown this once")))]
 pub async fn create(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -45,6 +47,8 @@ pub async fn create(
 }
 
 /// `GET /v1/keys`: every key, revoked ones included, without secrets.
+#[utoipa::path(get, path = "/v1/keys", tag = "access",
+    responses((status = OK, body = KeyList, description = "Every key, without secrets")))]
 pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<KeyList> {
     let keys = node
         .fleet
@@ -53,6 +57,13 @@ pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<KeyList> {
 }
 
 /// `DELETE /v1/keys/{id}`: revokes the key on every node.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "access",
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = OK, body = KeyList, description = "Every key, the revoked one marked"),
+        (status = NOT_FOUND, body = ApiError, description = "No such key"),
+        (status = CONFLICT, body = ApiError, description = "The key making the request, or the fleet's last admin key"),
+    ))]
 pub async fn revoke(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -60,6 +71,12 @@ pub async fn revoke(
 ) -> ApiResult<KeyList> {
     if node.fleet.read(|state| !state.api_keys.contains_key(&id)) {
         return Err(Failure(ApiError::not_found(format!("no API key {id}"))));
+    }
+    if id == caller.key_id {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Conflict,
+            format!("key {id} is the key making this request: revoke it with another admin key"),
+        )));
     }
     let outcome = node
         .write(caller.audited(Command::RevokeApiKey {

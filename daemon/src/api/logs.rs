@@ -9,9 +9,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
 use shoal_protocol::ApiError;
 use shoal_protocol::api::JobLogs;
+use shoal_protocol::params::LogParams;
 
 use super::jobs::{parse_job_id, visible_job};
 use super::{ApiQuery, Failure};
@@ -19,19 +19,14 @@ use crate::keys::Caller;
 use crate::logs::{self, FOLLOW_WAIT};
 use crate::node::Node;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogParams {
-    /// The attempt to read; the latest when absent.
-    attempt: Option<u32>,
-    /// Only output from this byte on (the `total` of an earlier answer).
-    offset: Option<u64>,
-    /// Stream over a WebSocket until the attempt ends.
-    #[serde(default)]
-    follow: bool,
-}
-
 /// `GET /v1/jobs/{id}/logs[?attempt=N][&offset=K][&follow=true]`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "jobs",
+    params(("id" = u64, Path, description = "The job"), LogParams),
+    responses(
+        (status = OK, body = JobLogs, description = "The attempt's output so far (with follow=true, a WebSocket of LogChunk messages)"),
+        (status = NOT_FOUND, body = ApiError, description = "No such job in the caller's org, or no such attempt"),
+        (status = CONFLICT, body = ApiError, description = "The job has not run anywhere yet, so it has no output"),
+    ))]
 pub async fn logs(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,

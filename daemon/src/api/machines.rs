@@ -6,15 +6,22 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use shoal_protocol::api::{
-    ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineView,
+    ClusterMember, ClusterStatus, Health, LabelRequest, MachineList, MachineRemoved, MachineSort,
+    MachineView, SortOrder,
 };
-use shoal_protocol::{ApiError, Command, ErrorCode, Labels, MachineId, MachineRecord, Response};
+use shoal_protocol::params::ReadParams;
+use shoal_protocol::{
+    ApiError, Command, ErrorCode, Labels, MachineId, MachineRecord, MachineStatus, Response,
+};
 
 use super::machine_query::ListQuery;
-use super::{ApiJson, ApiQuery, ApiResult, Failure, ReadParams, accepted, barrier_if};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, accepted, barrier_if};
 use crate::keys::Caller;
 use crate::node::{Node, VERSION, members, now_ms};
 
+/// `GET /health`, without a key: this node is up, and whether it knows a leader.
+#[utoipa::path(get, path = "/health", tag = "machines",
+    responses((status = OK, body = Health, description = "This node answers; status is degraded while it knows no leader")))]
 pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     let leader = node.leader();
     Json(Health {
@@ -80,6 +87,17 @@ fn roles(node: &Node) -> BTreeMap<MachineId, &'static str> {
 }
 
 /// `GET /v1/machines`: the machines that pass every filter, in the asked order.
+#[utoipa::path(get, path = "/v1/machines", tag = "machines",
+    params(
+        ("status" = Option<MachineStatus>, Query, description = "Only machines in this status (any case)"),
+        ("provider" = Option<String>, Query, description = "Only machines labelled provider=P"),
+        ("os" = Option<String>, Query, description = "Only machines with this OS (any case)"),
+        ("label" = Option<Vec<String>>, Query, style = Form, explode, description = "k=v (or a bare k, meaning k=true) the machine carries; repeat for several"),
+        ("sort" = Option<MachineSort>, Query, description = "Sort key (state is taken for status); by id when absent"),
+        ("order" = Option<SortOrder>, Query, description = "asc (the default) or desc"),
+        ("consistent" = Option<bool>, Query, description = "Read through the leader (linearizable)"),
+    ),
+    responses((status = OK, body = MachineList, description = "The machines that pass every filter")))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
@@ -97,11 +115,18 @@ pub async fn list(
 
 /// `DELETE /v1/machines/{id}`: removes the machine for good. It leaves Raft, its peer
 /// requests are refused, and it comes back only with a new registration token.
+#[utoipa::path(delete, path = "/v1/machines/{id}", tag = "machines",
+    params(("id" = MachineId, Path, description = "The machine")),
+    responses(
+        (status = OK, body = MachineRemoved, description = "The machine is removed"),
+        (status = NOT_FOUND, body = ApiError, description = "No such machine"),
+        (status = CONFLICT, body = ApiError, description = "The machine leads the fleet"),
+    ))]
 pub async fn remove(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<MachineRemoved> {
     let id = parse_id(&id)?;
     if node.leader() == Some(id) {
         return Err(Failure(ApiError::new(
@@ -115,9 +140,16 @@ pub async fn remove(
         .write(caller.audited(Command::RetireMachine { id }))
         .await?;
     accepted(outcome.response)?;
-    Ok(Json(serde_json::json!({ "removed": id })))
+    Ok(Json(MachineRemoved { removed: id }))
 }
 
+/// `GET /v1/machines/{id}`.
+#[utoipa::path(get, path = "/v1/machines/{id}", tag = "machines",
+    params(("id" = MachineId, Path, description = "The machine"), ReadParams),
+    responses(
+        (status = OK, body = MachineView, description = "The machine"),
+        (status = NOT_FOUND, body = ApiError, description = "No such machine"),
+    ))]
 pub async fn show(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -132,6 +164,14 @@ pub async fn show(
     Ok(Json(view(&node, &record, &roles(&node))))
 }
 
+/// `PUT /v1/machines/{id}/labels`: set and remove operator labels.
+#[utoipa::path(put, path = "/v1/machines/{id}/labels", tag = "machines",
+    params(("id" = MachineId, Path, description = "The machine")),
+    request_body = LabelRequest,
+    responses(
+        (status = OK, body = MachineView, description = "The machine with its new labels"),
+        (status = NOT_FOUND, body = ApiError, description = "No such machine"),
+    ))]
 pub async fn label(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -168,6 +208,9 @@ pub async fn label(
     }
 }
 
+/// `GET /v1/cluster`: Raft as this node sees it.
+#[utoipa::path(get, path = "/v1/cluster", tag = "machines",
+    responses((status = OK, body = ClusterStatus, description = "Leader, voters, learners and log positions")))]
 pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
     let metrics = node.raft.metrics().borrow().clone();
     let names: BTreeMap<MachineId, String> = node.fleet.read(|state| {

@@ -13,6 +13,8 @@ use crate::metrics::{CONTENT_TYPE, Scrape, UNMATCHED, method_label};
 use crate::node::Node;
 
 /// `GET /metrics`: this node's view, read now.
+#[utoipa::path(get, path = "/metrics", tag = "fleet",
+    responses((status = OK, content_type = "text/plain; version=0.0.4; charset=utf-8", body = String, description = "Prometheus text format")))]
 pub async fn serve(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let text = node.metrics.encode(&Scrape::read(&node));
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)

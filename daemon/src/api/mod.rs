@@ -16,6 +16,7 @@ mod logs;
 mod machine_query;
 mod machines;
 mod metrics;
+mod openapi;
 mod operate;
 mod tokens;
 
@@ -23,22 +24,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
+use shoal_protocol::params::ReadParams;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::node::Node;
 
 pub use error::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
-
-/// `?consistent=true` on a read: ask the leader for a linearizable read instead of
-/// reading the local replica.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    #[serde(default)]
-    consistent: bool,
-}
 
 /// Waits for a read barrier when the read asked to be consistent.
 async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {
@@ -51,47 +47,52 @@ async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Every route, in one place.
+/// Every route, in one place: this list serves both the router and `/v1/openapi.json`.
 pub fn router(node: Arc<Node>) -> Router {
     // Every /v1 route needs an API key with the scope auth::required_scope names.
-    let v1 = Router::new()
-        .route("/v1/machines", get(machines::list))
-        .route(
-            "/v1/machines/{id}",
-            get(machines::show).delete(machines::remove),
-        )
-        .route("/v1/machines/{id}/labels", put(machines::label))
-        .route("/v1/machines/{id}/history", get(history::history))
-        .route("/v1/cluster", get(machines::cluster))
-        .route("/v1/fleet/summary", get(fleet::summary))
-        .route("/v1/events", get(events::events))
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/batch", post(jobs::submit_batch))
-        .route("/v1/jobs/{id}", get(jobs::show))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/logs", get(logs::logs))
-        .route("/v1/drain", post(operate::drain))
-        .route("/v1/undrain", post(operate::undrain))
-        .route(
-            "/v1/killswitch",
-            get(operate::kill_switch).put(operate::set_kill_switch),
-        )
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/audit", get(audit::list))
-        .route(
-            "/v1/tokens/registration",
-            post(tokens::create).get(tokens::list),
-        )
-        .route("/v1/tokens/registration/{id}", delete(tokens::revoke))
-        .route("/v1/keys/{id}", delete(keys::revoke))
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(machines::list))
+        .routes(routes!(machines::show, machines::remove))
+        .routes(routes!(machines::label))
+        .routes(routes!(history::history))
+        .routes(routes!(machines::cluster))
+        .routes(routes!(fleet::summary))
+        .routes(routes!(events::events))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::submit_batch))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(logs::logs))
+        .routes(routes!(operate::drain))
+        .routes(routes!(operate::undrain))
+        .routes(routes!(operate::kill_switch, operate::set_kill_switch))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(audit::list))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,
         ));
-    Router::new()
-        .route("/health", get(machines::health))
-        .route("/metrics", get(metrics::serve))
+    let (router, api) = OpenApiRouter::new()
+        .routes(routes!(machines::health))
+        .routes(routes!(metrics::serve))
         .merge(v1)
+        .split_for_parts();
+    let document = openapi::document(api)
+        .to_json()
+        .expect("the OpenAPI document serializes");
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    document,
+                )
+            }),
+        )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

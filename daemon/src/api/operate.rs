@@ -88,6 +88,11 @@ async fn set_drain(
 
 /// `POST /v1/drain`: the selected machines take no new work; with a deadline, what still
 /// runs there after it is taken back and runs elsewhere.
+#[utoipa::path(post, path = "/v1/drain", tag = "operate", request_body = DrainRequest,
+    responses(
+        (status = OK, body = DrainResponse, description = "The machines now draining"),
+        (status = NOT_FOUND, body = ApiError, description = "A machine named is unknown"),
+    ))]
 pub async fn drain(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -110,6 +115,11 @@ pub async fn drain(
 }
 
 /// `POST /v1/undrain`: the selected machines take work again.
+#[utoipa::path(post, path = "/v1/undrain", tag = "operate", request_body = DrainRequest,
+    responses(
+        (status = OK, body = DrainResponse, description = "The machines that take work again"),
+        (status = NOT_FOUND, body = ApiError, description = "A machine named is unknown"),
+    ))]
 pub async fn undrain(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -123,16 +133,11 @@ pub async fn undrain(
     set_drain(&node, &caller, &request, None).await
 }
 
-fn switch_state(switch: Option<KillSwitch>) -> KillSwitchState {
-    KillSwitchState {
-        on: switch.is_some(),
-        switch,
-    }
-}
-
 /// `GET /v1/killswitch`.
+#[utoipa::path(get, path = "/v1/killswitch", tag = "operate",
+    responses((status = OK, body = KillSwitchState, description = "Whether dispatch is stopped fleet-wide, why and by whom")))]
 pub async fn kill_switch(State(node): State<Arc<Node>>) -> Json<KillSwitchState> {
-    Json(switch_state(
+    Json(KillSwitchState::new(
         node.fleet.read(|state| state.kill_switch.clone()),
     ))
 }
@@ -147,6 +152,8 @@ fn check_text(field: &str, text: &str) -> Result<(), Failure> {
 }
 
 /// `PUT /v1/killswitch`: on (with a reason) stops all dispatch fleet-wide; off lets it go on.
+#[utoipa::path(put, path = "/v1/killswitch", tag = "operate", request_body = KillSwitchRequest,
+    responses((status = OK, body = KillSwitchState, description = "The kill switch as it now is")))]
 pub async fn set_kill_switch(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -169,10 +176,16 @@ pub async fn set_kill_switch(
     } else {
         None
     };
+    if request.terminate && !request.on {
+        return Err(Failure(ApiError::bad_request(
+            "terminate stops running jobs as the kill switch goes on: use it with on=true",
+        )));
+    }
     node.write(caller.audited(Command::SetKillSwitch {
         switch: switch.clone(),
+        terminate: request.terminate,
         at_ms: now_ms(),
     }))
     .await?;
-    Ok(Json(switch_state(switch)))
+    Ok(Json(KillSwitchState::new(switch)))
 }

@@ -20,6 +20,8 @@ const MAX_COUNT: u32 = 100;
 const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 /// `POST /v1/tokens/registration`: 201 with the whole tokens, shown this once.
+#[utoipa::path(post, path = "/v1/tokens/registration", tag = "access", request_body = CreateTokensRequest,
+    responses((status = CREATED, body = CreatedTokens, description = "The new tokens, shown this once")))]
 pub async fn create(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -73,6 +75,8 @@ pub async fn create(
 }
 
 /// `GET /v1/tokens/registration`: every token, without secrets.
+#[utoipa::path(get, path = "/v1/tokens/registration", tag = "access",
+    responses((status = OK, body = TokenList, description = "Every token, without secrets")))]
 pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<TokenList> {
     let tokens = node.fleet.read(|state| {
         state
@@ -85,6 +89,12 @@ pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<TokenList> {
 }
 
 /// `DELETE /v1/tokens/registration/{id}`: an unused token can no longer be used.
+#[utoipa::path(delete, path = "/v1/tokens/registration/{id}", tag = "access",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = OK, body = TokenList, description = "Every token, the revoked one marked"),
+        (status = NOT_FOUND, body = ApiError, description = "No such token"),
+    ))]
 pub async fn revoke(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,

@@ -192,21 +192,45 @@ fn a_duplicate_in_the_same_batch_entry_is_not_created() {
     assert_eq!(fleet.state.jobs.len(), 1);
 }
 
+fn switch(on: bool, terminate: bool, at_ms: u64) -> Command {
+    Command::SetKillSwitch {
+        switch: on.then(|| shoal_protocol::KillSwitch {
+            reason: "bad image".into(),
+            actor: "alice".into(),
+            since_ms: at_ms,
+        }),
+        terminate,
+        at_ms,
+    }
+}
+
+#[test]
+fn a_terminating_kill_switch_stops_running_jobs_and_holds_the_queue() {
+    let mut fleet = Fleet::online();
+    let running = fleet.submit(spec(), 1_000);
+    let dispatched = fleet.submit(spec(), 1_001);
+    let queued = fleet.submit(spec(), 1_002);
+    fleet.dispatch(running.id, 1, M1, 1_100);
+    fleet.report(running.id, 1, JobReport::Running, 1_200);
+    fleet.dispatch(dispatched.id, 1, M1, 1_300);
+    fleet.apply(switch(true, true, 2_000));
+    for id in [running.id, dispatched.id] {
+        assert!(fleet.job(id).cancel_requested, "job {id} is to be stopped");
+    }
+    assert_eq!(fleet.job(queued.id).state, JobState::Queued);
+    assert!(!fleet.job(queued.id).cancel_requested);
+    // The machine stops it and reports: the job ends cancelled, not failed.
+    fleet.report(running.id, 1, JobReport::Exited { exit_code: 137 }, 2_100);
+    assert_eq!(fleet.job(running.id).state, JobState::Cancelled);
+}
+
 #[test]
 fn time_held_by_the_kill_switch_does_not_count_against_the_queue_timeout() {
     let mut fleet = Fleet::online();
     let queued = fleet.submit(spec(), 1_000);
-    let switch = |on: bool, at_ms| Command::SetKillSwitch {
-        switch: on.then(|| shoal_protocol::KillSwitch {
-            reason: "bad image".into(),
-            actor: "alice".into(),
-            since_ms: 2_000,
-        }),
-        at_ms,
-    };
-    fleet.apply(switch(true, 2_000));
+    fleet.apply(switch(true, false, 2_000));
     assert!(fleet.state.kill_switch.is_some());
-    fleet.apply(switch(false, 900_000));
+    fleet.apply(switch(false, false, 900_000));
     let job = fleet.job(queued.id);
     assert_eq!(job.updated_at_ms, 900_000);
     assert_eq!(job.queue_deadline_ms(), 900_000 + 300_000);

@@ -109,6 +109,7 @@ fn operators_changes_show_once_on_their_topic() {
     });
     let events = fleet.apply(Command::SetKillSwitch {
         switch: switch.clone(),
+        terminate: false,
         at_ms: 70,
     });
     assert_eq!(kinds(&events), [(kind::KILL_SWITCH, None)]);
@@ -119,11 +120,16 @@ fn operators_changes_show_once_on_their_topic() {
     );
     assert!(
         fleet
-            .apply(Command::SetKillSwitch { switch, at_ms: 71 })
+            .apply(Command::SetKillSwitch {
+                switch,
+                terminate: false,
+                at_ms: 71
+            })
             .is_empty()
     );
     let events = fleet.apply(Command::SetKillSwitch {
         switch: None,
+        terminate: false,
         at_ms: 72,
     });
     assert_eq!(events[0].detail, json!({"on": false}));
@@ -228,6 +234,7 @@ fn a_users_change_tells_what_changed_then_who_did_it() {
         }),
         audited(Command::SetKillSwitch {
             switch: None,
+            terminate: false,
             at_ms: 97,
         }),
     ]));
