@@ -102,6 +102,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     .await
     .unwrap();
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    // schemathesis keeps a cache in its working directory: keep it out of the tree.
+    let workdir = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new("schemathesis")
         .args(["run", &format!("{}/v1/openapi.json", cluster.api(0))])
         .args(["--header", &format!("Authorization: Bearer {TEST_KEY}")])
@@ -115,6 +117,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .args(["--seed", "20261122", "--no-color"])
         .env("PYTHONPATH", &hooks)
         .env("SCHEMATHESIS_HOOKS", "shoal_fuzz_hooks")
+        .current_dir(workdir.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
