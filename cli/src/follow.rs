@@ -368,6 +368,7 @@ mod tests {
                 finished_at_ms: Some(4),
                 exit_code: Some(code),
                 error: None,
+                ..Attempt::default()
             });
         }
         job

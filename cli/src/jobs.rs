@@ -380,6 +380,7 @@ mod tests {
             error: exit_code
                 .filter(|c| *c != 0)
                 .map(|c| format!("exit code {c}")),
+            ..Attempt::default()
         }
     }
 

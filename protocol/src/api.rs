@@ -30,6 +30,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// The key is valid but its scope (or org) does not allow this.
     Forbidden,
+    /// Today's spend reached the org's daily budget.
+    BudgetExceeded,
+    /// Today's runner minutes reached the org's daily quota.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -43,6 +47,8 @@ impl ErrorCode {
             ErrorCode::NoLeader => "no_leader",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -57,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
+            ErrorCode::BudgetExceeded | ErrorCode::QuotaExceeded => 429,
             ErrorCode::NoLeader | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -484,6 +491,8 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
+            ErrorCode::BudgetExceeded,
+            ErrorCode::QuotaExceeded,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

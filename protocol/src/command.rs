@@ -119,6 +119,23 @@ pub enum Command {
         terminate: bool,
         at_ms: UnixMillis,
     },
+    /// An org's daily limits (`None` removes them).
+    SetBudget {
+        org: String,
+        budget: Option<crate::costs::Budget>,
+    },
+    /// A running attempt reports what it spent. Refused once the attempt has ended; a
+    /// `report_id` already counted for the attempt is not counted again.
+    ReportCost {
+        job: JobId,
+        attempt: u32,
+        micro_usd: u64,
+        report_id: Option<String>,
+        at_ms: UnixMillis,
+    },
+    /// The leader saw an org with `on_exceed = stop` over a limit: its running work is
+    /// stopped (as reckoned at `at_ms`, so every replica agrees).
+    EnforceBudgets { at_ms: UnixMillis },
 }
 
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
@@ -149,6 +166,8 @@ pub enum Response {
     /// Applied `SubmitJob`: the new job, or for a known idempotency key the existing one
     /// (`created: false`).
     Submitted { job: Box<JobRecord>, created: bool },
+    /// Applied `ReportCost`: whether it counted (false: its id was counted before).
+    CostReported { counted: bool },
 }
 
 /// Everything the fleet agrees on. Snapshots serialize it whole.
@@ -179,6 +198,10 @@ pub struct FleetState {
     pub audit: std::collections::VecDeque<AuditEntry>,
     /// The seq the next audit entry takes.
     pub next_audit_seq: u64,
+    /// Daily limits by org.
+    pub budgets: BTreeMap<String, crate::costs::Budget>,
+    /// What ended attempts cost and what work reported, by day, org, machine and job.
+    pub costs: BTreeMap<crate::costs::CostKey, crate::costs::CostTotals>,
 }
 
 impl FleetState {

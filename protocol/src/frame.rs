@@ -200,6 +200,9 @@ mod tests {
                             finished_at_ms: exit_code.map(|_| at),
                             exit_code,
                             error,
+                            rate_micro_usd_per_hour: at % 5_000_000,
+                            cost_micro_usd: exit_code.map(|_| at % 1_000),
+                            ..Attempt::default()
                         })
                         .collect();
                     job

@@ -260,7 +260,7 @@ impl FromStr for JobState {
 }
 
 /// One try at running a job on one machine. Numbers start at 1 and have no gaps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub number: u32,
     pub machine: MachineId,
@@ -270,6 +270,19 @@ pub struct Attempt {
     pub exit_code: Option<i32>,
     /// Why the attempt failed or was taken back from its machine.
     pub error: Option<String>,
+    /// What an hour on its machine cost when it was dispatched (the machine's
+    /// `cost_per_hour` label), in micro-dollars.
+    #[serde(default)]
+    pub rate_micro_usd_per_hour: u64,
+    /// Its run time times that rate, once it has ended and the ledger has it.
+    #[serde(default)]
+    pub cost_micro_usd: Option<u64>,
+    /// What it reported spending (`POST /v1/costs`).
+    #[serde(default)]
+    pub reported_micro_usd: u64,
+    /// The ids of the reports counted, so a retried report counts once.
+    #[serde(default)]
+    pub report_ids: Vec<String>,
 }
 
 /// The leader's decision to run attempt `attempt` of `job` on `machine`.
@@ -436,6 +449,7 @@ mod tests {
             finished_at_ms: None,
             exit_code: None,
             error: None,
+            ..Attempt::default()
         });
         assert_eq!(job.next_attempt(), 2);
         assert_eq!(job.queue_deadline_ms(), 5 + 300_000);

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod audit;
 pub mod command;
+pub mod costs;
 pub mod events;
 pub mod frame;
 pub mod ids;

@@ -11,7 +11,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, jobs, tokens};
+use crate::{audit, costs, jobs, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -74,6 +74,15 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             terminate,
             at_ms,
         } => jobs::set_kill_switch(state, switch, terminate, at_ms),
+        Command::SetBudget { org, budget } => costs::set_budget(state, org, budget),
+        Command::ReportCost {
+            job,
+            attempt,
+            micro_usd,
+            report_id,
+            at_ms,
+        } => costs::report(state, job, attempt, micro_usd, report_id, at_ms),
+        Command::EnforceBudgets { at_ms } => costs::enforce(state, at_ms),
         Command::Audited {
             actor,
             org,

@@ -60,6 +60,14 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::RevokeToken { id, .. } => {
             ("revoke_token".into(), format!("token {id}"), Vec::new())
         }
+        Command::SetBudget { org, budget } => {
+            let action = if budget.is_some() {
+                "set_budget"
+            } else {
+                "remove_budget"
+            };
+            (action.into(), format!("org {org}"), Vec::new())
+        }
         other => (
             format!("{other:?}")
                 .split_whitespace()

@@ -19,6 +19,7 @@ use shoal_protocol::{
 };
 
 use crate::apply::ApplyCtx;
+use crate::costs;
 
 mod queries;
 
@@ -71,6 +72,9 @@ pub(crate) fn submit(
             job: Box::new(existing.clone()),
             created: false,
         };
+    }
+    if let Some(refusal) = costs::over_limit(state, &spec.org, at_ms) {
+        return refusal;
     }
     let machines: Vec<MachineId> = match target {
         JobTarget::AllOnline => fan_out_machines(state, &spec),
@@ -155,6 +159,7 @@ pub(crate) fn dispatch(
 ) -> Response {
     let mut applied = Vec::new();
     for placement in placements {
+        let rate = costs::rate_of(state, placement.machine);
         let Some(job) = state.jobs.get_mut(&placement.job) else {
             continue;
         };
@@ -180,6 +185,8 @@ pub(crate) fn dispatch(
             finished_at_ms: None,
             exit_code: None,
             error: None,
+            rate_micro_usd_per_hour: rate,
+            ..Attempt::default()
         });
         job.state = JobState::Dispatched;
         job.queue_reason = None;
@@ -304,7 +311,7 @@ pub(crate) fn cancel(state: &mut FleetState, id: JobId, at_ms: UnixMillis) -> Re
 }
 
 /// A queued job is cancelled at once; one on a machine is stopped there first.
-fn cancel_one(job: &mut JobRecord, at_ms: UnixMillis) {
+pub(crate) fn cancel_one(job: &mut JobRecord, at_ms: UnixMillis) {
     job.cancel_requested = true;
     if job.state == JobState::Queued && !job.is_parent() {
         job.state = JobState::Cancelled;
@@ -465,6 +472,7 @@ pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
         }
         removed.push(id);
     }
+    costs::prune(state, before);
     Response::Jobs(removed)
 }
 
@@ -503,6 +511,7 @@ pub(crate) fn named_jobs(cmd: &Command) -> Vec<JobId> {
     match cmd {
         Command::Dispatch { placements, .. } => placements.iter().map(|p| p.job).collect(),
         Command::ReportJob { job, .. }
+        | Command::ReportCost { job, .. }
         | Command::CancelJob { job, .. }
         | Command::RequeueJob { job, .. }
         | Command::TimeOutJob { job, .. } => vec![*job],
@@ -529,6 +538,7 @@ pub(crate) fn refresh_open(state: &mut FleetState, mut ids: Vec<JobId>, response
         }
     }
     for id in ids.into_iter().chain(family) {
+        costs::settle(state, id);
         match state.jobs.get(&id) {
             Some(job) if !job.state.is_finished() => state.open_jobs.insert(id),
             _ => state.open_jobs.remove(&id),

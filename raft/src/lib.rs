@@ -15,6 +15,7 @@
 
 mod apply;
 pub mod audit;
+pub mod costs;
 mod error;
 pub mod events;
 pub mod jobs;

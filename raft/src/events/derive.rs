@@ -11,6 +11,7 @@ use shoal_protocol::{
 
 use super::Sink;
 use super::jobs::{self, Mark};
+use crate::costs;
 
 /// What a command's events need from before it applied, and from the command itself
 /// (which `apply` consumes).
@@ -110,7 +111,14 @@ impl Before {
             },
             // The API audits one command at a time; a batch is split before this (see
             // `apply_into`), so an audited batch would say only who made it.
-            Command::SetQueueReasons { .. } | Command::Batch(_) => Before::Quiet,
+            Command::SetQueueReasons { .. }
+            | Command::Batch(_)
+            | Command::SetBudget { .. }
+            | Command::ReportCost { .. } => Before::Quiet,
+            Command::EnforceBudgets { at_ms } => Before::Jobs {
+                at_ms: *at_ms,
+                marks: jobs::marks(state, costs::to_stop(state, *at_ms)),
+            },
             Command::Audited { command, .. } => Before::Audited {
                 change: Box::new(Before::of(command, state)),
                 audit_from: state.next_audit_seq,

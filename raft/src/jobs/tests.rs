@@ -467,5 +467,6 @@ fn dispatch_skips_placements_that_went_stale() {
     assert!(fleet.dispatch(a, 2, M2, 6).is_empty());
 }
 
+mod costs;
 mod lifecycle;
 mod properties;

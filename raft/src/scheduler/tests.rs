@@ -256,6 +256,7 @@ fn the_next_attempt_number_is_placed_once() {
         finished_at_ms: Some(1),
         exit_code: Some(1),
         error: None,
+        ..Default::default()
     });
     let plan = run(&[again.clone(), again], &[machine(1, &[])]);
     assert_eq!(plan.placements.len(), 1);

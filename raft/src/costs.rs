@@ -1,0 +1,248 @@
+//! Spend, reckoned inside the state machine so every replica agrees: an attempt's run time
+//! times its machine's rate goes into the ledger when it ends, running attempts count up
+//! to the time a command carries, work reports what else it spent, and an org's budget
+//! refuses new work (and with `on_exceed = stop`, stops running work) once a limit is met.
+
+use shoal_protocol::costs::{
+    Budget, COST_LABEL, CostKey, CostTotals, DAY_MS, Day, OnExceed, day_name, day_of, day_start_ms,
+    micros, runtime_cost, split_by_day, usd,
+};
+use shoal_protocol::{
+    ErrorCode, FleetState, JobId, JobRecord, JobState, MachineId, Response, UnixMillis,
+};
+
+use crate::jobs;
+
+/// Ledger rows are kept this many days, for reports; older ones are pruned with jobs.
+pub const COST_RETENTION_DAYS: Day = 400;
+/// Most reports with an id one attempt may make.
+const MAX_REPORT_IDS: usize = 10_000;
+
+/// What an hour on the machine costs now: its `cost_per_hour` label in micro-dollars,
+/// 0 without one (or with one that is not an amount of dollars).
+pub fn rate_of(state: &FleetState, machine: MachineId) -> u64 {
+    state
+        .machines
+        .get(&machine)
+        .and_then(|record| {
+            let label = record.labels();
+            let usd = label.get(COST_LABEL)?.parse::<f64>().ok()?;
+            micros(COST_LABEL, usd).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Puts what the job's ended attempts cost into the ledger, each attempt once.
+pub(crate) fn settle(state: &mut FleetState, id: JobId) {
+    let FleetState { jobs, costs, .. } = state;
+    let Some(job) = jobs.get_mut(&id) else {
+        return;
+    };
+    let unsettled = job
+        .attempts
+        .iter_mut()
+        .filter(|a| a.finished_at_ms.is_some() && a.cost_micro_usd.is_none());
+    for attempt in unsettled {
+        let end = attempt.finished_at_ms.unwrap_or_default();
+        let start = attempt.started_at_ms.unwrap_or(end).min(end);
+        let mut total = 0u64;
+        for (day, ms) in split_by_day(start, end) {
+            let cost = runtime_cost(ms, attempt.rate_micro_usd_per_hour);
+            total = total.saturating_add(cost);
+            let key = CostKey {
+                day,
+                org: job.spec.org.clone(),
+                machine: attempt.machine,
+                job: id,
+            };
+            costs.entry(key).or_default().add(&CostTotals {
+                runtime_micro_usd: cost,
+                reported_micro_usd: 0,
+                runner_ms: ms,
+            });
+        }
+        attempt.cost_micro_usd = Some(total);
+    }
+}
+
+/// An attempt on a machine now, with the time it started running.
+fn running_since(job: &JobRecord) -> Option<(UnixMillis, u64)> {
+    if job.state != JobState::Running {
+        return None;
+    }
+    let attempt = job.current_attempt()?;
+    Some((attempt.started_at_ms?, attempt.rate_micro_usd_per_hour))
+}
+
+/// What `org` used on `day`, with running work counted up to `at_ms`.
+pub fn usage(state: &FleetState, org: &str, day: Day, at_ms: UnixMillis) -> CostTotals {
+    let key = |machine, job| CostKey {
+        day,
+        org: org.to_string(),
+        machine,
+        job,
+    };
+    let mut used = CostTotals::default();
+    let ledger = key(MachineId(0), JobId(0))..=key(MachineId(u64::MAX), JobId(u64::MAX));
+    for totals in state.costs.range(ledger).map(|(_, totals)| totals) {
+        used.add(totals);
+    }
+    let (day_start, day_end) = (day_start_ms(day), day_start_ms(day) + DAY_MS);
+    for job in state.open_jobs().filter(|job| job.spec.org == org) {
+        let Some((started, rate)) = running_since(job) else {
+            continue;
+        };
+        let from = started.max(day_start);
+        let to = at_ms.min(day_end);
+        if from < to {
+            used.add(&CostTotals {
+                runtime_micro_usd: runtime_cost(to - from, rate),
+                reported_micro_usd: 0,
+                runner_ms: to - from,
+            });
+        }
+    }
+    used
+}
+
+/// Why `org` may not start more work at `at_ms`, if a limit of its budget is met.
+pub fn over_limit(state: &FleetState, org: &str, at_ms: UnixMillis) -> Option<Response> {
+    let budget = state.budgets.get(org)?;
+    let day = day_of(at_ms);
+    let used = usage(state, org, day, at_ms);
+    let resets = format!("it resets at {}T00:00:00Z", day_name(day + 1));
+    if let Some(limit) = budget.daily_micro_usd
+        && used.micro_usd() >= limit
+    {
+        return Some(Response::Rejected {
+            code: ErrorCode::BudgetExceeded,
+            message: format!(
+                "org {org} has spent ${:.6} today, its daily budget is ${:.2}: {resets}",
+                usd(used.micro_usd()),
+                usd(limit)
+            ),
+        });
+    }
+    if let Some(limit) = budget.daily_runner_ms
+        && used.runner_ms >= limit
+    {
+        return Some(Response::Rejected {
+            code: ErrorCode::QuotaExceeded,
+            message: format!(
+                "org {org} has run {:.1} runner minutes today, its daily quota is {}: {resets}",
+                used.runner_ms as f64 / 60_000.0,
+                limit / 60_000
+            ),
+        });
+    }
+    None
+}
+
+/// The jobs `on_exceed = stop` wants stopped at `at_ms`: on a machine, not yet asked to
+/// stop, of an org over a limit.
+pub fn to_stop(state: &FleetState, at_ms: UnixMillis) -> Vec<JobId> {
+    let stopping: Vec<&String> = state
+        .budgets
+        .iter()
+        .filter(|(_, budget)| budget.on_exceed == OnExceed::Stop)
+        .map(|(org, _)| org)
+        .filter(|org| over_limit(state, org, at_ms).is_some())
+        .collect();
+    if stopping.is_empty() {
+        return Vec::new();
+    }
+    state
+        .open_jobs()
+        .filter(|job| stopping.contains(&&job.spec.org))
+        .filter(|job| job.state.is_on_machine() && !job.cancel_requested)
+        .map(|job| job.id)
+        .collect()
+}
+
+pub(crate) fn enforce(state: &mut FleetState, at_ms: UnixMillis) -> Response {
+    let stopped = to_stop(state, at_ms);
+    for id in &stopped {
+        if let Some(job) = state.jobs.get_mut(id) {
+            jobs::cancel_one(job, at_ms);
+        }
+    }
+    Response::Jobs(stopped)
+}
+
+pub(crate) fn set_budget(state: &mut FleetState, org: String, budget: Option<Budget>) -> Response {
+    match budget {
+        Some(budget) => {
+            state.budgets.insert(org, budget);
+        }
+        None => {
+            if state.budgets.remove(&org).is_none() {
+                return Response::Rejected {
+                    code: ErrorCode::NotFound,
+                    message: format!("org {org} has no budget"),
+                };
+            }
+        }
+    }
+    Response::Done
+}
+
+pub(crate) fn report(
+    state: &mut FleetState,
+    id: JobId,
+    number: u32,
+    micro_usd: u64,
+    report_id: Option<String>,
+    at_ms: UnixMillis,
+) -> Response {
+    let FleetState { jobs, costs, .. } = state;
+    let Some(job) = jobs.get_mut(&id) else {
+        return Response::Rejected {
+            code: ErrorCode::NotFound,
+            message: format!("no job {id}"),
+        };
+    };
+    let live =
+        job.state == JobState::Running && job.current_attempt().map(|a| a.number) == Some(number);
+    let Some(attempt) = job.attempts.last_mut().filter(|_| live) else {
+        return Response::Rejected {
+            code: ErrorCode::Forbidden,
+            message: format!(
+                "attempt {number} of job {id} is not running (the job is {}): its token no longer counts",
+                job.state
+            ),
+        };
+    };
+    if let Some(report_id) = report_id {
+        if attempt.report_ids.contains(&report_id) {
+            return Response::CostReported { counted: false };
+        }
+        if attempt.report_ids.len() >= MAX_REPORT_IDS {
+            return Response::Rejected {
+                code: ErrorCode::Conflict,
+                message: format!(
+                    "attempt {number} of job {id} made {MAX_REPORT_IDS} reports with ids: send further ones without an id"
+                ),
+            };
+        }
+        attempt.report_ids.push(report_id);
+    }
+    attempt.reported_micro_usd = attempt.reported_micro_usd.saturating_add(micro_usd);
+    let key = CostKey {
+        day: day_of(at_ms),
+        org: job.spec.org.clone(),
+        machine: attempt.machine,
+        job: id,
+    };
+    costs.entry(key).or_default().add(&CostTotals {
+        runtime_micro_usd: 0,
+        reported_micro_usd: micro_usd,
+        runner_ms: 0,
+    });
+    Response::CostReported { counted: true }
+}
+
+/// Forgets ledger rows older than [`COST_RETENTION_DAYS`] before `now_ms`.
+pub(crate) fn prune(state: &mut FleetState, now_ms: UnixMillis) {
+    let oldest = day_of(now_ms).saturating_sub(COST_RETENTION_DAYS);
+    state.costs.retain(|key, _| key.day >= oldest);
+}
