@@ -15,9 +15,10 @@ use shoal_protocol::api::{
     MachineRemoved, MachineView,
 };
 use shoal_protocol::audit::AuditList;
+use shoal_protocol::costs::{BudgetList, BudgetView, CostSheet, SetBudgetRequest};
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
-use shoal_protocol::params::{AuditParams, HistoryParams, JobListParams, LogParams};
+use shoal_protocol::params::{AuditParams, CostParams, HistoryParams, JobListParams, LogParams};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
@@ -241,6 +242,33 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> Result<TokenList, ClientError> {
         let path = format!("/v1/tokens/registration/{id}");
         self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `PUT /v1/budgets/{org}`.
+    pub async fn set_budget(
+        &self,
+        org: &str,
+        request: &SetBudgetRequest,
+    ) -> Result<BudgetView, ClientError> {
+        let path = format!("/v1/budgets/{org}");
+        self.call(Method::PUT, &path, Some(request)).await
+    }
+
+    /// `GET /v1/budgets`.
+    pub async fn budgets(&self) -> Result<BudgetList, ClientError> {
+        self.call(Method::GET, "/v1/budgets", None::<&()>).await
+    }
+
+    /// `DELETE /v1/budgets/{org}`.
+    pub async fn remove_budget(&self, org: &str) -> Result<BudgetList, ClientError> {
+        let path = format!("/v1/budgets/{org}");
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `GET /v1/costs`.
+    pub async fn costs(&self, params: &CostParams) -> Result<CostSheet, ClientError> {
+        self.call(Method::GET, &with_query("/v1/costs", params), None::<&()>)
+            .await
     }
 
     /// `POST /v1/keys`.

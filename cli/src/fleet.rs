@@ -70,8 +70,28 @@ pub fn block(s: &FleetSummary) -> String {
                 None => "running".to_string(),
             },
         ),
+        ("spend", spend(s)),
         ("leader", or_dash(s.leader)),
     ])
+}
+
+/// Today's spend and run time of the caller's org, against its budget if it has one.
+fn spend(s: &FleetSummary) -> String {
+    let used = &s.spend_today;
+    let limit = |limit: Option<f64>, unit: &str| {
+        limit.map_or_else(String::new, |l| format!(" of {unit}{l}"))
+    };
+    let (usd_limit, minutes_limit) = s
+        .budget
+        .as_ref()
+        .map_or((None, None), |b| (b.daily_usd, b.daily_runner_minutes));
+    format!(
+        "${:.4}{} today, {:.1}{} runner minutes",
+        used.usd,
+        limit(usd_limit, "$"),
+        used.runner_minutes,
+        limit(minutes_limit, ""),
+    )
 }
 
 /// The non-zero counts, `ONLINE 2, STALE 1`; `none` when all are zero.
@@ -92,6 +112,7 @@ fn counts<K: Display>(counts: impl IntoIterator<Item = (K, u64)>) -> String {
 mod tests {
     use super::*;
     use shoal_protocol::api::FleetHealth;
+    use shoal_protocol::costs::Usage;
     use shoal_protocol::{JobState, MachineId, MachineStatus};
 
     #[test]
@@ -117,6 +138,11 @@ mod tests {
             avg_memory_usage: None,
             jobs: JobState::ALL.into_iter().map(|s| (s, 0)).collect(),
             kill_switch: None,
+            spend_today: Usage {
+                usd: 0.125,
+                runner_minutes: 12.0,
+            },
+            budget: None,
         };
         let mut busy = summary.clone();
         busy.jobs.insert(JobState::Running, 4);
@@ -136,6 +162,7 @@ mod tests {
              disk:       1.0T free of 3.0T\n\
              jobs:       none\n\
              dispatch:   running\n\
+             spend:      $0.1250 today, 12.0 runner minutes\n\
              leader:     00000000000000ab\n"
         );
     }

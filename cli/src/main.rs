@@ -7,6 +7,7 @@
 mod audit;
 mod client;
 mod cluster;
+mod costs;
 mod events;
 mod fleet;
 mod follow;
@@ -88,6 +89,11 @@ enum Cmd {
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
+    /// Daily spend and runner-minute limits per org.
+    #[command(subcommand)]
+    Budget(costs::BudgetCmd),
+    /// What work cost, grouped by day, machine, job or org.
+    Costs(costs::CostsArgs),
     /// What changed in the fleet, one line per event; -f to follow.
     Events(events::EventsArgs),
     /// Whether the node is up and knows a leader.
@@ -270,6 +276,8 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
             limit,
         } => audit::run(&client, machine, actor, limit, json).await,
         Cmd::Events(args) => events::run(&client, args, json).await,
+        Cmd::Budget(cmd) => costs::run_budget(&client, cmd, json).await,
+        Cmd::Costs(args) => costs::run_costs(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

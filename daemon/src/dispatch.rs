@@ -36,6 +36,10 @@ pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
 /// The commands one pass writes, from the state and the live view.
 fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     let mut commands = Vec::new();
+    // Orgs with on_exceed = stop that crossed a limit: their running work stops.
+    if !shoal_raft::costs::to_stop(state, now).is_empty() {
+        commands.push(Command::EnforceBudgets { at_ms: now });
+    }
     if let Some(switch) = &state.kill_switch {
         // Nothing moves: queued jobs wait, saying why, and do not time out.
         let reason = format!(

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod history;
 pub mod identity;
+pub mod job_token;
 pub mod join;
 pub mod keys;
 pub mod logs;

@@ -7,7 +7,7 @@
 //!                          └── cancel_requested ──▶ RunHandle::cancel
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,6 +195,29 @@ pub async fn runner_loop(
     }
 }
 
+/// The job's own environment, and what every attempt gets: where the API is, and the
+/// token that lets it report costs (`POST /v1/costs`) while it runs.
+fn attempt_env(
+    node: &Node,
+    env: &BTreeMap<String, String>,
+    job: JobId,
+    attempt: u32,
+) -> BTreeMap<String, String> {
+    let mut api = node.api_addr;
+    if api.ip().is_unspecified() {
+        api.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut env = env.clone();
+    env.insert("SHOAL_API".into(), format!("http://{api}"));
+    env.insert(
+        "SHOAL_JOB_TOKEN".into(),
+        crate::job_token::issue(&node.cluster_secret, job, attempt),
+    );
+    env.insert("SHOAL_JOB_ID".into(), job.to_string());
+    env.insert("SHOAL_ATTEMPT".into(), attempt.to_string());
+    env
+}
+
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
     let Some(spec) = node
         .fleet
@@ -207,7 +230,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         attempt,
         command: spec.command.clone(),
         image: spec.image.clone(),
-        env: spec.env.clone(),
+        env: attempt_env(node, &spec.env, job, attempt),
         cpu_limit: spec.cpus,
         memory_limit: spec.memory_mb.map(|mb| mb << 20),
         timeout: spec.timeout_seconds.map(Duration::from_secs),

@@ -434,6 +434,12 @@ pub struct FleetSummary {
     pub jobs: std::collections::BTreeMap<crate::JobState, u64>,
     /// Set while dispatch is stopped fleet-wide.
     pub kill_switch: Option<crate::KillSwitch>,
+    /// What the caller's org has spent and run today (UTC), running work included.
+    #[serde(default)]
+    pub spend_today: crate::costs::Usage,
+    /// The caller's org's budget, if it has one.
+    #[serde(default)]
+    pub budget: Option<crate::costs::BudgetView>,
 }
 
 /// One resource sample in [`MachineHistory`]: what the machine measured at `at_ms`.
@@ -544,6 +550,8 @@ mod tests {
             avg_memory_usage: None,
             jobs: crate::JobState::ALL.into_iter().map(|s| (s, 0)).collect(),
             kill_switch: None,
+            spend_today: Default::default(),
+            budget: None,
         };
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["health"], "critical");

@@ -86,7 +86,7 @@ pub struct SetBudgetRequest {
     pub daily_usd: Option<f64>,
     /// Most minutes the org's work may run in a day, on all machines together.
     #[serde(default)]
-    pub daily_runner_minutes: Option<u64>,
+    pub daily_runner_minutes: Option<f64>,
     /// What happens to running work when a limit is crossed: `finish` (the default) or `stop`.
     #[serde(default)]
     pub on_exceed: OnExceed,
@@ -97,15 +97,19 @@ impl SetBudgetRequest {
         if self.daily_usd.is_none() && self.daily_runner_minutes.is_none() {
             return Err("give daily_usd, daily_runner_minutes or both".to_string());
         }
-        const MAX_MINUTES: u64 = 1_000_000_000;
-        if self.daily_runner_minutes.is_some_and(|m| m > MAX_MINUTES) {
-            return Err(format!(
-                "daily_runner_minutes must be at most {MAX_MINUTES}"
-            ));
-        }
+        const MAX_MINUTES: f64 = 1e9;
+        let runner_ms = |minutes: f64| {
+            if minutes.is_finite() && (0.0..=MAX_MINUTES).contains(&minutes) {
+                Ok((minutes * 60_000.0).round() as u64)
+            } else {
+                Err(format!(
+                    "daily_runner_minutes must be from 0 to {MAX_MINUTES}, got {minutes}"
+                ))
+            }
+        };
         Ok(Budget {
             daily_micro_usd: self.daily_usd.map(|d| micros("daily_usd", d)).transpose()?,
-            daily_runner_ms: self.daily_runner_minutes.map(|m| m * 60_000),
+            daily_runner_ms: self.daily_runner_minutes.map(runner_ms).transpose()?,
             on_exceed: self.on_exceed,
         })
     }
@@ -123,7 +127,7 @@ pub struct Usage {
 pub struct BudgetView {
     pub org: String,
     pub daily_usd: Option<f64>,
-    pub daily_runner_minutes: Option<u64>,
+    pub daily_runner_minutes: Option<f64>,
     pub on_exceed: OnExceed,
     /// Today (UTC) so far, running work included.
     pub today: Usage,
@@ -231,6 +235,28 @@ pub struct CostSheet {
     pub total: CostRow,
 }
 
+impl Usage {
+    pub fn new(totals: &CostTotals) -> Self {
+        Usage {
+            usd: usd(totals.micro_usd()),
+            runner_minutes: totals.runner_ms as f64 / 60_000.0,
+        }
+    }
+}
+
+impl BudgetView {
+    pub fn new(org: &str, budget: &Budget, today: &CostTotals, resets_at_ms: UnixMillis) -> Self {
+        BudgetView {
+            org: org.to_string(),
+            daily_usd: budget.daily_micro_usd.map(usd),
+            daily_runner_minutes: budget.daily_runner_ms.map(|ms| ms as f64 / 60_000.0),
+            on_exceed: budget.on_exceed,
+            today: Usage::new(today),
+            resets_at_ms,
+        }
+    }
+}
+
 impl CostRow {
     pub fn new(key: String, totals: &CostTotals) -> Self {
         CostRow {
@@ -293,7 +319,7 @@ mod tests {
         assert!(none.budget().unwrap_err().contains("daily_usd"));
         let both = SetBudgetRequest {
             daily_usd: Some(0.05),
-            daily_runner_minutes: Some(10),
+            daily_runner_minutes: Some(10.0),
             on_exceed: OnExceed::Stop,
         };
         assert_eq!(

@@ -138,3 +138,23 @@ pub struct AuditParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
+
+/// `GET /v1/costs`: spend over a range of UTC days, grouped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CostParams {
+    /// `day` (the default), `machine`, `job` or `org`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(inline)]
+    pub by: Option<crate::costs::CostGroup>,
+    /// From the UTC day of this time (Unix milliseconds); today when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// To the UTC day of this time (Unix milliseconds); now when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// Only this org: a key sees its own org; an admin key sees every org unless it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}

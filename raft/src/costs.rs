@@ -4,8 +4,8 @@
 //! refuses new work (and with `on_exceed = stop`, stops running work) once a limit is met.
 
 use shoal_protocol::costs::{
-    Budget, COST_LABEL, CostKey, CostTotals, DAY_MS, Day, OnExceed, day_name, day_of, day_start_ms,
-    micros, runtime_cost, split_by_day, usd,
+    Budget, COST_LABEL, CostKey, CostTotals, Day, OnExceed, day_name, day_of, micros, runtime_cost,
+    split_by_day, usd,
 };
 use shoal_protocol::{
     ErrorCode, FleetState, JobId, JobRecord, JobState, MachineId, Response, UnixMillis,
@@ -74,6 +74,32 @@ fn running_since(job: &JobRecord) -> Option<(UnixMillis, u64)> {
     Some((attempt.started_at_ms?, attempt.rate_micro_usd_per_hour))
 }
 
+/// What running attempts have cost so far, as ledger rows up to `at_ms`.
+pub fn running_rows(state: &FleetState, at_ms: UnixMillis) -> Vec<(CostKey, CostTotals)> {
+    let mut rows = Vec::new();
+    for job in state.open_jobs() {
+        let Some((started, rate)) = running_since(job) else {
+            continue;
+        };
+        let machine = job.current_attempt().map(|a| a.machine).unwrap_or_default();
+        for (day, ms) in split_by_day(started, at_ms) {
+            let key = CostKey {
+                day,
+                org: job.spec.org.clone(),
+                machine,
+                job: job.id,
+            };
+            let totals = CostTotals {
+                runtime_micro_usd: runtime_cost(ms, rate),
+                reported_micro_usd: 0,
+                runner_ms: ms,
+            };
+            rows.push((key, totals));
+        }
+    }
+    rows
+}
+
 /// What `org` used on `day`, with running work counted up to `at_ms`.
 pub fn usage(state: &FleetState, org: &str, day: Day, at_ms: UnixMillis) -> CostTotals {
     let key = |machine, job| CostKey {
@@ -87,20 +113,9 @@ pub fn usage(state: &FleetState, org: &str, day: Day, at_ms: UnixMillis) -> Cost
     for totals in state.costs.range(ledger).map(|(_, totals)| totals) {
         used.add(totals);
     }
-    let (day_start, day_end) = (day_start_ms(day), day_start_ms(day) + DAY_MS);
-    for job in state.open_jobs().filter(|job| job.spec.org == org) {
-        let Some((started, rate)) = running_since(job) else {
-            continue;
-        };
-        let from = started.max(day_start);
-        let to = at_ms.min(day_end);
-        if from < to {
-            used.add(&CostTotals {
-                runtime_micro_usd: runtime_cost(to - from, rate),
-                reported_micro_usd: 0,
-                runner_ms: to - from,
-            });
-        }
+    let running = running_rows(state, at_ms);
+    for (_, totals) in running.iter().filter(|(k, _)| k.day == day && k.org == org) {
+        used.add(totals);
     }
     used
 }
@@ -129,9 +144,9 @@ pub fn over_limit(state: &FleetState, org: &str, at_ms: UnixMillis) -> Option<Re
         return Some(Response::Rejected {
             code: ErrorCode::QuotaExceeded,
             message: format!(
-                "org {org} has run {:.1} runner minutes today, its daily quota is {}: {resets}",
+                "org {org} has run {:.2} runner minutes today, its daily quota is {}: {resets}",
                 used.runner_ms as f64 / 60_000.0,
-                limit / 60_000
+                limit as f64 / 60_000.0
             ),
         });
     }

@@ -2,6 +2,7 @@
 //! autopilot, label propagation, resource history and the cluster secret.
 
 mod access;
+mod costs;
 mod events;
 mod failover;
 mod fleet;

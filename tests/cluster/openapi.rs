@@ -68,6 +68,9 @@ async fn the_document_lists_every_route_and_each_needs_the_key_it_says() {
         if path.starts_with("/v1/") {
             // Served (not the fallback's 404) and behind the key the document names.
             assert_eq!(status, 401, "{method} {path} without a key");
+            if operation["security"][0]["job_token"].is_array() {
+                continue; // running work's token, not a key
+            }
             let scope = &operation["security"][0]["bearer"][0];
             assert!(
                 ["read", "operate", "admin"].contains(&scope.as_str().unwrap_or_default()),

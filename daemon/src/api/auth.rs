@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use shoal_protocol::keys::Scope;
@@ -15,12 +15,16 @@ use super::Failure;
 use crate::keys::authenticate;
 use crate::node::Node;
 
+/// The route running work posts its costs to, with a job token instead of a key.
+pub const COSTS_ROUTE: &str = "/v1/costs";
+
 /// The scope a route needs: reads need `read`, but keys and the audit log need `admin`, as
-/// does turning the kill switch; every other change needs `operate`.
+/// do turning the kill switch and setting budgets; every other change needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let credentials = route.starts_with("/v1/keys") || route.starts_with("/v1/tokens");
     let admin_route = credentials
         || route == "/v1/killswitch"
+        || route.starts_with("/v1/budgets")
         || (*method == Method::DELETE && route == "/v1/machines/{id}");
     let admin_read = credentials || route == "/v1/audit";
     match *method {
@@ -31,8 +35,8 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
     }
 }
 
-fn presented_key(request: &Request) -> Option<&str> {
-    let headers = request.headers();
+/// The key (or job token) the request carries.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         return value.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
     }
@@ -46,17 +50,21 @@ pub async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, Failure> {
-    let key = presented_key(&request).ok_or_else(|| {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    // Running work reports costs with its job token, which the handler checks.
+    if *request.method() == Method::POST && route == COSTS_ROUTE {
+        return Ok(next.run(request).await);
+    }
+    let key = presented_key(request.headers()).ok_or_else(|| {
         Failure(ApiError::new(
             ErrorCode::Unauthorized,
             "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
         ))
     })?;
     let caller = node.fleet.read(|state| authenticate(state, key))?;
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_string(),
-        |p| p.as_str().to_string(),
-    );
     caller.require(required_scope(request.method(), &route))?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
@@ -75,6 +83,12 @@ mod tests {
         assert_eq!(required_scope(&Method::PUT, "/v1/killswitch"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/keys"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/audit"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/v1/budgets"), Scope::Read);
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/budgets/{org}"),
+            Scope::Admin
+        );
+        assert_eq!(required_scope(&Method::GET, "/v1/costs"), Scope::Read);
         assert_eq!(
             required_scope(&Method::DELETE, "/v1/keys/{id}"),
             Scope::Admin

@@ -4,32 +4,40 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use shoal_protocol::api::{FleetHealth, FleetSummary, MachineView};
+use shoal_protocol::costs::{Usage, day_of};
 use shoal_protocol::params::ReadParams;
 use shoal_protocol::{JobState, MachineId, MachineStatus};
 
 use super::machine_query::memory_use;
 use super::machines::views;
 use super::{ApiQuery, ApiResult, barrier_if};
-use crate::node::Node;
+use crate::keys::Caller;
+use crate::node::{Node, now_ms};
 
 /// `GET /v1/fleet/summary` (`?consistent=true` for a linearizable read).
 #[utoipa::path(get, path = "/v1/fleet/summary", tag = "fleet", params(ReadParams),
     responses((status = OK, body = FleetSummary, description = "Counts, capacity, use, jobs by state, health and the kill switch")))]
 pub async fn summary(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<FleetSummary> {
     barrier_if(&node, &params).await?;
     let machines = views(&node);
-    let (jobs, kill_switch) = node.fleet.read(|state| {
+    let now = now_ms();
+    let (jobs, kill_switch, spend_today, budget) = node.fleet.read(|state| {
         let jobs = count_jobs(state.jobs.values().map(|job| job.state));
-        (jobs, state.kill_switch.clone())
+        let used = shoal_raft::costs::usage(state, &caller.org, day_of(now), now);
+        let budget = super::costs::budget_view(state, &caller.org, now);
+        (jobs, state.kill_switch.clone(), Usage::new(&used), budget)
     });
     Ok(Json(FleetSummary {
         kill_switch,
+        spend_today,
+        budget,
         ..summarize(node.id, node.leader(), &machines, jobs)
     }))
 }
@@ -119,6 +127,8 @@ pub fn summarize(
         avg_memory_usage: mean(memory_sum, memory_n),
         jobs,
         kill_switch: None,
+        spend_today: Default::default(),
+        budget: None,
     }
 }
 

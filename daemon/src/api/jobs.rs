@@ -61,6 +61,7 @@ async fn submit_one(
     responses(
         (status = CREATED, body = SubmitJobResponse, description = "The new job"),
         (status = OK, body = SubmitJobResponse, description = "The job already submitted with this idempotency key"),
+        (status = TOO_MANY_REQUESTS, body = ApiError, description = "The org's daily budget (budget_exceeded) or runner-minute quota (quota_exceeded) is met; the message says until when"),
     ))]
 pub async fn submit(
     State(node): State<Arc<Node>>,
@@ -81,7 +82,10 @@ pub async fn submit(
 
 /// `POST /v1/jobs/batch`: every spec is checked before any is submitted.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
-    responses((status = OK, body = BatchResponse, description = "Each job, in the order given, with whether it was created")))]
+    responses(
+        (status = OK, body = BatchResponse, description = "Each job, in the order given, with whether it was created"),
+        (status = TOO_MANY_REQUESTS, body = ApiError, description = "The org's daily budget or runner-minute quota is met"),
+    ))]
 pub async fn submit_batch(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,

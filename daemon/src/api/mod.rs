@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod costs;
 mod error;
 mod events;
 mod fleet;
@@ -71,6 +72,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(audit::list))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(costs::report, costs::list))
+        .routes(routes!(costs::budgets))
+        .routes(routes!(costs::set_budget, costs::remove_budget))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,

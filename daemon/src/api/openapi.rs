@@ -28,6 +28,8 @@ struct Base;
 
 const BEARER: &str = "bearer";
 const HEADER: &str = "x_shoal_key";
+/// Running work's `SHOAL_JOB_TOKEN`, for `POST /v1/costs`.
+const JOB_TOKEN: &str = "job_token";
 
 /// The document for the routes collected in `api`.
 pub fn document(mut api: OpenApi) -> OpenApi {
@@ -39,6 +41,10 @@ pub fn document(mut api: OpenApi) -> OpenApi {
     let components = base.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        JOB_TOKEN,
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
     components.add_security_scheme(
@@ -69,13 +75,16 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<(Method, &mut Operati
     .collect()
 }
 
-/// Adds the key a `/v1` operation needs and the errors every such operation can answer.
+/// Adds the key a `/v1` operation needs (unless it names its own credential) and the
+/// errors every such operation can answer.
 fn complete(path: &str, method: &Method, operation: &mut Operation) {
-    let scope = format!("{:?}", required_scope(method, path)).to_ascii_lowercase();
-    operation.security = Some(vec![
-        SecurityRequirement::new(BEARER, [scope.as_str()]),
-        SecurityRequirement::new(HEADER, [scope.as_str()]),
-    ]);
+    if operation.security.is_none() {
+        let scope = format!("{:?}", required_scope(method, path)).to_ascii_lowercase();
+        operation.security = Some(vec![
+            SecurityRequirement::new(BEARER, [scope.as_str()]),
+            SecurityRequirement::new(HEADER, [scope.as_str()]),
+        ]);
+    }
     let takes_input = operation.request_body.is_some()
         || operation
             .parameters

@@ -121,7 +121,7 @@ fn a_runner_minute_quota_refuses_the_next_job() {
     assert_rejected(
         &refused,
         ErrorCode::QuotaExceeded,
-        "1.0 runner minutes today",
+        "1.00 runner minutes today, its daily quota is 1:",
     );
 }
 

@@ -1,0 +1,168 @@
+//! `shoal budget set|ls|rm` (daily limits per org) and `shoal costs` (spend, grouped).
+
+use clap::{Args, Subcommand};
+use shoal_protocol::costs::{BudgetView, CostGroup, CostSheet, OnExceed, SetBudgetRequest};
+use shoal_protocol::params::CostParams;
+
+use crate::client::{Client, ClientError};
+use crate::output::{Table, now_ms, print, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCmd {
+    /// Set an org's daily limits (UTC days); work is refused once one is met (admin).
+    Set {
+        /// The org.
+        #[arg(long)]
+        org: String,
+        /// Most dollars a day.
+        #[arg(long, value_name = "USD")]
+        daily_usd: Option<f64>,
+        /// Most runner minutes a day, all machines together.
+        #[arg(long, value_name = "MINUTES")]
+        daily_runner_minutes: Option<f64>,
+        /// What running work does when a limit is crossed: finish (default) or stop.
+        #[arg(long, value_enum, default_value = "finish")]
+        on_exceed: OnExceedArg,
+    },
+    /// Budgets and what each org used today.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove an org's limits (admin).
+    Rm {
+        /// The org.
+        org: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnExceedArg {
+    Finish,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GroupArg {
+    Day,
+    Machine,
+    Job,
+    Org,
+}
+
+/// `shoal costs`.
+#[derive(Debug, Args)]
+pub struct CostsArgs {
+    /// Group by day (default), machine, job or org.
+    #[arg(long, value_enum, default_value = "day")]
+    by: GroupArg,
+    /// From this far back (e.g. 7d, 12h) [default: today, UTC].
+    #[arg(long, value_name = "DURATION", value_parser = crate::operate::parse_duration)]
+    since: Option<u64>,
+    /// Only this org (an admin key sees every org without it).
+    #[arg(long)]
+    org: Option<String>,
+}
+
+pub async fn run_budget(client: &Client, cmd: BudgetCmd, json: bool) -> Result<(), ClientError> {
+    match cmd {
+        BudgetCmd::Set {
+            org,
+            daily_usd,
+            daily_runner_minutes,
+            on_exceed,
+        } => {
+            let request = SetBudgetRequest {
+                daily_usd,
+                daily_runner_minutes,
+                on_exceed: match on_exceed {
+                    OnExceedArg::Finish => OnExceed::Finish,
+                    OnExceedArg::Stop => OnExceed::Stop,
+                },
+            };
+            let view = client.set_budget(&org, &request).await?;
+            show(&[view], json);
+        }
+        BudgetCmd::Ls => show(&client.budgets().await?.budgets, json),
+        BudgetCmd::Rm { org } => {
+            let left = client.remove_budget(&org).await?;
+            if json {
+                print_json(&left);
+            } else {
+                print(&format!("org {org} has no budget now\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(budgets: &[BudgetView], json: bool) {
+    if json {
+        print_json(&budgets);
+        return;
+    }
+    let mut table = Table::new(&[
+        "ORG",
+        "SPENT TODAY",
+        "DAILY USD",
+        "MINUTES TODAY",
+        "DAILY MINUTES",
+        "ON EXCEED",
+    ]);
+    for b in budgets {
+        table.row(vec![
+            b.org.clone(),
+            format!("${:.4}", b.today.usd),
+            b.daily_usd.map_or("-".into(), |usd| format!("${usd:.2}")),
+            format!("{:.1}", b.today.runner_minutes),
+            b.daily_runner_minutes
+                .map_or("-".into(), |m| format!("{m}")),
+            match b.on_exceed {
+                OnExceed::Finish => "finish".into(),
+                OnExceed::Stop => "stop".into(),
+            },
+        ]);
+    }
+    print(&table.render());
+}
+
+pub async fn run_costs(client: &Client, args: CostsArgs, json: bool) -> Result<(), ClientError> {
+    let params = CostParams {
+        by: Some(match args.by {
+            GroupArg::Day => CostGroup::Day,
+            GroupArg::Machine => CostGroup::Machine,
+            GroupArg::Job => CostGroup::Job,
+            GroupArg::Org => CostGroup::Org,
+        }),
+        since_ms: args
+            .since
+            .map(|secs| now_ms().saturating_sub(secs.saturating_mul(1000))),
+        until_ms: None,
+        org: args.org,
+    };
+    let sheet = client.costs(&params).await?;
+    if json {
+        print_json(&sheet);
+    } else {
+        print(&sheet_table(&sheet));
+    }
+    Ok(())
+}
+
+fn sheet_table(sheet: &CostSheet) -> String {
+    let by = format!("{:?}", sheet.by).to_uppercase();
+    let mut table = Table::new(&[&by, "USD", "RUN TIME USD", "REPORTED USD", "RUNNER MINUTES"]);
+    for row in sheet.rows.iter().chain([&sheet.total]) {
+        table.row(vec![
+            row.key.clone(),
+            format!("{:.6}", row.usd),
+            format!("{:.6}", row.runtime_usd),
+            format!("{:.6}", row.reported_usd),
+            format!("{:.2}", row.runner_minutes),
+        ]);
+    }
+    format!(
+        "{} to {} (UTC)\n{}",
+        sheet.since_day,
+        sheet.until_day,
+        table.render()
+    )
+}
