@@ -109,6 +109,9 @@ pub struct RunArgs {
     /// Most jobs and sessions this machine runs at once [default: 8].
     #[arg(long, env = "SHOAL_MAX_RUNNING")]
     pub max_running: Option<u32>,
+    /// What an hour of this machine costs, in dollars (for budgets) [default: 0].
+    #[arg(long, env = "SHOAL_COST_PER_HOUR", value_name = "USD")]
+    pub cost_per_hour: Option<f64>,
     /// Find seeds on the LAN with mDNS (multicast on every interface).
     #[arg(long, env = "SHOAL_MDNS")]
     pub mdns: bool,
@@ -147,6 +150,9 @@ impl RunArgs {
         );
         if self.node_name.is_some() {
             settings.node_name = self.node_name;
+        }
+        if self.cost_per_hour.is_some() {
+            settings.cost_per_hour = self.cost_per_hour;
         }
         if self.advertise.is_some() {
             settings.advertise = self.advertise;

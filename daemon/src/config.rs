@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use shoal_protocol::Labels;
+use shoal_protocol::costs::COST_LABEL;
 
 /// Where `shoald` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoal/shoald.toml";
@@ -57,6 +58,10 @@ pub struct Settings {
     pub bootstrap_key: Option<String>,
     /// Most jobs and sessions this machine runs at once.
     pub max_running: u32,
+    /// What an hour of this machine costs, in dollars: work here accrues run time times
+    /// this against its org's budget. The same as the label `cost_per_hour`; without
+    /// either, work here costs nothing (its runner minutes still count).
+    pub cost_per_hour: Option<f64>,
     /// Load (load average per core) at or over which the machine counts as BUSY.
     pub load_threshold: f32,
     /// Run jobs without an image as plain processes, as the daemon's user and without
@@ -135,6 +140,7 @@ impl Default for Settings {
             cluster_secret_file: None,
             bootstrap_key: None,
             max_running: 8,
+            cost_per_hour: None,
             load_threshold: 0.8,
             allow_process_jobs: false,
             job_retention: DEFAULT_JOB_RETENTION,
@@ -249,8 +255,17 @@ impl Settings {
         if self.bootstrap_expect == 0 {
             bail!("bootstrap_expect: must be at least 1");
         }
-        let labels = Labels::from_pairs(self.labels.iter().map(String::as_str))
+        let mut labels = Labels::from_pairs(self.labels.iter().map(String::as_str))
             .map_err(|err| anyhow::anyhow!("labels: {err}"))?;
+        if let Some(usd) = self.cost_per_hour {
+            shoal_protocol::costs::micros("cost_per_hour", usd).map_err(anyhow::Error::msg)?;
+            if labels.get(COST_LABEL).is_some() {
+                bail!("cost_per_hour: give it or the label {COST_LABEL}, not both");
+            }
+            labels
+                .insert(COST_LABEL, &usd.to_string())
+                .map_err(|err| anyhow::anyhow!("cost_per_hour: {err}"))?;
+        }
         let cluster_secret = match (self.cluster_secret, self.cluster_secret_file) {
             (Some(_), Some(_)) => {
                 bail!("cluster_secret: give either the secret or cluster_secret_file, not both")
@@ -468,6 +483,27 @@ mod tests {
         assert_eq!(config.labels.get("gpu"), Some("true"));
         assert_eq!(config.timings.stale_after, Duration::from_secs(120));
         assert_eq!(config.seeds(), vec!["10.0.0.2:7401", "nas.lan:7401"]);
+    }
+
+    #[test]
+    fn cost_per_hour_becomes_the_machines_rate_label() {
+        let priced = Settings {
+            cost_per_hour: Some(0.12),
+            ..Settings::default()
+        };
+        let config = priced.validate().unwrap();
+        assert_eq!(config.labels.get(COST_LABEL), Some("0.12"));
+        let both = Settings {
+            cost_per_hour: Some(0.12),
+            labels: vec!["cost_per_hour=0.5".into()],
+            ..Settings::default()
+        };
+        assert!(err_of(both).contains("not both"));
+        let negative = Settings {
+            cost_per_hour: Some(-1.0),
+            ..Settings::default()
+        };
+        assert!(err_of(negative).starts_with("cost_per_hour"));
     }
 
     #[test]

@@ -173,6 +173,44 @@ async fn the_cli_drives_a_real_cluster() {
     );
 
     jobs::the_job_commands(&cluster).await;
+
+    // Budgets and costs: the jobs above ran in the test key's org.
+    let set = stdout(
+        &run(&[
+            "budget",
+            "set",
+            "--org",
+            "default",
+            "--daily-usd",
+            "25",
+            "--on-exceed",
+            "stop",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert!(
+        set.contains("default") && set.contains("$25.00") && set.contains("stop"),
+        "{set}"
+    );
+    let no_limit = run(&["budget", "set", "--org", "default"]).await.unwrap();
+    assert_eq!(no_limit.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&no_limit.stderr).contains("daily_usd"),
+        "{no_limit:?}"
+    );
+    let costs = stdout(
+        &run(&["--json", "costs", "--by", "job", "--since", "1d"])
+            .await
+            .unwrap(),
+    );
+    let sheet: serde_json::Value = serde_json::from_str(&costs).unwrap();
+    assert!(
+        sheet["total"]["runner_minutes"].as_f64().unwrap() > 0.0,
+        "{sheet}"
+    );
+    let summary = stdout(&run(&["fleet", "summary"]).await.unwrap());
+    assert!(summary.contains("of $25 today"), "{summary}");
     cluster.shutdown().await;
 
     // Nobody listening: exit code 3, naming the address.
