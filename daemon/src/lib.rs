@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod rpc;
 pub mod runner;
 pub mod sampler;
+pub mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

@@ -66,6 +66,15 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse
         PeerRequest::History { since_ms } => {
             PeerResponse::History(Ok(history::local(node, since_ms)))
         }
+        PeerRequest::Exec {
+            job,
+            attempt,
+            command,
+            timeout_ms,
+        } => {
+            let limit = Duration::from_millis(timeout_ms);
+            PeerResponse::Exec(crate::sessions::local(node, job, attempt, &command, limit).await)
+        }
         PeerRequest::Join { token } => crate::join::answer(node, from, &token).await,
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),

@@ -92,6 +92,11 @@ impl Runner {
     }
 
     /// The run of this attempt, if this machine holds it.
+    /// The Docker executor, for commands run in a session's container.
+    pub fn docker(&self) -> &DockerExecutor {
+        &self.docker
+    }
+
     pub fn run(&self, job: JobId, attempt: u32) -> Option<RunHandle> {
         self.runs
             .lock()

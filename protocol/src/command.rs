@@ -136,6 +136,15 @@ pub enum Command {
     /// The leader saw an org with `on_exceed = stop` over a limit: its running work is
     /// stopped (as reckoned at `at_ms`, so every replica agrees).
     EnforceBudgets { at_ms: UnixMillis },
+    /// A new version of a template (made if new); sessions use it from now on.
+    PutTemplate {
+        name: String,
+        spec: Box<crate::templates::TemplateSpec>,
+        by: String,
+        at_ms: UnixMillis,
+    },
+    /// Sessions use an earlier version of a template from now on.
+    RollbackTemplate { name: String, version: u32 },
 }
 
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
@@ -168,6 +177,8 @@ pub enum Response {
     Submitted { job: Box<JobRecord>, created: bool },
     /// Applied `ReportCost`: whether it counted (false: its id was counted before).
     CostReported { counted: bool },
+    /// Applied to a template: the template as it now stands.
+    Template(Box<crate::templates::Template>),
 }
 
 /// Everything the fleet agrees on. Snapshots serialize it whole.
@@ -202,6 +213,8 @@ pub struct FleetState {
     pub budgets: BTreeMap<String, crate::costs::Budget>,
     /// What ended attempts cost and what work reported, by day, org, machine and job.
     pub costs: BTreeMap<crate::costs::CostKey, crate::costs::CostTotals>,
+    /// Session templates by name.
+    pub templates: BTreeMap<String, crate::templates::Template>,
 }
 
 impl FleetState {

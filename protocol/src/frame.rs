@@ -146,6 +146,11 @@ mod tests {
                         timeout_seconds,
                         queue_timeout_seconds,
                         max_attempts,
+                        kind: if priority % 2 == 0 {
+                            crate::JobKind::Job
+                        } else {
+                            crate::JobKind::Session
+                        },
                         idempotency_key: key,
                         org: "default".into(),
                     }

@@ -104,6 +104,22 @@ pub struct JobSpec {
     /// The owning organisation.
     #[serde(default = "default_org")]
     pub org: String,
+    /// A batch job, or a session: a long-lived container people work inside, made from a
+    /// template with `POST /v1/sessions`.
+    #[serde(default)]
+    pub kind: JobKind,
+}
+
+/// What a job record holds.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    #[default]
+    Job,
+    /// Lives until terminated, its longest life or its machine's loss; never retried.
+    Session,
 }
 
 fn default_queue_timeout() -> u64 {
@@ -139,6 +155,7 @@ impl Default for JobSpec {
             max_attempts: default_max_attempts(),
             idempotency_key: None,
             org: default_org(),
+            kind: JobKind::Job,
         }
     }
 }

@@ -79,6 +79,14 @@ impl JobSpec {
     }
 
     fn validate_command(&self) -> Result<(), String> {
+        if self.kind == crate::JobKind::Session {
+            if self.image.is_none() {
+                return Err("a session runs in a container: give an image".into());
+            }
+            if self.command.is_empty() {
+                return Ok(()); // the image's own command
+            }
+        }
         let Some(program) = self.command.first() else {
             return Err("command must not be empty: give the program and its arguments".into());
         };

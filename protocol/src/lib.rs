@@ -17,12 +17,16 @@ pub mod labels;
 pub mod machine;
 pub mod operate;
 pub mod params;
+pub mod sessions;
+pub mod templates;
 pub mod tokens;
 
 pub use api::{ApiError, ErrorCode, JobList, SubmitJobResponse};
 pub use command::{Command, FleetState, KillSwitch, Response};
 pub use ids::MachineId;
-pub use job::{Attempt, JobId, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement};
+pub use job::{
+    Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,
+};
 pub use labels::{LabelError, Labels};
 pub use machine::{
     Announcement, Check, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,

@@ -158,3 +158,18 @@ pub struct CostParams {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
 }
+
+/// `GET /v1/sessions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SessionParams {
+    /// Only sessions in this state.
+    #[param(value_type = Option<crate::sessions::SessionState>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only sessions on this machine.
+    #[param(value_type = Option<MachineId>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}

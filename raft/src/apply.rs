@@ -11,7 +11,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, costs, jobs, tokens};
+use crate::{audit, costs, jobs, templates, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -83,6 +83,13 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             at_ms,
         } => costs::report(state, job, attempt, micro_usd, report_id, at_ms),
         Command::EnforceBudgets { at_ms } => costs::enforce(state, at_ms),
+        Command::PutTemplate {
+            name,
+            spec,
+            by,
+            at_ms,
+        } => templates::put(state, name, *spec, by, at_ms),
+        Command::RollbackTemplate { name, version } => templates::rollback(state, &name, version),
         Command::Audited {
             actor,
             org,

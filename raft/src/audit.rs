@@ -60,6 +60,16 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::RevokeToken { id, .. } => {
             ("revoke_token".into(), format!("token {id}"), Vec::new())
         }
+        Command::PutTemplate { name, .. } => (
+            "put_template".into(),
+            format!("template {name}"),
+            Vec::new(),
+        ),
+        Command::RollbackTemplate { name, version } => (
+            "rollback_template".into(),
+            format!("template {name} to v{version}"),
+            Vec::new(),
+        ),
         Command::SetBudget { org, budget } => {
             let action = if budget.is_some() {
                 "set_budget"

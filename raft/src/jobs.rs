@@ -14,8 +14,8 @@
 //! ```
 
 use shoal_protocol::{
-    Attempt, Command, ErrorCode, FleetState, JobId, JobRecord, JobReport, JobSpec, JobState,
-    JobTarget, KillSwitch, MachineId, MachineStatus, Placement, Response, UnixMillis,
+    Attempt, Command, ErrorCode, FleetState, JobId, JobKind, JobRecord, JobReport, JobSpec,
+    JobState, JobTarget, KillSwitch, MachineId, MachineStatus, Placement, Response, UnixMillis,
 };
 
 use crate::apply::ApplyCtx;
@@ -336,6 +336,10 @@ pub(crate) fn requeue(
     job.updated_at_ms = at_ms;
     if job.cancel_requested {
         job.state = JobState::Cancelled;
+    } else if job.spec.kind == JobKind::Session {
+        // A session's container is gone with its machine: it fails, saying why.
+        job.state = JobState::Failed;
+        job.error = Some(reason);
     } else if job.attempts.len() >= MAX_ATTEMPT_RECORDS {
         job.state = JobState::Failed;
         job.error = Some(format!(

@@ -23,6 +23,7 @@ mod log_store;
 pub mod scheduler;
 mod snapshot_file;
 mod state_machine;
+mod templates;
 mod tokens;
 
 use std::io::Cursor;

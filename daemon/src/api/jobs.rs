@@ -8,7 +8,8 @@ use axum::{Extension, Json};
 use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobResponse};
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
-    ApiError, Command, ErrorCode, JobId, JobRecord, JobSpec, JobState, Labels, MachineId, Response,
+    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobSpec, JobState, Labels, MachineId,
+    Response,
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if};
@@ -38,7 +39,7 @@ fn refusal(response: Response) -> Failure {
     }
 }
 
-async fn submit_one(
+pub(super) async fn submit_one(
     node: &Node,
     caller: &Caller,
     spec: JobSpec,
@@ -70,6 +71,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<SubmitJobResponse>), Failure> {
     spec.validate()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
+    not_a_session(&spec)?;
     in_callers_org(&caller, &mut spec)?;
     let answer = submit_one(&node, &caller, spec).await?;
     let status = if answer.created {
@@ -100,6 +102,7 @@ pub async fn submit_batch(
     for (i, spec) in body.jobs.iter_mut().enumerate() {
         spec.validate()
             .map_err(|message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}"))))?;
+        not_a_session(spec)?;
         in_callers_org(&caller, spec)?;
     }
     let writes = body
@@ -183,6 +186,7 @@ pub async fn list(
             JobOrder::Newest => Box::new(in_range.rev()),
         };
         ordered
+            .filter(|job| job.spec.kind == JobKind::Job)
             .filter(|job| state.is_none_or(|s| job.state == s))
             .filter(|job| job.spec.org == caller.org)
             .filter(|job| machine.is_none_or(|m| job.attempts.iter().any(|a| a.machine == m)))
@@ -237,8 +241,18 @@ pub(super) fn visible_job(node: &Node, caller: &Caller, id: JobId) -> Result<Job
         .ok_or_else(|| Failure(ApiError::not_found(format!("no job with id {id}"))))
 }
 
+/// Sessions are made from templates, with `POST /v1/sessions`.
+fn not_a_session(spec: &JobSpec) -> Result<(), Failure> {
+    if spec.kind == JobKind::Session {
+        return Err(Failure(ApiError::bad_request(
+            "kind session: create sessions from a template with POST /v1/sessions",
+        )));
+    }
+    Ok(())
+}
+
 /// Puts a job in the caller's org: a spec without an org takes it, another org is refused.
-fn in_callers_org(caller: &Caller, spec: &mut JobSpec) -> Result<(), Failure> {
+pub(super) fn in_callers_org(caller: &Caller, spec: &mut JobSpec) -> Result<(), Failure> {
     if spec.org == DEFAULT_ORG {
         spec.org = caller.org.clone();
     }

@@ -19,6 +19,8 @@ mod machines;
 mod metrics;
 mod openapi;
 mod operate;
+mod sessions;
+mod templates;
 mod tokens;
 
 use std::sync::Arc;
@@ -75,6 +77,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(costs::report, costs::list))
         .routes(routes!(costs::budgets))
         .routes(routes!(costs::set_budget, costs::remove_budget))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::put, templates::show))
+        .routes(routes!(templates::rollback))
+        .routes(routes!(sessions::create, sessions::list))
+        .routes(routes!(sessions::show))
+        .routes(routes!(sessions::terminate))
+        .routes(routes!(sessions::exec))
+        .routes(routes!(sessions::logs))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,

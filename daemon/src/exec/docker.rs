@@ -121,6 +121,11 @@ impl DockerExecutor {
     }
 
     /// The connection, made on first use.
+    /// The node name containers carry, if any.
+    pub(super) fn node_tag(&self) -> Option<&str> {
+        self.inner.config.node.as_deref()
+    }
+
     pub(super) async fn client(&self) -> Result<Docker, ExecError> {
         let mut slot = self.inner.client.lock().await;
         if let Some(docker) = &*slot {
@@ -171,7 +176,7 @@ impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
         let body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         let docker = self.client().await?;
-        let name = container_name(self.inner.config.node.as_deref(), spec.job, spec.attempt);
+        let name = container_name(self.node_tag(), spec.job, spec.attempt);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         docker.create_container(Some(options), body).await?;
         if let Err(error) = docker.start_container(&name, None).await {

@@ -23,6 +23,7 @@ pub mod fake;
 mod handle;
 pub mod output;
 pub mod process;
+mod session_exec;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,6 +84,8 @@ pub enum ExecError {
     DockerUnavailable(String),
     #[error("docker: {0}")]
     Docker(#[from] bollard::errors::Error),
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 /// Starts runs. Object safe, so the node can hold `Arc<dyn Executor>`.

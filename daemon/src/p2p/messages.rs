@@ -10,6 +10,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::api::{JobLogs, MachineHistory};
+use shoal_protocol::sessions::ExecResult;
 use shoal_protocol::{ApiError, Command, JobId, MachineId, Response};
 use shoal_raft::TypeConfig;
 
@@ -42,6 +43,13 @@ pub enum PeerRequest {
     /// This machine's resource samples taken after `since_ms` (all it keeps without).
     History {
         since_ms: Option<u64>,
+    },
+    /// Run a command in the container of a session this machine runs.
+    Exec {
+        job: JobId,
+        attempt: u32,
+        command: Vec<String>,
+        timeout_ms: u64,
     },
 }
 
@@ -76,4 +84,5 @@ pub enum PeerResponse {
     /// The sender is not a machine of this fleet.
     Refused(String),
     History(Result<MachineHistory, ApiError>),
+    Exec(Result<ExecResult, ApiError>),
 }

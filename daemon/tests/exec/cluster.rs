@@ -28,7 +28,7 @@ fn current_machine(job: &JobRecord) -> MachineId {
 
 /// Removes the containers the cluster's machines left behind (a killed machine leaves its
 /// containers running, as a powered-off one would not), also when the test fails.
-struct LeftBehind(Vec<MachineId>);
+pub struct LeftBehind(pub Vec<MachineId>);
 
 impl Drop for LeftBehind {
     fn drop(&mut self) {

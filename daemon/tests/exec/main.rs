@@ -12,4 +12,5 @@ mod cluster;
 mod container;
 mod mdns;
 mod process;
+mod sessions;
 mod support;

@@ -114,7 +114,9 @@ impl Before {
             Command::SetQueueReasons { .. }
             | Command::Batch(_)
             | Command::SetBudget { .. }
-            | Command::ReportCost { .. } => Before::Quiet,
+            | Command::ReportCost { .. }
+            | Command::PutTemplate { .. }
+            | Command::RollbackTemplate { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, costs::to_stop(state, *at_ms)),

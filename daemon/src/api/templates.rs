@@ -1,0 +1,111 @@
+//! `/v1/templates`: session templates; each put is a new version, and a rollback points
+//! new sessions at an earlier one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use shoal_protocol::templates::{
+    RollbackRequest, Template, TemplateList, TemplateSpec, check_template_name,
+};
+use shoal_protocol::{ApiError, Command, ErrorCode, Response};
+
+use super::{ApiJson, ApiResult, Failure, accepted};
+use crate::keys::Caller;
+use crate::node::{Node, now_ms};
+
+fn template_of(response: Response) -> Result<Json<Template>, Failure> {
+    match accepted(response)? {
+        Response::Template(template) => Ok(Json(*template)),
+        other => Err(Failure(ApiError::new(
+            ErrorCode::Internal,
+            format!("the state machine answered {other:?}"),
+        ))),
+    }
+}
+
+fn checked_name(name: &str) -> Result<(), Failure> {
+    check_template_name(name).map_err(|m| Failure(ApiError::bad_request(m)))
+}
+
+/// The template `name` as this node's replica has it, or after a read through the leader
+/// (a template made on another node a moment ago).
+pub(super) async fn find(node: &Node, name: &str) -> Result<Template, Failure> {
+    let read = || node.fleet.read(|state| state.templates.get(name).cloned());
+    if let Some(template) = read() {
+        return Ok(template);
+    }
+    node.read_barrier().await?;
+    read().ok_or_else(|| Failure(ApiError::not_found(format!("no template {name}"))))
+}
+
+/// `PUT /v1/templates/{name}`: a new version (the first makes the template).
+#[utoipa::path(put, path = "/v1/templates/{name}", tag = "sessions",
+    params(("name" = String, Path, description = "The template")),
+    request_body = TemplateSpec,
+    responses((status = OK, body = Template, description = "The template with its new version current")))]
+pub async fn put(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(spec): ApiJson<TemplateSpec>,
+) -> ApiResult<Template> {
+    checked_name(&name)?;
+    spec.validate()
+        .map_err(|m| Failure(ApiError::bad_request(m)))?;
+    let outcome = node
+        .write(caller.audited(Command::PutTemplate {
+            name,
+            spec: Box::new(spec),
+            by: caller.key_id.clone(),
+            at_ms: now_ms(),
+        }))
+        .await?;
+    template_of(outcome.response)
+}
+
+/// `GET /v1/templates`.
+#[utoipa::path(get, path = "/v1/templates", tag = "sessions",
+    responses((status = OK, body = TemplateList, description = "Every template with its versions")))]
+pub async fn list(State(node): State<Arc<Node>>) -> Json<TemplateList> {
+    let templates = node
+        .fleet
+        .read(|state| state.templates.values().cloned().collect());
+    Json(TemplateList { templates })
+}
+
+/// `GET /v1/templates/{name}`.
+#[utoipa::path(get, path = "/v1/templates/{name}", tag = "sessions",
+    params(("name" = String, Path, description = "The template")),
+    responses(
+        (status = OK, body = Template, description = "The template with its versions"),
+        (status = NOT_FOUND, body = ApiError, description = "No such template"),
+    ))]
+pub async fn show(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Template> {
+    checked_name(&name)?;
+    find(&node, &name).await.map(Json)
+}
+
+/// `POST /v1/templates/{name}/rollback`: new sessions use `version` from now on.
+#[utoipa::path(post, path = "/v1/templates/{name}/rollback", tag = "sessions",
+    params(("name" = String, Path, description = "The template")),
+    request_body = RollbackRequest,
+    responses(
+        (status = OK, body = Template, description = "The template, the version asked for current"),
+        (status = NOT_FOUND, body = ApiError, description = "No such template or version"),
+    ))]
+pub async fn rollback(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<RollbackRequest>,
+) -> ApiResult<Template> {
+    checked_name(&name)?;
+    let outcome = node
+        .write(caller.audited(Command::RollbackTemplate {
+            name,
+            version: request.version,
+        }))
+        .await?;
+    template_of(outcome.response)
+}

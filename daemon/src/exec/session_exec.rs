@@ -1,0 +1,67 @@
+//! `docker exec` in a running session's container: the command's output (each stream cut
+//! at [`MAX_EXEC_OUTPUT`] bytes) and exit code, within a time limit.
+
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures::StreamExt;
+use shoal_protocol::sessions::{ExecResult, MAX_EXEC_OUTPUT};
+
+use super::docker::container_name;
+use super::{DockerExecutor, ExecError};
+
+/// Appends `bytes` to `out`, keeping at most [`MAX_EXEC_OUTPUT`]; true when some were cut.
+fn keep(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
+    out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    bytes.len() > room
+}
+
+impl DockerExecutor {
+    /// Runs `command` in the container of `attempt` of `job` and waits for it to end, or
+    /// for `limit` (then the answer is an error; the command may go on in the container).
+    pub async fn exec(
+        &self,
+        job: u64,
+        attempt: u32,
+        command: &[String],
+        limit: Duration,
+    ) -> Result<ExecResult, ExecError> {
+        let docker = self.client().await?;
+        let container = container_name(self.node_tag(), job, attempt);
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..CreateExecOptions::default()
+        };
+        let created = docker.create_exec(&container, options).await?;
+        let run = async {
+            let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+            if let StartExecResults::Attached { mut output, .. } =
+                docker.start_exec(&created.id, None).await?
+            {
+                while let Some(part) = output.next().await {
+                    truncated |= match part? {
+                        LogOutput::StdErr { message } => keep(&mut stderr, &message),
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            keep(&mut stdout, &message)
+                        }
+                        LogOutput::StdIn { .. } => false,
+                    };
+                }
+            }
+            let inspected = docker.inspect_exec(&created.id).await?;
+            Ok::<_, ExecError>(ExecResult {
+                exit_code: inspected.exit_code.unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                truncated,
+            })
+        };
+        tokio::time::timeout(limit, run)
+            .await
+            .map_err(|_| ExecError::TimedOut(format!("the command did not end within {limit:?}")))?
+    }
+}

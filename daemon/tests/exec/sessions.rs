@@ -1,0 +1,191 @@
+//! Sessions through a live three-node cluster on the real Docker engine: a template with
+//! versions and a rollback, a session placed on the least-loaded machine carrying its
+//! labels, commands run in it from another node (output and exit code), its output read,
+//! a `shoald` restart it outlives, and terminate.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::exec::docker::container_name;
+use shoal_daemon::testsuite::{Cluster, http_client, init_logs};
+
+use crate::support::{IMAGE, docker, test_image};
+
+async fn call(method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
+    let response = http_client()
+        .request(method, &url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn session(api: &str, id: u64) -> Value {
+    let (status, body) = call(
+        reqwest::Method::GET,
+        format!("{api}/v1/sessions/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn wait_state(api: &str, id: u64, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = session(api, id).await;
+        if now["state"] == state {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session {id} did not become {state}: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn exec(api: &str, id: u64, script: &str) -> Value {
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{api}/v1/sessions/{id}/exec"),
+        json!({"command": ["sh", "-c", script]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
+    init_logs();
+    let _image = test_image();
+    let mut cluster = Cluster::start(3).await.unwrap();
+    let machines: Vec<String> = (0..3).map(|i| cluster.node(i).id.to_string()).collect();
+    let _left_behind = crate::cluster::LeftBehind((0..3).map(|i| cluster.node(i).id).collect());
+    let api = cluster.api(0);
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+
+    // Machines 1 and 2 carry tier=session; machine 1 already runs a job.
+    for i in [1, 2] {
+        let url = format!("{api}/v1/machines/{}/labels", machines[i]);
+        let (status, body) = call(put.clone(), url, json!({"set": {"tier": "session"}})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let busy = cluster
+        .submit(
+            0,
+            json!({"image": IMAGE, "agent_id": machines[1],
+                   "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 120 & wait"]}),
+        )
+        .await;
+    cluster
+        .wait_job(0, busy, "running", |j| {
+            j.state == shoal_protocol::JobState::Running
+        })
+        .await;
+
+    // Version 1 runs a shell that says it is ready; version 2 names an image no machine
+    // has. Rolled back to 1, new sessions run version 1.
+    let v1 = json!({"image": IMAGE, "max_duration_seconds": 600,
+        "command": ["sh", "-c", "echo ready; trap 'exit 0' TERM; sleep 3600 & wait"],
+        "required_labels": {"tier": "session"}});
+    let (status, body) = call(put.clone(), format!("{api}/v1/templates/default"), v1).await;
+    assert_eq!((status, body["current"].as_u64()), (200, Some(1)), "{body}");
+    let v2 = json!({"image": "no-such-image:local"});
+    let (status, body) = call(put.clone(), format!("{api}/v1/templates/default"), v2).await;
+    assert_eq!((status, body["current"].as_u64()), (200, Some(2)), "{body}");
+    let url = format!("{api}/v1/templates/default/rollback");
+    let (status, body) = call(post.clone(), url.clone(), json!({"version": 1})).await;
+    assert_eq!((status, body["current"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = call(post.clone(), url, json!({"version": 7})).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Created through node 2, placed on machine 2: it carries the label and runs less.
+    let (status, created) = call(
+        post.clone(),
+        format!("{}/v1/sessions", cluster.api(2)),
+        json!({"template_id": "default"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["template"], "default@v1");
+    let id = created["id"].as_u64().unwrap();
+    let running = wait_state(&api, id, "running").await;
+    assert_eq!(running["machine"], json!(machines[2]), "{running}");
+
+    // Commands run in it from node 0, which does not run it: output and exit code back.
+    let out = exec(&api, id, "echo hello; echo oops >&2; exit 3").await;
+    assert_eq!(
+        (&out["stdout"], &out["stderr"], &out["exit_code"]),
+        (&json!("hello\n"), &json!("oops\n"), &json!(3)),
+        "{out}"
+    );
+    let (status, logs) = call(
+        reqwest::Method::GET,
+        format!("{api}/v1/sessions/{id}/logs"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["chunks"][0]["text"], "ready\n", "{logs}");
+
+    // Its machine's shoald restarts: the container keeps running and is adopted again.
+    cluster.stop(2).await;
+    cluster.restart(2).await.unwrap();
+    // Until the others learn the restarted machine's new address, an exec is a 503.
+    let url = format!("{}/v1/sessions/{id}/exec", cluster.api(1));
+    let body = json!({"command": ["echo", "still here"]});
+    let mut out = call(post.clone(), url.clone(), body.clone()).await;
+    for _ in 0..100 {
+        if out.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = call(post.clone(), url.clone(), body.clone()).await;
+    }
+    let (status, out) = out;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["stdout"], "still here\n", "{out}");
+    assert_eq!(session(&api, id).await["state"], "running");
+
+    // Terminated from node 1: stopped, removed, terminated.
+    let (status, body) = call(
+        post.clone(),
+        format!("{}/v1/sessions/{id}/terminate", cluster.api(1)),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = wait_state(&api, id, "terminated").await;
+    assert!(ended["ended_at_ms"].is_u64(), "{ended}");
+    let name = container_name(Some(&machines[2]), id, 1);
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &format!("name={name}")]),
+        ""
+    );
+    let (status, body) = call(
+        post.clone(),
+        format!("{api}/v1/sessions/{id}/exec"),
+        json!({"command": ["true"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    let (status, listed) = call(
+        reqwest::Method::GET,
+        format!("{api}/v1/sessions?state=terminated"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["sessions"][0]["id"], json!(id), "{listed}");
+    cluster.shutdown().await;
+}

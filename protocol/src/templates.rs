@@ -1,0 +1,160 @@
+//! Session templates: what a session runs (image, pinned digest, command, environment,
+//! limits, longest life, required labels). Every change is a new version; the current one
+//! can be rolled back to any earlier version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{JobSpec, UnixMillis};
+
+/// Longest template name, in bytes.
+pub const MAX_TEMPLATE_NAME: usize = 63;
+/// Most versions a template keeps; the oldest go first.
+pub const MAX_VERSIONS: usize = 100;
+
+/// A template name: 1 to 63 of a-z, 0-9, '-', '_' or '.', starting with a letter or digit.
+pub fn check_template_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TEMPLATE_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "template name {name:?} must be 1 to {MAX_TEMPLATE_NAME} characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}
+
+/// `PUT /v1/templates/{name}`: one version of a template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// The image sessions run (present on the machine: nothing is pulled without a registry).
+    pub image: String,
+    /// The image id every machine must run (`sha256:...`, as `docker image inspect` shows
+    /// it); a machine whose image differs refuses the session, naming both.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The program and its arguments; empty runs the image's own command.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// CPU cores a session may use.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory a session may use, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Longest a session lives; it is then terminated.
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// Labels a machine must carry to run sessions from the template.
+    #[serde(default)]
+    pub required_labels: BTreeMap<String, String>,
+}
+
+impl TemplateSpec {
+    /// The job a session from this template runs; validated as every job is.
+    pub fn session_job(&self, template: &str, version: u32) -> JobSpec {
+        JobSpec {
+            command: self.command.clone(),
+            image: Some(self.image.clone()),
+            template_id: Some(format!("{template}@v{version}")),
+            required_labels: self.required_labels.clone(),
+            env: self.env.clone(),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            timeout_seconds: self.max_duration_seconds,
+            max_attempts: 1,
+            kind: crate::JobKind::Session,
+            ..JobSpec::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(digest) = &self.digest {
+            let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "digest {digest:?} must be an image id: sha256: and 64 hex digits"
+                ));
+            }
+        }
+        self.session_job("t", 1).validate()
+    }
+}
+
+/// One version of a template, as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateVersion {
+    pub version: u32,
+    pub spec: TemplateSpec,
+    pub created_at_ms: UnixMillis,
+    /// The API key that made it.
+    pub created_by: String,
+}
+
+/// A template: its versions, oldest first, and the one sessions use now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Template {
+    pub name: String,
+    pub current: u32,
+    pub versions: Vec<TemplateVersion>,
+}
+
+impl Template {
+    /// The version sessions use now.
+    pub fn current(&self) -> Option<&TemplateVersion> {
+        self.versions.iter().find(|v| v.version == self.current)
+    }
+}
+
+/// `POST /v1/templates/{name}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version sessions use from now on.
+    pub version: u32,
+}
+
+/// `GET /v1/templates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<Template>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_is_checked_as_the_job_its_sessions_run() {
+        let spec = TemplateSpec {
+            image: "busybox:local".into(),
+            max_duration_seconds: Some(7200),
+            ..TemplateSpec::default()
+        };
+        assert_eq!(spec.validate(), Ok(()));
+        let job = spec.session_job("default", 3);
+        assert_eq!(job.template_id.as_deref(), Some("default@v3"));
+        assert_eq!((job.timeout_seconds, job.max_attempts), (Some(7200), 1));
+        let bad = TemplateSpec {
+            cpus: Some(0.0),
+            ..spec.clone()
+        };
+        assert!(bad.validate().unwrap_err().contains("cpus"));
+        let digest = TemplateSpec {
+            digest: Some("sha256:abc".into()),
+            ..spec
+        };
+        assert!(digest.validate().unwrap_err().contains("digest"));
+        assert!(check_template_name("Default").is_err());
+        assert!(check_template_name("py-3.12").is_ok());
+    }
+}
