@@ -45,13 +45,14 @@ pub enum GroupArg {
     Day,
     Machine,
     Job,
+    Session,
     Org,
 }
 
 /// `shoal costs`.
 #[derive(Debug, Args)]
 pub struct CostsArgs {
-    /// Group by day (default), machine, job or org.
+    /// Group by day (default), machine, job, session or org.
     #[arg(long, value_enum, default_value = "day")]
     by: GroupArg,
     /// From this far back (e.g. 7d, 12h) [default: today, UTC].
@@ -130,6 +131,7 @@ pub async fn run_costs(client: &Client, args: CostsArgs, json: bool) -> Result<(
             GroupArg::Day => CostGroup::Day,
             GroupArg::Machine => CostGroup::Machine,
             GroupArg::Job => CostGroup::Job,
+            GroupArg::Session => CostGroup::Session,
             GroupArg::Org => CostGroup::Org,
         }),
         since_ms: args

@@ -141,13 +141,14 @@ pub struct BudgetList {
     pub budgets: Vec<BudgetView>,
 }
 
-/// Where a cost lands in the ledger: one day, org, machine and job.
+/// Where a cost lands in the ledger: one day, org, machine and job (or session).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CostKey {
     pub day: Day,
     pub org: String,
     pub machine: MachineId,
     pub job: JobId,
+    pub kind: crate::JobKind,
 }
 
 /// What one ledger row adds up.
@@ -209,14 +210,17 @@ pub enum CostGroup {
     #[default]
     Day,
     Machine,
+    /// Jobs only.
     Job,
+    /// Sessions only.
+    Session,
     Org,
 }
 
 /// One group of a cost report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostRow {
-    /// The day (`2026-11-22`), machine id, job id or org.
+    /// The day (`2026-11-22`), machine name, job or session id, or org.
     pub key: String,
     pub usd: f64,
     pub runtime_usd: f64,

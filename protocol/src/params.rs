@@ -144,7 +144,7 @@ pub struct AuditParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CostParams {
-    /// `day` (the default), `machine`, `job` or `org`.
+    /// `day` (the default), `machine`, `job`, `session` or `org`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(inline)]
     pub by: Option<crate::costs::CostGroup>,

@@ -8,7 +8,7 @@ use shoal_protocol::costs::{
     split_by_day, usd,
 };
 use shoal_protocol::{
-    ErrorCode, FleetState, JobId, JobRecord, JobState, MachineId, Response, UnixMillis,
+    ErrorCode, FleetState, JobId, JobKind, JobRecord, JobState, MachineId, Response, UnixMillis,
 };
 
 use crate::jobs;
@@ -54,6 +54,7 @@ pub(crate) fn settle(state: &mut FleetState, id: JobId) {
                 org: job.spec.org.clone(),
                 machine: attempt.machine,
                 job: id,
+                kind: job.spec.kind,
             };
             costs.entry(key).or_default().add(&CostTotals {
                 runtime_micro_usd: cost,
@@ -88,6 +89,7 @@ pub fn running_rows(state: &FleetState, at_ms: UnixMillis) -> Vec<(CostKey, Cost
                 org: job.spec.org.clone(),
                 machine,
                 job: job.id,
+                kind: job.spec.kind,
             };
             let totals = CostTotals {
                 runtime_micro_usd: runtime_cost(ms, rate),
@@ -102,14 +104,16 @@ pub fn running_rows(state: &FleetState, at_ms: UnixMillis) -> Vec<(CostKey, Cost
 
 /// What `org` used on `day`, with running work counted up to `at_ms`.
 pub fn usage(state: &FleetState, org: &str, day: Day, at_ms: UnixMillis) -> CostTotals {
-    let key = |machine, job| CostKey {
+    let key = |machine, job, kind| CostKey {
         day,
         org: org.to_string(),
         machine,
         job,
+        kind,
     };
     let mut used = CostTotals::default();
-    let ledger = key(MachineId(0), JobId(0))..=key(MachineId(u64::MAX), JobId(u64::MAX));
+    let ledger = key(MachineId(0), JobId(0), JobKind::Job)
+        ..=key(MachineId(u64::MAX), JobId(u64::MAX), JobKind::Session);
     for totals in state.costs.range(ledger).map(|(_, totals)| totals) {
         used.add(totals);
     }
@@ -247,6 +251,7 @@ pub(crate) fn report(
         org: job.spec.org.clone(),
         machine: attempt.machine,
         job: id,
+        kind: job.spec.kind,
     };
     costs.entry(key).or_default().add(&CostTotals {
         runtime_micro_usd: 0,

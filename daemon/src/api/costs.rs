@@ -15,7 +15,7 @@ use shoal_protocol::costs::{
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::keys::Scope;
 use shoal_protocol::params::CostParams;
-use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, Response};
+use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobKind, Response};
 use shoal_raft::costs::{running_rows, usage};
 
 use super::auth::presented_key;
@@ -133,7 +133,15 @@ pub async fn list(
             .iter()
             .chain(running.iter().map(|(k, t)| (k, t)));
         for (key, totals) in rows {
-            if !days.contains(&key.day) || org.as_ref().is_some_and(|org| *org != key.org) {
+            let kind_wanted = match by {
+                CostGroup::Job => key.kind == JobKind::Job,
+                CostGroup::Session => key.kind == JobKind::Session,
+                _ => true,
+            };
+            if !kind_wanted
+                || !days.contains(&key.day)
+                || org.as_ref().is_some_and(|org| *org != key.org)
+            {
                 continue;
             }
             let group = match by {
@@ -142,7 +150,7 @@ pub async fn list(
                     .get(&key.machine)
                     .cloned()
                     .unwrap_or_else(|| key.machine.to_string()),
-                CostGroup::Job => key.job.to_string(),
+                CostGroup::Job | CostGroup::Session => key.job.to_string(),
                 CostGroup::Org => key.org.clone(),
             };
             groups.entry(group).or_default().add(totals);

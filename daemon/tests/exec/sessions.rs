@@ -187,5 +187,17 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(listed["sessions"][0]["id"], json!(id), "{listed}");
+    // Its run time is costed as a session (the job above is not one).
+    let (status, sheet) = call(
+        reqwest::Method::GET,
+        format!("{api}/v1/costs?by=session"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{sheet}");
+    let rows = sheet["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{sheet}");
+    assert_eq!(rows[0]["key"], json!(id.to_string()), "{sheet}");
+    assert!(rows[0]["runner_minutes"].as_f64().unwrap() > 0.0, "{sheet}");
     cluster.shutdown().await;
 }
