@@ -8,6 +8,8 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+
+use shoal_protocol::policies::{ContainerAsk, Policy};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,6 +225,26 @@ fn attempt_env(
     env
 }
 
+/// `ask` under every policy that governs this machine, or the first one's refusal.
+fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
+    let policies: Vec<Policy> = node.fleet.read(|state| {
+        let labels = state
+            .machines
+            .get(&node.id)
+            .map(|m| m.labels())
+            .unwrap_or_default();
+        state
+            .policies
+            .values()
+            .filter(|p| p.spec.selects(&labels))
+            .cloned()
+            .collect()
+    });
+    policies
+        .iter()
+        .try_fold(ask, |ask, policy| policy.spec.apply(&policy.name, ask))
+}
+
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
     let Some(spec) = node
         .fleet
@@ -230,15 +252,29 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
     else {
         return;
     };
+    let mut ask = ContainerAsk {
+        image: spec.image.clone().unwrap_or_default(),
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        duration_seconds: spec.timeout_seconds,
+        network_mode: None,
+    };
+    if spec.image.is_some() {
+        ask = match governed(node, ask) {
+            Ok(ask) => ask,
+            Err(error) => return report(node, job, attempt, JobReport::Failed { error }).await,
+        };
+    }
     let run = RunSpec {
         job: job.0,
         attempt,
         command: spec.command.clone(),
         image: spec.image.clone(),
         env: attempt_env(node, &spec.env, job, attempt),
-        cpu_limit: spec.cpus,
-        memory_limit: spec.memory_mb.map(|mb| mb << 20),
-        timeout: spec.timeout_seconds.map(Duration::from_secs),
+        cpu_limit: ask.cpus,
+        memory_limit: ask.memory_mb.map(|mb| mb << 20),
+        timeout: ask.duration_seconds.map(Duration::from_secs),
+        network_mode: ask.network_mode,
     };
     let started = match (&run.image, &runner.process) {
         (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,

@@ -145,6 +145,11 @@ pub enum Command {
     },
     /// Sessions use an earlier version of a template from now on.
     RollbackTemplate { name: String, version: u32 },
+    /// Sets a governance policy (`Some`) or removes it.
+    SetPolicy {
+        name: String,
+        policy: Option<crate::policies::Policy>,
+    },
 }
 
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
@@ -215,6 +220,8 @@ pub struct FleetState {
     pub costs: BTreeMap<crate::costs::CostKey, crate::costs::CostTotals>,
     /// Session templates by name.
     pub templates: BTreeMap<String, crate::templates::Template>,
+    /// Governance policies by name.
+    pub policies: BTreeMap<String, crate::policies::Policy>,
 }
 
 impl FleetState {

@@ -17,6 +17,7 @@ pub mod labels;
 pub mod machine;
 pub mod operate;
 pub mod params;
+pub mod policies;
 pub mod sessions;
 pub mod templates;
 pub mod tokens;

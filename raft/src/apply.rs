@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use shoal_protocol::keys::{ApiKeyRecord, Scope};
+use shoal_protocol::policies::Policy;
 use shoal_protocol::{
     Command, Drain, ErrorCode, FleetState, Labels, MachineId, MachineInfo, MachineRecord,
     MachineStatus, Response, UnixMillis,
@@ -90,6 +91,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             at_ms,
         } => templates::put(state, name, *spec, by, at_ms),
         Command::RollbackTemplate { name, version } => templates::rollback(state, &name, version),
+        Command::SetPolicy { name, policy } => set_policy(state, name, policy),
         Command::Audited {
             actor,
             org,
@@ -218,6 +220,20 @@ fn create_key(state: &mut FleetState, record: ApiKeyRecord) -> Response {
     }
     state.api_keys.insert(record.id.clone(), record);
     Response::Done
+}
+
+fn set_policy(state: &mut FleetState, name: String, policy: Option<Policy>) -> Response {
+    match policy {
+        Some(policy) => {
+            state.policies.insert(name, policy);
+            Response::Done
+        }
+        None if state.policies.remove(&name).is_some() => Response::Done,
+        None => Response::Rejected {
+            code: ErrorCode::NotFound,
+            message: format!("no policy {name}"),
+        },
+    }
 }
 
 /// Revokes a key; the fleet always keeps one active admin key, so it cannot lock itself out.

@@ -60,6 +60,14 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::RevokeToken { id, .. } => {
             ("revoke_token".into(), format!("token {id}"), Vec::new())
         }
+        Command::SetPolicy { name, policy } => {
+            let action = if policy.is_some() {
+                "set_policy"
+            } else {
+                "remove_policy"
+            };
+            (action.into(), format!("policy {name}"), Vec::new())
+        }
         Command::PutTemplate { name, .. } => (
             "put_template".into(),
             format!("template {name}"),

@@ -19,12 +19,14 @@ use crate::node::Node;
 pub const COSTS_ROUTE: &str = "/v1/costs";
 
 /// The scope a route needs: reads need `read`, but keys and the audit log need `admin`, as
-/// do turning the kill switch and setting budgets; every other change needs `operate`.
+/// do turning the kill switch and setting budgets and policies; every other change needs
+/// `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let credentials = route.starts_with("/v1/keys") || route.starts_with("/v1/tokens");
     let admin_route = credentials
         || route == "/v1/killswitch"
         || route.starts_with("/v1/budgets")
+        || route.starts_with("/v1/policies")
         || (*method == Method::DELETE && route == "/v1/machines/{id}");
     let admin_read = credentials || route == "/v1/audit";
     match *method {

@@ -19,6 +19,7 @@ mod machines;
 mod metrics;
 mod openapi;
 mod operate;
+mod policies;
 mod sessions;
 mod templates;
 mod tokens;
@@ -77,6 +78,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(costs::report, costs::list))
         .routes(routes!(costs::budgets))
         .routes(routes!(costs::set_budget, costs::remove_budget))
+        .routes(routes!(policies::list))
+        .routes(routes!(policies::put, policies::remove))
         .routes(routes!(templates::list))
         .routes(routes!(templates::put, templates::show))
         .routes(routes!(templates::rollback))

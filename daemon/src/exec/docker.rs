@@ -251,6 +251,7 @@ fn create_body(
             memory,
             // No swap beyond the memory limit.
             memory_swap: memory,
+            network_mode: spec.network_mode.clone(),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -53,6 +53,9 @@ pub struct RunSpec {
     pub memory_limit: Option<u64>,
     /// Wall-clock limit from the start; the run is then stopped and ends [`Outcome::TimedOut`].
     pub timeout: Option<Duration>,
+    /// The Docker network the container joins (`none`, `bridge`, `host`); the engine's
+    /// default when `None`. Containers only.
+    pub network_mode: Option<String>,
 }
 
 /// How a run ended.

@@ -105,6 +105,32 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     let (status, body) = call(post.clone(), url, json!({"version": 7})).await;
     assert_eq!(status, 404, "{body}");
 
+    // A policy on the session machines allows only images it names: a session fails,
+    // naming the policy.
+    let (status, body) = call(
+        put.clone(),
+        format!("{api}/v1/policies/trusted-images"),
+        json!({"selector": {"tier": "session"}, "allowed_images": ["registry.lan/*"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, refused) = call(
+        post.clone(),
+        format!("{api}/v1/sessions"),
+        json!({"template_id": "default"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{refused}");
+    let failed = wait_state(&api, refused["id"].as_u64().unwrap(), "failed").await;
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("policy trusted-images: image shoal-test-busybox:local is not allowed"),
+        "{failed}"
+    );
+    let url = format!("{api}/v1/policies/trusted-images");
+    let (status, body) = call(reqwest::Method::DELETE, url, Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+
     // Created through node 2, placed on machine 2: it carries the label and runs less.
     let (status, created) = call(
         post.clone(),

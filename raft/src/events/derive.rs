@@ -116,7 +116,8 @@ impl Before {
             | Command::SetBudget { .. }
             | Command::ReportCost { .. }
             | Command::PutTemplate { .. }
-            | Command::RollbackTemplate { .. } => Before::Quiet,
+            | Command::RollbackTemplate { .. }
+            | Command::SetPolicy { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, costs::to_stop(state, *at_ms)),

@@ -1,0 +1,237 @@
+//! Governance policies: what containers may run on the machines a policy selects (image
+//! patterns, most CPU and memory, longest life, network mode). Each machine checks them
+//! itself before it starts a container; a violation fails the work, naming the policy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::templates::check_template_name;
+use crate::{Labels, UnixMillis};
+
+/// Docker network modes a policy may set.
+pub const NETWORK_MODES: [&str; 3] = ["none", "bridge", "host"];
+
+/// `PUT /v1/policies/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// The machines it governs: those carrying every one of these labels; all when empty.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Images containers may run, as patterns where `*` matches anything (`busybox:*`);
+    /// any image when empty.
+    #[serde(default)]
+    pub allowed_images: Vec<String>,
+    /// Most CPU cores a container may have; one asking for none gets this.
+    #[serde(default)]
+    pub max_cpus: Option<f64>,
+    /// Most memory a container may have, in MiB; one asking for none gets this.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    /// Longest a container may run; one asking for no limit gets this.
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// The Docker network containers join: `none`, `bridge` or `host`.
+    #[serde(default)]
+    pub network_mode: Option<String>,
+}
+
+/// A policy as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Policy {
+    pub name: String,
+    pub spec: PolicySpec,
+    pub updated_at_ms: UnixMillis,
+    /// The API key that set it.
+    pub updated_by: String,
+}
+
+/// `GET /v1/policies`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<Policy>,
+}
+
+/// What a container asks for, as the policies see it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerAsk {
+    pub image: String,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub duration_seconds: Option<u64>,
+    pub network_mode: Option<String>,
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn pattern_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+impl PolicySpec {
+    pub fn validate(&self) -> Result<(), String> {
+        Labels::try_from(self.selector.clone()).map_err(|err| format!("selector: {err}"))?;
+        if self
+            .allowed_images
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 255)
+        {
+            return Err("allowed_images: each pattern is 1 to 255 characters".into());
+        }
+        if self
+            .max_cpus
+            .is_some_and(|c| !crate::job_spec::CPUS_RANGE.contains(&c))
+        {
+            return Err("max_cpus must be between 0.01 and 1024".into());
+        }
+        if self
+            .max_memory_mb
+            .is_some_and(|m| !crate::job_spec::MEMORY_MB_RANGE.contains(&m))
+        {
+            return Err("max_memory_mb must be between 6 and 16777216".into());
+        }
+        if self.max_duration_seconds == Some(0) {
+            return Err("max_duration_seconds must be at least 1".into());
+        }
+        if let Some(mode) = &self.network_mode
+            && !NETWORK_MODES.contains(&mode.as_str())
+        {
+            return Err(format!(
+                "network_mode {mode:?}: use one of {}",
+                NETWORK_MODES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the policy governs a machine with these labels.
+    pub fn selects(&self, labels: &Labels) -> bool {
+        self.selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+    }
+
+    /// `ask` within this policy (limits it left open filled in), or why not.
+    pub fn apply(&self, name: &str, mut ask: ContainerAsk) -> Result<ContainerAsk, String> {
+        let refuse = |why: String| Err(format!("policy {name}: {why}"));
+        if !self.allowed_images.is_empty()
+            && !self
+                .allowed_images
+                .iter()
+                .any(|p| pattern_matches(p, &ask.image))
+        {
+            return refuse(format!(
+                "image {} is not allowed (allowed: {})",
+                ask.image,
+                self.allowed_images.join(", ")
+            ));
+        }
+        if let Some(max) = self.max_cpus {
+            match ask.cpus {
+                Some(cpus) if cpus > max => {
+                    return refuse(format!("{cpus} CPUs asked, at most {max} allowed"));
+                }
+                Some(_) => {}
+                None => ask.cpus = Some(max),
+            }
+        }
+        if let Some(max) = self.max_memory_mb {
+            match ask.memory_mb {
+                Some(mb) if mb > max => {
+                    return refuse(format!("{mb} MiB of memory asked, at most {max} allowed"));
+                }
+                Some(_) => {}
+                None => ask.memory_mb = Some(max),
+            }
+        }
+        if let Some(max) = self.max_duration_seconds {
+            match ask.duration_seconds {
+                Some(s) if s > max => {
+                    return refuse(format!("a life of {s} s asked, at most {max} s allowed"));
+                }
+                Some(_) => {}
+                None => ask.duration_seconds = Some(max),
+            }
+        }
+        if self.network_mode.is_some() {
+            ask.network_mode = self.network_mode.clone();
+        }
+        Ok(ask)
+    }
+}
+
+/// A policy name: as a template name.
+pub fn check_policy_name(name: &str) -> Result<(), String> {
+    check_template_name(name).map_err(|m| m.replacen("template name", "policy name", 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_like_shell_globs() {
+        assert!(pattern_matches("busybox:*", "busybox:local"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("ghcr.io/*/tools:*", "ghcr.io/me/tools:1"));
+        assert!(!pattern_matches("busybox:*", "alpine:3"));
+        assert!(!pattern_matches("busybox", "busybox:local"));
+        assert!(pattern_matches("a*b*c", "abc") && !pattern_matches("a*b*c", "acb"));
+    }
+
+    #[test]
+    fn a_policy_refuses_naming_itself_and_fills_open_limits() {
+        let policy = PolicySpec {
+            allowed_images: vec!["busybox:*".into()],
+            max_memory_mb: Some(2048),
+            network_mode: Some("none".into()),
+            ..PolicySpec::default()
+        };
+        let ask = ContainerAsk {
+            image: "busybox:local".into(),
+            ..ContainerAsk::default()
+        };
+        let applied = policy.apply("workers", ask.clone()).unwrap();
+        assert_eq!(applied.memory_mb, Some(2048));
+        assert_eq!(applied.network_mode.as_deref(), Some("none"));
+        let other = ContainerAsk {
+            image: "alpine:3".into(),
+            ..ask.clone()
+        };
+        let err = policy.apply("workers", other).unwrap_err();
+        assert!(
+            err.starts_with("policy workers: image alpine:3 is not allowed"),
+            "{err}"
+        );
+        let big = ContainerAsk {
+            memory_mb: Some(4096),
+            ..ask
+        };
+        assert!(
+            policy
+                .apply("workers", big)
+                .unwrap_err()
+                .contains("at most 2048")
+        );
+        let bad = PolicySpec {
+            network_mode: Some("weird".into()),
+            ..PolicySpec::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("network_mode"));
+    }
+}
