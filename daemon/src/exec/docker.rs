@@ -395,6 +395,7 @@ mod tests {
             cpu_limit: Some(1.5),
             memory_limit: Some(64 << 20),
             timeout: Some(Duration::from_secs(30)),
+            network_mode: Some("none".into()),
         }
     }
 
@@ -410,6 +411,7 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.memory, Some(64 << 20));
         assert_eq!(host.memory_swap, Some(64 << 20));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_JOB], "12");
