@@ -18,7 +18,14 @@ use shoal_protocol::audit::AuditList;
 use shoal_protocol::costs::{BudgetList, BudgetView, CostSheet, SetBudgetRequest};
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
-use shoal_protocol::params::{AuditParams, CostParams, HistoryParams, JobListParams, LogParams};
+use shoal_protocol::params::{
+    AuditParams, CostParams, HistoryParams, JobListParams, LogParams, SessionParams,
+};
+use shoal_protocol::policies::{Policy, PolicyList, PolicySpec};
+use shoal_protocol::sessions::{
+    CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
+};
+use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateSpec};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
@@ -241,6 +248,91 @@ impl Client {
     /// `DELETE /v1/tokens/registration/{id}`.
     pub async fn revoke_token(&self, id: &str) -> Result<TokenList, ClientError> {
         let path = format!("/v1/tokens/registration/{id}");
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `PUT /v1/templates/{name}`.
+    pub async fn put_template(
+        &self,
+        name: &str,
+        spec: &TemplateSpec,
+    ) -> Result<Template, ClientError> {
+        let path = format!("/v1/templates/{name}");
+        self.call(Method::PUT, &path, Some(spec)).await
+    }
+
+    /// `GET /v1/templates`.
+    pub async fn templates(&self) -> Result<TemplateList, ClientError> {
+        self.call(Method::GET, "/v1/templates", None::<&()>).await
+    }
+
+    /// `GET /v1/templates/{name}`.
+    pub async fn template(&self, name: &str) -> Result<Template, ClientError> {
+        let path = format!("/v1/templates/{name}");
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/templates/{name}/rollback`.
+    pub async fn rollback_template(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Template, ClientError> {
+        let path = format!("/v1/templates/{name}/rollback");
+        self.call(Method::POST, &path, Some(&RollbackRequest { version }))
+            .await
+    }
+
+    /// `POST /v1/sessions`.
+    pub async fn create_session(
+        &self,
+        request: &CreateSessionRequest,
+    ) -> Result<SessionView, ClientError> {
+        self.call(Method::POST, "/v1/sessions", Some(request)).await
+    }
+
+    /// `GET /v1/sessions`.
+    pub async fn sessions(&self, params: &SessionParams) -> Result<SessionList, ClientError> {
+        self.call(
+            Method::GET,
+            &with_query("/v1/sessions", params),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub async fn session(&self, id: JobId) -> Result<SessionView, ClientError> {
+        self.call(Method::GET, &format!("/v1/sessions/{id}"), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/sessions/{id}/exec`.
+    pub async fn exec(&self, id: JobId, request: &ExecRequest) -> Result<ExecResult, ClientError> {
+        let path = format!("/v1/sessions/{id}/exec");
+        self.call(Method::POST, &path, Some(request)).await
+    }
+
+    /// `POST /v1/sessions/{id}/terminate`.
+    pub async fn terminate_session(&self, id: JobId) -> Result<SessionView, ClientError> {
+        let path = format!("/v1/sessions/{id}/terminate");
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `PUT /v1/policies/{name}`.
+    pub async fn put_policy(&self, name: &str, spec: &PolicySpec) -> Result<Policy, ClientError> {
+        let path = format!("/v1/policies/{name}");
+        self.call(Method::PUT, &path, Some(spec)).await
+    }
+
+    /// `GET /v1/policies`.
+    pub async fn policies(&self) -> Result<PolicyList, ClientError> {
+        self.call(Method::GET, "/v1/policies", None::<&()>).await
+    }
+
+    /// `DELETE /v1/policies/{name}`.
+    pub async fn remove_policy(&self, name: &str) -> Result<PolicyList, ClientError> {
+        let path = format!("/v1/policies/{name}");
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 

@@ -103,7 +103,7 @@ pub struct RunArgs {
 }
 
 /// `NAME=VALUE`, the name held to the protocol's rule for environment names.
-fn parse_env(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env(text: &str) -> Result<(String, String), String> {
     let Some((name, value)) = text.split_once('=') else {
         return Err(format!("expected NAME=VALUE, got {text:?}"));
     };

@@ -18,6 +18,7 @@ mod keys;
 mod machines;
 mod operate;
 mod output;
+mod sessions;
 mod tokens;
 
 use std::fmt::Display;
@@ -89,6 +90,15 @@ enum Cmd {
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
+    /// Session templates, with versions and rollback.
+    #[command(subcommand)]
+    Template(sessions::TemplateCmd),
+    /// Long-lived containers to work inside: create, exec, logs, terminate.
+    #[command(subcommand)]
+    Session(sessions::SessionCmd),
+    /// Governance policies machines apply to containers (admin).
+    #[command(subcommand)]
+    Policy(sessions::PolicyCmd),
     /// Daily spend and runner-minute limits per org.
     #[command(subcommand)]
     Budget(costs::BudgetCmd),
@@ -277,6 +287,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         } => audit::run(&client, machine, actor, limit, json).await,
         Cmd::Events(args) => events::run(&client, args, json).await,
         Cmd::Budget(cmd) => costs::run_budget(&client, cmd, json).await,
+        Cmd::Template(cmd) => sessions::run_template(&client, cmd, json).await,
+        Cmd::Session(cmd) => return sessions::run_session(&client, cmd, json).await,
+        Cmd::Policy(cmd) => sessions::run_policy(&client, cmd, json).await,
         Cmd::Costs(args) => costs::run_costs(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,
         Cmd::Completions { shell } => {

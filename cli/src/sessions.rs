@@ -1,0 +1,392 @@
+//! `shoal template`, `shoal session` and `shoal policy`: templates with versions, sessions
+//! made from them (exec, logs, terminate), and the policies machines apply to containers.
+
+use clap::Subcommand;
+use shoal_protocol::JobId;
+use shoal_protocol::params::SessionParams;
+use shoal_protocol::policies::{Policy, PolicySpec};
+use shoal_protocol::sessions::{CreateSessionRequest, ExecRequest, SessionState, SessionView};
+use shoal_protocol::templates::{Template, TemplateSpec};
+
+use crate::client::{Client, ClientError};
+use crate::job_args::parse_env;
+use crate::output::{Table, age, now_ms, or_dash, print, print_json};
+use crate::{follow, machines, parse_label};
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Make a template, or a new version of one: `shoal template create NAME --image IMG [-- CMD...]`.
+    #[command(visible_alias = "update")]
+    Create {
+        name: String,
+        /// The image sessions run.
+        #[arg(long)]
+        image: String,
+        /// Pin the image: the id (sha256:...) every machine must have.
+        #[arg(long)]
+        digest: Option<String>,
+        /// CPU cores a session may use.
+        #[arg(long, value_name = "CORES")]
+        cpu: Option<f64>,
+        /// Memory a session may use: 512M, 2G, or MiB.
+        #[arg(long, value_parser = parse_memory_mb)]
+        memory: Option<u64>,
+        /// Longest a session lives (e.g. 90m, 2h).
+        #[arg(long, value_parser = crate::operate::parse_duration)]
+        max_duration: Option<u64>,
+        /// Only on machines with this label; repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// An environment variable; repeat for several.
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// The program and its arguments [default: the image's own].
+        #[arg(trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Every template and its current version.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// One template with every version.
+    Show { name: String },
+    /// New sessions use an earlier version from now on.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        version: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Start a session from a template on the least-loaded capable machine.
+    Create {
+        #[arg(long)]
+        template: String,
+        /// Only on machines with this label, besides the template's; repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Only on this machine: full id, unique id prefix, or name.
+        #[arg(long)]
+        machine: Option<String>,
+    },
+    /// The caller's sessions, newest first.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// pending, starting, running, terminated or failed.
+        #[arg(long)]
+        state: Option<SessionState>,
+    },
+    /// One session.
+    Show { id: JobId },
+    /// Run a command in the session and exit with its exit code: `shoal session exec ID -- CMD...`.
+    Exec {
+        id: JobId,
+        /// Longest the command may run, in seconds [default: 60].
+        #[arg(long, value_name = "SECS")]
+        exec_timeout: Option<u64>,
+        #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// The session's output; -f to follow.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        id: JobId,
+    },
+    /// Stop the session and remove its container.
+    Terminate { id: JobId },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Set a policy (admin): `shoal policy apply --allowed-image 'busybox:*' --max-memory 2G --selector role=worker`.
+    Apply {
+        /// The policy's name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Machines with this label; repeat for several [default: every machine].
+        #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+        selector: Vec<(String, String)>,
+        /// An image pattern containers may use (`*` matches anything); repeat for several.
+        #[arg(long = "allowed-image", value_name = "PATTERN")]
+        allowed_images: Vec<String>,
+        #[arg(long, value_name = "CORES")]
+        max_cpu: Option<f64>,
+        /// 512M, 2G, or MiB.
+        #[arg(long, value_parser = parse_memory_mb)]
+        max_memory: Option<u64>,
+        /// e.g. 2h.
+        #[arg(long, value_parser = crate::operate::parse_duration)]
+        max_duration: Option<u64>,
+        /// none, bridge or host.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Every policy.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove a policy (admin).
+    Rm { name: String },
+}
+
+/// `512M`, `2G`, `1T` or a plain number of MiB, in MiB.
+pub fn parse_memory_mb(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let upper = upper.strip_suffix('B').unwrap_or(&upper);
+    let (number, factor) = match upper.chars().last() {
+        Some('K') => (&upper[..upper.len() - 1], 1.0 / 1024.0),
+        Some('M') => (&upper[..upper.len() - 1], 1.0),
+        Some('G') => (&upper[..upper.len() - 1], 1024.0),
+        Some('T') => (&upper[..upper.len() - 1], 1024.0 * 1024.0),
+        _ => (upper, 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected an amount like 512M or 2G, got {text:?}"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("expected a positive amount, got {text:?}"));
+    }
+    Ok((value * factor).round() as u64)
+}
+
+pub async fn run_template(
+    client: &Client,
+    cmd: TemplateCmd,
+    json: bool,
+) -> Result<(), ClientError> {
+    match cmd {
+        TemplateCmd::Create {
+            name,
+            image,
+            digest,
+            cpu,
+            memory,
+            max_duration,
+            labels,
+            env,
+            command,
+        } => {
+            let spec = TemplateSpec {
+                image,
+                digest,
+                command,
+                env: env.into_iter().collect(),
+                cpus: cpu,
+                memory_mb: memory,
+                max_duration_seconds: max_duration,
+                required_labels: labels.into_iter().collect(),
+            };
+            let template = client.put_template(&name, &spec).await?;
+            show_templates(&[template], json);
+        }
+        TemplateCmd::Ls => show_templates(&client.templates().await?.templates, json),
+        TemplateCmd::Show { name } => {
+            let template = client.template(&name).await?;
+            if json {
+                print_json(&template);
+            } else {
+                let mut table = Table::new(&["VERSION", "IMAGE", "COMMAND", "CREATED", "BY"]);
+                for v in &template.versions {
+                    let mark = if v.version == template.current {
+                        " (current)"
+                    } else {
+                        ""
+                    };
+                    table.row(vec![
+                        format!("v{}{mark}", v.version),
+                        v.spec.image.clone(),
+                        or_dash(Some(v.spec.command.join(" ")).filter(|c| !c.is_empty())),
+                        age(now_ms(), v.created_at_ms),
+                        v.created_by.clone(),
+                    ]);
+                }
+                print(&table.render());
+            }
+        }
+        TemplateCmd::Rollback { name, version } => {
+            let template = client.rollback_template(&name, version).await?;
+            show_templates(&[template], json);
+        }
+    }
+    Ok(())
+}
+
+fn show_templates(templates: &[Template], json: bool) {
+    if json {
+        print_json(&templates);
+        return;
+    }
+    let mut table = Table::new(&["NAME", "CURRENT", "VERSIONS", "IMAGE", "MAX DURATION"]);
+    for t in templates {
+        let current = t.current();
+        table.row(vec![
+            t.name.clone(),
+            format!("v{}", t.current),
+            t.versions.len().to_string(),
+            or_dash(current.map(|v| v.spec.image.clone())),
+            or_dash(
+                current
+                    .and_then(|v| v.spec.max_duration_seconds)
+                    .map(|s| format!("{s}s")),
+            ),
+        ]);
+    }
+    print(&table.render());
+}
+
+/// Carries out one `shoal session` command; `Ok` carries the exit code.
+pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result<u8, ClientError> {
+    match cmd {
+        SessionCmd::Create {
+            template,
+            labels,
+            machine,
+        } => {
+            let agent_id = match machine {
+                Some(m) => Some(machines::resolve(client, &m).await?.to_string()),
+                None => None,
+            };
+            let request = CreateSessionRequest {
+                template_id: template,
+                required_labels: labels.into_iter().collect(),
+                agent_id,
+                idempotency_key: None,
+            };
+            show_sessions(&[client.create_session(&request).await?], json);
+        }
+        SessionCmd::Ls { state } => {
+            let params = SessionParams {
+                state: state.map(|s| s.as_str().to_string()),
+                machine: None,
+            };
+            show_sessions(&client.sessions(&params).await?.sessions, json);
+        }
+        SessionCmd::Show { id } => show_sessions(&[client.session(id).await?], json),
+        SessionCmd::Exec {
+            id,
+            exec_timeout,
+            command,
+        } => {
+            let request = ExecRequest {
+                command,
+                timeout_seconds: exec_timeout,
+            };
+            let result = client.exec(id, &request).await?;
+            if json {
+                print_json(&result);
+            } else {
+                print(&result.stdout);
+                eprint!("{}", result.stderr);
+            }
+            return Ok(u8::try_from(result.exit_code.clamp(0, 255)).unwrap_or(1));
+        }
+        SessionCmd::Logs { follow, id } => {
+            follow::logs(client, id, None, follow, json).await?;
+        }
+        SessionCmd::Terminate { id } => {
+            show_sessions(&[client.terminate_session(id).await?], json);
+        }
+    }
+    Ok(0)
+}
+
+fn show_sessions(sessions: &[SessionView], json: bool) {
+    if json {
+        print_json(&sessions);
+        return;
+    }
+    let mut table = Table::new(&["ID", "STATE", "TEMPLATE", "MACHINE", "AGE", "REASON"]);
+    for s in sessions {
+        table.row(vec![
+            s.id.to_string(),
+            s.state.as_str().to_string(),
+            s.template.clone(),
+            or_dash(s.machine),
+            age(now_ms(), s.created_at_ms),
+            or_dash(s.reason.clone()),
+        ]);
+    }
+    print(&table.render());
+}
+
+pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(), ClientError> {
+    let policies = match cmd {
+        PolicyCmd::Apply {
+            name,
+            selector,
+            allowed_images,
+            max_cpu,
+            max_memory,
+            max_duration,
+            network,
+        } => {
+            let spec = PolicySpec {
+                selector: selector.into_iter().collect(),
+                allowed_images,
+                max_cpus: max_cpu,
+                max_memory_mb: max_memory,
+                max_duration_seconds: max_duration,
+                network_mode: network,
+            };
+            vec![client.put_policy(&name, &spec).await?]
+        }
+        PolicyCmd::Ls => client.policies().await?.policies,
+        PolicyCmd::Rm { name } => client.remove_policy(&name).await?.policies,
+    };
+    show_policies(&policies, json);
+    Ok(())
+}
+
+fn show_policies(policies: &[Policy], json: bool) {
+    if json {
+        print_json(&policies);
+        return;
+    }
+    let mut table = Table::new(&[
+        "NAME",
+        "SELECTOR",
+        "IMAGES",
+        "MAX CPU",
+        "MAX MEMORY",
+        "MAX DURATION",
+        "NETWORK",
+    ]);
+    for p in policies {
+        let s = &p.spec;
+        let selector: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        table.row(vec![
+            p.name.clone(),
+            if selector.is_empty() {
+                "all".into()
+            } else {
+                selector.join(",")
+            },
+            if s.allowed_images.is_empty() {
+                "any".into()
+            } else {
+                s.allowed_images.join(",")
+            },
+            or_dash(s.max_cpus),
+            or_dash(s.max_memory_mb.map(|m| format!("{m}M"))),
+            or_dash(s.max_duration_seconds.map(|d| format!("{d}s"))),
+            or_dash(s.network_mode.clone()),
+        ]);
+    }
+    print(&table.render());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_takes_units() {
+        assert_eq!(parse_memory_mb("512M"), Ok(512));
+        assert_eq!(parse_memory_mb("2G"), Ok(2048));
+        assert_eq!(parse_memory_mb("2gb"), Ok(2048));
+        assert_eq!(parse_memory_mb("64"), Ok(64));
+        assert!(parse_memory_mb("lots").is_err());
+        assert!(parse_memory_mb("-1G").is_err());
+    }
+}
