@@ -27,6 +27,9 @@ use shoal_daemon::{Node, Timings};
 use shoal_protocol::api::SubmitJobResponse;
 use shoal_protocol::{FleetState, JobId, JobRecord, JobSpec, JobState};
 
+#[path = "common/docker.rs"]
+mod docker;
+
 const THROUGHPUT_JOBS: usize = 50_000;
 const BATCH: usize = 1_000;
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -38,14 +41,13 @@ const DOCKER_ROUNDS: usize = 20;
 const WARMUP: usize = 3;
 /// The image figure 4 builds, runs and removes.
 const IMAGE: &str = "shoal-bench-busybox:local";
-const BUSYBOX: &str = "/bin/busybox";
 /// No single wait (a job's state, a phase's end) lasts longer than this.
 const WAIT_CAP: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    docker::require_engine()?;
-    let image = docker::Image::build()?;
+    docker::require_engine("bench_jobs")?;
+    let image = docker::Image::build(IMAGE)?;
     let http = reqwest::Client::builder()
         .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
@@ -539,95 +541,6 @@ impl Table {
         );
         for (figure, samples, value, target, met) in &self.0 {
             println!("{figure:<38} {samples:>7} {value:>11} {target:>11} {met:>4}");
-        }
-    }
-}
-
-/// Figure 4's side of Docker: the engine check, the image, and `docker run --rm`.
-mod docker {
-    use std::path::Path;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use super::{BUSYBOX, IMAGE};
-
-    /// Fails, saying why, unless the Docker CLI reaches an engine.
-    pub fn require_engine() -> anyhow::Result<()> {
-        let version = Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output();
-        match version {
-            Ok(out) if out.status.success() => Ok(()),
-            other => anyhow::bail!(
-                "bench_jobs needs a running Docker engine for figure 4 (`docker version`: {other:?})"
-            ),
-        }
-    }
-
-    /// Runs `docker args`, returning stdout.
-    fn docker(args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("docker").args(args).output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    /// [`IMAGE`], built `FROM scratch` around the host's static busybox; dropping it removes
-    /// every container made from it, then the image.
-    pub struct Image;
-
-    impl Image {
-        pub fn build() -> anyhow::Result<Image> {
-            anyhow::ensure!(
-                Path::new(BUSYBOX).is_file(),
-                "figure 4 needs a static {BUSYBOX}: `apt-get install -y busybox-static`"
-            );
-            let context =
-                std::env::temp_dir().join(format!("shoal-bench-jobs-{}", std::process::id()));
-            std::fs::create_dir_all(&context)?;
-            std::fs::copy(BUSYBOX, context.join("busybox"))?;
-            std::fs::write(
-                context.join("Dockerfile"),
-                "FROM scratch\nCOPY busybox /bin/busybox\n\
-                 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-            )?;
-            let built = docker(&["build", "-q", "-t", IMAGE, &context.to_string_lossy()]);
-            let _ = std::fs::remove_dir_all(&context);
-            built?;
-            Ok(Image)
-        }
-
-        pub fn tag(&self) -> &'static str {
-            IMAGE
-        }
-
-        /// The wall time of `docker run --rm IMAGE true`.
-        pub async fn run_true(&self) -> anyhow::Result<Duration> {
-            let start = Instant::now();
-            let status = tokio::process::Command::new("docker")
-                .args(["run", "--rm", IMAGE, "true"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await?;
-            anyhow::ensure!(status.success(), "docker run --rm {IMAGE} true: {status}");
-            Ok(start.elapsed())
-        }
-    }
-
-    impl Drop for Image {
-        fn drop(&mut self) {
-            let filter = format!("ancestor={IMAGE}");
-            if let Ok(ids) = docker(&["ps", "-a", "-q", "--filter", &filter]) {
-                for id in ids.split_whitespace() {
-                    let _ = docker(&["rm", "-f", id]);
-                }
-            }
-            let _ = docker(&["rmi", "-f", IMAGE]);
         }
     }
 }

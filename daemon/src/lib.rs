@@ -4,6 +4,7 @@
 //! Start with [`node`]: it wires every other module together.
 
 pub mod api;
+pub mod attach;
 pub mod autopilot;
 pub mod cli;
 pub mod config;

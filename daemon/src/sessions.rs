@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shoal_protocol::sessions::{ExecRequest, ExecResult};
-use shoal_protocol::{ApiError, ErrorCode, JobId, JobState};
+use shoal_protocol::{ApiError, ErrorCode, JobId, JobState, MachineId};
 
 use crate::exec::ExecError;
 use crate::node::Node;
@@ -18,22 +18,7 @@ pub async fn exec(node: &Node, id: JobId, request: &ExecRequest) -> Result<ExecR
     let limit = request
         .timeout_seconds
         .map_or(DEFAULT_EXEC_LIMIT, Duration::from_secs);
-    let (attempt, machine) = node
-        .fleet
-        .read(|state| {
-            let job = state.jobs.get(&id)?;
-            let attempt = job
-                .current_attempt()
-                .filter(|_| job.state == JobState::Running);
-            Some(attempt.map(|a| (a.number, a.machine)).ok_or(job.state))
-        })
-        .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?
-        .map_err(|state| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!("session {id} is {state}: commands run only in a running session"),
-            )
-        })?;
+    let (attempt, machine) = running(node, id).await?;
     if machine == node.id {
         return local(node, id, attempt, &request.command, limit).await;
     }
@@ -66,6 +51,32 @@ pub async fn exec(node: &Node, id: JobId, request: &ExecRequest) -> Result<ExecR
             format!("cannot reach machine {machine}, which runs session {id}: {err}"),
         )),
     }
+}
+
+/// The attempt and machine of running session `id`. A replica that does not show it
+/// running yet reads through the leader first: the session may have started a moment ago.
+pub async fn running(node: &Node, id: JobId) -> Result<(u32, MachineId), ApiError> {
+    let read = || {
+        node.fleet.read(|state| {
+            let job = state.jobs.get(&id)?;
+            let attempt = job
+                .current_attempt()
+                .filter(|_| job.state == JobState::Running);
+            Some(attempt.map(|a| (a.number, a.machine)).ok_or(job.state))
+        })
+    };
+    let mut seen = read();
+    if !matches!(seen, Some(Ok(_))) {
+        node.read_barrier().await?;
+        seen = read();
+    }
+    seen.ok_or_else(|| ApiError::not_found(format!("no session {id}")))?
+        .map_err(|state| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("session {id} is {state}: commands run only in a running session"),
+            )
+        })
 }
 
 /// Runs `command` in this machine's container of `attempt` of session `id`.

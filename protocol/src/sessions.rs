@@ -113,6 +113,9 @@ impl SessionView {
                 .clone()
                 .or_else(|| attempt.and_then(|a| a.error.clone()))
                 .or_else(|| (job.state == JobState::Cancelled).then(|| "terminated".to_string())),
+            _ if job.cancel_requested => {
+                Some("terminate requested: its machine is stopping it".to_string())
+            }
             _ => None,
         };
         SessionView {
@@ -181,4 +184,29 @@ pub struct ExecResult {
     pub stderr: String,
     /// True when output past [`MAX_EXEC_OUTPUT`] bytes was cut.
     pub truncated: bool,
+}
+
+/// A text message on an attach WebSocket (binary messages are the terminal's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMessage {
+    /// From the client: the terminal's new size.
+    Resize { cols: u16, rows: u16 },
+    /// From the node, last: the shell exited.
+    Exit { exit_code: i64 },
+    /// From the node, last: the shell could not start or broke.
+    Error { message: String },
+}
+
+/// `GET /v1/sessions/{id}/attach`: the terminal's size at the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AttachParams {
+    /// Columns [default: 80].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// Rows [default: 24].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
 }

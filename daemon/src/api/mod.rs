@@ -88,6 +88,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(sessions::terminate))
         .routes(routes!(sessions::exec))
         .routes(routes!(sessions::logs))
+        .routes(routes!(sessions::attach))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,

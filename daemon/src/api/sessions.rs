@@ -6,15 +6,18 @@ use std::sync::Arc;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::params::{LogParams, SessionParams};
 use shoal_protocol::sessions::{
-    CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionState, SessionView,
+    AttachParams, CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionState,
+    SessionView,
 };
 use shoal_protocol::templates::check_template_name;
-use shoal_protocol::{ApiError, Command, JobId, JobKind, JobRecord, MachineId, Response as Answer};
+use shoal_protocol::{
+    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, MachineId, Response as Answer,
+};
 
 use super::jobs::{in_callers_org, parse_job_id, submit_one, visible_job};
 use super::{ApiJson, ApiQuery, ApiResult, Failure, templates};
@@ -186,6 +189,69 @@ pub async fn exec(
         .validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     Ok(Json(crate::sessions::exec(&node, id, &request).await?))
+}
+
+/// `GET /v1/sessions/{id}/attach`: an interactive shell in the session over a WebSocket
+/// (see [`crate::attach`]), from any node.
+#[utoipa::path(get, path = "/v1/sessions/{id}/attach", tag = "sessions",
+    params(("id" = u64, Path, description = "The session"), AttachParams),
+    responses(
+        (status = 101, description = "Switching to a WebSocket: binary messages are the terminal's bytes; text messages are AttachMessage"),
+        (status = NOT_FOUND, body = ApiError, description = "No such session in the caller's org"),
+        (status = CONFLICT, body = ApiError, description = "The session is not running"),
+    ))]
+pub async fn attach(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiQuery(size): ApiQuery<AttachParams>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Failure> {
+    let id = session_id(&id)?;
+    visible_session(&node, &caller, id)?;
+    let (attempt, machine) = crate::sessions::running(&node, id).await?;
+    let upgrade = upgrade.map_err(|_| {
+        Failure(ApiError::bad_request(
+            "attach is a WebSocket: connect with a WebSocket client (ws://)",
+        ))
+    })?;
+    let (cols, rows) = (size.cols.unwrap_or(80), size.rows.unwrap_or(24));
+    if machine == node.id {
+        return Ok(upgrade.on_upgrade(move |socket| async move {
+            crate::attach::local(&node, socket, id.0, attempt, (cols, rows)).await;
+        }));
+    }
+    if headers.contains_key(crate::attach::RELAYED_HEADER) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Conflict,
+            format!("session {id} runs on {machine}, not on this node"),
+        )));
+    }
+    let api_addr = node
+        .fleet
+        .read(|state| {
+            state
+                .machines
+                .get(&machine)
+                .map(|m| m.info.addr.api_addr.clone())
+        })
+        .ok_or_else(|| {
+            Failure(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("no address known for machine {machine}, which runs session {id}"),
+            ))
+        })?;
+    let key = super::auth::presented_key(&headers).unwrap_or_default();
+    let url = format!("ws://{api_addr}/v1/sessions/{id}/attach?cols={cols}&rows={rows}");
+    // Connected before the upgrade, so an unreachable machine is a plain error.
+    let upstream = crate::attach::connect(&url, key).await.map_err(|err| {
+        Failure(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach machine {machine}, which runs session {id}: {err}"),
+        ))
+    })?;
+    Ok(upgrade.on_upgrade(move |socket| crate::attach::relay(socket, upstream)))
 }
 
 /// `GET /v1/sessions/{id}/logs`: the container's output; `follow=true` over a WebSocket.

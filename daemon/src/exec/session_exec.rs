@@ -65,3 +65,83 @@ impl DockerExecutor {
             .map_err(|_| ExecError::TimedOut(format!("the command did not end within {limit:?}")))?
     }
 }
+
+/// An interactive shell in a session's container, with a terminal.
+pub struct Shell {
+    pub control: ShellControl,
+    pub output: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// What resizes a [`Shell`] and reads its exit code.
+pub struct ShellControl {
+    docker: bollard::Docker,
+    exec_id: String,
+}
+
+impl ShellControl {
+    /// Tells the shell its terminal's size.
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), ExecError> {
+        let size = bollard::exec::ResizeExecOptions {
+            height: rows,
+            width: cols,
+        };
+        Ok(self.docker.resize_exec(&self.exec_id, size).await?)
+    }
+
+    /// The shell's exit code, once it has exited.
+    pub async fn exit_code(&self) -> Option<i64> {
+        let inspected = self.docker.inspect_exec(&self.exec_id).await.ok()?;
+        inspected.exit_code
+    }
+}
+
+impl DockerExecutor {
+    /// Starts `command` with a terminal of `cols` x `rows` in the container of `attempt` of
+    /// `job`, its stdin open.
+    pub async fn shell(
+        &self,
+        job: u64,
+        attempt: u32,
+        command: &[String],
+        (cols, rows): (u16, u16),
+    ) -> Result<Shell, ExecError> {
+        let docker = self.client().await?;
+        let container = container_name(self.node_tag(), job, attempt);
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(true),
+            env: Some(vec!["TERM=xterm".to_string()]),
+            ..CreateExecOptions::default()
+        };
+        let created = docker.create_exec(&container, options).await?;
+        let start = bollard::exec::StartExecOptions {
+            detach: false,
+            tty: true,
+            output_capacity: None,
+        };
+        match docker.start_exec(&created.id, Some(start)).await? {
+            StartExecResults::Attached { output, input } => {
+                let shell = Shell {
+                    control: ShellControl {
+                        docker,
+                        exec_id: created.id,
+                    },
+                    output,
+                    input,
+                };
+                // A terminal size set before the shell reads it; best effort.
+                let _ = shell.control.resize(cols, rows).await;
+                Ok(shell)
+            }
+            StartExecResults::Detached => Err(ExecError::InvalidSpec(
+                "docker started the shell detached".into(),
+            )),
+        }
+    }
+}

@@ -59,6 +59,55 @@ async fn exec(api: &str, id: u64, script: &str) -> Value {
     body
 }
 
+/// Attaches to session `id` through `api`, types `lines` (the last once `wait_for` shows),
+/// and returns what the terminal showed and the last text message.
+async fn attach(api: &str, id: u64, lines: &[&str], wait_for: &str) -> (String, Value) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let url = format!(
+        "{}/v1/sessions/{id}/attach?cols=100&rows=30",
+        api.replace("http://", "ws://")
+    );
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in &shoal_daemon::testsuite::keyed_headers() {
+        request.headers_mut().insert(name, value.clone());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (last, first) = lines.split_last().unwrap();
+    for line in first {
+        ws.send(Message::Binary(format!("{line}\n").into_bytes().into()))
+            .await
+            .unwrap();
+    }
+    let mut shown = String::new();
+    let mut sent_last = false;
+    let read = async {
+        while let Some(message) = ws.next().await {
+            match message.unwrap() {
+                Message::Binary(bytes) => {
+                    shown.push_str(&String::from_utf8_lossy(&bytes));
+                    if !sent_last && shown.contains(wait_for) {
+                        sent_last = true;
+                        ws.send(Message::Binary(format!("{last}\n").into_bytes().into()))
+                            .await
+                            .unwrap();
+                    }
+                }
+                Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        Value::Null
+    };
+    let exit = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("the attach did not end"));
+    (shown, exit)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     init_logs();
@@ -159,6 +208,18 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     .await;
     assert_eq!(status, 200, "{logs}");
     assert_eq!(logs["chunks"][0]["text"], "ready\n", "{logs}");
+
+    // An interactive shell from node 0, relayed to machine 2: a typed command's answer comes
+    // back, and `exit 5` ends it with its exit code.
+    let (shown, exit) = attach(
+        &api,
+        id,
+        &["echo attached-$((40+2))", "exit 5"],
+        "attached-42",
+    )
+    .await;
+    assert!(shown.contains("attached-42"), "{shown}");
+    assert_eq!(exit, json!({"exit": {"exit_code": 5}}), "{shown}");
 
     // Its machine's shoald restarts: the container keeps running and is adopted again.
     cluster.stop(2).await;
