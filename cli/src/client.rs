@@ -2,6 +2,7 @@
 //! protocol types or a [`ClientError`] that says whether the node answered at all.
 //! Following a job's output is a WebSocket, in [`logstream`].
 
+mod attach;
 mod eventstream;
 mod logstream;
 

@@ -4,6 +4,7 @@
 //! 3 the node could not be reached. `shoal job run --wait` exits with the job's own
 //! exit code instead when the job failed with one.
 
+mod attach;
 mod audit;
 mod client;
 mod cluster;

@@ -88,6 +88,8 @@ pub enum SessionCmd {
         #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// An interactive shell in the session, like `docker exec -it`; exits with its code.
+    Attach { id: JobId },
     /// The session's output; -f to follow.
     Logs {
         #[arg(short, long)]
@@ -281,6 +283,7 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
             }
             return Ok(u8::try_from(result.exit_code.clamp(0, 255)).unwrap_or(1));
         }
+        SessionCmd::Attach { id } => return crate::attach::run(client, id).await,
         SessionCmd::Logs { follow, id } => {
             follow::logs(client, id, None, follow, json).await?;
         }

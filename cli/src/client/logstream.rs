@@ -11,6 +11,9 @@ use shoal_protocol::params::LogParams;
 
 use super::{Client, ClientError, decode, error_chain, logs_query, with_query};
 
+pub(super) type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 impl Client {
     /// `GET /v1/jobs/{id}/logs?follow=true` over a WebSocket: hands each chunk to `on_chunk`
     /// until the node closes the stream normally, which it does once the attempt has ended
@@ -27,23 +30,7 @@ impl Client {
             ..logs_query(attempt, offset)
         };
         let path = with_query(&format!("/v1/jobs/{id}/logs"), &query);
-        let url = match self.addr.strip_prefix("http") {
-            Some(rest) => format!("ws{rest}{path}"),
-            None => format!("{}{path}", self.addr),
-        };
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| self.ws_error(&url, e))?;
-        if let Some(auth) = &self.auth {
-            request.headers_mut().insert("authorization", auth.clone());
-        }
-        let connect = tokio_tungstenite::connect_async(request);
-        let (mut stream, _) = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(err)) => return Err(self.ws_error(&url, err)),
-            Err(_) => return Err(self.broken("timed out connecting")),
-        };
+        let (mut stream, url) = self.websocket(&path).await?;
         while let Some(message) = stream.next().await {
             match message.map_err(|e| self.ws_error(&url, e))? {
                 Message::Text(text) => {
@@ -61,7 +48,28 @@ impl Client {
         Err(self.broken("the log stream ended without a close"))
     }
 
-    fn broken(&self, detail: &str) -> ClientError {
+    /// Opens a WebSocket to `path` on the node, with the client's key.
+    pub(super) async fn websocket(&self, path: &str) -> Result<(WebSocket, String), ClientError> {
+        let url = match self.addr.strip_prefix("http") {
+            Some(rest) => format!("ws{rest}{path}"),
+            None => format!("{}{path}", self.addr),
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| self.ws_error(&url, e))?;
+        if let Some(auth) = &self.auth {
+            request.headers_mut().insert("authorization", auth.clone());
+        }
+        let connect = tokio_tungstenite::connect_async(request);
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok((stream, _))) => Ok((stream, url)),
+            Ok(Err(err)) => Err(self.ws_error(&url, err)),
+            Err(_) => Err(self.broken("timed out connecting")),
+        }
+    }
+
+    pub(super) fn broken(&self, detail: &str) -> ClientError {
         ClientError::Unreachable {
             addr: self.addr.clone(),
             detail: detail.to_string(),
@@ -69,7 +77,7 @@ impl Client {
     }
 
     /// A failed upgrade carries the usual JSON error; anything else is a lost connection.
-    fn ws_error(&self, url: &str, err: tungstenite::Error) -> ClientError {
+    pub(super) fn ws_error(&self, url: &str, err: tungstenite::Error) -> ClientError {
         match err {
             tungstenite::Error::Http(response) => {
                 let body = response.body().as_deref().unwrap_or_default();
