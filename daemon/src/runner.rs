@@ -270,6 +270,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         attempt,
         command: spec.command.clone(),
         image: spec.image.clone(),
+        image_digest: spec.image_digest.clone(),
         env: attempt_env(node, &spec.env, job, attempt),
         cpu_limit: ask.cpus,
         memory_limit: ask.memory_mb.map(|mb| mb << 20),

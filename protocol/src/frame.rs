@@ -136,6 +136,7 @@ mod tests {
                     JobSpec {
                         command,
                         image,
+                        image_digest: None,
                         template_id: key.clone(),
                         required_labels,
                         agent_id,

@@ -67,6 +67,10 @@ pub struct JobSpec {
     /// Run in a container from this image; only machines with Docker take such a job.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image id (`sha256:...`, as `docker image inspect` shows it) the machine's copy of
+    /// `image` must have; a machine whose copy differs fails the attempt, naming both.
+    #[serde(default)]
+    pub image_digest: Option<String>,
     /// The template the job was made from, for display only.
     #[serde(default)]
     pub template_id: Option<String>,
@@ -154,6 +158,7 @@ impl Default for JobSpec {
         JobSpec {
             command: Vec::new(),
             image: None,
+            image_digest: None,
             template_id: None,
             required_labels: BTreeMap::new(),
             agent_id: None,

@@ -50,6 +50,12 @@ impl JobSpec {
         if let Some(image) = &self.image {
             check_name("image", image)?;
         }
+        if let Some(digest) = &self.image_digest {
+            check_digest(digest)?;
+            if self.image.is_none() {
+                return Err("image_digest pins an image: give the image too".into());
+            }
+        }
         if let Some(template) = &self.template_id {
             check_name("template_id", template)?;
         }
@@ -171,6 +177,17 @@ impl JobSpec {
 }
 
 /// An identifier-like field: present means 1 to [`MAX_NAME_LEN`] printable, spaceless bytes.
+/// An image id: `sha256:` and 64 hex digits.
+pub fn check_digest(digest: &str) -> Result<(), String> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "digest {digest:?} must be an image id: sha256: and 64 hex digits"
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(field: &str, value: &str) -> Result<(), String> {
     if value.is_empty()
         || value.len() > MAX_NAME_LEN

@@ -176,6 +176,14 @@ impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
         let body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         let docker = self.client().await?;
+        if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
+            let here = docker.inspect_image(image).await?.id.unwrap_or_default();
+            if here != *pinned {
+                return Err(ExecError::InvalidSpec(format!(
+                    "image {image} here is {here}, but {pinned} is pinned"
+                )));
+            }
+        }
         let name = container_name(self.node_tag(), spec.job, spec.attempt);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         docker.create_container(Some(options), body).await?;
@@ -391,6 +399,7 @@ mod tests {
             attempt: 3,
             command: vec!["sh".into(), "-c".into(), "exit 1".into()],
             image: Some("shoal-test-busybox:local".into()),
+            image_digest: None,
             env: [("A".to_string(), "1".to_string())].into(),
             cpu_limit: Some(1.5),
             memory_limit: Some(64 << 20),

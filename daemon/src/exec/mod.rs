@@ -46,6 +46,8 @@ pub struct RunSpec {
     pub command: Vec<String>,
     /// `Some` runs in a container of this (local) image; `None` runs a plain process.
     pub image: Option<String>,
+    /// The image id the local image must have (a container is refused otherwise).
+    pub image_digest: Option<String>,
     pub env: BTreeMap<String, String>,
     /// CPU cores; containers only.
     pub cpu_limit: Option<f64>,

@@ -164,3 +164,35 @@ async fn docker_absent_is_reported_not_fatal() {
     }
     assert!(executor.adopt().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_image_runs_only_with_its_id() {
+    let _image = test_image();
+    let job = job_id(17);
+    let _containers = Containers(vec![name(job, 1), name(job, 2)]);
+    let id = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        crate::support::IMAGE,
+    ]);
+    let executor = executor();
+    let mut pinned = sh(job, "exit 0");
+    pinned.image_digest = Some(id.clone());
+    let handle = executor.start(pinned).await.unwrap();
+    assert_eq!(wait(&handle).await, Outcome::Exited { exit_code: 0 });
+    let mut other = sh(job, "exit 0");
+    other.attempt = 2;
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    other.image_digest = Some(wrong.clone());
+    let Err(err) = executor.start(other).await else {
+        panic!("a run with another image id started");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&id) && message.contains(&wrong),
+        "{message}"
+    );
+    assert!(!container_exists(&name(job, 2)));
+}
