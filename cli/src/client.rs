@@ -16,6 +16,7 @@ use shoal_protocol::api::{
     MachineRemoved, MachineView,
 };
 use shoal_protocol::audit::AuditList;
+use shoal_protocol::batch::{BatchAction, BatchReport};
 use shoal_protocol::costs::{BudgetList, BudgetView, CostSheet, SetBudgetRequest};
 use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, KillSwitchState};
@@ -250,6 +251,16 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> Result<TokenList, ClientError> {
         let path = format!("/v1/tokens/registration/{id}");
         self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/batch/{action}`.
+    pub async fn batch(
+        &self,
+        action: BatchAction,
+        request: &DrainRequest,
+    ) -> Result<BatchReport, ClientError> {
+        let path = format!("/v1/batch/{}", action.as_str());
+        self.call(Method::POST, &path, Some(request)).await
     }
 
     /// `PUT /v1/templates/{name}`.

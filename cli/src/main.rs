@@ -97,6 +97,9 @@ enum Cmd {
     /// Long-lived containers to work inside: create, exec, logs, terminate.
     #[command(subcommand)]
     Session(sessions::SessionCmd),
+    /// Restart, update or apply-config on selected machines.
+    #[command(subcommand)]
+    Batch(operate::BatchCmd),
     /// Governance policies machines apply to containers (admin).
     #[command(subcommand)]
     Policy(sessions::PolicyCmd),
@@ -291,6 +294,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Template(cmd) => sessions::run_template(&client, cmd, json).await,
         Cmd::Session(cmd) => return sessions::run_session(&client, cmd, json).await,
         Cmd::Policy(cmd) => sessions::run_policy(&client, cmd, json).await,
+        Cmd::Batch(cmd) => return operate::run_batch(&client, cmd, json).await,
         Cmd::Costs(args) => costs::run_costs(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,
         Cmd::Completions { shell } => {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use clap::{Args, Subcommand};
+use shoal_protocol::batch::BatchAction;
 use shoal_protocol::operate::{DrainRequest, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{Labels, MachineId};
 
@@ -92,6 +93,41 @@ pub async fn run_drain(
     )
     .unwrap_or_else(|e| crate::usage_error(e));
     drain(client, drain_args.is_some(), &request, json).await
+}
+
+/// `shoal batch`.
+#[derive(Debug, Subcommand)]
+pub enum BatchCmd {
+    /// Restart the sessions running on the machines, in place.
+    Restart(Selection),
+    /// Check the templates' images on the machines (present, pinned id); nothing is pulled.
+    Update(Selection),
+    /// Check what runs on the machines against the policies that select them.
+    ApplyConfig(Selection),
+}
+
+/// Runs `shoal batch` and prints each machine's outcome; exits 1 if one failed.
+pub async fn run_batch(client: &Client, cmd: BatchCmd, json: bool) -> Result<u8, ClientError> {
+    let (action, select) = match cmd {
+        BatchCmd::Restart(s) => (BatchAction::Restart, s),
+        BatchCmd::Update(s) => (BatchAction::Update, s),
+        BatchCmd::ApplyConfig(s) => (BatchAction::ApplyConfig, s),
+    };
+    let request = drain_request(select.machines, select.selector, false, select.all, None)
+        .unwrap_or_else(|e| crate::usage_error(e));
+    let report = client.batch(action, &request).await?;
+    if json {
+        print_json(&report);
+    } else {
+        for outcome in &report.machines {
+            let status = if outcome.ok { "ok" } else { "FAILED" };
+            print(&format!(
+                "{} ({}): {status}: {}",
+                outcome.name, outcome.machine, outcome.detail
+            ));
+        }
+    }
+    Ok(u8::from(report.machines.iter().any(|m| !m.ok)))
 }
 
 impl DrainArgs {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod attach;
 pub mod autopilot;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -66,6 +66,9 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse
         PeerRequest::History { since_ms } => {
             PeerResponse::History(Ok(history::local(node, since_ms)))
         }
+        PeerRequest::Batch { action } => {
+            PeerResponse::Batch(crate::batch::local(node, action).await)
+        }
         PeerRequest::Exec {
             job,
             attempt,

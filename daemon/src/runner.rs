@@ -226,7 +226,7 @@ fn attempt_env(
 }
 
 /// `ask` under every policy that governs this machine, or the first one's refusal.
-fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
+pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
     let policies: Vec<Policy> = node.fleet.read(|state| {
         let labels = state
             .machines

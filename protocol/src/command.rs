@@ -145,6 +145,11 @@ pub enum Command {
     },
     /// Sessions use an earlier version of a template from now on.
     RollbackTemplate { name: String, version: u32 },
+    /// A batch operation ran on `machines`; recorded (inside `Audited`) for the audit log.
+    RecordBatch {
+        action: crate::batch::BatchAction,
+        machines: Vec<MachineId>,
+    },
     /// Sets a governance policy (`Some`) or removes it.
     SetPolicy {
         name: String,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod batch;
 pub mod command;
 pub mod costs;
 pub mod events;

@@ -108,11 +108,13 @@ impl SessionView {
         let state = SessionState::of(job.state);
         let reason = match state {
             SessionState::Pending => job.queue_reason.clone(),
+            SessionState::Terminated if job.state == JobState::Cancelled => {
+                Some("terminated".to_string())
+            }
             SessionState::Failed | SessionState::Terminated => job
                 .error
                 .clone()
-                .or_else(|| attempt.and_then(|a| a.error.clone()))
-                .or_else(|| (job.state == JobState::Cancelled).then(|| "terminated".to_string())),
+                .or_else(|| attempt.and_then(|a| a.error.clone())),
             _ if job.cancel_requested => {
                 Some("terminate requested: its machine is stopping it".to_string())
             }

@@ -92,6 +92,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => templates::put(state, name, *spec, by, at_ms),
         Command::RollbackTemplate { name, version } => templates::rollback(state, &name, version),
         Command::SetPolicy { name, policy } => set_policy(state, name, policy),
+        Command::RecordBatch { .. } => Response::Done,
         Command::Audited {
             actor,
             org,

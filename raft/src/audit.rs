@@ -60,6 +60,11 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::RevokeToken { id, .. } => {
             ("revoke_token".into(), format!("token {id}"), Vec::new())
         }
+        Command::RecordBatch { action, machines } => (
+            format!("batch_{}", action.as_str().replace('-', "_")),
+            format!("machines {}", machines_text(machines)),
+            machines.clone(),
+        ),
         Command::SetPolicy { name, policy } => {
             let action = if policy.is_some() {
                 "set_policy"

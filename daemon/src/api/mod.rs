@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod batch;
 mod costs;
 mod error;
 mod events;
@@ -89,6 +90,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(sessions::exec))
         .routes(routes!(sessions::logs))
         .routes(routes!(sessions::attach))
+        .routes(routes!(batch::run))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,

@@ -19,7 +19,10 @@ const MAX_DEADLINE_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_TEXT_LEN: usize = 500;
 
 /// The machines a request selects, from the replica's state.
-fn select(state: &FleetState, request: &DrainRequest) -> Result<Vec<MachineId>, ApiError> {
+pub(super) fn select(
+    state: &FleetState,
+    request: &DrainRequest,
+) -> Result<Vec<MachineId>, ApiError> {
     if request.machines.is_empty()
         && request.selector.is_empty()
         && !request.idle_only

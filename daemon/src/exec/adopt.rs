@@ -159,7 +159,15 @@ impl DockerExecutor {
             }
         };
         let (writer, output) = output_channel(self.inner.config.output_limit);
-        pump_logs(docker.clone(), id.to_string(), writer.clone(), false, "all").await;
+        pump_logs(
+            docker.clone(),
+            id.to_string(),
+            writer.clone(),
+            false,
+            "all",
+            0,
+        )
+        .await;
         writer.close();
         remove(docker, id).await;
         (outcome, output.snapshot())

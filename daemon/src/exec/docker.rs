@@ -278,15 +278,17 @@ pub(super) struct Watched {
 impl Watched {
     pub(super) async fn supervise(mut self, mut control: RunControl) {
         let streaming = self.docker.clone().with_timeout(STREAM_TIMEOUT);
-        let logs = tokio::spawn(pump_logs(
+        let mut logs = tokio::spawn(pump_logs(
             streaming.clone(),
             self.name.clone(),
             control.output.clone(),
             true,
             "all",
+            0,
         ));
         let exit = wait_exit(&streaming, &self.name);
         tokio::pin!(exit);
+        let mut restarts = control.restarts();
         let mut stopped = None;
         let exit = loop {
             let deadline = async {
@@ -300,6 +302,23 @@ impl Watched {
                 grace = control.cancelled(), if stopped.is_none() => {
                     stopped = Some(Outcome::Cancelled);
                     self.stop(grace).await;
+                }
+                Ok(()) = restarts.changed(), if stopped.is_none() => {
+                    self.restart().await;
+                    // The stop ended the old wait and log stream: watch the new process.
+                    exit.set(wait_exit(&streaming, &self.name));
+                    logs.abort();
+                    // Docker keeps the logs across the restart: read them again from the
+                    // start, past what the output already holds.
+                    let held = control.output.written();
+                    logs = tokio::spawn(pump_logs(
+                        streaming.clone(),
+                        self.name.clone(),
+                        control.output.clone(),
+                        true,
+                        "all",
+                        held,
+                    ));
                 }
                 () = deadline => {
                     stopped = Some(Outcome::TimedOut);
@@ -324,6 +343,22 @@ impl Watched {
         remove(&self.docker, &self.name).await;
         tracing::info!(container = %self.name, ?outcome, "container run ended");
         control.finish(outcome);
+    }
+
+    /// `docker restart`, with the timeout grace for the stop.
+    async fn restart(&self) {
+        let seconds = i32::try_from(self.timeout_grace.as_secs()).unwrap_or(i32::MAX);
+        let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+            .t(seconds)
+            .build();
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(REQUEST_TIMEOUT + self.timeout_grace);
+        match docker.restart_container(&self.name, Some(options)).await {
+            Ok(()) => tracing::info!(container = %self.name, "container restarted"),
+            Err(error) => tracing::warn!(container = %self.name, %error, "docker restart failed"),
+        }
     }
 
     /// `docker stop` with `grace`, rounded up to whole seconds.
@@ -352,12 +387,15 @@ async fn wait_exit(docker: &Docker, name: &str) -> Result<i32, String> {
 }
 
 /// Copies the container's logs into the output, following them when `follow`.
+/// `skip` bytes at the start of the logs are left out: what the output already holds
+/// when a restarted container's logs are read again from their start.
 pub(super) async fn pump_logs(
     docker: Docker,
     name: String,
     output: OutputWriter,
     follow: bool,
     tail: &'static str,
+    mut skip: u64,
 ) {
     let options = LogsOptionsBuilder::default()
         .follow(follow)
@@ -366,12 +404,17 @@ pub(super) async fn pump_logs(
         .tail(tail)
         .build();
     let mut logs = docker.logs(&name, Some(options));
+    let mut push = |stream: Stream, message: &[u8]| {
+        let skipped = skip.min(message.len() as u64);
+        skip -= skipped;
+        output.push(stream, &message[skipped as usize..]);
+    };
     while let Some(item) = logs.next().await {
         match item {
             Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                output.push(Stream::Stdout, &message)
+                push(Stream::Stdout, &message)
             }
-            Ok(LogOutput::StdErr { message }) => output.push(Stream::Stderr, &message),
+            Ok(LogOutput::StdErr { message }) => push(Stream::Stderr, &message),
             Ok(LogOutput::StdIn { .. }) => {}
             Err(error) => {
                 tracing::warn!(container = %name, %error, "reading container logs failed");

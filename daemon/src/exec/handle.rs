@@ -26,6 +26,7 @@ pub struct RunHandle {
     output: Output,
     outcome: watch::Receiver<Option<Outcome>>,
     cancel: Arc<watch::Sender<Option<Duration>>>,
+    restarts: Arc<watch::Sender<u32>>,
 }
 
 /// The executor's end of a run.
@@ -34,6 +35,7 @@ pub struct RunControl {
     pub output: OutputWriter,
     outcome: watch::Sender<Option<Outcome>>,
     cancel: watch::Receiver<Option<Duration>>,
+    restarts: watch::Receiver<u32>,
 }
 
 /// A new run for attempt `attempt` of job `job`, keeping at most `output_limit` bytes of
@@ -42,6 +44,7 @@ pub fn run_channel(job: u64, attempt: u32, output_limit: usize) -> (RunHandle, R
     let (writer, output) = output_channel(output_limit);
     let (outcome_tx, outcome_rx) = watch::channel(None);
     let (cancel_tx, cancel_rx) = watch::channel(None);
+    let (restart_tx, restart_rx) = watch::channel(0);
     (
         RunHandle {
             job,
@@ -49,11 +52,13 @@ pub fn run_channel(job: u64, attempt: u32, output_limit: usize) -> (RunHandle, R
             output,
             outcome: outcome_rx,
             cancel: Arc::new(cancel_tx),
+            restarts: Arc::new(restart_tx),
         },
         RunControl {
             output: writer,
             outcome: outcome_tx,
             cancel: cancel_rx,
+            restarts: restart_rx,
         },
     )
 }
@@ -101,7 +106,20 @@ impl RunHandle {
     }
 }
 
+impl RunHandle {
+    /// Asks the executor to restart the run in place (`docker restart`): the same run goes
+    /// on with its process started again. Executors that cannot restart ignore it.
+    pub fn restart(&self) {
+        self.restarts.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 impl RunControl {
+    /// Changes each time a restart is asked.
+    pub fn restarts(&self) -> watch::Receiver<u32> {
+        self.restarts.clone()
+    }
+
     /// Resolves with the grace once a cancel is asked; never, if every handle is dropped
     /// without asking.
     pub async fn cancelled(&mut self) -> Duration {

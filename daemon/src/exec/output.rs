@@ -199,6 +199,11 @@ impl OutputWriter {
     }
 
     /// Marks the output complete: followers end once they have read what is kept.
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        *self.shared.written.borrow()
+    }
+
     pub fn close(&self) {
         let total = {
             let mut state = self.shared.lock();

@@ -19,6 +19,18 @@ fn keep(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
 }
 
 impl DockerExecutor {
+    /// The id of the local image `image`, `None` if this engine does not have it.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, ExecError> {
+        let docker = self.client().await?;
+        match docker.inspect_image(image).await {
+            Ok(inspected) => Ok(inspected.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Runs `command` in the container of `attempt` of `job` and waits for it to end, or
     /// for `limit` (then the answer is an error; the command may go on in the container).
     pub async fn exec(

@@ -10,6 +10,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::api::{JobLogs, MachineHistory};
+use shoal_protocol::batch::BatchAction;
 use shoal_protocol::sessions::ExecResult;
 use shoal_protocol::{ApiError, Command, JobId, MachineId, Response};
 use shoal_raft::TypeConfig;
@@ -43,6 +44,10 @@ pub enum PeerRequest {
     /// This machine's resource samples taken after `since_ms` (all it keeps without).
     History {
         since_ms: Option<u64>,
+    },
+    /// Carry out a batch operation on this machine.
+    Batch {
+        action: BatchAction,
     },
     /// Run a command in the container of a session this machine runs.
     Exec {
@@ -85,4 +90,6 @@ pub enum PeerResponse {
     Refused(String),
     History(Result<MachineHistory, ApiError>),
     Exec(Result<ExecResult, ApiError>),
+    /// What the machine did.
+    Batch(Result<String, ApiError>),
 }

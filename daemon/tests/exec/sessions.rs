@@ -33,6 +33,10 @@ async fn session(api: &str, id: u64) -> Value {
     body
 }
 
+async fn session_state(api: &str, id: u64) -> Value {
+    session(api, id).await["state"].clone()
+}
+
 async fn wait_state(api: &str, id: u64, state: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -221,6 +225,80 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     assert!(shown.contains("attached-42"), "{shown}");
     assert_eq!(exit, json!({"exit": {"exit_code": 5}}), "{shown}");
 
+    // A batch restart on machines 1 and 2 restarts a session on each in place: each says
+    // `ready` a second time and runs on; update finds the template's image on both.
+    let (status, other) = call(
+        post.clone(),
+        format!("{api}/v1/sessions"),
+        json!({"template_id": "default", "agent_id": machines[1]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{other}");
+    let other = other["id"].as_u64().unwrap();
+    wait_state(&api, other, "running").await;
+    let both = json!({"machines": [machines[1], machines[2]]});
+    let (status, report) = call(
+        post.clone(),
+        format!("{api}/v1/batch/restart"),
+        both.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    for outcome in report["machines"].as_array().unwrap() {
+        assert_eq!(outcome["ok"], true, "{report}");
+        assert!(
+            outcome["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("restarting sessions"),
+            "{report}"
+        );
+    }
+    for session in [id, other] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = format!("{api}/v1/sessions/{session}/logs");
+            let (_, logs) = call(reqwest::Method::GET, url, Value::Null).await;
+            let text: String = logs["chunks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["text"].as_str())
+                .collect();
+            if text.matches("ready").count() == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {session}: {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(session_state(&api, session).await, "running");
+    }
+    let (status, report) = call(post.clone(), format!("{api}/v1/batch/update"), both).await;
+    assert_eq!(status, 200, "{report}");
+    let detail = report["machines"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("shoal-test-busybox:local present (sha256:"),
+        "{report}"
+    );
+    let (status, audit) = call(
+        reqwest::Method::GET,
+        format!("{api}/v1/audit?limit=2"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["entries"][1]["action"], "batch_restart", "{audit}");
+    let (status, body) = call(
+        post.clone(),
+        format!("{api}/v1/sessions/{other}/terminate"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
     // Its machine's shoald restarts: the container keeps running and is adopted again.
     cluster.stop(2).await;
     cluster.restart(2).await.unwrap();
@@ -273,8 +351,15 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(listed["sessions"][0]["id"], json!(id), "{listed}");
-    // Its run time is costed as a session (the job above is not one).
+    let ids: Vec<&Value> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["id"])
+        .collect();
+    assert!(ids.contains(&&json!(id)), "{listed}");
+    assert_eq!(ended["reason"], "terminated", "{ended}");
+    // Their run time is costed by session (the job above is not one).
     let (status, sheet) = call(
         reqwest::Method::GET,
         format!("{api}/v1/costs?by=session"),
@@ -283,8 +368,15 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     .await;
     assert_eq!(status, 200, "{sheet}");
     let rows = sheet["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{sheet}");
-    assert_eq!(rows[0]["key"], json!(id.to_string()), "{sheet}");
-    assert!(rows[0]["runner_minutes"].as_f64().unwrap() > 0.0, "{sheet}");
+    let mut keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort();
+    let mut want = [id.to_string(), other.to_string()];
+    want.sort();
+    assert_eq!(keys, want, "{sheet}");
+    assert!(
+        rows.iter()
+            .all(|r| r["runner_minutes"].as_f64().unwrap() > 0.0),
+        "{sheet}"
+    );
     cluster.shutdown().await;
 }

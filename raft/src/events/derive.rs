@@ -117,7 +117,8 @@ impl Before {
             | Command::ReportCost { .. }
             | Command::PutTemplate { .. }
             | Command::RollbackTemplate { .. }
-            | Command::SetPolicy { .. } => Before::Quiet,
+            | Command::SetPolicy { .. }
+            | Command::RecordBatch { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, costs::to_stop(state, *at_ms)),

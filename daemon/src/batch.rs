@@ -1,0 +1,161 @@
+//! Batch operations on selected machines: each machine acts on itself (restart its
+//! sessions, check template images, check what runs against its policies); the node that
+//! took the request asks the others over peer RPC and gathers what each did.
+
+use std::time::Duration;
+
+use shoal_protocol::batch::{BatchAction, MachineOutcome};
+use shoal_protocol::policies::ContainerAsk;
+use shoal_protocol::{ApiError, ErrorCode, JobKind, JobState, MachineId};
+
+use crate::node::Node;
+use crate::p2p::{PeerRequest, PeerResponse};
+use crate::runner::governed;
+
+/// Longest one machine may take.
+const MACHINE_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `action` on every machine of `machines`, at once.
+pub async fn run(node: &Node, action: BatchAction, machines: &[MachineId]) -> Vec<MachineOutcome> {
+    let each = machines.iter().map(|&machine| async move {
+        let name = node
+            .fleet
+            .read(|s| s.machines.get(&machine).map(|m| m.info.name.clone()))
+            .unwrap_or_default();
+        let done = if machine == node.id {
+            local(node, action).await
+        } else {
+            remote(node, action, machine).await
+        };
+        let (ok, detail) = match done {
+            Ok(detail) => (true, detail),
+            Err(err) => (false, err.message),
+        };
+        MachineOutcome {
+            machine,
+            name,
+            ok,
+            detail,
+        }
+    });
+    futures::future::join_all(each).await
+}
+
+async fn remote(node: &Node, action: BatchAction, machine: MachineId) -> Result<String, ApiError> {
+    let unavailable = |why: String| ApiError::new(ErrorCode::Unavailable, why);
+    let addr = node
+        .member_addr(machine)
+        .ok_or_else(|| unavailable(format!("no address known for machine {machine}")))?;
+    let ask = PeerRequest::Batch { action };
+    match node
+        .p2p
+        .request(&addr.peer_id, &addr.p2p_addr, ask, MACHINE_WAIT)
+        .await
+    {
+        Ok(PeerResponse::Batch(result)) => result,
+        Ok(PeerResponse::Refused(why)) => Err(unavailable(why)),
+        Ok(_) => Err(unavailable("it answered something else".into())),
+        Err(err) => Err(unavailable(format!("unreachable: {err}"))),
+    }
+}
+
+/// The sessions (or, with `sessions_only` off, container work) running on this machine.
+fn running_here(
+    node: &Node,
+    sessions_only: bool,
+) -> Vec<(shoal_protocol::JobId, u32, ContainerAsk)> {
+    node.fleet.read(|state| {
+        state
+            .open_jobs()
+            .filter(|job| job.state == JobState::Running && job.spec.image.is_some())
+            .filter(|job| !sessions_only || job.spec.kind == JobKind::Session)
+            .filter_map(|job| {
+                let attempt = job.current_attempt().filter(|a| a.machine == node.id)?;
+                let ask = ContainerAsk {
+                    image: job.spec.image.clone().unwrap_or_default(),
+                    cpus: job.spec.cpus,
+                    memory_mb: job.spec.memory_mb,
+                    duration_seconds: job.spec.timeout_seconds,
+                    network_mode: None,
+                };
+                Some((job.id, attempt.number, ask))
+            })
+            .collect()
+    })
+}
+
+/// Runs `action` on this machine and says what it did.
+pub async fn local(node: &Node, action: BatchAction) -> Result<String, ApiError> {
+    match action {
+        BatchAction::Restart => {
+            let mut restarted = Vec::new();
+            for (job, attempt, _) in running_here(node, true) {
+                if let Some(run) = node.runner.run(job, attempt) {
+                    run.restart();
+                    restarted.push(job.to_string());
+                }
+            }
+            Ok(if restarted.is_empty() {
+                "no session runs here".to_string()
+            } else {
+                format!("restarting sessions {}", restarted.join(", "))
+            })
+        }
+        BatchAction::Update => {
+            let images: Vec<(String, String, Option<String>)> = node.fleet.read(|state| {
+                state
+                    .templates
+                    .values()
+                    .filter_map(|t| {
+                        let v = t.current()?;
+                        let name = format!("{}@v{}", t.name, v.version);
+                        Some((name, v.spec.image.clone(), v.spec.digest.clone()))
+                    })
+                    .collect()
+            });
+            if images.is_empty() {
+                return Ok("no template to refresh".to_string());
+            }
+            let mut lines = Vec::new();
+            for (template, image, pinned) in images {
+                let here = node.runner.docker().image_id(&image).await.map_err(|err| {
+                    ApiError::new(ErrorCode::Unavailable, format!("docker: {err}"))
+                })?;
+                lines.push(match (here, pinned) {
+                    (None, _) => format!("{template}: {image} missing (no registry pull here)"),
+                    (Some(id), Some(pin)) if id != pin => {
+                        format!("{template}: {image} is {id}, not the pinned {pin}")
+                    }
+                    (Some(id), _) => format!("{template}: {image} present ({id})"),
+                });
+            }
+            Ok(lines.join("; "))
+        }
+        BatchAction::ApplyConfig => {
+            let names: Vec<String> = node.fleet.read(|state| {
+                let labels = state
+                    .machines
+                    .get(&node.id)
+                    .map(|m| m.labels())
+                    .unwrap_or_default();
+                state
+                    .policies
+                    .values()
+                    .filter(|p| p.spec.selects(&labels))
+                    .map(|p| p.name.clone())
+                    .collect()
+            });
+            let mut lines = vec![if names.is_empty() {
+                "no policy applies here".to_string()
+            } else {
+                format!("policies {} apply here", names.join(", "))
+            }];
+            for (job, _, ask) in running_here(node, false) {
+                if let Err(why) = governed(node, ask) {
+                    lines.push(format!("job {job} breaks {why}"));
+                }
+            }
+            Ok(lines.join("; "))
+        }
+    }
+}
