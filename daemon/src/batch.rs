@@ -102,34 +102,9 @@ pub async fn local(node: &Node, action: BatchAction) -> Result<String, ApiError>
             })
         }
         BatchAction::Update => {
-            let images: Vec<(String, String, Option<String>)> = node.fleet.read(|state| {
-                state
-                    .templates
-                    .values()
-                    .filter_map(|t| {
-                        let v = t.current()?;
-                        let name = format!("{}@v{}", t.name, v.version);
-                        Some((name, v.spec.image.clone(), v.spec.digest.clone()))
-                    })
-                    .collect()
-            });
-            if images.is_empty() {
-                return Ok("no template to refresh".to_string());
-            }
-            let mut lines = Vec::new();
-            for (template, image, pinned) in images {
-                let here = node.runner.docker().image_id(&image).await.map_err(|err| {
-                    ApiError::new(ErrorCode::Unavailable, format!("docker: {err}"))
-                })?;
-                lines.push(match (here, pinned) {
-                    (None, _) => format!("{template}: {image} missing (no registry pull here)"),
-                    (Some(id), Some(pin)) if id != pin => {
-                        format!("{template}: {image} is {id}, not the pinned {pin}")
-                    }
-                    (Some(id), _) => format!("{template}: {image} present ({id})"),
-                });
-            }
-            Ok(lines.join("; "))
+            let images = node.fleet.read(crate::diagnose::template_images);
+            let check = crate::diagnose::images_check(node.runner.docker(), &images).await;
+            Ok(check.detail)
         }
         BatchAction::ApplyConfig => {
             let names: Vec<String> = node.fleet.read(|state| {

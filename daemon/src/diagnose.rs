@@ -85,6 +85,55 @@ fn data_dir_check(dir: &Path) -> Check {
     }
 }
 
+/// The image of each template's current version, as `(template@vN, image, pinned id)`.
+pub fn template_images(
+    state: &shoal_protocol::FleetState,
+) -> Vec<(String, String, Option<String>)> {
+    state
+        .templates
+        .values()
+        .filter_map(|t| {
+            let v = t.current()?;
+            let name = format!("{}@v{}", t.name, v.version);
+            Some((name, v.spec.image.clone(), v.spec.digest.clone()))
+        })
+        .collect()
+}
+
+/// Whether this machine's engine has each template image (and the pinned id, if any).
+/// Nothing is pulled: without a registry, a missing image is reported, not fetched.
+pub async fn images_check(
+    docker: &DockerExecutor,
+    images: &[(String, String, Option<String>)],
+) -> Check {
+    let mut ok = true;
+    let mut lines = Vec::new();
+    for (template, image, pinned) in images {
+        let line = match (docker.image_id(image).await, pinned) {
+            (Err(err), _) => format!("{template}: {image} cannot be checked: {err}"),
+            (Ok(None), _) => format!("{template}: {image} missing"),
+            (Ok(Some(id)), Some(pin)) if id != *pin => {
+                format!("{template}: {image} is {id}, not the pinned {pin}")
+            }
+            (Ok(Some(id)), _) => {
+                lines.push(format!("{template}: {image} present ({id})"));
+                continue;
+            }
+        };
+        ok = false;
+        lines.push(line);
+    }
+    Check {
+        name: "images".into(),
+        ok,
+        detail: if lines.is_empty() {
+            "no template images to check".into()
+        } else {
+            lines.join("; ")
+        },
+    }
+}
+
 /// Every check, from a resource sample of this machine and what the Docker engine answered
 /// (`None`: it did not).
 pub fn run(data_dir: &Path, resources: &Resources, docker_version: Option<&str>) -> Vec<Check> {

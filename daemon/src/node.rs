@@ -326,6 +326,22 @@ async fn discovery_loop(
     }
 }
 
+/// Runs the checks and publishes them through the info watch if they changed.
+async fn diagnose_now(node: Arc<Node>) {
+    let resources = node.info.borrow().resources.clone();
+    let mut checks = diagnose::run(
+        &node.config.data_dir,
+        &resources,
+        node.runner.docker_version(),
+    );
+    let images = node.fleet.read(diagnose::template_images);
+    if node.runner.has_docker() && !images.is_empty() {
+        checks.push(diagnose::images_check(node.runner.docker(), &images).await);
+    }
+    node.info
+        .send_if_modified(|info| std::mem::replace(&mut info.diagnosis, checks.clone()) != checks);
+}
+
 /// Samples resources and publishes them through the info watch.
 async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config.timings.sample_interval);
@@ -336,12 +352,8 @@ async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch:
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = recheck.tick() => {
-                let resources = node.info.borrow().resources.clone();
-                let checks =
-                    diagnose::run(&node.config.data_dir, &resources, node.runner.docker_version());
-                node.info.send_if_modified(|info| {
-                    std::mem::replace(&mut info.diagnosis, checks.clone()) != checks
-                });
+                // The image check asks the engine: off this loop, so sampling goes on.
+                tokio::spawn(diagnose_now(node.clone()));
             }
             _ = tick.tick() => {
                 let resources = sampler.sample();

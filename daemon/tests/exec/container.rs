@@ -196,3 +196,43 @@ async fn a_pinned_image_runs_only_with_its_id() {
     );
     assert!(!container_exists(&name(job, 2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_check_finds_present_missing_and_wrongly_pinned_images() {
+    let _image = test_image();
+    let id = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        crate::support::IMAGE,
+    ]);
+    let present = (
+        "default@v1".to_string(),
+        crate::support::IMAGE.to_string(),
+        Some(id.clone()),
+    );
+    let check =
+        shoal_daemon::diagnose::images_check(&executor(), std::slice::from_ref(&present)).await;
+    assert!(check.ok, "{check:?}");
+    assert!(
+        check.detail.contains(&format!("present ({id})")),
+        "{check:?}"
+    );
+    let missing = ("py@v2".to_string(), "no-such-image:local".to_string(), None);
+    let wrong = (
+        "pinned@v1".to_string(),
+        crate::support::IMAGE.to_string(),
+        Some(format!("sha256:{}", "0".repeat(64))),
+    );
+    let check = shoal_daemon::diagnose::images_check(&executor(), &[present, missing, wrong]).await;
+    assert!(!check.ok);
+    assert!(
+        check.detail.contains("py@v2: no-such-image:local missing"),
+        "{check:?}"
+    );
+    assert!(
+        check.detail.contains("not the pinned sha256:000"),
+        "{check:?}"
+    );
+}
