@@ -63,6 +63,28 @@ async fn exec(api: &str, id: u64, script: &str) -> Value {
     body
 }
 
+/// The first chunk of session `id`'s output, followed over a WebSocket through `api`.
+async fn follow_first_chunk(api: &str, id: u64) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let url = format!(
+        "{}/v1/sessions/{id}/logs?follow=true",
+        api.replace("http://", "ws://")
+    );
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in &shoal_daemon::testsuite::keyed_headers() {
+        request.headers_mut().insert(name, value.clone());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    match first {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(text.as_str()).unwrap(),
+        other => panic!("no log chunk followed: {other:?}"),
+    }
+}
+
 /// Attaches to session `id` through `api`, types `lines` (the last once `wait_for` shows),
 /// and returns what the terminal showed and the last text message.
 async fn attach(api: &str, id: u64, lines: &[&str], wait_for: &str) -> (String, Value) {
@@ -212,6 +234,8 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     .await;
     assert_eq!(status, 200, "{logs}");
     assert_eq!(logs["chunks"][0]["text"], "ready\n", "{logs}");
+    let followed = follow_first_chunk(&cluster.api(1), id).await;
+    assert_eq!(followed["text"], "ready\n", "{followed}");
 
     // An interactive shell from node 0, relayed to machine 2: a typed command's answer comes
     // back, and `exit 5` ends it with its exit code.

@@ -181,6 +181,26 @@ fn requeue_takes_the_attempt_back_without_counting_a_failure() {
 }
 
 #[test]
+fn a_session_taken_back_from_its_machine_fails_saying_why() {
+    let mut fleet = Fleet::online();
+    let mut session = spec();
+    session.kind = shoal_protocol::JobKind::Session;
+    session.image = Some("busybox:local".into());
+    let id = fleet.submit(session, 1).id;
+    fleet.dispatch(id, 1, M1, 2);
+    fleet.report(id, 1, JobReport::Running, 3);
+    let job = record(fleet.apply(Command::RequeueJob {
+        job: id,
+        attempt: 1,
+        reason: "machine m1 went DEAD".into(),
+        at_ms: 10,
+    }));
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.as_deref(), Some("machine m1 went DEAD"));
+    assert_eq!(job.attempts.len(), 1);
+}
+
+#[test]
 fn a_job_taken_back_too_often_fails() {
     let mut fleet = Fleet::online();
     let id = fleet.submit(spec(), 1).id;
