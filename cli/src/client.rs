@@ -3,6 +3,7 @@
 //! Following a job's output is a WebSocket, in [`logstream`].
 
 mod attach;
+pub use attach::TerminalInput;
 mod eventstream;
 mod logstream;
 

@@ -10,14 +10,21 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Client, ClientError};
 
+/// What the local terminal sends.
+pub enum TerminalInput {
+    Typed(Vec<u8>),
+    Resized { cols: u16, rows: u16 },
+}
+
 impl Client {
-    /// Attaches to session `id` with a `cols` x `rows` terminal: sends what `input` yields,
-    /// hands what the shell writes to `output`, and returns the shell's exit code.
+    /// Attaches to session `id` with a `cols` x `rows` terminal: sends what `input` yields
+    /// (typed bytes, new sizes), hands what the shell writes to `output`, and returns the
+    /// shell's exit code.
     pub async fn attach(
         &self,
         id: JobId,
         (cols, rows): (u16, u16),
-        mut input: mpsc::Receiver<Vec<u8>>,
+        mut input: mpsc::Receiver<TerminalInput>,
         mut output: impl FnMut(&[u8]),
     ) -> Result<i64, ClientError> {
         let path = format!("/v1/sessions/{id}/attach?cols={cols}&rows={rows}");
@@ -26,13 +33,21 @@ impl Client {
         let mut input_open = true;
         loop {
             tokio::select! {
-                typed = input.recv(), if input_open => match typed {
-                    Some(bytes) => up
-                        .send(Message::Binary(bytes.into()))
-                        .await
-                        .map_err(|e| self.ws_error(&url, e))?,
-                    None => input_open = false,
-                },
+                typed = input.recv(), if input_open => {
+                    let message = match typed {
+                        Some(TerminalInput::Typed(bytes)) => Message::Binary(bytes.into()),
+                        Some(TerminalInput::Resized { cols, rows }) => {
+                            let resize = AttachMessage::Resize { cols, rows };
+                            let text = serde_json::to_string(&resize).expect("a resize serializes");
+                            Message::Text(text.into())
+                        }
+                        None => {
+                            input_open = false;
+                            continue;
+                        }
+                    };
+                    up.send(message).await.map_err(|e| self.ws_error(&url, e))?;
+                }
                 message = down.next() => match message {
                     Some(Ok(Message::Binary(bytes))) => output(&bytes),
                     Some(Ok(Message::Text(text))) => {
