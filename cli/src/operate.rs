@@ -122,7 +122,7 @@ pub async fn run_batch(client: &Client, cmd: BatchCmd, json: bool) -> Result<u8,
         for outcome in &report.machines {
             let status = if outcome.ok { "ok" } else { "FAILED" };
             print(&format!(
-                "{} ({}): {status}: {}",
+                "{} ({}): {status}: {}\n",
                 outcome.name, outcome.machine, outcome.detail
             ));
         }
