@@ -10,7 +10,7 @@ use shoal_protocol::{ApiError, ErrorCode, JobKind, JobState, MachineId};
 
 use crate::node::Node;
 use crate::p2p::{PeerRequest, PeerResponse};
-use crate::runner::governed;
+use crate::runner::{governed, policies_here};
 
 /// Longest one machine may take.
 const MACHINE_WAIT: Duration = Duration::from_secs(30);
@@ -107,19 +107,7 @@ pub async fn local(node: &Node, action: BatchAction) -> Result<String, ApiError>
             Ok(check.detail)
         }
         BatchAction::ApplyConfig => {
-            let names: Vec<String> = node.fleet.read(|state| {
-                let labels = state
-                    .machines
-                    .get(&node.id)
-                    .map(|m| m.labels())
-                    .unwrap_or_default();
-                state
-                    .policies
-                    .values()
-                    .filter(|p| p.spec.selects(&labels))
-                    .map(|p| p.name.clone())
-                    .collect()
-            });
+            let names: Vec<String> = policies_here(node).into_iter().map(|p| p.name).collect();
             let mut lines = vec![if names.is_empty() {
                 "no policy applies here".to_string()
             } else {

@@ -225,9 +225,9 @@ fn attempt_env(
     env
 }
 
-/// `ask` under every policy that governs this machine, or the first one's refusal.
-pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
-    let policies: Vec<Policy> = node.fleet.read(|state| {
+/// The policies that select this machine now.
+pub fn policies_here(node: &Node) -> Vec<Policy> {
+    node.fleet.read(|state| {
         let labels = state
             .machines
             .get(&node.id)
@@ -239,8 +239,12 @@ pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> 
             .filter(|p| p.spec.selects(&labels))
             .cloned()
             .collect()
-    });
-    policies
+    })
+}
+
+/// `ask` under every policy that governs this machine, or the first one's refusal.
+pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
+    policies_here(node)
         .iter()
         .try_fold(ask, |ask, policy| policy.spec.apply(&policy.name, ask))
 }
