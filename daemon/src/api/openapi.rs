@@ -10,6 +10,8 @@ use utoipa::openapi::{OpenApi, RefOr, Response, ResponseBuilder, SecurityRequire
 use utoipa::{OpenApi as _, ToSchema};
 
 use shoal_protocol::api::{MachineSort, SortOrder};
+use shoal_protocol::batch::BatchAction;
+use shoal_protocol::sessions::{AttachMessage, SessionState};
 use shoal_protocol::{ApiError, JobState, MachineId, MachineStatus};
 
 use super::auth::required_scope;
@@ -22,7 +24,17 @@ use super::auth::required_scope;
                        (consistent=true reads through the leader); writes are forwarded to the \
                        leader and answered once this node has applied them."
     ),
-    components(schemas(ApiError, MachineSort, SortOrder, MachineStatus, JobState, MachineId))
+    components(schemas(
+        ApiError,
+        MachineSort,
+        SortOrder,
+        MachineStatus,
+        JobState,
+        MachineId,
+        SessionState,
+        BatchAction,
+        AttachMessage
+    ))
 )]
 struct Base;
 
