@@ -61,7 +61,7 @@ pub async fn logs(
         }
         if !logs.complete {
             note(&format!(
-                "attempt {} is still running; `shoal job logs -f {id}` follows it",
+                "attempt {} is still running; `logs -f {id}` follows it",
                 logs.attempt
             ));
         }
