@@ -76,6 +76,12 @@ pub enum SessionCmd {
         /// pending, starting, running, terminated or failed.
         #[arg(long)]
         state: Option<SessionState>,
+        /// Only sessions on this machine: full id, unique id prefix, or name.
+        #[arg(long)]
+        machine: Option<String>,
+        /// Another org's sessions (admin keys).
+        #[arg(long)]
+        org: Option<String>,
     },
     /// One session.
     Show { id: JobId },
@@ -257,10 +263,19 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
             };
             show_sessions(&[client.create_session(&request).await?], json);
         }
-        SessionCmd::Ls { state } => {
+        SessionCmd::Ls {
+            state,
+            machine,
+            org,
+        } => {
+            let machine = match machine {
+                Some(m) => Some(machines::resolve(client, &m).await?.to_string()),
+                None => None,
+            };
             let params = SessionParams {
                 state: state.map(|s| s.as_str().to_string()),
-                machine: None,
+                machine,
+                org,
             };
             show_sessions(&client.sessions(&params).await?.sessions, json);
         }

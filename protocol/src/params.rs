@@ -172,4 +172,7 @@ pub struct SessionParams {
     #[param(value_type = Option<MachineId>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// Sessions of this org: a key's own (the default); an admin key may name any org.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
 }

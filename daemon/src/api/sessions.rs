@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
+use shoal_protocol::keys::Scope;
 use shoal_protocol::params::{LogParams, SessionParams};
 use shoal_protocol::sessions::{
     AttachParams, CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionState,
@@ -84,7 +85,10 @@ pub async fn create(
 
 /// `GET /v1/sessions`: the caller's org's sessions, newest first.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(SessionParams),
-    responses((status = OK, body = SessionList, description = "The sessions that match")))]
+    responses(
+        (status = OK, body = SessionList, description = "The sessions that match"),
+        (status = FORBIDDEN, body = ApiError, description = "org names another org and the key is not an admin"),
+    ))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -107,12 +111,25 @@ pub async fn list(
             })
         })
         .transpose()?;
+    let org = match params.org {
+        Some(org) if org != caller.org && caller.scope < Scope::Admin => {
+            return Err(Failure(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a key of org {} cannot list org {org}'s sessions",
+                    caller.org
+                ),
+            )));
+        }
+        Some(org) => org,
+        None => caller.org.clone(),
+    };
     let sessions = node.fleet.read(|fleet| {
         fleet
             .jobs
             .values()
             .rev()
-            .filter(|job| job.spec.kind == JobKind::Session && job.spec.org == caller.org)
+            .filter(|job| job.spec.kind == JobKind::Session && job.spec.org == org)
             .map(SessionView::of)
             .filter(|s| state.is_none_or(|want| s.state == want))
             .filter(|s| machine.is_none_or(|want| s.machine == Some(want)))

@@ -382,6 +382,13 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
         .map(|s| &s["id"])
         .collect();
     assert!(ids.contains(&&json!(id)), "{listed}");
+    let url = format!("{api}/v1/sessions?org=lab&machine={}", machines[2]);
+    let (status, other_org) = call(reqwest::Method::GET, url, Value::Null).await;
+    assert_eq!(
+        (status, &other_org["sessions"]),
+        (200, &json!([])),
+        "{other_org}"
+    );
     assert_eq!(ended["reason"], "terminated", "{ended}");
     // Their run time is costed by session (the job above is not one).
     let (status, sheet) = call(
