@@ -8,7 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use shoal_protocol::keys::Scope;
+use shoal_protocol::keys::{Scope, parse_key};
 use shoal_protocol::{ApiError, ErrorCode};
 
 use super::Failure;
@@ -45,6 +45,11 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-shoal-key")?.to_str().ok().map(str::trim)
 }
 
+/// Whether `key` is well formed but its id is not in this replica.
+fn unknown_here(node: &Node, key: &str) -> bool {
+    parse_key(key).is_ok_and(|(id, _)| node.fleet.read(|state| !state.api_keys.contains_key(id)))
+}
+
 /// Lets the request through with its [`crate::keys::Caller`] in the extensions, or answers
 /// 401 (no key, or one the fleet does not accept) or 403 (not the scope the route needs).
 pub async fn require_key(
@@ -66,7 +71,16 @@ pub async fn require_key(
             "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
         ))
     })?;
-    let caller = node.fleet.read(|state| authenticate(state, key))?;
+    let caller = match node.fleet.read(|state| authenticate(state, key)) {
+        Ok(caller) => caller,
+        // A key made a moment ago through another node may not have reached this replica:
+        // read through the leader once before calling it unknown.
+        Err(_) if unknown_here(&node, key) => {
+            let _ = node.read_barrier().await;
+            node.fleet.read(|state| authenticate(state, key))?
+        }
+        Err(err) => return Err(Failure(err)),
+    };
     caller.require(required_scope(request.method(), &route))?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
