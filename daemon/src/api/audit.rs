@@ -8,7 +8,7 @@ use shoal_protocol::audit::AuditList;
 use shoal_protocol::params::AuditParams;
 use shoal_protocol::{ApiError, MachineId};
 
-use super::{ApiQuery, ApiResult, Failure};
+use super::{ApiQuery, ApiResult, Failure, parsed};
 use crate::node::Node;
 
 /// Most entries one page returns.
@@ -21,16 +21,7 @@ pub async fn list(
     State(node): State<Arc<Node>>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> ApiResult<AuditList> {
-    let machine: Option<MachineId> = params
-        .machine
-        .as_deref()
-        .map(|text| {
-            text.parse()
-                .map_err(|err: shoal_protocol::ids::BadMachineId| {
-                    Failure(ApiError::bad_request(err.to_string()))
-                })
-        })
-        .transpose()?;
+    let machine: Option<MachineId> = params.machine.as_deref().map(parsed).transpose()?;
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(Failure(ApiError::bad_request(format!(

@@ -86,6 +86,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// A path or query value parsed, or a 400 with the parser's own message.
+pub fn parsed<T: std::str::FromStr>(text: &str) -> Result<T, Failure>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|err: T::Err| Failure(ApiError::bad_request(err.to_string())))
+}
+
 /// The state machine's answer, or the API error its refusal carries.
 pub fn accepted(response: shoal_protocol::Response) -> Result<shoal_protocol::Response, Failure> {
     match response {

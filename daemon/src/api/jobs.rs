@@ -12,7 +12,7 @@ use shoal_protocol::{
     Response,
 };
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed};
 use crate::keys::{Caller, DEFAULT_ORG};
 use crate::node::{Node, now_ms};
 
@@ -130,23 +130,8 @@ pub async fn list(
             format!("a key of org {} cannot list org {org}'s jobs", caller.org),
         )));
     }
-    let state: Option<JobState> = params
-        .state
-        .as_deref()
-        .map(|s| {
-            s.parse()
-                .map_err(|err: String| Failure(ApiError::bad_request(err)))
-        })
-        .transpose()?;
-    let machine: Option<MachineId> = params
-        .machine
-        .as_deref()
-        .map(|s| {
-            s.parse().map_err(|err: shoal_protocol::ids::BadMachineId| {
-                Failure(ApiError::bad_request(err.to_string()))
-            })
-        })
-        .transpose()?;
+    let state: Option<JobState> = params.state.as_deref().map(parsed).transpose()?;
+    let machine: Option<MachineId> = params.machine.as_deref().map(parsed).transpose()?;
     let label = params
         .label
         .as_deref()

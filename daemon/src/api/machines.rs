@@ -33,10 +33,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
 }
 
 pub(super) fn parse_id(text: &str) -> Result<MachineId, Failure> {
-    text.parse()
-        .map_err(|err: shoal_protocol::ids::BadMachineId| {
-            Failure(ApiError::bad_request(err.to_string()))
-        })
+    super::parsed(text)
 }
 
 /// A record with the live gossip view laid on top.

@@ -39,7 +39,7 @@ use utoipa_axum::routes;
 
 use crate::node::Node;
 
-pub use error::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
+pub use error::{ApiJson, ApiQuery, ApiResult, Failure, accepted, parsed};
 
 /// Waits for a read barrier when the read asked to be consistent.
 async fn barrier_if(node: &Node, params: &ReadParams) -> Result<(), Failure> {

@@ -21,7 +21,7 @@ use shoal_protocol::{
 };
 
 use super::jobs::{in_callers_org, parse_job_id, submit_one, visible_job};
-use super::{ApiJson, ApiQuery, ApiResult, Failure, templates};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, parsed, templates};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
@@ -94,23 +94,8 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<SessionParams>,
 ) -> ApiResult<SessionList> {
-    let state: Option<SessionState> = params
-        .state
-        .as_deref()
-        .map(|s| {
-            s.parse()
-                .map_err(|m: String| Failure(ApiError::bad_request(m)))
-        })
-        .transpose()?;
-    let machine: Option<MachineId> = params
-        .machine
-        .as_deref()
-        .map(|s| {
-            s.parse().map_err(|err: shoal_protocol::ids::BadMachineId| {
-                Failure(ApiError::bad_request(err.to_string()))
-            })
-        })
-        .transpose()?;
+    let state: Option<SessionState> = params.state.as_deref().map(parsed).transpose()?;
+    let machine: Option<MachineId> = params.machine.as_deref().map(parsed).transpose()?;
     let org = match params.org {
         Some(org) if org != caller.org && caller.scope < Scope::Admin => {
             return Err(Failure(ApiError::new(
