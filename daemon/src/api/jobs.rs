@@ -268,11 +268,20 @@ pub async fn cancel(
 ) -> ApiResult<JobRecord> {
     let id = parse_job_id(&id)?;
     visible_job(&node, &caller, id)?;
+    Ok(Json(cancel_job(&node, &caller, id).await?))
+}
+
+/// Cancels job (or session) `id` for `caller`, who may see it, answering with the job.
+pub(super) async fn cancel_job(
+    node: &Node,
+    caller: &Caller,
+    id: JobId,
+) -> Result<JobRecord, Failure> {
     let outcome = node
         .write(caller.audited(Command::CancelJob {
             job: id,
             at_ms: now_ms(),
         }))
         .await?;
-    Ok(Json(job_of(outcome.response)?))
+    job_of(outcome.response)
 }

@@ -16,14 +16,12 @@ use shoal_protocol::sessions::{
     SessionView,
 };
 use shoal_protocol::templates::check_template_name;
-use shoal_protocol::{
-    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, MachineId, Response as Answer,
-};
+use shoal_protocol::{ApiError, ErrorCode, JobId, JobKind, JobRecord, MachineId};
 
-use super::jobs::{in_callers_org, parse_job_id, submit_one, visible_job};
+use super::jobs::{cancel_job, in_callers_org, parse_job_id, submit_one, visible_job};
 use super::{ApiJson, ApiQuery, ApiResult, Failure, parsed, templates};
 use crate::keys::Caller;
-use crate::node::{Node, now_ms};
+use crate::node::Node;
 
 /// The session `id` if the caller's org has it.
 fn visible_session(node: &Node, caller: &Caller, id: JobId) -> Result<JobRecord, Failure> {
@@ -34,10 +32,6 @@ fn visible_session(node: &Node, caller: &Caller, id: JobId) -> Result<JobRecord,
         ))));
     }
     Ok(job)
-}
-
-fn session_id(text: &str) -> Result<JobId, Failure> {
-    parse_job_id(text)
 }
 
 /// `POST /v1/sessions`: 201 with the new session (200 with the existing one for a known
@@ -135,7 +129,7 @@ pub async fn show(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<SessionView> {
-    let job = visible_session(&node, &caller, session_id(&id)?)?;
+    let job = visible_session(&node, &caller, parse_job_id(&id)?)?;
     Ok(Json(SessionView::of(&job)))
 }
 
@@ -152,21 +146,10 @@ pub async fn terminate(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<SessionView> {
-    let id = session_id(&id)?;
+    let id = parse_job_id(&id)?;
     visible_session(&node, &caller, id)?;
-    let outcome = node
-        .write(caller.audited(Command::CancelJob {
-            job: id,
-            at_ms: now_ms(),
-        }))
-        .await?;
-    match super::accepted(outcome.response)? {
-        Answer::Job(job) => Ok(Json(SessionView::of(&job))),
-        other => Err(Failure(ApiError::new(
-            shoal_protocol::ErrorCode::Internal,
-            format!("the state machine answered {other:?}"),
-        ))),
-    }
+    let job = cancel_job(&node, &caller, id).await?;
+    Ok(Json(SessionView::of(&job)))
 }
 
 /// `POST /v1/sessions/{id}/exec`: runs a command in the session's container and answers
@@ -185,7 +168,7 @@ pub async fn exec(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ExecRequest>,
 ) -> ApiResult<ExecResult> {
-    let id = session_id(&id)?;
+    let id = parse_job_id(&id)?;
     visible_session(&node, &caller, id)?;
     request
         .validate()
@@ -210,7 +193,7 @@ pub async fn attach(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Failure> {
-    let id = session_id(&id)?;
+    let id = parse_job_id(&id)?;
     visible_session(&node, &caller, id)?;
     let (attempt, machine) = crate::sessions::running(&node, id).await?;
     let upgrade = upgrade.map_err(|_| {
@@ -271,6 +254,6 @@ pub async fn logs(
     query: ApiQuery<LogParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Failure> {
-    visible_session(&node, &caller, session_id(&id)?)?;
+    visible_session(&node, &caller, parse_job_id(&id)?)?;
     super::logs::logs(State(node), Extension(caller), Path(id), query, upgrade).await
 }
