@@ -107,7 +107,7 @@ async fn commit(raft: &Raft, mut batch: Vec<(Command, Reply)>) {
 
 /// One `client_write`: `NoLeader` when this node is not the leader, so callers retry.
 async fn write(raft: &Raft, cmd: Command) -> Result<WriteOutcome, ApiError> {
-    match raft.client_write(cmd).await {
+    match raft.client_write(cmd.into()).await {
         Ok(written) => Ok(WriteOutcome {
             index: written.log_id.index,
             response: written.data,

@@ -105,11 +105,14 @@ impl fmt::Display for ApiError {
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok` when this node knows a leader, `degraded` otherwise.
+    /// `ok` when this node knows a leader, `degraded` otherwise, `halted` when it stopped
+    /// applying the fleet log (`reason` says why).
     pub status: String,
     pub machine_id: MachineId,
     pub leader: Option<MachineId>,
     pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One machine as the API shows it: the committed record with the live gossip view on top.

@@ -157,6 +157,43 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name, as its encoding tags it.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Command::UpsertMachine { .. } => "UpsertMachine",
+            Command::SetStatus { .. } => "SetStatus",
+            Command::LabelMachine { .. } => "LabelMachine",
+            Command::RemoveMachine { .. } => "RemoveMachine",
+            Command::RetireMachine { .. } => "RetireMachine",
+            Command::SubmitJob { .. } => "SubmitJob",
+            Command::Dispatch { .. } => "Dispatch",
+            Command::ReportJob { .. } => "ReportJob",
+            Command::CancelJob { .. } => "CancelJob",
+            Command::RequeueJob { .. } => "RequeueJob",
+            Command::TimeOutJob { .. } => "TimeOutJob",
+            Command::SetQueueReasons { .. } => "SetQueueReasons",
+            Command::Batch(..) => "Batch",
+            Command::PruneJobs { .. } => "PruneJobs",
+            Command::SetDrain { .. } => "SetDrain",
+            Command::CreateApiKey { .. } => "CreateApiKey",
+            Command::RevokeApiKey { .. } => "RevokeApiKey",
+            Command::CreateTokens { .. } => "CreateTokens",
+            Command::RevokeToken { .. } => "RevokeToken",
+            Command::UseToken { .. } => "UseToken",
+            Command::Audited { .. } => "Audited",
+            Command::SetKillSwitch { .. } => "SetKillSwitch",
+            Command::SetBudget { .. } => "SetBudget",
+            Command::ReportCost { .. } => "ReportCost",
+            Command::EnforceBudgets { .. } => "EnforceBudgets",
+            Command::PutTemplate { .. } => "PutTemplate",
+            Command::RollbackTemplate { .. } => "RollbackTemplate",
+            Command::RecordBatch { .. } => "RecordBatch",
+            Command::SetPolicy { .. } => "SetPolicy",
+        }
+    }
+}
+
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
 /// timeout does not run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,54 +1,140 @@
-//! Versioned binary frames: one version byte, then bincode (standard config).
+//! Versioned frames: every message on peer RPC and gossip, and every record on disk.
 //!
-//! Every message on peer RPC and every record on disk goes through here, so a future
-//! format change is a new version byte, never a guess.
+//! ```text
+//!  b"shl"  format (1 byte)  schema (u16, big endian)  MessagePack, fields by name
+//! ```
+//!
+//! The body is MessagePack with named fields and named enum variants (`rmp_serde`'s
+//! `to_vec_named`, as Garage stores its tables), so stored data evolves without migrations
+//! for the common changes: a field added with `#[serde(default)]` reads as its default from
+//! older records, a field a newer build added is ignored by an older one, and a variant
+//! added anywhere is an error naming it, never a misread (bincode by position misread them:
+//! inserting one `Command` variant turned every later one into its neighbour). A change
+//! that needs more (a renamed field, a changed meaning) raises [`SCHEMA_VERSION`] and adds a
+//! step to the migration chain in the reader; frames of an older schema are read through
+//! it. The schema a frame was written with travels in its header, so a newer build's data
+//! is refused by an older one with a message naming both versions.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The frame format this build writes and reads.
-pub const FRAME_VERSION: u8 = 1;
+/// The first bytes of every frame.
+pub const MAGIC: [u8; 3] = *b"shl";
 
-/// Largest frame decoded, so garbage cannot ask for a huge allocation.
-pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// The body encoding: 2 is MessagePack with named fields. (1 was bincode by position,
+/// written only by pre-release builds; it is refused by name.)
+pub const FORMAT: u8 = 2;
+
+/// The schema of the types this build writes. Raise it (and add a migration from the
+/// previous one) for a change that named fields and defaults cannot carry.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// The oldest schema this build still reads.
+pub const MIN_SCHEMA_VERSION: u16 = 1;
+
+/// Bytes in front of every body.
+pub const HEADER_LEN: usize = MAGIC.len() + 1 + 2;
 
 /// A frame that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("empty frame")]
     Empty,
-    #[error("frame version {0} is not supported (this build speaks version {FRAME_VERSION})")]
-    Version(u8),
+    #[error(
+        "written by a pre-release shoald (frame version 1, bincode); this build reads only \
+         format {FORMAT}: start this machine from a fresh data directory"
+    )]
+    PreRelease,
+    #[error("not a Shoal frame (no magic bytes)")]
+    NotShoal,
+    #[error("frame format {0} is not supported (this build reads format {FORMAT})")]
+    Format(u8),
+    #[error(
+        "written with schema {found}, newer than this build reads ({MIN_SCHEMA_VERSION} to \
+         {SCHEMA_VERSION}): upgrade shoald"
+    )]
+    NewerSchema { found: u16 },
+    #[error("written with schema {found}, older than this build reads (from {MIN_SCHEMA_VERSION})")]
+    OlderSchema { found: u16 },
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("unencodable value: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
     #[error("frame has {0} bytes left over after decoding")]
     Trailing(usize),
-    #[error("undecodable frame: {0}")]
-    Decode(#[from] bincode::error::DecodeError),
-    #[error("unencodable value: {0}")]
-    Encode(#[from] bincode::error::EncodeError),
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
+/// Writes the header for the current format and schema.
+pub fn write_header(out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT);
+    out.extend_from_slice(&SCHEMA_VERSION.to_be_bytes());
 }
 
-/// Encodes `value` behind the version byte.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![FRAME_VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+/// Checks a frame's header and returns the schema it was written with and the body.
+pub fn read_header(frame: &[u8]) -> Result<(u16, &[u8]), FrameError> {
+    match frame.first() {
+        None => return Err(FrameError::Empty),
+        Some(1) => return Err(FrameError::PreRelease),
+        Some(_) => {}
+    }
+    if frame.len() < HEADER_LEN || frame[..MAGIC.len()] != MAGIC {
+        return Err(FrameError::NotShoal);
+    }
+    let format = frame[MAGIC.len()];
+    if format != FORMAT {
+        return Err(FrameError::Format(format));
+    }
+    let schema = u16::from_be_bytes([frame[MAGIC.len() + 1], frame[MAGIC.len() + 2]]);
+    if schema > SCHEMA_VERSION {
+        return Err(FrameError::NewerSchema { found: schema });
+    }
+    if schema < MIN_SCHEMA_VERSION {
+        return Err(FrameError::OlderSchema { found: schema });
+    }
+    Ok((schema, &frame[HEADER_LEN..]))
+}
+
+/// Encodes `value` as a body alone (no header), for a value nested in a frame.
+pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+/// Appends `value`'s body to `out`.
+pub fn encode_body_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let mut serializer = rmp_serde::Serializer::new(out).with_struct_map();
+    value.serialize(&mut serializer)?;
+    Ok(())
+}
+
+/// Decodes a whole body; garbage or trailing bytes are errors.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let mut rest = body;
+    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))?;
+    let left = rest.len();
+    if left != 0 {
+        return Err(FrameError::Trailing(left));
+    }
+    Ok(value)
+}
+
+/// Encodes `value` behind the header.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::with_capacity(128);
+    write_header(&mut out);
+    encode_body_into(value, &mut out)?;
     Ok(out)
 }
 
-/// Decodes a whole frame; a wrong version, garbage or trailing bytes are errors.
+/// Decodes a whole frame; a foreign or newer header, garbage or trailing bytes are errors.
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
-    let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
-    if version != FRAME_VERSION {
-        return Err(FrameError::Version(version));
-    }
-    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
-    if read != body.len() {
-        return Err(FrameError::Trailing(body.len() - read));
-    }
-    Ok(value)
+    let (_schema, body) = read_header(frame)?;
+    // Schema 1 is the first: nothing to migrate from yet. A later schema matches on the
+    // version here and reads the older shape before converting it.
+    decode_body(body)
 }
 
 #[cfg(test)]
@@ -366,11 +452,53 @@ mod tests {
     }
 
     #[test]
-    fn wrong_version_is_named() {
+    fn foreign_and_newer_frames_are_named() {
         let mut frame = encode(&Response::Done).unwrap();
-        frame[0] = 9;
+        frame[3] = 9;
         let err = decode::<Response>(&frame).unwrap_err();
-        assert!(err.to_string().contains("version 9"), "{err}");
+        assert!(err.to_string().contains("format 9"), "{err}");
+
+        let mut frame = encode(&Response::Done).unwrap();
+        frame[4..6].copy_from_slice(&(SCHEMA_VERSION + 1).to_be_bytes());
+        let err = decode::<Response>(&frame).unwrap_err();
+        assert!(err.to_string().contains("upgrade shoald"), "{err}");
+
+        let err = decode::<Response>(b"{\"json\": true}").unwrap_err();
+        assert!(matches!(err, FrameError::NotShoal), "{err}");
+        let err = decode::<Response>(&[1, 0, 0]).unwrap_err();
+        assert!(err.to_string().contains("pre-release"), "{err}");
+    }
+
+    /// A field a newer build added is ignored; one an older build did not write defaults.
+    #[test]
+    fn fields_added_on_either_side_are_tolerated() {
+        #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Old {
+            a: u32,
+            b: String,
+        }
+        #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct New {
+            a: u32,
+            #[serde(default)]
+            c: Option<u64>,
+            b: String,
+        }
+        let old = Old {
+            a: 1,
+            b: "x".into(),
+        };
+        let new: New = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(
+            new,
+            New {
+                a: 1,
+                c: None,
+                b: "x".into()
+            }
+        );
+        let back: Old = decode(&encode(&New { c: Some(5), ..new }).unwrap()).unwrap();
+        assert_eq!(back, old);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod job;
 pub mod job_spec;
 pub mod keys;
 pub mod labels;
+pub mod log_command;
 pub mod machine;
 pub mod operate;
 pub mod params;
@@ -30,6 +31,7 @@ pub use job::{
     Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,
 };
 pub use labels::{LabelError, Labels};
+pub use log_command::LogCommand;
 pub use machine::{
     Announcement, Check, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,
 };

@@ -20,6 +20,12 @@ pub enum StoreError {
     },
     #[error("storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A snapshot file that is not whole.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// The state machine met an entry it cannot apply and stopped.
+    #[error("{0}")]
+    Halted(String),
 }
 
 impl StoreError {

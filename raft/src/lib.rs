@@ -22,6 +22,7 @@ pub mod jobs;
 mod log_store;
 pub mod scheduler;
 mod snapshot_file;
+pub mod snapshot_format;
 mod state_machine;
 mod templates;
 mod tokens;
@@ -31,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use openraft::{RaftTypeConfig, SnapshotPolicy, TokioRuntime};
-use shoal_protocol::{Command, MachineId, MemberAddr, Response};
+use shoal_protocol::{LogCommand, MachineId, MemberAddr, Response};
 
 pub use apply::{ApplyCtx, apply};
 pub use error::{RaftError, StoreError};
@@ -44,7 +45,7 @@ pub use state_machine::{FleetHandle, FleetSnapshotBuilder, StateMachineStore, St
 openraft::declare_raft_types!(
     /// Shoal's Raft types: fleet commands in, responses out, machines as members.
     pub TypeConfig:
-        D = Command,
+        D = LogCommand,
         R = Response,
         NodeId = MachineId,
         Node = MemberAddr,
@@ -63,7 +64,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// `NodeId: From<u64>` (which `MachineId` does not implement), runs against the same code.
 pub trait FleetConfig:
     RaftTypeConfig<
-        D = Command,
+        D = LogCommand,
         R = Response,
         Node = MemberAddr,
         Entry = openraft::Entry<Self>,
@@ -74,7 +75,7 @@ pub trait FleetConfig:
 
 impl<C> FleetConfig for C where
     C: RaftTypeConfig<
-            D = Command,
+            D = LogCommand,
             R = Response,
             Node = MemberAddr,
             Entry = openraft::Entry<C>,

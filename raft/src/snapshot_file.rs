@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::{LogId, Snapshot};
-use shoal_protocol::frame;
 
 use crate::state_machine::StoredSnapshot;
-use crate::{FleetConfig, StoreError};
+use crate::{FleetConfig, StoreError, snapshot_format};
 
 /// The snapshot's file inside the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -35,7 +34,9 @@ impl<C: FleetConfig> SnapshotFile<C> {
     /// Opens the snapshot file in `dir` and loads the snapshot, if there is one.
     pub(crate) fn open(dir: &Path) -> Result<(Arc<Self>, Option<StoredSnapshot<C>>), StoreError> {
         let stored: Option<StoredSnapshot<C>> = match read_bytes(dir)? {
-            Some(bytes) => Some(frame::decode(&bytes)?),
+            Some(bytes) => Some(snapshot_format::decode(&bytes).map_err(|e| {
+                StoreError::Snapshot(format!("{}: {e}", dir.join(SNAPSHOT_FILE).display()))
+            })?),
             None => None,
         };
         let on_disk = stored.as_ref().and_then(|s| s.meta.last_log_id.clone());
@@ -56,28 +57,42 @@ impl<C: FleetConfig> SnapshotFile<C> {
         }
     }
 
-    /// Encodes `snapshot` and makes it the file on disk, unless the file already holds a
-    /// newer one. Returns the encoded bytes either way.
+    /// Encodes `snapshot` (in the blocking pool: it walks the whole state) and makes it
+    /// the file on disk, unless the file already holds a newer one. Returns the encoded
+    /// bytes either way.
     pub(crate) async fn save(
         self: &Arc<Self>,
-        snapshot: &StoredSnapshot<C>,
+        snapshot: StoredSnapshot<C>,
     ) -> Result<Vec<u8>, StoreError> {
-        let bytes = frame::encode(snapshot)?;
         let this = self.clone();
-        let last = snapshot.meta.last_log_id.clone();
-        let written = bytes.clone();
         tokio::task::spawn_blocking(move || {
-            let mut on_disk = this.on_disk.lock().expect("snapshot file lock poisoned");
-            if last < *on_disk {
-                tracing::info!(last = ?last, on_disk = ?*on_disk, "older snapshot not persisted");
-                return Ok(());
-            }
-            write_atomically(&this.dir, &written)?;
-            *on_disk = last;
-            Ok::<_, StoreError>(())
+            let bytes = snapshot_format::encode(&snapshot)?;
+            this.persist(snapshot.meta.last_log_id, &bytes)?;
+            Ok(bytes)
         })
-        .await??;
-        Ok(bytes)
+        .await?
+    }
+
+    /// Makes already encoded snapshot bytes the file on disk, unless the file already
+    /// holds a newer one.
+    pub(crate) async fn save_encoded(
+        self: &Arc<Self>,
+        last: Option<LogId<NodeIdOf<C>>>,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.persist(last, &bytes)).await?
+    }
+
+    fn persist(&self, last: Option<LogId<NodeIdOf<C>>>, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut on_disk = self.on_disk.lock().expect("snapshot file lock poisoned");
+        if last < *on_disk {
+            tracing::info!(last = ?last, on_disk = ?*on_disk, "older snapshot not persisted");
+            return Ok(());
+        }
+        write_atomically(&self.dir, bytes)?;
+        *on_disk = last;
+        Ok(())
     }
 
     /// The snapshot on disk, as openraft hands it to a lagging follower.
@@ -86,9 +101,8 @@ impl<C: FleetConfig> SnapshotFile<C> {
         let Some(bytes) = tokio::task::spawn_blocking(move || read_bytes(&dir)).await?? else {
             return Ok(None);
         };
-        let stored: StoredSnapshot<C> = frame::decode(&bytes)?;
         Ok(Some(Snapshot {
-            meta: stored.meta,
+            meta: snapshot_format::read_meta::<C>(&bytes)?,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
@@ -144,8 +158,8 @@ mod tests {
         assert!(file.load().await.unwrap().is_none());
 
         let newer = snapshot(&file, 5);
-        file.save(&newer).await.unwrap();
-        file.save(&snapshot(&file, 3)).await.unwrap();
+        file.save(newer.clone()).await.unwrap();
+        file.save(snapshot(&file, 3)).await.unwrap();
         let current = file.load().await.unwrap().expect("a snapshot");
         assert_eq!(current.meta, newer.meta);
 

@@ -15,12 +15,13 @@ use openraft::{
     StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{FleetState, MemberAddr, Response, frame};
+use shoal_protocol::{FleetState, LogCommand, MemberAddr, Response};
 use tokio::sync::watch;
 
 use crate::apply::ApplyCtx;
 use crate::events::{EVENTS_KEPT, EventFeed, EventRing, apply_with_events, membership_event};
 use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_format;
 use crate::{FleetConfig, StoreError, TypeConfig};
 
 type NodeIdOf<C> = <C as openraft::RaftTypeConfig>::NodeId;
@@ -41,6 +42,7 @@ pub struct FleetHandle {
     state: Arc<RwLock<FleetState>>,
     applied: watch::Receiver<Option<u64>>,
     events: EventFeed,
+    halted: Arc<RwLock<Option<String>>>,
 }
 
 impl FleetHandle {
@@ -60,6 +62,12 @@ impl FleetHandle {
     pub fn events(&self) -> &EventFeed {
         &self.events
     }
+
+    /// Why this replica stopped applying the log, if it did: an entry it cannot read
+    /// (written by a newer build). Raft stops on this node until it is upgraded.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.read().expect("halt lock poisoned").clone()
+    }
 }
 
 /// The state machine openraft drives.
@@ -70,6 +78,7 @@ pub struct StateMachineStore<C: FleetConfig = TypeConfig> {
     applied_tx: watch::Sender<Option<u64>>,
     snapshot_file: Arc<SnapshotFile<C>>,
     events: EventRing,
+    halted: Arc<RwLock<Option<String>>>,
 }
 
 impl<C: FleetConfig> StateMachineStore<C> {
@@ -81,12 +90,11 @@ impl<C: FleetConfig> StateMachineStore<C> {
                 tracing::info!(
                     last_log = ?snapshot.meta.last_log_id,
                     machines = snapshot.state.machines.len(),
+                    jobs = snapshot.state.jobs.len(),
                     "fleet state loaded from snapshot"
                 );
                 let meta = snapshot.meta;
-                let mut state = snapshot.state;
-                state.rebuild_open_jobs();
-                (state, meta.last_log_id, meta.last_membership)
+                (snapshot.state, meta.last_log_id, meta.last_membership)
             }
             None => (FleetState::default(), None, Membership::<C>::default()),
         };
@@ -99,6 +107,7 @@ impl<C: FleetConfig> StateMachineStore<C> {
             applied_tx,
             snapshot_file,
             events,
+            halted: Arc::default(),
         })
     }
 
@@ -108,6 +117,7 @@ impl<C: FleetConfig> StateMachineStore<C> {
             state: self.state.clone(),
             applied: self.applied_tx.subscribe(),
             events: self.events.feed(),
+            halted: self.halted.clone(),
         }
     }
 
@@ -137,20 +147,25 @@ impl<C: FleetConfig> RaftSnapshotBuilder<C> for FleetSnapshotBuilder<C> {
             // The builder holds its own copy, taken when it was made; one build per builder.
             state: std::mem::take(&mut self.state),
         };
-        let signature = Some(stored.meta.signature());
-        let bytes = self
-            .snapshot_file
-            .save(&stored)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(signature), ErrorVerb::Write))?;
+        let meta = stored.meta.clone();
+        let (machines, jobs) = (stored.state.machines.len(), stored.state.jobs.len());
+        let started = std::time::Instant::now();
+        let bytes = self.snapshot_file.save(stored).await.map_err(|e| {
+            e.into_storage(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )
+        })?;
         tracing::info!(
-            snapshot_id = %stored.meta.snapshot_id,
+            snapshot_id = %meta.snapshot_id,
             bytes = bytes.len(),
-            machines = stored.state.machines.len(),
+            machines,
+            jobs,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "fleet snapshot built"
         );
         Ok(Snapshot {
-            meta: stored.meta,
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -170,17 +185,26 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
     {
         let mut responses = Vec::new();
         let mut events = Vec::new();
+        let mut halt = None;
         {
             let mut state = self.state.write().expect("fleet state lock poisoned");
             for entry in entries {
                 let log_id = entry.log_id;
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(cmd) => {
+                    EntryPayload::Normal(LogCommand::Known(cmd)) => {
                         let ctx = ApplyCtx {
                             log_index: log_id.index,
                         };
                         apply_with_events(&mut state, cmd, &ctx, &mut events)
+                    }
+                    EntryPayload::Normal(LogCommand::Unknown { tag, detail }) => {
+                        halt = Some(format!(
+                            "log entry {} holds a command this build cannot apply ({tag}: \
+                             {detail}); it was written by a newer shoald: upgrade this machine",
+                            log_id.index
+                        ));
+                        break;
                     }
                     EntryPayload::Membership(membership) => {
                         let voters = membership.voter_ids().map(|id| id.to_string()).collect();
@@ -199,6 +223,14 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             self.events.publish(last.index, events);
         }
         self.publish_applied();
+        if let Some(reason) = halt {
+            // Applying past it would diverge from the replicas that understood it: stop
+            // here, loudly, and let Raft shut down on this node until it is upgraded.
+            tracing::error!(%reason, "stopped applying the fleet log");
+            *self.halted.write().expect("halt lock poisoned") = Some(reason.clone());
+            return Err(StoreError::Halted(reason)
+                .into_storage(ErrorSubject::StateMachine, ErrorVerb::Write));
+        }
         Ok(responses)
     }
 
@@ -228,26 +260,35 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             let subject = ErrorSubject::Snapshot(Some(meta.signature()));
             move |e: StoreError| e.into_storage(subject, verb)
         };
-        let received: StoredSnapshot<C> = frame::decode(snapshot.get_ref())
-            .map_err(StoreError::from)
-            .map_err(failed(ErrorVerb::Read))?;
-        let stored = StoredSnapshot::<C> {
-            meta: meta.clone(),
-            state: received.state,
-        };
-        self.snapshot_file
-            .save(&stored)
-            .await
-            .map_err(failed(ErrorVerb::Write))?;
+        let bytes = snapshot.into_inner();
+        let (received, bytes) = tokio::task::spawn_blocking(move || {
+            snapshot_format::decode::<C>(&bytes).map(|received| (received, bytes))
+        })
+        .await
+        .map_err(StoreError::from)
+        .and_then(|decoded| decoded)
+        .map_err(failed(ErrorVerb::Read))?;
+        if received.meta == *meta {
+            self.snapshot_file
+                .save_encoded(meta.last_log_id.clone(), bytes)
+                .await
+        } else {
+            let stored = StoredSnapshot::<C> {
+                meta: meta.clone(),
+                state: received.state.clone(),
+            };
+            self.snapshot_file.save(stored).await.map(|_| ())
+        }
+        .map_err(failed(ErrorVerb::Write))?;
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             last_log = ?meta.last_log_id,
-            machines = stored.state.machines.len(),
+            machines = received.state.machines.len(),
+            jobs = received.state.jobs.len(),
             "fleet snapshot installed"
         );
-        let mut state = stored.state;
-        state.rebuild_open_jobs();
-        *self.state.write().expect("fleet state lock poisoned") = state;
+        let stored = received;
+        *self.state.write().expect("fleet state lock poisoned") = stored.state;
         self.last_applied = meta.last_log_id.clone();
         self.membership = meta.last_membership.clone();
         self.events

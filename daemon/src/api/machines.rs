@@ -21,15 +21,26 @@ use crate::node::{Node, VERSION, members, now_ms};
 
 /// `GET /health`, without a key: this node is up, and whether it knows a leader.
 #[utoipa::path(get, path = "/health", tag = "machines",
-    responses((status = OK, body = Health, description = "This node answers; status is degraded while it knows no leader")))]
-pub async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
+    responses(
+        (status = OK, body = Health, description = "This node answers; status is degraded while it knows no leader"),
+        (status = SERVICE_UNAVAILABLE, body = Health, description = "This node stopped applying the fleet log; `reason` says why"),
+    ))]
+pub async fn health(State(node): State<Arc<Node>>) -> (axum::http::StatusCode, Json<Health>) {
     let leader = node.leader();
-    Json(Health {
-        status: if leader.is_some() { "ok" } else { "degraded" }.to_string(),
+    let halted = node.fleet.halted();
+    let (code, status) = match (&halted, leader) {
+        (Some(_), _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "halted"),
+        (None, Some(_)) => (axum::http::StatusCode::OK, "ok"),
+        (None, None) => (axum::http::StatusCode::OK, "degraded"),
+    };
+    let health = Health {
+        status: status.to_string(),
         machine_id: node.id,
         leader,
         version: VERSION.to_string(),
-    })
+        reason: halted,
+    };
+    (code, Json(health))
 }
 
 pub(super) fn parse_id(text: &str) -> Result<MachineId, Failure> {

@@ -25,7 +25,7 @@ pub fn upsert(id: u64, name: &str, at_ms: u64) -> Command {
 pub fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(cmd),
+        payload: EntryPayload::Normal(cmd.into()),
     }
 }
 

@@ -86,7 +86,7 @@ async fn a_restarted_node_has_the_same_fleet() {
         .unwrap();
     raft.wait(WAIT).current_leader(ME, "leader").await.unwrap();
     for i in 1..=5 {
-        let written = raft.client_write(upsert(i, "m", i)).await.unwrap();
+        let written = raft.client_write(upsert(i, "m", i).into()).await.unwrap();
         assert!(matches!(written.data, Response::Machine(_)), "{written:?}");
     }
     let metrics = raft
@@ -97,7 +97,7 @@ async fn a_restarted_node_has_the_same_fleet() {
     let snapshot = metrics.snapshot.unwrap().index;
     // One more write, so the restart must replay the log past the snapshot.
     let last = raft
-        .client_write(upsert(6, "m", 6))
+        .client_write(upsert(6, "m", 6).into())
         .await
         .unwrap()
         .log_id

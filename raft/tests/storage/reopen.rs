@@ -146,3 +146,38 @@ async fn an_installed_snapshot_replaces_state_and_survives_reopen() {
     assert_eq!(follower.handle().read(|s| s.machines.len()), 4);
     assert_eq!(*follower.handle().applied().borrow(), Some(4));
 }
+
+/// An entry written by a newer build stops this replica at that entry, saying why; what
+/// came before it is applied, nothing after it is.
+#[tokio::test]
+async fn an_entry_from_a_newer_build_halts_apply_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = shoal_raft::open(dir.path()).unwrap();
+    let handle = sm.handle();
+    let future = openraft::Entry {
+        log_id: log_id(2),
+        payload: openraft::EntryPayload::Normal(shoal_protocol::LogCommand::Unknown {
+            tag: "TeleportMachine".into(),
+            detail: "unknown variant `TeleportMachine`".into(),
+        }),
+    };
+    let err = sm
+        .apply([
+            entry(1, upsert(1, "m1", 1)),
+            future,
+            entry(3, upsert(3, "m3", 3)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("upgrade"), "{err}");
+    let halted = handle.halted().expect("a halt reason");
+    assert!(
+        halted.contains("log entry 2") && halted.contains("TeleportMachine"),
+        "{halted}"
+    );
+    assert_eq!(*handle.applied().borrow(), Some(1));
+    handle.read(|state| {
+        assert!(state.machines.contains_key(&MachineId(1)));
+        assert!(!state.machines.contains_key(&MachineId(3)));
+    });
+}

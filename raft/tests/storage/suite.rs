@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError, StorageIOError, TokioRuntime};
-use shoal_protocol::{Command, MemberAddr, Response};
+use shoal_protocol::{LogCommand, MemberAddr, Response};
 use shoal_raft::{LogStore, StateMachineStore};
 use tempfile::TempDir;
 
@@ -12,7 +12,7 @@ use tempfile::TempDir;
 // differs from shoal's only in the node id type.
 openraft::declare_raft_types!(
     pub SuiteConfig:
-        D = Command,
+        D = LogCommand,
         R = Response,
         NodeId = u64,
         Node = MemberAddr,
