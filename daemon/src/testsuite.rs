@@ -99,6 +99,33 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts a one-node fleet on a copy of the data directory `source` (a node that ran
+    /// with [`TEST_SECRET`] and [`TEST_KEY`]), and waits until it leads and is ONLINE.
+    pub async fn start_from_data_dir(
+        source: &std::path::Path,
+        timings: Timings,
+        configure: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir()?,
+            nodes: Vec::new(),
+            gossip_addrs: Vec::new(),
+            timings,
+            configure: Arc::new(configure),
+        };
+        copy_dir(source, &cluster.data_dir(0))?;
+        let running = cluster.launch(0, Vec::new(), TEST_SECRET).await?;
+        cluster.gossip_addrs.push(running.1);
+        cluster.nodes.push(Some(running.0));
+        cluster.wait_leader(Duration::from_secs(20)).await?;
+        let id = cluster.node(0).id;
+        wait_until(Duration::from_secs(20), "the node ONLINE", || {
+            (cluster.status_seen(0, id) == Some(MachineStatus::Online)).then_some(())
+        })
+        .await?;
+        Ok(cluster)
+    }
+
     /// The settings node `i` runs with; `labels` are its own labels.
     pub fn settings(&self, i: usize, labels: Vec<String>, secret: &str) -> Settings {
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -327,6 +354,21 @@ impl Cluster {
             self.stop(i).await;
         }
     }
+}
+
+/// Copies the directory tree `from` to `to` (made if missing), keeping file modes.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` naming `what`.

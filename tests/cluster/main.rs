@@ -5,6 +5,7 @@ mod access;
 mod costs;
 mod events;
 mod failover;
+mod fixture;
 mod fleet;
 mod formation;
 mod history;

@@ -1,0 +1,266 @@
+//! Golden data directories: a fleet written by an earlier build must open and serve what
+//! it held with every later build.
+//!
+//! `tests/fixtures/<version>/data` is a one-node fleet's data directory (log, snapshot,
+//! keys, jobs in every state, a session, budgets, costs, templates, policies, tokens,
+//! audit) and `expected.json` what its API answered before it stopped. The generator
+//! below writes a new one:
+//!
+//! ```sh
+//! SHOAL_FIXTURE=v2 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! ```
+//!
+//! A format change adds a fixture and keeps the old ones: each must keep opening.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_daemon::config::Timings;
+use shoal_daemon::testsuite::{Cluster, TEST_KEY, copy_dir, init_logs, wait_until};
+use shoal_protocol::JobState;
+
+use crate::http::send;
+
+/// Ten years: long enough that a committed fixture's queued job never times out.
+const FOREVER_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+async fn call(method: reqwest::Method, url: String, body: Value) -> Value {
+    let (status, answer) = send(method.clone(), url.clone(), body).await;
+    assert!(
+        (200..300).contains(&status),
+        "{method} {url}: {status} {answer}"
+    );
+    answer
+}
+
+async fn get(url: String) -> Value {
+    call(reqwest::Method::GET, url, Value::Null).await
+}
+
+/// What the fleet answers that must survive: keyed by what the test compares.
+async fn answers(api: &str) -> Value {
+    json!({
+        "jobs": get(format!("{api}/v1/jobs?limit=1000&order=oldest")).await,
+        "keys": get(format!("{api}/v1/keys")).await,
+        "tokens": get(format!("{api}/v1/tokens/registration")).await,
+        "budgets": get(format!("{api}/v1/budgets")).await,
+        "costs_by_job": get(format!("{api}/v1/costs?by=job&since_ms=0")).await,
+        "templates": get(format!("{api}/v1/templates")).await,
+        "policies": get(format!("{api}/v1/policies")).await,
+        "sessions": get(format!("{api}/v1/sessions")).await,
+        "audit": get(format!("{api}/v1/audit?limit=1000")).await,
+    })
+}
+
+/// Writes `tests/fixtures/$SHOAL_FIXTURE` from a live one-node fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes a new golden fixture; run by hand when the stored format changes"]
+async fn generate() {
+    init_logs();
+    let name = std::env::var("SHOAL_FIXTURE").expect("SHOAL_FIXTURE names the fixture");
+    let out = fixtures().join(&name);
+    assert!(
+        !out.exists(),
+        "{} exists: fixtures are never rewritten",
+        out.display()
+    );
+    let mut cluster = Cluster::start(1).await.unwrap();
+    let api = cluster.api(0);
+    let id = cluster.node(0).id;
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+
+    let labels = json!({"set": {"cost_per_hour": "36", "role": "fixture"}});
+    call(
+        put.clone(),
+        format!("{api}/v1/machines/{id}/labels"),
+        labels,
+    )
+    .await;
+    let budget = json!({"daily_usd": 1000, "daily_runner_minutes": 100000});
+    call(put.clone(), format!("{api}/v1/budgets/default"), budget).await;
+    let key = json!({"scope": "operate", "org": "default", "name": "fixture-operate"});
+    let operate = call(post.clone(), format!("{api}/v1/keys"), key).await;
+    let tokens = json!({"count": 2, "ttl_seconds": 30 * 24 * 3600, "labels": {"gpu": "true"}});
+    call(
+        post.clone(),
+        format!("{api}/v1/tokens/registration"),
+        tokens,
+    )
+    .await;
+    for command in [["sleep", "100"], ["sleep", "200"]] {
+        let template = json!({"image": "busybox:local", "command": command, "memory_mb": 64});
+        call(put.clone(), format!("{api}/v1/templates/fixture"), template).await;
+    }
+    let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048});
+    call(put.clone(), format!("{api}/v1/policies/fixture"), policy).await;
+
+    let nowhere = json!({"fixture": "nowhere"});
+    let completed = cluster
+        .submit(
+            0,
+            json!({"command": ["sh", "-c", "echo done"], "idempotency_key": "fixture-1"}),
+        )
+        .await;
+    let failed = cluster
+        .submit(
+            0,
+            json!({"command": ["sh", "-c", "exit 3"], "max_attempts": 1}),
+        )
+        .await;
+    let cancelled = cluster
+        .submit(0, json!({"command": ["true"], "required_labels": nowhere}))
+        .await;
+    call(
+        post.clone(),
+        format!("{api}/v1/jobs/{cancelled}/cancel"),
+        Value::Null,
+    )
+    .await;
+    let timed_out = cluster
+        .submit(
+            0,
+            json!({"command": ["true"], "required_labels": nowhere, "queue_timeout_seconds": 1}),
+        )
+        .await;
+    for (job, state) in [
+        (completed, JobState::Completed),
+        (failed, JobState::Failed),
+        (cancelled, JobState::Cancelled),
+        (timed_out, JobState::TimedOut),
+    ] {
+        cluster
+            .wait_job(0, job, "finished", |j| j.state == state)
+            .await;
+    }
+
+    // A snapshot here: what follows lives only in the log after it.
+    cluster.node(0).raft.trigger().snapshot().await.unwrap();
+    let data = cluster.data_dir(0);
+    wait_until(Duration::from_secs(10), "snapshot.bin", || {
+        data.join("raft/snapshot.bin").exists().then_some(())
+    })
+    .await
+    .unwrap();
+
+    let queued = json!({"command": ["true"], "required_labels": nowhere, "queue_timeout_seconds": FOREVER_SECONDS});
+    cluster.submit(0, queued).await;
+    let session = json!({"template_id": "fixture", "required_labels": nowhere});
+    call(post.clone(), format!("{api}/v1/sessions"), session).await;
+    let running = cluster
+        .submit(0, json!({"command": ["sleep", "30"], "max_attempts": 1}))
+        .await;
+    cluster
+        .wait_job(0, running, "running", |j| j.state == JobState::Running)
+        .await;
+
+    let mut expected = answers(&api).await;
+    expected["operate_key"] = operate["key"].clone();
+    cluster.stop(0).await;
+    copy_dir(&data, &out.join("data")).unwrap();
+    let text = serde_json::to_string_pretty(&expected).unwrap();
+    std::fs::write(out.join("expected.json"), text + "\n").unwrap();
+}
+
+/// Every committed fixture opens with this build and serves what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_opens_and_serves_what_it_held() {
+    init_logs();
+    let mut names: Vec<_> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.json").exists())
+        .collect();
+    names.sort();
+    assert!(
+        !names.is_empty(),
+        "no fixtures under {}",
+        fixtures().display()
+    );
+    for fixture in names {
+        check_fixture(&fixture).await;
+    }
+}
+
+async fn check_fixture(fixture: &Path) {
+    let text = std::fs::read_to_string(fixture.join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    let cluster = Cluster::start_from_data_dir(&fixture.join("data"), Timings::fast(), |config| {
+        // The fixture's finished jobs are old: keep them for the test.
+        config.job_retention = Duration::from_secs(FOREVER_SECONDS);
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{}: {err:#}", fixture.display()));
+    let api = cluster.api(0);
+    let served = answers(&api).await;
+    let name = fixture.display();
+
+    for what in ["keys", "tokens", "templates", "policies"] {
+        assert_eq!(served[what], expected[what], "{name}: {what}");
+    }
+    // Budgets as set (today's figures move with the clock).
+    let limits = |answer: &Value| {
+        let mut budgets = answer["budgets"]["budgets"].as_array().unwrap().clone();
+        for budget in &mut budgets {
+            let budget = budget.as_object_mut().unwrap();
+            budget.remove("today");
+            budget.remove("resets_at_ms");
+        }
+        budgets
+    };
+    assert_eq!(limits(&served), limits(&expected), "{name}: budgets");
+    // Jobs finished then are exactly as they were; open ones are all there (the one that
+    // ran when the node stopped has failed since, as a process job lost in a restart does).
+    let jobs = |answer: &Value| answer["jobs"]["jobs"].as_array().unwrap().clone();
+    let (before, after) = (jobs(&expected), jobs(&served));
+    assert_eq!(before.len(), after.len(), "{name}: job count");
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old["id"], new["id"], "{name}");
+        if ["completed", "failed", "cancelled", "timed_out"]
+            .contains(&old["state"].as_str().unwrap())
+        {
+            assert_eq!(old, new, "{name}: finished job {}", old["id"]);
+        }
+    }
+    assert_eq!(served["sessions"], expected["sessions"], "{name}: sessions");
+    // Spend of finished work is unchanged.
+    let finished_ids: Vec<&Value> = before
+        .iter()
+        .filter(|j| j["state"] != "running")
+        .map(|j| &j["id"])
+        .collect();
+    let rows = |answer: &Value| -> Vec<Value> {
+        answer["costs_by_job"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| finished_ids.iter().any(|id| row["key"] == id.to_string()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(rows(&served), rows(&expected), "{name}: spend by job");
+    // The audit log goes on from where it was.
+    let entries = |answer: &Value| answer["audit"]["entries"].as_array().unwrap().clone();
+    let (old, new) = (entries(&expected), entries(&served));
+    assert!(
+        new.len() >= old.len() && old.iter().all(|e| new.contains(e)),
+        "{name}: audit"
+    );
+    // Both keys still work.
+    let operate = expected["operate_key"].as_str().unwrap();
+    for key in [TEST_KEY, operate] {
+        let response = reqwest::Client::new()
+            .get(format!("{api}/v1/jobs"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}: a stored key");
+    }
+    cluster.shutdown().await;
+}
