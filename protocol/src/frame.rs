@@ -469,6 +469,30 @@ mod tests {
         assert!(err.to_string().contains("pre-release"), "{err}");
     }
 
+    /// The specs stored in the log take a field a newer build added (the API refuses
+    /// unknown fields itself, so this is the only way one gets there).
+    #[test]
+    fn stored_specs_take_fields_from_newer_builds() {
+        use crate::policies::PolicySpec;
+        use crate::templates::TemplateSpec;
+        fn with_future_field<T: Serialize>(value: &T) -> Vec<u8> {
+            let mut json = serde_json::to_value(value).unwrap();
+            json["gpus_from_the_future"] = serde_json::json!(2);
+            encode(&json).unwrap()
+        }
+        let job = JobSpec::new(["true"]);
+        assert_eq!(decode::<JobSpec>(&with_future_field(&job)).unwrap(), job);
+        let template = TemplateSpec {
+            image: "busybox".into(),
+            ..TemplateSpec::default()
+        };
+        let back: TemplateSpec = decode(&with_future_field(&template)).unwrap();
+        assert_eq!(back, template);
+        let policy = PolicySpec::default();
+        let back: PolicySpec = decode(&with_future_field(&policy)).unwrap();
+        assert_eq!(back, policy);
+    }
+
     /// A field a newer build added is ignored; one an older build did not write defaults.
     #[test]
     fn fields_added_on_either_side_are_tolerated() {

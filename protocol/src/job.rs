@@ -60,7 +60,8 @@ pub const ALL_ONLINE: &str = "all_online";
 
 /// The body of `POST /v1/jobs`: what to run, where and how persistently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
+// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
 pub struct JobSpec {
     /// The program and its arguments; never run through a shell.
     pub command: Vec<String>,
@@ -432,14 +433,6 @@ mod tests {
         assert_eq!(spec.max_attempts, 3);
         assert_eq!(spec.org, "default");
         assert_eq!(spec.target(), Ok(JobTarget::Any));
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let err = serde_json::from_str::<JobSpec>(r#"{"command": ["x"], "labels": {}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("labels"), "{err}");
     }
 
     #[test]

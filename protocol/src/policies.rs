@@ -14,7 +14,8 @@ pub const NETWORK_MODES: [&str; 3] = ["none", "bridge", "host"];
 
 /// `PUT /v1/policies/{name}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
+// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
 pub struct PolicySpec {
     /// The machines it governs: those carrying every one of these labels; all when empty.
     #[serde(default)]

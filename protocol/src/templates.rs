@@ -32,7 +32,8 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
 
 /// `PUT /v1/templates/{name}`: one version of a template.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
+// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
 pub struct TemplateSpec {
     /// The image sessions run (present on the machine: nothing is pulled without a registry).
     pub image: String,

@@ -207,6 +207,12 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         assert_eq!(status, 400, "{body} -> {answer}");
         assert_eq!(answer["code"], "bad_request");
         assert!(!answer["message"].as_str().unwrap().is_empty());
+        if body.get("surprise").is_some() {
+            assert!(
+                answer["message"].as_str().unwrap().contains("`surprise`"),
+                "{answer}"
+            );
+        }
     }
     let huge = json!({"command": ["x".repeat(2 * 1024 * 1024)]});
     let (status, answer) = post(format!("{api}/v1/jobs"), huge).await;

@@ -33,13 +33,23 @@ impl IntoResponse for Failure {
 /// A JSON body; a malformed, mistyped or oversized one is a clear 400 or 413.
 pub struct ApiJson<T>(pub T);
 
+/// A field the body type does not have is refused here, by name, rather than by the type
+/// itself: types stored in the log must let an older build skip fields a newer one added.
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(Failure(rejection_error(rejection))),
+        let Json(body) = Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|rejection| Failure(rejection_error(rejection)))?;
+        let mut unknown = Vec::new();
+        let value = serde_ignored::deserialize(body, |path| unknown.push(path.to_string()))
+            .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
+        match unknown.first() {
+            Some(field) => Err(Failure(ApiError::bad_request(format!(
+                "invalid request body: unknown field `{field}`"
+            )))),
+            None => Ok(ApiJson(value)),
         }
     }
 }

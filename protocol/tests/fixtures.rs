@@ -1,0 +1,347 @@
+//! Every `Command` variant as an earlier build encoded it must decode to the same value.
+//!
+//! `tests/fixtures/<version>/commands.json` holds one encoded frame of each variant (in hex)
+//! with the value as JSON. A new format writes a new file and keeps the old ones:
+//!
+//! ```sh
+//! SHOAL_FIXTURE=v2 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use shoal_protocol::batch::BatchAction;
+use shoal_protocol::costs::{Budget, OnExceed};
+use shoal_protocol::keys::{ApiKeyRecord, Scope};
+use shoal_protocol::policies::{Policy, PolicySpec};
+use shoal_protocol::templates::TemplateSpec;
+use shoal_protocol::tokens::RegistrationToken;
+use shoal_protocol::{
+    Command, Drain, JobId, JobReport, JobSpec, KillSwitch, Labels, MachineId, MachineInfo,
+    MachineStatus, Placement, frame,
+};
+
+fn labels() -> Labels {
+    Labels::from_pairs(["gpu", "zone=attic"]).unwrap()
+}
+
+/// One of each variant, with every field set to something other than its default.
+fn one_of_each() -> Vec<Command> {
+    let job = JobId(41);
+    let machine = MachineId(0xfeed);
+    let mut spec = JobSpec::new(["sh", "-c", "echo hi"]);
+    spec.image = Some("busybox:local".into());
+    spec.idempotency_key = Some("key-1".into());
+    spec.required_labels = [("gpu".to_string(), "true".to_string())].into();
+    let info = MachineInfo {
+        id: machine,
+        name: "m1".into(),
+        hostname: "m1.lan".into(),
+        labels: labels(),
+        version: "0.2.0".into(),
+        ..MachineInfo::default()
+    };
+    let key = ApiKeyRecord {
+        id: "7e57000000000002".into(),
+        name: "ci".into(),
+        org: "homelab".into(),
+        scope: Scope::Operate,
+        secret_sha256: "ab".repeat(32),
+        created_at_ms: 5,
+        created_by: "7e57000000000001".into(),
+        revoked_at_ms: None,
+    };
+    let token = RegistrationToken {
+        id: "t1".into(),
+        secret_sha256: "cd".repeat(32),
+        org: "homelab".into(),
+        labels: labels(),
+        created_at_ms: 6,
+        expires_at_ms: 3_600_006,
+        created_by: "admin".into(),
+        used_by: None,
+        used_at_ms: None,
+        revoked_at_ms: None,
+    };
+    let template = TemplateSpec {
+        image: "busybox:local".into(),
+        command: vec!["sleep".into(), "100".into()],
+        ..TemplateSpec::default()
+    };
+    let policy = Policy {
+        name: "workers".into(),
+        spec: PolicySpec {
+            allowed_images: vec!["busybox:*".into()],
+            ..PolicySpec::default()
+        },
+        updated_at_ms: 8,
+        updated_by: "admin".into(),
+    };
+    vec![
+        Command::UpsertMachine {
+            info: Box::new(info),
+            at_ms: 1,
+        },
+        Command::SetStatus {
+            id: machine,
+            status: MachineStatus::Stale,
+            last_heartbeat_ms: 2,
+            at_ms: 3,
+        },
+        Command::LabelMachine {
+            id: machine,
+            set: labels(),
+            remove: vec!["old".into()],
+        },
+        Command::RemoveMachine { id: machine },
+        Command::RetireMachine { id: machine },
+        Command::SubmitJob {
+            spec: Box::new(spec),
+            at_ms: 4,
+        },
+        Command::Dispatch {
+            placements: vec![Placement {
+                job,
+                attempt: 2,
+                machine,
+            }],
+            at_ms: 5,
+        },
+        Command::ReportJob {
+            job,
+            attempt: 2,
+            report: JobReport::Exited { exit_code: 3 },
+            at_ms: 6,
+        },
+        Command::CancelJob { job, at_ms: 7 },
+        Command::RequeueJob {
+            job,
+            attempt: 1,
+            reason: "machine went STALE".into(),
+            at_ms: 8,
+        },
+        Command::TimeOutJob { job, at_ms: 9 },
+        Command::SetQueueReasons {
+            reasons: vec![(job, "no ONLINE machine has label gpu".into())],
+        },
+        Command::Batch(vec![
+            Command::CancelJob { job, at_ms: 10 },
+            Command::ReportJob {
+                job,
+                attempt: 1,
+                report: JobReport::Failed {
+                    error: "no such image".into(),
+                },
+                at_ms: 11,
+            },
+        ]),
+        Command::PruneJobs {
+            finished_before_ms: 12,
+        },
+        Command::SetDrain {
+            machines: vec![machine],
+            drain: Some(Drain {
+                since_ms: 13,
+                deadline_ms: Some(14),
+            }),
+        },
+        Command::CreateApiKey {
+            record: Box::new(key),
+        },
+        Command::RevokeApiKey {
+            id: "7e57000000000002".into(),
+            at_ms: 15,
+        },
+        Command::CreateTokens {
+            tokens: vec![token],
+        },
+        Command::RevokeToken {
+            id: "t1".into(),
+            at_ms: 16,
+        },
+        Command::UseToken {
+            id: "t1".into(),
+            secret_sha256: "cd".repeat(32),
+            machine,
+            at_ms: 17,
+        },
+        Command::Audited {
+            actor: "7e57000000000001".into(),
+            org: "homelab".into(),
+            at_ms: 18,
+            command: Box::new(Command::RemoveMachine { id: machine }),
+        },
+        Command::SetKillSwitch {
+            switch: Some(KillSwitch {
+                reason: "bad image".into(),
+                actor: "alice".into(),
+                since_ms: 19,
+            }),
+            terminate: true,
+            at_ms: 19,
+        },
+        Command::SetBudget {
+            org: "homelab".into(),
+            budget: Some(Budget {
+                daily_micro_usd: Some(25_000_000),
+                daily_runner_ms: Some(36_000_000),
+                on_exceed: OnExceed::Stop,
+            }),
+        },
+        Command::ReportCost {
+            job,
+            attempt: 1,
+            micro_usd: 13_000,
+            report_id: Some("call-1".into()),
+            at_ms: 20,
+        },
+        Command::EnforceBudgets { at_ms: 21 },
+        Command::PutTemplate {
+            name: "ci".into(),
+            spec: Box::new(template),
+            by: "admin".into(),
+            at_ms: 22,
+        },
+        Command::RollbackTemplate {
+            name: "ci".into(),
+            version: 1,
+        },
+        Command::RecordBatch {
+            action: BatchAction::Restart,
+            machines: vec![machine],
+        },
+        Command::SetPolicy {
+            name: "workers".into(),
+            policy: Some(policy),
+        },
+    ]
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The variant names serde knows for `Command`, asked of its derived `Deserialize`.
+fn command_variants() -> BTreeSet<&'static str> {
+    use serde::de::{self, Deserialize, Visitor};
+    #[derive(Debug)]
+    struct Names(&'static [&'static str]);
+    impl std::fmt::Display for Names {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Names {}
+    impl de::Error for Names {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Names(&[])
+        }
+    }
+    struct Ask;
+    impl<'de> de::Deserializer<'de> for Ask {
+        type Error = Names;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Names> {
+            Err(Names(&[]))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Names> {
+            Err(Names(variants))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            identifier ignored_any
+        }
+    }
+    let Names(names) = Command::deserialize(Ask).unwrap_err();
+    names.iter().copied().collect()
+}
+
+#[test]
+fn the_samples_cover_every_variant_and_round_trip() {
+    let samples = one_of_each();
+    let tags: BTreeSet<&str> = samples.iter().map(Command::tag).collect();
+    assert_eq!(tags.len(), samples.len(), "one sample per variant");
+    assert_eq!(
+        tags,
+        command_variants(),
+        "a sample of every Command variant"
+    );
+    for command in samples {
+        let frame = frame::encode(&command).unwrap();
+        assert_eq!(frame::decode::<Command>(&frame).unwrap(), command);
+    }
+}
+
+#[test]
+#[ignore = "writes a new fixture; run by hand when the stored format changes"]
+fn generate() {
+    let name = std::env::var("SHOAL_FIXTURE").expect("SHOAL_FIXTURE names the fixture");
+    let path = fixtures().join(name).join("commands.json");
+    assert!(
+        !path.exists(),
+        "{} exists: fixtures are never rewritten",
+        path.display()
+    );
+    let rows: Vec<Value> = one_of_each()
+        .iter()
+        .map(|command| {
+            json!({
+                "tag": command.tag(),
+                "frame": hex(&frame::encode(command).unwrap()),
+                "value": serde_json::to_value(command).unwrap(),
+            })
+        })
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let text = serde_json::to_string_pretty(&rows).unwrap();
+    std::fs::write(path, text + "\n").unwrap();
+}
+
+/// Every fixture's frames decode to the values they were written from.
+#[test]
+fn every_fixture_decodes_to_the_values_it_was_written_from() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("commands.json"))
+        .filter(|p| p.exists())
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no commands.json under {}",
+        fixtures().display()
+    );
+    for file in &files {
+        let rows: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for row in rows {
+            let bytes = unhex(row["frame"].as_str().unwrap());
+            let command: Command = frame::decode(&bytes)
+                .unwrap_or_else(|err| panic!("{}: {}: {err}", file.display(), row["tag"]));
+            assert_eq!(command.tag(), row["tag"], "{}", file.display());
+            assert_eq!(
+                serde_json::to_value(&command).unwrap(),
+                row["value"],
+                "{}",
+                file.display()
+            );
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
