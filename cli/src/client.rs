@@ -28,6 +28,7 @@ use shoal_protocol::policies::{Policy, PolicyList, PolicySpec};
 use shoal_protocol::sessions::{
     CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
 };
+use shoal_protocol::settings::{FleetSettings, FleetSettingsRequest};
 use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateSpec};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
@@ -126,6 +127,21 @@ impl Client {
     /// `GET /v1/fleet/summary`.
     pub async fn fleet_summary(&self) -> Result<FleetSummary, ClientError> {
         self.call(Method::GET, "/v1/fleet/summary", None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/fleet/settings`.
+    pub async fn fleet_settings(&self) -> Result<FleetSettings, ClientError> {
+        self.call(Method::GET, "/v1/fleet/settings", None::<&()>)
+            .await
+    }
+
+    /// `PUT /v1/fleet/settings`.
+    pub async fn set_fleet_settings(
+        &self,
+        request: &FleetSettingsRequest,
+    ) -> Result<FleetSettings, ClientError> {
+        self.call(Method::PUT, "/v1/fleet/settings", Some(request))
             .await
     }
 

@@ -20,6 +20,7 @@ mod machines;
 mod operate;
 mod output;
 mod sessions;
+mod settings;
 mod tokens;
 
 use std::fmt::Display;
@@ -181,6 +182,11 @@ enum ClusterCmd {
 enum FleetCmd {
     /// Health, machines by status, capacity, average use and jobs by state.
     Summary,
+    /// Settings every leader follows alike (job retention); `set` changes them (admin).
+    Settings {
+        #[command(subcommand)]
+        action: Option<settings::SettingsCmd>,
+    },
 }
 
 /// Accepts `http://host:port` or a bare `host:port`.
@@ -275,6 +281,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
         Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
         Cmd::Fleet(FleetCmd::Summary) => fleet::summary(&client, json).await,
+        Cmd::Fleet(FleetCmd::Settings { action }) => settings::run(&client, action, json).await,
         Cmd::Job(cmd) => return job_args::job(&client, cmd, json).await,
         Cmd::Drain(args) => {
             let (select, drain) = args.into_parts();
@@ -434,6 +441,19 @@ mod tests {
         assert!(matches!(
             parse(&["fleet", "summary", "--json"]).unwrap().command,
             Cmd::Fleet(FleetCmd::Summary)
+        ));
+        assert!(matches!(
+            parse(&["fleet", "settings"]).unwrap().command,
+            Cmd::Fleet(FleetCmd::Settings { action: None })
+        ));
+        let set = parse(&["fleet", "settings", "set", "--job-retention", "48h"]);
+        assert!(matches!(
+            set.unwrap().command,
+            Cmd::Fleet(FleetCmd::Settings {
+                action: Some(settings::SettingsCmd::Set {
+                    job_retention: Some(settings::Setting(Some(172_800)))
+                })
+            })
         ));
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shoal_protocol::Labels;
 use shoal_protocol::costs::COST_LABEL;
+use shoal_protocol::{Labels, PROTOCOL_LEVEL, ProtocolLevel};
 
 /// Where `shoald` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoal/shoald.toml";
@@ -212,6 +212,10 @@ pub struct Config {
     /// Run the jobs dispatched to this machine. Always true from [`Settings::validate`];
     /// benchmarks of the control plane turn it off so placing jobs spawns nothing.
     pub run_jobs: bool,
+    /// The highest protocol level this node claims to speak. Always this build's
+    /// [`PROTOCOL_LEVEL`] from [`Settings::validate`]; tests lower it to play a machine on
+    /// an older build in a mixed-version fleet.
+    pub protocol_level: ProtocolLevel,
     pub timings: Timings,
     pub mdns: bool,
 }
@@ -346,6 +350,7 @@ impl Settings {
             allow_process_jobs: self.allow_process_jobs,
             job_retention: self.job_retention,
             run_jobs: true,
+            protocol_level: PROTOCOL_LEVEL,
             timings: self.timings,
             mdns: self.discovery.mdns,
         })

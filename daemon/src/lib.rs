@@ -18,6 +18,7 @@ pub mod identity;
 pub mod job_token;
 pub mod join;
 pub mod keys;
+pub mod levels;
 pub mod logs;
 pub mod metrics;
 pub mod node;

@@ -158,6 +158,7 @@ impl Node {
             os: facts.os,
             arch: facts.arch,
             version: VERSION.to_string(),
+            protocol_level: config.protocol_level,
             addr: addr.clone(),
             labels,
             diagnosis: diagnose::run(&config.data_dir, &resources, runner.docker_version()),

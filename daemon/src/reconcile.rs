@@ -3,7 +3,9 @@
 //! Every tick the leader (and only the leader) compares the verified gossip view with
 //! the log and writes the difference: new machines are recorded and added as Raft
 //! learners, changed machine facts are refreshed, status transitions are committed,
-//! and the autopilot's membership change (if any) is proposed.
+//! and the autopilot's membership change (if any) is proposed. First of all, the fleet's
+//! protocol level is raised once every member speaks a higher one (`levels.rs`), and a
+//! machine below the fleet's level is not taken in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,7 +21,8 @@ use shoal_raft::jobs;
 use tokio::sync::watch;
 
 use crate::autopilot::{self, Change, Health, Member};
-use crate::node::{Node, now_ms};
+use crate::levels;
+use crate::node::{Node, members, now_ms};
 
 /// How far behind the leader's log a learner may be and still be promoted.
 const CAUGHT_UP_ENTRIES: u64 = 1_000;
@@ -70,6 +73,7 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config.timings.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<u64> = None;
+    let mut warned_below_level = BTreeSet::new();
     let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -79,10 +83,11 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         let leads = node.raft.metrics().borrow().state == ServerState::Leader;
         if !leads {
             leading_since = None;
+            warned_below_level.clear();
             continue;
         }
         let since = *leading_since.get_or_insert_with(now_ms);
-        if let Err(err) = reconcile(&node, since).await {
+        if let Err(err) = reconcile(&node, since, &mut warned_below_level).await {
             tracing::debug!(error = %err.message, "reconcile pass stopped early");
         }
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -95,9 +100,13 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 /// How often the leader looks for finished jobs past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Forgets finished jobs older than the retention, if there are any.
+/// Forgets finished jobs older than the retention (the fleet's setting, else this node's
+/// config), if there are any.
 async fn prune_jobs(node: &Node) {
-    let before = now_ms().saturating_sub(node.config.job_retention.as_millis() as u64);
+    let retention = node
+        .fleet
+        .read(|state| state.settings.job_retention(node.config.job_retention));
+    let before = now_ms().saturating_sub(retention.as_millis() as u64);
     if node
         .fleet
         .read(|state| jobs::prunable(state, before).is_empty())
@@ -162,7 +171,15 @@ fn observe(
     (observation, heartbeat)
 }
 
-async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol::ApiError> {
+async fn reconcile(
+    node: &Node,
+    leading_since: u64,
+    warned_below_level: &mut BTreeSet<MachineId>,
+) -> Result<(), shoal_protocol::ApiError> {
+    // 0. The fleet's protocol level, raised before anyone new is taken in.
+    if let Err(err) = levels::raise_when_ready(node).await {
+        tracing::debug!(error = %err.message, "raising the fleet level deferred");
+    }
     let now = now_ms();
     let peers: HashMap<MachineId, PeerView> = node
         .peers
@@ -170,12 +187,25 @@ async fn reconcile(node: &Node, leading_since: u64) -> Result<(), shoal_protocol
         .iter()
         .map(|p| (p.info.id, p.clone()))
         .collect();
-    let (records, retired): (BTreeMap<MachineId, MachineRecord>, BTreeSet<MachineId>) = node
-        .fleet
-        .read(|state| (state.machines.clone(), state.retired.clone()));
+    let (records, retired, fleet_level) = node.fleet.read(|state| {
+        (
+            state.machines.clone(),
+            state.retired.clone(),
+            state.fleet_level,
+        )
+    });
+    let raft_members: BTreeSet<MachineId> = members(&node.raft).into_keys().collect();
+    let listed: Vec<PeerView> = peers.values().cloned().collect();
+    levels::warn_below(&listed, &raft_members, fleet_level, warned_below_level);
 
-    // 1. Record new machines and refresh changed facts.
-    let welcome = |peer: &&PeerView| peer.live && !retired.contains(&peer.info.id);
+    // 1. Record new machines and refresh changed facts. One that speaks less than the
+    // fleet's level is not taken in: it could not read the log it would replay.
+    let welcome = |peer: &&PeerView| {
+        peer.live
+            && !retired.contains(&peer.info.id)
+            && (raft_members.contains(&peer.info.id)
+                || levels::admits(fleet_level, peer.info.protocol_level))
+    };
     for peer in peers.values().filter(welcome) {
         let facts = durable_facts(&peer.info);
         if records.get(&peer.info.id).map(|r| &r.info) != Some(&facts) {

@@ -116,8 +116,10 @@ fn not_leader() -> ApiError {
 }
 
 /// Proposes `cmd` if this node leads (batched with concurrent writes); `NoLeader`
-/// otherwise so the sender retries.
+/// otherwise so the sender retries. Every write passes here: a command the fleet's
+/// protocol level does not allow yet is refused before it is proposed.
 async fn write_as_leader(node: &Node, cmd: Command) -> Result<WriteOutcome, ApiError> {
+    crate::levels::check_write(node, &cmd)?;
     node.proposer.propose(cmd).await
 }
 

@@ -193,7 +193,10 @@ pub async fn runner_loop(
             _ = applied.changed() => {}
             _ = tick.tick() => {}
             _ = sweep.tick() => {
-                let removed = logs::sweep(&node.config.data_dir, node.config.job_retention);
+                let retention = node
+                    .fleet
+                    .read(|state| state.settings.job_retention(node.config.job_retention));
+                let removed = logs::sweep(&node.config.data_dir, retention);
                 if removed > 0 {
                     tracing::info!(files = removed, "deleted job output past its retention");
                 }

@@ -1,12 +1,13 @@
 //! In-process clusters for tests and benchmarks: N nodes on 127.0.0.1 with
 //! OS-assigned ports, short timings and their data in a temporary directory.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_protocol::{JobId, JobRecord, MachineId, MachineStatus};
+use shoal_protocol::{JobId, JobRecord, MachineId, MachineStatus, ProtocolLevel};
 
 use crate::config::{Config, Settings, Timings};
 use crate::node::{Listeners, Node, RunningNode};
@@ -47,6 +48,9 @@ pub struct Cluster {
     gossip_addrs: Vec<SocketAddr>,
     timings: Timings,
     configure: Configure,
+    /// Nodes that claim a lower protocol level than this build's, as an older release
+    /// would, until [`Cluster::upgrade`].
+    older: BTreeMap<usize, ProtocolLevel>,
 }
 
 impl Cluster {
@@ -69,34 +73,54 @@ impl Cluster {
         timings: Timings,
         configure: impl Fn(&mut Config) + Send + Sync + 'static,
     ) -> anyhow::Result<Cluster> {
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             dir: tempfile::tempdir()?,
             nodes: Vec::new(),
             gossip_addrs: Vec::new(),
             timings,
             configure: Arc::new(configure),
+            older: BTreeMap::new(),
         };
+        cluster.form(n).await
+    }
+
+    /// Starts `n` nodes as [`Cluster::start`] does, every one claiming protocol `level`
+    /// as a build of an older release would: a fleet before its rolling upgrade.
+    /// [`Cluster::upgrade`] restarts one at this build's level.
+    pub async fn start_at_level(n: usize, level: ProtocolLevel) -> anyhow::Result<Cluster> {
+        let cluster = Cluster {
+            dir: tempfile::tempdir()?,
+            nodes: Vec::new(),
+            gossip_addrs: Vec::new(),
+            timings: Timings::fast(),
+            configure: Arc::new(|_| {}),
+            older: (0..n).map(|i| (i, level)).collect(),
+        };
+        cluster.form(n).await
+    }
+
+    /// Launches the first `n` nodes and waits until they form a settled fleet.
+    async fn form(mut self, n: usize) -> anyhow::Result<Cluster> {
         for i in 0..n {
-            let running = cluster.launch(i, Vec::new(), TEST_SECRET).await?;
-            cluster.gossip_addrs.push(running.1);
-            cluster.nodes.push(Some(running.0));
+            let running = self.launch(i, Vec::new(), TEST_SECRET).await?;
+            self.gossip_addrs.push(running.1);
+            self.nodes.push(Some(running.0));
         }
-        cluster.wait_all_online(n, Duration::from_secs(20)).await?;
+        self.wait_all_online(n, Duration::from_secs(20)).await?;
         let voters = crate::autopilot::target_voters(n).min(n);
-        cluster.wait_voters(voters, Duration::from_secs(20)).await?;
+        self.wait_voters(voters, Duration::from_secs(20)).await?;
         wait_until(
             Duration::from_secs(20),
             "the test key on every node",
             || {
-                cluster
-                    .running()
+                self.running()
                     .into_iter()
-                    .all(|i| cluster.node(i).fleet.read(|s| !s.api_keys.is_empty()))
+                    .all(|i| self.node(i).fleet.read(|s| !s.api_keys.is_empty()))
                     .then_some(())
             },
         )
         .await?;
-        Ok(cluster)
+        Ok(self)
     }
 
     /// Starts a one-node fleet on a copy of the data directory `source` (a node that ran
@@ -169,6 +193,9 @@ impl Cluster {
     ) -> anyhow::Result<(RunningNode, SocketAddr)> {
         let mut config = self.settings(i, labels, secret).validate()?;
         (self.configure)(&mut config);
+        if let Some(level) = self.older.get(&i) {
+            config.protocol_level = *level;
+        }
         let listeners = Listeners::bind(&config).await?;
         let gossip = listeners.gossip.local_addr()?;
         Ok((Node::start(config, listeners).await?, gossip))
@@ -181,6 +208,13 @@ impl Cluster {
         self.gossip_addrs.push(gossip);
         self.nodes.push(Some(running));
         Ok(i)
+    }
+
+    /// Starts one more node that joins the fleet claiming protocol `level`, as a machine
+    /// on an older build would; returns its index.
+    pub async fn add_node_at_level(&mut self, level: ProtocolLevel) -> anyhow::Result<usize> {
+        self.older.insert(self.nodes.len(), level);
+        self.add_node(Vec::new()).await
     }
 
     /// Starts one more node that joins with a registration token: it presents the token to
@@ -316,6 +350,14 @@ impl Cluster {
         self.gossip_addrs[i] = gossip;
         self.nodes[i] = Some(running);
         Ok(())
+    }
+
+    /// Upgrades node `i` as an operator would: stops it and starts it again on its data
+    /// directory, now speaking this build's protocol level.
+    pub async fn upgrade(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop(i).await;
+        self.older.remove(&i);
+        self.restart(i).await
     }
 
     /// The status node `observer` reports for node `subject`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     JobId, JobRecord, JobSpec, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
-    Resources, UnixMillis,
+    ProtocolLevel, Resources, UnixMillis,
 };
 
 /// A stable, machine-readable error code. Scripts match on these; never rename one.
@@ -258,12 +258,18 @@ pub struct JobLogs {
     pub complete: bool,
 }
 
-/// One Raft member in `GET /v1/cluster`.
+/// One machine in `GET /v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterMember {
     pub id: MachineId,
     pub name: String,
     pub addr: MemberAddr,
+    /// Its `shoald` version, as it last gossiped or the log recorded it (empty if unknown).
+    #[serde(default)]
+    pub version: String,
+    /// The highest protocol level it speaks (1 when unknown, as the leader counts it).
+    #[serde(default)]
+    pub protocol_level: ProtocolLevel,
 }
 
 /// `GET /v1/cluster`: this node's view of the Raft group.
@@ -278,6 +284,18 @@ pub struct ClusterStatus {
     pub last_applied: Option<u64>,
     pub voters: Vec<ClusterMember>,
     pub learners: Vec<ClusterMember>,
+    /// The protocol level the fleet runs at: what the leader last committed, the lowest
+    /// level among the members once all of them speak it.
+    #[serde(default)]
+    pub fleet_level: ProtocolLevel,
+    /// Members that speak less than the others and so hold the fleet's level down:
+    /// upgrading them lets the leader raise it.
+    #[serde(default)]
+    pub held_back_by: Vec<MachineId>,
+    /// Machines that gossip with the fleet but speak less than its level: the leader does
+    /// not take them in until they are upgraded.
+    #[serde(default)]
+    pub refused: Vec<ClusterMember>,
 }
 
 /// `GET /v1/machines?sort=`: what the list is ordered by (ties go by name, then id).

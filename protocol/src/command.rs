@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
 use crate::keys::ApiKeyRecord;
+use crate::levels::ProtocolLevel;
+use crate::settings::FleetSettings;
 use crate::tokens::RegistrationToken;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
@@ -155,6 +157,12 @@ pub enum Command {
         name: String,
         policy: Option<crate::policies::Policy>,
     },
+    /// The leader raises the fleet's protocol level: every Raft member speaks `level`.
+    /// A level below the current one is refused (the level never goes down).
+    SetFleetLevel { level: ProtocolLevel },
+    /// An admin replaces the fleet's settings (refused, changing nothing, when one is out
+    /// of range).
+    SetFleetSettings { settings: FleetSettings },
 }
 
 impl Command {
@@ -264,6 +272,13 @@ pub struct FleetState {
     pub templates: BTreeMap<String, crate::templates::Template>,
     /// Governance policies by name.
     pub policies: BTreeMap<String, crate::policies::Policy>,
+    /// The protocol level every member speaks, as the leader last committed it (1 in a
+    /// state written before levels existed). See [`crate::levels`].
+    #[serde(default)]
+    pub fleet_level: ProtocolLevel,
+    /// Settings every leader follows alike (none set in a state written before them).
+    #[serde(default)]
+    pub settings: FleetSettings,
 }
 
 impl FleetState {

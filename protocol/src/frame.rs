@@ -172,6 +172,7 @@ mod tests {
                         os: "linux".into(),
                         arch: "x86_64".into(),
                         version: "0.1.0".into(),
+                        protocol_level: crate::PROTOCOL_LEVEL,
                         addr: MemberAddr {
                             peer_id: "12D3".into(),
                             p2p_addr: "127.0.0.1:7402".into(),

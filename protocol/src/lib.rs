@@ -15,12 +15,14 @@ pub mod job;
 pub mod job_spec;
 pub mod keys;
 pub mod labels;
+pub mod levels;
 pub mod log_command;
 pub mod machine;
 pub mod operate;
 pub mod params;
 pub mod policies;
 pub mod sessions;
+pub mod settings;
 pub mod templates;
 pub mod tokens;
 
@@ -31,6 +33,7 @@ pub use job::{
     Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,
 };
 pub use labels::{LabelError, Labels};
+pub use levels::{PROTOCOL_LEVEL, ProtocolLevel};
 pub use log_command::LogCommand;
 pub use machine::{
     Announcement, Check, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,

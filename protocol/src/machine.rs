@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::levels::ProtocolLevel;
 use crate::{Labels, MachineId, UnixMillis};
 
 /// A machine's capacity and current use, sampled every few seconds.
@@ -50,6 +51,9 @@ pub struct MachineInfo {
     pub arch: String,
     /// The `shoald` version.
     pub version: String,
+    /// The highest protocol level the machine speaks (1 from a build before levels).
+    #[serde(default)]
+    pub protocol_level: ProtocolLevel,
     pub addr: MemberAddr,
     /// Labels from the machine's own config.
     pub labels: Labels,

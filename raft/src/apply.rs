@@ -12,7 +12,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, costs, jobs, templates, tokens};
+use crate::{audit, costs, fleet_settings, jobs, templates, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -92,6 +92,8 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => templates::put(state, name, *spec, by, at_ms),
         Command::RollbackTemplate { name, version } => templates::rollback(state, &name, version),
         Command::SetPolicy { name, policy } => set_policy(state, name, policy),
+        Command::SetFleetLevel { level } => fleet_settings::set_level(state, level),
+        Command::SetFleetSettings { settings } => fleet_settings::set_settings(state, settings),
         Command::RecordBatch { .. } => Response::Done,
         Command::Audited {
             actor,

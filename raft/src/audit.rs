@@ -91,6 +91,9 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
             };
             (action.into(), format!("org {org}"), Vec::new())
         }
+        Command::SetFleetSettings { .. } => {
+            ("set_fleet_settings".into(), "fleet".into(), Vec::new())
+        }
         other => (
             format!("{other:?}")
                 .split_whitespace()

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod costs;
 mod error;
 pub mod events;
+mod fleet_settings;
 pub mod jobs;
 mod log_store;
 pub mod scheduler;

@@ -1,5 +1,6 @@
 //! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
-//! autopilot, label propagation, resource history and the cluster secret.
+//! autopilot, label propagation, resource history, the cluster secret and mixed-version
+//! fleets.
 
 mod access;
 mod costs;
@@ -15,3 +16,4 @@ mod join;
 mod metrics;
 mod openapi;
 mod operate;
+mod versions;

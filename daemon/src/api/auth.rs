@@ -27,6 +27,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route == "/v1/killswitch"
         || route.starts_with("/v1/budgets")
         || route.starts_with("/v1/policies")
+        || route == "/v1/fleet/settings"
         || (*method == Method::DELETE && route == "/v1/machines/{id}");
     let admin_read = credentials || route == "/v1/audit";
     match *method {
@@ -97,6 +98,14 @@ mod tests {
         assert_eq!(required_scope(&Method::POST, "/v1/drain"), Scope::Operate);
         assert_eq!(required_scope(&Method::GET, "/v1/killswitch"), Scope::Read);
         assert_eq!(required_scope(&Method::PUT, "/v1/killswitch"), Scope::Admin);
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/fleet/settings"),
+            Scope::Read
+        );
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/fleet/settings"),
+            Scope::Admin
+        );
         assert_eq!(required_scope(&Method::GET, "/v1/keys"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/audit"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/budgets"), Scope::Read);

@@ -17,6 +17,7 @@ use shoal_protocol::{
 use super::machine_query::ListQuery;
 use super::{ApiJson, ApiQuery, ApiResult, Failure, accepted, barrier_if};
 use crate::keys::Caller;
+use crate::levels::{MachineLevel, below_fleet_level, held_back_by, member_levels};
 use crate::node::{Node, VERSION, members, now_ms};
 
 /// `GET /health`, without a key: this node is up, and whether it knows a leader.
@@ -216,11 +217,17 @@ pub async fn label(
     }
 }
 
-/// `GET /v1/cluster`: Raft as this node sees it.
+/// `GET /v1/cluster`: Raft as this node sees it, with each member's version and protocol
+/// level and the fleet's level.
 #[utoipa::path(get, path = "/v1/cluster", tag = "machines",
-    responses((status = OK, body = ClusterStatus, description = "Leader, voters, learners and log positions")))]
+    responses((status = OK, body = ClusterStatus, description = "Leader, voters, learners, log positions and protocol levels")))]
 pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
     let metrics = node.raft.metrics().borrow().clone();
+    let fleet_level = node.fleet.read(|state| state.fleet_level);
+    let levels: BTreeMap<MachineId, MachineLevel> = member_levels(&node)
+        .into_iter()
+        .map(|level| (level.id, level))
+        .collect();
     let names: BTreeMap<MachineId, String> = node.fleet.read(|state| {
         state
             .machines
@@ -231,10 +238,13 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
     let mut voters = Vec::new();
     let mut learners = Vec::new();
     for (id, (addr, voter)) in members(&node.raft) {
+        let level = levels.get(&id);
         let member = ClusterMember {
             id,
             name: names.get(&id).cloned().unwrap_or_default(),
             addr,
+            version: level.map(|l| l.version.clone()).unwrap_or_default(),
+            protocol_level: level.map(|l| l.level).unwrap_or_default(),
         };
         if voter {
             voters.push(member)
@@ -242,6 +252,18 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
             learners.push(member)
         }
     }
+    let peers = node.peers.borrow().clone();
+    let refused = below_fleet_level(&peers, fleet_level)
+        .filter(|peer| !levels.contains_key(&peer.info.id))
+        .map(|peer| ClusterMember {
+            id: peer.info.id,
+            name: peer.info.name.clone(),
+            addr: peer.info.addr.clone(),
+            version: peer.info.version.clone(),
+            protocol_level: peer.info.protocol_level,
+        })
+        .collect();
+    let levels: Vec<MachineLevel> = levels.into_values().collect();
     Json(ClusterStatus {
         machine_id: node.id,
         leader: metrics.current_leader,
@@ -251,5 +273,8 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
         last_applied: metrics.last_applied.map(|id| id.index),
         voters,
         learners,
+        fleet_level,
+        held_back_by: held_back_by(&levels),
+        refused,
     })
 }

@@ -22,6 +22,7 @@ mod openapi;
 mod operate;
 mod policies;
 mod sessions;
+mod settings;
 mod templates;
 mod tokens;
 
@@ -62,6 +63,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(history::history))
         .routes(routes!(machines::cluster))
         .routes(routes!(fleet::summary))
+        .routes(routes!(settings::show, settings::put))
         .routes(routes!(events::events))
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::submit_batch))

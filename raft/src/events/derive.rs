@@ -118,7 +118,9 @@ impl Before {
             | Command::PutTemplate { .. }
             | Command::RollbackTemplate { .. }
             | Command::SetPolicy { .. }
-            | Command::RecordBatch { .. } => Before::Quiet,
+            | Command::RecordBatch { .. }
+            | Command::SetFleetLevel { .. }
+            | Command::SetFleetSettings { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, costs::to_stop(state, *at_ms)),

@@ -1,0 +1,188 @@
+//! Protocol levels: which [`Command`]s a machine understands, so a fleet of mixed versions
+//! keeps working through a rolling upgrade.
+//!
+//! Each machine gossips the highest level it speaks ([`crate::MachineInfo::protocol_level`]).
+//! The leader commits the fleet's level ([`Command::SetFleetLevel`]): the lowest level among
+//! the Raft members, raised (never lowered) once every member speaks the higher one, as
+//! etcd's cluster version is. The leader never proposes a command whose
+//! [`Command::min_level`] is above the fleet's level; a user's write that needs more is
+//! refused with the machines to upgrade. The state machine never refuses by level: every
+//! replica applies what was committed.
+//!
+//! | level | what it adds |
+//! |---|---|
+//! | 1 | every command of the first release (machines, jobs, keys, tokens, drain, kill switch, budgets, costs, templates, sessions, batches, policies) |
+//! | 2 | [`Command::SetFleetLevel`]; [`Command::SetFleetSettings`] (fleet settings in the log: job retention) |
+//!
+//! A new command (or a new variant inside one) that an older build cannot read takes the
+//! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
+//! [`Command::min_level`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Command;
+
+/// A protocol level: what a machine understands, or what a fleet may use.
+///
+/// Absent from a record an older build wrote, it reads as [`ProtocolLevel::FIRST`] (level
+/// 1), which is also its default.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = u16)]
+pub struct ProtocolLevel(pub u16);
+
+impl ProtocolLevel {
+    /// Level 1: what every build speaks, and what a record without a level means.
+    pub const FIRST: ProtocolLevel = ProtocolLevel(1);
+}
+
+impl Default for ProtocolLevel {
+    fn default() -> Self {
+        ProtocolLevel::FIRST
+    }
+}
+
+impl fmt::Display for ProtocolLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The highest protocol level this build speaks. See the table in this module's docs.
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(2);
+
+impl Command {
+    /// The lowest protocol level at which every machine understands this command: the
+    /// leader proposes it only when the fleet's level is at least this. For `Batch` and
+    /// `Audited`, the highest level of what they carry.
+    pub fn min_level(&self) -> ProtocolLevel {
+        match self {
+            Command::Batch(commands) => commands
+                .iter()
+                .map(Command::min_level)
+                .max()
+                .unwrap_or(ProtocolLevel::FIRST),
+            Command::Audited { command, .. } => command.min_level(),
+            Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
+            Command::UpsertMachine { .. }
+            | Command::SetStatus { .. }
+            | Command::LabelMachine { .. }
+            | Command::RemoveMachine { .. }
+            | Command::RetireMachine { .. }
+            | Command::SubmitJob { .. }
+            | Command::Dispatch { .. }
+            | Command::ReportJob { .. }
+            | Command::CancelJob { .. }
+            | Command::RequeueJob { .. }
+            | Command::TimeOutJob { .. }
+            | Command::SetQueueReasons { .. }
+            | Command::PruneJobs { .. }
+            | Command::SetDrain { .. }
+            | Command::CreateApiKey { .. }
+            | Command::RevokeApiKey { .. }
+            | Command::CreateTokens { .. }
+            | Command::RevokeToken { .. }
+            | Command::UseToken { .. }
+            | Command::SetKillSwitch { .. }
+            | Command::SetBudget { .. }
+            | Command::ReportCost { .. }
+            | Command::EnforceBudgets { .. }
+            | Command::PutTemplate { .. }
+            | Command::RollbackTemplate { .. }
+            | Command::RecordBatch { .. }
+            | Command::SetPolicy { .. } => ProtocolLevel::FIRST,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::FleetSettings;
+    use crate::{JobId, MachineId};
+
+    fn audited(command: Command) -> Command {
+        Command::Audited {
+            actor: "k1".into(),
+            org: "default".into(),
+            at_ms: 1,
+            command: Box::new(command),
+        }
+    }
+
+    fn settings() -> Command {
+        Command::SetFleetSettings {
+            settings: FleetSettings {
+                job_retention_seconds: Some(3600),
+            },
+        }
+    }
+
+    #[test]
+    fn first_release_commands_are_level_one() {
+        let old = [
+            Command::RemoveMachine { id: MachineId(1) },
+            Command::CancelJob {
+                job: JobId(3),
+                at_ms: 1,
+            },
+            Command::PruneJobs {
+                finished_before_ms: 5,
+            },
+            Command::EnforceBudgets { at_ms: 1 },
+        ];
+        for command in old {
+            assert_eq!(command.min_level(), ProtocolLevel(1), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn fleet_level_and_settings_are_level_two() {
+        let raise = Command::SetFleetLevel {
+            level: ProtocolLevel(2),
+        };
+        assert_eq!(raise.min_level(), ProtocolLevel(2));
+        assert_eq!(settings().min_level(), ProtocolLevel(2));
+    }
+
+    #[test]
+    fn wrappers_need_the_highest_level_they_carry() {
+        assert_eq!(audited(settings()).min_level(), ProtocolLevel(2));
+        let cancel = Command::CancelJob {
+            job: JobId(3),
+            at_ms: 1,
+        };
+        assert_eq!(audited(cancel.clone()).min_level(), ProtocolLevel(1));
+        let mixed = Command::Batch(vec![cancel.clone(), audited(settings())]);
+        assert_eq!(mixed.min_level(), ProtocolLevel(2));
+        assert_eq!(Command::Batch(vec![cancel]).min_level(), ProtocolLevel(1));
+        assert_eq!(Command::Batch(vec![]).min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
+    fn a_level_missing_from_a_record_reads_as_one() {
+        #[derive(Deserialize)]
+        struct Record {
+            #[serde(default)]
+            level: ProtocolLevel,
+        }
+        let record: Record = serde_json::from_str("{}").unwrap();
+        assert_eq!(record.level, ProtocolLevel::FIRST);
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "2");
+        assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
+    }
+}
