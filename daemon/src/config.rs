@@ -67,7 +67,8 @@ pub struct Settings {
     /// Run jobs without an image as plain processes, as the daemon's user and without
     /// isolation (like Nomad's raw_exec). Off by default.
     pub allow_process_jobs: bool,
-    /// How long finished jobs (and their saved output) are kept.
+    /// How long finished jobs (and their saved output) are kept while the fleet has no
+    /// `job_retention_seconds` setting of its own (`PUT /v1/fleet/settings`).
     #[serde(with = "humantime_serde")]
     pub job_retention: Duration,
     pub timings: Timings,
