@@ -14,7 +14,10 @@
 //! `refused`. Nomad refuses such servers, and etcd refuses a member below the cluster
 //! version once that was raised. A member that is downgraded below the fleet's level
 //! cannot be refused (it already holds the log): it stops at the first entry it cannot
-//! read, loudly, and the leader warns naming it; upgrading it again lets it go on.
+//! read, loudly, and the leader warns naming it; upgrading it again lets it go on. A
+//! machine joining with a registration token uses the token up before it gossips its
+//! level (the join request carries none: a field added to it would not reach an older
+//! member), so its refusal comes when the leader would record it.
 
 use std::collections::BTreeSet;
 
@@ -147,6 +150,21 @@ pub fn member_levels(node: &Node) -> Vec<MachineLevel> {
             })
             .collect()
     })
+}
+
+/// On any node, before a write goes to the leader: a command above the fleet's level as
+/// this replica knows it (checked again after a read barrier, so a level just raised
+/// counts) is refused here with the leader's answer. So it never reaches a leader on an
+/// older build, which could not even read it. `SetFleetLevel` is the leader's own.
+pub async fn check_before_forwarding(node: &Node, cmd: &Command) -> Result<(), ApiError> {
+    let needed = cmd.min_level();
+    let allowed = || needed <= node.fleet.read(|state| state.fleet_level);
+    if needed == ProtocolLevel::FIRST || matches!(cmd, Command::SetFleetLevel { .. }) || allowed() {
+        return Ok(());
+    }
+    node.read_barrier().await?;
+    let fleet_level = node.fleet.read(|state| state.fleet_level);
+    check(cmd, fleet_level, &member_levels(node))
 }
 
 /// On the leader, refuses a write the fleet's level does not allow yet. Elsewhere it lets

@@ -202,6 +202,7 @@ impl Node {
     /// Commits `cmd` through the leader and returns the state machine's answer once this
     /// replica has applied it too, so a read here right after sees the write.
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, ApiError> {
+        crate::levels::check_before_forwarding(self, &cmd).await?;
         let outcome = to_leader(
             self,
             || PeerRequest::Forward(cmd.clone()),
