@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shoal_daemon::node::{VERSION, members};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::api::ClusterStatus;
-use shoal_protocol::{JobId, JobState, MachineId, ProtocolLevel};
+use shoal_protocol::{JobId, JobState, MachineId, PROTOCOL_LEVEL, ProtocolLevel};
 
 use crate::http::{get, send};
 
@@ -209,5 +209,38 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
         "a level-1 machine joined Raft"
     );
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_fleet_runs_at_this_builds_level() {
+    init_logs();
+    let cluster = Cluster::start(3).await.unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "this build's level on every node",
+        || {
+            cluster
+                .running()
+                .into_iter()
+                .all(|i| {
+                    cluster
+                        .node(i)
+                        .fleet
+                        .read(|s| s.fleet_level == PROTOCOL_LEVEL)
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(1))).await;
+    assert_eq!(status.fleet_level, PROTOCOL_LEVEL, "{status:?}");
+    assert!(
+        status.held_back_by.is_empty() && status.refused.is_empty(),
+        "{status:?}"
+    );
+    let (code, body) = put_settings(&cluster.api(1), json!({"job_retention_seconds": 3600})).await;
+    assert_eq!(code, 200, "{body}");
     cluster.shutdown().await;
 }
