@@ -136,6 +136,7 @@ impl Cluster {
             gossip_addrs: Vec::new(),
             timings,
             configure: Arc::new(configure),
+            older: BTreeMap::new(),
         };
         copy_dir(source, &cluster.data_dir(0))?;
         let running = cluster.launch(0, Vec::new(), TEST_SECRET).await?;

@@ -198,6 +198,8 @@ impl Command {
             Command::RollbackTemplate { .. } => "RollbackTemplate",
             Command::RecordBatch { .. } => "RecordBatch",
             Command::SetPolicy { .. } => "SetPolicy",
+            Command::SetFleetLevel { .. } => "SetFleetLevel",
+            Command::SetFleetSettings { .. } => "SetFleetSettings",
         }
     }
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shoal_daemon::config::Timings;
 use shoal_daemon::node::{VERSION, members};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::api::ClusterStatus;
@@ -242,5 +243,32 @@ async fn a_new_fleet_runs_at_this_builds_level() {
     );
     let (code, body) = put_settings(&cluster.api(1), json!({"job_retention_seconds": 3600})).await;
     assert_eq!(code, 200, "{body}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_before_levels_opens_and_is_raised_to_this_builds_level() {
+    init_logs();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1/data");
+    let cluster = Cluster::start_from_data_dir(&fixture, Timings::fast(), |_| {})
+        .await
+        .unwrap();
+    let id = cluster.node(0).id;
+    // What the old build wrote says nothing of levels: the machine's record and the fleet
+    // read as level 1 until this build's leader raises them.
+    wait_until(
+        Duration::from_secs(20),
+        "the fleet raised to this build's level",
+        || {
+            cluster.node(0).fleet.read(|s| {
+                let recorded = s.machines.get(&id).map(|m| m.info.protocol_level);
+                (s.fleet_level == PROTOCOL_LEVEL && recorded == Some(PROTOCOL_LEVEL)).then_some(())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let settings: Value = get(format!("{}/v1/fleet/settings", cluster.api(0))).await;
+    assert_eq!(settings, json!({"job_retention_seconds": null}));
     cluster.shutdown().await;
 }
