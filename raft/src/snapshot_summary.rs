@@ -73,7 +73,7 @@ pub fn summarize(opened: &Opened) -> SnapshotSummary {
 }
 
 impl fmt::Display for SnapshotSummary {
-    /// One `name: value` line per fact, names aligned.
+    /// One `name: value` line per fact, values aligned.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let taken_at = self
             .taken_at_ms
@@ -111,7 +111,7 @@ impl fmt::Display for SnapshotSummary {
             ("sha256", self.sha256.clone()),
         ];
         for (name, value) in lines {
-            writeln!(f, "{:<11}{value}", format!("{name}:"))?;
+            writeln!(f, "{:<12}{value}", format!("{name}:"))?;
         }
         Ok(())
     }
@@ -196,16 +196,16 @@ mod tests {
         assert_eq!(summary.spend_micro_usd, 1_750_000);
         let text = summary.to_string();
         assert!(
-            text.contains("taken at:  2024-05-01 12:00:00 UTC"),
+            text.contains("taken at:   2024-05-01 12:00:00 UTC"),
             "{text}"
         );
         assert!(
-            text.contains("jobs:      3 (completed 1, queued 2)"),
+            text.contains("jobs:       3 (completed 1, queued 2)"),
             "{text}"
         );
-        assert!(text.contains("spend:     $1.750000"), "{text}");
+        assert!(text.contains("spend:      $1.750000"), "{text}");
         assert!(
-            text.contains(&format!("sha256:    {}", summary.sha256)),
+            text.contains(&format!("sha256:     {}", summary.sha256)),
             "{text}"
         );
     }

@@ -37,9 +37,9 @@ async fn save_writes_a_private_copy_and_inspect_tells_what_it_holds() {
     let nowhere = "http://127.0.0.1:9";
     let shown = stdout(&shoal(nowhere, &["snapshot", "inspect", &path]));
     for line in [
-        "machines:  1\n",
-        "jobs:      1 (completed 1)\n",
-        "api keys:  1 (1 active)\n",
+        "machines:   1\n",
+        "jobs:       1 (completed 1)\n",
+        "api keys:   1 (1 active)\n",
     ] {
         assert!(shown.contains(line), "{line:?} missing from:\n{shown}");
     }
