@@ -6,6 +6,7 @@ mod attach;
 pub use attach::TerminalInput;
 mod eventstream;
 mod logstream;
+mod snapshot;
 
 use std::time::Duration;
 

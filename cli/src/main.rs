@@ -21,6 +21,7 @@ mod operate;
 mod output;
 mod sessions;
 mod settings;
+mod snapshot;
 mod tokens;
 
 use std::fmt::Display;
@@ -89,6 +90,9 @@ enum Cmd {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(keys::KeyCmd),
+    /// Back up the fleet state and read backups (`shoald restore` starts a fleet from one).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
@@ -291,6 +295,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Killswitch(cmd) => operate::run_kill_switch(&client, cmd, json).await,
         Cmd::Key(cmd) => keys::run(&client, cmd, json).await,
         Cmd::Token(cmd) => tokens::run(&client, cmd, json).await,
+        Cmd::Snapshot(cmd) => return snapshot::run(&client, cmd, json).await,
         Cmd::Audit {
             machine,
             actor,

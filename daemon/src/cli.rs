@@ -48,6 +48,19 @@ pub enum Commands {
         #[command(flatten)]
         run: Box<RunArgs>,
     },
+    /// Start a new fleet from a backup (`shoal snapshot save`, or data_dir/backups/), offline:
+    /// checks FILE, then writes it into an empty data directory as a one-node Raft group of
+    /// this machine. Start shoald on that directory next; others join with a token.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Restore into a data directory that holds something: its Raft state is moved
+        /// aside (`raft.before-restore-<time>`), its identity and secret are kept.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
     /// Check what this machine needs to run work (Docker, disk, memory, the data directory);
     /// exits 1 if a check fails.
     Diagnose {
@@ -219,6 +232,24 @@ mod tests {
             settings.max_running, 3,
             "file value kept when no flag is given"
         );
+    }
+
+    #[test]
+    fn restore_takes_a_file_and_the_run_flags() {
+        let cli = Cli::parse_from([
+            "shoald",
+            "restore",
+            "fleet.snap",
+            "--data-dir",
+            "/tmp/d",
+            "--force",
+        ]);
+        let Some(Commands::Restore { file, force, run }) = cli.command else {
+            panic!("not restore");
+        };
+        assert_eq!(file, PathBuf::from("fleet.snap"));
+        assert!(force);
+        assert_eq!(run.data_dir, Some(PathBuf::from("/tmp/d")));
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 7401;
 pub const DEFAULT_P2P_PORT: u16 = 7402;
 /// How long finished jobs are kept when `job_retention` is not given.
 pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often each node writes a backup of the fleet state when `snapshot_every` is not given.
+pub const DEFAULT_SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
+/// How many backups each node keeps when `snapshot_keep` is not given.
+pub const DEFAULT_SNAPSHOT_KEEP: usize = 24;
 /// Shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -71,6 +75,12 @@ pub struct Settings {
     /// `job_retention_seconds` setting of its own (`PUT /v1/fleet/settings`).
     #[serde(with = "humantime_serde")]
     pub job_retention: Duration,
+    /// How often this node writes a backup of the fleet state to
+    /// `data_dir/backups/fleet-<unix time>.snap` (the format of `shoal snapshot save`).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_every: Duration,
+    /// How many of those backups are kept, newest first; 0 turns them off.
+    pub snapshot_keep: usize,
     pub timings: Timings,
     pub discovery: Discovery,
 }
@@ -145,6 +155,8 @@ impl Default for Settings {
             load_threshold: 0.8,
             allow_process_jobs: false,
             job_retention: DEFAULT_JOB_RETENTION,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
             timings: Timings::default(),
             discovery: Discovery::default(),
         }
@@ -210,6 +222,9 @@ pub struct Config {
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
     pub job_retention: Duration,
+    pub snapshot_every: Duration,
+    /// 0: no scheduled backups.
+    pub snapshot_keep: usize,
     /// Run the jobs dispatched to this machine. Always true from [`Settings::validate`];
     /// benchmarks of the control plane turn it off so placing jobs spawns nothing.
     pub run_jobs: bool,
@@ -310,6 +325,12 @@ impl Settings {
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
         }
+        if self.snapshot_every < Duration::from_secs(1) {
+            bail!(
+                "snapshot_every: must be at least 1s, got {:?}",
+                self.snapshot_every
+            );
+        }
         self.timings.check()?;
         if self.discovery.mdns && self.bind.is_loopback() {
             bail!(
@@ -350,6 +371,8 @@ impl Settings {
             load_threshold: self.load_threshold,
             allow_process_jobs: self.allow_process_jobs,
             job_retention: self.job_retention,
+            snapshot_every: self.snapshot_every,
+            snapshot_keep: self.snapshot_keep,
             run_jobs: true,
             protocol_level: PROTOCOL_LEVEL,
             timings: self.timings,
@@ -454,6 +477,8 @@ mod tests {
         let example: Settings = toml::from_str(text).expect("examples/shoald.toml parses");
         let defaults = Settings::default();
         assert_eq!(example.job_retention, defaults.job_retention);
+        assert_eq!(example.snapshot_every, defaults.snapshot_every);
+        assert_eq!(example.snapshot_keep, defaults.snapshot_keep);
         assert_eq!(example.max_running, defaults.max_running);
         assert_eq!(example.allow_process_jobs, defaults.allow_process_jobs);
         assert_eq!(example.timings.stale_after, defaults.timings.stale_after);
@@ -470,6 +495,22 @@ mod tests {
         assert_eq!(config.advertise, config.bind);
         assert_eq!(config.timings.stale_after, Duration::from_secs(300));
         assert_eq!(config.timings.dead_after, Duration::from_secs(900));
+        assert_eq!(config.snapshot_every, Duration::from_secs(3600));
+        assert_eq!(config.snapshot_keep, 24);
+    }
+
+    #[test]
+    fn backups_parse_and_a_too_short_interval_is_named() {
+        let settings: Settings =
+            toml::from_str("snapshot_every = \"30m\"\nsnapshot_keep = 0").unwrap();
+        let config = settings.validate().unwrap();
+        assert_eq!(config.snapshot_every, Duration::from_secs(1800));
+        assert_eq!(config.snapshot_keep, 0);
+        let eager = Settings {
+            snapshot_every: Duration::from_millis(10),
+            ..Settings::default()
+        };
+        assert!(err_of(eager).starts_with("snapshot_every:"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod attach;
 pub mod autopilot;
+pub mod backups;
 pub mod batch;
 pub mod cli;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod p2p;
 pub mod proposer;
 pub mod raft_network;
 pub mod reconcile;
+pub mod restore;
 pub mod rpc;
 pub mod runner;
 pub mod sampler;

@@ -51,6 +51,12 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Some(Commands::Restore { file, force, run }) => {
+                let config = run.clone().overlay(Settings::load(run.config.as_deref())?);
+                let report = shoal_daemon::restore::restore(&file, &config.validate()?, force)?;
+                print!("{report}");
+                Ok(())
+            }
             Some(Commands::Run(args)) => run(*args).await,
             Some(Commands::Join {
                 token,

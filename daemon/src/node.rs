@@ -30,7 +30,10 @@ use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, diagnose, dispatch, identity, reconcile, rpc};
+use crate::{api, backups, diagnose, dispatch, identity, reconcile, rpc};
+
+/// The directory inside the data directory that holds the Raft log and snapshot.
+pub const RAFT_DIR: &str = "raft";
 
 /// The crate's version, published to the fleet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -124,7 +127,7 @@ impl Node {
             gossip_addr: SocketAddr::new(config.advertise, gossip_listen.port()).to_string(),
         };
 
-        let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join("raft"))?;
+        let (log_store, state_machine) = shoal_raft::open(&config.data_dir.join(RAFT_DIR))?;
         let fleet = state_machine.handle();
         let commit_index = log_store.commit_index();
         let store = log_store.open_watch();
@@ -218,6 +221,7 @@ impl Node {
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(dispatch::dispatch_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(backups::backup_loop(node.clone(), shutdown_rx.clone()));
         if node.config.run_jobs {
             tasks.spawn(runner::runner_loop(
                 node.clone(),

@@ -151,6 +151,53 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts a fleet restored from `backup` (a snapshot file, e.g. from `GET /v1/snapshot`):
+    /// node 0's data directory is restored offline (`shoald restore`) and it starts as a
+    /// one-node group; `n - 1` more nodes join it. Waits until the new machines are ONLINE
+    /// on every node (the old fleet's records stay, retired) and the voters settled.
+    pub async fn restored(backup: &std::path::Path, n: usize) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir()?,
+            nodes: Vec::new(),
+            gossip_addrs: Vec::new(),
+            timings: Timings::fast(),
+            configure: Arc::new(|_| {}),
+            older: BTreeMap::new(),
+        };
+        let config = cluster.settings(0, Vec::new(), TEST_SECRET).validate()?;
+        crate::restore::restore(backup, &config, false)?;
+        for i in 0..n {
+            let running = cluster.launch(i, Vec::new(), TEST_SECRET).await?;
+            cluster.gossip_addrs.push(running.1);
+            cluster.nodes.push(Some(running.0));
+        }
+        cluster.wait_new_online(Duration::from_secs(20)).await?;
+        let voters = crate::autopilot::target_voters(n).min(n);
+        cluster.wait_voters(voters, Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node lists every running node's machine as ONLINE.
+    pub async fn wait_new_online(&self, timeout: Duration) -> anyhow::Result<()> {
+        let ids: Vec<MachineId> = self.running().iter().map(|i| self.node(*i).id).collect();
+        wait_until(timeout, "the running machines ONLINE on every node", || {
+            self.running()
+                .into_iter()
+                .all(|i| {
+                    self.node(i).fleet.read(|state| {
+                        ids.iter().all(|id| {
+                            state
+                                .machines
+                                .get(id)
+                                .is_some_and(|m| m.status == MachineStatus::Online)
+                        })
+                    })
+                })
+                .then_some(())
+        })
+        .await
+    }
+
     /// The settings node `i` runs with; `labels` are its own labels.
     pub fn settings(&self, i: usize, labels: Vec<String>, secret: &str) -> Settings {
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -12,6 +12,9 @@
 //!
 //! The daemon reads the fleet through a [`FleetHandle`] and never touches the stores. The
 //! leader plans job placements with [`scheduler::place`] (pure) and commits the plan.
+//! Backups are the snapshot format ([`snapshot_format`]) of a [`FleetHandle::copy`];
+//! [`snapshot_summary`] says what one holds and [`snapshot_restore`] makes one the start
+//! of a new group.
 
 mod apply;
 pub mod audit;
@@ -24,6 +27,8 @@ mod log_store;
 pub mod scheduler;
 mod snapshot_file;
 pub mod snapshot_format;
+pub mod snapshot_restore;
+pub mod snapshot_summary;
 mod state_machine;
 mod templates;
 mod tokens;

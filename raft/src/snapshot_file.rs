@@ -108,7 +108,7 @@ impl<C: FleetConfig> SnapshotFile<C> {
     }
 }
 
-fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let path = dir.join(SNAPSHOT_FILE);
     let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;

@@ -3,30 +3,66 @@
 //!
 //! ```text
 //!  frame header (magic, format, schema)
-//!  meta length (u64, big endian)   meta (MessagePack: last log id, membership, id)
+//!  meta length (u64, big endian)   meta (MessagePack: last log id, membership, id,
+//!                                        taken_at_ms)
 //!  state (MessagePack: FleetState)
 //!  SHA-256 of everything above (32 bytes)
 //! ```
 //!
 //! The metadata comes first and alone, so reading it does not decode the state; the digest
-//! at the end catches a truncated or damaged file before any of it is believed.
+//! at the end catches a truncated or damaged file before any of it is believed. The meta
+//! carries `taken_at_ms`, when the copy was encoded, next to openraft's fields; a reader
+//! that does not know it skips it, and a file without it reads as "not known".
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::SnapshotMeta;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_protocol::frame;
 use shoal_protocol::{FleetState, MemberAddr};
 
 use crate::state_machine::StoredSnapshot;
-use crate::{FleetConfig, StoreError};
+use crate::{FleetConfig, StoreError, TypeConfig};
 
 type Meta<C> = SnapshotMeta<<C as openraft::RaftTypeConfig>::NodeId, MemberAddr>;
 
 const LENGTH_LEN: usize = 8;
 const DIGEST_LEN: usize = 32;
 
-/// Encodes a snapshot. This walks the whole state: call it off the apply path.
+/// The meta section as written: openraft's fields, then when the copy was encoded.
+#[derive(Serialize)]
+struct MetaOut<'a, M: Serialize> {
+    #[serde(flatten)]
+    meta: &'a M,
+    taken_at_ms: u64,
+}
+
+/// The part of the meta section openraft does not know.
+#[derive(Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    taken_at_ms: Option<u64>,
+}
+
+/// Encodes a snapshot, stamped with the time now. This walks the whole state: call it off
+/// the apply path.
 pub fn encode<C: FleetConfig>(snapshot: &StoredSnapshot<C>) -> Result<Vec<u8>, StoreError> {
-    let meta = frame::encode_body(&snapshot.meta)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    encode_taken_at(snapshot, now)
+}
+
+/// Encodes a snapshot stamped as taken at `taken_at_ms` (milliseconds since the epoch).
+pub fn encode_taken_at<C: FleetConfig>(
+    snapshot: &StoredSnapshot<C>,
+    taken_at_ms: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let meta = frame::encode_body(&MetaOut {
+        meta: &snapshot.meta,
+        taken_at_ms,
+    })?;
     let mut out = Vec::with_capacity(1024);
     frame::write_header(&mut out);
     out.extend_from_slice(&(meta.len() as u64).to_be_bytes());
@@ -39,6 +75,7 @@ pub fn encode<C: FleetConfig>(snapshot: &StoredSnapshot<C>) -> Result<Vec<u8>, S
 
 /// The parts of an encoded snapshot, checked for shape but not decoded.
 struct Parts<'a> {
+    schema: u16,
     meta: &'a [u8],
     state: &'a [u8],
     digest: &'a [u8],
@@ -46,7 +83,7 @@ struct Parts<'a> {
 }
 
 fn split(bytes: &[u8]) -> Result<Parts<'_>, StoreError> {
-    let (_schema, body) = frame::read_header(bytes)?;
+    let (schema, body) = frame::read_header(bytes)?;
     let truncated = || StoreError::Snapshot("the snapshot is truncated".into());
     if body.len() < LENGTH_LEN + DIGEST_LEN {
         return Err(truncated());
@@ -60,6 +97,7 @@ fn split(bytes: &[u8]) -> Result<Parts<'_>, StoreError> {
     let (meta, rest) = rest.split_at(meta_len);
     let (state, digest) = rest.split_at(rest.len() - DIGEST_LEN);
     Ok(Parts {
+        schema,
         meta,
         state,
         digest,
@@ -74,6 +112,23 @@ pub fn read_meta<C: FleetConfig>(bytes: &[u8]) -> Result<Meta<C>, StoreError> {
 
 /// Checks the digest and decodes the whole snapshot.
 pub fn decode<C: FleetConfig>(bytes: &[u8]) -> Result<StoredSnapshot<C>, StoreError> {
+    open(bytes).map(|opened| opened.snapshot)
+}
+
+/// A snapshot checked and decoded whole, with what its file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened<C: FleetConfig = TypeConfig> {
+    /// The schema its frame header names.
+    pub schema: u16,
+    /// When the copy was encoded (ms since the epoch), if the file says.
+    pub taken_at_ms: Option<u64>,
+    /// The SHA-256 that closes it, in hex; it matched.
+    pub sha256: String,
+    pub snapshot: StoredSnapshot<C>,
+}
+
+/// Checks the digest and decodes the whole snapshot with its stamp and checksum.
+pub fn open<C: FleetConfig>(bytes: &[u8]) -> Result<Opened<C>, StoreError> {
     let parts = split(bytes)?;
     if Sha256::digest(parts.covered).as_slice() != parts.digest {
         return Err(StoreError::Snapshot(
@@ -81,9 +136,15 @@ pub fn decode<C: FleetConfig>(bytes: &[u8]) -> Result<StoredSnapshot<C>, StoreEr
         ));
     }
     let meta = frame::decode_body(parts.meta)?;
+    let Stamp { taken_at_ms } = frame::decode_body(parts.meta)?;
     let mut state: FleetState = frame::decode_body(parts.state)?;
     state.rebuild_open_jobs();
-    Ok(StoredSnapshot { meta, state })
+    Ok(Opened {
+        schema: parts.schema,
+        taken_at_ms,
+        sha256: hex::encode(parts.digest),
+        snapshot: StoredSnapshot { meta, state },
+    })
 }
 
 /// The SHA-256 that closes an encoded snapshot, in hex (what `inspect` prints).
@@ -97,7 +158,6 @@ mod tests {
     use shoal_protocol::{JobId, JobRecord, JobSpec, JobTarget, MachineId};
 
     use super::*;
-    use crate::TypeConfig;
 
     fn snapshot() -> StoredSnapshot {
         let mut state = FleetState::default();
@@ -121,6 +181,29 @@ mod tests {
         assert_eq!(read_meta::<TypeConfig>(&bytes).unwrap(), snapshot.meta);
         assert_eq!(decode::<TypeConfig>(&bytes).unwrap(), snapshot);
         assert_eq!(digest_hex(&bytes).unwrap().len(), 64);
+    }
+
+    #[test]
+    fn the_stamp_and_checksum_come_back_and_plain_meta_readers_skip_the_stamp() {
+        let snapshot = snapshot();
+        let bytes = encode_taken_at(&snapshot, 1_700_000_000_123).unwrap();
+        let opened = open::<TypeConfig>(&bytes).unwrap();
+        assert_eq!(opened.taken_at_ms, Some(1_700_000_000_123));
+        assert_eq!(opened.schema, frame::SCHEMA_VERSION);
+        assert_eq!(opened.sha256, digest_hex(&bytes).unwrap());
+        assert_eq!(opened.snapshot, snapshot);
+        // A file written before the stamp existed: the meta alone, as openraft has it.
+        let mut old = Vec::new();
+        frame::write_header(&mut old);
+        let meta = frame::encode_body(&snapshot.meta).unwrap();
+        old.extend_from_slice(&(meta.len() as u64).to_be_bytes());
+        old.extend_from_slice(&meta);
+        frame::encode_body_into(&snapshot.state, &mut old).unwrap();
+        let digest = Sha256::digest(&old);
+        old.extend_from_slice(&digest);
+        let opened = open::<TypeConfig>(&old).unwrap();
+        assert_eq!(opened.taken_at_ms, None);
+        assert_eq!(opened.snapshot, snapshot);
     }
 
     #[test]

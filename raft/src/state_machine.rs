@@ -3,7 +3,10 @@
 //!
 //! On open the last snapshot is loaded; openraft then re-applies the log after it up to
 //! the saved committed id. The daemon reads the state through a [`FleetHandle`], and
-//! the events applying makes through its [`EventFeed`] (see [`crate::events`]).
+//! the events applying makes through its [`EventFeed`] (see [`crate::events`]). The state,
+//! the last applied log id and the membership sit behind one lock, so a copy taken through
+//! the handle ([`FleetHandle::copy`], what backups encode) is labelled with exactly the
+//! log position it holds.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -36,20 +39,59 @@ pub struct StoredSnapshot<C: FleetConfig = TypeConfig> {
     pub state: FleetState,
 }
 
+/// The applied state and where in the log it stands, changed together under one lock.
+struct Replica<C: FleetConfig> {
+    state: FleetState,
+    last_applied: Option<LogId<NodeIdOf<C>>>,
+    membership: Membership<C>,
+}
+
+type SharedReplica<C> = Arc<RwLock<Replica<C>>>;
+
 /// Read access to the applied fleet state, for the API and the leader's loops.
-#[derive(Clone)]
-pub struct FleetHandle {
-    state: Arc<RwLock<FleetState>>,
+pub struct FleetHandle<C: FleetConfig = TypeConfig> {
+    replica: SharedReplica<C>,
     applied: watch::Receiver<Option<u64>>,
     events: EventFeed,
     halted: Arc<RwLock<Option<String>>>,
 }
 
-impl FleetHandle {
+impl<C: FleetConfig> Clone for FleetHandle<C> {
+    fn clone(&self) -> Self {
+        FleetHandle {
+            replica: self.replica.clone(),
+            applied: self.applied.clone(),
+            events: self.events.clone(),
+            halted: self.halted.clone(),
+        }
+    }
+}
+
+impl<C: FleetConfig> FleetHandle<C> {
     /// Runs `f` on the state as applied so far. Keep `f` short: applies wait for it.
     pub fn read<T>(&self, f: impl FnOnce(&FleetState) -> T) -> T {
         // A panic while holding the lock aborts the daemon, so poison is not survivable.
-        f(&self.state.read().expect("fleet state lock poisoned"))
+        f(&self
+            .replica
+            .read()
+            .expect("fleet state lock poisoned")
+            .state)
+    }
+
+    /// A point-in-time copy of the state with the log id and membership it was applied
+    /// up to, ready to encode. The lock is held only to clone; encode the copy elsewhere.
+    /// `None` before this replica applied anything.
+    pub fn copy(&self) -> Option<StoredSnapshot<C>> {
+        let replica = self.replica.read().expect("fleet state lock poisoned");
+        let last = replica.last_applied.clone()?;
+        Some(StoredSnapshot {
+            meta: SnapshotMeta {
+                snapshot_id: format!("{}-{}-copy", last.leader_id, last.index),
+                last_log_id: Some(last),
+                last_membership: replica.membership.clone(),
+            },
+            state: replica.state.clone(),
+        })
     }
 
     /// The index of the last applied log entry, updated after every apply batch and
@@ -72,9 +114,7 @@ impl FleetHandle {
 
 /// The state machine openraft drives.
 pub struct StateMachineStore<C: FleetConfig = TypeConfig> {
-    state: Arc<RwLock<FleetState>>,
-    last_applied: Option<LogId<NodeIdOf<C>>>,
-    membership: Membership<C>,
+    replica: SharedReplica<C>,
     applied_tx: watch::Sender<Option<u64>>,
     snapshot_file: Arc<SnapshotFile<C>>,
     events: EventRing,
@@ -101,9 +141,11 @@ impl<C: FleetConfig> StateMachineStore<C> {
         let (applied_tx, _) = watch::channel(last_applied.as_ref().map(|id| id.index));
         let events = EventRing::new(EVENTS_KEPT, last_applied.as_ref().map_or(0, |id| id.index));
         Ok(StateMachineStore {
-            state: Arc::new(RwLock::new(state)),
-            last_applied,
-            membership,
+            replica: Arc::new(RwLock::new(Replica {
+                state,
+                last_applied,
+                membership,
+            })),
             applied_tx,
             snapshot_file,
             events,
@@ -112,18 +154,17 @@ impl<C: FleetConfig> StateMachineStore<C> {
     }
 
     /// A handle for reading the state; it stays valid while Raft runs.
-    pub fn handle(&self) -> FleetHandle {
+    pub fn handle(&self) -> FleetHandle<C> {
         FleetHandle {
-            state: self.state.clone(),
+            replica: self.replica.clone(),
             applied: self.applied_tx.subscribe(),
             events: self.events.feed(),
             halted: self.halted.clone(),
         }
     }
 
-    fn publish_applied(&self) {
-        self.applied_tx
-            .send_replace(self.last_applied.as_ref().map(|id| id.index));
+    fn publish_applied(&self, last: Option<&LogId<NodeIdOf<C>>>) {
+        self.applied_tx.send_replace(last.map(|id| id.index));
     }
 }
 
@@ -175,7 +216,8 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
     type SnapshotBuilder = FleetSnapshotBuilder<C>;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<NodeIdOf<C>>>, Membership<C>), C> {
-        Ok((self.last_applied.clone(), self.membership.clone()))
+        let replica = self.replica.read().expect("fleet state lock poisoned");
+        Ok((replica.last_applied.clone(), replica.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, C>
@@ -186,8 +228,13 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
         let mut responses = Vec::new();
         let mut events = Vec::new();
         let mut halt = None;
-        {
-            let mut state = self.state.write().expect("fleet state lock poisoned");
+        let last_applied = {
+            let mut replica = self.replica.write().expect("fleet state lock poisoned");
+            let Replica {
+                state,
+                last_applied,
+                membership,
+            } = &mut *replica;
             for entry in entries {
                 let log_id = entry.log_id;
                 let response = match entry.payload {
@@ -196,7 +243,7 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                         let ctx = ApplyCtx {
                             log_index: log_id.index,
                         };
-                        apply_with_events(&mut state, cmd, &ctx, &mut events)
+                        apply_with_events(state, cmd, &ctx, &mut events)
                     }
                     EntryPayload::Normal(LogCommand::Unknown { tag, detail }) => {
                         halt = Some(format!(
@@ -206,23 +253,30 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                         ));
                         break;
                     }
-                    EntryPayload::Membership(membership) => {
-                        let voters = membership.voter_ids().map(|id| id.to_string()).collect();
-                        let learners = membership.learner_ids().map(|id| id.to_string()).collect();
+                    EntryPayload::Membership(membership_now) => {
+                        let voters = membership_now
+                            .voter_ids()
+                            .map(|id| id.to_string())
+                            .collect();
+                        let learners = membership_now
+                            .learner_ids()
+                            .map(|id| id.to_string())
+                            .collect();
                         events.push(membership_event(log_id.index, voters, learners));
-                        self.membership = StoredMembership::new(Some(log_id.clone()), membership);
+                        *membership = StoredMembership::new(Some(log_id.clone()), membership_now);
                         Response::Done
                     }
                 };
-                self.last_applied = Some(log_id);
+                *last_applied = Some(log_id);
                 responses.push(response);
             }
-        }
-        tracing::trace!(count = responses.len(), last = ?self.last_applied, "entries applied");
-        if let Some(last) = &self.last_applied {
+            last_applied.clone()
+        };
+        tracing::trace!(count = responses.len(), last = ?last_applied, "entries applied");
+        if let Some(last) = &last_applied {
             self.events.publish(last.index, events);
         }
-        self.publish_applied();
+        self.publish_applied(last_applied.as_ref());
         if let Some(reason) = halt {
             // Applying past it would diverge from the replicas that understood it: stop
             // here, loudly, and let Raft shut down on this node until it is upgraded.
@@ -235,14 +289,11 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let replica = self.replica.read().expect("fleet state lock poisoned");
         FleetSnapshotBuilder {
-            state: self
-                .state
-                .read()
-                .expect("fleet state lock poisoned")
-                .clone(),
-            last_applied: self.last_applied.clone(),
-            membership: self.membership.clone(),
+            state: replica.state.clone(),
+            last_applied: replica.last_applied.clone(),
+            membership: replica.membership.clone(),
             snapshot_file: self.snapshot_file.clone(),
         }
     }
@@ -287,13 +338,14 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             jobs = received.state.jobs.len(),
             "fleet snapshot installed"
         );
-        let stored = received;
-        *self.state.write().expect("fleet state lock poisoned") = stored.state;
-        self.last_applied = meta.last_log_id.clone();
-        self.membership = meta.last_membership.clone();
+        *self.replica.write().expect("fleet state lock poisoned") = Replica {
+            state: received.state,
+            last_applied: meta.last_log_id.clone(),
+            membership: meta.last_membership.clone(),
+        };
         self.events
             .reset(meta.last_log_id.as_ref().map_or(0, |id| id.index));
-        self.publish_applied();
+        self.publish_applied(meta.last_log_id.as_ref());
         Ok(())
     }
 

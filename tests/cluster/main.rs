@@ -1,6 +1,6 @@
 //! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
-//! autopilot, label propagation, resource history, the cluster secret and mixed-version
-//! fleets.
+//! autopilot, label propagation, resource history, the cluster secret, mixed-version
+//! fleets and backups.
 
 mod access;
 mod costs;
@@ -16,4 +16,5 @@ mod join;
 mod metrics;
 mod openapi;
 mod operate;
+mod snapshots;
 mod versions;

@@ -2,6 +2,7 @@
 
 mod events;
 mod jobs;
+mod snapshot;
 
 use std::process::{Command, Output};
 use std::time::Duration;

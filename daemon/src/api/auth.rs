@@ -18,11 +18,13 @@ use crate::node::Node;
 /// The route running work posts its costs to, with a job token instead of a key.
 pub const COSTS_ROUTE: &str = "/v1/costs";
 
-/// The scope a route needs: reads need `read`, but keys and the audit log need `admin`, as
-/// do turning the kill switch and setting budgets and policies; every other change needs
-/// `operate`.
+/// The scope a route needs: reads need `read`, but keys, tokens, fleet snapshots (which
+/// hold their hashes) and the audit log need `admin`, as do turning the kill switch and
+/// setting budgets and policies; every other change needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
-    let credentials = route.starts_with("/v1/keys") || route.starts_with("/v1/tokens");
+    let credentials = route.starts_with("/v1/keys")
+        || route.starts_with("/v1/tokens")
+        || route.starts_with("/v1/snapshot");
     let admin_route = credentials
         || route == "/v1/killswitch"
         || route.starts_with("/v1/budgets")
@@ -108,6 +110,7 @@ mod tests {
         );
         assert_eq!(required_scope(&Method::GET, "/v1/keys"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/audit"), Scope::Admin);
+        assert_eq!(required_scope(&Method::GET, "/v1/snapshot"), Scope::Admin);
         assert_eq!(required_scope(&Method::GET, "/v1/budgets"), Scope::Read);
         assert_eq!(
             required_scope(&Method::PUT, "/v1/budgets/{org}"),

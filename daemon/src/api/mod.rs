@@ -23,6 +23,7 @@ mod operate;
 mod policies;
 mod sessions;
 mod settings;
+pub mod snapshot;
 mod templates;
 mod tokens;
 
@@ -93,6 +94,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(sessions::logs))
         .routes(routes!(sessions::attach))
         .routes(routes!(batch::run))
+        .routes(routes!(snapshot::save))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             auth::require_key,

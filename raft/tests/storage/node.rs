@@ -118,3 +118,37 @@ async fn a_restarted_node_has_the_same_fleet() {
     assert_eq!(count, 6);
     raft.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_restored_into_a_new_directory_leads_its_own_group() {
+    let old = tempfile::tempdir().unwrap();
+    let (raft, handle) = start(old.path()).await;
+    raft.initialize(BTreeMap::from([(ME, MemberAddr::default())]))
+        .await
+        .unwrap();
+    raft.wait(WAIT).current_leader(ME, "leader").await.unwrap();
+    for i in 1..=4 {
+        raft.client_write(upsert(i, "m", i).into()).await.unwrap();
+    }
+    let copy = handle.copy().expect("a copy");
+    let copied_at = copy.meta.last_log_id.unwrap().index;
+    raft.shutdown().await.unwrap();
+    drop(raft);
+
+    // Through the bytes, as a backup file travels.
+    let bytes = shoal_raft::snapshot_format::encode(&copy).unwrap();
+    let backup = shoal_raft::snapshot_format::decode(&bytes).unwrap();
+    let restored =
+        shoal_raft::snapshot_restore::for_new_group(backup, ME, MemberAddr::default(), 9);
+    let new = tempfile::tempdir().unwrap();
+    shoal_raft::snapshot_restore::write_first_snapshot(new.path(), &restored.snapshot).unwrap();
+
+    let (raft, handle) = start(new.path()).await;
+    assert!(raft.is_initialized().await.unwrap());
+    raft.wait(WAIT).current_leader(ME, "leader").await.unwrap();
+    assert_eq!(handle.read(|s| s.machines.len()), 4);
+    let written = raft.client_write(upsert(5, "m", 5).into()).await.unwrap();
+    assert!(written.log_id.index > copied_at, "{written:?}");
+    assert_eq!(handle.read(|s| s.machines.len()), 5);
+    raft.shutdown().await.unwrap();
+}
