@@ -144,7 +144,8 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     ))
     .await;
     assert_eq!(settings, json!({"job_retention_seconds": 172800}));
-    let audit: Value = get(format!("{}/v1/audit", cluster.api(1))).await;
+    // Read where the write was taken: that node answered once its replica applied it.
+    let audit: Value = get(format!("{}/v1/audit", cluster.api(2))).await;
     let changes: Vec<&Value> = audit["entries"]
         .as_array()
         .expect("audit entries")
