@@ -79,6 +79,14 @@ pub enum Command {
     /// Several commands proposed together as one log entry, applied in order; each gets
     /// its own response, and a rejected one does not stop the others.
     Batch(Vec<Command>),
+    /// `command` as sent by the node it entered the fleet through, under an id made there:
+    /// applied once; a repeat of `id` (a retry after a lost answer) gets the first answer
+    /// again. `at_ms` is when it entered, and ages the ids kept (see [`crate::requests`]).
+    Request {
+        id: crate::requests::RequestId,
+        at_ms: UnixMillis,
+        command: Box<Command>,
+    },
     /// The leader forgets finished jobs (with their fan-out children and idempotency
     /// keys) that last changed before `finished_before_ms`.
     PruneJobs { finished_before_ms: UnixMillis },
@@ -200,6 +208,7 @@ impl Command {
             Command::SetPolicy { .. } => "SetPolicy",
             Command::SetFleetLevel { .. } => "SetFleetLevel",
             Command::SetFleetSettings { .. } => "SetFleetSettings",
+            Command::Request { .. } => "Request",
         }
     }
 }
@@ -281,6 +290,20 @@ pub struct FleetState {
     /// Settings every leader follows alike (none set in a state written before them).
     #[serde(default)]
     pub settings: FleetSettings,
+    /// The request ids applied lately, with their answers: a repeat is not applied again
+    /// (none in a state written before request ids).
+    #[serde(default)]
+    pub requests: crate::requests::Requests,
+}
+
+impl Command {
+    /// The command itself, inside any [`Command::Request`] wrapper.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Request { command, .. } => command.inner(),
+            other => other,
+        }
+    }
 }
 
 impl FleetState {

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | 1 | every command of the first release (machines, jobs, keys, tokens, drain, kill switch, budgets, costs, templates, sessions, batches, policies) |
 //! | 2 | [`Command::SetFleetLevel`]; [`Command::SetFleetSettings`] (fleet settings in the log: job retention) |
+//! | 3 | [`Command::Request`] (a write under a request id, applied once: see [`crate::requests`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -63,12 +64,13 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(2);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(3);
 
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
-    /// leader proposes it only when the fleet's level is at least this. For `Batch` and
-    /// `Audited`, the highest level of what they carry.
+    /// leader proposes it only when the fleet's level is at least this. For `Batch`,
+    /// `Audited` and `Request`, the highest level of what they carry (3 at least for a
+    /// `Request`).
     pub fn min_level(&self) -> ProtocolLevel {
         match self {
             Command::Batch(commands) => commands
@@ -77,6 +79,7 @@ impl Command {
                 .max()
                 .unwrap_or(ProtocolLevel::FIRST),
             Command::Audited { command, .. } => command.min_level(),
+            Command::Request { command, .. } => command.min_level().max(ProtocolLevel(3)),
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
             Command::UpsertMachine { .. }
             | Command::SetStatus { .. }
@@ -160,6 +163,23 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_level_three_at_least() {
+        let request = |command| Command::Request {
+            id: crate::requests::RequestId(1),
+            at_ms: 1,
+            command: Box::new(command),
+        };
+        let cancel = Command::CancelJob {
+            job: JobId(3),
+            at_ms: 1,
+        };
+        assert_eq!(request(cancel).min_level(), ProtocolLevel(3));
+        assert_eq!(request(audited(settings())).min_level(), ProtocolLevel(3));
+        let inside = Command::Batch(vec![request(settings())]);
+        assert_eq!(inside.min_level(), ProtocolLevel(3));
+    }
+
+    #[test]
     fn wrappers_need_the_highest_level_they_carry() {
         assert_eq!(audited(settings()).min_level(), ProtocolLevel(2));
         let cancel = Command::CancelJob {
@@ -182,7 +202,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "2");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "3");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

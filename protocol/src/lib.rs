@@ -21,6 +21,7 @@ pub mod machine;
 pub mod operate;
 pub mod params;
 pub mod policies;
+pub mod requests;
 pub mod sessions;
 pub mod settings;
 pub mod templates;

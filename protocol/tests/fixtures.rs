@@ -15,6 +15,7 @@ use shoal_protocol::batch::BatchAction;
 use shoal_protocol::costs::{Budget, OnExceed};
 use shoal_protocol::keys::{ApiKeyRecord, Scope};
 use shoal_protocol::policies::{Policy, PolicySpec};
+use shoal_protocol::requests::RequestId;
 use shoal_protocol::settings::FleetSettings;
 use shoal_protocol::templates::TemplateSpec;
 use shoal_protocol::tokens::RegistrationToken;
@@ -224,6 +225,11 @@ fn one_of_each() -> Vec<Command> {
             settings: FleetSettings {
                 job_retention_seconds: Some(172_800),
             },
+        },
+        Command::Request {
+            id: RequestId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            at_ms: 23,
+            command: Box::new(Command::CancelJob { job, at_ms: 23 }),
         },
     ]
 }

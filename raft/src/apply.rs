@@ -12,7 +12,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, costs, fleet_settings, jobs, templates, tokens};
+use crate::{audit, costs, fleet_settings, jobs, requests, templates, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -111,6 +111,12 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
                 .map(|cmd| apply(state, cmd, ctx))
                 .collect(),
         ),
+        Command::Request { id, at_ms, command } => {
+            // The inner command did its own bookkeeping, or a repeat changes nothing.
+            return requests::apply_once(state, id, at_ms, *command, |state, cmd| {
+                apply(state, cmd, ctx)
+            });
+        }
     };
     jobs::refresh_open(state, touched, &response);
     if let Response::Rejected { code, message } = &response {

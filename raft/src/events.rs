@@ -75,6 +75,12 @@ fn apply_into(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx, sink: &mut S
                 .collect(),
         );
     }
+    // A request is deduplicated as `apply` does it; a repeat makes no events.
+    if let Command::Request { id, at_ms, command } = cmd {
+        return crate::requests::apply_once(state, id, at_ms, *command, |state, cmd| {
+            apply_into(state, cmd, ctx, sink)
+        });
+    }
     let before = Before::of(&cmd, state);
     let response = apply(state, cmd, ctx);
     before.derive(&response, state, sink);

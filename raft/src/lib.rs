@@ -24,6 +24,7 @@ pub mod events;
 mod fleet_settings;
 pub mod jobs;
 mod log_store;
+mod requests;
 pub mod scheduler;
 mod snapshot_file;
 pub mod snapshot_format;

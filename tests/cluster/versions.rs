@@ -15,7 +15,8 @@ use shoal_protocol::{JobId, JobState, MachineId, PROTOCOL_LEVEL, ProtocolLevel};
 use crate::http::{get, send};
 
 const ONE: ProtocolLevel = ProtocolLevel(1);
-const TWO: ProtocolLevel = ProtocolLevel(2);
+/// What an upgraded machine (this build) speaks.
+const NEW: ProtocolLevel = PROTOCOL_LEVEL;
 
 /// Waits until every running node's log records `machine` at `level`.
 async fn wait_recorded_level(cluster: &Cluster, machine: MachineId, level: ProtocolLevel) {
@@ -65,13 +66,13 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     // Upgrade two of the three machines; node-2 stays on the older build.
     for i in [0, 1] {
         cluster.upgrade(i).await.unwrap();
-        wait_recorded_level(&cluster, ids[i], TWO).await;
+        wait_recorded_level(&cluster, ids[i], NEW).await;
     }
     cluster.wait_leader(Duration::from_secs(20)).await.unwrap();
     let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(1))).await;
     assert_eq!(status.fleet_level, ONE, "{status:?}");
     assert_eq!(status.held_back_by, [ids[2]], "{status:?}");
-    assert_eq!(level_of(&status, ids[0]), Some(TWO), "{status:?}");
+    assert_eq!(level_of(&status, ids[0]), Some(NEW), "{status:?}");
     assert_eq!(level_of(&status, ids[2]), Some(ONE), "{status:?}");
 
     // The mixed fleet keeps working: jobs submitted through old and new machines complete.
@@ -119,21 +120,21 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     cluster.upgrade(2).await.unwrap();
     wait_until(
         Duration::from_secs(20),
-        "fleet level 2 on every node",
+        "this build's fleet level on every node",
         || {
             cluster
                 .running()
                 .into_iter()
-                .all(|i| cluster.node(i).fleet.read(|state| state.fleet_level == TWO))
+                .all(|i| cluster.node(i).fleet.read(|state| state.fleet_level == NEW))
                 .then_some(())
         },
     )
     .await
     .unwrap();
     let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(2))).await;
-    assert_eq!(status.fleet_level, TWO, "{status:?}");
+    assert_eq!(status.fleet_level, NEW, "{status:?}");
     assert!(status.held_back_by.is_empty(), "{status:?}");
-    assert_eq!(level_of(&status, ids[2]), Some(TWO), "{status:?}");
+    assert_eq!(level_of(&status, ids[2]), Some(NEW), "{status:?}");
 
     let (code, body) =
         put_settings(&cluster.api(2), json!({"job_retention_seconds": 172800})).await;
@@ -204,7 +205,7 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     );
     assert!(
         !recorded,
-        "a level-1 machine was recorded in a level-2 fleet"
+        "a level-1 machine was recorded in a fleet above level 1"
     );
     assert!(
         !members.contains_key(&late_id),

@@ -113,6 +113,7 @@ impl Before {
             // `apply_into`), so an audited batch would say only who made it.
             Command::SetQueueReasons { .. }
             | Command::Batch(_)
+            | Command::Request { .. }
             | Command::SetBudget { .. }
             | Command::ReportCost { .. }
             | Command::PutTemplate { .. }

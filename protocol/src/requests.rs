@@ -1,0 +1,129 @@
+//! Request ids and what the fleet remembers of them, so a write can be sent again safely.
+//!
+//! Every write gets a [`RequestId`] where it enters the fleet and travels to the leader as
+//! [`Command::Request`](crate::Command::Request). The state machine keeps the ids it applied
+//! lately in [`FleetState::requests`](crate::FleetState::requests), each with a compact
+//! [`Recorded`] answer: a repeat is answered from it and not applied again. The table is
+//! bounded by age and by count, pruned inside `apply` so every replica keeps the same ids.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, JobId, MachineId, UnixMillis};
+
+/// A write's id, made where it entered the fleet (128 random bits).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u128);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// How long a request id is remembered, by the `at_ms` of the requests that follow it.
+pub const REQUESTS_WINDOW_MS: UnixMillis = 10 * 60 * 1000;
+/// Most request ids remembered; the oldest go first.
+pub const REQUESTS_KEPT: usize = 100_000;
+
+/// What a request was answered, small enough to keep many: records named by id are
+/// answered again as they stand when the repeat applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Recorded {
+    Done,
+    Machine(MachineId),
+    Job(JobId),
+    Jobs(Vec<JobId>),
+    Rejected { code: ErrorCode, message: String },
+    Batch(Vec<Recorded>),
+    Submitted { job: JobId, created: bool },
+    CostReported { counted: bool },
+    Template(String),
+}
+
+/// One remembered request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The `at_ms` its request carried.
+    pub at_ms: UnixMillis,
+    pub answer: Recorded,
+}
+
+/// The requests applied lately: by id, and in the order they applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Requests {
+    seen: BTreeMap<RequestId, Seen>,
+    order: VecDeque<RequestId>,
+}
+
+impl Requests {
+    /// What `id` was answered, if it applied within the window.
+    pub fn get(&self, id: RequestId) -> Option<&Seen> {
+        self.seen.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Remembers `id` (applied at `at_ms`), then forgets, oldest first, those past
+    /// `kept` or more than `window_ms` older than `at_ms`.
+    pub fn record(&mut self, id: RequestId, seen: Seen, kept: usize, window_ms: UnixMillis) {
+        let now = seen.at_ms;
+        if self.seen.insert(id, seen).is_none() {
+            self.order.push_back(id);
+        }
+        while let Some(oldest) = self.order.front().copied() {
+            let too_many = self.order.len() > kept;
+            let too_old = self
+                .seen
+                .get(&oldest)
+                .is_none_or(|s| s.at_ms.saturating_add(window_ms) < now);
+            if !too_many && !too_old {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(at_ms: UnixMillis) -> Seen {
+        Seen {
+            at_ms,
+            answer: Recorded::Done,
+        }
+    }
+
+    #[test]
+    fn the_oldest_go_first_by_count_and_by_age() {
+        let mut requests = Requests::default();
+        for i in 0..5 {
+            requests.record(RequestId(i), seen(1_000 + i as u64), 3, 10_000);
+        }
+        assert_eq!(requests.len(), 3);
+        assert!(requests.get(RequestId(1)).is_none());
+        assert!(requests.get(RequestId(2)).is_some());
+
+        // A request past the window of the others makes them go.
+        requests.record(RequestId(9), seen(20_000), 3, 10_000);
+        assert_eq!(requests.len(), 1);
+        assert!(requests.get(RequestId(9)).is_some());
+    }
+}
