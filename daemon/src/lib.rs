@@ -14,6 +14,8 @@ pub mod dev;
 pub mod diagnose;
 pub mod dispatch;
 pub mod exec;
+#[cfg(feature = "testsuite")]
+pub mod faults;
 pub mod history;
 pub mod identity;
 pub mod job_token;
@@ -34,6 +36,7 @@ pub mod sampler;
 pub mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod writes;
 
 pub use config::{Config, Settings, Timings};
 pub use node::{Listeners, Node, RunningNode};

@@ -84,6 +84,9 @@ pub struct Node {
     pub history: crate::history::History,
     /// The fleet's secret, handed to machines that join with a registration token.
     pub cluster_secret: String,
+    /// Faults a test turns on in this node's write path.
+    #[cfg(feature = "testsuite")]
+    pub faults: crate::faults::Faults,
 }
 
 /// A started node: its shared state and the tasks to stop.
@@ -207,6 +210,8 @@ impl Node {
             cluster_secret: secret.clone(),
             metrics: Default::default(),
             history: Default::default(),
+            #[cfg(feature = "testsuite")]
+            faults: Default::default(),
         });
         tracing::info!(machine_id = %id, name = %node.config.node_name, api = %addr.api_addr,
             gossip = %gossip_listen, p2p = %addr.p2p_addr, "node started");
@@ -279,8 +284,10 @@ impl RunningNode {
     /// Stops every task and waits for them; the data directory stays as it is.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        if let Err(err) = self.node.raft.shutdown().await {
-            tracing::warn!(%err, "raft did not stop cleanly");
+        match tokio::time::timeout(Duration::from_secs(10), self.node.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "raft did not stop cleanly"),
+            Err(_) => tracing::warn!("raft did not stop within 10s"),
         }
         while self.tasks.join_next().await.is_some() {}
         while self.setup.join_next().await.is_some() {}
@@ -417,7 +424,7 @@ pub fn members(raft: &Raft) -> BTreeMap<MachineId, (MemberAddr, bool)> {
         .collect()
 }
 
-/// How long a write may wait for a leader before it fails.
+/// How long a write or read barrier may take, every try included, before it fails.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves on SIGINT or SIGTERM.

@@ -3,13 +3,18 @@
 //! Addresses come from the [`AddressBook`] (the live gossip view) first, so a machine
 //! whose address changed since it joined is still reached; the address recorded in the
 //! Raft membership is the fallback.
+//!
+//! An append too large for one peer message is answered with openraft's `PayloadTooLarge`
+//! and half the entries as the hint, so replication sends fewer at a time instead of
+//! retrying the same message forever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -64,31 +69,17 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<MachineId, MemberAddr, RaftError<MachineId, E>>>;
 
 impl PeerClient {
-    async fn call(
-        &self,
-        request: PeerRequest,
-        ttl: Duration,
-    ) -> Result<PeerResponse, RPCError<MachineId, MemberAddr>> {
+    /// Sends `request` to the target; a refusal comes back as the `Refused` answer.
+    async fn call(&self, request: PeerRequest, ttl: Duration) -> Result<PeerResponse, P2pError> {
         let addr = self
             .network
             .book
             .get(self.target)
             .unwrap_or_else(|| self.fallback.clone());
-        match self
-            .network
+        self.network
             .p2p
             .request(&addr.peer_id, &addr.p2p_addr, request, ttl)
             .await
-        {
-            Ok(PeerResponse::Refused(reason)) => {
-                Err(RPCError::Unreachable(Unreachable::new(&Refused(reason))))
-            }
-            Ok(response) => Ok(response),
-            Err(
-                err @ (P2pError::Failed { .. } | P2pError::Timeout(_) | P2pError::BadAddress(_)),
-            ) => Err(RPCError::Unreachable(Unreachable::new(&err))),
-            Err(err @ P2pError::Closed) => Err(RPCError::Network(NetworkError::new(&err))),
-        }
     }
 
     fn remote<E: std::error::Error>(
@@ -107,21 +98,24 @@ struct Refused(String);
 #[error("peer answered with the wrong message kind")]
 struct WrongKind;
 
-/// Rebuilds a transport error for a different remote error type.
-fn retype<E: std::error::Error>(
-    err: RPCError<MachineId, MemberAddr>,
+/// The openraft error for an answer that is not the one asked for: a refusal, another
+/// kind of message, or none (the peer is unreachable, or this node is stopping).
+fn failed<E: std::error::Error>(
+    answer: Result<PeerResponse, P2pError>,
 ) -> RPCError<MachineId, MemberAddr, RaftError<MachineId, E>> {
-    match err {
-        RPCError::Unreachable(e) => RPCError::Unreachable(e),
-        RPCError::Network(e) => RPCError::Network(e),
-        RPCError::Timeout(e) => RPCError::Timeout(e),
-        RPCError::PayloadTooLarge(e) => RPCError::PayloadTooLarge(e),
-        RPCError::RemoteError(_) => RPCError::Network(NetworkError::new(&WrongKind)),
+    match answer {
+        Ok(PeerResponse::Refused(reason)) => {
+            RPCError::Unreachable(Unreachable::new(&Refused(reason)))
+        }
+        Ok(_) => RPCError::Network(NetworkError::new(&WrongKind)),
+        Err(err @ P2pError::Closed) => RPCError::Network(NetworkError::new(&err)),
+        Err(
+            err @ (P2pError::Failed { .. }
+            | P2pError::Timeout(_)
+            | P2pError::BadAddress(_)
+            | P2pError::TooLarge { .. }),
+        ) => RPCError::Unreachable(Unreachable::new(&err)),
     }
-}
-
-fn wrong_kind<E: std::error::Error>() -> RPCError<MachineId, MemberAddr, RaftError<MachineId, E>> {
-    RPCError::Network(NetworkError::new(&WrongKind))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -130,13 +124,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<MachineId>> {
-        match self
-            .call(PeerRequest::Append(rpc), option.hard_ttl())
-            .await
-            .map_err(retype)?
-        {
-            PeerResponse::Append(result) => result.map_err(|e| self.remote(e)),
-            _ => Err(wrong_kind()),
+        let entries = rpc.entries.len() as u64;
+        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(result)) => result.map_err(|e| self.remote(e)),
+            // Openraft sends fewer entries at a time for a while, then tries more again.
+            Err(P2pError::TooLarge { .. }) if entries > 1 => Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            )),
+            other => Err(failed(other)),
         }
     }
 
@@ -148,10 +143,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         match self
             .call(PeerRequest::Snapshot(rpc), option.hard_ttl())
             .await
-            .map_err(retype)?
         {
-            PeerResponse::Snapshot(result) => result.map_err(|e| self.remote(e)),
-            _ => Err(wrong_kind()),
+            Ok(PeerResponse::Snapshot(result)) => result.map_err(|e| self.remote(e)),
+            other => Err(failed(other)),
         }
     }
 
@@ -160,13 +154,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<MachineId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<MachineId>> {
-        match self
-            .call(PeerRequest::Vote(rpc), option.hard_ttl())
-            .await
-            .map_err(retype)?
-        {
-            PeerResponse::Vote(result) => result.map_err(|e| self.remote(e)),
-            _ => Err(wrong_kind()),
+        match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(result)) => result.map_err(|e| self.remote(e)),
+            other => Err(failed(other)),
         }
     }
 }

@@ -24,6 +24,10 @@ use crate::autopilot::{self, Change, Health, Member};
 use crate::levels;
 use crate::node::{Node, members, now_ms};
 
+/// How long the loop waits for a membership change to commit; past it the next pass
+/// looks again, so a change openraft never answers cannot stop the loop.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How far behind the leader's log a learner may be and still be promoted.
 const CAUGHT_UP_ENTRIES: u64 = 1_000;
 
@@ -270,12 +274,11 @@ async fn reconcile(
             .is_some_and(|r| r.status == MachineStatus::Dead);
         if !voters.contains(&id) && !learners.contains(&id) && !known_dead {
             tracing::info!(machine_id = %id, name = %peer.info.name, "adding machine as a raft learner");
-            if let Err(err) = node
-                .raft
-                .add_learner(id, peer.info.addr.clone(), false)
-                .await
-            {
-                tracing::debug!(%err, "add learner deferred");
+            let adding = node.raft.add_learner(id, peer.info.addr.clone(), false);
+            match tokio::time::timeout(MEMBERSHIP_TIMEOUT, adding).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::debug!(%err, "add learner deferred"),
+                Err(_) => tracing::debug!("add learner not committed in time; deferred"),
             }
             return Ok(());
         }
@@ -314,17 +317,21 @@ async fn reconcile(
             } else {
                 ChangeMembers::RemoveVoters(dead_voters)
             };
-            node.raft.change_membership(change, false).await
+            let changing = node.raft.change_membership(change, false);
+            tokio::time::timeout(MEMBERSHIP_TIMEOUT, changing).await
         }
         Some(Change::SetVoters(ids)) => {
             tracing::info!(voters = ?ids, "changing raft voters");
-            node.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
-                .await
+            let changing = node
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(ids), true);
+            tokio::time::timeout(MEMBERSHIP_TIMEOUT, changing).await
         }
     };
-    if let Err(err) = result {
-        tracing::debug!(%err, "membership change deferred");
+    match result {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::debug!(%err, "membership change deferred"),
+        Err(_) => tracing::debug!("membership change not committed in time; deferred"),
     }
     Ok(())
 }

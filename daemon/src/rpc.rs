@@ -1,8 +1,9 @@
-//! The write and read paths every node offers, and the answers to peer requests.
+//! The answers to peer requests, and the leader's side of forwarded writes and reads.
 //!
-//! A write goes to the leader: proposed locally when this node leads, forwarded over
-//! peer RPC otherwise. A linearizable read asks the leader for a read index and waits
-//! until the local replica has applied it.
+//! A forwarded write is proposed here when this node leads (batched with concurrent
+//! writes); a read-index request is answered with `ensure_linearizable`. Each waits on Raft
+//! for at most [`ATTEMPT_TIMEOUT`] and the sender tries again (see `writes.rs`); appends,
+//! votes and snapshots for at most [`RAFT_ANSWER_TIMEOUT`]. No answer is owed forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,16 @@ use libp2p::PeerId;
 use openraft::error::RaftError;
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::timeout;
 
-use crate::node::{Node, WRITE_TIMEOUT};
-use crate::p2p::{Inbound, P2pError, PeerRequest, PeerResponse, WriteOutcome};
-use crate::{history, logs};
+use crate::node::Node;
+use crate::p2p::{Inbound, PeerRequest, PeerResponse, WriteOutcome};
+use crate::writes::ATTEMPT_TIMEOUT;
+use crate::{history, logs, proposer};
+
+/// How long Raft may take over an append, vote or snapshot a peer sent; past it the
+/// request goes unanswered (the sender's own timeout has run out by then).
+const RAFT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Answers peer requests until shutdown, each in its own task.
 pub async fn serve_inbound(
@@ -33,7 +39,15 @@ pub async fn serve_inbound(
                 Some(req) => {
                     let node = node.clone();
                     answering.spawn(async move {
-                        let response = answer(&node, req.from, req.request).await;
+                        #[cfg(feature = "testsuite")]
+                        let forward = matches!(req.request, PeerRequest::Forward(_));
+                        let Some(response) = answer(&node, req.from, req.request).await else {
+                            return; // unanswered: the sender sees the stream close
+                        };
+                        #[cfg(feature = "testsuite")]
+                        if forward && node.faults.drop_forward_answer() {
+                            return; // applied, but the answer is lost on the way back
+                        }
                         let _ = req.reply.send(response);
                     });
                 }
@@ -44,15 +58,28 @@ pub async fn serve_inbound(
     answering.shutdown().await;
 }
 
-async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse {
-    match request {
-        PeerRequest::Append(req) => PeerResponse::Append(node.raft.append_entries(req).await),
-        PeerRequest::Vote(req) => PeerResponse::Vote(node.raft.vote(req).await),
-        PeerRequest::Snapshot(req) => PeerResponse::Snapshot(node.raft.install_snapshot(req).await),
-        PeerRequest::Forward(cmd) => match check_reporter(node, from, &cmd) {
-            Ok(()) => PeerResponse::Write(write_as_leader(node, cmd).await),
-            Err(err) => PeerResponse::Write(Err(err)),
-        },
+/// What Raft answered a peer's request, if it did within [`RAFT_ANSWER_TIMEOUT`].
+async fn bounded<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
+    timeout(RAFT_ANSWER_TIMEOUT, answer).await.ok()
+}
+
+/// The answer to one peer request; `None` leaves it unanswered.
+async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerResponse> {
+    let response = match request {
+        PeerRequest::Append(req) => {
+            PeerResponse::Append(bounded(node.raft.append_entries(req)).await?)
+        }
+        PeerRequest::Vote(req) => PeerResponse::Vote(bounded(node.raft.vote(req)).await?),
+        PeerRequest::Snapshot(req) => {
+            PeerResponse::Snapshot(bounded(node.raft.install_snapshot(req)).await?)
+        }
+        PeerRequest::Forward(cmd) => {
+            let checked = check_reporter(node, from, &cmd).and_then(|()| proposer::measure(&cmd));
+            match checked {
+                Ok(bytes) => PeerResponse::Write(write_as_leader(node, cmd, bytes).await),
+                Err(err) => PeerResponse::Write(Err(err)),
+            }
+        }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
         PeerRequest::Logs {
             job,
@@ -82,12 +109,13 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> PeerResponse
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),
         },
-    }
+    };
+    Some(response)
 }
 
 /// A job report must come from the machine its attempt was dispatched to.
 fn check_reporter(node: &Node, from: PeerId, cmd: &Command) -> Result<(), ApiError> {
-    let Command::ReportJob { job, attempt, .. } = cmd else {
+    let Command::ReportJob { job, attempt, .. } = cmd.inner() else {
         return Ok(());
     };
     let holder = node.fleet.read(|state| {
@@ -115,139 +143,44 @@ fn not_leader() -> ApiError {
     ApiError::new(ErrorCode::NoLeader, "this node is not the leader")
 }
 
-/// Proposes `cmd` if this node leads (batched with concurrent writes); `NoLeader`
-/// otherwise so the sender retries. Every write passes here: a command the fleet's
-/// protocol level does not allow yet is refused before it is proposed.
-async fn write_as_leader(node: &Node, cmd: Command) -> Result<WriteOutcome, ApiError> {
-    crate::levels::check_write(node, &cmd)?;
-    node.proposer.propose(cmd).await
+fn not_in_time(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("{what} was not answered within {ATTEMPT_TIMEOUT:?}; retry"),
+    )
 }
 
-async fn read_index_as_leader(node: &Node) -> Result<u64, ApiError> {
-    match node.raft.ensure_linearizable().await {
+/// Proposes `cmd` (`bytes` long, encoded) if this node leads, batched with concurrent
+/// writes; `NoLeader` otherwise, and `Unavailable` when it is not committed in time, so
+/// the sender retries. Every write passes here: a command the fleet's protocol level does
+/// not allow yet is refused before it is proposed.
+pub(crate) async fn write_as_leader(
+    node: &Node,
+    cmd: Command,
+    bytes: usize,
+) -> Result<WriteOutcome, ApiError> {
+    crate::levels::check_write(node, &cmd)?;
+    #[cfg(feature = "testsuite")]
+    if node.faults.unanswered(&cmd) {
+        return std::future::pending().await;
+    }
+    timeout(ATTEMPT_TIMEOUT, node.proposer.propose(cmd, bytes))
+        .await
+        .map_err(|_| not_in_time("the write"))?
+}
+
+/// The leader's read index; `NoLeader` on a follower, `Unavailable` when the leader
+/// cannot confirm it still leads in time.
+pub(crate) async fn read_index_as_leader(node: &Node) -> Result<u64, ApiError> {
+    let confirmed = timeout(ATTEMPT_TIMEOUT, node.raft.ensure_linearizable())
+        .await
+        .map_err(|_| not_in_time("the read index"))?;
+    match confirmed {
         Ok(log_id) => Ok(log_id.map(|id| id.index).unwrap_or(0)),
         Err(RaftError::APIError(_)) => Err(not_leader()),
         Err(err) => Err(ApiError::new(
             ErrorCode::Unavailable,
             format!("read index failed: {err}"),
         )),
-    }
-}
-
-/// Sends a peer request to the current leader, retrying while there is none or the
-/// request provably did not reach it. `ask_local` runs when this node leads.
-async fn to_leader<T, F, Fut>(
-    node: &Node,
-    request: impl Fn() -> PeerRequest,
-    ask_local: F,
-    unpack: impl Fn(PeerResponse) -> Option<Result<T, ApiError>>,
-) -> Result<T, ApiError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let deadline = Instant::now() + WRITE_TIMEOUT;
-    loop {
-        let attempt = match node.leader() {
-            Some(leader) if leader == node.id => ask_local().await,
-            Some(leader) => match node.member_addr(leader) {
-                Some(addr) => {
-                    let left = deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(100));
-                    match node
-                        .p2p
-                        .request(&addr.peer_id, &addr.p2p_addr, request(), left)
-                        .await
-                    {
-                        Ok(response) => unpack(response).unwrap_or_else(|| {
-                            Err(ApiError::new(
-                                ErrorCode::Unavailable,
-                                "the leader refused or misunderstood the request",
-                            ))
-                        }),
-                        Err(P2pError::Timeout(_)) => {
-                            return Err(ApiError::new(
-                                ErrorCode::Unavailable,
-                                "the leader did not answer in time; the write may or may not have been applied",
-                            ));
-                        }
-                        Err(err) => Err(ApiError::new(
-                            ErrorCode::NoLeader,
-                            format!("cannot reach the leader: {err}"),
-                        )),
-                    }
-                }
-                None => Err(ApiError::new(
-                    ErrorCode::NoLeader,
-                    format!("no address known for leader {leader}"),
-                )),
-            },
-            None => Err(ApiError::new(
-                ErrorCode::NoLeader,
-                "no leader is elected yet",
-            )),
-        };
-        match attempt {
-            Err(err) if err.code == ErrorCode::NoLeader && Instant::now() < deadline => {
-                let mut metrics = node.raft.metrics();
-                let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-impl Node {
-    /// Commits `cmd` through the leader and returns the state machine's answer once this
-    /// replica has applied it too, so a read here right after sees the write.
-    pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, ApiError> {
-        crate::levels::check_before_forwarding(self, &cmd).await?;
-        let outcome = to_leader(
-            self,
-            || PeerRequest::Forward(cmd.clone()),
-            || write_as_leader(self, cmd.clone()),
-            |response| match response {
-                PeerResponse::Write(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await?;
-        self.wait_applied(outcome.index).await?;
-        Ok(outcome)
-    }
-
-    /// Waits until this replica has applied everything committed before the call,
-    /// so a read after it is linearizable.
-    pub async fn read_barrier(&self) -> Result<(), ApiError> {
-        let index = to_leader(
-            self,
-            || PeerRequest::ReadIndex,
-            || read_index_as_leader(self),
-            |response| match response {
-                PeerResponse::ReadIndex(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await?;
-        self.wait_applied(index).await
-    }
-
-    /// Waits until this replica has applied the log up to `index`.
-    async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {
-        let mut applied = self.fleet.applied();
-        tokio::time::timeout(
-            WRITE_TIMEOUT,
-            applied.wait_for(|at| at.unwrap_or(0) >= index),
-        )
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "this replica did not catch up in time",
-            )
-        })?
-        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "this replica is shutting down"))?;
-        Ok(())
     }
 }

@@ -4,10 +4,15 @@
 //!
 //! ```text
 //!  replica ──applied──▶ runner_loop ── start ──▶ Executor ── wait ──▶ report (ReportJob)
-//!                          └── cancel_requested ──▶ RunHandle::cancel
+//!                          │                └─▶ report running          ▲
+//!                          └── cancel_requested ──▶ RunHandle::cancel   │
+//!            reports go out in their own tasks, retried under one request id
 //! ```
+//!
+//! No runner pass waits on the log: a report that cannot land yet (no leader, an answer
+//! lost) is retried in the background, and the next attempt starts meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shoal_protocol::policies::{ContainerAsk, Policy};
 use std::sync::{Arc, Mutex};
@@ -15,13 +20,15 @@ use std::time::Duration;
 
 use shoal_protocol::{Command, ErrorCode, FleetState, JobId, JobReport, JobState};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
     RunHandle, RunSpec,
 };
 use crate::logs;
-use crate::node::{Node, now_ms};
+use crate::node::{Node, WRITE_TIMEOUT, now_ms};
+use crate::writes;
 
 /// SIGTERM-to-SIGKILL grace when a job is cancelled.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -35,6 +42,9 @@ pub struct Runner {
     docker: DockerExecutor,
     docker_version: Option<String>,
     runs: Mutex<HashMap<(JobId, u32), RunHandle>>,
+    /// Attempts that ended with no run held here (refused, failed to start, lost in a
+    /// restart, or ended while shoald was down) whose report is still on its way.
+    reporting: Mutex<HashSet<(JobId, u32)>>,
     /// True once the node shuts down: runs are let go (a container is adopted after the
     /// restart; a process is lost, and reported so) and reports stop retrying.
     stopping: watch::Sender<bool>,
@@ -60,6 +70,7 @@ impl Runner {
             docker,
             docker_version,
             runs: Mutex::new(HashMap::new()),
+            reporting: Mutex::new(HashSet::new()),
             stopping: watch::Sender::new(false),
         }
     }
@@ -93,12 +104,20 @@ impl Runner {
         }
     }
 
-    /// The run of this attempt, if this machine holds it.
     /// The Docker executor, for commands run in a session's container.
     pub fn docker(&self) -> &DockerExecutor {
         &self.docker
     }
 
+    /// Whether the final report of an attempt with no run held here is on its way.
+    fn is_reporting(&self, job: JobId, attempt: u32) -> bool {
+        self.reporting
+            .lock()
+            .expect("reporting lock")
+            .contains(&(job, attempt))
+    }
+
+    /// The run of this attempt, if this machine holds it.
     pub fn run(&self, job: JobId, attempt: u32) -> Option<RunHandle> {
         self.runs
             .lock()
@@ -139,7 +158,7 @@ pub async fn runner_loop(
                 handle,
             } => {
                 tracing::info!(job, attempt, "adopted a running container");
-                watch_run(&node, &runner, JobId(job), attempt, handle);
+                watch_run(&node, &runner, JobId(job), attempt, handle, None);
             }
             Adopted::Finished {
                 job,
@@ -156,7 +175,7 @@ pub async fn runner_loop(
                 if let Err(err) = logs::save(&node.config.data_dir, JobId(job), attempt, &output) {
                     tracing::warn!(job, attempt, %err, "could not save the job's output");
                 }
-                report_outcome(&node, JobId(job), attempt, outcome_report(outcome)).await;
+                report_final(&node, &runner, JobId(job), attempt, outcome_report(outcome));
             }
         }
     }
@@ -170,19 +189,18 @@ pub async fn runner_loop(
             match runner.run(job, attempt) {
                 Some(handle) if cancel => handle.cancel(CANCEL_GRACE),
                 Some(_) => {}
+                None if runner.is_reporting(job, attempt) => {}
                 None if state == JobState::Dispatched => start(&node, &runner, job, attempt).await,
                 // Running here per the log, but no run holds it: lost in a restart.
-                None => {
-                    report(
-                        &node,
-                        job,
-                        attempt,
-                        JobReport::Failed {
-                            error: "shoald restarted and lost the run".into(),
-                        },
-                    )
-                    .await
-                }
+                None => report_final(
+                    &node,
+                    &runner,
+                    job,
+                    attempt,
+                    JobReport::Failed {
+                        error: "shoald restarted and lost the run".into(),
+                    },
+                ),
             }
         }
         tokio::select! {
@@ -269,7 +287,9 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
     if spec.image.is_some() {
         ask = match governed(node, ask) {
             Ok(ask) => ask,
-            Err(error) => return report(node, job, attempt, JobReport::Failed { error }).await,
+            Err(error) => {
+                return report_final(node, runner, job, attempt, JobReport::Failed { error });
+            }
         };
     }
     let run = RunSpec {
@@ -291,7 +311,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
                 "machine {} has no docker engine to run image {image}",
                 node.config.node_name
             );
-            return report(node, job, attempt, JobReport::Failed { error }).await;
+            return report_final(node, runner, job, attempt, JobReport::Failed { error });
         }
         (None, Some(process)) => process.start(run).await,
         (None, None) => {
@@ -299,32 +319,38 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
                 "machine {} does not run process jobs (allow_process_jobs is off)",
                 node.config.node_name
             );
-            return report(node, job, attempt, JobReport::Failed { error }).await;
+            return report_final(node, runner, job, attempt, JobReport::Failed { error });
         }
     };
     match started {
         Ok(handle) => {
             // Held before the log says running, so its output is readable from then on.
             runner.hold(job, attempt, handle.clone());
-            report(node, job, attempt, JobReport::Running).await;
-            watch_run(node, runner, job, attempt, handle);
+            let running = spawn_report(node, job, attempt, JobReport::Running);
+            watch_run(node, runner, job, attempt, handle, Some(running));
         }
-        Err(err) => {
-            report(
-                node,
-                job,
-                attempt,
-                JobReport::Failed {
-                    error: err.to_string(),
-                },
-            )
-            .await
-        }
+        Err(err) => report_final(
+            node,
+            runner,
+            job,
+            attempt,
+            JobReport::Failed {
+                error: err.to_string(),
+            },
+        ),
     }
 }
 
-/// Holds the run, waits for it in its own task, reports the outcome and lets go.
-fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, handle: RunHandle) {
+/// Holds the run, waits for it in its own task, reports the outcome (after the `running`
+/// report, if one is on its way) and lets go.
+fn watch_run(
+    node: &Arc<Node>,
+    runner: &Arc<Runner>,
+    job: JobId,
+    attempt: u32,
+    handle: RunHandle,
+    running: Option<JoinHandle<()>>,
+) {
     runner.hold(job, attempt, handle.clone());
     publish_running(node, runner);
     let (node, runner) = (node.clone(), runner.clone());
@@ -345,7 +371,16 @@ fn watch_run(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32, h
             tracing::warn!(job = %job, attempt, %err, "could not save the job's output");
         }
         publish_running(&node, &runner);
-        report_outcome(&node, job, attempt, outcome_report(outcome)).await;
+        if let Some(mut running) = running {
+            // The log hears of the start first; a start report stuck that long is given up.
+            if tokio::time::timeout(WRITE_TIMEOUT, &mut running)
+                .await
+                .is_err()
+            {
+                running.abort();
+            }
+        }
+        deliver(&node, job, attempt, outcome_report(outcome)).await;
         // Only now: while the run is held, the loop does not take the attempt for lost.
         runner
             .runs
@@ -380,22 +415,57 @@ fn outcome_report(outcome: Outcome) -> JobReport {
     }
 }
 
-/// Reports how an attempt ended, retrying through elections until the log has it or
-/// the attempt is no longer this machine's (taken back, or the job is gone).
-async fn report_outcome(node: &Node, job: JobId, attempt: u32, outcome: JobReport) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let cmd = Command::ReportJob {
+/// Reports on an attempt in the background: a runner pass never waits on the log.
+fn spawn_report(node: &Arc<Node>, job: JobId, attempt: u32, report: JobReport) -> JoinHandle<()> {
+    let node = node.clone();
+    tokio::spawn(async move { deliver(&node, job, attempt, report).await })
+}
+
+/// Reports how an attempt that holds no run here ended, in the background; runner passes
+/// leave the attempt alone until the log has the report (or it is no longer this
+/// machine's), so it is neither started again nor reported twice.
+fn report_final(
+    node: &Arc<Node>,
+    runner: &Arc<Runner>,
+    job: JobId,
+    attempt: u32,
+    report: JobReport,
+) {
+    let key = (job, attempt);
+    if !runner.reporting.lock().expect("reporting lock").insert(key) {
+        return;
+    }
+    let (node, runner) = (node.clone(), runner.clone());
+    tokio::spawn(async move {
+        deliver(&node, job, attempt, report).await;
+        runner
+            .reporting
+            .lock()
+            .expect("reporting lock")
+            .remove(&key);
+    });
+}
+
+/// Sends one report, the same request every time, through elections and lost answers
+/// until the log has it or the attempt is no longer this machine's (taken back, ended,
+/// or the job is gone), or the node stops.
+async fn deliver(node: &Node, job: JobId, attempt: u32, report: JobReport) {
+    let request = writes::request(
+        node,
+        Command::ReportJob {
             job,
             attempt,
-            report: outcome.clone(),
+            report,
             at_ms: now_ms(),
-        };
-        match node.write(cmd).await {
+        },
+    );
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match node.write_request(request.clone()).await {
             Ok(_) => return,
             Err(err) if err.code == ErrorCode::Conflict => return,
             Err(err) => {
-                tracing::warn!(job = %job, attempt, error = %err.message, "could not report how a job attempt ended; retrying");
+                tracing::warn!(job = %job, attempt, error = %err.message, "could not report on a job attempt; retrying");
             }
         }
         let still_mine = node.fleet.read(|state| {
@@ -412,17 +482,5 @@ async fn report_outcome(node: &Node, job: JobId, attempt: u32, outcome: JobRepor
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn report(node: &Node, job: JobId, attempt: u32, report: JobReport) {
-    let cmd = Command::ReportJob {
-        job,
-        attempt,
-        report,
-        at_ms: now_ms(),
-    };
-    if let Err(err) = node.write(cmd).await {
-        tracing::warn!(job = %job, attempt, error = %err.message, "could not report a job attempt");
     }
 }

@@ -79,7 +79,9 @@ impl Command {
                 .max()
                 .unwrap_or(ProtocolLevel::FIRST),
             Command::Audited { command, .. } => command.min_level(),
-            Command::Request { command, .. } => command.min_level().max(ProtocolLevel(3)),
+            Command::Request { command, .. } => {
+                command.min_level().max(crate::requests::REQUEST_LEVEL)
+            }
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
             Command::UpsertMachine { .. }
             | Command::SetStatus { .. }

@@ -11,7 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, JobId, MachineId, UnixMillis};
+use crate::{ErrorCode, JobId, MachineId, ProtocolLevel, UnixMillis};
+
+/// The protocol level that brought request ids: a fleet below it gets bare writes.
+pub const REQUEST_LEVEL: ProtocolLevel = ProtocolLevel(3);
 
 /// A write's id, made where it entered the fleet (128 random bits).
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

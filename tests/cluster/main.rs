@@ -1,6 +1,6 @@
 //! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
 //! autopilot, label propagation, resource history, the cluster secret, mixed-version
-//! fleets and backups.
+//! fleets, backups, and the write path under lost answers and unanswered proposals.
 
 mod access;
 mod costs;
@@ -18,3 +18,4 @@ mod openapi;
 mod operate;
 mod snapshots;
 mod versions;
+mod writes;

@@ -18,6 +18,20 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Default)]
 pub struct PeerCodec;
 
+/// A message this side would not send: it encodes to more than [`MAX_MESSAGE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("peer message of {bytes} bytes is over the {MAX_MESSAGE_BYTES} byte limit")]
+pub struct TooLarge {
+    pub bytes: usize,
+}
+
+impl TooLarge {
+    /// The `TooLarge` inside an I/O error from the codec, if that is what it is.
+    pub fn within(err: &io::Error) -> Option<&TooLarge> {
+        err.get_ref()?.downcast_ref()
+    }
+}
+
 async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(io: &mut R) -> io::Result<T> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
@@ -37,10 +51,8 @@ async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(io: &mut W, value: &T)
     let bytes =
         frame::encode(value).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
     if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "peer message too large",
-        ));
+        let too_large = TooLarge { bytes: bytes.len() };
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, too_large));
     }
     let mut out = Vec::with_capacity(4 + bytes.len());
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -100,7 +112,7 @@ mod tests {
     use shoal_protocol::MachineId;
 
     #[tokio::test]
-    async fn frames_round_trip_and_refuse_oversized_lengths() {
+    async fn frames_round_trip_and_refuse_oversized_messages() {
         let req = PeerRequest::Forward(Command::RemoveMachine { id: MachineId(7) });
         let mut buf = Vec::new();
         write_frame(&mut futures::io::Cursor::new(&mut buf), &req)
@@ -112,6 +124,19 @@ mod tests {
         assert!(
             matches!(back, PeerRequest::Forward(Command::RemoveMachine { id }) if id == MachineId(7))
         );
+
+        // Too large to send: refused before a byte goes out, saying how large.
+        let oversized = PeerRequest::Forward(Command::LabelMachine {
+            id: MachineId(7),
+            set: Default::default(),
+            remove: vec!["y".repeat(MAX_MESSAGE_BYTES)],
+        });
+        let mut sent = Vec::new();
+        let err = write_frame(&mut futures::io::Cursor::new(&mut sent), &oversized)
+            .await
+            .unwrap_err();
+        assert!(TooLarge::within(&err).is_some_and(|t| t.bytes > MAX_MESSAGE_BYTES));
+        assert!(sent.is_empty());
 
         let huge = u32::MAX.to_be_bytes();
         let err = read_frame::<PeerRequest, _>(&mut futures::io::Cursor::new(&huge[..]))

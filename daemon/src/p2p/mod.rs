@@ -33,6 +33,7 @@ use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use codec::MAX_MESSAGE_BYTES;
 pub use messages::{PeerRequest, PeerResponse, WriteOutcome};
 
 type Rpc = request_response::Behaviour<codec::PeerCodec>;
@@ -58,6 +59,9 @@ pub enum P2pError {
     /// The peer (its id, or the address dialled) did not answer in time.
     #[error("peer {0} did not answer in time")]
     Timeout(String),
+    /// The request encodes to more than a peer message may hold; nothing was sent.
+    #[error("request of {bytes} bytes is over the {MAX_MESSAGE_BYTES} byte peer message limit")]
+    TooLarge { bytes: usize },
 }
 
 /// A request that arrived from an allowed peer, to be answered through `reply`.
@@ -277,7 +281,8 @@ pub fn start(
     })
 }
 
-type Answer = BoxFuture<'static, (ResponseChannel<PeerResponse>, PeerResponse)>;
+/// An answer being made; `None` when its handler dropped the request unanswered.
+type Answer = BoxFuture<'static, (ResponseChannel<PeerResponse>, Option<PeerResponse>)>;
 
 struct SwarmTask {
     swarm: Swarm<Behaviour>,
@@ -301,8 +306,12 @@ impl SwarmTask {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 Some(out) = self.outbound.recv() => self.send(out),
                 Some((channel, response)) = self.answering.next(), if !self.answering.is_empty() => {
-                    // The requester may have gone away; nothing to do then.
-                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+                    // The requester may have gone away; nothing to do then. A request its
+                    // handler dropped closes its stream unanswered: the requester sees the
+                    // failure, as when a connection breaks, and may retry.
+                    if let Some(response) = response {
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+                    }
                 }
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
@@ -415,10 +424,17 @@ impl SwarmTask {
             } => {
                 self.greeting.remove(&request_id);
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(P2pError::Failed {
+                    let failure = match &error {
+                        request_response::OutboundFailure::Io(io) => codec::TooLarge::within(io)
+                            .map(|too_large| P2pError::TooLarge {
+                                bytes: too_large.bytes,
+                            }),
+                        _ => None,
+                    };
+                    let _ = reply.send(Err(failure.unwrap_or_else(|| P2pError::Failed {
                         peer,
                         reason: error.to_string(),
-                    }));
+                    })));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -485,12 +501,8 @@ impl SwarmTask {
             );
             return;
         }
-        self.answering.push(Box::pin(async move {
-            let response = rx
-                .await
-                .unwrap_or_else(|_| PeerResponse::Refused("request dropped".into()));
-            (channel, response)
-        }));
+        self.answering
+            .push(Box::pin(async move { (channel, rx.await.ok()) }));
     }
 }
 

@@ -1,0 +1,116 @@
+//! The write path under faults: forwarded writes whose answers are lost apply once, and
+//! a report the log never answers does not stop a machine from starting its next job.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use shoal_daemon::Timings;
+use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_protocol::{JobId, JobState};
+
+use crate::http::post;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_writes_whose_answers_are_lost_apply_once() {
+    init_logs();
+    let cluster = Cluster::start_configured(3, Timings::fast(), |config| {
+        config.run_jobs = false;
+    })
+    .await
+    .unwrap();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    // Every third forwarded write applies on the leader, and then its answer is lost.
+    cluster.node(leader).faults.drop_every_nth_forward_answer(3);
+
+    // Submits without idempotency keys: only the request id keeps a retry from adding a job.
+    let api = cluster.api(follower);
+    let submits = (0..40).map(|n| {
+        let url = format!("{api}/v1/jobs");
+        async move {
+            let body = json!({"command": ["echo", format!("w{n}")]});
+            post(url, body).await
+        }
+    });
+    let answers = futures::future::join_all(submits).await;
+    let mut acknowledged = BTreeSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        acknowledged.insert(JobId(body["job"]["id"].as_u64().expect("a job id")));
+    }
+    let dropped = cluster.node(leader).faults.forward_answers_dropped();
+    assert!(dropped >= 10, "only {dropped} answers were dropped");
+    assert_eq!(
+        acknowledged.len(),
+        40,
+        "two submits were answered with one job"
+    );
+
+    // Every replica holds exactly the jobs that were acknowledged.
+    for i in 0..3 {
+        let jobs = || {
+            let ids: BTreeSet<JobId> = cluster
+                .node(i)
+                .fleet
+                .read(|s| s.jobs.keys().copied().collect());
+            (ids.len() >= acknowledged.len()).then_some(ids)
+        };
+        let ids = wait_until(Duration::from_secs(10), "the jobs on every node", jobs)
+            .await
+            .unwrap();
+        assert_eq!(ids, acknowledged, "node {i}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_never_answered_does_not_stop_the_next_job() {
+    init_logs();
+    let cluster = Cluster::start(1).await.unwrap();
+    let node = cluster.node(0);
+    let api = cluster.api(0);
+    let dir = tempfile::tempdir().unwrap();
+    let touch = |name: &str| {
+        let path = dir.path().join(name);
+        let body = json!({ "command": ["touch", path.to_str().unwrap()] });
+        (path, body)
+    };
+
+    // This node leads; openraft never answers its proposals of job reports from now on,
+    // as when a snapshot install purges the entry of a write it still waits for.
+    node.faults.never_answer_reports(true);
+    let (first_ran, first) = touch("first");
+    let (status, body) = post(format!("{api}/v1/jobs"), first).await;
+    assert_eq!(status, 201, "{body}");
+    let first = JobId(body["job"]["id"].as_u64().unwrap());
+    wait_until(Duration::from_secs(10), "the first job to run", || {
+        first_ran.exists().then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Its reports hang; the next job dispatched here still starts.
+    let (second_ran, second) = touch("second");
+    let (status, body) = post(format!("{api}/v1/jobs"), second).await;
+    assert_eq!(status, 201, "{body}");
+    let second = JobId(body["job"]["id"].as_u64().unwrap());
+    wait_until(Duration::from_secs(15), "the second job to run", || {
+        second_ran.exists().then_some(())
+    })
+    .await
+    .unwrap();
+    let state = |id| node.fleet.read(|s| s.jobs.get(&id).map(|j| j.state));
+    assert_eq!(state(first), Some(JobState::Dispatched));
+
+    // Once reports are answered again, the retries land and both jobs complete.
+    node.faults.never_answer_reports(false);
+    for job in [first, second] {
+        cluster
+            .wait_job(0, job, "the job to complete", |j| {
+                j.state == JobState::Completed
+            })
+            .await;
+    }
+    cluster.shutdown().await;
+}
