@@ -5,6 +5,9 @@
 //! lately in [`FleetState::requests`](crate::FleetState::requests), each with a compact
 //! [`Recorded`] answer: a repeat is answered from it and not applied again. The table is
 //! bounded by age and by count, pruned inside `apply` so every replica keeps the same ids.
+//! Age counts from the `at_ms` of the newest request, so a machine whose clock runs far
+//! ahead makes the ids before its write age out early; retries come within seconds, and
+//! [`REQUESTS_KEPT`] bounds the table however fast writes come.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
