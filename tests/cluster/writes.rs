@@ -7,9 +7,29 @@ use std::time::Duration;
 use serde_json::json;
 use shoal_daemon::Timings;
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_protocol::requests::REQUEST_LEVEL;
 use shoal_protocol::{JobId, JobState};
 
 use crate::http::post;
+
+/// Waits until every node knows the fleet is at the level that brings request ids, so
+/// every write it takes carries one.
+async fn wait_request_ids(cluster: &Cluster) {
+    wait_until(Duration::from_secs(20), "request ids on every node", || {
+        cluster
+            .running()
+            .into_iter()
+            .all(|i| {
+                cluster
+                    .node(i)
+                    .fleet
+                    .read(|s| s.fleet_level >= REQUEST_LEVEL)
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_writes_whose_answers_are_lost_apply_once() {
@@ -19,6 +39,7 @@ async fn forwarded_writes_whose_answers_are_lost_apply_once() {
     })
     .await
     .unwrap();
+    wait_request_ids(&cluster).await;
     let leader = cluster.wait_leader(Duration::from_secs(10)).await.unwrap();
     let follower = (0..3).find(|i| *i != leader).unwrap();
     // Every third forwarded write applies on the leader, and then its answer is lost.
@@ -68,6 +89,7 @@ async fn forwarded_writes_whose_answers_are_lost_apply_once() {
 async fn a_report_never_answered_does_not_stop_the_next_job() {
     init_logs();
     let cluster = Cluster::start(1).await.unwrap();
+    wait_request_ids(&cluster).await;
     let node = cluster.node(0);
     let api = cluster.api(0);
     let dir = tempfile::tempdir().unwrap();
