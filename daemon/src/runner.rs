@@ -18,7 +18,7 @@ use shoal_protocol::policies::{ContainerAsk, Policy};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_protocol::{Command, ErrorCode, FleetState, JobId, JobReport, JobState};
+use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobReport, JobState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -35,6 +35,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 /// How often saved output past the job retention is deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How long a pass waits to hear the leader's commit index before it starts new runs.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// This machine's executors and the runs it holds.
 pub struct Runner {
@@ -144,6 +146,15 @@ fn mine(state: &FleetState, node: shoal_protocol::MachineId) -> Vec<(JobId, u32,
         .collect()
 }
 
+/// Whether any attempt dispatched here waits to be started.
+fn wants_start(runner: &Runner, assigned: &[(JobId, u32, JobState, bool)]) -> bool {
+    assigned.iter().any(|&(job, attempt, state, _)| {
+        state == JobState::Dispatched
+            && runner.run(job, attempt).is_none()
+            && !runner.is_reporting(job, attempt)
+    })
+}
+
 /// Runs until shutdown: adopts containers left from before a restart, then follows the log.
 pub async fn runner_loop(
     node: Arc<Node>,
@@ -183,7 +194,25 @@ pub async fn runner_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        let assigned = node.fleet.read(|state| mine(state, node.id));
+        let mut assigned = node.fleet.read(|state| mine(state, node.id));
+        if wants_start(&runner, &assigned) {
+            // A replica replaying after a restart or a partition still shows attempts the
+            // fleet took back and finished elsewhere: start nothing before it has caught
+            // up with what the leader has committed now.
+            let caught_up = tokio::time::timeout(CATCH_UP_WAIT, node.read_barrier()).await;
+            match caught_up.unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "no answer from the leader",
+                ))
+            }) {
+                Ok(()) => assigned = node.fleet.read(|state| mine(state, node.id)),
+                Err(err) => {
+                    tracing::debug!(%err, "not caught up with the leader: no new runs yet");
+                    assigned.retain(|(_, _, state, _)| *state != JobState::Dispatched);
+                }
+            }
+        }
         runner.stop_taken_back(&assigned);
         for (job, attempt, state, cancel) in assigned {
             match runner.run(job, attempt) {

@@ -3,6 +3,7 @@
 //! fleets, backups, and the write path under lost answers and unanswered proposals.
 
 mod access;
+mod catchup;
 mod costs;
 mod events;
 mod failover;
