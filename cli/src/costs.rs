@@ -1,6 +1,7 @@
 //! `shoal budget set|ls|rm` (daily limits per org) and `shoal costs` (spend, grouped).
 
 use clap::{Args, Subcommand};
+use shoal_protocol::JobKind;
 use shoal_protocol::costs::{BudgetView, CostGroup, CostSheet, OnExceed, SetBudgetRequest};
 use shoal_protocol::params::CostParams;
 
@@ -52,7 +53,7 @@ pub enum GroupArg {
 /// `shoal costs`.
 #[derive(Debug, Args)]
 pub struct CostsArgs {
-    /// Group by day (default), machine, job, session or org.
+    /// Group by day (default), machine, job (jobs and sessions, by id), session or org.
     #[arg(long, value_enum, default_value = "day")]
     by: GroupArg,
     /// From this far back (e.g. 7d, 12h) [default: today, UTC].
@@ -151,15 +152,30 @@ pub async fn run_costs(client: &Client, args: CostsArgs, json: bool) -> Result<(
 
 fn sheet_table(sheet: &CostSheet) -> String {
     let by = format!("{:?}", sheet.by).to_uppercase();
-    let mut table = Table::new(&[&by, "USD", "RUN TIME USD", "REPORTED USD", "RUNNER MINUTES"]);
+    // Rows by job say whether each is a job or a session.
+    let kinds = sheet.rows.iter().any(|row| row.kind.is_some());
+    let mut header = vec![by.as_str()];
+    if kinds {
+        header.push("KIND");
+    }
+    header.extend(["USD", "RUN TIME USD", "REPORTED USD", "RUNNER MINUTES"]);
+    let mut table = Table::new(&header);
     for row in sheet.rows.iter().chain([&sheet.total]) {
-        table.row(vec![
-            row.key.clone(),
+        let mut cells = vec![row.key.clone()];
+        if kinds {
+            cells.push(match row.kind {
+                Some(JobKind::Job) => "job".into(),
+                Some(JobKind::Session) => "session".into(),
+                None => String::new(),
+            });
+        }
+        cells.extend([
             format!("{:.6}", row.usd),
             format!("{:.6}", row.runtime_usd),
             format!("{:.6}", row.reported_usd),
             format!("{:.2}", row.runner_minutes),
         ]);
+        table.row(cells);
     }
     format!(
         "{} to {} (UTC)\n{}",

@@ -4,12 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imbl::{OrdMap, OrdSet, Vector};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
+use crate::cost_ledger::CostLedger;
 use crate::keys::ApiKeyRecord;
 use crate::levels::ProtocolLevel;
 use crate::settings::FleetSettings;
+use crate::running_spend::RunningSpend;
 use crate::tokens::RegistrationToken;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,
@@ -248,39 +251,49 @@ pub enum Response {
 }
 
 /// Everything the fleet agrees on. Snapshots serialize it whole.
+///
+/// What grows with use is held in persistent maps (`imbl`), so a copy of the state (a
+/// snapshot's) shares them and costs next to nothing; applies after it copy only the
+/// paths they change. Fields marked `serde(skip)` are indexes derived from the others
+/// (see [`crate::indexes`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
     pub machines: BTreeMap<MachineId, MachineRecord>,
     /// Every job, finished ones included.
-    pub jobs: BTreeMap<JobId, JobRecord>,
+    pub jobs: OrdMap<JobId, JobRecord>,
     /// org -> idempotency key -> the job submitted with it.
-    pub idempotency: BTreeMap<String, BTreeMap<String, JobId>>,
+    pub idempotency: OrdMap<String, OrdMap<String, JobId>>,
     /// The lowest id a new job may take (ids never repeat, even past fan-out children).
     pub next_job_id: u64,
     /// The jobs not finished yet: what the leader's and the runners' loops look at, so
-    /// their cost follows the work in flight, not the history kept. Derived from `jobs`:
-    /// `apply` keeps it up to date and [`FleetState::rebuild_open_jobs`] restores it after
-    /// a snapshot is read.
+    /// their cost follows the work in flight, not the history kept.
     #[serde(skip)]
-    pub open_jobs: BTreeSet<JobId>,
+    pub open_jobs: OrdSet<JobId>,
+    /// Finished top-level jobs by when they finished (`updated_at_ms`), oldest first:
+    /// what a prune walks.
+    #[serde(skip)]
+    pub finished_jobs: OrdSet<(UnixMillis, JobId)>,
+    /// The attempts running now, summed per org for budget checks.
+    #[serde(skip)]
+    pub running: RunningSpend,
     /// On: no dispatch anywhere.
     pub kill_switch: Option<KillSwitch>,
     /// API keys by id, revoked ones included.
-    pub api_keys: BTreeMap<String, ApiKeyRecord>,
+    pub api_keys: OrdMap<String, ApiKeyRecord>,
     /// Machines removed by an admin; they come back only with a new registration token.
     pub retired: BTreeSet<MachineId>,
     /// Registration tokens by id, used and revoked ones included.
-    pub tokens: BTreeMap<String, RegistrationToken>,
+    pub tokens: OrdMap<String, RegistrationToken>,
     /// The newest audit entries, oldest first (at most `audit::MAX_KEPT`).
-    pub audit: std::collections::VecDeque<AuditEntry>,
+    pub audit: Vector<AuditEntry>,
     /// The seq the next audit entry takes.
     pub next_audit_seq: u64,
     /// Daily limits by org.
     pub budgets: BTreeMap<String, crate::costs::Budget>,
-    /// What ended attempts cost and what work reported, by day, org, machine and job.
-    pub costs: BTreeMap<crate::costs::CostKey, crate::costs::CostTotals>,
+    /// What ended attempts cost and what work reported, by day, org, machine and kind.
+    pub costs: CostLedger,
     /// Session templates by name.
-    pub templates: BTreeMap<String, crate::templates::Template>,
+    pub templates: OrdMap<String, crate::templates::Template>,
     /// Governance policies by name.
     pub policies: BTreeMap<String, crate::policies::Policy>,
     /// The protocol level every member speaks, as the leader last committed it (1 in a
@@ -303,22 +316,5 @@ impl Command {
             Command::Request { command, .. } => command.inner(),
             other => other,
         }
-    }
-}
-
-impl FleetState {
-    /// Recomputes [`FleetState::open_jobs`] from the job records.
-    pub fn rebuild_open_jobs(&mut self) {
-        self.open_jobs = self
-            .jobs
-            .values()
-            .filter(|job| !job.state.is_finished())
-            .map(|job| job.id)
-            .collect();
-    }
-
-    /// The unfinished jobs, in id order.
-    pub fn open_jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{JobId, MachineId, UnixMillis};
+use crate::{JobId, JobKind, MachineId, UnixMillis};
 
 pub const MICROS_PER_USD: u64 = 1_000_000;
 pub const DAY_MS: u64 = 86_400_000;
@@ -141,14 +141,34 @@ pub struct BudgetList {
     pub budgets: Vec<BudgetView>,
 }
 
-/// Where a cost lands in the ledger: one day, org, machine and job (or session).
+/// Where a cost lands in the ledger: one day, org, machine and kind of work. What each
+/// job cost is on its attempts ([`crate::Attempt`]), for as long as the job is kept.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CostKey {
     pub day: Day,
     pub org: String,
     pub machine: MachineId,
-    pub job: JobId,
-    pub kind: crate::JobKind,
+    /// Batch jobs and sessions are kept apart.
+    pub kind: JobKind,
+}
+
+impl CostKey {
+    /// The first key of `day`, before every org, machine and kind.
+    pub fn first_of(day: Day) -> Self {
+        CostKey {
+            day,
+            org: String::new(),
+            machine: MachineId(0),
+            kind: JobKind::Job,
+        }
+    }
+}
+
+/// What one attempt reported spending on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DaySpend {
+    pub day: Day,
+    pub micro_usd: u64,
 }
 
 /// What one ledger row adds up.
@@ -210,9 +230,10 @@ pub enum CostGroup {
     #[default]
     Day,
     Machine,
-    /// Jobs only.
+    /// Every job and session still kept, by id (a session is a job record too); each row
+    /// says which it is.
     Job,
-    /// Sessions only.
+    /// Sessions only, by id.
     Session,
     Org,
 }
@@ -222,6 +243,9 @@ pub enum CostGroup {
 pub struct CostRow {
     /// The day (`2026-11-22`), machine name, job or session id, or org.
     pub key: String,
+    /// For rows by job or session: which the id is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
     pub usd: f64,
     pub runtime_usd: f64,
     pub reported_usd: f64,
@@ -265,6 +289,7 @@ impl CostRow {
     pub fn new(key: String, totals: &CostTotals) -> Self {
         CostRow {
             key,
+            kind: None,
             usd: usd(totals.micro_usd()),
             runtime_usd: usd(totals.runtime_micro_usd),
             reported_usd: usd(totals.reported_micro_usd),

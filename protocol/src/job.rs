@@ -317,6 +317,9 @@ pub struct Attempt {
     /// The ids of the reports counted, so a retried report counts once.
     #[serde(default)]
     pub report_ids: Vec<String>,
+    /// `reported_micro_usd` by the UTC day each report came, as the cost ledger has it.
+    #[serde(default)]
+    pub reported_days: Vec<crate::costs::DaySpend>,
 }
 
 /// The leader's decision to run attempt `attempt` of `job` on `machine`.

@@ -1,7 +1,6 @@
 //! Recording audited commands: what a user did, to what, and how it went.
 
-use std::collections::VecDeque;
-
+use imbl::Vector;
 use shoal_protocol::audit::AuditEntry;
 use shoal_protocol::{Command, FleetState, MachineId, Response, UnixMillis};
 
@@ -135,7 +134,7 @@ pub(crate) fn record(
     push_bounded(&mut state.audit, entry, MAX_KEPT);
 }
 
-fn push_bounded(log: &mut VecDeque<AuditEntry>, entry: AuditEntry, max: usize) {
+fn push_bounded(log: &mut Vector<AuditEntry>, entry: AuditEntry, max: usize) {
     log.push_back(entry);
     while log.len() > max {
         log.pop_front();

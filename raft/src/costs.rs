@@ -1,14 +1,17 @@
 //! Spend, reckoned inside the state machine so every replica agrees: an attempt's run time
-//! times its machine's rate goes into the ledger when it ends, running attempts count up
-//! to the time a command carries, work reports what else it spent, and an org's budget
-//! refuses new work (and with `on_exceed = stop`, stops running work) once a limit is met.
+//! times its machine's rate goes on the attempt and into the ledger (by day, org, machine
+//! and kind) when it ends, running attempts count up to the time a command carries, work
+//! reports what else it spent, and an org's budget refuses new work (and with
+//! `on_exceed = stop`, stops running work) once a limit is met. A budget check reads the
+//! org's daily total and its running sums: its cost does not grow with the jobs run.
 
 use shoal_protocol::costs::{
-    Budget, COST_LABEL, CostKey, CostTotals, Day, OnExceed, day_name, day_of, micros, runtime_cost,
-    split_by_day, usd,
+    Budget, COST_LABEL, CostKey, CostTotals, Day, DaySpend, OnExceed, day_name, day_of, micros,
+    runtime_cost, split_by_day, usd,
 };
+use shoal_protocol::running_spend::RunningAttempt;
 use shoal_protocol::{
-    ErrorCode, FleetState, JobId, JobKind, JobRecord, JobState, MachineId, Response, UnixMillis,
+    Attempt, ErrorCode, FleetState, JobId, JobRecord, JobState, MachineId, Response, UnixMillis,
 };
 
 use crate::jobs;
@@ -32,7 +35,8 @@ pub fn rate_of(state: &FleetState, machine: MachineId) -> u64 {
         .unwrap_or(0)
 }
 
-/// Puts what the job's ended attempts cost into the ledger, each attempt once.
+/// Puts what the job's ended attempts cost into the ledger, each attempt once, and on the
+/// attempt itself (`cost_micro_usd`).
 pub(crate) fn settle(state: &mut FleetState, id: JobId) {
     let FleetState { jobs, costs, .. } = state;
     let Some(job) = jobs.get_mut(&id) else {
@@ -43,84 +47,90 @@ pub(crate) fn settle(state: &mut FleetState, id: JobId) {
         .iter_mut()
         .filter(|a| a.finished_at_ms.is_some() && a.cost_micro_usd.is_none());
     for attempt in unsettled {
-        let end = attempt.finished_at_ms.unwrap_or_default();
-        let start = attempt.started_at_ms.unwrap_or(end).min(end);
         let mut total = 0u64;
-        for (day, ms) in split_by_day(start, end) {
-            let cost = runtime_cost(ms, attempt.rate_micro_usd_per_hour);
-            total = total.saturating_add(cost);
+        for (day, spent) in ended_days(attempt) {
+            total = total.saturating_add(spent.runtime_micro_usd);
             let key = CostKey {
                 day,
                 org: job.spec.org.clone(),
                 machine: attempt.machine,
-                job: id,
                 kind: job.spec.kind,
             };
-            costs.entry(key).or_default().add(&CostTotals {
-                runtime_micro_usd: cost,
-                reported_micro_usd: 0,
-                runner_ms: ms,
-            });
+            costs.add(key, &spent);
         }
         attempt.cost_micro_usd = Some(total);
     }
 }
 
-/// An attempt on a machine now, with the time it started running.
-fn running_since(job: &JobRecord) -> Option<(UnixMillis, u64)> {
-    if job.state != JobState::Running {
-        return None;
-    }
-    let attempt = job.current_attempt()?;
-    Some((attempt.started_at_ms?, attempt.rate_micro_usd_per_hour))
+/// What an ended attempt ran and cost, by UTC day (nothing while it has not ended).
+pub fn ended_days(attempt: &Attempt) -> Vec<(Day, CostTotals)> {
+    let Some(end) = attempt.finished_at_ms else {
+        return Vec::new();
+    };
+    let start = attempt.started_at_ms.unwrap_or(end).min(end);
+    run_days(start, end, attempt.rate_micro_usd_per_hour)
 }
 
-/// What running attempts have cost so far, as ledger rows up to `at_ms`.
-pub fn running_rows(state: &FleetState, at_ms: UnixMillis) -> Vec<(CostKey, CostTotals)> {
-    let mut rows = Vec::new();
-    for job in state.open_jobs() {
-        let Some((started, rate)) = running_since(job) else {
-            continue;
-        };
-        let machine = job.current_attempt().map(|a| a.machine).unwrap_or_default();
-        for (day, ms) in split_by_day(started, at_ms) {
-            let key = CostKey {
-                day,
-                org: job.spec.org.clone(),
-                machine,
-                job: job.id,
-                kind: job.spec.kind,
-            };
-            let totals = CostTotals {
+/// What running from `start` to `end` at `rate` micro-dollars an hour ran and cost, by day.
+pub fn run_days(start: UnixMillis, end: UnixMillis, rate: u64) -> Vec<(Day, CostTotals)> {
+    split_by_day(start, end)
+        .into_iter()
+        .map(|(day, ms)| {
+            let spent = CostTotals {
                 runtime_micro_usd: runtime_cost(ms, rate),
                 reported_micro_usd: 0,
                 runner_ms: ms,
             };
-            rows.push((key, totals));
+            (day, spent)
+        })
+        .collect()
+}
+
+/// What running attempts have cost so far, as ledger rows up to `at_ms`, each with its job.
+pub fn running_rows(state: &FleetState, at_ms: UnixMillis) -> Vec<(JobId, CostKey, CostTotals)> {
+    let mut rows = Vec::new();
+    for (job, attempt) in state.running.attempts() {
+        let rate = attempt.rate_micro_usd_per_hour;
+        for (day, spent) in run_days(attempt.started_at_ms, at_ms, rate) {
+            let key = CostKey {
+                day,
+                org: attempt.org.clone(),
+                machine: attempt.machine,
+                kind: attempt.kind,
+            };
+            rows.push((job, key, spent));
         }
     }
     rows
 }
 
-/// What `org` used on `day`, with running work counted up to `at_ms`.
+/// What one job ran, cost and reported, by UTC day, from its attempts: the ended ones, the
+/// one running now up to `at_ms`, and the reports of each. Summed over jobs, the same
+/// figures as the ledger's for as long as the jobs are kept.
+pub fn job_days(job: &JobRecord, at_ms: UnixMillis) -> Vec<(Day, CostTotals)> {
+    let mut days = Vec::new();
+    for attempt in &job.attempts {
+        days.extend(ended_days(attempt));
+        days.extend(attempt.reported_days.iter().map(|spend| {
+            let reported = CostTotals {
+                reported_micro_usd: spend.micro_usd,
+                ..CostTotals::default()
+            };
+            (spend.day, reported)
+        }));
+    }
+    if let Some(running) = RunningAttempt::of(job) {
+        let rate = running.rate_micro_usd_per_hour;
+        days.extend(run_days(running.started_at_ms, at_ms, rate));
+    }
+    days
+}
+
+/// What `org` used on `day`, with running work counted up to `at_ms`: two lookups, however
+/// many jobs the org ran or runs.
 pub fn usage(state: &FleetState, org: &str, day: Day, at_ms: UnixMillis) -> CostTotals {
-    let key = |machine, job, kind| CostKey {
-        day,
-        org: org.to_string(),
-        machine,
-        job,
-        kind,
-    };
-    let mut used = CostTotals::default();
-    let ledger = key(MachineId(0), JobId(0), JobKind::Job)
-        ..=key(MachineId(u64::MAX), JobId(u64::MAX), JobKind::Session);
-    for totals in state.costs.range(ledger).map(|(_, totals)| totals) {
-        used.add(totals);
-    }
-    let running = running_rows(state, at_ms);
-    for (_, totals) in running.iter().filter(|(k, _)| k.day == day && k.org == org) {
-        used.add(totals);
-    }
+    let mut used = state.costs.org_day(org, day);
+    used.add(&state.running.org_day(org, day, at_ms));
     used
 }
 
@@ -245,24 +255,33 @@ pub(crate) fn report(
         }
         attempt.report_ids.push(report_id);
     }
+    let day = day_of(at_ms);
     attempt.reported_micro_usd = attempt.reported_micro_usd.saturating_add(micro_usd);
+    match attempt.reported_days.last_mut() {
+        Some(last) if last.day == day => {
+            last.micro_usd = last.micro_usd.saturating_add(micro_usd);
+        }
+        _ => attempt.reported_days.push(DaySpend { day, micro_usd }),
+    }
     let key = CostKey {
-        day: day_of(at_ms),
+        day,
         org: job.spec.org.clone(),
         machine: attempt.machine,
-        job: id,
         kind: job.spec.kind,
     };
-    costs.entry(key).or_default().add(&CostTotals {
-        runtime_micro_usd: 0,
-        reported_micro_usd: micro_usd,
-        runner_ms: 0,
-    });
+    costs.add(
+        key,
+        &CostTotals {
+            runtime_micro_usd: 0,
+            reported_micro_usd: micro_usd,
+            runner_ms: 0,
+        },
+    );
     Response::CostReported { counted: true }
 }
 
 /// Forgets ledger rows older than [`COST_RETENTION_DAYS`] before `now_ms`.
 pub(crate) fn prune(state: &mut FleetState, now_ms: UnixMillis) {
     let oldest = day_of(now_ms).saturating_sub(COST_RETENTION_DAYS);
-    state.costs.retain(|key, _| key.day >= oldest);
+    state.costs.forget_before(oldest);
 }

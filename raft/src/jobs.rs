@@ -453,7 +453,8 @@ fn settle_parent(state: &mut FleetState, id: JobId, at_ms: UnixMillis) {
 }
 
 /// Forgets finished top-level jobs that last changed before `before`, with their
-/// children (which finish first) and their idempotency keys.
+/// children (which finish first) and their idempotency keys. It walks the finished-jobs
+/// index from its oldest end, so its cost follows what it removes.
 pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
     let old: Vec<JobId> = queries::prunable(state, before);
     let mut removed = Vec::new();
@@ -461,6 +462,7 @@ pub(crate) fn prune(state: &mut FleetState, before: UnixMillis) -> Response {
         let Some(job) = state.jobs.remove(&id) else {
             continue;
         };
+        state.finished_jobs.remove(&(job.updated_at_ms, id));
         for child in &job.children {
             state.jobs.remove(child);
             removed.push(*child);
@@ -523,8 +525,9 @@ pub(crate) fn named_jobs(cmd: &Command) -> Vec<JobId> {
     }
 }
 
-/// Brings [`FleetState::open_jobs`] up to date for the jobs a command touched: those it
-/// named, those its response names (a new job, pruned ones), and their parents and children.
+/// Settles and brings the derived indexes ([`shoal_protocol::indexes`]) up to date for
+/// the jobs a command touched: those it named, those its response names (a new job,
+/// pruned ones), and their parents and children.
 pub(crate) fn refresh_open(state: &mut FleetState, mut ids: Vec<JobId>, response: &Response) {
     match response {
         Response::Submitted { job, .. } => {
@@ -543,10 +546,7 @@ pub(crate) fn refresh_open(state: &mut FleetState, mut ids: Vec<JobId>, response
     }
     for id in ids.into_iter().chain(family) {
         costs::settle(state, id);
-        match state.jobs.get(&id) {
-            Some(job) if !job.state.is_finished() => state.open_jobs.insert(id),
-            _ => state.open_jobs.remove(&id),
-        };
+        state.refresh_indexes(id);
     }
 }
 

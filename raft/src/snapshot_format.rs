@@ -138,7 +138,7 @@ pub fn open<C: FleetConfig>(bytes: &[u8]) -> Result<Opened<C>, StoreError> {
     let meta = frame::decode_body(parts.meta)?;
     let Stamp { taken_at_ms } = frame::decode_body(parts.meta)?;
     let mut state: FleetState = frame::decode_body(parts.state)?;
-    state.rebuild_open_jobs();
+    state.rebuild_indexes();
     Ok(Opened {
         schema: parts.schema,
         taken_at_ms,
@@ -163,7 +163,7 @@ mod tests {
         let mut state = FleetState::default();
         let job = JobRecord::queued(JobId(4), JobSpec::default(), JobTarget::Any, 1, 4);
         state.jobs.insert(job.id, job);
-        state.rebuild_open_jobs();
+        state.rebuild_indexes();
         StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: Some(LogId::new(CommittedLeaderId::new(2, MachineId(1)), 9)),

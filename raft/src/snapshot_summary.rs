@@ -45,7 +45,7 @@ pub fn summarize(opened: &Opened) -> SnapshotSummary {
     for job in state.jobs.values() {
         *jobs.entry(job.state.as_str().to_string()).or_default() += 1;
     }
-    let spend_micro_usd = state.costs.values().fold(0u64, |sum, totals| {
+    let spend_micro_usd = state.costs.rows().fold(0u64, |sum, (_, totals)| {
         sum.saturating_add(totals.runtime_micro_usd)
             .saturating_add(totals.reported_micro_usd)
     });
@@ -170,7 +170,6 @@ mod tests {
             day: 19_000,
             org: "default".into(),
             machine: MachineId(1),
-            job: JobId(5),
             kind: JobKind::default(),
         };
         let totals = CostTotals {
@@ -178,7 +177,7 @@ mod tests {
             reported_micro_usd: 250_000,
             runner_ms: 10,
         };
-        state.costs.insert(key, totals);
+        state.costs.add(key, &totals);
         let snapshot: StoredSnapshot = StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: Some(LogId::new(CommittedLeaderId::new(3, MachineId(1)), 77)),

@@ -170,6 +170,8 @@ impl<C: FleetConfig> StateMachineStore<C> {
 
 /// Builds a snapshot from a copy of the state taken when openraft asked for the builder,
 /// so applies that run meanwhile cannot slip into a snapshot labelled with an older id.
+/// The copy shares the state's persistent maps, so taking it holds the lock for next to
+/// no time however many jobs are kept; applies that follow copy only what they change.
 pub struct FleetSnapshotBuilder<C: FleetConfig = TypeConfig> {
     state: FleetState,
     last_applied: Option<LogId<NodeIdOf<C>>>,

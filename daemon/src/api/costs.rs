@@ -1,8 +1,10 @@
 //! `/v1/costs`: running work reports what it spent (with its job token), and anyone with
-//! a key reads spend grouped by day, machine, job or org. `/v1/budgets`: each org's daily
-//! limits and what it used today.
+//! a key reads spend grouped by day, machine or org (from the ledger) or by job or session
+//! (from the attempts of the jobs still kept). `/v1/budgets`: each org's daily limits and
+//! what it used today.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -10,13 +12,13 @@ use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use shoal_protocol::costs::{
     BudgetList, BudgetView, CostGroup, CostRecorded, CostReport, CostRow, CostSheet, CostTotals,
-    SetBudgetRequest, day_name, day_of, day_start_ms, micros,
+    Day, SetBudgetRequest, day_name, day_of, day_start_ms, micros,
 };
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::keys::Scope;
 use shoal_protocol::params::CostParams;
 use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobKind, Response};
-use shoal_raft::costs::{running_rows, usage};
+use shoal_raft::costs::{job_days, running_rows, usage};
 
 use super::auth::presented_key;
 use super::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
@@ -124,45 +126,19 @@ pub async fn list(
     }
     let days = day_of(since)..=day_of(until);
     let by = params.by.unwrap_or_default();
-    let groups = node.fleet.read(|state| {
-        let names = machine_names(state);
-        let mut groups: BTreeMap<String, CostTotals> = BTreeMap::new();
-        let running = running_rows(state, now);
-        let rows = state
-            .costs
-            .iter()
-            .chain(running.iter().map(|(k, t)| (k, t)));
-        for (key, totals) in rows {
-            let kind_wanted = match by {
-                CostGroup::Job => key.kind == JobKind::Job,
-                CostGroup::Session => key.kind == JobKind::Session,
-                _ => true,
-            };
-            if !kind_wanted
-                || !days.contains(&key.day)
-                || org.as_ref().is_some_and(|org| *org != key.org)
-            {
-                continue;
-            }
-            let group = match by {
-                CostGroup::Day => day_name(key.day),
-                CostGroup::Machine => names
-                    .get(&key.machine)
-                    .cloned()
-                    .unwrap_or_else(|| key.machine.to_string()),
-                CostGroup::Job | CostGroup::Session => key.job.to_string(),
-                CostGroup::Org => key.org.clone(),
-            };
-            groups.entry(group).or_default().add(totals);
-        }
-        groups
+    let rows = node.fleet.read(|state| match by {
+        CostGroup::Job | CostGroup::Session => by_job(state, by, org.as_deref(), &days, now),
+        _ => by_ledger(state, by, org.as_deref(), &days, now),
     });
     let mut total = CostTotals::default();
-    let rows = groups
+    let rows = rows
         .into_iter()
-        .map(|(key, totals)| {
+        .map(|(key, kind, totals)| {
             total.add(&totals);
-            CostRow::new(key, &totals)
+            CostRow {
+                kind,
+                ..CostRow::new(key, &totals)
+            }
         })
         .collect();
     Ok(Json(CostSheet {
@@ -172,6 +148,75 @@ pub async fn list(
         rows,
         total: CostRow::new("total".to_string(), &total),
     }))
+}
+
+/// A cost sheet's rows before they are shown: key, kind (by job), and what they add up to.
+type Rows = Vec<(String, Option<JobKind>, CostTotals)>;
+
+/// Rows by day, machine or org, from the ledger and the running attempts.
+fn by_ledger(
+    state: &FleetState,
+    by: CostGroup,
+    org: Option<&str>,
+    days: &RangeInclusive<Day>,
+    now: u64,
+) -> Rows {
+    let names = machine_names(state);
+    let running = running_rows(state, now);
+    let rows = state
+        .costs
+        .rows_of(days.clone())
+        .chain(running.iter().map(|(_, key, totals)| (key, totals)));
+    let mut groups: BTreeMap<String, CostTotals> = BTreeMap::new();
+    for (key, totals) in rows {
+        if !days.contains(&key.day) || org.is_some_and(|org| org != key.org) {
+            continue;
+        }
+        let group = match by {
+            CostGroup::Machine => names
+                .get(&key.machine)
+                .cloned()
+                .unwrap_or_else(|| key.machine.to_string()),
+            CostGroup::Org => key.org.clone(),
+            _ => day_name(key.day),
+        };
+        groups.entry(group).or_default().add(totals);
+    }
+    groups
+        .into_iter()
+        .map(|(key, totals)| (key, None, totals))
+        .collect()
+}
+
+/// Rows by job (jobs and sessions) or by session, in id order, from the attempts of the
+/// jobs still kept.
+fn by_job(
+    state: &FleetState,
+    by: CostGroup,
+    org: Option<&str>,
+    days: &RangeInclusive<Day>,
+    now: u64,
+) -> Rows {
+    let mut rows = Vec::new();
+    for job in state.jobs.values() {
+        if org.is_some_and(|org| org != job.spec.org)
+            || (by == CostGroup::Session && job.spec.kind != JobKind::Session)
+        {
+            continue;
+        }
+        let mut totals = CostTotals::default();
+        let mut counted = false;
+        for (day, spent) in job_days(job, now) {
+            if days.contains(&day) {
+                totals.add(&spent);
+                counted = true;
+            }
+        }
+        if counted {
+            rows.push((job.id.to_string(), Some(job.spec.kind), totals));
+        }
+    }
+    rows
 }
 
 fn machine_names(state: &FleetState) -> BTreeMap<shoal_protocol::MachineId, String> {

@@ -2,6 +2,7 @@
 //! how it stood, [`Before::derive`] turns that, the response and the new state into events.
 
 use serde_json::{Value, json};
+use shoal_protocol::audit::AuditEntry;
 use shoal_protocol::events::{Topic, kind};
 use shoal_protocol::keys::ApiKeyRecord;
 use shoal_protocol::{
@@ -185,7 +186,16 @@ impl Before {
         if let Before::Audited { change, audit_from } = self {
             // `apply` records the entry after the change: events go in that order.
             change.derive(response, state, sink);
-            for entry in state.audit.iter().filter(|e| e.seq >= audit_from) {
+            // The entries this command appended are the log's tail: walk back to them
+            // rather than over the whole log.
+            let mut appended: Vec<&AuditEntry> = state
+                .audit
+                .iter()
+                .rev()
+                .take_while(|e| e.seq >= audit_from)
+                .collect();
+            appended.reverse();
+            for entry in appended {
                 let subject = Some(entry.target.clone()).filter(|t| !t.is_empty());
                 let detail = serde_json::to_value(entry).expect("an audit entry serializes");
                 sink.push(

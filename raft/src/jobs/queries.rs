@@ -1,5 +1,6 @@
 //! Read-only questions the leader's loops ask of the job records: what to place, what a
-//! machine holds, what waited too long. All but [`prunable`] look at the open jobs only.
+//! machine holds, what waited too long. They look at the open jobs only, and [`prunable`]
+//! at the finished-jobs index.
 
 use shoal_protocol::{Attempt, FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
 
@@ -61,14 +62,10 @@ pub fn changed_reasons(state: &FleetState, waiting: &[(JobId, String)]) -> Vec<(
         .collect()
 }
 
-/// Finished top-level jobs that last changed before `before`: what a prune removes.
+/// Finished top-level jobs that last changed before `before`, oldest first: what a prune
+/// removes. Read from the finished-jobs index, so it costs what it finds.
 pub fn prunable(state: &FleetState, before: UnixMillis) -> Vec<JobId> {
-    state
-        .jobs
-        .values()
-        .filter(|job| job.parent.is_none() && job.state.is_finished() && job.updated_at_ms < before)
-        .map(|job| job.id)
-        .collect()
+    state.finished_before(before).collect()
 }
 
 fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {

@@ -470,3 +470,4 @@ fn dispatch_skips_placements_that_went_stale() {
 mod costs;
 mod lifecycle;
 mod properties;
+mod retention;

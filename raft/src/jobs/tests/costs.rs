@@ -1,7 +1,7 @@
 //! Spend and budgets: what ended attempts cost, what running work counts, reports, and
 //! the budgets that refuse new work and stop running work.
 
-use shoal_protocol::costs::{Budget, DAY_MS, OnExceed, day_of};
+use shoal_protocol::costs::{Budget, CostKey, CostTotals, DAY_MS, OnExceed, day_of};
 
 use super::*;
 use crate::costs::{over_limit, usage};
@@ -195,4 +195,119 @@ fn reports_count_once_per_id_and_only_while_the_attempt_runs() {
     assert_eq!(fleet.job(id).attempts[0].reported_micro_usd, 26_000);
     let used = usage(&fleet.state, "default", day_of(NOON), NOON + 10);
     assert_eq!(used.reported_micro_usd, 26_000);
+}
+
+#[test]
+fn the_ledger_keeps_one_row_per_day_org_machine_and_kind_and_each_job_its_own_cost() {
+    let mut fleet = priced();
+    let ids: Vec<JobId> = (0..50)
+        .map(|i| run(&mut fleet, M1, NOON + i * 10_000, 3_000))
+        .collect();
+    let mut session = spec();
+    session.kind = JobKind::Session;
+    session.image = Some("registry.lan/dev".into());
+    session.max_attempts = 1;
+    let s = fleet.submit(session, NOON + 600_000).id;
+    fleet.dispatch(s, 1, M1, NOON + 600_001);
+    fleet.report(s, 1, JobReport::Running, NOON + 600_002);
+    fleet.report(s, 1, JobReport::Exited { exit_code: 0 }, NOON + 603_002);
+    // Fifty jobs and a session on one machine on one day: two rows.
+    let rows: Vec<(&CostKey, &CostTotals)> = fleet.state.costs.rows().collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].0.kind, JobKind::Job);
+    // $1.20 an hour for 3 s is 1,000 micro-dollars, on each job's attempt.
+    assert_eq!(rows[0].1.runtime_micro_usd, 50 * 1_000);
+    for id in ids {
+        assert_eq!(fleet.job(id).attempts[0].cost_micro_usd, Some(1_000));
+    }
+    assert_eq!(rows[1].0.kind, JobKind::Session);
+    assert_eq!(rows[1].1.runner_ms, 3_000);
+}
+
+#[test]
+fn reports_land_on_the_attempt_by_day_as_in_the_ledger() {
+    let mut fleet = priced();
+    let midnight = 20_001 * DAY_MS;
+    let id = fleet.submit(spec(), midnight - 10).id;
+    fleet.dispatch(id, 1, M2, midnight - 9);
+    fleet.report(id, 1, JobReport::Running, midnight - 8);
+    for (at_ms, micro_usd) in [(midnight - 5, 100), (midnight - 4, 20), (midnight + 1, 3)] {
+        fleet.apply(Command::ReportCost {
+            job: id,
+            attempt: 1,
+            micro_usd,
+            report_id: None,
+            at_ms,
+        });
+    }
+    let attempt = &fleet.job(id).attempts[0];
+    assert_eq!(attempt.reported_micro_usd, 123);
+    let days: Vec<(u32, u64)> = attempt
+        .reported_days
+        .iter()
+        .map(|d| (d.day, d.micro_usd))
+        .collect();
+    assert_eq!(days, [(20_000, 120), (20_001, 3)]);
+    for day in [20_000, 20_001] {
+        let from_job: u64 = crate::costs::job_days(fleet.job(id), midnight + 10)
+            .iter()
+            .filter(|(d, _)| *d == day)
+            .map(|(_, t)| t.reported_micro_usd)
+            .sum();
+        assert_eq!(
+            from_job,
+            fleet.state.costs.org_day("default", day).reported_micro_usd
+        );
+    }
+}
+
+/// What `org` used on `day` up to `at_ms`, summed job by job from their attempts: what
+/// the budget check read before it kept totals.
+fn scanned(state: &FleetState, org: &str, day: u32, at_ms: u64) -> CostTotals {
+    let mut used = CostTotals::default();
+    for job in state.jobs.values().filter(|job| job.spec.org == org) {
+        for (d, spent) in crate::costs::job_days(job, at_ms) {
+            if d == day {
+                used.add(&spent);
+            }
+        }
+    }
+    used
+}
+
+#[test]
+fn admission_reads_totals_that_match_a_scan_of_every_job() {
+    let mut fleet = priced();
+    let midnight = 20_001 * DAY_MS;
+    // Ended runs both sides of midnight, and runs still going: one from yesterday, two
+    // from today, on machines with and without a rate, in two orgs.
+    run(&mut fleet, M1, midnight - 50_000, 20_000);
+    run(&mut fleet, M1, midnight - 5_000, 10_000);
+    run(&mut fleet, M2, midnight + 1_000, 7_000);
+    for (machine, start, org) in [
+        (M1, midnight - 30_000, "default"),
+        (M1, midnight + 2_000, "default"),
+        (M2, midnight + 3_000, "default"),
+        (M1, midnight + 4_000, "lab"),
+    ] {
+        let mut s = spec();
+        s.org = org.into();
+        let id = fleet.submit(s, start - 2).id;
+        fleet.dispatch(id, 1, machine, start - 1);
+        fleet.report(id, 1, JobReport::Running, start);
+    }
+    for at_ms in [midnight + 10_000, midnight + 60_000, midnight + 3_600_000] {
+        for (org, day) in [("default", 20_000), ("default", 20_001), ("lab", 20_001)] {
+            let used = usage(&fleet.state, org, day, at_ms);
+            let scan = scanned(&fleet.state, org, day, at_ms);
+            assert_eq!(used.runner_ms, scan.runner_ms, "{org} day {day} at {at_ms}");
+            // Running spend is rounded up once per org, not once per attempt.
+            let running = fleet.state.running.len() as u64;
+            assert!(
+                used.runtime_micro_usd <= scan.runtime_micro_usd
+                    && used.runtime_micro_usd + running >= scan.runtime_micro_usd,
+                "{org} day {day} at {at_ms}: {used:?} vs {scan:?}"
+            );
+        }
+    }
 }

@@ -73,12 +73,16 @@ fn command() -> impl Strategy<Value = Command> {
         1 => job_id().prop_map(move |job| Command::TimeOutJob { job, at_ms }),
         1 => prop::collection::vec((job_id(), "[a-z]{1,4}"), 0..3)
             .prop_map(|reasons| Command::SetQueueReasons { reasons }),
+        1 => (job_id(), 1u32..4, 0u64..5_000).prop_map(move |(job, attempt, micro_usd)| {
+            Command::ReportCost { job, attempt, micro_usd, report_id: None, at_ms }
+        }),
+        1 => Just(Command::PruneJobs { finished_before_ms: 0 }),
     ]
 }
 
 fn fleet() -> Fleet {
     Fleet::new(&[
-        (M1, MachineStatus::Online, &[]),
+        (M1, MachineStatus::Online, &["cost_per_hour=1.5"]),
         (M2, MachineStatus::Online, &[]),
         (MachineId(3), MachineStatus::Offline, &[]),
     ])
@@ -115,12 +119,23 @@ fn check_shape(state: &FleetState) -> Result<(), TestCaseError> {
         }
     }
     let mut rebuilt = state.clone();
-    rebuilt.rebuild_open_jobs();
+    rebuilt.rebuild_indexes();
     prop_assert_eq!(
         &rebuilt.open_jobs,
         &state.open_jobs,
         "the open-jobs index drifted"
     );
+    prop_assert_eq!(
+        &rebuilt.finished_jobs,
+        &state.finished_jobs,
+        "the finished-jobs index drifted"
+    );
+    prop_assert_eq!(
+        &rebuilt.running,
+        &state.running,
+        "the running-spend index drifted"
+    );
+    prop_assert_eq!(&rebuilt.costs, &state.costs, "the ledger's totals drifted");
     for (org, keys) in &state.idempotency {
         for (key, id) in keys {
             let spec = &state.jobs[id].spec;
@@ -139,7 +154,12 @@ fn set_time(cmd: &mut Command, now: u64) {
         | Command::ReportJob { at_ms, .. }
         | Command::CancelJob { at_ms, .. }
         | Command::RequeueJob { at_ms, .. }
-        | Command::TimeOutJob { at_ms, .. } => *at_ms = now,
+        | Command::TimeOutJob { at_ms, .. }
+        | Command::ReportCost { at_ms, .. } => *at_ms = now,
+        // Forgets what finished more than a few commands ago.
+        Command::PruneJobs { finished_before_ms } => {
+            *finished_before_ms = now.saturating_sub(3_000)
+        }
         _ => {}
     }
 }
@@ -158,6 +178,8 @@ proptest! {
             if matches!(left, Response::Rejected { .. }) {
                 prop_assert_eq!(frame::encode(&a.state).unwrap(), before);
             }
+            // A finished job never changes; a prune may forget it.
+            finished.retain(|id, _| a.state.jobs.contains_key(id));
             for (id, job) in &finished {
                 prop_assert_eq!(&a.state.jobs[id], job, "a finished job changed");
             }
