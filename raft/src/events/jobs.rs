@@ -1,5 +1,7 @@
 //! Job events: a job's new state against how it stood before the command.
 
+use std::collections::HashSet;
+
 use serde_json::json;
 use shoal_protocol::events::{Topic, kind};
 use shoal_protocol::{FleetState, JobId, JobRecord, JobState, UnixMillis};
@@ -33,9 +35,12 @@ pub(super) fn marks(
     named: impl IntoIterator<Item = JobId>,
 ) -> Vec<(JobId, Mark)> {
     let mut marks: Vec<(JobId, Mark)> = Vec::new();
+    // A dispatch names thousands of jobs: a set, not a search of the marks, says which
+    // were seen.
+    let mut seen = HashSet::new();
     let mut add = |id: JobId| {
         if let Some(job) = state.jobs.get(&id)
-            && !marks.iter().any(|(seen, _)| *seen == id)
+            && seen.insert(id)
         {
             marks.push((id, Mark::of(job)));
         }

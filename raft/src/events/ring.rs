@@ -70,14 +70,21 @@ impl FollowError {
 }
 
 /// What the broadcast carries: one applied batch, or the news that the ring started over.
+/// Events are shared between the ring and the broadcast, not copied: an applied entry's
+/// events are made once and freed once.
 #[derive(Debug, Clone)]
 enum Live {
-    Events { last: u64, events: Arc<[Event]> },
-    Reset { oldest: u64 },
+    Events {
+        last: u64,
+        events: Arc<[Arc<Event>]>,
+    },
+    Reset {
+        oldest: u64,
+    },
 }
 
 struct Ring {
-    events: VecDeque<Event>,
+    events: VecDeque<Arc<Event>>,
     capacity: usize,
     /// Every event with a greater index is in `events`.
     oldest: u64,
@@ -134,6 +141,7 @@ impl EventRing {
         if events.is_empty() {
             return;
         }
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         ring.events.extend(events.iter().cloned());
         while ring.events.len() > ring.capacity {
             let dropped = ring.events.pop_front().expect("longer than capacity").index;
@@ -176,7 +184,11 @@ impl EventFeed {
 
     /// Every kept event, in order.
     pub fn kept(&self) -> Vec<Event> {
-        lock(&self.ring).events.iter().cloned().collect()
+        lock(&self.ring)
+            .events
+            .iter()
+            .map(|e| Event::clone(e))
+            .collect()
     }
 
     fn backlog(ring: &Ring, since: u64) -> Result<Vec<Event>, Gone> {
@@ -187,7 +199,11 @@ impl EventFeed {
             });
         }
         let start = ring.events.partition_point(|e| e.index <= since);
-        Ok(ring.events.range(start..).cloned().collect())
+        Ok(ring
+            .events
+            .range(start..)
+            .map(|e| Event::clone(e))
+            .collect())
     }
 
     /// The events after `since` (none without it) and a follower for every later one.
@@ -248,7 +264,7 @@ impl Follower {
                     let fresh: Vec<Event> = events
                         .iter()
                         .filter(|e| e.index > self.after)
-                        .cloned()
+                        .map(|e| Event::clone(e))
                         .collect();
                     self.after = self.after.max(last);
                     if !fresh.is_empty() {
