@@ -153,20 +153,21 @@ pub async fn run_costs(client: &Client, args: CostsArgs, json: bool) -> Result<(
 fn sheet_table(sheet: &CostSheet) -> String {
     let by = format!("{:?}", sheet.by).to_uppercase();
     // Rows by job say whether each is a job or a session.
-    let kinds = sheet.rows.iter().any(|row| row.kind.is_some());
+    let kinds = sheet.by == CostGroup::Job;
     let mut header = vec![by.as_str()];
     if kinds {
         header.push("KIND");
     }
     header.extend(["USD", "RUN TIME USD", "REPORTED USD", "RUNNER MINUTES"]);
     let mut table = Table::new(&header);
-    for row in sheet.rows.iter().chain([&sheet.total]) {
+    let rows = sheet.rows.iter().map(|row| (row, false));
+    for (row, total) in rows.chain([(&sheet.total, true)]) {
         let mut cells = vec![row.key.clone()];
         if kinds {
             cells.push(match row.kind {
-                Some(JobKind::Job) => "job".into(),
+                _ if total => String::new(),
                 Some(JobKind::Session) => "session".into(),
-                None => String::new(),
+                _ => "job".into(),
             });
         }
         cells.extend([

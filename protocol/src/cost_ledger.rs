@@ -4,16 +4,20 @@
 
 use std::ops::RangeInclusive;
 
+use std::fmt;
+
 use imbl::OrdMap;
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::costs::{CostKey, CostTotals, Day};
 
 /// The ledger rows, and derived from them each org's total per day.
 ///
-/// Only the rows are serialized; [`CostLedger::rebuild_totals`] makes the totals again
-/// after a snapshot is read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Only the rows are serialized, as a map. Reading one adds each row in, so rows an older
+/// build kept apart (it also keyed them by job) add up into one, and the totals come back
+/// with them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct CostLedger {
     rows: OrdMap<CostKey, CostTotals>,
@@ -95,6 +99,28 @@ impl CostLedger {
     }
 }
 
+impl<'de> Deserialize<'de> for CostLedger {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> Visitor<'de> for Rows {
+            type Value = CostLedger;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of cost ledger rows")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut rows: A) -> Result<CostLedger, A::Error> {
+                let mut ledger = CostLedger::default();
+                while let Some((key, totals)) = rows.next_entry::<CostKey, CostTotals>()? {
+                    ledger.add(key, &totals);
+                }
+                Ok(ledger)
+            }
+        }
+        deserializer.deserialize_map(Rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,13 +176,10 @@ mod tests {
         );
         assert_eq!(ledger.org_day("lab", 3), CostTotals::default());
         let bytes = crate::frame::encode(&ledger).unwrap();
-        let mut read: CostLedger = crate::frame::decode(&bytes).unwrap();
-        assert_eq!(
-            read.org_day("lab", 5),
-            CostTotals::default(),
-            "not serialized"
-        );
-        read.rebuild_totals();
-        assert_eq!(read, ledger);
+        let read: CostLedger = crate::frame::decode(&bytes).unwrap();
+        assert_eq!(read, ledger, "the totals come back with the rows");
+        let mut rebuilt = read.clone();
+        rebuilt.rebuild_totals();
+        assert_eq!(rebuilt, ledger);
     }
 }

@@ -230,8 +230,8 @@ pub enum CostGroup {
     #[default]
     Day,
     Machine,
-    /// Every job and session still kept, by id (a session is a job record too); each row
-    /// says which it is.
+    /// Every job and session still kept, by id (a session is a job record too); a
+    /// session's row says so.
     Job,
     /// Sessions only, by id.
     Session,
@@ -243,7 +243,8 @@ pub enum CostGroup {
 pub struct CostRow {
     /// The day (`2026-11-22`), machine name, job or session id, or org.
     pub key: String,
-    /// For rows by job or session: which the id is.
+    /// `session` on a row of a session (by job or by session); absent on every other row,
+    /// a batch job's included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<JobKind>,
     pub usd: f64,

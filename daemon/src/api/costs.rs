@@ -150,7 +150,8 @@ pub async fn list(
     }))
 }
 
-/// A cost sheet's rows before they are shown: key, kind (by job), and what they add up to.
+/// A cost sheet's rows before they are shown: key, kind (sessions' rows), and what they
+/// add up to.
 type Rows = Vec<(String, Option<JobKind>, CostTotals)>;
 
 /// Rows by day, machine or org, from the ledger and the running attempts.
@@ -213,7 +214,8 @@ fn by_job(
             }
         }
         if counted {
-            rows.push((job.id.to_string(), Some(job.spec.kind), totals));
+            let kind = Some(job.spec.kind).filter(|kind| *kind == JobKind::Session);
+            rows.push((job.id.to_string(), kind, totals));
         }
     }
     rows
