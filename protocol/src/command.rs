@@ -11,8 +11,8 @@ use crate::audit::AuditEntry;
 use crate::cost_ledger::CostLedger;
 use crate::keys::ApiKeyRecord;
 use crate::levels::ProtocolLevel;
-use crate::settings::FleetSettings;
 use crate::running_spend::RunningSpend;
+use crate::settings::FleetSettings;
 use crate::tokens::RegistrationToken;
 use crate::{
     Drain, ErrorCode, JobId, JobRecord, JobReport, JobSpec, Labels, MachineId, MachineInfo,

@@ -164,6 +164,32 @@ mod tests {
     }
 
     #[test]
+    fn rows_an_older_build_kept_per_job_add_up_when_read() {
+        /// The key as builds before this one wrote it: one row per job.
+        #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        struct PerJobKey {
+            day: Day,
+            org: String,
+            machine: MachineId,
+            job: crate::JobId,
+            kind: JobKind,
+        }
+        let old_key = |job| PerJobKey {
+            day: 10,
+            org: "lab".into(),
+            machine: MachineId(1),
+            job: crate::JobId(job),
+            kind: JobKind::Job,
+        };
+        let old: std::collections::BTreeMap<PerJobKey, CostTotals> =
+            (1..=3).map(|job| (old_key(job), spent(job, 100))).collect();
+        let read: CostLedger = crate::frame::decode(&crate::frame::encode(&old).unwrap()).unwrap();
+        let rows: Vec<(&CostKey, &CostTotals)> = read.rows().collect();
+        assert_eq!(rows, [(&key(10, "lab", 1, JobKind::Job), &spent(6, 300))]);
+        assert_eq!(read.org_day("lab", 10), spent(6, 300));
+    }
+
+    #[test]
     fn old_days_are_forgotten_and_totals_rebuild_from_the_rows() {
         let mut ledger = CostLedger::default();
         for day in 1..=5 {

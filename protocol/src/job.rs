@@ -317,8 +317,9 @@ pub struct Attempt {
     /// The ids of the reports counted, so a retried report counts once.
     #[serde(default)]
     pub report_ids: Vec<String>,
-    /// `reported_micro_usd` by the UTC day each report came, as the cost ledger has it.
-    #[serde(default)]
+    /// `reported_micro_usd` by the UTC day each report came, as the cost ledger has it
+    /// (left out while there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported_days: Vec<crate::costs::DaySpend>,
 }
 
