@@ -9,9 +9,9 @@
 //! ahead makes the ids before its write age out early; retries come within seconds, and
 //! [`REQUESTS_KEPT`] bounds the table however fast writes come.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
 use crate::{ErrorCode, JobId, MachineId, ProtocolLevel, UnixMillis};
@@ -63,11 +63,12 @@ pub struct Seen {
     pub answer: Recorded,
 }
 
-/// The requests applied lately: by id, and in the order they applied.
+/// The requests applied lately: by id, and in the order they applied. Persistent maps, like
+/// the rest of the state that grows with use, so a snapshot's copy shares them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Requests {
-    seen: BTreeMap<RequestId, Seen>,
-    order: VecDeque<RequestId>,
+    seen: OrdMap<RequestId, Seen>,
+    order: Vector<RequestId>,
 }
 
 impl Requests {

@@ -165,7 +165,7 @@ fn the_table_survives_a_snapshot_encoding() {
         state: back,
         index: replica.index,
     };
-    restored.state.rebuild_open_jobs();
+    restored.state.rebuild_indexes();
     restored.apply(request(u128::MAX - 1, 1, submit(1)));
     assert_eq!(restored.state.jobs.len(), 1);
 }
