@@ -20,8 +20,46 @@ use crate::{ErrorCode, JobId, MachineId, ProtocolLevel, UnixMillis};
 pub const REQUEST_LEVEL: ProtocolLevel = ProtocolLevel(3);
 
 /// A write's id, made where it entered the fleet (128 random bits).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Encoded as its 16 bytes, big endian (what MessagePack writes for a `u128` too), so that
+/// formats without 128-bit integers, JSON among them, can carry it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u128);
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0.to_be_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = RequestId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a request id of 16 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<RequestId, E> {
+                let bytes: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                Ok(RequestId(u128::from_be_bytes(bytes)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RequestId, A::Error> {
+                let mut bytes = Vec::with_capacity(16);
+                while let Some(byte) = seq.next_element::<u8>()? {
+                    bytes.push(byte);
+                }
+                self.visit_bytes(&bytes)
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,5 +170,27 @@ mod tests {
         requests.record(RequestId(9), seen(20_000), 3, 10_000);
         assert_eq!(requests.len(), 1);
         assert!(requests.get(RequestId(9)).is_some());
+    }
+}
+
+#[cfg(test)]
+mod id_encoding {
+    use super::RequestId;
+    use crate::frame;
+
+    #[test]
+    fn an_id_encodes_as_a_u128_does_and_travels_in_json() {
+        let raw = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(
+            frame::encode_body(&RequestId(raw)).unwrap(),
+            frame::encode_body(&raw).unwrap()
+        );
+        let back: RequestId = frame::decode_body(&frame::encode_body(&raw).unwrap()).unwrap();
+        assert_eq!(back, RequestId(raw));
+        let json = serde_json::to_string(&RequestId(raw)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RequestId>(&json).unwrap(),
+            RequestId(raw)
+        );
     }
 }

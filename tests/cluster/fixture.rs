@@ -54,6 +54,7 @@ async fn answers(api: &str) -> Value {
         "policies": get(format!("{api}/v1/policies")).await,
         "sessions": get(format!("{api}/v1/sessions")).await,
         "audit": get(format!("{api}/v1/audit?limit=1000")).await,
+        "settings": get(format!("{api}/v1/fleet/settings")).await,
     })
 }
 
@@ -75,6 +76,23 @@ async fn generate() {
     let put = reqwest::Method::PUT;
     let post = reqwest::Method::POST;
 
+    // Fleet settings need the fleet at this build's level, which the leader raises soon
+    // after it starts.
+    wait_until(
+        Duration::from_secs(10),
+        "the fleet at this build's level",
+        || {
+            let level = cluster.node(0).fleet.read(|s| s.fleet_level);
+            (level == shoal_protocol::levels::PROTOCOL_LEVEL).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // Set, then back to the default: a setting kept would prune the fixture's old jobs.
+    for retention in [json!(30 * 24 * 3600), Value::Null] {
+        let settings = json!({"job_retention_seconds": retention});
+        call(put.clone(), format!("{api}/v1/fleet/settings"), settings).await;
+    }
     let labels = json!({"set": {"cost_per_hour": "36", "role": "fixture"}});
     call(
         put.clone(),
@@ -202,6 +220,12 @@ async fn check_fixture(fixture: &Path) {
 
     for what in ["keys", "tokens", "templates", "policies"] {
         assert_eq!(served[what], expected[what], "{name}: {what}");
+    }
+    if !expected["settings"].is_null() {
+        assert_eq!(
+            served["settings"], expected["settings"],
+            "{name}: fleet settings"
+        );
     }
     // Budgets as set (today's figures move with the clock).
     let limits = |answer: &Value| {
