@@ -64,6 +64,9 @@ pub fn render_status(status: &ClusterStatus) -> String {
         ("learners", status.learners.len().to_string()),
         ("fleet level", fleet_level(status, &name_of)),
     ]);
+    if let Some(reason) = &status.cut_off {
+        text.push_str(&format!("CUT OFF: {reason}\n"));
+    }
     let mut table = Table::new(&[
         "ID", "NAME", "ROLE", "VERSION", "LEVEL", "API ADDR", "P2P ADDR",
     ]);
@@ -108,6 +111,7 @@ pub fn render_health(health: &Health) -> String {
         ("machine", health.machine_id.to_string()),
         ("leader", or_dash(health.leader)),
         ("version", health.version.clone()),
+        ("reason", or_dash(health.reason.as_ref())),
     ])
 }
 
@@ -146,6 +150,7 @@ mod tests {
             fleet_level: ProtocolLevel(2),
             held_back_by: vec![],
             refused: vec![],
+            cut_off: None,
         };
         let text = render_status(&status);
         assert!(
@@ -177,6 +182,7 @@ mod tests {
             fleet_level: ProtocolLevel(1),
             held_back_by: vec![],
             refused: vec![],
+            cut_off: None,
         };
         let text = render_status(&status);
         assert!(
@@ -204,6 +210,7 @@ mod tests {
             fleet_level: ProtocolLevel(1),
             held_back_by: vec![MachineId(2)],
             refused: vec![late],
+            cut_off: None,
         };
         let text = render_status(&status);
         assert!(

@@ -175,8 +175,8 @@ impl Default for Timings {
             voter_grace: Duration::from_secs(60),
             reconcile_interval: Duration::from_millis(250),
             raft_heartbeat: Duration::from_millis(100),
-            raft_election_min: Duration::from_millis(400),
-            raft_election_max: Duration::from_millis(800),
+            raft_election_min: Duration::from_millis(300),
+            raft_election_max: Duration::from_millis(600),
             snapshot_every_logs: 10_000,
         }
     }

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod job_token;
 pub mod join;
 pub mod keys;
+pub mod leadership;
 pub mod levels;
 pub mod logs;
 pub mod metrics;

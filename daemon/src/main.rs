@@ -100,6 +100,16 @@ async fn run(args: shoal_daemon::cli::RunArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         _ = running.wait() => anyhow::bail!("a node task stopped unexpectedly"),
     }
-    running.shutdown().await;
+    // systemd and Docker wait 10 s before SIGKILL; stop well within that. What is left
+    // then is safe to drop: the log is on disk, containers are adopted after the restart.
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, running.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("not every task stopped within {SHUTDOWN_DEADLINE:?}; exiting anyway");
+    }
     Ok(())
 }
+
+/// How long `shoald` takes at most to stop after SIGTERM.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);

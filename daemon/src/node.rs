@@ -30,7 +30,7 @@ use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, backups, diagnose, dispatch, identity, reconcile, rpc};
+use crate::{api, backups, diagnose, dispatch, identity, leadership, reconcile, rpc};
 
 /// The directory inside the data directory that holds the Raft log and snapshot.
 pub const RAFT_DIR: &str = "raft";
@@ -84,6 +84,8 @@ pub struct Node {
     pub history: crate::history::History,
     /// The fleet's secret, handed to machines that join with a registration token.
     pub cluster_secret: String,
+    /// When this node last heard from a leader, and whether it is cut off from a quorum.
+    pub leadership: crate::leadership::Leadership,
     /// Faults a test turns on in this node's write path.
     #[cfg(feature = "testsuite")]
     pub faults: crate::faults::Faults,
@@ -210,6 +212,7 @@ impl Node {
             cluster_secret: secret.clone(),
             metrics: Default::default(),
             history: Default::default(),
+            leadership: Default::default(),
             #[cfg(feature = "testsuite")]
             faults: Default::default(),
         });
@@ -225,6 +228,10 @@ impl Node {
         tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
+        tasks.spawn(leadership::leadership_loop(
+            node.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(dispatch::dispatch_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(backups::backup_loop(node.clone(), shutdown_rx.clone()));
         if node.config.run_jobs {
@@ -252,8 +259,12 @@ impl Node {
         })
     }
 
-    /// The leader this node knows of, if any.
+    /// The leader this node knows of, if any: none while it is cut off from a quorum (a
+    /// leader no quorum answers, or a member no leader reaches).
     pub fn leader(&self) -> Option<MachineId> {
+        if self.leadership.cut_off().is_some() {
+            return None;
+        }
         self.raft.metrics().borrow().current_leader
     }
 

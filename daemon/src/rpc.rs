@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use openraft::error::RaftError;
+use openraft::raft::AppendEntriesResponse;
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -67,7 +68,12 @@ async fn bounded<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
 async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerResponse> {
     let response = match request {
         PeerRequest::Append(req) => {
-            PeerResponse::Append(bounded(node.raft.append_entries(req)).await?)
+            let answer = bounded(node.raft.append_entries(req)).await?;
+            if matches!(&answer, Ok(reply) if !matches!(reply, AppendEntriesResponse::HigherVote(_)))
+            {
+                node.leadership.heard_from_leader();
+            }
+            PeerResponse::Append(answer)
         }
         PeerRequest::Vote(req) => PeerResponse::Vote(bounded(node.raft.vote(req)).await?),
         PeerRequest::Snapshot(req) => {
@@ -81,6 +87,9 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             }
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
+        PeerRequest::PreVote(ask) => PeerResponse::PreVote {
+            granted: crate::leadership::answer_pre_vote(node, &ask),
+        },
         PeerRequest::Logs {
             job,
             attempt,

@@ -105,8 +105,9 @@ impl fmt::Display for ApiError {
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok` when this node knows a leader, `degraded` otherwise, `halted` when it stopped
-    /// applying the fleet log (`reason` says why).
+    /// `ok` when this node knows a leader, `degraded` otherwise; `halted` when it stopped
+    /// applying the fleet log and `cut_off` when it is cut off from a quorum (both with a
+    /// 503, and `reason` says why).
     pub status: String,
     pub machine_id: MachineId,
     pub leader: Option<MachineId>,
@@ -296,6 +297,10 @@ pub struct ClusterStatus {
     /// not take them in until they are upgraded.
     #[serde(default)]
     pub refused: Vec<ClusterMember>,
+    /// Why this node is cut off from a quorum (it leads but no quorum answers, or no
+    /// leader reaches it), while it is: it then names no leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off: Option<String>,
 }
 
 /// `GET /v1/machines?sort=`: what the list is ordered by (ties go by name, then id).

@@ -17,6 +17,7 @@ mod join;
 mod metrics;
 mod openapi;
 mod operate;
+mod partitions;
 mod snapshots;
 mod versions;
 mod writes;

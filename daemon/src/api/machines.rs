@@ -29,17 +29,20 @@ use crate::node::{Node, VERSION, members, now_ms};
 pub async fn health(State(node): State<Arc<Node>>) -> (axum::http::StatusCode, Json<Health>) {
     let leader = node.leader();
     let halted = node.fleet.halted();
-    let (code, status) = match (&halted, leader) {
-        (Some(_), _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "halted"),
-        (None, Some(_)) => (axum::http::StatusCode::OK, "ok"),
-        (None, None) => (axum::http::StatusCode::OK, "degraded"),
+    let cut_off = node.leadership.cut_off();
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let (code, status) = match (&halted, &cut_off, leader) {
+        (Some(_), _, _) => (unavailable, "halted"),
+        (None, Some(_), _) => (unavailable, "cut_off"),
+        (None, None, Some(_)) => (axum::http::StatusCode::OK, "ok"),
+        (None, None, None) => (axum::http::StatusCode::OK, "degraded"),
     };
     let health = Health {
         status: status.to_string(),
         machine_id: node.id,
         leader,
         version: VERSION.to_string(),
-        reason: halted,
+        reason: halted.or(cut_off),
     };
     (code, Json(health))
 }
@@ -266,7 +269,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
     let levels: Vec<MachineLevel> = levels.into_values().collect();
     Json(ClusterStatus {
         machine_id: node.id,
-        leader: metrics.current_leader,
+        leader: node.leader(),
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
         commit_index: node.commit_index.get(),
@@ -276,5 +279,6 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
         fleet_level,
         held_back_by: held_back_by(&levels),
         refused,
+        cut_off: node.leadership.cut_off(),
     })
 }

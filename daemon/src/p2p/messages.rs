@@ -25,6 +25,8 @@ pub enum PeerRequest {
     Forward(Command),
     /// A follower asks the leader for a linearizable read point.
     ReadIndex,
+    /// A voter asks whether it may stand for election (protocol level 4).
+    PreVote(crate::leadership::PreVote),
     /// A machine found on the LAN asks where to gossip; answered for anyone, since a
     /// gossip address is no secret.
     Hello,
@@ -76,6 +78,10 @@ pub enum PeerResponse {
     Write(Result<WriteOutcome, ApiError>),
     /// The log index a read must wait for.
     ReadIndex(Result<u64, ApiError>),
+    /// Whether this voter, too, has heard from no leader.
+    PreVote {
+        granted: bool,
+    },
     Logs(Result<JobLogs, ApiError>),
     /// The token was good: the fleet's secret and where its machines gossip.
     Joined {

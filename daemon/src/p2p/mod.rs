@@ -17,6 +17,7 @@ pub mod messages;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,6 +94,8 @@ pub struct P2pHandle {
     outbound: mpsc::UnboundedSender<Outbound>,
     allowed: Arc<RwLock<HashSet<PeerId>>>,
     listen_addr: watch::Receiver<Option<SocketAddr>>,
+    /// A test's partition: nothing goes out, nothing coming in is answered.
+    isolated: Arc<AtomicBool>,
 }
 
 impl P2pHandle {
@@ -108,6 +111,13 @@ impl P2pHandle {
             .await
             .context("peer rpc stopped before listening")?;
         Ok(addr.expect("waited for some"))
+    }
+
+    /// Cuts this machine's peer RPC off from every other machine, or heals the cut: a
+    /// partition for tests (gossip is not cut).
+    #[cfg(feature = "testsuite")]
+    pub fn isolate(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::SeqCst);
     }
 
     /// Replaces the set of peers whose requests are answered.
@@ -161,6 +171,10 @@ impl P2pHandle {
         timeout: Duration,
         target: String,
     ) -> Result<PeerResponse, P2pError> {
+        if self.isolated.load(Ordering::Relaxed) {
+            tokio::time::sleep(timeout.min(Duration::from_millis(200))).await;
+            return Err(P2pError::Timeout(target));
+        }
         let (reply, rx) = oneshot::channel();
         self.outbound
             .send(outbound(reply))
@@ -255,17 +269,20 @@ pub fn start(
     let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
     let (listen_tx, listen_rx) = watch::channel(None);
     let allowed = Arc::new(RwLock::new(HashSet::new()));
+    let isolated = Arc::new(AtomicBool::new(false));
     let handle = P2pHandle {
         local_peer_id: *swarm.local_peer_id(),
         outbound: outbound_tx,
         allowed: allowed.clone(),
         listen_addr: listen_rx,
+        isolated: isolated.clone(),
     };
     let task = SwarmTask {
         swarm,
         outbound: outbound_rx,
         inbound: inbound_tx,
         allowed,
+        isolated,
         listen: listen_tx,
         pending: HashMap::new(),
         answering: FuturesUnordered::new(),
@@ -289,6 +306,7 @@ struct SwarmTask {
     outbound: mpsc::UnboundedReceiver<Outbound>,
     inbound: mpsc::Sender<Inbound>,
     allowed: Arc<RwLock<HashSet<PeerId>>>,
+    isolated: Arc<AtomicBool>,
     listen: watch::Sender<Option<SocketAddr>>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<PeerResponse, P2pError>>>,
     answering: FuturesUnordered<Answer>,
@@ -470,6 +488,9 @@ impl SwarmTask {
         request: PeerRequest,
         channel: ResponseChannel<PeerResponse>,
     ) {
+        if self.isolated.load(Ordering::Relaxed) {
+            return; // partitioned: the sender hears nothing back
+        }
         let allowed = self
             .allowed
             .read()

@@ -11,6 +11,12 @@
 //!
 //! No runner pass waits on the log: a report that cannot land yet (no leader, an answer
 //! lost) is retried in the background, and the next attempt starts meanwhile.
+//!
+//! When the node stops, nothing new starts: containers run on and are adopted after the
+//! restart, process runs are stopped (the log counts them lost, a failed attempt), and a
+//! final report not sent yet is kept on disk (`kept`) and sent after the restart.
+
+mod kept;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -37,6 +43,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How long a pass waits to hear the leader's commit index before it starts new runs.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+/// SIGTERM-to-SIGKILL grace for process runs when the node stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// This machine's executors and the runs it holds.
 pub struct Runner {
@@ -190,6 +198,7 @@ pub async fn runner_loop(
             }
         }
     }
+    send_kept_reports(&node, &runner);
     let mut applied = node.fleet.applied();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -215,6 +224,9 @@ pub async fn runner_loop(
         }
         runner.stop_taken_back(&assigned);
         for (job, attempt, state, cancel) in assigned {
+            if *shutdown.borrow() {
+                break;
+            }
             match runner.run(job, attempt) {
                 Some(handle) if cancel => handle.cancel(CANCEL_GRACE),
                 Some(_) => {}
@@ -233,10 +245,7 @@ pub async fn runner_loop(
             }
         }
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => {
-                runner.stopping.send_replace(true);
-                return;
-            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
             _ = applied.changed() => {}
             _ = tick.tick() => {}
             _ = sweep.tick() => {
@@ -249,6 +258,69 @@ pub async fn runner_loop(
                 }
             }
         }
+    }
+    runner.stopping.send_replace(true);
+    stop_process_runs(&node, &runner).await;
+}
+
+/// Sends the final reports an earlier run kept when it stopped, for attempts the log
+/// still gives this machine.
+fn send_kept_reports(node: &Arc<Node>, runner: &Arc<Runner>) {
+    for kept::KeptReport {
+        job,
+        attempt,
+        report,
+    } in kept::load_all(&node.config.data_dir)
+    {
+        tracing::info!(job = %job, attempt, "sending a report kept over the restart");
+        let key = (job, attempt);
+        if !runner.reporting.lock().expect("reporting lock").insert(key) {
+            continue;
+        }
+        let (node, runner) = (node.clone(), runner.clone());
+        tokio::spawn(async move {
+            deliver(&node, job, attempt, report).await;
+            if !*runner.stopping.borrow() {
+                kept::forget(&node.config.data_dir, job, attempt);
+            }
+            runner
+                .reporting
+                .lock()
+                .expect("reporting lock")
+                .remove(&key);
+        });
+    }
+}
+
+/// Stops every process run (a container runs on, to be adopted): SIGTERM, then SIGKILL
+/// after [`STOP_GRACE`]; waits for them that long and a little more.
+async fn stop_process_runs(node: &Node, runner: &Runner) {
+    let processes: Vec<RunHandle> = {
+        let runs = runner.runs.lock().expect("runs lock");
+        node.fleet.read(|state| {
+            runs.iter()
+                .filter(|((job, _), handle)| {
+                    handle.outcome().is_none()
+                        && state.jobs.get(job).is_some_and(|j| j.spec.image.is_none())
+                })
+                .map(|(_, handle)| handle.clone())
+                .collect()
+        })
+    };
+    if processes.is_empty() {
+        return;
+    }
+    tracing::info!(
+        runs = processes.len(),
+        "stopping process runs: the log will count them lost"
+    );
+    for handle in &processes {
+        handle.cancel(STOP_GRACE);
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE + Duration::from_millis(500);
+    while processes.iter().any(|h| h.outcome().is_none()) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -477,20 +549,26 @@ fn report_final(
 
 /// Sends one report, the same request every time, through elections and lost answers
 /// until the log has it or the attempt is no longer this machine's (taken back, ended,
-/// or the job is gone), or the node stops.
+/// or the job is gone), or the node stops: a final report is then kept, to be sent after
+/// the restart.
 async fn deliver(node: &Node, job: JobId, attempt: u32, report: JobReport) {
     let request = writes::request(
         node,
         Command::ReportJob {
             job,
             attempt,
-            report,
+            report: report.clone(),
             at_ms: now_ms(),
         },
     );
+    let mut stopping = node.runner.stopping.subscribe();
     let mut delay = Duration::from_millis(200);
     loop {
-        match node.write_request(request.clone()).await {
+        let written = tokio::select! {
+            written = node.write_request(request.clone()) => written,
+            _ = stopping.wait_for(|stop| *stop) => return keep_for_restart(node, job, attempt, report),
+        };
+        match written {
             Ok(_) => return,
             Err(err) if err.code == ErrorCode::Conflict => return,
             Err(err) => {
@@ -506,10 +584,29 @@ async fn deliver(node: &Node, job: JobId, attempt: u32, report: JobReport) {
                     a.number == attempt && a.machine == node.id && a.finished_at_ms.is_none()
                 })
         });
-        if !still_mine || *node.runner.stopping.borrow() {
+        if !still_mine {
             return;
         }
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|stop| *stop) => return keep_for_restart(node, job, attempt, report),
+        }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Keeps a final report the stopping node could not send (a `running` report is moot by
+/// then). Sent again after the restart, it is refused as a conflict if this one landed.
+fn keep_for_restart(node: &Node, job: JobId, attempt: u32, report: JobReport) {
+    if report == JobReport::Running {
+        return;
+    }
+    let kept = kept::KeptReport {
+        job,
+        attempt,
+        report,
+    };
+    if let Err(err) = kept::keep(&node.config.data_dir, &kept) {
+        tracing::warn!(job = %job, attempt, %err, "could not keep a job report over the restart");
     }
 }
