@@ -136,3 +136,45 @@ async fn a_report_never_answered_does_not_stop_the_next_job() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_report_unsent_at_shutdown_is_sent_after_the_restart() {
+    init_logs();
+    let mut cluster = Cluster::start(1).await.unwrap();
+    wait_request_ids(&cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    // The job ends at once with exit code 7, but no report of it reaches the log.
+    cluster.node(0).faults.never_answer_reports(true);
+    let body = json!({
+        "command": ["sh", "-c", format!("touch {}; exit 7", ran.display())],
+        "max_attempts": 1,
+    });
+    let (status, body) = post(format!("{}/v1/jobs", cluster.api(0)), body).await;
+    assert_eq!(status, 201, "{body}");
+    let job = JobId(body["job"]["id"].as_u64().unwrap());
+    wait_until(Duration::from_secs(10), "the job to run", || {
+        ran.exists().then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = |cluster: &Cluster| cluster.node(0).fleet.read(|s| s.jobs[&job].state);
+    assert_eq!(
+        state(&cluster),
+        JobState::Dispatched,
+        "a report got through"
+    );
+
+    // Stopped with the report unsent, started again (without the fault): the log hears
+    // how the attempt really ended, not that the restart lost it.
+    cluster.stop(0).await;
+    cluster.restart(0).await.unwrap();
+    let record = cluster
+        .wait_job(0, job, "the kept report applied", |j| j.state.is_finished())
+        .await;
+    let attempt = record.current_attempt().unwrap();
+    assert_eq!(attempt.exit_code, Some(7), "{record:#?}");
+    assert_eq!(record.attempts.len(), 1, "{record:#?}");
+    cluster.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! The executors against the real thing: child processes of this test, and containers on
 //! the real Docker engine from an image the tests build (`FROM scratch` with the host's
-//! static busybox, so no registry is needed); container jobs through a live cluster; and
-//! mDNS discovery between `shoald` containers on a Docker network the test creates.
+//! static busybox, so no registry is needed); container jobs through a live cluster; mDNS
+//! discovery between `shoald` containers on a Docker network the test creates; and the
+//! `shoald` binary stopping within 5 s of SIGTERM.
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
 //! `busybox-static`; without either they fail, saying so. Every container and the image
@@ -13,4 +14,5 @@ mod container;
 mod mdns;
 mod process;
 mod sessions;
+mod shutdown;
 mod support;
