@@ -60,7 +60,8 @@ impl Default for Leadership {
 }
 
 impl Leadership {
-    /// A leader this node follows reached it (an append it accepted).
+    /// A leader this node follows reached it (an append or snapshot it accepted), or it
+    /// gave its vote to a candidate: either way, no election of its own for a while.
     pub fn heard_from_leader(&self) {
         *self.heard_leader.lock().expect("leadership lock") = Instant::now();
     }
@@ -114,6 +115,7 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
     // When a quorum last answered this node as leader, from Raft's metrics.
     let mut quorum_acked = Instant::now();
     let mut raft_elects: Option<bool> = None;
+    let mut was_leader = false;
     let mut jitter = election_jitter(&timings);
     let mut earliest = Instant::now();
     loop {
@@ -136,8 +138,15 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
         }
 
         let view = View::of(&node);
+        let leads = view.state == ServerState::Leader;
+        if leads && !was_leader {
+            // Just elected (or restored as leader at start): the quorum has until an
+            // election timeout from now to answer.
+            quorum_acked = Instant::now();
+        }
+        was_leader = leads;
         let quiet = node.leadership.heard_leader_at().elapsed();
-        let reason = if view.state == ServerState::Leader {
+        let reason = if leads {
             let unanswered = quorum_acked.elapsed();
             if view.voters.len() > 1 && unanswered > timings.raft_election_max {
                 Some(format!(
@@ -160,7 +169,7 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
         node.leadership.set_cut_off(reason);
 
         let due = quiet >= timings.raft_election_max + jitter && Instant::now() >= earliest;
-        if prevote && view.voters.contains(&node.id) && view.state != ServerState::Leader && due {
+        if prevote && view.voters.contains(&node.id) && !leads && due {
             jitter = election_jitter(&timings);
             earliest = Instant::now() + timings.raft_election_min + jitter;
             if pre_vote_round(&node, &view).await {

@@ -75,9 +75,19 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             }
             PeerResponse::Append(answer)
         }
-        PeerRequest::Vote(req) => PeerResponse::Vote(bounded(node.raft.vote(req)).await?),
+        PeerRequest::Vote(req) => {
+            let answer = bounded(node.raft.vote(req)).await?;
+            if matches!(&answer, Ok(reply) if reply.vote_granted) {
+                node.leadership.heard_from_leader();
+            }
+            PeerResponse::Vote(answer)
+        }
         PeerRequest::Snapshot(req) => {
-            PeerResponse::Snapshot(bounded(node.raft.install_snapshot(req)).await?)
+            let answer = bounded(node.raft.install_snapshot(req)).await?;
+            if answer.is_ok() {
+                node.leadership.heard_from_leader();
+            }
+            PeerResponse::Snapshot(answer)
         }
         PeerRequest::Forward(cmd) => {
             let checked = check_reporter(node, from, &cmd).and_then(|()| proposer::measure(&cmd));
