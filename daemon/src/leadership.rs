@@ -177,8 +177,11 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
                     term = view.term + 1,
                     "a quorum of voters has heard no leader: standing for election"
                 );
-                if let Err(err) = node.raft.trigger().elect().await {
-                    tracing::warn!(%err, "could not start an election");
+                let trigger = node.raft.trigger();
+                match tokio::time::timeout(timings.raft_election_min, trigger.elect()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::warn!(%err, "could not start an election"),
+                    Err(_) => tracing::warn!("raft did not take the election in time"),
                 }
             }
         }

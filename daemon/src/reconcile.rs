@@ -57,9 +57,10 @@ pub async fn bootstrap(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             .collect();
         if met.len() >= expect && met.keys().next() == Some(&node.id) {
             tracing::info!(members = met.len(), "bootstrapping the fleet");
-            match node.raft.initialize(met).await {
-                Ok(()) => return crate::keys::record_bootstrap_key(&node).await,
-                Err(err) => tracing::warn!(%err, "bootstrap failed, retrying"),
+            match tokio::time::timeout(MEMBERSHIP_TIMEOUT, node.raft.initialize(met)).await {
+                Ok(Ok(())) => return crate::keys::record_bootstrap_key(&node).await,
+                Ok(Err(err)) => tracing::warn!(%err, "bootstrap failed, retrying"),
+                Err(_) => tracing::warn!("bootstrap not answered in time, retrying"),
             }
         } else if expect > 1 {
             tracing::debug!(met = met.len(), expect, "waiting for machines to meet");
