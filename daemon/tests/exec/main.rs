@@ -1,14 +1,16 @@
 //! The executors against the real thing: child processes of this test, and containers on
 //! the real Docker engine from an image the tests build (`FROM scratch` with the host's
 //! static busybox, so no registry is needed); container jobs through a live cluster; mDNS
-//! discovery between `shoald` containers on a Docker network the test creates; and the
-//! `shoald` binary stopping within 5 s of SIGTERM.
+//! discovery between `shoald` containers on a Docker network the test creates; the
+//! `shoald` binary stopping within 5 s of SIGTERM; and a bounded chaos run of five
+//! `shoald` containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
 //! `busybox-static`; without either they fail, saying so. Every container and the image
 //! are removed by guards, also when a test fails.
 
 mod adoption;
+mod chaos;
 mod cluster;
 mod container;
 mod mdns;
