@@ -1,6 +1,7 @@
 //! The bounded chaos run: five `shoald` containers on a Docker network of their own, clients
-//! submitting keyed jobs, a leader kill, a follower partition and a leader killed while it
-//! runs a job; then every invariant and, after each fault, liveness on the machines it hit.
+//! submitting keyed jobs, a leader and a follower kill, a leader and a follower partition,
+//! and a leader killed while it runs a job; then every invariant and, after each fault,
+//! liveness on the machine it hit. About two minutes.
 //! The long run with every fault is `examples/chaos.rs`, on the same [`harness`].
 //!
 //! Needs a Docker engine and Debian's static busybox; fails, saying so, without either.
@@ -26,6 +27,8 @@ async fn a_fleet_under_faults_keeps_every_acknowledged_job_and_runs_new_work() {
     let plan = Plan {
         faults: vec![
             Fault::LeaderKill,
+            Fault::FollowerKill,
+            Fault::LeaderPartition,
             Fault::FollowerPartition,
             Fault::LeaderKillWhileRunning,
         ],
@@ -34,7 +37,9 @@ async fn a_fleet_under_faults_keeps_every_acknowledged_job_and_runs_new_work() {
         down_for: Duration::from_secs(3),
         settle: Duration::from_secs(3),
     };
-    let report = harness::run(fleet.clone(), &plan).await.expect("the chaos run");
+    let report = harness::run(fleet.clone(), &plan)
+        .await
+        .expect("the chaos run");
     println!("{report}\nin {:.0}s", began.elapsed().as_secs_f64());
     assert!(
         report.checked.acknowledged > 50,

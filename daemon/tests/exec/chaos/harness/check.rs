@@ -89,7 +89,10 @@ impl Checked {
             "acknowledged with another key",
             self.acked_with_wrong_key.clone(),
         );
-        add("keys with several jobs", self.keys_with_several_jobs.clone());
+        add(
+            "keys with several jobs",
+            self.keys_with_several_jobs.clone(),
+        );
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>();
         add(
             "jobs with several completed attempts",
@@ -169,11 +172,7 @@ fn read_marks(fleet: &Fleet) -> anyhow::Result<Vec<Mark>> {
 /// Waits (90 s at most) for every acknowledged job to complete on every member, then
 /// checks the invariants.
 pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Result<Checked> {
-    let acked: BTreeMap<u64, String> = book
-        .acks()
-        .into_iter()
-        .map(|a| (a.job.0, a.key))
-        .collect();
+    let acked: BTreeMap<u64, String> = book.acks().into_iter().map(|a| (a.job.0, a.key)).collect();
     let n = fleet.members.len();
     let deadline = fleet.now() + Duration::from_secs(90);
     let views = loop {
@@ -209,9 +208,9 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
                     "job {id} {} on {}",
                     job.state, fleet.members[i].name
                 )),
-                Some(job) if job.spec.idempotency_key.as_ref() != Some(key) => {
-                    checked.acked_with_wrong_key.push(format!("job {id}: {key}"))
-                }
+                Some(job) if job.spec.idempotency_key.as_ref() != Some(key) => checked
+                    .acked_with_wrong_key
+                    .push(format!("job {id}: {key}")),
                 Some(_) => {}
             }
         }

@@ -197,7 +197,7 @@ pub async fn probe_loop(
         let key = format!("{prefix}-{seq}");
         tries.spawn(async move {
             let spec = mark_job(&key, None, "true");
-                    let i = (seq as usize) % fleet.members.len();
+            let i = (seq as usize) % fleet.members.len();
             let sent = fleet.now();
             match submit(&fleet, i, &spec, Duration::from_secs(2)).await {
                 Ok(answer) => book.record(Ack {

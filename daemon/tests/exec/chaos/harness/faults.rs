@@ -16,8 +16,9 @@ use super::fleet::{Fleet, docker_async};
 pub const LIVENESS: Duration = Duration::from_secs(15);
 /// How long a liveness job is watched in all, to say how long a stall lasted.
 const WATCH: Duration = Duration::from_secs(45);
-/// The window after a follower partition heals in which the probe's gap is measured.
-const HEAL_WINDOW: Duration = Duration::from_secs(3);
+/// The shortest window after a follower partition heals in which the probe's gap is
+/// measured and the term compared.
+const HEAL_WINDOW: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -69,7 +70,7 @@ pub struct Round {
     /// Leader fault → first acknowledged write sent after it, per leader fault (a roll
     /// has one for the leader's turn); `None` inside: no write acknowledged at all.
     pub failovers: Vec<Option<Duration>>,
-    /// Follower partition: the probe's longest gap in the 3 s after healing.
+    /// Follower partition: the probe's longest gap in the 8 s (at least) after healing.
     pub heal_gap: Option<Duration>,
     /// Follower partition: whether the leader's term changed when it healed.
     pub term_changed_on_heal: Option<bool>,
@@ -275,8 +276,9 @@ async fn fault_inner(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            let t0 = fleet.now();
+            // The fault counts from when Docker says it is done (the process is dead).
             kill(fleet, target).await?;
+            let t0 = fleet.now();
             tokio::time::sleep(plan.down_for).await;
             start(fleet, target).await?;
             let back = fleet.now();
@@ -286,8 +288,8 @@ async fn fault_inner(
             }
         }
         Fault::LeaderPartition => {
-            let t0 = fleet.now();
             disconnect(fleet, target).await?;
+            let t0 = fleet.now();
             tokio::time::sleep(plan.down_for).await;
             connect(fleet, target).await?;
             let back = fleet.now();
@@ -298,10 +300,14 @@ async fn fault_inner(
             disconnect(fleet, target).await?;
             tokio::time::sleep(plan.down_for).await;
             let before = fleet.cluster(leader).await.ok().map(|s| s.term);
-            let back = fleet.now();
             connect(fleet, target).await?;
-            tokio::time::sleep(HEAL_WINDOW).await;
-            round.heal_gap = Some(probe_gap(&book.acks(), back, back + HEAL_WINDOW));
+            let back = fleet.now();
+            round.liveness = liveness(fleet, book, &[target], &label, back).await;
+            // An election the returning node forces can come seconds later, once its peer
+            // connections are back: watch at least HEAL_WINDOW.
+            let end = fleet.now().max(back + HEAL_WINDOW);
+            tokio::time::sleep(end.saturating_sub(fleet.now())).await;
+            round.heal_gap = Some(probe_gap(&book.acks(), back, end));
             let after = fleet.leader().await;
             round.term_changed_on_heal = match (before, after) {
                 (Some(b), Some((_, a))) => Some(a != b),
@@ -313,12 +319,11 @@ async fn fault_inner(
                     fleet.members[l].name
                 ));
             }
-            round.liveness = liveness(fleet, book, &[target], &label, back).await;
         }
         Fault::RollingRestart | Fault::RollingSigkill => {
             for i in 0..fleet.members.len() {
                 let was_leader = fleet.leader().await.map(|(l, _)| l) == Some(i);
-                let t0 = fleet.now();
+                let mut t0 = fleet.now();
                 if round.fault == Fault::RollingRestart {
                     docker_async(&["restart", &fleet.members[i].container]).await?;
                     fleet.refresh_port(i).await;
@@ -332,6 +337,7 @@ async fn fault_inner(
                     }
                 } else {
                     kill(fleet, i).await?;
+                    t0 = fleet.now();
                     start(fleet, i).await?;
                 }
                 let back = fleet.now();

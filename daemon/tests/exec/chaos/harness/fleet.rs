@@ -196,7 +196,10 @@ impl Fleet {
         // A subnet of its own: a few tries, in case another run holds one.
         let mut prefix = None;
         for attempt in 0..8u32 {
-            let (a, b) = (100 + (pid + attempt * 7) % 100, (pid / 100 + run + attempt) % 250);
+            let (a, b) = (
+                100 + (pid + attempt * 7) % 100,
+                (pid / 100 + run + attempt) % 250,
+            );
             let subnet = format!("10.{a}.{b}.0/24");
             if docker_async(&["network", "create", "--subnet", &subnet, &fleet.network])
                 .await
@@ -278,7 +281,10 @@ impl Fleet {
         let found = docker_async(&["port", &self.members[i].container, API_PORT])
             .await
             .ok()
-            .and_then(|out| out.lines().find_map(|l| l.trim().parse::<SocketAddr>().ok()));
+            .and_then(|out| {
+                out.lines()
+                    .find_map(|l| l.trim().parse::<SocketAddr>().ok())
+            });
         self.ports.lock().unwrap()[i] = found;
     }
 
@@ -369,9 +375,7 @@ impl Fleet {
                 && leaders[0].is_some()
                 && leaders.iter().all(|l| *l == leaders[0]);
             if agreed && ready == n {
-                let list: MachineList = self
-                    .get(0, "/v1/machines", Duration::from_secs(1))
-                    .await?;
+                let list: MachineList = self.get(0, "/v1/machines", Duration::from_secs(1)).await?;
                 let online = list
                     .machines
                     .iter()

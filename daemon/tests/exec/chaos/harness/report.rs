@@ -126,7 +126,10 @@ impl fmt::Display for Report {
                     String::new()
                 }
             )?,
-            _ => writeln!(f, "leader fault -> first acknowledged write: no leader fault")?,
+            _ => writeln!(
+                f,
+                "leader fault -> first acknowledged write: no leader fault"
+            )?,
         }
         writeln!(
             f,
@@ -140,7 +143,11 @@ impl fmt::Display for Report {
                 Some(false) => "term unchanged",
                 None => "term unknown",
             };
-            writeln!(f, "follower partition healed: write gap {}, {changed}", secs(*gap))?;
+            writeln!(
+                f,
+                "follower partition healed: write gap {}, {changed}",
+                secs(*gap)
+            )?;
         }
         let failures = self.failures();
         if failures.is_empty() {
