@@ -68,7 +68,10 @@ pub struct Checked {
     pub cluster_samples: u64,
     pub terms_seen: usize,
     pub runs_after_completion: Vec<LateRun>,
+    /// Jobs that started more than once in all (a lost run is retried: expected after kills).
     pub executed_twice: Vec<u64>,
+    /// (job, attempt) pairs that started more than once: one attempt run twice.
+    pub attempts_run_twice: Vec<(u64, u32)>,
     pub marks: usize,
     /// Completed jobs with no mark at all: the marks themselves did not work.
     pub unmarked: Vec<u64>,
@@ -256,8 +259,10 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
     let marks = read_marks(fleet)?;
     checked.marks = marks.len();
     let mut per_job: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut per_attempt: BTreeMap<(u64, u32), usize> = BTreeMap::new();
     for mark in &marks {
         *per_job.entry(mark.job).or_default() += 1;
+        *per_attempt.entry((mark.job, mark.attempt)).or_default() += 1;
         let Some(job) = reference.get(&mark.job) else {
             continue;
         };
@@ -272,6 +277,11 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(id, _)| *id)
+        .collect();
+    checked.attempts_run_twice = per_attempt
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(at, _)| *at)
         .collect();
     checked.unmarked = reference
         .values()
