@@ -58,6 +58,8 @@ pub struct LateRun {
 pub struct Checked {
     pub acknowledged: usize,
     pub jobs_seen: usize,
+    /// Unix time (ms) the run began, for the times shown.
+    pub epoch_unix_ms: f64,
     /// Acknowledged jobs missing on some node or not completed there.
     pub lost: Vec<String>,
     pub acked_with_wrong_key: Vec<String>,
@@ -70,8 +72,9 @@ pub struct Checked {
     pub runs_after_completion: Vec<LateRun>,
     /// Jobs that started more than once in all (a lost run is retried: expected after kills).
     pub executed_twice: Vec<u64>,
-    /// (job, attempt) pairs that started more than once: one attempt run twice.
-    pub attempts_run_twice: Vec<(u64, u32)>,
+    /// Attempts that started more than once (job, attempt, then machine and time of each
+    /// start since the run began).
+    pub attempts_run_twice: Vec<String>,
     pub marks: usize,
     /// Completed jobs with no mark at all: the marks themselves did not work.
     pub unmarked: Vec<u64>,
@@ -115,10 +118,11 @@ impl Checked {
                 .iter()
                 .map(|r| {
                     format!(
-                        "job {} attempt {} on {} {:.1}s late",
+                        "job {} attempt {} on {} at +{:.1}s, {:.1}s after it completed",
                         r.mark.job,
                         r.mark.attempt,
                         r.mark.machine,
+                        (r.mark.unix_ms - self.epoch_unix_ms) / 1e3,
                         r.late_by.as_secs_f64()
                     )
                 })
@@ -198,6 +202,7 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
     };
     let mut checked = Checked {
         acknowledged: acked.len(),
+        epoch_unix_ms: fleet.epoch_unix_ms,
         jobs_seen: views.iter().map(BTreeMap::len).max().unwrap_or(0),
         ..Checked::default()
     };
@@ -257,18 +262,31 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
     drop(leaders);
 
     let marks = read_marks(fleet)?;
+    judge_marks(&mut checked, &marks, reference);
+    Ok(checked)
+}
+
+/// What the marks say against the records: runs started after their job completed, jobs
+/// and attempts started more than once, completed jobs that never marked.
+pub fn judge_marks(checked: &mut Checked, marks: &[Mark], jobs: &BTreeMap<u64, JobRecord>) {
     checked.marks = marks.len();
     let mut per_job: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut per_attempt: BTreeMap<(u64, u32), usize> = BTreeMap::new();
-    for mark in &marks {
+    let mut per_attempt: BTreeMap<(u64, u32), Vec<String>> = BTreeMap::new();
+    for mark in marks {
         *per_job.entry(mark.job).or_default() += 1;
-        *per_attempt.entry((mark.job, mark.attempt)).or_default() += 1;
-        let Some(job) = reference.get(&mark.job) else {
+        let at = (mark.unix_ms - checked.epoch_unix_ms) / 1e3;
+        per_attempt
+            .entry((mark.job, mark.attempt))
+            .or_default()
+            .push(format!("{} +{at:.1}s", mark.machine));
+        let Some(job) = jobs.get(&mark.job) else {
             continue;
         };
-        if job.state == JobState::Completed && mark.unix_ms > job.updated_at_ms as f64 {
+        // The job's last change is its completion; every run of it must start before.
+        let completed_ms = job.updated_at_ms as f64;
+        if job.state == JobState::Completed && mark.unix_ms > completed_ms {
             checked.runs_after_completion.push(LateRun {
-                late_by: Duration::from_secs_f64((mark.unix_ms - job.updated_at_ms as f64) / 1e3),
+                late_by: Duration::from_secs_f64((mark.unix_ms - completed_ms) / 1e3),
                 mark: mark.clone(),
             });
         }
@@ -279,14 +297,70 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
         .map(|(id, _)| *id)
         .collect();
     checked.attempts_run_twice = per_attempt
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(at, _)| *at)
+        .into_iter()
+        .filter(|(_, starts)| starts.len() > 1)
+        .map(|((job, attempt), starts)| format!("job {job} attempt {attempt}: {starts:?}"))
         .collect();
-    checked.unmarked = reference
+    checked.unmarked = jobs
         .values()
         .filter(|j| j.state == JobState::Completed && !per_job.contains_key(&j.id.0))
         .map(|j| j.id.0)
         .collect();
-    Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::{JobId, JobSpec, JobTarget};
+
+    fn completed(id: u64, at_ms: u64) -> (u64, JobRecord) {
+        let mut job = JobRecord::queued(JobId(id), JobSpec::new(["true"]), JobTarget::Any, 0, id);
+        job.state = JobState::Completed;
+        job.updated_at_ms = at_ms;
+        (id, job)
+    }
+
+    fn mark(job: u64, attempt: u32, machine: &str, unix_ms: f64) -> Mark {
+        let machine = machine.to_string();
+        Mark {
+            job,
+            attempt,
+            machine,
+            unix_ms,
+        }
+    }
+
+    #[test]
+    fn the_marks_show_late_runs_repeats_and_silence() {
+        let jobs: BTreeMap<_, _> = [
+            completed(1, 10_000),
+            completed(2, 20_000),
+            completed(3, 30_000),
+        ]
+        .into_iter()
+        .collect();
+        let marks = [
+            // Job 1: attempt 1 ran, then attempt 1 again on a replaying n5 after completion.
+            mark(1, 1, "n1", 9_000.0),
+            mark(1, 1, "n5", 12_500.0),
+            // Job 2: a lost run, retried as attempt 2, both before completion.
+            mark(2, 1, "n2", 15_000.0),
+            mark(2, 2, "n3", 18_000.0),
+            // Job 3 never marked.
+        ];
+        let mut checked = Checked::default();
+        judge_marks(&mut checked, &marks, &jobs);
+        assert_eq!(checked.marks, 4);
+        let late: Vec<_> = checked
+            .runs_after_completion
+            .iter()
+            .map(|r| (r.mark.job, r.mark.machine.as_str(), r.late_by))
+            .collect();
+        assert_eq!(late, [(1, "n5", Duration::from_millis(2500))]);
+        assert_eq!(checked.executed_twice, [1, 2]);
+        assert_eq!(checked.attempts_run_twice.len(), 1);
+        assert!(checked.attempts_run_twice[0].starts_with("job 1 attempt 1"));
+        assert_eq!(checked.unmarked, [3]);
+        assert_eq!(checked.violations().len(), 2, "{:?}", checked.violations());
+    }
 }

@@ -67,8 +67,13 @@ impl fmt::Display for Fault {
 pub struct Round {
     pub number: usize,
     pub fault: Fault,
-    /// Leader fault → first acknowledged write sent after it, per leader fault (a roll
-    /// has one for the leader's turn); `None` inside: no write acknowledged at all.
+    /// When it began, since the run began.
+    pub at: Duration,
+    /// Rolling restart: how long each `docker restart` took (stop, then start).
+    pub restarts: Vec<Duration>,
+    /// Leader fault (kill or cut) → first acknowledged write sent after it, per leader
+    /// fault (a roll has one for the leader's turn, or two when leadership moves to a
+    /// machine still to come); `None` inside: no write acknowledged at all.
     pub failovers: Vec<Option<Duration>>,
     /// Follower partition: the probe's longest gap in the 8 s (at least) after healing.
     pub heal_gap: Option<Duration>,
@@ -92,7 +97,13 @@ impl Round {
 
 impl fmt::Display for Round {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "round {} ({}):", self.number, self.fault)?;
+        write!(
+            f,
+            "round {} at +{:.0}s ({}):",
+            self.number,
+            self.at.as_secs_f64(),
+            self.fault
+        )?;
         for failover in &self.failovers {
             match failover {
                 Some(d) => write!(f, " leader fault → first write {:.2}s;", d.as_secs_f64())?,
@@ -110,6 +121,9 @@ impl fmt::Display for Round {
                 Ok(d) => write!(f, " {name} pinned job {:.1}s;", d.as_secs_f64())?,
                 Err(why) => write!(f, " {name} pinned job FAILED: {why};")?,
             }
+        }
+        if let Some(max) = self.restarts.iter().max() {
+            write!(f, " docker restart took at most {:.1}s;", max.as_secs_f64())?;
         }
         for note in &self.notes {
             write!(f, " {note};")?;
@@ -220,6 +234,8 @@ pub async fn run_fault(
     let mut round = Round {
         number,
         fault,
+        at: fleet.now(),
+        restarts: Vec::new(),
         failovers: Vec::new(),
         heal_gap: None,
         term_changed_on_heal: None,
@@ -328,6 +344,7 @@ async fn fault_inner(
                     docker_async(&["restart", &fleet.members[i].container]).await?;
                     fleet.refresh_port(i).await;
                     let took = fleet.now() - t0;
+                    round.restarts.push(took);
                     if took >= Duration::from_secs(10) {
                         round.notes.push(format!(
                             "{} took {:.1}s to restart (SIGKILL after 10s)",
@@ -345,8 +362,18 @@ async fn fault_inner(
                 round
                     .liveness
                     .extend(liveness(fleet, book, &[i], &label, back).await);
-                if was_leader {
+                if was_leader && round.fault == Fault::RollingSigkill {
                     round.failovers.push(first_ack_after(&book.acks(), t0));
+                }
+                if was_leader && round.fault == Fault::RollingRestart {
+                    // A stopping leader may serve until it exits, so its restart is timed
+                    // by the gap it leaves in the probe's writes, not the first write.
+                    let gap = probe_gap(&book.acks(), t0, fleet.now());
+                    round.notes.push(format!(
+                        "leader {} restarted: longest write gap {:.2}s",
+                        fleet.members[i].name,
+                        gap.as_secs_f64()
+                    ));
                 }
             }
         }

@@ -55,6 +55,8 @@ pub struct Fleet {
     pub marks: tempfile::TempDir,
     /// When the run started; the book's times count from here.
     pub epoch: Instant,
+    /// Unix time (ms) of `epoch`.
+    pub epoch_unix_ms: f64,
     /// Unix time (ms) of the kernel's boot, for the `/proc/uptime` stamps in the marks.
     pub boot_unix_ms: f64,
     pub http: reqwest::Client,
@@ -185,6 +187,7 @@ impl Fleet {
             members: Vec::new(),
             marks,
             epoch,
+            epoch_unix_ms: now_unix_ms(),
             boot_unix_ms: boot_unix_ms()?,
             http,
             ports: Mutex::new(vec![None; options.nodes]),

@@ -140,11 +140,13 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "executed twice: {} jobs, of which the same attempt twice: {} {:?}",
+            "executed twice: {} jobs, of which one attempt started twice: {}",
             c.executed_twice.len(),
             c.attempts_run_twice.len(),
-            c.attempts_run_twice.iter().take(10).collect::<Vec<_>>()
         )?;
+        for twice in c.attempts_run_twice.iter().take(10) {
+            writeln!(f, "  {twice}")?;
+        }
         writeln!(
             f,
             "jobs on each node {}, marks {}, submit tries failed {}, probe acks {}, \
@@ -180,6 +182,13 @@ impl fmt::Display for Report {
             secs(self.longest_client_gap),
             secs(self.longest_probe_gap)
         )?;
+        if let Some(max) = self.rounds.iter().flat_map(|r| &r.restarts).max() {
+            writeln!(
+                f,
+                "docker restart (stop and start) took at most {}",
+                secs(*max)
+            )?;
+        }
         for (gap, changed) in &self.heal_gaps {
             let changed = match changed {
                 Some(true) => "term changed",
