@@ -4,7 +4,8 @@
 //! `BENCHMARKS.md` keeps. The harness is the bounded test's (`daemon/tests/exec/chaos/`).
 //!
 //! Run: `cargo build --release -p shoal-daemon --bin shoald && cargo run --release -p
-//! shoal-examples --example chaos -- [--rounds N] [--clients N] [--down SECS]`
+//! shoal-examples --example chaos -- [--rounds N] [--clients N] [--down SECS] [--logs DIR]`
+//! (`--logs`: keep every container's log there).
 //!
 //! Needs a Docker engine and Debian's static busybox. It stops by itself after the last
 //! round; Ctrl-C (or a failure) removes the containers, the network and the image too.
@@ -25,7 +26,7 @@ fn arg<T: std::str::FromStr>(flag: &str, default: T) -> anyhow::Result<T> {
         Some(at) => args
             .get(at + 1)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a number")),
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value")),
     }
 }
 
@@ -34,6 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let rounds: usize = arg("--rounds", 2)?;
     let clients: usize = arg("--clients", 3)?;
     let down: u64 = arg("--down", 3)?;
+    let logs: String = arg("--logs", String::new())?;
+    let logs = Some(logs).filter(|dir| !dir.is_empty());
     let exe = std::env::current_exe()?;
     let shoald = exe
         .parent()
@@ -71,9 +74,14 @@ async fn main() -> anyhow::Result<()> {
         settle: Duration::from_secs(3),
     };
     let report = tokio::select! {
-        report = harness::run(fleet.clone(), &plan) => report?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the fleet is removed"),
+        report = harness::run(fleet.clone(), &plan) => report,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the fleet is removed")),
     };
+    if let Some(dir) = &logs {
+        fleet.save_logs(std::path::Path::new(dir))?;
+        println!("container logs in {dir}");
+    }
+    let report = report?;
     println!("\n{report}in {:.0}s", began.elapsed().as_secs_f64());
     drop(fleet);
     if !report.failures().is_empty() {

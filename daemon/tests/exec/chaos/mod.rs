@@ -37,16 +37,21 @@ async fn a_fleet_under_faults_keeps_every_acknowledged_job_and_runs_new_work() {
         down_for: Duration::from_secs(3),
         settle: Duration::from_secs(3),
     };
-    let report = harness::run(fleet.clone(), &plan)
+    // Every wait inside is bounded; this bounds the whole, in case.
+    let run = harness::run(fleet.clone(), &plan);
+    let report = tokio::time::timeout(Duration::from_secs(480), run)
         .await
+        .unwrap_or_else(|_| panic!("the chaos run took over 8 minutes\n{}", fleet.log_tails(20)))
         .expect("the chaos run");
     println!("{report}\nin {:.0}s", began.elapsed().as_secs_f64());
+    let logs = || fleet.log_tails(20);
     assert!(
         report.checked.acknowledged > 50,
-        "too few jobs acknowledged to mean anything:\n{report}"
+        "too few jobs acknowledged to mean anything:\n{report}\n{}",
+        logs()
     );
-    assert!(report.failures().is_empty(), "{report}");
+    assert!(report.failures().is_empty(), "{report}\n{}", logs());
     // Pre-vote: a follower back from a partition does not depose a healthy leader.
-    assert!(report.heals_without_election(), "{report}");
+    assert!(report.heals_without_election(), "{report}\n{}", logs());
     drop(fleet);
 }

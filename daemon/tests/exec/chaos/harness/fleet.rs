@@ -401,6 +401,38 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Each container's log (stdout and stderr), written to `dir/<name>.log`.
+    pub fn save_logs(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for member in &self.members {
+            let output = Command::new("docker")
+                .args(["logs", "-t", &member.container])
+                .output()?;
+            let mut text = output.stdout;
+            text.extend_from_slice(&output.stderr);
+            std::fs::write(dir.join(format!("{}.log", member.name)), text)?;
+        }
+        Ok(())
+    }
+
+    /// The last `lines` of every container's log, for a failure message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for member in &self.members {
+            let output = Command::new("docker")
+                .args(["logs", "--tail", &lines.to_string(), &member.container])
+                .output();
+            if let Ok(output) = output {
+                out.push_str(&format!("--- {} ---\n", member.name));
+                out.push_str(&String::from_utf8_lossy(&output.stdout));
+                out.push_str(&String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         for member in &self.members {
