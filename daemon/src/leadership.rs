@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
 use openraft::ServerState;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,10 @@ pub struct PreVote {
 pub struct Leadership {
     heard_leader: Mutex<Instant>,
     cut_off: Mutex<Option<String>>,
+    /// The candidate this voter last said yes to (itself while it asks), and when: one
+    /// candidate per `election_min`, so voters that time out together do not all stand
+    /// and split the vote.
+    promised: Mutex<Option<(PeerId, Instant)>>,
 }
 
 impl Default for Leadership {
@@ -55,6 +61,7 @@ impl Default for Leadership {
         Leadership {
             heard_leader: Mutex::new(Instant::now()),
             cut_off: Mutex::new(None),
+            promised: Mutex::new(None),
         }
     }
 }
@@ -75,6 +82,18 @@ impl Leadership {
         self.cut_off.lock().expect("leadership lock").clone()
     }
 
+    /// Promises this window's pre-vote to `candidate`, unless another one has it.
+    fn promise(&self, candidate: PeerId, window: Duration) -> bool {
+        let mut promised = self.promised.lock().expect("leadership lock");
+        match *promised {
+            Some((to, at)) if to != candidate && at.elapsed() < window => false,
+            _ => {
+                *promised = Some((candidate, Instant::now()));
+                true
+            }
+        }
+    }
+
     fn set_cut_off(&self, reason: Option<String>) {
         let mut cut_off = self.cut_off.lock().expect("leadership lock");
         match (&*cut_off, &reason) {
@@ -87,10 +106,12 @@ impl Leadership {
 }
 
 /// The answer to a pre-vote: yes only from a voter that has not heard from a leader for
-/// `election_min` either (a leader says no while a quorum answers it), and whose log the
-/// candidate's reaches. Raft's vote still checks the log in full; this only keeps a
-/// machine back from a partition from standing while the fleet has a leader.
-pub fn answer_pre_vote(node: &Node, ask: &PreVote) -> bool {
+/// `election_min` either (a leader says no while a quorum answers it), whose log the
+/// candidate's reaches, and that has promised no other candidate (itself included) in the
+/// last `election_min`. Raft's vote still checks the log in full; this keeps a machine
+/// back from a partition from standing while the fleet has a leader, and voters that time
+/// out together from splitting the vote.
+pub fn answer_pre_vote(node: &Node, from: PeerId, ask: &PreVote) -> bool {
     let (state, term, last_log_index) = {
         let metrics = node.raft.metrics();
         let metrics = metrics.borrow();
@@ -99,10 +120,12 @@ pub fn answer_pre_vote(node: &Node, ask: &PreVote) -> bool {
     if state == ServerState::Leader {
         return node.leadership.cut_off().is_some();
     }
+    let window = node.config.timings.raft_election_min;
     let quiet = node.leadership.heard_leader_at().elapsed();
-    quiet >= node.config.timings.raft_election_min
+    quiet >= window
         && ask.term > term
         && ask.last_log_index >= last_log_index
+        && node.leadership.promise(from, window)
 }
 
 /// Keeps the cut-off verdict true, chooses who runs elections (this loop, or Raft's timer
@@ -121,13 +144,14 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            Ok(()) = metrics.changed() => {
-                if let Some(ms) = metrics.borrow_and_update().millis_since_quorum_ack {
-                    quorum_acked = Instant::now() - Duration::from_millis(ms);
-                }
-                continue;
-            }
             _ = tick.tick() => {}
+        }
+        // Raft publishes metrics when something happens; unchanged since the last tick,
+        // the quorum's last answer is as old as it was, and ageing.
+        if metrics.has_changed().unwrap_or(false)
+            && let Some(ms) = metrics.borrow_and_update().millis_since_quorum_ack
+        {
+            quorum_acked = Instant::now() - Duration::from_millis(ms);
         }
 
         let prevote = node.fleet.read(|state| state.fleet_level) >= PREVOTE_LEVEL;
@@ -172,7 +196,10 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
         if prevote && view.voters.contains(&node.id) && !leads && due {
             jitter = election_jitter(&timings);
             earliest = Instant::now() + timings.raft_election_min + jitter;
-            if pre_vote_round(&node, &view).await {
+            let me = node.p2p.local_peer_id();
+            if node.leadership.promise(me, timings.raft_election_min)
+                && pre_vote_round(&node, &view).await
+            {
                 tracing::info!(
                     term = view.term + 1,
                     "a quorum of voters has heard no leader: standing for election"
@@ -224,8 +251,9 @@ impl View {
     }
 }
 
-/// Asks every other voter at once, for at most `election_min`; true when the voters that
-/// said yes, this one included, are a majority of every voter set.
+/// Asks every other voter at once, for at most `election_min`; true as soon as the voters
+/// that said yes, this one included, are a majority of every voter set (a dead voter's
+/// silence is not waited for).
 async fn pre_vote_round(node: &Node, view: &View) -> bool {
     let ask = PreVote {
         term: view.term + 1,
@@ -248,9 +276,18 @@ async fn pre_vote_round(node: &Node, view: &View) -> bool {
             matches!(answer, Ok(PeerResponse::PreVote { granted: true })).then_some(id)
         }
     });
-    let mut granted: BTreeSet<MachineId> = join_all(asks).await.into_iter().flatten().collect();
-    granted.insert(node.id);
-    has_quorum(&view.quorums, &granted)
+    let mut asks: FuturesUnordered<_> = asks.collect();
+    let mut granted = BTreeSet::from([node.id]);
+    while !has_quorum(&view.quorums, &granted) {
+        match asks.next().await {
+            Some(Some(id)) => {
+                granted.insert(id);
+            }
+            Some(None) => {}
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Whether `granted` holds a majority of every set in `quorums`.

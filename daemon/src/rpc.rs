@@ -98,7 +98,7 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
         PeerRequest::PreVote(ask) => PeerResponse::PreVote {
-            granted: crate::leadership::answer_pre_vote(node, &ask),
+            granted: crate::leadership::answer_pre_vote(node, from, &ask),
         },
         PeerRequest::Logs {
             job,
