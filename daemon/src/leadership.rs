@@ -10,7 +10,7 @@
 //! ```text
 //!  append from the leader ─▶ heard_from_leader()            tick (every raft heartbeat)
 //!                                                              │
-//!   leader: no quorum answered for election_max ─▶ cut off ◀───┤
+//!   leader: no quorum answered for 2 × election_max ─▶ cut off ◀┤
 //!   member: no leader heard for election_max    ─▶ cut off ◀───┤
 //!   voter, no leader for election_max + jitter ─▶ PreVote to every voter ─▶ quorum? elect
 //! ```
@@ -172,7 +172,7 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
         let quiet = node.leadership.heard_leader_at().elapsed();
         let reason = if leads {
             let unanswered = quorum_acked.elapsed();
-            if view.voters.len() > 1 && unanswered > timings.raft_election_max {
+            if view.voters.len() > 1 && unanswered > LEADER_PATIENCE * timings.raft_election_max {
                 Some(format!(
                     "this machine leads term {} but no quorum of voters has answered it for {} ms",
                     view.term,
@@ -214,6 +214,11 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
         }
     }
 }
+
+/// How many election timeouts a leader waits for a quorum's answer before it stops acting
+/// as one: a follower elects a successor after one (and a spread), so a leader truly cut
+/// off is replaced by then; a loaded fleet's slow answers get the second.
+const LEADER_PATIENCE: u32 = 2;
 
 /// A random spread in `[0, election_max - election_min]`, so voters do not all stand at once.
 fn election_jitter(timings: &Timings) -> Duration {

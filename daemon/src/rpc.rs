@@ -68,6 +68,11 @@ async fn bounded<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
 async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerResponse> {
     let response = match request {
         PeerRequest::Append(req) => {
+            // Its arrival is news of a leader already: a large append applied slowly
+            // under load must not make this voter stand for election meanwhile.
+            if req.vote.leader_id().term >= node.raft.metrics().borrow().current_term {
+                node.leadership.heard_from_leader();
+            }
             let answer = bounded(node.raft.append_entries(req)).await?;
             if matches!(&answer, Ok(reply) if !matches!(reply, AppendEntriesResponse::HigherVote(_)))
             {
