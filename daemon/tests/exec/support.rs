@@ -39,6 +39,16 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Held for the whole of a test that runs `shoald` containers on a Docker network of its
+/// own (mDNS, chaos): one such fleet at a time, so multicast discovery is not starved by a
+/// five-machine fault run beside it on two cores.
+pub fn one_container_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static FLEETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    FLEETS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Panics, saying why, unless a Docker engine answers.
 pub fn require_docker() -> String {
     let version = Command::new("docker")
