@@ -78,7 +78,7 @@ fn build_image(tag: &str, context: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_on_one_lan_find_each_other_with_mdns() {
     require_docker();
-    let _alone = crate::support::one_container_fleet_at_a_time();
+    let _alone = crate::support::one_container_fleet_at_a_time().await;
     let id = std::process::id();
     let cleanup = Cleanup {
         containers: (1..=3).map(|i| format!("shoal-mdns-{id}-{i}")).collect(),

@@ -42,11 +42,9 @@ pub fn docker(args: &[&str]) -> String {
 /// Held for the whole of a test that runs `shoald` containers on a Docker network of its
 /// own (mDNS, chaos): one such fleet at a time, so multicast discovery is not starved by a
 /// five-machine fault run beside it on two cores.
-pub fn one_container_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static FLEETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    FLEETS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn one_container_fleet_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static FLEETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    FLEETS.lock().await
 }
 
 /// Panics, saying why, unless a Docker engine answers.

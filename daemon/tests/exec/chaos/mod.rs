@@ -15,7 +15,7 @@ use harness::{Fault, Fleet, FleetOptions, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_under_faults_keeps_every_acknowledged_job_and_runs_new_work() {
-    let _alone = crate::support::one_container_fleet_at_a_time();
+    let _alone = crate::support::one_container_fleet_at_a_time().await;
     let began = Instant::now();
     let fleet = Fleet::start(FleetOptions {
         shoald: env!("CARGO_BIN_EXE_shoald").into(),
