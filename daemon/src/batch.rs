@@ -66,7 +66,7 @@ fn running_here(
 ) -> Vec<(shoal_protocol::JobId, u32, ContainerAsk)> {
     node.fleet.read(|state| {
         state
-            .open_jobs()
+            .placed_jobs()
             .filter(|job| job.state == JobState::Running && job.spec.image.is_some())
             .filter(|job| !sessions_only || job.spec.kind == JobKind::Session)
             .filter_map(|job| {

@@ -269,6 +269,13 @@ pub struct FleetState {
     /// their cost follows the work in flight, not the history kept.
     #[serde(skip)]
     pub open_jobs: OrdSet<JobId>,
+    /// The open jobs waiting for a machine (`queued`): what a dispatch pass places.
+    #[serde(skip)]
+    pub queued_jobs: OrdSet<JobId>,
+    /// The open jobs on a machine (`dispatched` or `running`): what counts a machine's
+    /// work and what a runner looks for its own.
+    #[serde(skip)]
+    pub placed_jobs: OrdSet<JobId>,
     /// Finished top-level jobs by when they finished (`updated_at_ms`), oldest first:
     /// what a prune walks.
     #[serde(skip)]

@@ -112,13 +112,69 @@ pub fn encode_body_into<T: Serialize + ?Sized>(
 
 /// Decodes a whole body; garbage or trailing bytes are errors.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    let mut rest = body;
-    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))?;
-    let left = rest.len();
-    if left != 0 {
-        return Err(FrameError::Trailing(left));
+    let len = first_value_len(body).unwrap_or(body.len());
+    if len < body.len() {
+        return Err(FrameError::Trailing(body.len() - len));
     }
-    Ok(value)
+    // Reading from the slice itself lends field names to the decoder instead of copying
+    // each into a new buffer (a third of a busy node's decoding time).
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+/// The length of the MessagePack value at the start of `bytes`, or `None` when it is cut
+/// short or starts with a byte no value starts with. Only walks the markers and lengths.
+fn first_value_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Values still to read: the first one, then each array item and map key and value.
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *bytes.get(at)?;
+        at += 1;
+        let mut uint = |width: usize| -> Option<u64> {
+            let field = bytes.get(at..at.checked_add(width)?)?;
+            at += width;
+            Some(field.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+        };
+        let (skip, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (uint(1)?, 0),
+            0xc5 | 0xda => (uint(2)?, 0),
+            0xc6 | 0xdb => (uint(4)?, 0),
+            0xc7 => (uint(1)? + 1, 0),
+            0xc8 => (uint(2)? + 1, 0),
+            0xc9 => (uint(4)? + 1, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, uint(2)?),
+            0xdd => (0, uint(4)?),
+            0xde => (0, 2 * uint(2)?),
+            0xdf => (0, 2 * uint(4)?),
+            0xc1 => return None,
+        };
+        at = at.checked_add(usize::try_from(skip).ok()?)?;
+        if at > bytes.len() {
+            return None;
+        }
+        pending = pending.checked_add(items)?;
+        // Every value takes at least one byte: more pending than bytes left is cut short.
+        if pending > (bytes.len() - at) as u64 {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// Encodes `value` behind the header.
@@ -534,5 +590,14 @@ mod tests {
             decode::<Response>(&frame),
             Err(FrameError::Trailing(1))
         ));
+        // A byte no MessagePack value starts with, and a value cut short, are refused too.
+        for tail in [&[0xc1][..], &[0x92, 0x01]] {
+            let mut frame = encode(&Response::Done).unwrap();
+            frame.extend_from_slice(tail);
+            assert!(
+                matches!(decode::<Response>(&frame), Err(FrameError::Trailing(n)) if n == tail.len()),
+                "{tail:?}"
+            );
+        }
     }
 }

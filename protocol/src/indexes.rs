@@ -2,7 +2,8 @@
 //! the leader's loops, budget checks and prunes cost follows the work in flight, not the
 //! history kept:
 //!
-//! - `open_jobs`: jobs not finished yet;
+//! - `open_jobs`: jobs not finished yet, and of those `queued_jobs` (waiting for a
+//!   machine) and `placed_jobs` (dispatched or running);
 //! - `finished_jobs`: finished top-level jobs by when they finished;
 //! - `running`: running attempts, summed per org ([`crate::running_spend`]);
 //! - the ledger's daily totals per org ([`crate::cost_ledger`]).
@@ -12,7 +13,7 @@
 //! is read.
 
 use crate::running_spend::{RunningAttempt, RunningSpend};
-use crate::{FleetState, JobId, JobRecord, UnixMillis};
+use crate::{FleetState, JobId, JobRecord, JobState, UnixMillis};
 
 impl FleetState {
     /// Brings every index up to date for job `id`, as it stands now (or is gone).
@@ -22,9 +23,13 @@ impl FleetState {
     pub fn refresh_indexes(&mut self, id: JobId) {
         let Some(job) = self.jobs.get(&id) else {
             self.open_jobs.remove(&id);
+            self.queued_jobs.remove(&id);
+            self.placed_jobs.remove(&id);
             self.running.set(id, None);
             return;
         };
+        set_member(&mut self.queued_jobs, id, job.state == JobState::Queued);
+        set_member(&mut self.placed_jobs, id, job.state.is_on_machine());
         let running = RunningAttempt::of(job);
         if job.state.is_finished() {
             self.open_jobs.remove(&id);
@@ -45,6 +50,18 @@ impl FleetState {
             .filter(|job| !job.state.is_finished())
             .map(|job| job.id)
             .collect();
+        self.queued_jobs = self
+            .jobs
+            .values()
+            .filter(|job| job.state == JobState::Queued)
+            .map(|job| job.id)
+            .collect();
+        self.placed_jobs = self
+            .jobs
+            .values()
+            .filter(|job| job.state.is_on_machine())
+            .map(|job| job.id)
+            .collect();
         self.finished_jobs = self.jobs.values().filter_map(finished_key).collect();
         self.running = RunningSpend::default();
         let running: Vec<(JobId, RunningAttempt)> = self
@@ -63,11 +80,29 @@ impl FleetState {
         self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
     }
 
+    /// The jobs waiting for a machine, in id order.
+    pub fn queued_jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.queued_jobs.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    /// The jobs dispatched to or running on a machine, in id order.
+    pub fn placed_jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.placed_jobs.iter().filter_map(|id| self.jobs.get(id))
+    }
+
     /// Finished top-level jobs that last changed before `before`, oldest first.
     pub fn finished_before(&self, before: UnixMillis) -> impl Iterator<Item = JobId> + '_ {
         self.finished_jobs
             .range(..(before, JobId(0)))
             .map(|(_, id)| *id)
+    }
+}
+
+fn set_member(set: &mut imbl::OrdSet<JobId>, id: JobId, member: bool) {
+    if member {
+        set.insert(id);
+    } else {
+        set.remove(&id);
     }
 }
 

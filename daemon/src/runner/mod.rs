@@ -140,8 +140,7 @@ impl Runner {
 /// The attempts dispatched to `node` that have not finished, with their cancel flag.
 fn mine(state: &FleetState, node: shoal_protocol::MachineId) -> Vec<(JobId, u32, JobState, bool)> {
     state
-        .open_jobs()
-        .filter(|job| matches!(job.state, JobState::Dispatched | JobState::Running))
+        .placed_jobs()
         .filter_map(|job| {
             let attempt = job.current_attempt()?;
             (attempt.machine == node).then_some((

@@ -6,10 +6,7 @@ use shoal_protocol::{Attempt, FleetState, JobId, JobRecord, JobState, MachineId,
 
 /// Queued jobs the scheduler may place (fan-out parents excluded), in id order.
 pub fn queue(state: &FleetState) -> Vec<&JobRecord> {
-    state
-        .open_jobs()
-        .filter(|job| job.state == JobState::Queued && !job.is_parent())
-        .collect()
+    state.queued_jobs().filter(|job| !job.is_parent()).collect()
 }
 
 /// The jobs (and their current attempts) dispatched to or running on `machine`.
@@ -70,7 +67,6 @@ pub fn prunable(state: &FleetState, before: UnixMillis) -> Vec<JobId> {
 
 fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {
     state
-        .open_jobs()
-        .filter(|job| job.state.is_on_machine())
+        .placed_jobs()
         .filter_map(|job| job.current_attempt().map(|attempt| (job, attempt)))
 }

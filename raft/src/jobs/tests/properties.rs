@@ -126,6 +126,16 @@ fn check_shape(state: &FleetState) -> Result<(), TestCaseError> {
         "the open-jobs index drifted"
     );
     prop_assert_eq!(
+        &rebuilt.queued_jobs,
+        &state.queued_jobs,
+        "the queued-jobs index drifted"
+    );
+    prop_assert_eq!(
+        &rebuilt.placed_jobs,
+        &state.placed_jobs,
+        "the placed-jobs index drifted"
+    );
+    prop_assert_eq!(
         &rebuilt.finished_jobs,
         &state.finished_jobs,
         "the finished-jobs index drifted"

@@ -17,6 +17,8 @@ fn assert_indexes_sound(state: &FleetState) {
     rebuilt.rebuild_indexes();
     assert_eq!(rebuilt.finished_jobs, state.finished_jobs);
     assert_eq!(rebuilt.open_jobs, state.open_jobs);
+    assert_eq!(rebuilt.queued_jobs, state.queued_jobs);
+    assert_eq!(rebuilt.placed_jobs, state.placed_jobs);
 }
 
 #[test]
@@ -80,7 +82,13 @@ fn indexes_come_back_after_a_snapshot_is_read() {
     fleet.submit(spec(), 300);
     let bytes = frame::encode(&fleet.state).unwrap();
     let mut read: FleetState = frame::decode(&bytes).unwrap();
-    assert!(read.finished_jobs.is_empty() && read.open_jobs.is_empty() && read.running.is_empty());
+    assert!(
+        read.finished_jobs.is_empty()
+            && read.open_jobs.is_empty()
+            && read.queued_jobs.is_empty()
+            && read.placed_jobs.is_empty()
+            && read.running.is_empty()
+    );
     read.rebuild_indexes();
     assert_eq!(read, fleet.state);
 }
