@@ -38,7 +38,7 @@ pub use job::{
 };
 pub use labels::{LabelError, Labels};
 pub use levels::{PROTOCOL_LEVEL, ProtocolLevel};
-pub use log_command::LogCommand;
+pub use log_command::{Decoded, LogCommand};
 pub use machine::{
     Announcement, Check, Drain, MachineInfo, MachineRecord, MachineStatus, MemberAddr, Resources,
 };

@@ -1,42 +1,66 @@
 //! [`LogCommand`]: a [`Command`] as a log entry carries it, a tag and a payload.
 //!
 //! The command travels as one nested MessagePack body (its variant name is the tag, its
-//! fields the payload), so a replica that meets a command it does not know still reads
-//! the entry around it: the entry decodes to [`LogCommand::Unknown`] naming the tag, and
-//! the state machine stops applying, saying so, instead of misreading it or failing to
-//! read the whole batch of entries it came in. The leader proposes only commands every
-//! member understands (see the fleet's protocol level), so this is the guard for a bug or
-//! a data directory moved back to an older build, not a path the fleet takes.
+//! fields the payload). The entry keeps that body as bytes from the moment the leader
+//! proposes it until a replica applies it: the log, replication and the peer codec copy
+//! it, none of them decodes or re-encodes it, and a clone shares it. [`LogCommand::decode`]
+//! reads it when it is applied. A replica that meets a command it does not know reads it
+//! as [`Decoded::Unknown`] naming the tag, and the state machine stops applying, saying
+//! so, instead of misreading it. The leader proposes only commands every member
+//! understands (see the fleet's protocol level), so this is the guard for a bug or a data
+//! directory moved back to an older build, not a path the fleet takes.
+
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
-use serde::ser::{self, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::Command;
 use crate::frame::{self, FrameError};
 
-/// A log entry's command, as read back.
+/// A command's encoded body, as the log holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogCommand {
+    body: Arc<[u8]>,
+}
+
+/// What a [`LogCommand`] holds, read.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LogCommand {
-    /// A command this build knows.
+pub enum Decoded {
     Known(Command),
-    /// A command written by a newer build: `tag` is its name (or the name of the command
-    /// holding a value this build does not know).
-    Unknown { tag: String, detail: String },
+    /// A command this build does not know, by its tag, with the decoder's message.
+    Unknown {
+        tag: String,
+        detail: String,
+    },
 }
 
 impl LogCommand {
-    /// Decodes a command body, telling a command from the future from a corrupt one.
-    pub fn decode(body: &[u8]) -> Result<Self, FrameError> {
+    /// Encodes `command` once, for good.
+    pub fn new(command: &Command) -> Result<Self, FrameError> {
+        Ok(LogCommand {
+            body: frame::encode_body(command)?.into(),
+        })
+    }
+
+    /// A body as another build wrote it (tests of upgrades write commands this build
+    /// does not have).
+    pub fn from_body(body: Vec<u8>) -> Self {
+        LogCommand { body: body.into() }
+    }
+
+    /// Reads the command; an unknown tag is [`Decoded::Unknown`], damaged bytes an error.
+    pub fn decode(&self) -> Result<Decoded, FrameError> {
+        let body = &self.body[..];
         match frame::decode_body::<Command>(body) {
-            Ok(command) => Ok(LogCommand::Known(command)),
+            Ok(command) => Ok(Decoded::Known(command)),
             Err(FrameError::Decode(err)) if is_unknown_variant(&err) => {
                 let tag =
                     frame::decode_body::<std::collections::BTreeMap<String, IgnoredAny>>(body)
                         .ok()
                         .and_then(|map| map.into_keys().next())
                         .unwrap_or_else(|| "?".into());
-                Ok(LogCommand::Unknown {
+                Ok(Decoded::Unknown {
                     tag,
                     detail: err.to_string(),
                 })
@@ -44,48 +68,39 @@ impl LogCommand {
             Err(err) => Err(err),
         }
     }
-
-    /// The command, if this build knows it.
-    pub fn known(&self) -> Option<&Command> {
-        match self {
-            LogCommand::Known(command) => Some(command),
-            LogCommand::Unknown { .. } => None,
-        }
-    }
 }
 
-/// serde names a variant it does not know "unknown variant `X`, expected ..."; a test below
-/// holds this build to that.
 fn is_unknown_variant(err: &rmp_serde::decode::Error) -> bool {
     matches!(err, rmp_serde::decode::Error::Syntax(message) if message.starts_with("unknown variant"))
 }
 
 impl From<Command> for LogCommand {
+    /// Encodes `command`. Encoding Shoal's own types into memory does not fail (every map
+    /// key is a string or a number, and a `Vec` takes any length).
     fn from(command: Command) -> Self {
-        LogCommand::Known(command)
+        LogCommand::new(&command).expect("a command encodes")
+    }
+}
+
+impl std::fmt::Debug for LogCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.decode() {
+            Ok(Decoded::Known(command)) => write!(f, "{command:?}"),
+            Ok(Decoded::Unknown { tag, .. }) => write!(f, "unknown command {tag}"),
+            Err(err) => write!(f, "damaged command ({} bytes): {err}", self.body.len()),
+        }
     }
 }
 
 impl std::fmt::Display for LogCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LogCommand::Known(command) => write!(f, "{}", command.tag()),
-            LogCommand::Unknown { tag, .. } => write!(f, "unknown command {tag}"),
-        }
+        write!(f, "command ({} bytes)", self.body.len())
     }
 }
 
 impl Serialize for LogCommand {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            LogCommand::Known(command) => {
-                let body = frame::encode_body(command).map_err(ser::Error::custom)?;
-                serializer.serialize_bytes(&body)
-            }
-            LogCommand::Unknown { tag, .. } => Err(ser::Error::custom(format!(
-                "command {tag} is unknown to this build and is never written"
-            ))),
-        }
+        serializer.serialize_bytes(&self.body)
     }
 }
 
@@ -98,14 +113,17 @@ impl<'de> Deserialize<'de> for LogCommand {
                 f.write_str("an encoded command")
             }
             fn visit_bytes<E: de::Error>(self, body: &[u8]) -> Result<LogCommand, E> {
-                LogCommand::decode(body).map_err(E::custom)
+                Ok(LogCommand { body: body.into() })
+            }
+            fn visit_byte_buf<E: de::Error>(self, body: Vec<u8>) -> Result<LogCommand, E> {
+                Ok(LogCommand::from_body(body))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LogCommand, A::Error> {
                 let mut body = Vec::new();
                 while let Some(byte) = seq.next_element::<u8>()? {
                     body.push(byte);
                 }
-                self.visit_bytes(&body)
+                Ok(LogCommand::from_body(body))
             }
         }
         deserializer.deserialize_bytes(Body)
@@ -142,6 +160,13 @@ mod tests {
         };
         let back: Entry = frame::decode(&frame::encode(&entry).unwrap()).unwrap();
         assert_eq!(back, entry);
+        assert_eq!(
+            back.payload.decode().unwrap(),
+            Decoded::Known(Command::CancelJob {
+                job: JobId(3),
+                at_ms: 9
+            })
+        );
     }
 
     #[test]
@@ -165,8 +190,8 @@ mod tests {
         .unwrap();
         let entry: Entry = frame::decode(&frame).unwrap();
         assert_eq!(entry.after, 2);
-        match entry.payload {
-            LogCommand::Unknown { tag, detail } => {
+        match entry.payload.decode().unwrap() {
+            Decoded::Unknown { tag, detail } => {
                 assert_eq!(tag, "TeleportMachine");
                 assert!(detail.contains("unknown variant"), "{detail}");
             }
@@ -178,7 +203,7 @@ mod tests {
     fn a_corrupt_command_is_an_error() {
         let mut body = frame::encode_body(&Command::RemoveMachine { id: MachineId(1) }).unwrap();
         body.truncate(body.len() - 2);
-        assert!(LogCommand::decode(&body).is_err());
+        assert!(LogCommand::from_body(body).decode().is_err());
     }
 
     /// Bytes serialized as MessagePack bin, as `LogCommand` writes its body.

@@ -18,7 +18,7 @@ use openraft::{
     StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{FleetState, LogCommand, MemberAddr, Response};
+use shoal_protocol::{Decoded, FleetState, MemberAddr, Response};
 use tokio::sync::watch;
 
 use crate::apply::ApplyCtx;
@@ -241,20 +241,30 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
                 let log_id = entry.log_id;
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(LogCommand::Known(cmd)) => {
-                        let ctx = ApplyCtx {
-                            log_index: log_id.index,
-                        };
-                        apply_with_events(state, cmd, &ctx, &mut events)
-                    }
-                    EntryPayload::Normal(LogCommand::Unknown { tag, detail }) => {
-                        halt = Some(format!(
-                            "log entry {} holds a command this build cannot apply ({tag}: \
-                             {detail}); it was written by a newer shoald: upgrade this machine",
-                            log_id.index
-                        ));
-                        break;
-                    }
+                    EntryPayload::Normal(command) => match command.decode() {
+                        Ok(Decoded::Known(cmd)) => {
+                            let ctx = ApplyCtx {
+                                log_index: log_id.index,
+                            };
+                            apply_with_events(state, cmd, &ctx, &mut events)
+                        }
+                        Ok(Decoded::Unknown { tag, detail }) => {
+                            halt = Some(format!(
+                                "log entry {} holds a command this build cannot apply ({tag}: \
+                                 {detail}); it was written by a newer shoald: upgrade this machine",
+                                log_id.index
+                            ));
+                            break;
+                        }
+                        Err(err) => {
+                            halt = Some(format!(
+                                "log entry {} holds a command that does not read ({err}): \
+                                 the log is damaged",
+                                log_id.index
+                            ));
+                            break;
+                        }
+                    },
                     EntryPayload::Membership(membership_now) => {
                         let voters = membership_now
                             .voter_ids()

@@ -156,10 +156,9 @@ async fn an_entry_from_a_newer_build_halts_apply_and_says_why() {
     let handle = sm.handle();
     let future = openraft::Entry {
         log_id: log_id(2),
-        payload: openraft::EntryPayload::Normal(shoal_protocol::LogCommand::Unknown {
-            tag: "TeleportMachine".into(),
-            detail: "unknown variant `TeleportMachine`".into(),
-        }),
+        payload: openraft::EntryPayload::Normal(shoal_protocol::LogCommand::from_body(
+            teleport_machine(),
+        )),
     };
     let err = sm
         .apply([
@@ -180,4 +179,17 @@ async fn an_entry_from_a_newer_build_halts_apply_and_says_why() {
         assert!(state.machines.contains_key(&MachineId(1)));
         assert!(!state.machines.contains_key(&MachineId(3)));
     });
+}
+
+/// A command body as a newer build would write it: a variant this build does not have.
+fn teleport_machine() -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum Future {
+        TeleportMachine { id: u64, to: String },
+    }
+    shoal_protocol::frame::encode_body(&Future::TeleportMachine {
+        id: 9,
+        to: "mars".into(),
+    })
+    .unwrap()
 }
