@@ -274,3 +274,115 @@ fn now_ms() -> UnixMillis {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::GossipKey;
+
+    const WINDOW: Duration = Duration::from_secs(30);
+
+    fn ring() -> GossipKeyring {
+        GossipKeyring::new(GossipKey::from_secret(1, "fleet").unwrap())
+    }
+
+    async fn sealed_socket() -> (SealedSocket, SocketAddr, Arc<DropCounters>) {
+        let (wire, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (_, keyring) = watch::channel(ring());
+        let drops = Arc::new(DropCounters::default());
+        let socket = SealedSocket::open(wire, keyring, drops.clone(), WINDOW)
+            .await
+            .unwrap();
+        (socket, addr, drops)
+    }
+
+    async fn raw() -> (UdpSocket, SocketAddr) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        (socket, addr)
+    }
+
+    fn sealed(body: &[u8]) -> Vec<u8> {
+        datagram::seal(ring().current(), rand::random(), now_ms(), body).unwrap()
+    }
+
+    async fn recv(socket: &mut SealedSocket) -> RecvOutcome {
+        time::timeout(Duration::from_secs(5), socket.recv())
+            .await
+            .expect("nothing received")
+            .unwrap()
+    }
+
+    fn bad_cluster() -> ChitchatEnvelope {
+        ChitchatEnvelope {
+            version: ProtocolVersion::V0,
+            message: ChitchatMessage::BadCluster,
+        }
+    }
+
+    #[tokio::test]
+    async fn envelopes_cross_sealed_and_arrive_from_their_sender() {
+        let (mut a, a_addr, _) = sealed_socket().await;
+        let (mut b, b_addr, b_drops) = sealed_socket().await;
+        let syn = ChitchatEnvelope {
+            version: ProtocolVersion::V0,
+            message: ChitchatMessage::Syn {
+                cluster_id: "fleet".into(),
+                digest: Default::default(),
+            },
+        };
+        let sent = a.send(b_addr, syn).await.unwrap();
+        let got = recv(&mut b).await;
+        assert_eq!(got.from_addr, a_addr);
+        assert!(matches!(
+            got.envelope.message,
+            ChitchatMessage::Syn { ref cluster_id, .. } if cluster_id == "fleet"
+        ));
+        assert_eq!(sent.num_bytes_sent, got.num_bytes_received + datagram::OVERHEAD);
+        b.send(a_addr, bad_cluster()).await.unwrap();
+        assert_eq!(recv(&mut a).await.from_addr, b_addr);
+        assert_eq!(b_drops.snapshot().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sealed_body_chitchat_cannot_decode_is_counted_and_skipped() {
+        let (mut node, addr, drops) = sealed_socket().await;
+        let (peer, peer_addr) = raw().await;
+        peer.send_to(&sealed(b"not chitchat"), addr).await.unwrap();
+        peer.send_to(&sealed(&node.marker), addr).await.unwrap();
+        let got = recv(&mut node).await;
+        assert_eq!(got.from_addr, peer_addr);
+        assert_eq!(got.envelope, bad_cluster());
+        assert_eq!(drops.snapshot().get(DropReason::Undecodable), 1);
+        assert_eq!(drops.snapshot().total(), 1);
+    }
+
+    #[tokio::test]
+    async fn what_a_local_process_sends_to_the_decoder_is_dropped() {
+        let (mut node, addr, drops) = sealed_socket().await;
+        let codec_addr = node.codec.local_addr().unwrap();
+        let (local, _) = raw().await;
+        let (peer, peer_addr) = raw().await;
+        local.send_to(&node.marker, codec_addr).await.unwrap();
+        peer.send_to(&sealed(&node.marker), addr).await.unwrap();
+        let got = recv(&mut node).await;
+        assert_eq!(got.from_addr, peer_addr);
+        assert_eq!(drops.snapshot().get(DropReason::Stray), 1);
+    }
+
+    #[tokio::test]
+    async fn unsealed_and_replayed_datagrams_never_reach_chitchat() {
+        let (mut node, addr, drops) = sealed_socket().await;
+        let (peer, peer_addr) = raw().await;
+        let once = sealed(&node.marker);
+        peer.send_to(&node.marker, addr).await.unwrap();
+        peer.send_to(&once, addr).await.unwrap();
+        peer.send_to(&once, addr).await.unwrap();
+        assert_eq!(recv(&mut node).await.from_addr, peer_addr);
+        let nothing = time::timeout(Duration::from_millis(200), node.recv()).await;
+        assert!(nothing.is_err(), "a second envelope came through");
+        let drops = drops.snapshot();
+        assert_eq!(drops.get(DropReason::Malformed), 1);
+        assert_eq!(drops.get(DropReason::Replayed), 1);
+    }
+}
