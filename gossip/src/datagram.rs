@@ -89,7 +89,13 @@ pub fn open(ring: &GossipKeyring, datagram: &[u8]) -> Result<Opened, DropReason>
         .for_generation(generation)
         .ok_or(DropReason::UnknownGeneration)?;
     let plaintext = cipher(key)
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: ad })
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: ad,
+            },
+        )
         .map_err(|_| DropReason::BadTag)?;
     let (stamp, body) = plaintext
         .split_first_chunk::<STAMP_LEN>()
@@ -138,7 +144,10 @@ mod tests {
         assert_eq!(sealed[0], VERSION);
         assert_eq!(sealed[1..5], 7u32.to_be_bytes());
         assert_eq!(sealed[5..29], [9; NONCE_LEN]);
-        assert!(!sealed.windows(body.len()).any(|w| w == body), "body is in clear");
+        assert!(
+            !sealed.windows(body.len()).any(|w| w == body),
+            "body is in clear"
+        );
         let opened = open(&ring(7), &sealed).unwrap();
         assert_eq!(
             opened,
@@ -157,7 +166,10 @@ mod tests {
         assert_eq!(open(&ring(2), &sealed), Err(DropReason::UnknownGeneration));
         let wrong = GossipKeyring::new(key(1, "guess"));
         assert_eq!(open(&wrong, &sealed), Err(DropReason::BadTag));
-        assert_eq!(open(&ring(1), &sealed[..OVERHEAD - 1]), Err(DropReason::Malformed));
+        assert_eq!(
+            open(&ring(1), &sealed[..OVERHEAD - 1]),
+            Err(DropReason::Malformed)
+        );
         assert_eq!(open(&ring(1), b""), Err(DropReason::Malformed));
         let mut other_version = sealed.clone();
         other_version[0] = VERSION + 1;

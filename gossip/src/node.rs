@@ -193,14 +193,9 @@ impl Gossip {
             .unwrap_or_else(|| GossipKeyring::from_cluster_key(&config.key));
         let (keyring, keyring_rx) = watch::channel(keyring);
         let drops = Arc::new(DropCounters::default());
-        let sealed = SealedSocket::open(
-            socket,
-            keyring_rx,
-            drops.clone(),
-            config.datagram_window,
-        )
-        .await
-        .context("opening the sealed gossip socket")?;
+        let sealed = SealedSocket::open(socket, keyring_rx, drops.clone(), config.datagram_window)
+            .await
+            .context("opening the sealed gossip socket")?;
         let transport = PreBound(StdMutex::new(Some(Box::new(sealed))));
         let handle = spawn_chitchat(
             chitchat_config,

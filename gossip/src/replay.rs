@@ -105,8 +105,14 @@ mod tests {
         );
         assert_eq!(guard.check(NOW, NOW - WINDOW, nonce(3)), Ok(()));
         assert_eq!(guard.check(NOW, NOW + WINDOW, nonce(4)), Ok(()));
-        assert_eq!(guard.check(0, UnixMillis::MAX, nonce(5)), Err(DropReason::Stale));
-        assert_eq!(guard.check(UnixMillis::MAX, 0, nonce(6)), Err(DropReason::Stale));
+        assert_eq!(
+            guard.check(0, UnixMillis::MAX, nonce(5)),
+            Err(DropReason::Stale)
+        );
+        assert_eq!(
+            guard.check(UnixMillis::MAX, 0, nonce(6)),
+            Err(DropReason::Stale)
+        );
     }
 
     #[test]

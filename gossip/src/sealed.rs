@@ -338,7 +338,10 @@ mod tests {
             got.envelope.message,
             ChitchatMessage::Syn { ref cluster_id, .. } if cluster_id == "fleet"
         ));
-        assert_eq!(sent.num_bytes_sent, got.num_bytes_received + datagram::OVERHEAD);
+        assert_eq!(
+            sent.num_bytes_sent,
+            got.num_bytes_received + datagram::OVERHEAD
+        );
         b.send(a_addr, bad_cluster()).await.unwrap();
         assert_eq!(recv(&mut a).await.from_addr, b_addr);
         assert_eq!(b_drops.snapshot().total(), 0);

@@ -188,7 +188,10 @@ async fn a_node_without_the_secret_is_never_seen_and_sees_no_one() {
         for node in good {
             assert!(!node.gossip.members().await.contains(&intruder_id));
         }
-        assert_eq!(intruder.gossip.members().await, [intruder_id.clone()]);
+        assert_eq!(
+            intruder.gossip.members().await,
+            std::slice::from_ref(&intruder_id)
+        );
         let own = intruder.gossip.peers();
         let own: Vec<_> = own.borrow().iter().map(|p| p.info.id).collect();
         assert_eq!(own, [intruder.id]);

@@ -96,7 +96,9 @@ impl Transport for PreBound {
 
 /// A chitchat node as chitchat ships it: plain UDP, no key.
 pub async fn bare_chitchat(cluster_id: &str) -> (ChitchatHandle, ChitchatId) {
-    let socket = UdpSocket::open("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let socket = UdpSocket::open("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = socket.local_addr().unwrap();
     let id = ChitchatId::new("bare".to_string(), 1, addr);
     let config = ChitchatConfig {

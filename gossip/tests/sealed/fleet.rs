@@ -55,7 +55,10 @@ impl Node {
     pub fn live_seq(&self, id: MachineId) -> Option<u64> {
         let peers = self.gossip.peers();
         let peers = peers.borrow();
-        peers.iter().find(|p| p.info.id == id && p.live).map(|p| p.seq)
+        peers
+            .iter()
+            .find(|p| p.info.id == id && p.live)
+            .map(|p| p.seq)
     }
 
     /// The ids this node sees, with whether each is live.

@@ -21,7 +21,10 @@ async fn a_captured_datagram_is_answered_once() {
         "the first copy is fresh and gets an answer"
     );
     replayer.send_to(&captured, b.addr).await.unwrap();
-    assert!(answer(&replayer, SILENCE).await.is_none(), "a replay was answered");
+    assert!(
+        answer(&replayer, SILENCE).await.is_none(),
+        "a replay was answered"
+    );
     // From another address it is the same datagram.
     sniffer.send_to(&captured, b.addr).await.unwrap();
     wait_until("both replays counted", || {

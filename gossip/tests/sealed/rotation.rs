@@ -40,11 +40,17 @@ async fn two_nodes_keep_gossiping_across_a_key_rotation() {
     // The key in use really changed: `c` cannot open what they send now, and they no
     // longer open what `c` sends. Between themselves, no tag ever failed.
     wait_until("c dropping the new generation", || {
-        c.gossip.dropped_datagrams().get(DropReason::UnknownGeneration) > 0
+        c.gossip
+            .dropped_datagrams()
+            .get(DropReason::UnknownGeneration)
+            > 0
     })
     .await;
     wait_until("a dropping the old generation", || {
-        a.gossip.dropped_datagrams().get(DropReason::UnknownGeneration) > 0
+        a.gossip
+            .dropped_datagrams()
+            .get(DropReason::UnknownGeneration)
+            > 0
     })
     .await;
     for node in [&a, &b] {

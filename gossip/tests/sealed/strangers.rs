@@ -43,7 +43,11 @@ async fn the_crafted_datagrams_break_a_bare_chitchat_node() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let max_version = chitchat.lock().await.node_state(&id).map(|s| s.max_version());
+        let max_version = chitchat
+            .lock()
+            .await
+            .node_state(&id)
+            .map(|s| s.max_version());
         if max_version == Some(u64::MAX) {
             break;
         }
@@ -64,7 +68,10 @@ async fn the_crafted_datagrams_break_a_bare_chitchat_node() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while chitchat.lock().await.node_states().len() <= 2_000 {
-        assert!(tokio::time::Instant::now() < deadline, "the nodes were not kept");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes were not kept"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stranger
@@ -106,25 +113,55 @@ async fn a_stranger_gets_no_answer_and_changes_nothing() {
         ("garbage", garbage, DropReason::Malformed),
         ("plain Syn", syn.clone(), DropReason::Malformed),
         ("truncated Syn", syn[..5].to_vec(), DropReason::Malformed),
-        ("Ack near u64::MAX", crafted::ack(&a_id, u64::MAX), DropReason::Malformed),
-        ("made-up nodes", crafted::syn(CLUSTER, "a", 1_000), DropReason::Malformed),
-        ("more made-up nodes", crafted::syn(CLUSTER, "b", 1_000), DropReason::Malformed),
+        (
+            "Ack near u64::MAX",
+            crafted::ack(&a_id, u64::MAX),
+            DropReason::Malformed,
+        ),
+        (
+            "made-up nodes",
+            crafted::syn(CLUSTER, "a", 1_000),
+            DropReason::Malformed,
+        ),
+        (
+            "more made-up nodes",
+            crafted::syn(CLUSTER, "b", 1_000),
+            DropReason::Malformed,
+        ),
         ("sealed, cut short", cut_short, DropReason::BadTag),
-        ("Syn, wrong key", sealed(&wrong, now, &syn), DropReason::BadTag),
+        (
+            "Syn, wrong key",
+            sealed(&wrong, now, &syn),
+            DropReason::BadTag,
+        ),
         (
             "Ack, wrong key",
             sealed(&wrong, now, &crafted::ack(&a_id, u64::MAX)),
             DropReason::BadTag,
         ),
-        ("unknown generation", sealed(&key(7, SECRET), now, &syn), DropReason::UnknownGeneration),
-        ("a minute old", sealed(fleet.current(), now - 60_000, &syn), DropReason::Stale),
-        ("a minute ahead", sealed(fleet.current(), now + 60_000, &syn), DropReason::Stale),
+        (
+            "unknown generation",
+            sealed(&key(7, SECRET), now, &syn),
+            DropReason::UnknownGeneration,
+        ),
+        (
+            "a minute old",
+            sealed(fleet.current(), now - 60_000, &syn),
+            DropReason::Stale,
+        ),
+        (
+            "a minute ahead",
+            sealed(fleet.current(), now + 60_000, &syn),
+            DropReason::Stale,
+        ),
     ];
     let stranger = stranger().await;
     for (what, bytes, _) in &attempts {
         stranger.send_to(bytes, a.addr).await.unwrap();
         assert!(
-            answer(&stranger, Duration::from_millis(100)).await.is_none(),
+            answer(&stranger, Duration::from_millis(100))
+                .await
+                .is_none(),
             "{what} was answered"
         );
     }
