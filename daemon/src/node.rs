@@ -49,7 +49,7 @@ pub fn now_ms() -> UnixMillis {
 /// The sockets a node serves on, bound before it starts so tests can use port 0.
 pub struct Listeners {
     pub api: TcpListener,
-    pub gossip: Box<dyn shoal_gossip::Socket>,
+    pub gossip: shoal_gossip::GossipSocket,
 }
 
 impl Listeners {
