@@ -31,7 +31,12 @@
 //! the size is checked here (at most chitchat's own 65,507 bytes); the fleet key is trusted
 //! not to be used against the fleet. Chitchat's encoder and decoder run on a loopback socket
 //! (see [`sealed`]): a process on the same machine can reach that port, and what it sends is
-//! decoded but never acted on (dropped as `stray`).
+//! decoded but never acted on (dropped as `stray`). A chitchat message within 53 bytes of
+//! chitchat's largest datagram cannot be sealed into one UDP datagram and is not sent
+//! (`too_large_to_seal`); chitchat only builds those when a fleet's state outgrows 64 KB.
+//!
+//! **On the wire**, sealed and unsealed builds do not understand each other: each drops the
+//! other's datagrams, so a fleet moves to sealed gossip all at once, not machine by machine.
 //!
 //! ```text
 //!  watch<MachineInfo> --> publisher --HMAC--> chitchat self state --seal--UDP--> peers
