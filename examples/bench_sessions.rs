@@ -18,6 +18,10 @@ use shoal_daemon::testsuite::Cluster;
 use shoal_daemon::{Node, Timings};
 use shoal_protocol::{JobId, JobState};
 
+// The allocator shoald runs on, so the figures are shoald's.
+#[global_allocator]
+static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
+
 #[path = "common/docker.rs"]
 mod docker;
 

@@ -22,6 +22,10 @@ use shoal_protocol::{
 };
 use shoal_raft::{StateMachineStore, StoredSnapshot, TypeConfig, snapshot_format};
 
+// The allocator shoald runs on, so the figures are shoald's.
+#[global_allocator]
+static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
+
 const WRITE_INTERVAL: Duration = Duration::from_millis(1);
 
 fn rss_mib() -> f64 {

@@ -22,6 +22,10 @@ use shoal_protocol::{
 use shoal_raft::costs::over_limit;
 use shoal_raft::{ApplyCtx, apply};
 
+// The allocator shoald runs on, so the figures are shoald's.
+#[global_allocator]
+static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
+
 const MACHINES: u64 = 20;
 const SIZE_JOBS: u64 = 100_000;
 const ADMISSION_AT: [u64; 3] = [1_000, 10_000, 100_000];

@@ -13,6 +13,10 @@ use shoal_daemon::Node;
 use shoal_daemon::testsuite::{Cluster, wait_until};
 use shoal_protocol::{Command, Labels, MachineId, Response};
 
+// The allocator shoald runs on, so the figures are shoald's.
+#[global_allocator]
+static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
+
 /// Writes per run, split over the clients (at least `MIN_PER_CLIENT` each).
 const WRITES_PER_RUN: usize = 8192;
 const MIN_PER_CLIENT: usize = 16;

@@ -40,4 +40,9 @@ pub mod testsuite;
 pub mod writes;
 
 pub use config::{Config, Settings, Timings};
+/// The allocator `shoald` runs on, and the benchmarks with it: a busy node allocates and
+/// frees small objects on many threads (commands, log frames, events), where glibc's
+/// malloc spent 40% of the CPU of `bench_jobs` figure 1. Declare it in a binary with
+/// `#[global_allocator] static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;`.
+pub use mimalloc::MiMalloc as Allocator;
 pub use node::{Listeners, Node, RunningNode};

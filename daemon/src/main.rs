@@ -6,6 +6,9 @@ use shoal_daemon::cli::{Cli, Commands};
 use shoal_daemon::node::shutdown_signal;
 use shoal_daemon::{Listeners, Node, Settings, dev};
 
+#[global_allocator]
+static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
+
 fn main() -> anyhow::Result<()> {
     // A panic leaves a node half-alive; abort so systemd restarts it whole.
     let default_hook = std::panic::take_hook();
