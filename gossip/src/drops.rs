@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Why a datagram never reached chitchat (or, for [`DropReason::TooLargeToSeal`], never left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// Not a sealed datagram of a version this node reads: wrong version byte, or too short.
+    /// A plain chitchat datagram, which a node in [`crate::GossipMode::Sealed`] refuses: a
+    /// build without sealing, a machine not yet upgraded, or a stranger.
+    Plain,
+    /// Neither plain chitchat nor a sealed datagram of a version this node reads: wrong
+    /// version byte, or too short.
     Malformed,
     /// Longer than chitchat's largest datagram.
     Oversize,
@@ -29,7 +33,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Plain,
         DropReason::Malformed,
         DropReason::Oversize,
         DropReason::UnknownGeneration,
@@ -45,6 +50,7 @@ impl DropReason {
     /// A stable snake_case name, e.g. for a metrics label.
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Plain => "plain",
             DropReason::Malformed => "malformed",
             DropReason::Oversize => "oversize",
             DropReason::UnknownGeneration => "unknown_generation",
@@ -83,6 +89,17 @@ impl DroppedDatagrams {
 
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// Counts by reason, e.g. to build a value in a test; a reason given twice adds up.
+impl FromIterator<(DropReason, u64)> for DroppedDatagrams {
+    fn from_iter<I: IntoIterator<Item = (DropReason, u64)>>(counts: I) -> Self {
+        let mut dropped = DroppedDatagrams::default();
+        for (reason, n) in counts {
+            dropped.counts[reason.index()] += n;
+        }
+        dropped
     }
 }
 
@@ -129,5 +146,13 @@ mod tests {
         assert_eq!(seen.get(DropReason::Replayed), 0);
         assert_eq!(seen.total(), 3);
         assert_eq!(seen.iter().filter(|(_, n)| *n > 0).count(), 2);
+        let built: DroppedDatagrams = [
+            (DropReason::BadTag, 1),
+            (DropReason::Stale, 1),
+            (DropReason::BadTag, 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(built, seen);
     }
 }

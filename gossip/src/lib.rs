@@ -4,20 +4,20 @@
 //!
 //! # What is sealed, and why
 //!
-//! **Every datagram.** Chitchat's parser and state machine trust their input: a stranger on
-//! the LAN could stop a node with a few crafted datagrams (an `Ack` carrying a version near
-//! `u64::MAX` trips an assert in chitchat's `state.rs`; a digest of a couple of thousand made-up
-//! nodes trips `mtu >= 100` in its `delta.rs`), and one plain `Syn` got back everything the fleet
-//! announces. So the socket chitchat is given ([`sealed`]) seals each datagram it sends with
-//! XChaCha20-Poly1305 under a key derived from the fleet key ([`keyring`]), and hands chitchat
-//! only what opens. The format ([`datagram`]): a version byte, the key generation, a random
-//! 24-byte nonce, then the ciphertext of the sender's clock and chitchat's bytes, with the
-//! version and generation as associated data. A datagram sealed outside a window around this
-//! node's clock, or whose nonce was seen within it, is dropped too (replay), with the nonces
-//! kept in a set of bounded size. A datagram that does not open gets no answer at all, and is
-//! counted by reason ([`Gossip::dropped_datagrams`]). The keyring holds a current key (sealing)
-//! and one other (opening too), and can be replaced while running ([`Gossip::set_keyring`]), so
-//! the key can be rotated without stopping the fleet.
+//! **Every datagram** (once the fleet seals). Chitchat's parser and state machine trust their
+//! input: a stranger on the LAN could stop a node with a few crafted datagrams (an `Ack` carrying a
+//! version near `u64::MAX` trips an assert in chitchat's `state.rs`; a digest of a couple of
+//! thousand made-up nodes trips `mtu >= 100` in its `delta.rs`), and one plain `Syn` got back
+//! everything the fleet announces. So the socket chitchat is given ([`sealed`]) seals each datagram
+//! it sends with XChaCha20-Poly1305 under a key derived from the fleet key ([`keyring`]), and hands
+//! chitchat only what opens. The format ([`datagram`]): a version byte, the key generation, a
+//! random 24-byte nonce, then the ciphertext of the sender's clock and chitchat's bytes, with the
+//! version and generation as associated data. A datagram sealed outside a window around this node's
+//! clock, or whose nonce was seen within it, is dropped too (replay), with the nonces kept in a set
+//! of bounded size. A datagram that does not open gets no answer at all, and is counted by reason
+//! ([`Gossip::dropped_datagrams`]). The keyring holds a current key (sealing) and one other
+//! (opening too), and can be replaced while running ([`Gossip::set_keyring`]), so the key can be
+//! rotated without stopping the fleet.
 //!
 //! **Every announcement, end to end.** Each machine publishes one HMAC'd
 //! [`Announcement`](shoal_protocol::Announcement) under [`keys::ANNOUNCE`] (see [`auth`]),
@@ -35,8 +35,12 @@
 //! chitchat's largest datagram cannot be sealed into one UDP datagram and is not sent
 //! (`too_large_to_seal`); chitchat only builds those when a fleet's state outgrows 64 KB.
 //!
-//! **On the wire**, sealed and unsealed builds do not understand each other: each drops the
-//! other's datagrams, so a fleet moves to sealed gossip all at once, not machine by machine.
+//! **On the wire**, a build without sealing cannot read a sealed datagram, and a sealing
+//! node refuses plain ones. So a node has a [`GossipMode`] ([`mode`]): `Plain` (what an older
+//! build does), `Open` (reads both, sends each peer the form it speaks: used while a fleet
+//! upgrades) and `Sealed`; the daemon switches a node to `Sealed` once its fleet's protocol
+//! level says every member seals ([`Gossip::set_mode`]). A plain datagram is told from a
+//! sealed one by its first byte. Plain datagrams a sealed node drops are counted as `plain`.
 //!
 //! ```text
 //!  watch<MachineInfo> --> publisher --HMAC--> chitchat self state --seal--UDP--> peers
@@ -51,6 +55,7 @@ pub mod datagram;
 mod drops;
 pub mod keyring;
 pub mod keys;
+pub mod mode;
 mod node;
 mod replay;
 pub mod sealed;
@@ -61,7 +66,8 @@ pub use auth::{ClusterKey, open, seal};
 pub use chitchat::ChitchatId;
 pub use drops::{DropReason, DroppedDatagrams};
 pub use keyring::{GossipKey, GossipKeyring};
-pub use node::{Gossip, GossipConfig};
+pub use mode::GossipMode;
+pub use node::{Gossip, GossipConfig, GossipStats};
 pub use sealed::{GossipSocket, bind_udp};
 pub use status::{Observation, StatusConfig, derive_status};
 pub use view::{NodeSnapshot, PeerTracker, PeerView};

@@ -1,6 +1,7 @@
 //! The running gossip node: chitchat on a pre-bound UDP socket whose datagrams are sealed
-//! (see [`crate::sealed`]), a publisher that seals this machine's announcement every heartbeat
-//! and whenever its info changes, and the verified peer view it keeps refreshed.
+//! (see [`crate::sealed`]; or, while a fleet upgrades, not: [`crate::mode`]), a publisher that
+//! seals this machine's announcement every heartbeat and whenever its info changes, and the
+//! verified peer view it keeps refreshed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::drops::{DropCounters, DroppedDatagrams};
 use crate::keyring::GossipKeyring;
+use crate::mode::GossipMode;
 use crate::sealed::{GossipSocket, SealedSocket};
 use crate::view::{NodeSnapshot, PeerTracker, PeerView};
 use crate::{ClusterKey, GossipError, auth, keys};
@@ -53,6 +55,9 @@ pub struct GossipConfig {
     /// How far a datagram's send time may lie from this node's clock, either way; its nonce
     /// is remembered that long. Machines whose clocks differ by more cannot gossip.
     pub datagram_window: Duration,
+    /// Whether datagrams are sealed at start ([`GossipMode::Sealed`] unless set); change it
+    /// later with [`Gossip::set_mode`].
+    pub mode: GossipMode,
     /// How often chitchat gossips with a few peers.
     pub gossip_interval: Duration,
     /// How often this node republishes its announcement (seq + 1).
@@ -85,6 +90,7 @@ impl GossipConfig {
             key,
             keyring: None,
             datagram_window: Duration::from_secs(30),
+            mode: GossipMode::Sealed,
             gossip_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(1),
             phi_threshold: 8.0,
@@ -138,7 +144,28 @@ pub struct Gossip {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     keyring: watch::Sender<GossipKeyring>,
+    mode: watch::Sender<GossipMode>,
     drops: Arc<DropCounters>,
+}
+
+/// What a running gossip node counts, readable without holding the node: its mode and the
+/// datagrams it dropped. Cheap to clone.
+#[derive(Clone)]
+pub struct GossipStats {
+    mode: watch::Receiver<GossipMode>,
+    drops: Arc<DropCounters>,
+}
+
+impl GossipStats {
+    /// Whether the node seals its datagrams now.
+    pub fn mode(&self) -> GossipMode {
+        *self.mode.borrow()
+    }
+
+    /// How many datagrams the node dropped since it started, by reason.
+    pub fn dropped_datagrams(&self) -> DroppedDatagrams {
+        self.drops.snapshot()
+    }
 }
 
 impl Gossip {
@@ -192,10 +219,17 @@ impl Gossip {
             .clone()
             .unwrap_or_else(|| GossipKeyring::from_cluster_key(&config.key));
         let (keyring, keyring_rx) = watch::channel(keyring);
+        let (mode, mode_rx) = watch::channel(config.mode);
         let drops = Arc::new(DropCounters::default());
-        let sealed = SealedSocket::open(socket, keyring_rx, drops.clone(), config.datagram_window)
-            .await
-            .context("opening the sealed gossip socket")?;
+        let sealed = SealedSocket::open(
+            socket,
+            keyring_rx,
+            mode_rx,
+            drops.clone(),
+            config.datagram_window,
+        )
+        .await
+        .context("opening the sealed gossip socket")?;
         let transport = PreBound(StdMutex::new(Some(Box::new(sealed))));
         let handle = spawn_chitchat(
             chitchat_config,
@@ -221,13 +255,15 @@ impl Gossip {
         };
         runner.refresh().await;
         let task = tokio::spawn(runner.run(stop_rx));
-        info!(node = ?chitchat_id, listen = %listen_addr, seeds = ?config.seeds, "gossip started");
+        info!(node = ?chitchat_id, listen = %listen_addr, seeds = ?config.seeds,
+            mode = config.mode.name(), "gossip started");
         Ok(Gossip {
             handle,
             peers,
             stop,
             task,
             keyring,
+            mode,
             drops,
         })
     }
@@ -245,9 +281,31 @@ impl Gossip {
         self.keyring.borrow().clone()
     }
 
+    /// Sends and reads datagrams in `mode` from the next datagram on (see [`crate::mode`]).
+    pub fn set_mode(&self, mode: GossipMode) {
+        let before = self.mode.send_replace(mode);
+        if before != mode {
+            info!(node = ?self.handle.chitchat_id(), from = before.name(), to = mode.name(),
+                "gossip mode changed");
+        }
+    }
+
+    /// Whether this node seals its datagrams now.
+    pub fn mode(&self) -> GossipMode {
+        *self.mode.borrow()
+    }
+
     /// How many datagrams this node dropped since it started, by reason.
     pub fn dropped_datagrams(&self) -> DroppedDatagrams {
         self.drops.snapshot()
+    }
+
+    /// The mode and drop counts, readable after this handle is gone.
+    pub fn stats(&self) -> GossipStats {
+        GossipStats {
+            mode: self.mode.subscribe(),
+            drops: self.drops.clone(),
+        }
     }
 
     /// Every verified machine, this one included, refreshed each heartbeat and on change.

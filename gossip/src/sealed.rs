@@ -1,6 +1,7 @@
 //! The chitchat [`Socket`] that seals every datagram: chitchat's own codec encodes and decodes
 //! on loopback, and only sealed bytes cross the real socket, so nothing from the network
-//! reaches chitchat's parser before it opened with a fleet key.
+//! reaches chitchat's parser before it opened with a fleet key. Until the fleet seals (see
+//! [`crate::mode`]), the same socket also sends and reads chitchat's bytes as they are.
 //!
 //! ```text
 //!  send:  chitchat --envelope--> codec --bytes--> hop --seal--> wire --> peer
@@ -15,11 +16,13 @@
 //! decode. Loopback delivers a datagram (or drops it) within the send call, in order, so one
 //! body and its marker are in flight at a time and an envelope is handed to chitchat with the
 //! address of the peer that sealed it.
+//!
+//! The mode is read for every datagram, so [`crate::Gossip::set_mode`] takes effect at once.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -31,9 +34,10 @@ use tokio::sync::watch;
 use tokio::time;
 use tracing::{debug, warn};
 
-use crate::datagram::{self, MAX_DATAGRAM, NONCE_LEN};
+use crate::datagram::{self, MAX_CHITCHAT, MAX_DATAGRAM, NONCE_LEN};
 use crate::drops::{DropCounters, DropReason};
 use crate::keyring::GossipKeyring;
+use crate::mode::{Form, GossipMode, PeerForms, form_of, forms_to_send};
 use crate::replay::{MAX_SEEN, ReplayGuard};
 
 /// Longer than loopback ever takes: a datagram not there by then was dropped.
@@ -84,8 +88,13 @@ pub(crate) struct SealedSocket {
     mark: UdpSocket,
     mark_addr: SocketAddr,
     marker: Vec<u8>,
+    /// Chitchat's magic number, the first two bytes of a plain datagram.
+    magic: [u8; 2],
     waiting: Waiting,
     keyring: watch::Receiver<GossipKeyring>,
+    mode: watch::Receiver<GossipMode>,
+    /// What each peer last sent, for [`GossipMode::Open`].
+    peers: PeerForms,
     replay: ReplayGuard,
     drops: Arc<DropCounters>,
     /// One byte over the largest datagram, so a longer one shows as oversize.
@@ -96,6 +105,7 @@ impl SealedSocket {
     pub(crate) async fn open(
         wire: GossipSocket,
         keyring: watch::Receiver<GossipKeyring>,
+        mode: watch::Receiver<GossipMode>,
         drops: Arc<DropCounters>,
         window: Duration,
     ) -> anyhow::Result<Self> {
@@ -119,6 +129,13 @@ impl SealedSocket {
         let len = time::timeout(LOOPBACK_WAIT, hop.recv(&mut buf))
             .await
             .context("gossip encoder: no marker on loopback")??;
+        let magic = match buf[..len] {
+            [first, second, ..] if first != datagram::VERSION => [first, second],
+            _ => anyhow::bail!(
+                "chitchat's datagrams start with the sealed version byte: plain and sealed \
+                 gossip cannot be told apart"
+            ),
+        };
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Ok(SealedSocket {
             wire: wire.0,
@@ -128,8 +145,11 @@ impl SealedSocket {
             mark,
             mark_addr,
             marker: buf[..len].to_vec(),
+            magic,
             waiting: Waiting::Idle,
             keyring,
+            mode,
+            peers: PeerForms::default(),
             replay: ReplayGuard::new(window_ms, MAX_SEEN),
             drops,
             buf,
@@ -139,6 +159,62 @@ impl SealedSocket {
     fn dropped(&self, reason: DropReason, from: SocketAddr) {
         self.drops.count(reason);
         debug!(from = %from, reason = reason.name(), "dropped a gossip datagram");
+    }
+
+    /// What of the datagram of `len` bytes in `buf` goes to chitchat's decoder, in `mode`.
+    fn accept(
+        &mut self,
+        mode: GossipMode,
+        from: SocketAddr,
+        len: usize,
+    ) -> Result<Vec<u8>, DropReason> {
+        let datagram = &self.buf[..len];
+        let form = match mode {
+            // As a build without sealing: chitchat's decoder judges every datagram.
+            GossipMode::Plain => Form::Plain,
+            _ => form_of(datagram, self.magic).ok_or(if len > MAX_DATAGRAM {
+                DropReason::Oversize
+            } else {
+                DropReason::Malformed
+            })?,
+        };
+        let body = match form {
+            Form::Plain if mode == GossipMode::Sealed => return Err(DropReason::Plain),
+            Form::Plain if len > MAX_CHITCHAT => return Err(DropReason::Oversize),
+            Form::Plain => datagram.to_vec(),
+            Form::Sealed => open(&self.keyring, &mut self.replay, datagram)?,
+        };
+        if mode == GossipMode::Open {
+            self.peers.heard(from, form, Instant::now());
+        }
+        Ok(body)
+    }
+
+    /// Sends chitchat's `body` to `to` in `form`; returns the bytes sent (none when it is
+    /// too large to seal).
+    async fn send_as(&self, form: Form, to: SocketAddr, body: &[u8]) -> anyhow::Result<usize> {
+        let sealed;
+        let bytes = match form {
+            Form::Plain => body,
+            Form::Sealed => {
+                let key = self.keyring.borrow().current().clone();
+                let nonce: [u8; NONCE_LEN] = rand::random();
+                sealed = match datagram::seal(&key, nonce, now_ms(), body) {
+                    Ok(sealed) => sealed,
+                    Err(reason) => {
+                        self.drops.count(reason);
+                        warn!(to = %to, len = body.len(), reason = reason.name(),
+                            "gossip message not sent");
+                        return Ok(0);
+                    }
+                };
+                &sealed
+            }
+        };
+        self.wire
+            .send_to(bytes, to)
+            .await
+            .with_context(|| format!("failed to send gossip to {to}"))
     }
 
     /// Hands an opened body to the decoder, with the marker behind it.
@@ -216,21 +292,12 @@ impl Socket for SealedSocket {
         let len = time::timeout(LOOPBACK_WAIT, self.hop.recv(&mut self.buf))
             .await
             .context("gossip encoder: a datagram was lost on loopback")??;
-        let key = self.keyring.borrow().current().clone();
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let sealed = match datagram::seal(&key, nonce, now_ms(), &self.buf[..len]) {
-            Ok(sealed) => sealed,
-            Err(reason) => {
-                self.drops.count(reason);
-                warn!(to = %to, len, reason = reason.name(), "gossip message not sent");
-                return Ok(SendOutcome { num_bytes_sent: 0 });
-            }
-        };
-        let num_bytes_sent = self
-            .wire
-            .send_to(&sealed, to)
-            .await
-            .with_context(|| format!("failed to send gossip to {to}"))?;
+        let body = self.buf[..len].to_vec();
+        let mode = *self.mode.borrow();
+        let mut num_bytes_sent = 0;
+        for form in forms_to_send(mode, self.peers.last(to, Instant::now())) {
+            num_bytes_sent += self.send_as(*form, to, &body).await?;
+        }
         Ok(SendOutcome { num_bytes_sent })
     }
 
@@ -251,7 +318,8 @@ impl Socket for SealedSocket {
                 }
                 Err(err) => return Err(err).context("fatal gossip receive error"),
             };
-            match open(&self.keyring, &mut self.replay, &self.buf[..len]) {
+            let mode = *self.mode.borrow();
+            match self.accept(mode, from, len) {
                 Ok(body) => self.feed(from, &body),
                 Err(reason) => self.dropped(reason, from),
             }
@@ -276,116 +344,4 @@ fn now_ms() -> UnixMillis {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keyring::GossipKey;
-
-    const WINDOW: Duration = Duration::from_secs(30);
-
-    fn ring() -> GossipKeyring {
-        GossipKeyring::new(GossipKey::from_secret(1, "fleet").unwrap())
-    }
-
-    async fn sealed_socket() -> (SealedSocket, SocketAddr, Arc<DropCounters>) {
-        let (wire, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let (_, keyring) = watch::channel(ring());
-        let drops = Arc::new(DropCounters::default());
-        let socket = SealedSocket::open(wire, keyring, drops.clone(), WINDOW)
-            .await
-            .unwrap();
-        (socket, addr, drops)
-    }
-
-    async fn raw() -> (UdpSocket, SocketAddr) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        (socket, addr)
-    }
-
-    fn sealed(body: &[u8]) -> Vec<u8> {
-        datagram::seal(ring().current(), rand::random(), now_ms(), body).unwrap()
-    }
-
-    async fn recv(socket: &mut SealedSocket) -> RecvOutcome {
-        time::timeout(Duration::from_secs(5), socket.recv())
-            .await
-            .expect("nothing received")
-            .unwrap()
-    }
-
-    fn bad_cluster() -> ChitchatEnvelope {
-        ChitchatEnvelope {
-            version: ProtocolVersion::V0,
-            message: ChitchatMessage::BadCluster,
-        }
-    }
-
-    #[tokio::test]
-    async fn envelopes_cross_sealed_and_arrive_from_their_sender() {
-        let (mut a, a_addr, _) = sealed_socket().await;
-        let (mut b, b_addr, b_drops) = sealed_socket().await;
-        let syn = ChitchatEnvelope {
-            version: ProtocolVersion::V0,
-            message: ChitchatMessage::Syn {
-                cluster_id: "fleet".into(),
-                digest: Default::default(),
-            },
-        };
-        let sent = a.send(b_addr, syn).await.unwrap();
-        let got = recv(&mut b).await;
-        assert_eq!(got.from_addr, a_addr);
-        assert!(matches!(
-            got.envelope.message,
-            ChitchatMessage::Syn { ref cluster_id, .. } if cluster_id == "fleet"
-        ));
-        assert_eq!(
-            sent.num_bytes_sent,
-            got.num_bytes_received + datagram::OVERHEAD
-        );
-        b.send(a_addr, bad_cluster()).await.unwrap();
-        assert_eq!(recv(&mut a).await.from_addr, b_addr);
-        assert_eq!(b_drops.snapshot().total(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_sealed_body_chitchat_cannot_decode_is_counted_and_skipped() {
-        let (mut node, addr, drops) = sealed_socket().await;
-        let (peer, peer_addr) = raw().await;
-        peer.send_to(&sealed(b"not chitchat"), addr).await.unwrap();
-        peer.send_to(&sealed(&node.marker), addr).await.unwrap();
-        let got = recv(&mut node).await;
-        assert_eq!(got.from_addr, peer_addr);
-        assert_eq!(got.envelope, bad_cluster());
-        assert_eq!(drops.snapshot().get(DropReason::Undecodable), 1);
-        assert_eq!(drops.snapshot().total(), 1);
-    }
-
-    #[tokio::test]
-    async fn what_a_local_process_sends_to_the_decoder_is_dropped() {
-        let (mut node, addr, drops) = sealed_socket().await;
-        let codec_addr = node.codec.local_addr().unwrap();
-        let (local, _) = raw().await;
-        let (peer, peer_addr) = raw().await;
-        local.send_to(&node.marker, codec_addr).await.unwrap();
-        peer.send_to(&sealed(&node.marker), addr).await.unwrap();
-        let got = recv(&mut node).await;
-        assert_eq!(got.from_addr, peer_addr);
-        assert_eq!(drops.snapshot().get(DropReason::Stray), 1);
-    }
-
-    #[tokio::test]
-    async fn unsealed_and_replayed_datagrams_never_reach_chitchat() {
-        let (mut node, addr, drops) = sealed_socket().await;
-        let (peer, peer_addr) = raw().await;
-        let once = sealed(&node.marker);
-        peer.send_to(&node.marker, addr).await.unwrap();
-        peer.send_to(&once, addr).await.unwrap();
-        peer.send_to(&once, addr).await.unwrap();
-        assert_eq!(recv(&mut node).await.from_addr, peer_addr);
-        let nothing = time::timeout(Duration::from_millis(200), node.recv()).await;
-        assert!(nothing.is_err(), "a second envelope came through");
-        let drops = drops.snapshot();
-        assert_eq!(drops.get(DropReason::Malformed), 1);
-        assert_eq!(drops.get(DropReason::Replayed), 1);
-    }
-}
+mod tests;

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shoal_gossip::{ClusterKey, Gossip, GossipConfig, GossipKey, GossipKeyring, bind_udp};
+use shoal_gossip::{
+    ClusterKey, Gossip, GossipConfig, GossipKey, GossipKeyring, GossipMode, bind_udp,
+};
 use shoal_protocol::{MachineId, MachineInfo};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -25,11 +27,22 @@ pub struct Node {
 
 impl Node {
     pub async fn start(id: u64, seeds: &[SocketAddr], keyring: Option<GossipKeyring>) -> Node {
+        Self::start_in(id, seeds, keyring, GossipMode::Sealed).await
+    }
+
+    /// A node that starts in `mode`.
+    pub async fn start_in(
+        id: u64,
+        seeds: &[SocketAddr],
+        keyring: Option<GossipKeyring>,
+        mode: GossipMode,
+    ) -> Node {
         let (socket, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let id = MachineId(id);
         let key = ClusterKey::from_secret(SECRET).unwrap();
         let mut config = GossipConfig::new(id, 1, addr, CLUSTER, key);
         config.keyring = keyring;
+        config.mode = mode;
         config.seeds = seeds.iter().map(ToString::to_string).collect();
         config.gossip_interval = Duration::from_millis(50);
         config.heartbeat_interval = Duration::from_millis(100);

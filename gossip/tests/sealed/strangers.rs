@@ -111,22 +111,22 @@ async fn a_stranger_gets_no_answer_and_changes_nothing() {
     let attempts: [(&str, Vec<u8>, DropReason); 13] = [
         ("empty", Vec::new(), DropReason::Malformed),
         ("garbage", garbage, DropReason::Malformed),
-        ("plain Syn", syn.clone(), DropReason::Malformed),
-        ("truncated Syn", syn[..5].to_vec(), DropReason::Malformed),
+        ("plain Syn", syn.clone(), DropReason::Plain),
+        ("truncated Syn", syn[..5].to_vec(), DropReason::Plain),
         (
             "Ack near u64::MAX",
             crafted::ack(&a_id, u64::MAX),
-            DropReason::Malformed,
+            DropReason::Plain,
         ),
         (
             "made-up nodes",
             crafted::syn(CLUSTER, "a", 1_000),
-            DropReason::Malformed,
+            DropReason::Plain,
         ),
         (
             "more made-up nodes",
             crafted::syn(CLUSTER, "b", 1_000),
-            DropReason::Malformed,
+            DropReason::Plain,
         ),
         ("sealed, cut short", cut_short, DropReason::BadTag),
         (
