@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod exec;
 #[cfg(feature = "testsuite")]
 pub mod faults;
+pub mod gossip_mode;
 pub mod history;
 pub mod identity;
 pub mod job_token;

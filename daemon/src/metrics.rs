@@ -1,6 +1,7 @@
 //! Prometheus metrics every node serves at `GET /metrics`, in the text exposition format
-//! (0.0.4). Gauges are read from the local replica and Raft at scrape time ([`Scrape`]);
-//! [`Metrics`] keeps what happens between scrapes: API requests and dispatch latency.
+//! (0.0.4). Gauges are read from the local replica and Raft at scrape time ([`Scrape`]),
+//! as are gossip's mode and drop counters (kept by the gossip crate); [`Metrics`] keeps what
+//! happens between scrapes: API requests and dispatch latency.
 //!
 //! ```text
 //!  api middleware ─▶ Metrics::request (route template, method, status, duration)
@@ -13,6 +14,7 @@ use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use shoal_gossip::{DroppedDatagrams, GossipMode};
 use shoal_protocol::{Command, FleetState, JobId, JobState, MachineStatus, Response, UnixMillis};
 
 use crate::node::Node;
@@ -154,6 +156,29 @@ impl Metrics {
             "Log entries committed but not yet applied on this node.",
         );
         out.sample("shoal_raft_apply_lag_entries", &[], scrape.apply_lag());
+        out.family(
+            "shoal_gossip_mode",
+            "gauge",
+            "1 for the mode gossip runs in: plain (an older build), open (reads plain and \
+             sealed datagrams while the fleet upgrades) or sealed.",
+        );
+        if let Some(current) = scrape.gossip_mode {
+            for mode in GossipMode::ALL {
+                let on = u64::from(mode == current);
+                out.sample("shoal_gossip_mode", &[("mode", mode.name())], on);
+            }
+        }
+        out.family(
+            "shoal_gossip_datagrams_dropped_total",
+            "counter",
+            "Gossip datagrams dropped unread since the node started, by reason (plain: an \
+             unsealed datagram at a node that seals; bad_tag: another key; too_large_to_seal \
+             counts outgoing ones).",
+        );
+        for (reason, n) in scrape.gossip_dropped.iter() {
+            let labels = [("reason", reason.name())];
+            out.sample("shoal_gossip_datagrams_dropped_total", &labels, n);
+        }
 
         let requests = lock(&self.requests);
         out.family(
@@ -247,6 +272,9 @@ pub struct Scrape {
     pub leader: bool,
     pub commit_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// `None` when not read from a running node.
+    pub gossip_mode: Option<GossipMode>,
+    pub gossip_dropped: DroppedDatagrams,
 }
 
 impl Scrape {
@@ -259,6 +287,8 @@ impl Scrape {
         scrape.leader = raft.current_leader == Some(node.id);
         scrape.last_applied = raft.last_applied.map(|id| id.index);
         scrape.commit_index = node.commit_index.get();
+        scrape.gossip_mode = Some(node.gossip.mode());
+        scrape.gossip_dropped = node.gossip.dropped_datagrams();
         scrape
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use libp2p::PeerId;
-use shoal_gossip::{ClusterKey, Gossip, GossipConfig, PeerView};
+use shoal_gossip::{ClusterKey, Gossip, GossipConfig, GossipStats, PeerView};
 use shoal_protocol::{MachineId, MachineInfo, MemberAddr, UnixMillis};
 use shoal_raft::{CommitIndex, FleetHandle, Raft, RaftTimings};
 use tokio::net::TcpListener;
@@ -30,7 +30,7 @@ use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, backups, diagnose, dispatch, identity, leadership, reconcile, rpc};
+use crate::{api, backups, diagnose, dispatch, gossip_mode, identity, leadership, reconcile, rpc};
 
 /// The directory inside the data directory that holds the Raft log and snapshot.
 pub const RAFT_DIR: &str = "raft";
@@ -49,7 +49,7 @@ pub fn now_ms() -> UnixMillis {
 /// The sockets a node serves on, bound before it starts so tests can use port 0.
 pub struct Listeners {
     pub api: TcpListener,
-    pub gossip: Box<dyn shoal_gossip::Socket>,
+    pub gossip: shoal_gossip::GossipSocket,
 }
 
 impl Listeners {
@@ -75,6 +75,8 @@ pub struct Node {
     pub p2p: P2pHandle,
     pub book: AddressBook,
     pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
+    /// Whether gossip is sealed now, and the datagrams it dropped (for `/metrics`).
+    pub gossip: GossipStats,
     pub info: watch::Sender<MachineInfo>,
     pub runner: Arc<Runner>,
     pub proposer: Proposer,
@@ -185,8 +187,12 @@ impl Node {
                 seeds.push(known.0.gossip_addr);
             }
         }
+        // Sealed at once only if the stored fleet already is; else `gossip_mode::mode_loop`
+        // seals once the replica applies the level.
+        let fleet_level = fleet.read(|state| state.fleet_level);
         let gossip_config = GossipConfig {
             seeds,
+            mode: gossip_mode::mode_for(config.protocol_level, fleet_level),
             gossip_interval: config.timings.gossip_interval,
             heartbeat_interval: config.timings.heartbeat_interval,
             initial_interval: config.timings.gossip_interval,
@@ -199,6 +205,7 @@ impl Node {
         let node = Arc::new(Node {
             id,
             peers: gossip.peers(),
+            gossip: gossip.stats(),
             config,
             raft,
             fleet,
@@ -244,6 +251,11 @@ impl Node {
         tasks.spawn(discovery_loop(
             gossip.clone(),
             discovered,
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(gossip_mode::mode_loop(
+            node.clone(),
+            gossip.clone(),
             shutdown_rx.clone(),
         ));
         tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx.clone()));

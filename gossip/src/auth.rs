@@ -51,6 +51,11 @@ impl ClusterKey {
         Ok(ClusterKey(hasher.finalize().into()))
     }
 
+    /// The derived key, for deriving further keys (see [`crate::GossipKey::derive`]).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn mac(&self, node: &ChitchatId, frame: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("hmac takes keys of any length");
         mac.update(MAC_DOMAIN);

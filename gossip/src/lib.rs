@@ -1,31 +1,74 @@
-//! Shoal's membership layer: chitchat gossip whose published state is authenticated with the
-//! cluster key, a typed view of every verified peer, and machine status derivation.
+//! Shoal's membership layer: chitchat gossip sealed with the fleet key, announcements
+//! authenticated with the cluster key, a typed view of every verified peer, and machine status
+//! derivation.
 //!
-//! Every machine publishes one sealed [`Announcement`](shoal_protocol::Announcement) under
-//! [`keys::ANNOUNCE`] (see [`auth`]). Chitchat's transport is not sealed (its wire codec is
-//! private), so authentication is end to end on the published value instead: a node whose
-//! value does not open with the cluster key is never live (chitchat's liveness predicate) and
-//! never enters the [`PeerView`] list, and no one without the key can forge or alter what
-//! another machine published. Gossip carries no secrets.
+//! # What is sealed, and why
+//!
+//! **Every datagram** (once the fleet seals). Chitchat's parser and state machine trust their
+//! input: a stranger on the LAN could stop a node with a few crafted datagrams (an `Ack` carrying a
+//! version near `u64::MAX` trips an assert in chitchat's `state.rs`; a digest of a couple of
+//! thousand made-up nodes trips `mtu >= 100` in its `delta.rs`), and one plain `Syn` got back
+//! everything the fleet announces. So the socket chitchat is given ([`sealed`]) seals each datagram
+//! it sends with XChaCha20-Poly1305 under a key derived from the fleet key ([`keyring`]), and hands
+//! chitchat only what opens. The format ([`datagram`]): a version byte, the key generation, a
+//! random 24-byte nonce, then the ciphertext of the sender's clock and chitchat's bytes, with the
+//! version and generation as associated data. A datagram sealed outside a window around this node's
+//! clock, or whose nonce was seen within it, is dropped too (replay), with the nonces kept in a set
+//! of bounded size. A datagram that does not open gets no answer at all, and is counted by reason
+//! ([`Gossip::dropped_datagrams`]). The keyring holds a current key (sealing) and one other
+//! (opening too), and can be replaced while running ([`Gossip::set_keyring`]), so the key can be
+//! rotated without stopping the fleet.
+//!
+//! **Every announcement, end to end.** Each machine publishes one HMAC'd
+//! [`Announcement`](shoal_protocol::Announcement) under [`keys::ANNOUNCE`] (see [`auth`]),
+//! bound to the publishing node's chitchat id. Peers relay other nodes' state, so sealing the
+//! hop is not enough to know who said what: a value that does not open with the cluster key
+//! is never live (chitchat's liveness predicate) and never enters the [`PeerView`] list.
+//!
+//! **Not bounded.** A holder of the fleet key can still send chitchat whatever it likes inside
+//! a sealed datagram: the asserts above, a delta whose compressed blocks expand to many
+//! megabytes, or made-up nodes that chitchat then keeps. Chitchat's codec is private, so only
+//! the size is checked here (at most chitchat's own 65,507 bytes); the fleet key is trusted
+//! not to be used against the fleet. Chitchat's encoder and decoder run on a loopback socket
+//! (see [`sealed`]): a process on the same machine can reach that port, and what it sends is
+//! decoded but never acted on (dropped as `stray`). A chitchat message within 53 bytes of
+//! chitchat's largest datagram cannot be sealed into one UDP datagram and is not sent
+//! (`too_large_to_seal`); chitchat only builds those when a fleet's state outgrows 64 KB.
+//!
+//! **On the wire**, a build without sealing cannot read a sealed datagram, and a sealing
+//! node refuses plain ones. So a node has a [`GossipMode`] ([`mode`]): `Plain` (what an older
+//! build does), `Open` (reads both, sends each peer the form it speaks: used while a fleet
+//! upgrades) and `Sealed`; the daemon switches a node to `Sealed` once its fleet's protocol
+//! level says every member seals ([`Gossip::set_mode`]). A plain datagram is told from a
+//! sealed one by its first byte. Plain datagrams a sealed node drops are counted as `plain`.
 //!
 //! ```text
-//!  watch<MachineInfo> --> publisher --seal--> chitchat self state --UDP--> peers
+//!  watch<MachineInfo> --> publisher --HMAC--> chitchat self state --seal--UDP--> peers
 //!                                                  |
-//!  watch<Arc<Vec<PeerView>>> <-- PeerTracker <--open-- chitchat node states + liveness
+//!  watch<Arc<Vec<PeerView>>> <-- PeerTracker <--verify-- chitchat node states <--open-- UDP
 //!                                    |
 //!                        derive_status (leader, pure)
 //! ```
 
 pub mod auth;
+pub mod datagram;
+mod drops;
+pub mod keyring;
 pub mod keys;
+pub mod mode;
 mod node;
+mod replay;
+pub mod sealed;
 pub mod status;
 pub mod view;
 
 pub use auth::{ClusterKey, open, seal};
 pub use chitchat::ChitchatId;
-pub use chitchat::transport::Socket;
-pub use node::{Gossip, GossipConfig, bind_udp};
+pub use drops::{DropReason, DroppedDatagrams};
+pub use keyring::{GossipKey, GossipKeyring};
+pub use mode::GossipMode;
+pub use node::{Gossip, GossipConfig, GossipStats};
+pub use sealed::{GossipSocket, bind_udp};
 pub use status::{Observation, StatusConfig, derive_status};
 pub use view::{NodeSnapshot, PeerTracker, PeerView};
 

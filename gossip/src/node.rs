@@ -1,6 +1,7 @@
-//! The running gossip node: chitchat on a pre-bound UDP socket, a publisher that seals this
-//! machine's announcement every heartbeat and whenever its info changes, and the verified
-//! peer view it keeps refreshed.
+//! The running gossip node: chitchat on a pre-bound UDP socket whose datagrams are sealed
+//! (see [`crate::sealed`]; or, while a fleet upgrades, not: [`crate::mode`]), a publisher that
+//! seals this machine's announcement every heartbeat and whenever its info changes, and the
+//! verified peer view it keeps refreshed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chitchat::transport::{Socket, Transport, UdpSocket};
+use chitchat::transport::{Socket, Transport};
 use chitchat::{
     Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
     ProtocolVersion, spawn_chitchat,
@@ -20,6 +21,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{self, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
+use crate::drops::{DropCounters, DroppedDatagrams};
+use crate::keyring::GossipKeyring;
+use crate::mode::GossipMode;
+use crate::sealed::{GossipSocket, SealedSocket};
 use crate::view::{NodeSnapshot, PeerTracker, PeerView};
 use crate::{ClusterKey, GossipError, auth, keys};
 
@@ -40,7 +45,19 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     /// Nodes of another cluster id are refused by chitchat itself.
     pub cluster_id: String,
+    /// Seals the announcements (see [`crate::auth`]) and, unless `keyring` is set, the
+    /// datagrams too.
     pub key: ClusterKey,
+    /// The keys that seal and open datagrams at start; `None` means
+    /// [`GossipKeyring::from_cluster_key`] of `key`. Replace it later with
+    /// [`Gossip::set_keyring`].
+    pub keyring: Option<GossipKeyring>,
+    /// How far a datagram's send time may lie from this node's clock, either way; its nonce
+    /// is remembered that long. Machines whose clocks differ by more cannot gossip.
+    pub datagram_window: Duration,
+    /// Whether datagrams are sealed at start ([`GossipMode::Sealed`] unless set); change it
+    /// later with [`Gossip::set_mode`].
+    pub mode: GossipMode,
     /// How often chitchat gossips with a few peers.
     pub gossip_interval: Duration,
     /// How often this node republishes its announcement (seq + 1).
@@ -71,6 +88,9 @@ impl GossipConfig {
             seeds: Vec::new(),
             cluster_id: cluster_id.into(),
             key,
+            keyring: None,
+            datagram_window: Duration::from_secs(30),
+            mode: GossipMode::Sealed,
             gossip_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(1),
             phi_threshold: 8.0,
@@ -95,6 +115,7 @@ impl GossipConfig {
             ("initial_interval", self.initial_interval),
             ("max_interval", self.max_interval),
             ("dead_node_grace_period", self.dead_node_grace_period),
+            ("datagram_window", self.datagram_window),
         ];
         for (field, value) in durations {
             if value.is_zero() {
@@ -116,19 +137,35 @@ impl GossipConfig {
     }
 }
 
-/// Binds a UDP socket for gossip; returns it with the address it got (port 0 picks one).
-pub async fn bind_udp(addr: SocketAddr) -> anyhow::Result<(Box<dyn Socket>, SocketAddr)> {
-    let socket = UdpSocket::open(addr).await?;
-    let local = socket.local_addr()?;
-    Ok((Box::new(socket), local))
-}
-
 /// A running gossip node. Dropping it stops it too; [`Gossip::shutdown`] waits for that.
 pub struct Gossip {
     handle: ChitchatHandle,
     peers: watch::Receiver<Arc<Vec<PeerView>>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    keyring: watch::Sender<GossipKeyring>,
+    mode: watch::Sender<GossipMode>,
+    drops: Arc<DropCounters>,
+}
+
+/// What a running gossip node counts, readable without holding the node: its mode and the
+/// datagrams it dropped. Cheap to clone.
+#[derive(Clone)]
+pub struct GossipStats {
+    mode: watch::Receiver<GossipMode>,
+    drops: Arc<DropCounters>,
+}
+
+impl GossipStats {
+    /// Whether the node seals its datagrams now.
+    pub fn mode(&self) -> GossipMode {
+        *self.mode.borrow()
+    }
+
+    /// How many datagrams the node dropped since it started, by reason.
+    pub fn dropped_datagrams(&self) -> DroppedDatagrams {
+        self.drops.snapshot()
+    }
 }
 
 impl Gossip {
@@ -136,7 +173,7 @@ impl Gossip {
     pub async fn start(
         config: GossipConfig,
         info: watch::Receiver<MachineInfo>,
-        socket: Box<dyn Socket>,
+        socket: GossipSocket,
     ) -> anyhow::Result<Gossip> {
         config.validate()?;
         let published_id = info.borrow().id;
@@ -177,7 +214,23 @@ impl Gossip {
             })),
             protocol_version: ProtocolVersion::V0,
         };
-        let transport = PreBound(StdMutex::new(Some(socket)));
+        let keyring = config
+            .keyring
+            .clone()
+            .unwrap_or_else(|| GossipKeyring::from_cluster_key(&config.key));
+        let (keyring, keyring_rx) = watch::channel(keyring);
+        let (mode, mode_rx) = watch::channel(config.mode);
+        let drops = Arc::new(DropCounters::default());
+        let sealed = SealedSocket::open(
+            socket,
+            keyring_rx,
+            mode_rx,
+            drops.clone(),
+            config.datagram_window,
+        )
+        .await
+        .context("opening the sealed gossip socket")?;
+        let transport = PreBound(StdMutex::new(Some(Box::new(sealed))));
         let handle = spawn_chitchat(
             chitchat_config,
             vec![(keys::ANNOUNCE.to_string(), first)],
@@ -202,13 +255,57 @@ impl Gossip {
         };
         runner.refresh().await;
         let task = tokio::spawn(runner.run(stop_rx));
-        info!(node = ?chitchat_id, listen = %listen_addr, seeds = ?config.seeds, "gossip started");
+        info!(node = ?chitchat_id, listen = %listen_addr, seeds = ?config.seeds,
+            mode = config.mode.name(), "gossip started");
         Ok(Gossip {
             handle,
             peers,
             stop,
             task,
+            keyring,
+            mode,
+            drops,
         })
+    }
+
+    /// Seals and opens datagrams with `keyring` from the next datagram on (see
+    /// [`crate::keyring`] for a rotation without loss).
+    pub fn set_keyring(&self, keyring: GossipKeyring) {
+        let generation = keyring.current().generation();
+        self.keyring.send_replace(keyring);
+        info!(node = ?self.handle.chitchat_id(), generation, "gossip keyring replaced");
+    }
+
+    /// The keyring datagrams are sealed and opened with now.
+    pub fn keyring(&self) -> GossipKeyring {
+        self.keyring.borrow().clone()
+    }
+
+    /// Sends and reads datagrams in `mode` from the next datagram on (see [`crate::mode`]).
+    pub fn set_mode(&self, mode: GossipMode) {
+        let before = self.mode.send_replace(mode);
+        if before != mode {
+            info!(node = ?self.handle.chitchat_id(), from = before.name(), to = mode.name(),
+                "gossip mode changed");
+        }
+    }
+
+    /// Whether this node seals its datagrams now.
+    pub fn mode(&self) -> GossipMode {
+        *self.mode.borrow()
+    }
+
+    /// How many datagrams this node dropped since it started, by reason.
+    pub fn dropped_datagrams(&self) -> DroppedDatagrams {
+        self.drops.snapshot()
+    }
+
+    /// The mode and drop counts, readable after this handle is gone.
+    pub fn stats(&self) -> GossipStats {
+        GossipStats {
+            mode: self.mode.subscribe(),
+            drops: self.drops.clone(),
+        }
     }
 
     /// Every verified machine, this one included, refreshed each heartbeat and on change.
@@ -400,11 +497,14 @@ mod tests {
         phi.phi_threshold = f64::NAN;
         let mut cluster = config();
         cluster.cluster_id.clear();
+        let mut window = config();
+        window.datagram_window = Duration::ZERO;
         for (bad, field) in [
             (unspecified, "advertise_addr"),
             (zero, "heartbeat_interval"),
             (phi, "phi_threshold"),
             (cluster, "cluster_id"),
+            (window, "datagram_window"),
         ] {
             let err = bad.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
@@ -438,8 +538,11 @@ mod tests {
 
     #[tokio::test]
     async fn pre_bound_transport_hands_its_socket_over_once() {
-        let (socket, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let transport = PreBound(StdMutex::new(Some(socket)));
+        let socket = chitchat::transport::UdpSocket::open("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let transport = PreBound(StdMutex::new(Some(Box::new(socket))));
         let opened = transport.open(addr).await.unwrap();
         assert_eq!(opened.local_addr().unwrap(), addr);
         assert!(transport.open(addr).await.is_err());

@@ -1,11 +1,12 @@
 //! Gossip nodes on real UDP sockets (127.0.0.1, OS-assigned ports) finding each other,
 //! spreading labels, refusing nodes without the cluster key, and noticing a node leave.
+//! Attacks on the sealed datagrams themselves are in `tests/sealed/`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_gossip::{ClusterKey, Gossip, GossipConfig, PeerView, bind_udp};
+use shoal_gossip::{ClusterKey, DropReason, Gossip, GossipConfig, PeerView, bind_udp};
 use shoal_protocol::{Labels, MachineId, MachineInfo};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
@@ -155,18 +156,16 @@ async fn a_node_without_the_secret_is_never_seen_and_sees_no_one() {
     let intruder_id = intruder.gossip.chitchat_id().clone();
     let good = [&a, &b];
 
-    // Gossip really flows between them: the honest nodes hold the intruder's chitchat
-    // state, and the intruder holds theirs.
+    // The intruder really sends: both honest nodes drop its datagrams, which fail the tag
+    // (sealed gossip keeps even its chitchat state out, not only its announcement).
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        let a_knows = a.gossip.members().await.contains(&intruder_id);
-        let intruder_knows = intruder.gossip.members().await.len() >= 3;
-        if a_knows && intruder_knows {
-            break;
-        }
+    while !good
+        .iter()
+        .all(|n| n.gossip.dropped_datagrams().get(DropReason::BadTag) > 0)
+    {
         assert!(
             Instant::now() < deadline,
-            "the intruder never exchanged gossip"
+            "the honest nodes never dropped the intruder's datagrams"
         );
         sleep(Duration::from_millis(50)).await;
     }
@@ -186,6 +185,13 @@ async fn a_node_without_the_secret_is_never_seen_and_sees_no_one() {
             assert!(peers.iter().all(|p| p.info.id != intruder.id), "{peers:#?}");
             assert_eq!(peers.len(), 2);
         }
+        for node in good {
+            assert!(!node.gossip.members().await.contains(&intruder_id));
+        }
+        assert_eq!(
+            intruder.gossip.members().await,
+            std::slice::from_ref(&intruder_id)
+        );
         let own = intruder.gossip.peers();
         let own: Vec<_> = own.borrow().iter().map(|p| p.info.id).collect();
         assert_eq!(own, [intruder.id]);

@@ -15,10 +15,12 @@
 //! | 2 | [`Command::SetFleetLevel`]; [`Command::SetFleetSettings`] (fleet settings in the log: job retention) |
 //! | 3 | [`Command::Request`] (a write under a request id, applied once: see [`crate::requests`]) |
 //! | 4 | no new command: elections wait for a pre-vote from a quorum over peer RPC (see [`PREVOTE_LEVEL`]) |
+//! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
-//! [`Command::min_level`].
+//! [`Command::min_level`]. So does a change of behaviour an older build cannot follow, as
+//! levels 4 and 5 are.
 
 use std::fmt;
 
@@ -65,13 +67,19 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(4);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(5);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
 /// partition no longer forces an election. An older build cannot answer that question, so
 /// below it elections go by Raft's own timer.
 pub const PREVOTE_LEVEL: ProtocolLevel = ProtocolLevel(4);
+
+/// From this level on, every gossip datagram is sealed and a plain one is dropped unread.
+/// An older build can neither read a sealed datagram nor send one, so a machine seals only
+/// once its fleet is at this level: below it, a machine that speaks it sends each peer the
+/// form that peer reads and reads both.
+pub const SEALED_GOSSIP_LEVEL: ProtocolLevel = ProtocolLevel(5);
 
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
@@ -211,7 +219,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "4");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "5");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

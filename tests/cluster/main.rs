@@ -1,6 +1,6 @@
 //! Multi-node clusters on 127.0.0.1: formation, agreement, failover, restarts,
 //! autopilot, label propagation, resource history, the cluster secret, mixed-version
-//! fleets, backups, and the write path under lost answers and unanswered proposals.
+//! fleets, sealed gossip, backups, and the write path under lost answers and unanswered proposals.
 
 mod access;
 mod catchup;
@@ -10,6 +10,7 @@ mod failover;
 mod fixture;
 mod fleet;
 mod formation;
+mod gossip;
 mod history;
 mod http;
 mod jobs;

@@ -1,5 +1,6 @@
-//! `GET /metrics` on a live cluster: the numbers a Prometheus user looks at after one job,
-//! and the text checked by `promtool check metrics` (Debian package `prometheus`).
+//! `GET /metrics` on a live cluster: the numbers a Prometheus user looks at after one job
+//! (and gossip's mode and drops), and the text checked by `promtool check metrics` (Debian
+//! package `prometheus`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::{JobId, JobState};
 
-async fn scrape(api: &str) -> String {
+pub async fn scrape(api: &str) -> String {
     let response = shoal_daemon::testsuite::http_client()
         .get(format!("{api}/metrics"))
         .send()
@@ -25,17 +26,17 @@ async fn scrape(api: &str) -> String {
 }
 
 /// The value of one series, spelled as the exposition spells it.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn must(text: &str, series: &str) -> f64 {
+pub fn must(text: &str, series: &str) -> f64 {
     value(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 /// Runs `promtool check metrics` on the text; fails, saying how to get it, without it.
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -119,6 +120,14 @@ async fn metrics_show_the_fleet_raft_jobs_requests_and_dispatch_latency() {
     let count = "shoal_api_request_duration_seconds_count{route=\"/v1/jobs\",method=\"POST\"}";
     assert_eq!(must(&text, count), 1.0);
     assert_eq!(must(&text, "shoal_job_dispatch_latency_seconds_count"), 0.0);
+    // Gossip is in one mode, and no datagram of the fleet failed its tag.
+    let modes: f64 = ["plain", "open", "sealed"]
+        .iter()
+        .map(|mode| must(&text, &format!("shoal_gossip_mode{{mode=\"{mode}\"}}")))
+        .sum();
+    assert_eq!(modes, 1.0, "{text}");
+    let bad_tag = "shoal_gossip_datagrams_dropped_total{reason=\"bad_tag\"}";
+    assert_eq!(must(&text, bad_tag), 0.0);
     promtool_check(&text);
 
     // The leader placed the job, and timed the wait; the POST went to the follower.

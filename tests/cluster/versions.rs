@@ -1,7 +1,8 @@
 //! Mixed-version fleets: a rolling upgrade of a 3-node fleet from protocol level 1 keeps
-//! it working; fleet settings (level 2) are refused, naming the machine to upgrade, until
-//! the last machine is upgraded and the leader raises the fleet's level; a machine still
-//! on level 1 that joins after that is refused.
+//! it working and gossiping; fleet settings (level 2) are refused, naming the machine to
+//! upgrade, until the last machine is upgraded and the leader raises the fleet's level,
+//! which seals its gossip (level 5); a machine still on level 1 that comes after that is
+//! not even heard.
 
 use std::time::Duration;
 
@@ -9,9 +10,11 @@ use serde_json::{Value, json};
 use shoal_daemon::config::Timings;
 use shoal_daemon::node::{VERSION, members};
 use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
+use shoal_gossip::{DropReason, GossipMode};
 use shoal_protocol::api::ClusterStatus;
 use shoal_protocol::{JobId, JobState, MachineId, PROTOCOL_LEVEL, ProtocolLevel};
 
+use crate::gossip::wait_gossiping;
 use crate::http::{get, send};
 
 const ONE: ProtocolLevel = ProtocolLevel(1);
@@ -67,7 +70,14 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     for i in [0, 1] {
         cluster.upgrade(i).await.unwrap();
         wait_recorded_level(&cluster, ids[i], NEW).await;
+        wait_gossiping(&cluster).await;
     }
+    // The new build reads plain and sealed gossip and speaks plain to the old one.
+    let modes: Vec<GossipMode> = (0..3).map(|i| cluster.node(i).gossip.mode()).collect();
+    assert_eq!(
+        modes,
+        [GossipMode::Open, GossipMode::Open, GossipMode::Plain]
+    );
     cluster.wait_leader(Duration::from_secs(20)).await.unwrap();
     let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(1))).await;
     assert_eq!(status.fleet_level, ONE, "{status:?}");
@@ -131,6 +141,20 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
     )
     .await
     .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "sealed gossip on every node",
+        || {
+            cluster
+                .running()
+                .into_iter()
+                .all(|i| cluster.node(i).gossip.mode() == GossipMode::Sealed)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    wait_gossiping(&cluster).await;
     let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(2))).await;
     assert_eq!(status.fleet_level, NEW, "{status:?}");
     assert!(status.held_back_by.is_empty(), "{status:?}");
@@ -175,27 +199,36 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
         );
     }
 
-    // A machine still on level 1 that comes now is refused: never recorded nor a member,
-    // and the cluster status lists it as refused.
+    // A machine still on level 1 that comes now cannot read sealed gossip, and the fleet
+    // drops its plain datagrams: it is not heard (so not even listed as refused), never
+    // recorded nor a member.
+    let plain_before = cluster
+        .node(0)
+        .gossip
+        .dropped_datagrams()
+        .get(DropReason::Plain);
     let late = cluster.add_node_at_level(ONE).await.unwrap();
     let late_id = cluster.node(late).id;
     wait_until(
         Duration::from_secs(20),
-        "node 0 to hear the late machine",
+        "node 0 dropping the late machine's plain gossip",
         || {
-            let peers = cluster.node(0).peers.borrow().clone();
-            peers
-                .iter()
-                .any(|p| p.info.id == late_id && p.live)
-                .then_some(())
+            let dropped = cluster.node(0).gossip.dropped_datagrams();
+            (dropped.get(DropReason::Plain) > plain_before).then_some(())
         },
     )
     .await
     .unwrap();
-    let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(0))).await;
-    let refused: Vec<MachineId> = status.refused.iter().map(|m| m.id).collect();
-    assert_eq!(refused, [late_id], "{status:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..3 {
+        let peers = cluster.node(i).peers.borrow().clone();
+        assert!(
+            peers.iter().all(|p| p.info.id != late_id),
+            "node {i} hears the late machine"
+        );
+    }
+    let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(0))).await;
+    assert!(status.refused.is_empty(), "{status:?}");
     let (recorded, members) = (
         cluster
             .node(0)

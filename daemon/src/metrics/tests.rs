@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use shoal_gossip::{DropReason, GossipMode};
 use shoal_protocol::{
     Command, FleetState, JobId, JobRecord, JobSpec, JobState, JobTarget, Labels, MachineId,
     MachineInfo, MachineRecord, MachineStatus, Placement, Response,
@@ -78,6 +79,10 @@ fn the_exposition_shows_counts_raft_requests_and_dispatch_latency() {
     scrape.leader = true;
     scrape.commit_index = Some(41);
     scrape.last_applied = Some(39);
+    scrape.gossip_mode = Some(GossipMode::Sealed);
+    scrape.gossip_dropped = [(DropReason::Plain, 3), (DropReason::BadTag, 1)]
+        .into_iter()
+        .collect();
 
     let metrics = Metrics::default();
     let took = Duration::from_millis(3);
@@ -106,6 +111,15 @@ fn the_exposition_shows_counts_raft_requests_and_dispatch_latency() {
         "shoal_raft_commit_index 41",
         "shoal_raft_last_applied_index 39",
         "shoal_raft_apply_lag_entries 2",
+        "# TYPE shoal_gossip_mode gauge",
+        "shoal_gossip_mode{mode=\"plain\"} 0",
+        "shoal_gossip_mode{mode=\"open\"} 0",
+        "shoal_gossip_mode{mode=\"sealed\"} 1",
+        "# TYPE shoal_gossip_datagrams_dropped_total counter",
+        "shoal_gossip_datagrams_dropped_total{reason=\"plain\"} 3",
+        "shoal_gossip_datagrams_dropped_total{reason=\"bad_tag\"} 1",
+        "shoal_gossip_datagrams_dropped_total{reason=\"replayed\"} 0",
+        "shoal_gossip_datagrams_dropped_total{reason=\"too_large_to_seal\"} 0",
         "# TYPE shoal_api_requests_total counter",
         "shoal_api_requests_total{route=\"/v1/jobs\",method=\"POST\",status=\"201\"} 2",
         "shoal_api_requests_total{route=\"/v1/jobs/{id}\",method=\"GET\",status=\"404\"} 1",
