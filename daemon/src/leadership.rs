@@ -82,11 +82,15 @@ impl Leadership {
         self.cut_off.lock().expect("leadership lock").clone()
     }
 
-    /// Promises this window's pre-vote to `candidate`, unless another one has it.
-    fn promise(&self, candidate: PeerId, window: Duration) -> bool {
+    /// Promises this window's pre-vote to `candidate`, unless another one has it. A
+    /// promise held by `yielding` (this voter, when the candidate's log is ahead of its
+    /// own: that candidate would refuse it anyway) gives way.
+    fn promise(&self, candidate: PeerId, window: Duration, yielding: Option<PeerId>) -> bool {
         let mut promised = self.promised.lock().expect("leadership lock");
         match *promised {
-            Some((to, at)) if to != candidate && at.elapsed() < window => false,
+            Some((to, at)) if to != candidate && at.elapsed() < window && Some(to) != yielding => {
+                false
+            }
             _ => {
                 *promised = Some((candidate, Instant::now()));
                 true
@@ -107,8 +111,8 @@ impl Leadership {
 
 /// The answer to a pre-vote: yes only from a voter that has not heard from a leader for
 /// `election_min` either (a leader says no while a quorum answers it), whose log the
-/// candidate's reaches, and that has promised no other candidate (itself included) in the
-/// last `election_min`. Raft's vote still checks the log in full; this keeps a machine
+/// candidate's reaches, and that has promised no other candidate (itself included, unless
+/// the candidate's log is ahead of its own) in the last `election_min`. Raft's vote still checks the log in full; this keeps a machine
 /// back from a partition from standing while the fleet has a leader, and voters that time
 /// out together from splitting the vote.
 pub fn answer_pre_vote(node: &Node, from: PeerId, ask: &PreVote) -> bool {
@@ -122,10 +126,15 @@ pub fn answer_pre_vote(node: &Node, from: PeerId, ask: &PreVote) -> bool {
     }
     let window = node.config.timings.raft_election_min;
     let quiet = node.leadership.heard_leader_at().elapsed();
+    // A voter whose own log is behind the candidate's cannot win before it: its own
+    // standing must not keep the one that can from being elected.
+    let ahead = ask.last_log_index > last_log_index;
     quiet >= window
         && ask.term > term
         && ask.last_log_index >= last_log_index
-        && node.leadership.promise(from, window)
+        && node
+            .leadership
+            .promise(from, window, ahead.then(|| node.p2p.local_peer_id()))
 }
 
 /// Keeps the cut-off verdict true, chooses who runs elections (this loop, or Raft's timer
@@ -197,7 +206,7 @@ pub async fn leadership_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool
             jitter = election_jitter(&timings);
             earliest = Instant::now() + timings.raft_election_min + jitter;
             let me = node.p2p.local_peer_id();
-            if node.leadership.promise(me, timings.raft_election_min)
+            if node.leadership.promise(me, timings.raft_election_min, None)
                 && pre_vote_round(&node, &view).await
             {
                 tracing::info!(
@@ -329,5 +338,27 @@ mod tests {
             has_quorum(&[set(&[7])], &set(&[7])),
             "a lone voter elects itself"
         );
+    }
+
+    #[test]
+    fn one_candidate_per_window_unless_the_voter_yields_its_own_promise() {
+        let (me, a, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let window = Duration::from_secs(60);
+        let leadership = Leadership::default();
+        assert!(leadership.promise(me, window, None), "standing itself");
+        assert!(!leadership.promise(a, window, None), "promised to itself");
+        assert!(
+            leadership.promise(a, window, Some(me)),
+            "a candidate whose log is ahead takes its place"
+        );
+        assert!(
+            leadership.promise(a, window, None),
+            "asked again: still yes"
+        );
+        assert!(
+            !leadership.promise(b, window, Some(me)),
+            "only its own promise yields"
+        );
+        assert!(leadership.promise(b, Duration::ZERO, None), "a window ends");
     }
 }
