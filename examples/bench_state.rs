@@ -265,7 +265,7 @@ fn admission() -> anyhow::Result<()> {
         // Those stay queued; cancel them so the next round starts from finished jobs only.
         let queued: Vec<JobId> = replica
             .state
-            .open_jobs()
+            .queued_jobs()
             .filter(|job| job.attempts.is_empty())
             .map(|job| job.id)
             .collect();

@@ -347,6 +347,23 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits until every running node's replica satisfies `holds`, or fails after
+    /// `timeout` naming `what`.
+    pub async fn wait_every_replica(
+        &self,
+        timeout: Duration,
+        what: &str,
+        holds: impl Fn(&shoal_protocol::FleetState) -> bool,
+    ) -> anyhow::Result<()> {
+        wait_until(timeout, what, || {
+            self.running()
+                .into_iter()
+                .all(|i| self.node(i).fleet.read(&holds))
+                .then_some(())
+        })
+        .await
+    }
+
     /// The index of the node every running node agrees leads, if they agree.
     pub fn leader(&self) -> Option<usize> {
         let running = self.running();

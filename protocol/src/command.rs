@@ -265,15 +265,13 @@ pub struct FleetState {
     pub idempotency: OrdMap<String, OrdMap<String, JobId>>,
     /// The lowest id a new job may take (ids never repeat, even past fan-out children).
     pub next_job_id: u64,
-    /// The jobs not finished yet: what the leader's and the runners' loops look at, so
-    /// their cost follows the work in flight, not the history kept.
-    #[serde(skip)]
-    pub open_jobs: OrdSet<JobId>,
-    /// The open jobs waiting for a machine (`queued`): what a dispatch pass places.
+    /// The jobs waiting for a machine (`queued`): what a dispatch pass places. With
+    /// `placed_jobs`, the jobs not finished yet: what the leader's and the runners' loops
+    /// look at, so their cost follows the work in flight, not the history kept.
     #[serde(skip)]
     pub queued_jobs: OrdSet<JobId>,
-    /// The open jobs on a machine (`dispatched` or `running`): what counts a machine's
-    /// work and what a runner looks for its own.
+    /// The jobs on a machine (`dispatched` or `running`): what counts a machine's work and
+    /// what a runner looks for its own.
     #[serde(skip)]
     pub placed_jobs: OrdSet<JobId>,
     /// Finished top-level jobs by when they finished (`updated_at_ms`), oldest first:

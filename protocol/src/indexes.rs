@@ -2,8 +2,8 @@
 //! the leader's loops, budget checks and prunes cost follows the work in flight, not the
 //! history kept:
 //!
-//! - `open_jobs`: jobs not finished yet, and of those `queued_jobs` (waiting for a
-//!   machine) and `placed_jobs` (dispatched or running);
+//! - the jobs not finished yet: `queued_jobs` (waiting for a machine) and `placed_jobs`
+//!   (dispatched or running);
 //! - `finished_jobs`: finished top-level jobs by when they finished;
 //! - `running`: running attempts, summed per org ([`crate::running_spend`]);
 //! - the ledger's daily totals per org ([`crate::cost_ledger`]).
@@ -22,7 +22,6 @@ impl FleetState {
     /// a prune takes it out with the job.
     pub fn refresh_indexes(&mut self, id: JobId) {
         let Some(job) = self.jobs.get(&id) else {
-            self.open_jobs.remove(&id);
             self.queued_jobs.remove(&id);
             self.placed_jobs.remove(&id);
             self.running.set(id, None);
@@ -31,25 +30,14 @@ impl FleetState {
         set_member(&mut self.queued_jobs, id, job.state == JobState::Queued);
         set_member(&mut self.placed_jobs, id, job.state.is_on_machine());
         let running = RunningAttempt::of(job);
-        if job.state.is_finished() {
-            self.open_jobs.remove(&id);
-            if let Some(key) = finished_key(job) {
-                self.finished_jobs.insert(key);
-            }
-        } else {
-            self.open_jobs.insert(id);
+        if let Some(key) = finished_key(job) {
+            self.finished_jobs.insert(key);
         }
         self.running.set(id, running);
     }
 
     /// Recomputes every derived index from the job records and the ledger rows.
     pub fn rebuild_indexes(&mut self) {
-        self.open_jobs = self
-            .jobs
-            .values()
-            .filter(|job| !job.state.is_finished())
-            .map(|job| job.id)
-            .collect();
         self.queued_jobs = self
             .jobs
             .values()
@@ -75,9 +63,9 @@ impl FleetState {
         self.costs.rebuild_totals();
     }
 
-    /// The unfinished jobs, in id order.
+    /// The unfinished jobs: the queued ones, then the placed ones, each in id order.
     pub fn open_jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
+        self.queued_jobs().chain(self.placed_jobs())
     }
 
     /// The jobs waiting for a machine, in id order.

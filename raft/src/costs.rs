@@ -181,9 +181,9 @@ pub fn to_stop(state: &FleetState, at_ms: UnixMillis) -> Vec<JobId> {
         return Vec::new();
     }
     state
-        .open_jobs()
+        .placed_jobs()
         .filter(|job| stopping.contains(&&job.spec.org))
-        .filter(|job| job.state.is_on_machine() && !job.cancel_requested)
+        .filter(|job| !job.cancel_requested)
         .map(|job| job.id)
         .collect()
 }

@@ -490,11 +490,9 @@ pub(crate) fn set_kill_switch(
     at_ms: UnixMillis,
 ) -> Response {
     if terminate && switch.is_some() {
-        let on_machines: Vec<JobId> = state.open_jobs.iter().copied().collect();
+        let on_machines: Vec<JobId> = state.placed_jobs.iter().copied().collect();
         for id in on_machines {
-            if let Some(job) = state.jobs.get_mut(&id)
-                && matches!(job.state, JobState::Dispatched | JobState::Running)
-            {
+            if let Some(job) = state.jobs.get_mut(&id) {
                 cancel_one(job, at_ms);
             }
         }

@@ -45,24 +45,14 @@ async fn submit(cluster: &Cluster, via: usize) -> JobId {
 
 /// Waits until every running node has job `id` completed.
 async fn wait_completed(cluster: &Cluster, id: JobId) {
-    wait_until(
-        Duration::from_secs(20),
-        "the job completed everywhere",
-        || {
-            cluster
-                .running()
-                .into_iter()
-                .all(|i| {
-                    cluster
-                        .node(i)
-                        .fleet
-                        .read(|s| s.jobs.get(&id).map(|j| j.state) == Some(JobState::Completed))
-                })
-                .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    cluster
+        .wait_every_replica(
+            Duration::from_secs(20),
+            "the job completed everywhere",
+            |s| s.jobs.get(&id).map(|j| j.state) == Some(JobState::Completed),
+        )
+        .await
+        .unwrap();
 }
 
 /// An NDJSON event stream, read line by line as it arrives.

@@ -164,24 +164,14 @@ async fn a_fleet_seals_its_gossip_at_level_5_and_then_ignores_a_strangers_plain_
     // The last one is upgraded: the leader raises the fleet to level 5 and every node
     // seals, still gossiping with the others.
     cluster.upgrade(2).await.unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "the fleet at level 5 on every node",
-        || {
-            cluster
-                .running()
-                .into_iter()
-                .all(|i| {
-                    cluster
-                        .node(i)
-                        .fleet
-                        .read(|s| s.fleet_level == SEALED_GOSSIP_LEVEL)
-                })
-                .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    cluster
+        .wait_every_replica(
+            Duration::from_secs(20),
+            "the fleet at level 5 on every node",
+            |s| s.fleet_level == SEALED_GOSSIP_LEVEL,
+        )
+        .await
+        .unwrap();
     wait_mode(&cluster, "sealed").await;
     wait_gossiping(&cluster).await;
 

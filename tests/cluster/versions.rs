@@ -24,22 +24,15 @@ const NEW: ProtocolLevel = PROTOCOL_LEVEL;
 /// Waits until every running node's log records `machine` at `level`.
 async fn wait_recorded_level(cluster: &Cluster, machine: MachineId, level: ProtocolLevel) {
     let what = format!("machine {machine} recorded at level {level} on every node");
-    wait_until(Duration::from_secs(20), &what, || {
-        cluster
-            .running()
-            .into_iter()
-            .all(|i| {
-                cluster.node(i).fleet.read(|state| {
-                    state
-                        .machines
-                        .get(&machine)
-                        .is_some_and(|m| m.info.protocol_level == level)
-                })
-            })
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    cluster
+        .wait_every_replica(Duration::from_secs(20), &what, |state| {
+            state
+                .machines
+                .get(&machine)
+                .is_some_and(|m| m.info.protocol_level == level)
+        })
+        .await
+        .unwrap();
 }
 
 fn level_of(status: &ClusterStatus, machine: MachineId) -> Option<ProtocolLevel> {
@@ -252,24 +245,14 @@ async fn a_rolling_upgrade_keeps_the_fleet_working_and_raises_its_level_at_the_e
 async fn a_new_fleet_runs_at_this_builds_level() {
     init_logs();
     let cluster = Cluster::start(3).await.unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "this build's level on every node",
-        || {
-            cluster
-                .running()
-                .into_iter()
-                .all(|i| {
-                    cluster
-                        .node(i)
-                        .fleet
-                        .read(|s| s.fleet_level == PROTOCOL_LEVEL)
-                })
-                .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    cluster
+        .wait_every_replica(
+            Duration::from_secs(20),
+            "this build's level on every node",
+            |s| s.fleet_level == PROTOCOL_LEVEL,
+        )
+        .await
+        .unwrap();
     let status: ClusterStatus = get(format!("{}/v1/cluster", cluster.api(1))).await;
     assert_eq!(status.fleet_level, PROTOCOL_LEVEL, "{status:?}");
     assert!(

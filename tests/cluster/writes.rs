@@ -15,20 +15,12 @@ use crate::http::post;
 /// Waits until every node knows the fleet is at the level that brings request ids, so
 /// every write it takes carries one.
 async fn wait_request_ids(cluster: &Cluster) {
-    wait_until(Duration::from_secs(20), "request ids on every node", || {
-        cluster
-            .running()
-            .into_iter()
-            .all(|i| {
-                cluster
-                    .node(i)
-                    .fleet
-                    .read(|s| s.fleet_level >= REQUEST_LEVEL)
-            })
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    cluster
+        .wait_every_replica(Duration::from_secs(20), "request ids on every node", |s| {
+            s.fleet_level >= REQUEST_LEVEL
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

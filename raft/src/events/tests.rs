@@ -47,7 +47,8 @@ impl Fleet {
         let response = apply_with_events(&mut self.state, cmd, &ctx, &mut events);
         assert_eq!(response, expected, "the same response as apply");
         assert_eq!(self.state, self.plain, "the same state as apply");
-        assert_eq!(self.state.open_jobs, self.plain.open_jobs);
+        assert_eq!(self.state.queued_jobs, self.plain.queued_jobs);
+        assert_eq!(self.state.placed_jobs, self.plain.placed_jobs);
         for (n, event) in events.iter().enumerate() {
             assert_eq!((event.index, event.seq as usize), (self.index, n));
         }

@@ -76,7 +76,7 @@ fn a_repeated_submit_makes_one_job_and_gets_the_same_answer() {
     assert!(matches!(first, Response::Submitted { created: true, .. }));
     assert_eq!(again, first);
     assert_eq!(replica.state.jobs.len(), 1);
-    assert_eq!(replica.state.open_jobs.len(), 1);
+    assert_eq!(replica.state.open_jobs().count(), 1);
 
     // Another id is another write.
     replica.apply(request(8, 1_001, submit(1_001)));
