@@ -8,6 +8,7 @@ use shoal_protocol::batch::{BatchAction, MachineOutcome};
 use shoal_protocol::policies::ContainerAsk;
 use shoal_protocol::{ApiError, ErrorCode, JobKind, JobState, MachineId};
 
+use crate::keys::Caller;
 use crate::node::Node;
 use crate::p2p::{PeerRequest, PeerResponse};
 use crate::runner::{governed, policies_here};
@@ -15,8 +16,13 @@ use crate::runner::{governed, policies_here};
 /// Longest one machine may take.
 const MACHINE_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs `action` on every machine of `machines`, at once.
-pub async fn run(node: &Node, action: BatchAction, machines: &[MachineId]) -> Vec<MachineOutcome> {
+/// Runs `action` for `caller` on every machine of `machines`, at once.
+pub async fn run(
+    node: &Node,
+    caller: &Caller,
+    action: BatchAction,
+    machines: &[MachineId],
+) -> Vec<MachineOutcome> {
     let each = machines.iter().map(|&machine| async move {
         let name = node
             .fleet
@@ -25,7 +31,7 @@ pub async fn run(node: &Node, action: BatchAction, machines: &[MachineId]) -> Ve
         let done = if machine == node.id {
             local(node, action).await
         } else {
-            remote(node, action, machine).await
+            remote(node, caller, action, machine).await
         };
         let (ok, detail) = match done {
             Ok(detail) => (true, detail),
@@ -41,12 +47,20 @@ pub async fn run(node: &Node, action: BatchAction, machines: &[MachineId]) -> Ve
     futures::future::join_all(each).await
 }
 
-async fn remote(node: &Node, action: BatchAction, machine: MachineId) -> Result<String, ApiError> {
+async fn remote(
+    node: &Node,
+    caller: &Caller,
+    action: BatchAction,
+    machine: MachineId,
+) -> Result<String, ApiError> {
     let unavailable = |why: String| ApiError::new(ErrorCode::Unavailable, why);
     let addr = node
         .member_addr(machine)
         .ok_or_else(|| unavailable(format!("no address known for machine {machine}")))?;
-    let ask = PeerRequest::Batch { action };
+    let ask = PeerRequest::Batch {
+        action,
+        credential: Some(caller.credential.clone()),
+    };
     match node
         .p2p
         .request(&addr.peer_id, &addr.p2p_addr, ask, MACHINE_WAIT)

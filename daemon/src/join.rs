@@ -3,26 +3,41 @@
 //! the fleet's secret and where its machines gossip.
 //!
 //! ```text
-//!  shoald join --token T --peer ADDR ──PeerRequest::Join{T}──▶ member ──UseToken──▶ log
-//!        ◀── Joined { cluster_secret, gossip_seeds } ──┘  (or Refused: why)
+//!  shoald join --token T --peer ADDR
+//!     ──JoinChallenge{token id, nonce}──▶ whoever answers at ADDR
+//!     ◀── JoinProof{its peer id, MAC}        MAC = HMAC(sha256(token secret),
+//!                                                  nonce, its peer id, our peer id)
+//!     checks the MAC: only a machine holding the fleet's record of T can make it
+//!     ──Join{T}, to that peer id only──▶ member ──UseToken (with T, checked again)──▶ log
+//!     ◀── Joined { cluster_secret, gossip_seeds } (or Refused: why)
 //!  then it starts as any machine does: REGISTERING, then ONLINE
 //! ```
+//!
+//! The token pins the fleet: a different fleet, or anything else listening at ADDR, does
+//! not hold its record, cannot make the proof, and never sees the token. The proof names
+//! the prover's noise peer id, and the token then goes over a connection authenticated as
+//! that peer id, so a relay cannot pass a member's proof off as its own.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use libp2p::PeerId;
+use rand::RngCore;
+use sha2::Sha256;
 use shoal_protocol::tokens::parse_token;
 use shoal_protocol::{Command, Response};
 
 use crate::identity;
 use crate::keys::sha256_hex;
 use crate::node::{Node, now_ms};
-use crate::p2p::{self, PeerRequest, PeerResponse};
+use crate::p2p::{self, Credential, PeerRequest, PeerResponse};
 
 /// Longest a join waits for the member's answer.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The size of a join challenge's nonce.
+const NONCE_BYTES: usize = 32;
 
 /// On a member: uses the token up for the asking machine, then hands over the secret.
 pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
@@ -47,7 +62,8 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
         machine: identity::machine_id(&from),
         at_ms: now_ms(),
     };
-    match node.write(command).await {
+    let credential = Credential::RegistrationToken(token.to_string());
+    match node.write_with(command, credential).await {
         Ok(outcome) => match outcome.response {
             Response::Rejected { message, .. } => PeerResponse::Refused(message),
             _ => {
@@ -75,6 +91,50 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
     }
 }
 
+/// On a member: proves to a joining machine that this one holds the record of its token.
+pub fn prove(node: &Node, from: PeerId, token_id: &str, nonce: &[u8]) -> PeerResponse {
+    if nonce.len() != NONCE_BYTES {
+        return PeerResponse::Refused(format!(
+            "a join challenge carries a {NONCE_BYTES}-byte nonce"
+        ));
+    }
+    let Some(hash) = node.fleet.read(|state| {
+        state
+            .tokens
+            .get(token_id)
+            .map(|token| token.secret_sha256.clone())
+    }) else {
+        return PeerResponse::Refused("registration token refused: no such token".into());
+    };
+    let peer_id = node.p2p.local_peer_id().to_string();
+    PeerResponse::JoinProof {
+        mac: proof(&hash, nonce, &peer_id, &from.to_string()),
+        peer_id,
+    }
+}
+
+/// The join proof: an HMAC under the token's hash of the nonce and both peer ids.
+fn proof(token_hash: &str, nonce: &[u8], prover: &str, joiner: &str) -> Vec<u8> {
+    proof_mac(token_hash, nonce, prover, joiner)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+fn proof_mac(token_hash: &str, nonce: &[u8], prover: &str, joiner: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token_hash.as_bytes()).expect("any key length");
+    for part in [
+        b"shoal join proof 1".as_slice(),
+        nonce,
+        prover.as_bytes(),
+        joiner.as_bytes(),
+    ] {
+        mac.update(&(part.len() as u32).to_be_bytes());
+        mac.update(part);
+    }
+    mac
+}
+
 /// What a successful join brings home.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
@@ -92,20 +152,50 @@ pub async fn request(
 ) -> anyhow::Result<Joined> {
     std::fs::create_dir_all(data_dir)?;
     let keypair = identity::load_or_create_keypair(data_dir)?;
+    let (id, secret) = parse_token(token).map_err(|why| anyhow::anyhow!(why))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let swarm = p2p::start(keypair, SocketAddr::new(bind, 0), false, stop)?;
-    let answer = swarm
-        .handle
-        .request_at(
-            peer,
-            PeerRequest::Join {
-                token: token.to_string(),
-            },
-            JOIN_TIMEOUT,
-        )
-        .await;
+    let answer = exchange(&swarm.handle, peer, token, id, &sha256_hex(secret)).await;
     let _ = stop_tx.send(true);
-    match answer {
+    answer
+}
+
+/// The two steps of a join, through `handle`: the proof asked of `peer`, then the token.
+async fn exchange(
+    handle: &p2p::P2pHandle,
+    peer: &str,
+    token: &str,
+    token_id: &str,
+    token_hash: &str,
+) -> anyhow::Result<Joined> {
+    let unreachable = |err| anyhow::anyhow!("cannot reach {peer} to join: {err}");
+    let mut nonce = vec![0u8; NONCE_BYTES];
+    rand::rng().fill_bytes(&mut nonce);
+    let challenge = PeerRequest::JoinChallenge {
+        token_id: token_id.to_string(),
+        nonce: nonce.clone(),
+    };
+    let prover = match handle.request_at(peer, challenge, JOIN_TIMEOUT).await {
+        Ok(PeerResponse::JoinProof { peer_id, mac }) => {
+            let joiner = handle.local_peer_id().to_string();
+            let proven = proof_mac(token_hash, &nonce, &peer_id, &joiner).verify_slice(&mac);
+            if proven.is_err() {
+                anyhow::bail!(
+                    "{peer} could not prove it belongs to the fleet that made this token; the token was not sent"
+                );
+            }
+            peer_id
+        }
+        Ok(PeerResponse::Refused(why)) => anyhow::bail!("the fleet refused the join: {why}"),
+        Ok(_) => anyhow::bail!(
+            "{peer} is not a Shoal machine of the fleet that made this token (it answered something else); the token was not sent"
+        ),
+        Err(err) => return Err(unreachable(err)),
+    };
+    let ask = PeerRequest::Join {
+        token: token.to_string(),
+    };
+    match handle.request(&prover, peer, ask, JOIN_TIMEOUT).await {
         Ok(PeerResponse::Joined {
             cluster_secret,
             gossip_seeds,
@@ -115,6 +205,28 @@ pub async fn request(
         }),
         Ok(PeerResponse::Refused(why)) => anyhow::bail!("the fleet refused the join: {why}"),
         Ok(other) => anyhow::bail!("the fleet answered the join with {other:?}"),
-        Err(err) => anyhow::bail!("cannot reach {peer} to join: {err}"),
+        Err(err) => Err(unreachable(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proof_binds_the_token_the_nonce_and_both_machines() {
+        let nonce = [7u8; NONCE_BYTES];
+        let good = proof("hash", &nonce, "prover", "joiner");
+        assert_eq!(good, proof("hash", &nonce, "prover", "joiner"));
+        for other in [
+            proof("other hash", &nonce, "prover", "joiner"),
+            proof("hash", &[8u8; NONCE_BYTES], "prover", "joiner"),
+            proof("hash", &nonce, "relay", "joiner"),
+            proof("hash", &nonce, "prover", "someone else"),
+            // Moving bytes across the boundary between parts changes it too.
+            proof("hash", &nonce, "prove", "rjoiner"),
+        ] {
+            assert_ne!(good, other);
+        }
     }
 }

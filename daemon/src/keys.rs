@@ -7,6 +7,7 @@ use shoal_protocol::keys::{ApiKeyRecord, Scope, parse_key};
 use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, Response, UnixMillis};
 
 use crate::node::{Node, now_ms};
+use crate::p2p::Credential;
 
 pub use shoal_protocol::job::DEFAULT_ORG;
 
@@ -16,6 +17,9 @@ pub struct Caller {
     pub key_id: String,
     pub org: String,
     pub scope: Scope,
+    /// The key as presented, for the machine that acts on the caller's behalf (the
+    /// leader, or the machine a session runs on) to check again.
+    pub credential: Credential,
 }
 
 impl Caller {
@@ -109,6 +113,7 @@ pub fn authenticate(state: &FleetState, key: &str) -> Result<Caller, ApiError> {
         key_id: record.id.clone(),
         org: record.org.clone(),
         scope: record.scope,
+        credential: Credential::ApiKey(key.to_string()),
     })
 }
 

@@ -28,6 +28,7 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod peer_auth;
 pub mod proposer;
 pub mod raft_network;
 pub mod reconcile;

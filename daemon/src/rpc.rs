@@ -11,14 +11,15 @@ use std::time::Duration;
 use libp2p::PeerId;
 use openraft::error::RaftError;
 use openraft::raft::AppendEntriesResponse;
+use shoal_protocol::keys::Scope;
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use crate::node::Node;
-use crate::p2p::{Inbound, PeerRequest, PeerResponse, WriteOutcome};
+use crate::p2p::{Credential, Inbound, PeerRequest, PeerResponse, WriteOutcome};
 use crate::writes::ATTEMPT_TIMEOUT;
-use crate::{history, logs, proposer};
+use crate::{history, identity, logs, peer_auth, proposer};
 
 /// How long Raft may take over an append, vote or snapshot a peer sent; past it the
 /// request goes unanswered (the sender's own timeout has run out by then).
@@ -41,7 +42,10 @@ pub async fn serve_inbound(
                     let node = node.clone();
                     answering.spawn(async move {
                         #[cfg(feature = "testsuite")]
-                        let forward = matches!(req.request, PeerRequest::Forward(_));
+                        let forward = matches!(
+                            req.request,
+                            PeerRequest::Forward(_) | PeerRequest::ForwardAs { .. }
+                        );
                         let Some(response) = answer(&node, req.from, req.request).await else {
                             return; // unanswered: the sender sees the stream close
                         };
@@ -68,6 +72,10 @@ async fn bounded<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
 async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerResponse> {
     let response = match request {
         PeerRequest::Append(req) => {
+            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
+            {
+                return refused(from, why);
+            }
             // Its arrival is news of a leader already: a large append applied slowly
             // under load must not make this voter stand for election meanwhile.
             if req.vote.leader_id().term >= node.raft.metrics().borrow().current_term {
@@ -81,6 +89,10 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             PeerResponse::Append(answer)
         }
         PeerRequest::Vote(req) => {
+            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
+            {
+                return refused(from, why);
+            }
             let answer = bounded(node.raft.vote(req)).await?;
             if matches!(&answer, Ok(reply) if reply.vote_granted) {
                 node.leadership.heard_from_leader();
@@ -88,23 +100,30 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             PeerResponse::Vote(answer)
         }
         PeerRequest::Snapshot(req) => {
+            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
+            {
+                return refused(from, why);
+            }
             let answer = bounded(node.raft.install_snapshot(req)).await?;
             if answer.is_ok() {
                 node.leadership.heard_from_leader();
             }
             PeerResponse::Snapshot(answer)
         }
-        PeerRequest::Forward(cmd) => {
-            let checked = check_reporter(node, from, &cmd).and_then(|()| proposer::measure(&cmd));
-            match checked {
-                Ok(bytes) => PeerResponse::Write(write_as_leader(node, cmd, bytes).await),
-                Err(err) => PeerResponse::Write(Err(err)),
+        PeerRequest::Forward(cmd) => forwarded(node, from, cmd, None, true).await,
+        PeerRequest::ForwardAs {
+            command,
+            credential,
+        } => forwarded(node, from, command, credential, false).await,
+        PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
+        PeerRequest::PreVote(ask) => {
+            if let Err(why) = peer_auth::raft_sender(node, &from, identity::machine_id(&from)) {
+                return refused(from, why);
+            }
+            PeerResponse::PreVote {
+                granted: crate::leadership::answer_pre_vote(node, from, &ask),
             }
         }
-        PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
-        PeerRequest::PreVote(ask) => PeerResponse::PreVote {
-            granted: crate::leadership::answer_pre_vote(node, from, &ask),
-        },
         PeerRequest::Logs {
             job,
             attempt,
@@ -117,19 +136,34 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
         PeerRequest::History { since_ms } => {
             PeerResponse::History(Ok(history::local(node, since_ms)))
         }
-        PeerRequest::Batch { action } => {
-            PeerResponse::Batch(crate::batch::local(node, action).await)
+        PeerRequest::Batch { action, credential } => {
+            match peer_auth::user_behind(node, credential.as_ref(), Scope::Operate).await {
+                Ok(_) => PeerResponse::Batch(crate::batch::local(node, action).await),
+                Err(err) => PeerResponse::Batch(Err(refusal(from, "a batch action", err))),
+            }
         }
         PeerRequest::Exec {
             job,
             attempt,
             command,
             timeout_ms,
+            credential,
         } => {
             let limit = Duration::from_millis(timeout_ms);
-            PeerResponse::Exec(crate::sessions::local(node, job, attempt, &command, limit).await)
+            let allowed = peer_auth::user_behind(node, credential.as_ref(), Scope::Operate)
+                .await
+                .and_then(|caller| crate::sessions::check_owner(node, job, caller.as_ref()));
+            match allowed {
+                Ok(()) => PeerResponse::Exec(
+                    crate::sessions::local(node, job, attempt, &command, limit).await,
+                ),
+                Err(err) => PeerResponse::Exec(Err(refusal(from, "an exec", err))),
+            }
         }
         PeerRequest::Join { token } => crate::join::answer(node, from, &token).await,
+        PeerRequest::JoinChallenge { token_id, nonce } => {
+            crate::join::prove(node, from, &token_id, &nonce)
+        }
         PeerRequest::Hello => PeerResponse::Hello {
             gossip_addr: node.info.borrow().addr.gossip_addr.clone(),
         },
@@ -137,30 +171,44 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
     Some(response)
 }
 
-/// A job report must come from the machine its attempt was dispatched to.
-fn check_reporter(node: &Node, from: PeerId, cmd: &Command) -> Result<(), ApiError> {
-    let Command::ReportJob { job, attempt, .. } = cmd.inner() else {
-        return Ok(());
-    };
-    let holder = node.fleet.read(|state| {
-        let job = state.jobs.get(job)?;
-        job.attempts
-            .iter()
-            .find(|a| a.number == *attempt)
-            .map(|a| a.machine)
+/// A write another machine forwarded: proposed if it may cause it (see [`peer_auth`]),
+/// refused with the reason otherwise, and the refusal logged with who tried.
+async fn forwarded(
+    node: &Node,
+    from: PeerId,
+    cmd: Command,
+    credential: Option<Credential>,
+    legacy: bool,
+) -> PeerResponse {
+    let checked = node.fleet.read(|state| {
+        peer_auth::Forwarded {
+            state,
+            cluster_secret: &node.cluster_secret,
+            from: identity::machine_id(&from),
+            credential: credential.as_ref(),
+            legacy,
+        }
+        .check(&cmd)
     });
-    let Some(holder) = holder else {
-        return Ok(()); // The state machine refuses it with the reason.
-    };
-    let holder_peer = node.member_addr(holder).map(|addr| addr.peer_id);
-    if holder_peer.as_deref() == Some(from.to_string().as_str()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("job {job} attempt {attempt} runs on machine {holder}; only it reports on it"),
-        ))
+    let checked = checked
+        .map_err(|err| refusal(from, cmd.inner().tag(), err))
+        .and_then(|()| proposer::measure(&cmd));
+    match checked {
+        Ok(bytes) => PeerResponse::Write(write_as_leader(node, cmd, bytes).await),
+        Err(err) => PeerResponse::Write(Err(err)),
     }
+}
+
+/// `err`, logged as a refusal of what `from` asked.
+fn refusal(from: PeerId, what: &str, err: ApiError) -> ApiError {
+    tracing::warn!(machine = %identity::machine_id(&from), peer = %from, reason = %err.message, "refused {what} from another machine");
+    err
+}
+
+/// An unanswerable request, logged: the sender sees it refused.
+fn refused(from: PeerId, why: String) -> Option<PeerResponse> {
+    tracing::warn!(machine = %identity::machine_id(&from), peer = %from, reason = %why, "refused a peer request");
+    Some(PeerResponse::Refused(why))
 }
 
 fn not_leader() -> ApiError {

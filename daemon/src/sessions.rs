@@ -3,18 +3,25 @@
 
 use std::time::Duration;
 
+use shoal_protocol::keys::Scope;
 use shoal_protocol::sessions::{ExecRequest, ExecResult};
 use shoal_protocol::{ApiError, ErrorCode, JobId, JobState, MachineId};
 
 use crate::exec::ExecError;
+use crate::keys::Caller;
 use crate::node::Node;
 use crate::p2p::{PeerRequest, PeerResponse};
 
 /// How long an exec may run when the request names no limit.
 pub const DEFAULT_EXEC_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs `request` in session `id`, wherever it runs.
-pub async fn exec(node: &Node, id: JobId, request: &ExecRequest) -> Result<ExecResult, ApiError> {
+/// Runs `request` in session `id` for `caller`, wherever it runs.
+pub async fn exec(
+    node: &Node,
+    caller: &Caller,
+    id: JobId,
+    request: &ExecRequest,
+) -> Result<ExecResult, ApiError> {
     let limit = request
         .timeout_seconds
         .map_or(DEFAULT_EXEC_LIMIT, Duration::from_secs);
@@ -33,6 +40,7 @@ pub async fn exec(node: &Node, id: JobId, request: &ExecRequest) -> Result<ExecR
         attempt,
         command: request.command.clone(),
         timeout_ms: limit.as_millis() as u64,
+        credential: Some(caller.credential.clone()),
     };
     let wait = limit + Duration::from_secs(5);
     match node
@@ -50,6 +58,21 @@ pub async fn exec(node: &Node, id: JobId, request: &ExecRequest) -> Result<ExecR
             ErrorCode::Unavailable,
             format!("cannot reach machine {machine}, which runs session {id}: {err}"),
         )),
+    }
+}
+
+/// Refuses (404, as the API does) a session outside `caller`'s org, unless the caller
+/// is an admin; `None` (an older build asked, with no key) passes.
+pub fn check_owner(node: &Node, id: JobId, caller: Option<&Caller>) -> Result<(), ApiError> {
+    let Some(caller) = caller.filter(|c| c.scope < Scope::Admin) else {
+        return Ok(());
+    };
+    let org = node
+        .fleet
+        .read(|state| state.jobs.get(&id).map(|j| j.spec.org.clone()));
+    match org {
+        Some(org) if org == caller.org => Ok(()),
+        _ => Err(ApiError::not_found(format!("no session with id {id}"))),
     }
 }
 

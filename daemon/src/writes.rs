@@ -22,12 +22,14 @@
 
 use std::time::Duration;
 
+use shoal_protocol::levels::PEER_AUTH_LEVEL;
 use shoal_protocol::requests::{REQUEST_LEVEL, RequestId};
 use shoal_protocol::{ApiError, Command, ErrorCode};
 use tokio::time::{Instant, timeout};
 
+use crate::keys::Caller;
 use crate::node::{Node, WRITE_TIMEOUT, now_ms};
-use crate::p2p::{P2pError, PeerRequest, PeerResponse, WriteOutcome};
+use crate::p2p::{Credential, P2pError, PeerRequest, PeerResponse, WriteOutcome};
 use crate::proposer;
 use crate::rpc::{read_index_as_leader, write_as_leader};
 
@@ -192,25 +194,59 @@ where
 }
 
 impl Node {
-    /// Commits `cmd` through the leader under a new request id and returns the state
+    /// Commits `cmd`, a write this machine makes on its own (its reports, the leader's
+    /// passes), through the leader under a new request id and returns the state
     /// machine's answer once this replica has applied it too, so a read here right after
     /// sees the write.
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, ApiError> {
-        self.write_request(request(self, cmd)).await
+        self.send_write(request(self, cmd), None).await
+    }
+
+    /// [`Node::write`] for a user's change: recorded in the audit log under the caller's
+    /// key, which travels with it so the leader checks it again.
+    pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<WriteOutcome, ApiError> {
+        let cmd = request(self, caller.audited(cmd));
+        self.send_write(cmd, Some(caller.credential.clone())).await
+    }
+
+    /// [`Node::write`] for a write another party vouches for with `credential` (a job
+    /// token, a registration token), which the leader checks again.
+    pub async fn write_with(
+        &self,
+        cmd: Command,
+        credential: Credential,
+    ) -> Result<WriteOutcome, ApiError> {
+        self.send_write(request(self, cmd), Some(credential)).await
     }
 
     /// [`Node::write`] for a command already made a [`request`]: sending the same request
     /// again (after an error, say) applies it at most once. A command that is not a
     /// request yet is made one here.
     pub async fn write_request(&self, req: Command) -> Result<WriteOutcome, ApiError> {
-        let cmd = request(self, req);
+        self.send_write(request(self, req), None).await
+    }
+
+    async fn send_write(
+        &self,
+        cmd: Command,
+        credential: Option<Credential>,
+    ) -> Result<WriteOutcome, ApiError> {
         let bytes = proposer::measure(&cmd)?;
         crate::levels::check_before_forwarding(self, &cmd).await?;
         let resend = matches!(cmd, Command::Request { .. });
+        // A build below the level reads no credential: send it the older form. Asked at
+        // each try, as the leader sends a write in that form back once the level is raised.
+        let forward = || match self.fleet.read(|state| state.fleet_level) >= PEER_AUTH_LEVEL {
+            true => PeerRequest::ForwardAs {
+                command: cmd.clone(),
+                credential: credential.clone(),
+            },
+            false => PeerRequest::Forward(cmd.clone()),
+        };
         let outcome = to_leader(
             self,
             resend,
-            || PeerRequest::Forward(cmd.clone()),
+            forward,
             || write_as_leader(self, cmd.clone(), bytes),
             |response| match response {
                 PeerResponse::Write(result) => Some(result),

@@ -16,6 +16,7 @@
 //! | 3 | [`Command::Request`] (a write under a request id, applied once: see [`crate::requests`]) |
 //! | 4 | no new command: elections wait for a pre-vote from a quorum over peer RPC (see [`PREVOTE_LEVEL`]) |
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
+//! | 6 | no new command: a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -67,7 +68,7 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(5);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(6);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
@@ -80,6 +81,13 @@ pub const PREVOTE_LEVEL: ProtocolLevel = ProtocolLevel(4);
 /// once its fleet is at this level: below it, a machine that speaks it sends each peer the
 /// form that peer reads and reads both.
 pub const SEALED_GOSSIP_LEVEL: ProtocolLevel = ProtocolLevel(5);
+
+/// From this level on, a write one machine forwards to the leader carries what the user
+/// presented (an API key, a job token, a registration token), and the leader checks it
+/// again before proposing; a user's action without it is refused, as is an action only
+/// the leader may take (see [`crate::authors`]). An older build sends no credential, so
+/// below it the leader takes a forwarded write as before.
+pub const PEER_AUTH_LEVEL: ProtocolLevel = ProtocolLevel(6);
 
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod authors;
 pub mod batch;
 pub mod command;
 pub mod cost_ledger;

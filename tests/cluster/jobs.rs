@@ -290,8 +290,11 @@ async fn jobs_run_report_their_exit_code_and_retry_on_failure() {
         at_ms: 0,
     };
     let refused = cluster.node(stranger).write(forged).await.unwrap_err();
-    assert_eq!(refused.code, ErrorCode::Conflict, "{refused}");
-    assert!(refused.message.contains("only it reports"), "{refused}");
+    assert_eq!(refused.code, ErrorCode::Forbidden, "{refused}");
+    assert!(
+        refused.message.contains("may not report on it"),
+        "{refused}"
+    );
     let (status, body) = post(format!("{api}/v1/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     cluster

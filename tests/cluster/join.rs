@@ -1,6 +1,7 @@
 //! Joining with registration tokens: a token brings a machine in (with the token's labels),
 //! is used once even when two machines race with it, and an expired or made-up one is refused.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -143,5 +144,132 @@ async fn a_token_brings_one_machine_in_once() {
         .find(|t| t["used_by"] == json!(id.to_string()))
         .expect("the used token names its machine");
     assert!(used.get("secret_sha256").is_none());
+    cluster.shutdown().await;
+}
+
+/// What a hostile endpoint saw of a join: every request's kind, and any token sent.
+#[derive(Default)]
+struct Seen {
+    kinds: Vec<&'static str>,
+    tokens: Vec<String>,
+}
+
+/// An endpoint that answers join challenges as `answer` says, recording what it is sent.
+async fn hostile_endpoint(
+    answer: impl Fn(
+        shoal_daemon::p2p::PeerRequest,
+    ) -> futures::future::BoxFuture<'static, shoal_daemon::p2p::PeerResponse>
+    + Send
+    + 'static,
+) -> (String, Arc<Mutex<Seen>>, tokio::sync::watch::Sender<bool>) {
+    use shoal_daemon::p2p::{self, PeerRequest};
+    let keypair = libp2p_identity_keypair();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut swarm = p2p::start(keypair, "127.0.0.1:0".parse().unwrap(), false, stopped).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    let handle = swarm.handle.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = swarm.inbound.recv().await {
+            {
+                let mut seen = record.lock().unwrap();
+                match &inbound.request {
+                    PeerRequest::Join { token } => {
+                        seen.kinds.push("join");
+                        seen.tokens.push(token.clone());
+                    }
+                    PeerRequest::JoinChallenge { .. } => seen.kinds.push("challenge"),
+                    _ => seen.kinds.push("other"),
+                }
+            }
+            let _ = inbound.reply.send(answer(inbound.request).await);
+        }
+    });
+    let addr = handle.listen_addr().await.unwrap();
+    (addr.to_string(), seen, stop)
+}
+
+fn libp2p_identity_keypair() -> libp2p::identity::Keypair {
+    libp2p::identity::Keypair::generate_ed25519()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_goes_only_to_the_fleet_that_made_it() {
+    use shoal_daemon::p2p::PeerResponse;
+    init_logs();
+    let cluster = Cluster::start(1).await.unwrap();
+    let token = tokens(&cluster.api(0), json!({"ttl_seconds": 3600}))
+        .await
+        .remove(0);
+    let loopback = "127.0.0.1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Another fleet does not hold the token: it cannot prove it, and never sees it.
+    let other = Cluster::start(1).await.unwrap();
+    let other_peer = other.node(0).info.borrow().addr.p2p_addr.clone();
+    let refused = shoal_daemon::join::request(dir.path(), loopback, &other_peer, &token)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no such token"), "{refused}");
+
+    // A fake endpoint that answers with a made-up proof.
+    let (fake, seen, _stop) = hostile_endpoint(|_| {
+        Box::pin(async {
+            PeerResponse::JoinProof {
+                peer_id: libp2p_identity_keypair().public().to_peer_id().to_string(),
+                mac: vec![0; 32],
+            }
+        })
+    })
+    .await;
+    let refused = shoal_daemon::join::request(dir.path(), loopback, &fake, &token)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("could not prove"), "{refused}");
+    let seen_fake = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(
+        (seen_fake.kinds, seen_fake.tokens),
+        (vec!["challenge"], vec![])
+    );
+
+    // A relay that passes the challenge to a real member and its proof back: the proof
+    // names the relay as the joiner, so the joiner refuses it.
+    let member = cluster.node(0).info.borrow().addr.clone();
+    let relay_swarm = {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let keypair = libp2p_identity_keypair();
+        let started =
+            shoal_daemon::p2p::start(keypair, "127.0.0.1:0".parse().unwrap(), false, stopped);
+        (started.unwrap().handle, stop)
+    };
+    let relay_handle = relay_swarm.0.clone();
+    let (relay, relayed, _stop_relay) = hostile_endpoint(move |request| {
+        let handle = relay_handle.clone();
+        let member = member.clone();
+        Box::pin(async move {
+            let asked = handle.request(
+                &member.peer_id,
+                &member.p2p_addr,
+                request,
+                Duration::from_secs(10),
+            );
+            asked
+                .await
+                .unwrap_or_else(|err| PeerResponse::Refused(err.to_string()))
+        })
+    })
+    .await;
+    let refused = shoal_daemon::join::request(dir.path(), loopback, &relay, &token)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("could not prove"), "{refused}");
+    assert!(relayed.lock().unwrap().tokens.is_empty());
+
+    // The token was never used: with the real fleet it still works.
+    let peer = cluster.node(0).info.borrow().addr.p2p_addr.clone();
+    let joined = shoal_daemon::join::request(dir.path(), loopback, &peer, &token).await;
+    assert!(joined.is_ok(), "{joined:?}");
+    let _ = relay_swarm.1.send(true);
+    other.shutdown().await;
     cluster.shutdown().await;
 }

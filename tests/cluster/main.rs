@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod operate;
 mod partitions;
+mod peers;
 mod snapshots;
 mod versions;
 mod writes;

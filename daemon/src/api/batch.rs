@@ -36,9 +36,9 @@ pub async fn run(
         )));
     }
     let machines = node.fleet.read(|state| select(state, &selection))?;
-    let outcomes = crate::batch::run(&node, action, &machines).await;
+    let outcomes = crate::batch::run(&node, &caller, action, &machines).await;
     let outcome = node
-        .write(caller.audited(Command::RecordBatch { action, machines }))
+        .write_as(&caller, Command::RecordBatch { action, machines })
         .await?;
     accepted(outcome.response)?;
     Ok(Json(BatchReport {

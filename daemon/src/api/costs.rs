@@ -25,6 +25,7 @@ use super::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
 use crate::job_token;
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
+use crate::p2p::Credential;
 
 /// Longest note or report id, in bytes.
 const MAX_TEXT: usize = 200;
@@ -67,14 +68,15 @@ pub async fn report(
     if let Some(id) = &report.id {
         check_text("id", id)?;
     }
+    let cost = Command::ReportCost {
+        job,
+        attempt,
+        micro_usd,
+        report_id: report.id.clone(),
+        at_ms: now_ms(),
+    };
     let outcome = node
-        .write(Command::ReportCost {
-            job,
-            attempt,
-            micro_usd,
-            report_id: report.id.clone(),
-            at_ms: now_ms(),
-        })
+        .write_with(cost, Credential::JobToken(token.to_string()))
         .await?;
     match accepted(outcome.response)? {
         Response::CostReported { counted } => {
@@ -278,10 +280,13 @@ pub async fn set_budget(
         .budget()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     let outcome = node
-        .write(caller.audited(Command::SetBudget {
-            org: org.clone(),
-            budget: Some(budget),
-        }))
+        .write_as(
+            &caller,
+            Command::SetBudget {
+                org: org.clone(),
+                budget: Some(budget),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     let now = now_ms();
@@ -304,7 +309,7 @@ pub async fn remove_budget(
     Path(org): Path<String>,
 ) -> ApiResult<BudgetList> {
     let outcome = node
-        .write(caller.audited(Command::SetBudget { org, budget: None }))
+        .write_as(&caller, Command::SetBudget { org, budget: None })
         .await?;
     accepted(outcome.response)?;
     let now = now_ms();

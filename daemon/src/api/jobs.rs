@@ -45,10 +45,13 @@ pub(super) async fn submit_one(
     spec: JobSpec,
 ) -> Result<SubmitJobResponse, Failure> {
     let outcome = node
-        .write(caller.audited(Command::SubmitJob {
-            spec: Box::new(spec),
-            at_ms: now_ms(),
-        }))
+        .write_as(
+            caller,
+            Command::SubmitJob {
+                spec: Box::new(spec),
+                at_ms: now_ms(),
+            },
+        )
         .await?;
     match outcome.response {
         Response::Submitted { job, created } => Ok(SubmitJobResponse { job: *job, created }),
@@ -278,10 +281,13 @@ pub(super) async fn cancel_job(
     id: JobId,
 ) -> Result<JobRecord, Failure> {
     let outcome = node
-        .write(caller.audited(Command::CancelJob {
-            job: id,
-            at_ms: now_ms(),
-        }))
+        .write_as(
+            caller,
+            Command::CancelJob {
+                job: id,
+                at_ms: now_ms(),
+            },
+        )
         .await?;
     job_of(outcome.response)
 }

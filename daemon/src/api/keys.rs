@@ -34,9 +34,12 @@ pub async fn create(
     }
     let (key, record) = new_key(&org, request.scope, &name, &caller.key_id, now_ms());
     let outcome = node
-        .write(caller.audited(Command::CreateApiKey {
-            record: Box::new(record.clone()),
-        }))
+        .write_as(
+            &caller,
+            Command::CreateApiKey {
+                record: Box::new(record.clone()),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     let created = CreatedKey {
@@ -79,10 +82,13 @@ pub async fn revoke(
         )));
     }
     let outcome = node
-        .write(caller.audited(Command::RevokeApiKey {
-            id: id.clone(),
-            at_ms: now_ms(),
-        }))
+        .write_as(
+            &caller,
+            Command::RevokeApiKey {
+                id: id.clone(),
+                at_ms: now_ms(),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     let keys = node

@@ -149,7 +149,7 @@ pub async fn remove(
         )));
     }
     let outcome = node
-        .write(caller.audited(Command::RetireMachine { id }))
+        .write_as(&caller, Command::RetireMachine { id })
         .await?;
     accepted(outcome.response)?;
     Ok(Json(MachineRemoved { removed: id }))
@@ -204,11 +204,14 @@ pub async fn label(
         return Err(Failure(ApiError::bad_request(err.to_string())));
     }
     let outcome = node
-        .write(caller.audited(Command::LabelMachine {
-            id,
-            set: body.set,
-            remove: body.remove,
-        }))
+        .write_as(
+            &caller,
+            Command::LabelMachine {
+                id,
+                set: body.set,
+                remove: body.remove,
+            },
+        )
         .await?;
     match outcome.response {
         Response::Machine(record) => Ok(Json(view(&node, &record, &roles(&node)))),

@@ -79,10 +79,13 @@ async fn set_drain(
     let machines = node.fleet.read(|state| select(state, request))?;
     if !machines.is_empty() {
         let outcome = node
-            .write(caller.audited(Command::SetDrain {
-                machines: machines.clone(),
-                drain,
-            }))
+            .write_as(
+                caller,
+                Command::SetDrain {
+                    machines: machines.clone(),
+                    drain,
+                },
+            )
             .await?;
         accepted(outcome.response)?;
     }
@@ -184,11 +187,14 @@ pub async fn set_kill_switch(
             "terminate stops running jobs as the kill switch goes on: use it with on=true",
         )));
     }
-    node.write(caller.audited(Command::SetKillSwitch {
-        switch: switch.clone(),
-        terminate: request.terminate,
-        at_ms: now_ms(),
-    }))
+    node.write_as(
+        &caller,
+        Command::SetKillSwitch {
+            switch: switch.clone(),
+            terminate: request.terminate,
+            at_ms: now_ms(),
+        },
+    )
     .await?;
     Ok(Json(KillSwitchState::new(switch)))
 }

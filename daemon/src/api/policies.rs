@@ -41,10 +41,13 @@ pub async fn put(
         updated_by: caller.key_id.clone(),
     };
     let outcome = node
-        .write(caller.audited(Command::SetPolicy {
-            name,
-            policy: Some(policy.clone()),
-        }))
+        .write_as(
+            &caller,
+            Command::SetPolicy {
+                name,
+                policy: Some(policy.clone()),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     Ok(Json(policy))
@@ -70,7 +73,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<PolicyList> {
     let outcome = node
-        .write(caller.audited(Command::SetPolicy { name, policy: None }))
+        .write_as(&caller, Command::SetPolicy { name, policy: None })
         .await?;
     accepted(outcome.response)?;
     Ok(Json(list_of(&node)))

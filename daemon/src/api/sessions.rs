@@ -173,7 +173,9 @@ pub async fn exec(
     request
         .validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
-    Ok(Json(crate::sessions::exec(&node, id, &request).await?))
+    Ok(Json(
+        crate::sessions::exec(&node, &caller, id, &request).await?,
+    ))
 }
 
 /// `GET /v1/sessions/{id}/attach`: an interactive shell in the session over a WebSocket

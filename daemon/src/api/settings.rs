@@ -41,9 +41,12 @@ pub async fn put(
         .into_settings()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
     let outcome = node
-        .write(caller.audited(Command::SetFleetSettings {
-            settings: settings.clone(),
-        }))
+        .write_as(
+            &caller,
+            Command::SetFleetSettings {
+                settings: settings.clone(),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     tracing::info!(job_retention_seconds = ?settings.job_retention_seconds, actor = %caller.key_id, "fleet settings changed");

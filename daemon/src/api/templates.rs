@@ -54,12 +54,15 @@ pub async fn put(
     spec.validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     let outcome = node
-        .write(caller.audited(Command::PutTemplate {
-            name,
-            spec: Box::new(spec),
-            by: caller.key_id.clone(),
-            at_ms: now_ms(),
-        }))
+        .write_as(
+            &caller,
+            Command::PutTemplate {
+                name,
+                spec: Box::new(spec),
+                by: caller.key_id.clone(),
+                at_ms: now_ms(),
+            },
+        )
         .await?;
     template_of(outcome.response)
 }
@@ -102,10 +105,13 @@ pub async fn rollback(
 ) -> ApiResult<Template> {
     checked_name(&name)?;
     let outcome = node
-        .write(caller.audited(Command::RollbackTemplate {
-            name,
-            version: request.version,
-        }))
+        .write_as(
+            &caller,
+            Command::RollbackTemplate {
+                name,
+                version: request.version,
+            },
+        )
         .await?;
     template_of(outcome.response)
 }

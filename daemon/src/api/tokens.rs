@@ -62,7 +62,7 @@ pub async fn create(
         });
     }
     let outcome = node
-        .write(caller.audited(Command::CreateTokens { tokens: records }))
+        .write_as(&caller, Command::CreateTokens { tokens: records })
         .await?;
     accepted(outcome.response)?;
     Ok((
@@ -101,10 +101,13 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<TokenList> {
     let outcome = node
-        .write(caller.audited(Command::RevokeToken {
-            id: id.clone(),
-            at_ms: now_ms(),
-        }))
+        .write_as(
+            &caller,
+            Command::RevokeToken {
+                id: id.clone(),
+                at_ms: now_ms(),
+            },
+        )
         .await?;
     accepted(outcome.response)?;
     let token = node

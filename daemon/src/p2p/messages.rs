@@ -21,8 +21,17 @@ pub enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<MachineId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A write accepted by a follower, for the leader to propose.
+    /// A write accepted by a follower, for the leader to propose: the form of a fleet
+    /// below
+    /// [`shoal_protocol::levels::PEER_AUTH_LEVEL`], whose older builds send no credential.
     Forward(Command),
+    /// A write accepted by another machine, for the leader to propose once it has checked
+    /// `credential` (the user's key, a job token, a registration token) or, without one,
+    /// that the sending machine may cause `command` on its own (see `peer_writes`).
+    ForwardAs {
+        command: Command,
+        credential: Option<Credential>,
+    },
     /// A follower asks the leader for a linearizable read point.
     ReadIndex,
     /// A voter asks whether it may stand for election (protocol level 4).
@@ -34,6 +43,12 @@ pub enum PeerRequest {
     /// token is the credential), over the encrypted channel.
     Join {
         token: String,
+    },
+    /// Before a joining machine sends its token: prove you hold this token's record
+    /// (see `join.rs`), so the token goes only to a machine of the fleet that made it.
+    JoinChallenge {
+        token_id: String,
+        nonce: Vec<u8>,
     },
     /// Output of an attempt this machine ran, from byte `from`, waiting up to `wait_ms`
     /// for some while it runs.
@@ -50,6 +65,9 @@ pub enum PeerRequest {
     /// Carry out a batch operation on this machine.
     Batch {
         action: BatchAction,
+        /// The key of the user who asked (absent from an older build).
+        #[serde(default)]
+        credential: Option<Credential>,
     },
     /// Run a command in the container of a session this machine runs.
     Exec {
@@ -57,7 +75,33 @@ pub enum PeerRequest {
         attempt: u32,
         command: Vec<String>,
         timeout_ms: u64,
+        /// The key of the user who asked (absent from an older build).
+        #[serde(default)]
+        credential: Option<Credential>,
     },
+}
+
+/// What a user (or a job, or a joining machine) presented to the machine it reached,
+/// passed on so the machine that acts checks it again: a member cannot make one up.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// An API key, as the caller sent it.
+    ApiKey(String),
+    /// A running attempt's `SHOAL_JOB_TOKEN`.
+    JobToken(String),
+    /// A registration token a machine presented to join.
+    RegistrationToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret itself, in a log line or a panic message.
+        f.write_str(match self {
+            Credential::ApiKey(_) => "ApiKey(..)",
+            Credential::JobToken(_) => "JobToken(..)",
+            Credential::RegistrationToken(_) => "RegistrationToken(..)",
+        })
+    }
 }
 
 /// A committed write: its log index and what the state machine answered.
@@ -87,6 +131,12 @@ pub enum PeerResponse {
     Joined {
         cluster_secret: String,
         gossip_seeds: Vec<String>,
+    },
+    /// The answer to a [`PeerRequest::JoinChallenge`]: this machine's peer id and a MAC
+    /// over the nonce and both peer ids, keyed by the token's hash.
+    JoinProof {
+        peer_id: String,
+        mac: Vec<u8>,
     },
     /// Where this machine gossips.
     Hello {

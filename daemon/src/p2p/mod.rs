@@ -8,7 +8,8 @@
 //! ```
 //!
 //! One task owns the [`Swarm`]; everything else talks to it through channels.
-//! Requests from peers that are not machines of the fleet are refused, except `Hello`.
+//! Requests from peers that are not machines of the fleet are refused, except `Hello` and
+//! the two steps of a join (the token is the credential).
 //! With mDNS on, every peer found on the LAN is asked `Hello`, and its gossip address
 //! comes out of [`P2p::discovered`] for gossip to contact.
 
@@ -35,7 +36,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use codec::MAX_MESSAGE_BYTES;
-pub use messages::{PeerRequest, PeerResponse, WriteOutcome};
+pub use messages::{Credential, PeerRequest, PeerResponse, WriteOutcome};
 
 type Rpc = request_response::Behaviour<codec::PeerCodec>;
 
@@ -496,7 +497,12 @@ impl SwarmTask {
             .read()
             .expect("allowed peers lock")
             .contains(&from);
-        if !allowed && !matches!(request, PeerRequest::Hello | PeerRequest::Join { .. }) {
+        if !allowed
+            && !matches!(
+                request,
+                PeerRequest::Hello | PeerRequest::Join { .. } | PeerRequest::JoinChallenge { .. }
+            )
+        {
             tracing::warn!(peer = %from, "refused peer rpc from a machine outside the fleet");
             let reason = "this peer is not a machine of the fleet".to_string();
             let _ = self
