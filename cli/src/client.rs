@@ -14,8 +14,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::api::{
-    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineHistory, MachineList,
-    MachineRemoved, MachineView,
+    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineApproved, MachineHistory,
+    MachineList, MachineRemoved, MachineView,
 };
 use shoal_protocol::audit::AuditList;
 use shoal_protocol::batch::{BatchAction, BatchReport};
@@ -156,6 +156,12 @@ impl Client {
     pub async fn remove_machine(&self, id: MachineId) -> Result<MachineRemoved, ClientError> {
         let path = format!("/v1/machines/{id}");
         self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/machines/{id}/approve`.
+    pub async fn approve_machine(&self, id: MachineId) -> Result<MachineApproved, ClientError> {
+        let path = format!("/v1/machines/{id}/approve");
+        self.call(Method::POST, &path, None::<&()>).await
     }
 
     /// `PUT /v1/machines/{id}/labels`.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use shoal_protocol::api::{LabelRequest, MachineSort, MachineView};
+use shoal_protocol::api::{LabelRequest, MachineSort, MachineView, PendingMachine};
 use shoal_protocol::{ApiError, Labels, MachineId, MachineStatus, UnixMillis};
 
 use crate::client::{Client, ClientError};
@@ -54,6 +54,65 @@ pub async fn ls(client: &Client, filter: &LsFilter, json: bool) -> Result<(), Cl
         print_json(&list);
     } else {
         print(&table(&list.machines, now_ms()));
+        if !list.pending.is_empty() {
+            print(&pending_table(&list.pending, now_ms()));
+        }
+    }
+    Ok(())
+}
+
+/// The machines waiting for approval, under the `machines ls` table.
+fn pending_table(pending: &[PendingMachine], now: UnixMillis) -> String {
+    let mut table = Table::new(&["ID", "NAME", "STATUS", "HOSTNAME", "VERSION", "LAST SEEN"]);
+    for m in pending {
+        table.row(vec![
+            m.id.to_string(),
+            m.name.clone(),
+            "PENDING".to_string(),
+            m.hostname.clone(),
+            m.version.clone(),
+            age(now, m.last_heartbeat_ms),
+        ]);
+    }
+    format!(
+        "\nwaiting for approval (shoal machines approve ID), or for a registration token:\n{}",
+        table.render()
+    )
+}
+
+/// `shoal machines approve`: admits a machine that came with the cluster secret alone.
+pub async fn approve(client: &Client, machine: &str, json: bool) -> Result<(), ClientError> {
+    let id = match machine.parse::<MachineId>() {
+        Ok(id) if machine.len() == 16 => id,
+        _ => {
+            let pending = client.machines().await?.pending;
+            let found: Vec<_> = pending
+                .iter()
+                .filter(|m| m.name == machine || m.id.to_string().starts_with(machine))
+                .collect();
+            match found.as_slice() {
+                [one] => one.id,
+                [] => {
+                    return Err(
+                        ApiError::not_found(format!("no pending machine {machine:?}")).into(),
+                    );
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{machine:?} names several pending machines: give the full id"
+                    ))
+                    .into());
+                }
+            }
+        }
+    };
+    let approved = client.approve_machine(id).await?;
+    if json {
+        print_json(&approved);
+    } else {
+        print(&format!(
+            "approved machine {id}; the leader records it once it is seen"
+        ));
     }
     Ok(())
 }

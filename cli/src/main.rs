@@ -150,6 +150,11 @@ enum MachinesCmd {
         /// Full id, unique id prefix, or name.
         machine: String,
     },
+    /// Admit a machine that came with the cluster secret alone (listed as PENDING).
+    Approve {
+        /// Full id, unique id prefix, or name of a pending machine.
+        machine: String,
+    },
     /// Show one machine in detail.
     Show {
         /// Full id, unique id prefix, or name.
@@ -268,6 +273,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
         Cmd::Machines(MachinesCmd::Rm { machine }) => {
             machines::remove(&client, &machine, json).await
+        }
+        Cmd::Machines(MachinesCmd::Approve { machine }) => {
+            machines::approve(&client, &machine, json).await
         }
         Cmd::Machines(MachinesCmd::Show { machine }) => {
             machines::show(&client, &machine, json).await

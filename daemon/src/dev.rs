@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::cli::DevArgs;
 use crate::config::Settings;
 use crate::identity;
-use crate::node::{Listeners, Node, shutdown_signal};
+use crate::node::{Listeners, Node, RunningNode, shutdown_signal};
 
 /// The dev fleet's load threshold: high enough that host load never makes a node BUSY.
 const DEV_LOAD_THRESHOLD: f32 = 1000.0;
@@ -23,7 +23,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let key = identity::load_or_create_dev_key(&args.data_dir)?;
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let port = |i: usize, offset: u16| args.base_port + 10 * i as u16 + offset;
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<RunningNode> = Vec::new();
     for i in 0..args.nodes {
         let settings = Settings {
             node_name: Some(format!("dev-{}", i + 1)),
@@ -46,6 +46,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             bootstrap_key: Some(key.clone()),
             ..Settings::default()
         };
+        if let Some(first) = nodes.first() {
+            // The dev fleet's machines join with the secret: admit each, as an admin would.
+            std::fs::create_dir_all(&settings.data_dir)?;
+            let keypair = identity::load_or_create_keypair(&settings.data_dir)?;
+            let id = identity::machine_id(&keypair.public().to_peer_id());
+            crate::admission::approve_with_key(&first.node, &key, id)
+                .await
+                .map_err(|err| anyhow::anyhow!("admitting dev-{}: {}", i + 1, err.message))?;
+        }
         let config = settings.validate()?;
         let listeners = Listeners::bind(&config).await?;
         nodes.push(Node::start(config, listeners).await?);

@@ -3,6 +3,7 @@
 //!
 //! Start with [`node`]: it wires every other module together.
 
+pub mod admission;
 pub mod api;
 pub mod attach;
 pub mod autopilot;

@@ -20,6 +20,7 @@ use shoal_protocol::{
 use shoal_raft::jobs;
 use tokio::sync::watch;
 
+use crate::admission::{Admission, admission};
 use crate::autopilot::{self, Change, Health, Member};
 use crate::levels;
 use crate::node::{Node, members, now_ms};
@@ -192,22 +193,25 @@ async fn reconcile(
         .iter()
         .map(|p| (p.info.id, p.clone()))
         .collect();
-    let (records, retired, fleet_level) = node.fleet.read(|state| {
-        (
-            state.machines.clone(),
-            state.retired.clone(),
-            state.fleet_level,
-        )
-    });
     let raft_members: BTreeSet<MachineId> = members(&node.raft).into_keys().collect();
+    let (records, retired, admitted, fleet_level) = node.fleet.read(|state| {
+        let admitted: BTreeSet<MachineId> = peers
+            .keys()
+            .copied()
+            .filter(|id| admission(state, &raft_members, *id) == Admission::Member)
+            .collect();
+        let retired = state.retired.clone();
+        (state.machines.clone(), retired, admitted, state.fleet_level)
+    });
     let listed: Vec<PeerView> = peers.values().cloned().collect();
     levels::warn_below(&listed, &raft_members, fleet_level, warned_below_level);
 
-    // 1. Record new machines and refresh changed facts. One that speaks less than the
-    // fleet's level is not taken in: it could not read the log it would replay.
+    // 1. Record new machines and refresh changed facts: only machines the log admits (see
+    // `admission`). One that speaks less than the fleet's level is not taken in: it could
+    // not read the log it would replay.
     let welcome = |peer: &&PeerView| {
         peer.live
-            && !retired.contains(&peer.info.id)
+            && admitted.contains(&peer.info.id)
             && (raft_members.contains(&peer.info.id)
                 || levels::admits(fleet_level, peer.info.protocol_level))
     };

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use shoal_protocol::{JobId, JobRecord, MachineId, MachineStatus, ProtocolLevel};
 
 use crate::config::{Config, Settings, Timings};
@@ -102,6 +103,9 @@ impl Cluster {
     /// Launches the first `n` nodes and waits until they form a settled fleet.
     async fn form(mut self, n: usize) -> anyhow::Result<Cluster> {
         for i in 0..n {
+            if i > 0 {
+                self.approve(i).await?;
+            }
             let running = self.launch(i, Vec::new(), TEST_SECRET).await?;
             self.gossip_addrs.push(running.1);
             self.nodes.push(Some(running.0));
@@ -249,9 +253,27 @@ impl Cluster {
         Ok((Node::start(config, listeners).await?, gossip))
     }
 
-    /// Starts one more node that joins the fleet, returning its index.
+    /// Admits node `i`, which will join with the cluster secret alone, through the first
+    /// running node, as an admin would with `shoal machines approve`.
+    async fn approve(&self, i: usize) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.data_dir(i))?;
+        let keypair = crate::identity::load_or_create_keypair(&self.data_dir(i))?;
+        let id = crate::identity::machine_id(&keypair.public().to_peer_id());
+        let through = self
+            .running()
+            .into_iter()
+            .next()
+            .context("no node is running")?;
+        crate::admission::approve_with_key(self.node(through), TEST_KEY, id)
+            .await
+            .map_err(|err| anyhow::anyhow!("approving node {i}: {}", err.message))
+    }
+
+    /// Starts one more node that joins the fleet with the secret (approved by an admin,
+    /// as it would be), returning its index.
     pub async fn add_node(&mut self, labels: Vec<String>) -> anyhow::Result<usize> {
         let i = self.nodes.len();
+        self.approve(i).await?;
         let (running, gossip) = self.launch(i, labels, TEST_SECRET).await?;
         self.gossip_addrs.push(gossip);
         self.nodes.push(Some(running));
@@ -281,7 +303,13 @@ impl Cluster {
     /// Starts a node that gossips to the fleet with a different secret. It is not
     /// part of the cluster's node list.
     pub async fn start_outsider(&self, secret: &str) -> anyhow::Result<RunningNode> {
-        let i = self.nodes.len() + 100;
+        self.start_stranger(self.nodes.len() + 100, secret).await
+    }
+
+    /// Starts a machine that gossips to the fleet with `secret` and nothing else (no
+    /// approval, no token), on the data directory of index `i`: the same identity each
+    /// time for the same `i`. It is not part of the cluster's node list.
+    pub async fn start_stranger(&self, i: usize, secret: &str) -> anyhow::Result<RunningNode> {
         Ok(self.launch(i, Vec::new(), secret).await?.0)
     }
 

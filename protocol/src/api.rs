@@ -178,6 +178,28 @@ impl MachineView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
+    /// Machines that came with the cluster secret alone and wait for an admin's approval
+    /// (`POST /v1/machines/{id}/approve`); not members, whatever the filters.
+    #[serde(default)]
+    pub pending: Vec<PendingMachine>,
+}
+
+/// A machine gossiping with the cluster secret that the fleet has not admitted: neither in
+/// the group that formed it, nor joined with a token, nor approved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PendingMachine {
+    pub id: MachineId,
+    pub name: String,
+    pub hostname: String,
+    pub version: String,
+    pub addr: MemberAddr,
+    pub last_heartbeat_ms: UnixMillis,
+}
+
+/// `POST /v1/machines/{id}/approve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachineApproved {
+    pub approved: MachineId,
 }
 
 /// `PUT /v1/machines/{id}/labels`: labels to set and label keys to remove.

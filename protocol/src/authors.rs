@@ -56,6 +56,7 @@ impl Command {
             | Command::RollbackTemplate { .. }
             | Command::RecordBatch { .. } => Author::User(Scope::Operate),
             Command::RetireMachine { .. }
+            | Command::ApproveMachine { .. }
             | Command::CreateApiKey { .. }
             | Command::RevokeApiKey { .. }
             | Command::CreateTokens { .. }

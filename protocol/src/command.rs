@@ -46,6 +46,9 @@ pub enum Command {
     /// An admin removes a machine for good: it is forgotten, leaves Raft, its peer requests
     /// are refused, and it is not recorded again until it uses a new registration token.
     RetireMachine { id: MachineId },
+    /// An admin admits a machine that came with the cluster secret alone (shown PENDING
+    /// until then); a removed machine comes back only with a registration token.
+    ApproveMachine { id: MachineId },
     /// A user submits a job; its id is the entry's log index. `agent_id: "all_online"`
     /// makes one child job per machine ONLINE at apply time.
     SubmitJob {
@@ -185,6 +188,7 @@ impl Command {
             Command::LabelMachine { .. } => "LabelMachine",
             Command::RemoveMachine { .. } => "RemoveMachine",
             Command::RetireMachine { .. } => "RetireMachine",
+            Command::ApproveMachine { .. } => "ApproveMachine",
             Command::SubmitJob { .. } => "SubmitJob",
             Command::Dispatch { .. } => "Dispatch",
             Command::ReportJob { .. } => "ReportJob",
@@ -287,6 +291,11 @@ pub struct FleetState {
     pub api_keys: OrdMap<String, ApiKeyRecord>,
     /// Machines removed by an admin; they come back only with a new registration token.
     pub retired: BTreeSet<MachineId>,
+    /// Machines admitted by a registration token or an admin's approval, which the leader
+    /// may record once they show up (see [`crate::levels::MEMBERSHIP_LEVEL`]); none in a
+    /// state written before it.
+    #[serde(default)]
+    pub admitted: BTreeSet<MachineId>,
     /// Registration tokens by id, used and revoked ones included.
     pub tokens: OrdMap<String, RegistrationToken>,
     /// The newest audit entries, oldest first (at most `audit::MAX_KEPT`).

@@ -16,7 +16,7 @@
 //! | 3 | [`Command::Request`] (a write under a request id, applied once: see [`crate::requests`]) |
 //! | 4 | no new command: elections wait for a pre-vote from a quorum over peer RPC (see [`PREVOTE_LEVEL`]) |
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
-//! | 6 | no new command: a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
+//! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -89,6 +89,12 @@ pub const SEALED_GOSSIP_LEVEL: ProtocolLevel = ProtocolLevel(5);
 /// below it the leader takes a forwarded write as before.
 pub const PEER_AUTH_LEVEL: ProtocolLevel = ProtocolLevel(6);
 
+/// From this level on, the leader records a machine it sees in gossip only if the log
+/// admits it: it was in the Raft group that formed the fleet, it used a registration
+/// token, or an admin approved it ([`Command::ApproveMachine`]). One that holds only the
+/// cluster secret waits, PENDING, and is neither recorded nor sent the log.
+pub const MEMBERSHIP_LEVEL: ProtocolLevel = ProtocolLevel(6);
+
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
@@ -106,6 +112,7 @@ impl Command {
                 command.min_level().max(crate::requests::REQUEST_LEVEL)
             }
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
+            Command::ApproveMachine { .. } => MEMBERSHIP_LEVEL,
             Command::UpsertMachine { .. }
             | Command::SetStatus { .. }
             | Command::LabelMachine { .. }
@@ -227,7 +234,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "5");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "6");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

@@ -226,6 +226,7 @@ fn one_of_each() -> Vec<Command> {
                 job_retention_seconds: Some(172_800),
             },
         },
+        Command::ApproveMachine { id: machine },
         Command::Request {
             id: RequestId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
             at_ms: 23,

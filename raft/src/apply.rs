@@ -37,6 +37,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::RetireMachine { id } => match remove(state, id) {
             Response::Done => {
                 state.retired.insert(id);
+                state.admitted.remove(&id);
                 Response::Done
             }
             refused => refused,
@@ -94,6 +95,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::SetPolicy { name, policy } => set_policy(state, name, policy),
         Command::SetFleetLevel { level } => fleet_settings::set_level(state, level),
         Command::SetFleetSettings { settings } => fleet_settings::set_settings(state, settings),
+        Command::ApproveMachine { id } => approve(state, id),
         Command::RecordBatch { .. } => Response::Done,
         Command::Audited {
             actor,
@@ -199,6 +201,20 @@ fn remove(state: &mut FleetState, id: MachineId) -> Response {
         Some(_) => Response::Done,
         None => not_found(id),
     }
+}
+
+/// Admits a machine that came with the cluster secret alone; a removed one is refused.
+fn approve(state: &mut FleetState, id: MachineId) -> Response {
+    if state.retired.contains(&id) {
+        return Response::Rejected {
+            code: ErrorCode::Conflict,
+            message: format!(
+                "machine {id} was removed: it comes back only with a new registration token"
+            ),
+        };
+    }
+    state.admitted.insert(id);
+    Response::Done
 }
 
 /// Drains (or undrains) every listed machine, or none when one is unknown.
@@ -360,6 +376,32 @@ mod tests {
             id: id.to_string(),
             at_ms: 5,
         }
+    }
+
+    #[test]
+    fn an_approval_admits_until_removal_and_a_removed_machine_needs_a_token() {
+        let mut state = FleetState::default();
+        let ctx = ApplyCtx { log_index: 1 };
+        let id = MachineId(9);
+        let approve = || Command::ApproveMachine { id };
+        assert_eq!(apply(&mut state, approve(), &ctx), Response::Done);
+        assert!(state.admitted.contains(&id));
+        let info = Box::new(MachineInfo {
+            id,
+            ..MachineInfo::default()
+        });
+        apply(&mut state, Command::UpsertMachine { info, at_ms: 1 }, &ctx);
+        apply(&mut state, Command::RetireMachine { id }, &ctx);
+        assert!(!state.admitted.contains(&id) && state.retired.contains(&id));
+        let before = state.clone();
+        match apply(&mut state, approve(), &ctx) {
+            Response::Rejected { code, message } => {
+                assert_eq!(code, ErrorCode::Conflict);
+                assert!(message.contains("registration token"), "{message}");
+            }
+            other => panic!("a removed machine was approved: {other:?}"),
+        }
+        assert_eq!(state, before);
     }
 
     #[test]

@@ -93,6 +93,9 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::SetFleetSettings { .. } => {
             ("set_fleet_settings".into(), "fleet".into(), Vec::new())
         }
+        Command::ApproveMachine { id } => {
+            ("approve_machine".into(), format!("machine {id}"), vec![*id])
+        }
         other => (
             format!("{other:?}")
                 .split_whitespace()

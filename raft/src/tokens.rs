@@ -67,6 +67,7 @@ pub(crate) fn use_token(
     token.used_by = Some(machine);
     // A new token is how a removed machine comes back.
     state.retired.remove(&machine);
+    state.admitted.insert(machine);
     token.used_at_ms = Some(at_ms);
     let labels = token.labels.clone();
     if let Some(record) = state.machines.get_mut(&machine) {

@@ -30,7 +30,8 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route.starts_with("/v1/budgets")
         || route.starts_with("/v1/policies")
         || route == "/v1/fleet/settings"
-        || (*method == Method::DELETE && route == "/v1/machines/{id}");
+        || (*method == Method::DELETE && route == "/v1/machines/{id}")
+        || route == "/v1/machines/{id}/approve";
     let admin_read = credentials || route == "/v1/audit";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,
@@ -119,6 +120,10 @@ mod tests {
         assert_eq!(required_scope(&Method::GET, "/v1/costs"), Scope::Read);
         assert_eq!(
             required_scope(&Method::DELETE, "/v1/keys/{id}"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/machines/{id}/approve"),
             Scope::Admin
         );
     }

@@ -122,7 +122,8 @@ pub async fn list(
     let mut machines = views(&node);
     machines.retain(|m| query.matches(m));
     query.sort(&mut machines, now_ms());
-    Ok(Json(MachineList { machines }))
+    let pending = super::admission::pending(&node);
+    Ok(Json(MachineList { machines, pending }))
 }
 
 /// `DELETE /v1/machines/{id}`: removes the machine for good. It leaves Raft, its peer

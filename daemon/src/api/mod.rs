@@ -4,6 +4,7 @@
 //! writes go through [`Node::write`], which forwards them to the leader. Every `/v1` route
 //! needs an API key (`auth.rs`); `/health` and `/metrics` do not.
 
+mod admission;
 mod audit;
 mod auth;
 mod batch;
@@ -61,6 +62,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(machines::list))
         .routes(routes!(machines::show, machines::remove))
         .routes(routes!(machines::label))
+        .routes(routes!(admission::approve))
         .routes(routes!(history::history))
         .routes(routes!(machines::cluster))
         .routes(routes!(fleet::summary))

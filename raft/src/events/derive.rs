@@ -122,6 +122,7 @@ impl Before {
             | Command::SetPolicy { .. }
             | Command::RecordBatch { .. }
             | Command::SetFleetLevel { .. }
+            | Command::ApproveMachine { .. }
             | Command::SetFleetSettings { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
