@@ -171,6 +171,9 @@ impl Cluster {
         let config = cluster.settings(0, Vec::new(), TEST_SECRET).validate()?;
         crate::restore::restore(backup, &config, false)?;
         for i in 0..n {
+            if i > 0 {
+                cluster.approve(i).await?;
+            }
             let running = cluster.launch(i, Vec::new(), TEST_SECRET).await?;
             cluster.gossip_addrs.push(running.1);
             cluster.nodes.push(Some(running.0));
@@ -264,9 +267,14 @@ impl Cluster {
             .into_iter()
             .next()
             .context("no node is running")?;
-        crate::admission::approve_with_key(self.node(through), TEST_KEY, id)
-            .await
-            .map_err(|err| anyhow::anyhow!("approving node {i}: {}", err.message))
+        // Boxed: the write path's future is deep, and every test awaits this one.
+        Box::pin(crate::admission::approve_with_key(
+            self.node(through),
+            TEST_KEY,
+            id,
+        ))
+        .await
+        .map_err(|err| anyhow::anyhow!("approving node {i}: {}", err.message))
     }
 
     /// Starts one more node that joins the fleet with the secret (approved by an admin,

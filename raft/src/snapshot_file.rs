@@ -16,6 +16,48 @@ use openraft::{LogId, Snapshot};
 use crate::state_machine::StoredSnapshot;
 use crate::{FleetConfig, StoreError, snapshot_format};
 
+/// How much less CPU the snapshot encoder asks for than the rest of the node (a nice
+/// value, on Linux).
+const ENCODER_NICENESS: i32 = 10;
+
+/// Runs `work` on a thread of its own, at a lower priority than the node's other threads
+/// where the system allows. Encoding a large state takes seconds of CPU; on a machine with
+/// few cores it must not take them from the task that applies the log (with the same
+/// priority, an apply waited up to 45 ms behind the encoder on 2 cores; see BENCHMARKS.md).
+async fn in_background<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("shoal-snapshot".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = done.send(work());
+        })
+        .map_err(encoder_error)?;
+    result
+        .await
+        .map_err(|_| encoder_error(std::io::Error::other("it stopped without an answer")))?
+}
+
+fn encoder_error(source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        action: "running the snapshot encoder for",
+        path: SNAPSHOT_FILE.to_string(),
+        source,
+    }
+}
+
+/// Lowers the calling thread's priority by [`ENCODER_NICENESS`]; best effort.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), ENCODER_NICENESS)
+    {
+        tracing::debug!(%err, "could not lower the snapshot encoder's priority");
+    }
+}
+
 /// The snapshot's file inside the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
@@ -65,12 +107,12 @@ impl<C: FleetConfig> SnapshotFile<C> {
         snapshot: StoredSnapshot<C>,
     ) -> Result<Vec<u8>, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        in_background(move || {
             let bytes = snapshot_format::encode(&snapshot)?;
             this.persist(snapshot.meta.last_log_id, &bytes)?;
             Ok(bytes)
         })
-        .await?
+        .await
     }
 
     /// Makes already encoded snapshot bytes the file on disk, unless the file already

@@ -230,9 +230,11 @@ async fn a_drain_moves_work_away_and_the_kill_switch_holds_the_queue() {
         body["entries"].as_array().unwrap().clone()
     };
     let on_machine = get(format!("{api}/v1/audit?machine={drained}")).await;
+    // The suite admits the machines it starts with the secret, as an admin would.
     let actions: Vec<&str> = on_machine
         .iter()
         .map(|e| e["action"].as_str().unwrap())
+        .filter(|action| *action != "approve_machine")
         .collect();
     assert_eq!(actions, ["undrain", "drain"], "{on_machine:?}");
     assert!(
