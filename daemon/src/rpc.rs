@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use openraft::error::RaftError;
 use openraft::raft::AppendEntriesResponse;
 use shoal_protocol::keys::Scope;
-use shoal_protocol::{ApiError, Command, ErrorCode};
+use shoal_protocol::{ApiError, Command, ErrorCode, MachineId};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -70,12 +70,13 @@ async fn bounded<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
 
 /// The answer to one peer request; `None` leaves it unanswered.
 async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerResponse> {
+    if let Some(claims) = raft_sender_claimed(&request, &from)
+        && let Err(why) = peer_auth::raft_sender(node, &from, claims)
+    {
+        return refused(from, why);
+    }
     let response = match request {
         PeerRequest::Append(req) => {
-            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
-            {
-                return refused(from, why);
-            }
             // Its arrival is news of a leader already: a large append applied slowly
             // under load must not make this voter stand for election meanwhile.
             if req.vote.leader_id().term >= node.raft.metrics().borrow().current_term {
@@ -89,10 +90,6 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             PeerResponse::Append(answer)
         }
         PeerRequest::Vote(req) => {
-            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
-            {
-                return refused(from, why);
-            }
             let answer = bounded(node.raft.vote(req)).await?;
             if matches!(&answer, Ok(reply) if reply.vote_granted) {
                 node.leadership.heard_from_leader();
@@ -100,10 +97,6 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             PeerResponse::Vote(answer)
         }
         PeerRequest::Snapshot(req) => {
-            if let Err(why) = peer_auth::raft_sender(node, &from, req.vote.leader_id().voted_for()?)
-            {
-                return refused(from, why);
-            }
             let answer = bounded(node.raft.install_snapshot(req)).await?;
             if answer.is_ok() {
                 node.leadership.heard_from_leader();
@@ -116,14 +109,9 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             credential,
         } => forwarded(node, from, command, credential, false).await,
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(read_index_as_leader(node).await),
-        PeerRequest::PreVote(ask) => {
-            if let Err(why) = peer_auth::raft_sender(node, &from, identity::machine_id(&from)) {
-                return refused(from, why);
-            }
-            PeerResponse::PreVote {
-                granted: crate::leadership::answer_pre_vote(node, from, &ask),
-            }
-        }
+        PeerRequest::PreVote(ask) => PeerResponse::PreVote {
+            granted: crate::leadership::answer_pre_vote(node, from, &ask),
+        },
         PeerRequest::Logs {
             job,
             attempt,
@@ -169,6 +157,20 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
         },
     };
     Some(response)
+}
+
+/// For Raft traffic, the machine the sender says it is (the candidate or leader its vote
+/// names; for a pre-vote, itself).
+fn raft_sender_claimed(request: &PeerRequest, from: &PeerId) -> Option<MachineId> {
+    let vote = match request {
+        PeerRequest::Append(req) => &req.vote,
+        PeerRequest::Vote(req) => &req.vote,
+        PeerRequest::Snapshot(req) => &req.vote,
+        PeerRequest::PreVote(_) => return Some(identity::machine_id(from)),
+        _ => return None,
+    };
+    // A vote that names no one claims no one this node knows.
+    Some(vote.leader_id().voted_for().unwrap_or(MachineId(0)))
 }
 
 /// A write another machine forwarded: proposed if it may cause it (see [`peer_auth`]),
