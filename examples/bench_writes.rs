@@ -2,15 +2,17 @@
 //! Run: `cargo run --release -p shoal-examples --example bench_writes`
 //!
 //! C client tasks each label the leader's machine a fixed number of times (20 s cap per
-//! run) through the leader's `Node::write`, a follower's (forwarded over peer RPC), or
-//! the leader's HTTP API. Everything stays on 127.0.0.1.
+//! run) through the leader's `Node::write`, a follower's `Node::write_as` (a user's
+//! change, audited, forwarded over peer RPC with the user's key, which the leader checks
+//! again), or the leader's HTTP API. Everything stays on 127.0.0.1.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_daemon::Node;
-use shoal_daemon::testsuite::{Cluster, wait_until};
+use shoal_daemon::keys::{Caller, authenticate};
+use shoal_daemon::testsuite::{Cluster, TEST_KEY, wait_until};
 use shoal_protocol::{Command, Labels, MachineId, Response};
 
 // The allocator shoald runs on, so the figures are shoald's.
@@ -50,9 +52,13 @@ async fn main() -> anyhow::Result<()> {
         ("follower", follower, 64),
     ] {
         let node = cluster.node(node).clone();
+        // A follower forwards only a user's change, with the user's key.
+        let caller = (via == "follower")
+            .then(|| node.fleet.read(|s| authenticate(s, TEST_KEY)))
+            .transpose()?;
         let write = move |n| {
-            let node = node.clone();
-            async move { label(&node, target, n).await }
+            let (node, caller) = (node.clone(), caller.clone());
+            async move { label(&node, caller.as_ref(), target, n).await }
         };
         run(clients, write).await.print(via, clients);
     }
@@ -79,14 +85,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One write through `node.write`: sets `bench=<n>` on machine `target`.
-async fn label(node: &Node, target: MachineId, n: usize) -> anyhow::Result<()> {
+/// One write through `node.write` (or `node.write_as` for `caller`): sets `bench=<n>` on
+/// machine `target`.
+async fn label(
+    node: &Node,
+    caller: Option<&Caller>,
+    target: MachineId,
+    n: usize,
+) -> anyhow::Result<()> {
     let cmd = Command::LabelMachine {
         id: target,
         set: Labels::from_pairs([format!("bench={n}").as_str()])?,
         remove: vec![],
     };
-    match node.write(cmd).await?.response {
+    let written = match caller {
+        Some(caller) => node.write_as(caller, cmd).await?,
+        None => node.write(cmd).await?,
+    };
+    match written.response {
         Response::Machine(_) => Ok(()),
         other => anyhow::bail!("unexpected answer {other:?}"),
     }

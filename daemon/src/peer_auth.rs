@@ -26,9 +26,12 @@ use crate::keys::{Caller, authenticate, sha256_hex};
 use crate::node::Node;
 use crate::p2p::Credential;
 
-/// The Raft members this replica knows (voters and learners of its latest
-/// configuration): who may send it appends, votes and snapshots. `None` before it has any
-/// configuration: a machine just added as a learner hears first from its leader.
+/// Whether Raft traffic (appends, votes, snapshots, pre-votes) from `from`, naming
+/// `claims`, is taken: only in the sender's own name, and only from a member of the Raft
+/// configuration this replica knows (voters and learners of its latest one) or a machine
+/// its log records (admitted, not removed: a replica that missed the change adding a
+/// member may still have recorded it). A replica with no configuration yet takes it from
+/// anyone let in: a machine just added as a learner hears first from its leader.
 pub fn raft_sender(node: &Node, from: &PeerId, claims: MachineId) -> Result<(), String> {
     let sender = machine_id(from);
     if sender != claims {
@@ -36,10 +39,16 @@ pub fn raft_sender(node: &Node, from: &PeerId, claims: MachineId) -> Result<(), 
             "machine {sender} sent Raft traffic in the name of machine {claims}"
         ));
     }
-    let metrics = node.raft.metrics();
-    let metrics = metrics.borrow();
-    let membership = metrics.membership_config.membership();
-    let known = membership.nodes().next().is_none() || membership.get_node(&sender).is_some();
+    let in_config = {
+        let metrics = node.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&sender).is_some()
+    };
+    let known = in_config
+        || node
+            .fleet
+            .read(|state| state.machines.contains_key(&sender));
     match known {
         true => Ok(()),
         false => Err(format!(
