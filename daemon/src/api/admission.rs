@@ -10,7 +10,7 @@ use shoal_protocol::api::{MachineApproved, PendingMachine};
 use shoal_protocol::{ApiError, Command, MachineId};
 
 use super::machines::parse_id;
-use super::{ApiResult, Failure, accepted};
+use super::{ApiResult, accepted};
 use crate::admission::{Admission, admission};
 use crate::keys::Caller;
 use crate::node::{Node, members};
@@ -19,7 +19,7 @@ use crate::node::{Node, members};
 /// admitted, by id.
 pub(super) fn pending(node: &Node) -> Vec<PendingMachine> {
     let raft_members: BTreeSet<MachineId> = members(&node.raft).into_keys().collect();
-    let peers = node.peers.borrow().clone();
+    let peers = node.peers.borrow();
     node.fleet.read(|state| {
         let mut waiting: Vec<PendingMachine> = peers
             .iter()
@@ -56,8 +56,7 @@ pub async fn approve(
     let id = parse_id(&id)?;
     let outcome = node
         .write_as(&caller, Command::ApproveMachine { id })
-        .await
-        .map_err(Failure)?;
+        .await?;
     accepted(outcome.response)?;
     Ok(Json(MachineApproved { approved: id }))
 }
