@@ -7,7 +7,8 @@
 //! below writes a new one:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v2 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! SHOAL_FIXTURE=v3 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! SHOAL_FIXTURE=v3 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 //!
 //! A format change adds a fixture and keeps the old ones: each must keep opening.
@@ -117,6 +118,14 @@ async fn generate() {
     }
     let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048});
     call(put.clone(), format!("{api}/v1/policies/fixture"), policy).await;
+    // A machine admitted before it shows up (protocol level 6).
+    let approved = "00000000000000aa";
+    call(
+        post.clone(),
+        format!("{api}/v1/machines/{approved}/approve"),
+        json!({}),
+    )
+    .await;
 
     let nowhere = json!({"fixture": "nowhere"});
     let completed = cluster
