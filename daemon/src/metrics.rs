@@ -172,8 +172,9 @@ impl Metrics {
             "shoal_gossip_datagrams_dropped_total",
             "counter",
             "Gossip datagrams dropped unread since the node started, by reason (plain: an \
-             unsealed datagram at a node that seals; bad_tag: another key; too_large_to_seal \
-             counts outgoing ones).",
+             unsealed datagram at a node that seals; bad_tag: another key; out_of_bounds: opened \
+             but asking more of chitchat than a node allows; too_large_to_seal counts outgoing \
+             ones).",
         );
         for (reason, n) in scrape.gossip_dropped.iter() {
             let labels = [("reason", reason.name())];

@@ -26,6 +26,9 @@ pub enum DropReason {
     ReplayCacheFull,
     /// Opened, but chitchat could not decode what was inside.
     Undecodable,
+    /// Opened and decoded, but asking more of chitchat than a node allows (see
+    /// [`crate::bounds`]): only a holder of the fleet key can send one.
+    OutOfBounds,
     /// Reached the internal loopback decoder from a local process other than this node.
     Stray,
     /// An outgoing chitchat message too large to seal within one UDP datagram.
@@ -33,7 +36,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Plain,
         DropReason::Malformed,
         DropReason::Oversize,
@@ -43,6 +46,7 @@ impl DropReason {
         DropReason::Replayed,
         DropReason::ReplayCacheFull,
         DropReason::Undecodable,
+        DropReason::OutOfBounds,
         DropReason::Stray,
         DropReason::TooLargeToSeal,
     ];
@@ -59,6 +63,7 @@ impl DropReason {
             DropReason::Replayed => "replayed",
             DropReason::ReplayCacheFull => "replay_cache_full",
             DropReason::Undecodable => "undecodable",
+            DropReason::OutOfBounds => "out_of_bounds",
             DropReason::Stray => "stray",
             DropReason::TooLargeToSeal => "too_large_to_seal",
         }

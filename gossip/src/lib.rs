@@ -25,11 +25,13 @@
 //! hop is not enough to know who said what: a value that does not open with the cluster key
 //! is never live (chitchat's liveness predicate) and never enters the [`PeerView`] list.
 //!
-//! **Not bounded.** A holder of the fleet key can still send chitchat whatever it likes inside
-//! a sealed datagram: the asserts above, a delta whose compressed blocks expand to many
-//! megabytes, or made-up nodes that chitchat then keeps. Chitchat's codec is private, so only
-//! the size is checked here (at most chitchat's own 65,507 bytes); the fleet key is trusted
-//! not to be used against the fleet. Chitchat's encoder and decoder run on a loopback socket
+//! **Bounded, even for the fleet key's holders.** A member (or a buggy build) can still seal
+//! whatever it likes: the asserts above, a delta whose compressed blocks expand to many
+//! megabytes, made-up nodes that chitchat then keeps. So each opened body is read first
+//! against chitchat's wire format ([`bounds`]) and dropped (`out_of_bounds`, with a warning
+//! naming the sender) if a version or heartbeat passes 2^48, a node's max version is below its
+//! keys', a key is not one of Shoal's, its streams expand past 256 KiB, or its digest would
+//! bring chitchat past 512 node states. Chitchat's encoder and decoder run on a loopback socket
 //! (see [`sealed`]): a process on the same machine can reach that port, and what it sends is
 //! decoded but never acted on (dropped as `stray`). A chitchat message within 53 bytes of
 //! chitchat's largest datagram cannot be sealed into one UDP datagram and is not sent
@@ -51,6 +53,7 @@
 //! ```
 
 pub mod auth;
+pub mod bounds;
 pub mod datagram;
 mod drops;
 pub mod keyring;

@@ -221,10 +221,12 @@ impl Gossip {
         let (keyring, keyring_rx) = watch::channel(keyring);
         let (mode, mode_rx) = watch::channel(config.mode);
         let drops = Arc::new(DropCounters::default());
+        let (held, held_rx) = watch::channel(Arc::new(HashSet::new()));
         let sealed = SealedSocket::open(
             socket,
             keyring_rx,
             mode_rx,
+            held_rx,
             drops.clone(),
             config.datagram_window,
         )
@@ -251,6 +253,7 @@ impl Gossip {
             info,
             live,
             peers_tx,
+            held,
             heartbeat_interval: config.heartbeat_interval,
         };
         runner.refresh().await;
@@ -386,6 +389,8 @@ struct Runner {
     info: watch::Receiver<MachineInfo>,
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     peers_tx: watch::Sender<Arc<Vec<PeerView>>>,
+    /// The ids of chitchat's node states, for the socket's [`crate::bounds::NodeCap`].
+    held: watch::Sender<Arc<HashSet<ChitchatId>>>,
     heartbeat_interval: Duration,
 }
 
@@ -435,17 +440,25 @@ impl Runner {
 
     async fn refresh(&mut self) {
         let live: HashSet<ChitchatId> = self.live.borrow_and_update().keys().cloned().collect();
-        let snapshots: Vec<NodeSnapshot> = {
+        let (snapshots, held): (Vec<NodeSnapshot>, HashSet<ChitchatId>) = {
             let chitchat = self.chitchat.lock().await;
-            chitchat
-                .node_states()
+            let states = chitchat.node_states();
+            let snapshots = states
                 .values()
                 .map(|state| {
                     let id = state.chitchat_id();
                     NodeSnapshot::from_state(state, *id == self.self_id || live.contains(id))
                 })
-                .collect()
+                .collect();
+            (snapshots, states.keys().cloned().collect())
         };
+        self.held.send_if_modified(|ids| {
+            let changed = **ids != held;
+            if changed {
+                *ids = Arc::new(held);
+            }
+            changed
+        });
         let views = self.tracker.update(now_ms(), &snapshots);
         self.peers_tx.send_replace(Arc::new(views));
     }

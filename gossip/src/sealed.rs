@@ -17,8 +17,11 @@
 //! body and its marker are in flight at a time and an envelope is handed to chitchat with the
 //! address of the peer that sealed it.
 //!
+//! Every opened body is read against [`crate::bounds`] before it goes to the decoder.
+//!
 //! The mode is read for every datagram, so [`crate::Gossip::set_mode`] takes effect at once.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -27,13 +30,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, UdpSocket as ChitchatUdp};
-use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
+use chitchat::{ChitchatEnvelope, ChitchatId, ChitchatMessage, ProtocolVersion};
 use shoal_protocol::UnixMillis;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time;
 use tracing::{debug, warn};
 
+use crate::bounds::{self, Breach, NodeCap};
 use crate::datagram::{self, MAX_CHITCHAT, MAX_DATAGRAM, NONCE_LEN};
 use crate::drops::{DropCounters, DropReason};
 use crate::keyring::GossipKeyring;
@@ -96,6 +100,7 @@ pub(crate) struct SealedSocket {
     /// What each peer last sent, for [`GossipMode::Open`].
     peers: PeerForms,
     replay: ReplayGuard,
+    nodes: NodeCap,
     drops: Arc<DropCounters>,
     /// One byte over the largest datagram, so a longer one shows as oversize.
     buf: Box<[u8]>,
@@ -106,6 +111,7 @@ impl SealedSocket {
         wire: GossipSocket,
         keyring: watch::Receiver<GossipKeyring>,
         mode: watch::Receiver<GossipMode>,
+        held: watch::Receiver<Arc<HashSet<ChitchatId>>>,
         drops: Arc<DropCounters>,
         window: Duration,
     ) -> anyhow::Result<Self> {
@@ -151,6 +157,7 @@ impl SealedSocket {
             mode,
             peers: PeerForms::default(),
             replay: ReplayGuard::new(window_ms, MAX_SEEN),
+            nodes: NodeCap::new(held),
             drops,
             buf,
         })
@@ -184,6 +191,14 @@ impl SealedSocket {
             Form::Plain => datagram.to_vec(),
             Form::Sealed => open(&self.keyring, &mut self.replay, datagram)?,
         };
+        match bounds::check(&body, &mut self.nodes, Instant::now()) {
+            Ok(()) => {}
+            Err(Breach::Undecodable) => return Err(DropReason::Undecodable),
+            Err(breach) => {
+                warn!(from = %from, breach = %breach, "dropped a gossip datagram out of bounds");
+                return Err(DropReason::OutOfBounds);
+            }
+        }
         if mode == GossipMode::Open {
             self.peers.heard(from, form, Instant::now());
         }

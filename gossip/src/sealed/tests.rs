@@ -1,6 +1,7 @@
 //! The sealing socket on loopback: both forms, each mode, drops by reason.
 
 use super::*;
+use crate::bounds::tests::Wire;
 use crate::keyring::GossipKey;
 
 const WINDOW: Duration = Duration::from_secs(30);
@@ -13,8 +14,9 @@ async fn socket_in(mode: GossipMode) -> (SealedSocket, SocketAddr, Arc<DropCount
     let (wire, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (_, keyring) = watch::channel(ring());
     let (_, mode) = watch::channel(mode);
+    let (_, held) = watch::channel(Arc::new(HashSet::new()));
     let drops = Arc::new(DropCounters::default());
-    let socket = SealedSocket::open(wire, keyring, mode, drops.clone(), WINDOW)
+    let socket = SealedSocket::open(wire, keyring, mode, held, drops.clone(), WINDOW)
         .await
         .unwrap();
     (socket, addr, drops)
@@ -180,8 +182,9 @@ async fn the_mode_changes_with_the_next_datagram() {
     let (wire, addr) = bind_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (_, keyring) = watch::channel(ring());
     let (mode_tx, mode) = watch::channel(GossipMode::Open);
+    let (_, held) = watch::channel(Arc::new(HashSet::new()));
     let drops = Arc::new(DropCounters::default());
-    let mut node = SealedSocket::open(wire, keyring, mode, drops.clone(), WINDOW)
+    let mut node = SealedSocket::open(wire, keyring, mode, held, drops.clone(), WINDOW)
         .await
         .unwrap();
     let (peer, peer_addr) = raw().await;
@@ -197,4 +200,24 @@ async fn the_mode_changes_with_the_next_datagram() {
     node.send(peer_addr, bad_cluster()).await.unwrap();
     let opened = datagram::open(&ring(), &raw_recv(&peer).await).unwrap();
     assert_eq!(opened.body, node.marker);
+}
+
+#[tokio::test]
+async fn a_sealed_ack_out_of_bounds_is_dropped_and_the_next_message_arrives() {
+    let (mut node, addr, drops) = sealed_socket().await;
+    let (peer, peer_addr) = raw().await;
+    // An Ack whose one key carries a version near u64::MAX, sealed with the fleet key.
+    let mut ops = Wire::default();
+    ops.node_op("a").kv_op("shoal.announce", u64::MAX - 1);
+    let ack = Wire::ack(&ops);
+    peer.send_to(&sealed(&ack), addr).await.unwrap();
+    peer.send_to(&sealed(&node.marker), addr).await.unwrap();
+
+    let outcome = recv(&mut node).await;
+    assert_eq!(outcome.from_addr, peer_addr);
+    assert!(matches!(
+        outcome.envelope.message,
+        ChitchatMessage::BadCluster
+    ));
+    assert_eq!(drops.snapshot().get(DropReason::OutOfBounds), 1);
 }

@@ -5,6 +5,7 @@
 
 mod crafted;
 mod fleet;
+mod insiders;
 mod modes;
 mod replay;
 mod rotation;
