@@ -1,7 +1,11 @@
 //! The limits on a [`JobSpec`] and its validation: one message per problem, naming the field.
 //!
-//! The API calls [`JobSpec::validate`] before it writes, and `apply` calls it again, so a
-//! spec that reaches the log from anywhere is held to the same rules.
+//! The API calls [`JobSpec::validate`] before it writes, and `apply` calls
+//! [`JobSpec::validate_logged`] again, so a spec that reaches the log from anywhere is held to
+//! the rules every build applies. A rule added later (the timeout ranges) is checked at the API
+//! only: were `apply` to refuse what an older replica took, the two would disagree on the log.
+//! What the log may still hold past such a rule is made safe where it is used (a timeout too
+//! long to add to a clock means none).
 
 use crate::{JobSpec, Labels};
 
@@ -23,6 +27,8 @@ pub const MAX_ORG_LEN: usize = 63;
 pub const CPUS_RANGE: std::ops::RangeInclusive<f64> = 0.01..=1024.0;
 /// The range of `memory_mb`: 6 MiB is the least Docker accepts.
 pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u64> = 6..=(1 << 24);
+/// The range of `timeout_seconds` and `queue_timeout_seconds`: a second to a year.
+pub const TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=366 * 24 * 3600;
 /// The range of `max_attempts`.
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
 
@@ -46,6 +52,26 @@ pub fn check_org(org: &str) -> Result<(), String> {
 impl JobSpec {
     /// Checks every field; the message names the first field that is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_logged()?;
+        for (field, value) in [
+            ("timeout_seconds", self.timeout_seconds),
+            ("queue_timeout_seconds", Some(self.queue_timeout_seconds)),
+        ] {
+            if let Some(seconds) = value
+                && !TIMEOUT_SECONDS_RANGE.contains(&seconds)
+            {
+                return Err(format!(
+                    "{field} must be between {} and {} (a year), got {seconds}",
+                    TIMEOUT_SECONDS_RANGE.start(),
+                    TIMEOUT_SECONDS_RANGE.end()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules every build applies to a spec in the log (see the module's docs).
+    pub fn validate_logged(&self) -> Result<(), String> {
         self.validate_command()?;
         if let Some(image) = &self.image {
             check_name("image", image)?;
@@ -248,6 +274,27 @@ mod tests {
         let spec: JobSpec = serde_json::from_str(json).unwrap();
         assert_eq!(spec.validate(), Ok(()));
         assert_eq!(spec.required_labels["zone"], "attic");
+    }
+
+    #[test]
+    fn timeouts_hold_to_a_year_at_the_api_but_not_in_the_log() {
+        let year = *TIMEOUT_SECONDS_RANGE.end();
+        for seconds in [0, year + 1, u64::MAX] {
+            let mut s = spec();
+            s.image = Some("busybox".into());
+            s.timeout_seconds = Some(seconds);
+            if seconds > 0 {
+                assert_invalid(s.clone(), "timeout_seconds must be between 1 and 31622400");
+                assert_eq!(s.validate_logged(), Ok(()), "an older build took it");
+            }
+            let mut q = spec();
+            q.queue_timeout_seconds = seconds;
+            assert_invalid(q, "queue_timeout_seconds must be");
+        }
+        let mut edge = spec();
+        edge.timeout_seconds = Some(year);
+        edge.queue_timeout_seconds = year;
+        assert_eq!(edge.validate(), Ok(()));
     }
 
     #[test]

@@ -79,8 +79,14 @@ impl TemplateSpec {
         }
     }
 
+    /// Checks every field, as the API does (see [`JobSpec::validate`]).
     pub fn validate(&self) -> Result<(), String> {
         self.session_job("t", 1).validate()
+    }
+
+    /// The rules every build applies to a template in the log ([`JobSpec::validate_logged`]).
+    pub fn validate_logged(&self) -> Result<(), String> {
+        self.session_job("t", 1).validate_logged()
     }
 }
 

@@ -54,7 +54,7 @@ pub(crate) fn submit(
     at_ms: UnixMillis,
     ctx: &ApplyCtx,
 ) -> Response {
-    if let Err(message) = spec.validate() {
+    if let Err(message) = spec.validate_logged() {
         return rejected(ErrorCode::BadRequest, message);
     }
     let target = match spec.target() {

@@ -11,7 +11,7 @@ pub(crate) fn put(
     by: String,
     at_ms: UnixMillis,
 ) -> Response {
-    if let Err(message) = spec.validate() {
+    if let Err(message) = spec.validate_logged() {
         return Response::Rejected {
             code: ErrorCode::BadRequest,
             message,

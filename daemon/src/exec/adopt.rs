@@ -186,7 +186,7 @@ fn deadline_of(labels: &HashMap<String, String>, now: SystemTime) -> Option<Inst
     let deadline_ms: u64 = labels.get(LABEL_DEADLINE)?.parse().ok()?;
     let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
     let left = deadline.duration_since(now).unwrap_or_default();
-    Some(Instant::now() + left)
+    Instant::now().checked_add(left)
 }
 
 #[cfg(test)]

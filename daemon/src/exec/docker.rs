@@ -193,7 +193,10 @@ impl Executor for DockerExecutor {
         }
         tracing::info!(job = spec.job, attempt = spec.attempt, container = %name, "container run started");
         let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
-        let deadline = spec.timeout.map(|timeout| Instant::now() + timeout);
+        // A timeout too long to add to the clock (the log may hold one) is no deadline.
+        let deadline = spec
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let watched = self.watched(docker, name, deadline);
         tokio::spawn(watched.supervise(control));
         Ok(handle)
@@ -243,10 +246,8 @@ fn create_body(
     if let Some(node) = node {
         labels.insert(LABEL_NODE.to_string(), node.to_string());
     }
-    if let Some(timeout) = spec.timeout {
-        let deadline = (now + timeout)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+    if let Some(deadline) = spec.timeout.and_then(|timeout| now.checked_add(timeout)) {
+        let deadline = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
         labels.insert(LABEL_DEADLINE.to_string(), deadline.as_millis().to_string());
     }
     Ok(ContainerCreateBody {

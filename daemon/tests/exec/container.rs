@@ -120,6 +120,21 @@ async fn a_container_past_its_timeout_is_stopped() {
     assert!(!container_exists(&name(job, 1)));
 }
 
+/// An older build took any timeout into the log; one too long to add to the clock used to
+/// panic the node at every start while the job was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_too_long_for_the_clock_means_none() {
+    let _image = test_image();
+    let job = job_id(19);
+    let _containers = Containers(vec![name(job, 1)]);
+    let mut spec = sh(job, "echo ran");
+    spec.timeout = Some(Duration::from_secs(u64::MAX));
+    let executor = executor();
+    let handle = executor.start(spec).await.unwrap();
+    assert_eq!(wait(&handle).await, Outcome::Exited { exit_code: 0 });
+    assert_eq!(handle.output().snapshot().text(), "ran\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_labels_are_on_the_container() {
     let _image = test_image();
