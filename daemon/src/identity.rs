@@ -68,6 +68,44 @@ pub fn store_secret(dir: &Path, secret: &str) -> anyhow::Result<()> {
     write_private(&dir.join(SECRET_FILE), secret.as_bytes())
 }
 
+/// Where the first start leaves the admin key it made (with no `shoald init` or
+/// `--bootstrap-key`), readable by its owner only, for the operator to take and delete.
+pub const FIRST_ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Keeps the first admin key the node made in `dir`; returns where.
+pub fn keep_first_admin_key(dir: &Path, key: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join(FIRST_ADMIN_KEY_FILE);
+    write_private(&path, key.as_bytes())?;
+    Ok(path)
+}
+
+/// Makes `dir` (created if missing) and everything under it readable by the owner only:
+/// directories 0700, files 0600. A data dir an older build left world-readable is
+/// tightened at the next start; new files are private by the daemon's umask (077).
+pub fn make_private(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let private = if meta.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue; // symlinks, sockets: left as they are
+        };
+        if meta.permissions().mode() & 0o777 != private {
+            fs::set_permissions(&path, fs::Permissions::from_mode(private))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Where `shoald init` leaves the first admin key until the fleet has recorded it.
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap.key";
 
@@ -150,6 +188,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_data_dir_an_older_build_left_open_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join("raft")).unwrap();
+        fs::write(data.join("raft/raft.redb"), b"log").unwrap();
+        fs::write(data.join("output.txt"), b"out").unwrap();
+        for path in [&data, &data.join("raft")] {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for file in ["raft/raft.redb", "output.txt"] {
+            fs::set_permissions(data.join(file), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        make_private(&data).unwrap();
+        let mode = |p: &str| fs::metadata(data.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(""), mode("raft")), (0o700, 0o700));
+        assert_eq!((mode("raft/raft.redb"), mode("output.txt")), (0o600, 0o600));
+        assert_eq!(fs::read(data.join("raft/raft.redb")).unwrap(), b"log");
     }
 
     #[test]

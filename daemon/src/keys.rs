@@ -117,6 +117,25 @@ pub fn authenticate(state: &FleetState, key: &str) -> Result<Caller, ApiError> {
     })
 }
 
+/// Shows where the admin key this node made is kept: on stdout itself only when stdout is a
+/// terminal (under systemd, stdout is the journal, which keeps what it is given).
+fn show_first_admin_key(kept: &std::path::Path, key: &str) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "shoal: the fleet's first admin API key (also in {}): {key}",
+            kept.display()
+        );
+        println!("shoal: export SHOAL_TOKEN={key}");
+    } else {
+        tracing::warn!(
+            file = %kept.display(),
+            "the fleet's first admin API key is in this file, readable by this user only: \
+             take it (export SHOAL_TOKEN=$(cat FILE)) and delete the file"
+        );
+    }
+}
+
 /// On the machine that bootstrapped the fleet: records the first admin key (the configured
 /// one, or a new one printed once), retrying until the log has it.
 pub async fn record_bootstrap_key(node: &Node) {
@@ -149,7 +168,16 @@ pub async fn record_bootstrap_key(node: &Node) {
                 "bootstrap",
                 now_ms(),
             );
-            (Some(key), record)
+            // Kept before the log has it, so a key the fleet knows is never a key nobody has.
+            match crate::identity::keep_first_admin_key(&node.config.data_dir, &key) {
+                Ok(kept) => (Some((key, kept)), record),
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"),
+                        "cannot keep a first admin API key; the fleet has none until a start \
+                         that can (or one with --bootstrap-key)");
+                    return;
+                }
+            }
         }
     };
     loop {
@@ -163,9 +191,8 @@ pub async fn record_bootstrap_key(node: &Node) {
             .await
         {
             Ok(outcome) if !matches!(outcome.response, Response::Rejected { .. }) => {
-                if let Some(key) = key {
-                    println!("shoal: the fleet's bootstrap admin API key (shown once): {key}");
-                    println!("shoal: export SHOAL_TOKEN={key}");
+                if let Some((key, kept)) = &key {
+                    show_first_admin_key(kept, key);
                 }
                 tracing::info!(key_id = %record.id, "bootstrap admin key recorded");
                 // The log holds its hash now; the plaintext from `shoald init` goes.

@@ -10,6 +10,8 @@ use shoal_daemon::{Listeners, Node, Settings, dev};
 static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
 
 fn main() -> anyhow::Result<()> {
+    // Everything the daemon writes (the Raft log, keys, output) is its user's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // A panic leaves a node half-alive; abort so systemd restarts it whole.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -109,8 +109,7 @@ pub struct RunningNode {
 impl Node {
     /// Starts a node on the given listeners.
     pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<RunningNode> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+        identity::make_private(&config.data_dir).context("data_dir")?;
         let keypair = identity::load_or_create_keypair(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
         let id = identity::machine_id(&peer_id);
