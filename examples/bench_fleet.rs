@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         keep_dir: false,
         children: (0..NODES).map(|_| None).collect(),
         ids: Vec::new(),
-        http: reqwest::Client::builder()
+        http: shoal_daemon::testsuite::http_client_builder()
             .no_proxy()
             .default_headers(shoal_daemon::testsuite::keyed_headers())
             .build()?,
@@ -137,13 +137,17 @@ async fn measure(fleet: &mut Fleet) -> anyhow::Result<[Vec<f64>; 4]> {
 
 impl Fleet {
     fn api(&self, i: usize) -> String {
-        format!("http://127.0.0.{}:7400", 20 + i)
+        format!("https://127.0.0.{}:7400", 20 + i)
     }
 
     /// Starts (or restarts, on the same data) node `i`.
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let data = self.dir.join(format!("n{i}"));
         std::fs::create_dir_all(&data)?;
+        // The fleet CA the benchmark's client trusts, where shoald looks for it.
+        if shoal_daemon::tls::FleetCa::load(&data)?.is_none() {
+            shoal_daemon::testsuite::TEST_CA.store(&data)?;
+        }
         let config = self.dir.join(format!("n{i}.toml"));
         std::fs::write(&config, CONFIG)?;
         let log = File::options()

@@ -52,7 +52,7 @@ const WAIT_CAP: Duration = Duration::from_secs(60);
 async fn main() -> anyhow::Result<()> {
     docker::require_engine("bench_jobs")?;
     let image = docker::Image::build(IMAGE)?;
-    let http = reqwest::Client::builder()
+    let http = shoal_daemon::testsuite::http_client_builder()
         .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
         .timeout(Duration::from_secs(30))

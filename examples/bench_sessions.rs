@@ -37,7 +37,7 @@ const SLEEPER: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 async fn main() -> anyhow::Result<()> {
     docker::require_engine("bench_sessions")?;
     let image = docker::Image::build(IMAGE)?;
-    let http = reqwest::Client::builder()
+    let http = shoal_daemon::testsuite::http_client_builder()
         .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
         .timeout(Duration::from_secs(30))

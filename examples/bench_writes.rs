@@ -4,15 +4,18 @@
 //! C client tasks each label the leader's machine a fixed number of times (20 s cap per
 //! run) through the leader's `Node::write`, a follower's `Node::write_as` (a user's
 //! change, audited, forwarded over peer RPC with the user's key, which the leader checks
-//! again), or the leader's HTTP API. Everything stays on 127.0.0.1.
+//! again), or the leader's API over HTTPS (`https`) and, on a second fleet started with
+//! plain HTTP, over HTTP (`http`). Everything stays on 127.0.0.1.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_daemon::Node;
+use shoal_daemon::Timings;
 use shoal_daemon::keys::{Caller, authenticate};
 use shoal_daemon::testsuite::{Cluster, TEST_KEY, wait_until};
+use shoal_daemon::tls::ApiTls;
 use shoal_protocol::{Command, Labels, MachineId, Response};
 
 // The allocator shoald runs on, so the figures are shoald's.
@@ -63,26 +66,51 @@ async fn main() -> anyhow::Result<()> {
         run(clients, write).await.print(via, clients);
     }
 
-    let http = reqwest::Client::builder()
+    cluster.shutdown().await;
+
+    // The API row over HTTPS (the default) and over plain HTTP (`--insecure-http`), each
+    // on a fresh fleet, so the two differ only in TLS.
+    for (via, tls) in [("https", true), ("http", false)] {
+        let cluster = Cluster::start_configured(3, Timings::fast(), move |config| {
+            if !tls {
+                config.api_tls = ApiTls::Off;
+            }
+        })
+        .await?;
+        let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+        run(64, http_writes(&cluster, leader)?).await.print(via, 64);
+        cluster.shutdown().await;
+    }
+    Ok(())
+}
+
+/// One write in flight.
+type BoxedWrite = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// A write through node `leader`'s API (HTTPS, or HTTP where the fleet serves it): sets
+/// `bench=<n>` on the leader's machine. One client, so its connections are reused, as a
+/// program calling the API would.
+fn http_writes(
+    cluster: &Cluster,
+    leader: usize,
+) -> anyhow::Result<impl Fn(usize) -> BoxedWrite + Clone + Send + 'static> {
+    let http = shoal_daemon::testsuite::http_client_builder()
         .default_headers(shoal_daemon::testsuite::keyed_headers())
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()?;
+    let target = cluster.node(leader).id;
     let url = format!("{}/v1/machines/{target}/labels", cluster.api(leader));
-    let write = move |n: usize| {
+    Ok(move |n: usize| {
         let request = http
             .put(&url)
             .json(&serde_json::json!({ "set": { "bench": n.to_string() } }));
-        async move {
+        Box::pin(async move {
             let response = request.send().await?;
             anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
             Ok(())
-        }
-    };
-    run(64, write).await.print("http", 64);
-
-    cluster.shutdown().await;
-    Ok(())
+        }) as BoxedWrite
+    })
 }
 
 /// One write through `node.write` (or `node.write_as` for `caller`): sets `bench=<n>` on

@@ -7,6 +7,8 @@ pub use attach::TerminalInput;
 mod eventstream;
 mod logstream;
 mod snapshot;
+pub mod tls;
+pub use tls::Trust;
 
 use std::time::Duration;
 
@@ -71,12 +73,26 @@ pub struct Client {
     timeout: Duration,
     /// `Authorization: Bearer <key>` when a key was given.
     auth: Option<reqwest::header::HeaderValue>,
+    /// The CA an `https://` node's certificate must come from.
+    trust: Trust,
 }
 
 impl Client {
     /// A client of the node at `addr` (`http://host:port`) with a per-request deadline,
-    /// sending `key` (an API key) with every request.
+    /// sending `key` (an API key) with every request, trusting no CA for `https://`.
+    #[cfg(test)]
     pub fn new(addr: &str, timeout: Duration, key: Option<&str>) -> Result<Self, ClientError> {
+        Client::trusting(addr, timeout, key, Trust::find(None, None)?)
+    }
+
+    /// A client of the node at `addr` (`https://host:port`, or `http://` for a node that
+    /// serves plain HTTP) that trusts `trust` for HTTPS.
+    pub fn trusting(
+        addr: &str,
+        timeout: Duration,
+        key: Option<&str>,
+        trust: Trust,
+    ) -> Result<Self, ClientError> {
         let auth = key
             .map(|key| reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")))
             .transpose()
@@ -89,6 +105,7 @@ impl Client {
             headers.insert(reqwest::header::AUTHORIZATION, value.clone());
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*trust.config).clone())
             .timeout(timeout)
             .connect_timeout(timeout)
             .default_headers(headers)
@@ -102,7 +119,22 @@ impl Client {
             addr: addr.trim_end_matches('/').to_string(),
             timeout,
             auth,
+            trust,
         })
+    }
+
+    /// No answer from the node; a refused certificate says which CA was used and how
+    /// to give another.
+    pub(crate) fn unreachable(&self, detail: String) -> ClientError {
+        let detail = if tls::is_certificate_error(&detail) {
+            format!("{detail}; {}", self.trust.hint())
+        } else {
+            detail
+        };
+        ClientError::Unreachable {
+            addr: self.addr.clone(),
+            detail,
+        }
     }
 
     /// `GET /health`.
@@ -426,10 +458,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            detail: error_chain(&e),
-        };
+        let unreachable = |e: reqwest::Error| self.unreachable(error_chain(&e));
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable)?;

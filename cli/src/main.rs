@@ -39,8 +39,13 @@ use job_args::JobCmd;
 #[command(name = "shoal", version, about = "Inspect and manage a Shoal fleet")]
 struct Cli {
     /// Admin API of any node in the fleet.
-    #[arg(long, global = true, env = "SHOAL_ADDR", default_value = "http://127.0.0.1:7400", value_parser = parse_addr)]
+    #[arg(long, global = true, env = "SHOAL_ADDR", default_value = "https://127.0.0.1:7400", value_parser = parse_addr)]
     addr: String,
+    /// The fleet CA's certificate (a node's `<data_dir>/tls/ca.pem`) to check the node
+    /// against [default: the dev fleet's `.shoal-dev/tls/ca.pem`, else
+    /// `/var/lib/shoal/tls/ca.pem`].
+    #[arg(long, global = true, env = "SHOAL_CACERT", value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
     /// API key (`shoal_...`) sent with every request.
     #[arg(long, global = true, env = "SHOAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -198,16 +203,17 @@ enum FleetCmd {
     },
 }
 
-/// Accepts `http://host:port` or a bare `host:port`.
+/// Accepts `https://host:port`, a bare `host:port` (HTTPS), or `http://host:port` for a
+/// node that serves plain HTTP (`shoald --insecure-http`).
 fn parse_addr(text: &str) -> Result<String, String> {
     let text = if text.contains("://") {
         text.to_string()
     } else {
-        format!("http://{text}")
+        format!("https://{text}")
     };
     let url = reqwest::Url::parse(&text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!("{text:?}: only http:// is supported"));
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!("{text:?}: only https:// (or http://) is supported"));
     }
     Ok(text.trim_end_matches('/').to_string())
 }
@@ -246,10 +252,13 @@ fn usage_error(message: impl Display) -> ! {
 
 /// Runs the command; `Ok` carries the exit code.
 async fn run(cli: Cli) -> Result<u8, ClientError> {
-    let client = Client::new(
+    let pem = std::env::var("SHOAL_CACERT_PEM").ok();
+    let trust = client::Trust::find(cli.cacert.as_deref(), pem.as_deref())?;
+    let client = Client::trusting(
         &cli.addr,
         Duration::from_secs(cli.timeout),
         cli.token.as_deref(),
+        trust,
     )?;
     let json = cli.json;
     let done = match cli.command {
@@ -384,12 +393,21 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.json);
-        assert_eq!(cli.addr, "http://10.0.0.1:7400");
+        assert_eq!(cli.addr, "https://10.0.0.1:7400");
         assert_eq!(cli.timeout, 3);
         if std::env::var_os("SHOAL_ADDR").is_none() {
-            assert_eq!(parse(&["health"]).unwrap().addr, "http://127.0.0.1:7400");
+            assert_eq!(parse(&["health"]).unwrap().addr, "https://127.0.0.1:7400");
         }
-        assert!(parse(&["health", "--addr", "https://x:1"]).is_err());
+        assert_eq!(
+            parse(&["health", "--addr", "https://x:1"]).unwrap().addr,
+            "https://x:1"
+        );
+        assert_eq!(
+            parse(&["health", "--addr", "http://x:1"]).unwrap().addr,
+            "http://x:1",
+            "plain HTTP, for a node started with --insecure-http"
+        );
+        assert!(parse(&["health", "--addr", "ftp://x:1"]).is_err());
         assert!(parse(&["health", "--timeout", "0"]).is_err());
     }
 

@@ -21,7 +21,13 @@ pub const RELAYED_HEADER: &str = "x-shoal-relayed";
 pub const SHELL: &str = "sh";
 
 type Upstream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// The attach URL on the machine at `api_addr`: always `wss://`, since the caller's key
+/// goes with it.
+pub fn relay_url(api_addr: &str, id: shoal_protocol::JobId, cols: u16, rows: u16) -> String {
+    format!("wss://{api_addr}/v1/sessions/{id}/attach?cols={cols}&rows={rows}")
+}
 
 async fn finish(socket: &mut WebSocket, last: AttachMessage) {
     let text = serde_json::to_string(&last).expect("an attach message serializes");
@@ -85,15 +91,40 @@ pub async fn local(node: &Node, mut socket: WebSocket, job: u64, attempt: u32, s
     finish(&mut socket, AttachMessage::Exit { exit_code }).await;
 }
 
-/// Opens the attach on the machine's API at `url`, with the caller's `key`.
-pub async fn connect(url: &str, key: &str) -> Result<Upstream, String> {
+/// Opens the attach on the machine's API at `url` (`wss://` only), with the caller's
+/// `key`, over TLS that must prove the fleet CA (`tls` trusts it alone): the machine is
+/// asked for its fleet certificate by name (`tls::FLEET_SERVER_NAME`), whatever
+/// certificate it shows browsers.
+pub async fn connect(
+    url: &str,
+    key: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Upstream, String> {
     use tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if request.uri().scheme_str() != Some("wss") {
+        return Err(format!("{url}: a relayed attach goes over wss:// only"));
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or("an attach URL without a host")?;
     let headers = request.headers_mut();
     let bearer = format!("Bearer {key}");
     headers.insert("authorization", bearer.parse().map_err(|_| "a bad key")?);
     headers.insert(RELAYED_HEADER, "1".parse().expect("a valid header"));
-    let (upstream, _) = tokio_tungstenite::connect_async(request)
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(crate::tls::FLEET_SERVER_NAME)
+        .expect("a valid server name");
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with the machine failed: {e}"))?;
+    let (upstream, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| e.to_string())?;
     Ok(upstream)

@@ -131,6 +131,20 @@ pub struct RunArgs {
     /// Run jobs without an image as plain processes (no isolation).
     #[arg(long, env = "SHOAL_ALLOW_PROCESS_JOBS")]
     pub allow_process_jobs: bool,
+    /// Serve the admin API with this PEM certificate chain instead of one from the fleet
+    /// CA (with --tls-key).
+    #[arg(long, env = "SHOAL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SHOAL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the admin API as plain HTTP (say, behind a reverse proxy on this host);
+    /// refused unless the API binds to loopback.
+    #[arg(long, env = "SHOAL_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Allow --insecure-http on an address other machines reach.
+    #[arg(long, env = "SHOAL_INSECURE_HTTP_ANY_ADDRESS")]
+    pub insecure_http_any_address: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -191,6 +205,18 @@ impl RunArgs {
         if self.allow_process_jobs {
             settings.allow_process_jobs = true;
         }
+        if self.tls_cert.is_some() {
+            settings.tls.cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            settings.tls.key = self.tls_key;
+        }
+        if self.insecure_http {
+            settings.tls.insecure_http = true;
+        }
+        if self.insecure_http_any_address {
+            settings.tls.insecure_http_any_address = true;
+        }
         settings
     }
 }
@@ -250,6 +276,23 @@ mod tests {
         assert_eq!(file, PathBuf::from("fleet.snap"));
         assert!(force);
         assert_eq!(run.data_dir, Some(PathBuf::from("/tmp/d")));
+    }
+
+    #[test]
+    fn tls_flags_overlay_the_file() {
+        let cli = Cli::parse_from([
+            "shoald",
+            "--tls-cert",
+            "/etc/shoal/api.pem",
+            "--tls-key",
+            "/etc/shoal/api.key",
+        ]);
+        let settings = cli.run.overlay(Settings::default());
+        assert_eq!(settings.tls.cert, Some(PathBuf::from("/etc/shoal/api.pem")));
+        assert_eq!(settings.tls.key, Some(PathBuf::from("/etc/shoal/api.key")));
+        let cli = Cli::parse_from(["shoald", "--insecure-http", "--insecure-http-any-address"]);
+        let settings = cli.run.overlay(Settings::default());
+        assert!(settings.tls.insecure_http && settings.tls.insecure_http_any_address);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Settings {
     /// Run jobs without an image as plain processes, as the daemon's user and without
     /// isolation (like Nomad's raw_exec). Off by default.
     pub allow_process_jobs: bool,
+    /// HTTPS on the admin API: the fleet CA's certificate by default, or your own.
+    pub tls: crate::tls::TlsSettings,
     /// How long finished jobs (and their saved output) are kept while the fleet has no
     /// `job_retention_seconds` setting of its own (`PUT /v1/fleet/settings`).
     #[serde(with = "humantime_serde")]
@@ -154,6 +156,7 @@ impl Default for Settings {
             cost_per_hour: None,
             load_threshold: 0.8,
             allow_process_jobs: false,
+            tls: crate::tls::TlsSettings::default(),
             job_retention: DEFAULT_JOB_RETENTION,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
@@ -221,6 +224,9 @@ pub struct Config {
     pub max_running: u32,
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
+    /// How the admin API speaks: HTTPS (the fleet CA's certificate or the user's), or
+    /// plain HTTP when asked.
+    pub api_tls: crate::tls::ApiTls,
     pub job_retention: Duration,
     pub snapshot_every: Duration,
     /// 0: no scheduled backups.
@@ -354,7 +360,9 @@ impl Settings {
             }
             None => self.bind,
         };
+        let api_tls = self.tls.validate(self.bind)?;
         Ok(Config {
+            api_tls,
             node_name,
             data_dir: self.data_dir,
             bind: self.bind,
@@ -481,6 +489,8 @@ mod tests {
         assert_eq!(example.snapshot_keep, defaults.snapshot_keep);
         assert_eq!(example.max_running, defaults.max_running);
         assert_eq!(example.allow_process_jobs, defaults.allow_process_jobs);
+        assert_eq!(example.tls.insecure_http, defaults.tls.insecure_http);
+        assert_eq!(example.tls.cert, defaults.tls.cert);
         assert_eq!(example.timings.stale_after, defaults.timings.stale_after);
         let mut example = example;
         example.cluster_secret_file = None;

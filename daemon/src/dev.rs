@@ -21,6 +21,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let secret = identity::load_or_create_secret(&args.data_dir, None)?;
     let key = identity::load_or_create_dev_key(&args.data_dir)?;
+    // One CA for the dev fleet, in its data directory (where `shoal` looks for it) and in
+    // every node's, as joining would put it there.
+    let ca = crate::tls::FleetCa::load_or_create(&args.data_dir)?;
+    let (ca_cert, _) = crate::tls::paths(&args.data_dir);
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let port = |i: usize, offset: u16| args.base_port + 10 * i as u16 + offset;
     let mut nodes: Vec<RunningNode> = Vec::new();
@@ -46,6 +50,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             bootstrap_key: Some(key.clone()),
             ..Settings::default()
         };
+        if crate::tls::FleetCa::load(&settings.data_dir)?.is_none() {
+            ca.store(&settings.data_dir)?;
+        }
         if let Some(first) = nodes.first() {
             // The dev fleet's machines join with the secret: admit each, as an admin would.
             std::fs::create_dir_all(&settings.data_dir)?;
@@ -66,13 +73,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     for running in &nodes {
         println!(
-            "  {}  api http://{}",
+            "  {}  api https://{}",
             running.node.config.node_name, running.node.api_addr
         );
     }
+    let ca_cert = std::path::absolute(&ca_cert).unwrap_or(ca_cert);
     println!(
-        "try: export SHOAL_ADDR=http://{} SHOAL_TOKEN={key}\n     shoal machines ls",
-        nodes[0].node.api_addr
+        "try: export SHOAL_ADDR=https://{} SHOAL_TOKEN={key} SHOAL_CACERT={}\n     shoal machines ls",
+        nodes[0].node.api_addr,
+        ca_cert.display()
     );
     println!(
         "(the admin API key is kept in {})",

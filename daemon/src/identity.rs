@@ -153,7 +153,7 @@ pub fn load_or_create_dev_key(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a file only its owner can read, fsynced, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
         .write(true)

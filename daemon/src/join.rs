@@ -9,7 +9,7 @@
 //!                                                  nonce, its peer id, our peer id)
 //!     checks the MAC: only a machine holding the fleet's record of T can make it
 //!     ──Join{T}, to that peer id only──▶ member ──UseToken (with T, checked again)──▶ log
-//!     ◀── Joined { cluster_secret, gossip_seeds } (or Refused: why)
+//!     ◀── Joined { cluster_secret, gossip_seeds, fleet_ca } (or Refused: why)
 //!  then it starts as any machine does: REGISTERING, then ONLINE
 //! ```
 //!
@@ -81,6 +81,7 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
                 PeerResponse::Joined {
                     cluster_secret: node.cluster_secret.clone(),
                     gossip_seeds,
+                    fleet_ca: node.tls.fleet_ca(),
                 }
             }
         },
@@ -140,6 +141,9 @@ fn proof_mac(token_hash: &str, nonce: &[u8], prover: &str, joiner: &str) -> Hmac
 pub struct Joined {
     pub cluster_secret: String,
     pub gossip_seeds: Vec<String>,
+    /// The fleet CA, stored in the data directory by [`request`] (absent from an older
+    /// fleet's answer: the machine then asks a member once it runs, see `tls/fetch.rs`).
+    pub fleet_ca: Option<crate::tls::FleetCa>,
 }
 
 /// On the new machine: presents `token` to the member at `peer` (`ip:port` of its peer RPC)
@@ -157,7 +161,15 @@ pub async fn request(
     let swarm = p2p::start(keypair, SocketAddr::new(bind, 0), false, stop)?;
     let answer = exchange(&swarm.handle, peer, token, id, &sha256_hex(secret)).await;
     let _ = stop_tx.send(true);
-    answer
+    let joined = answer?;
+    if let Some(ca) = &joined.fleet_ca
+        && crate::tls::FleetCa::load(data_dir)?.is_none()
+    {
+        ca.check()
+            .map_err(|err| anyhow::anyhow!("the fleet's CA does not check: {err}"))?;
+        ca.store(data_dir)?;
+    }
+    Ok(joined)
 }
 
 /// The two steps of a join, through `handle`: the proof asked of `peer`, then the token.
@@ -199,9 +211,11 @@ async fn exchange(
         Ok(PeerResponse::Joined {
             cluster_secret,
             gossip_seeds,
+            fleet_ca,
         }) => Ok(Joined {
             cluster_secret,
             gossip_seeds,
+            fleet_ca,
         }),
         Ok(PeerResponse::Refused(why)) => anyhow::bail!("the fleet refused the join: {why}"),
         Ok(other) => anyhow::bail!("the fleet answered the join with {other:?}"),

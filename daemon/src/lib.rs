@@ -40,6 +40,7 @@ pub mod sampler;
 pub mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod tls;
 pub mod writes;
 
 pub use config::{Config, Settings, Timings};

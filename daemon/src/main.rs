@@ -39,7 +39,13 @@ fn main() -> anyhow::Result<()> {
                     None => Settings::load(config.as_deref())?.data_dir,
                 };
                 let key = shoal_daemon::identity::init_bootstrap_key(&data_dir)?;
+                shoal_daemon::tls::FleetCa::load_or_create(&data_dir)?;
+                let (ca_cert, _) = shoal_daemon::tls::paths(&data_dir);
                 println!("the fleet's first admin API key (shown once; store it now):\n{key}");
+                println!(
+                    "the fleet CA, for `shoal --cacert` or SHOAL_CACERT: {}",
+                    ca_cert.display()
+                );
                 println!(
                     "start shoald on {} to form the fleet; it records this key",
                     data_dir.display()

@@ -88,6 +88,8 @@ pub struct Node {
     pub cluster_secret: String,
     /// When this node last heard from a leader, and whether it is cut off from a quorum.
     pub leadership: crate::leadership::Leadership,
+    /// The fleet CA (once this node has it) and the certificate the API serves.
+    pub tls: crate::tls::NodeTls,
     /// Faults a test turns on in this node's write path.
     #[cfg(feature = "testsuite")]
     pub faults: crate::faults::Faults,
@@ -158,6 +160,20 @@ impl Node {
             labels.insert(DOCKER_LABEL, "true")?;
         }
         let facts = HostFacts::read();
+        // A machine that founds a fleet alone makes the fleet CA now; any other gets it
+        // when it joins, or from a member (`tls::fetch::ca_loop`).
+        let founds_alone = config.bootstrap_expect == 1
+            && config.join.is_empty()
+            && !config.mdns
+            && members(&raft).keys().all(|member| *member == id);
+        let tls = crate::tls::NodeTls::start(
+            config.api_tls.clone(),
+            config.data_dir.clone(),
+            SocketAddr::new(config.advertise, api_listen.port()),
+            config.bind,
+            &facts.hostname,
+            founds_alone,
+        )?;
         let mut sampler = Sampler::new(&config.data_dir)?;
         let resources = sampler.sample();
         let info = MachineInfo {
@@ -219,6 +235,7 @@ impl Node {
             metrics: Default::default(),
             history: Default::default(),
             leadership: Default::default(),
+            tls,
             #[cfg(feature = "testsuite")]
             faults: Default::default(),
         });
@@ -257,8 +274,23 @@ impl Node {
             gossip.clone(),
             shutdown_rx.clone(),
         ));
-        tasks.spawn(api::serve(node.clone(), listeners.api, shutdown_rx.clone()));
+        let api_tls = node
+            .tls
+            .server_config()
+            .context("the admin api's tls config")?;
+        tasks.spawn(api::serve(
+            node.clone(),
+            listeners.api,
+            api_tls,
+            shutdown_rx.clone(),
+        ));
         let mut setup = JoinSet::new();
+        if !node.tls.has_ca() {
+            setup.spawn(crate::tls::fetch::ca_loop(
+                node.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         setup.spawn(reconcile::bootstrap(node.clone(), shutdown_rx));
         Ok(RunningNode {
             node,

@@ -149,6 +149,7 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             }
         }
         PeerRequest::Join { token } => crate::join::answer(node, from, &token).await,
+        PeerRequest::FleetCa => crate::tls::fetch::answer(node, &from),
         PeerRequest::JoinChallenge { token_id, nonce } => {
             crate::join::prove(node, from, &token_id, &nonce)
         }

@@ -31,12 +31,83 @@ pub fn keyed_headers() -> reqwest::header::HeaderMap {
     headers
 }
 
-/// An HTTP client that sends [`TEST_KEY`] with every request.
+/// The fleet CA of every test cluster, made once per process: each node's data directory
+/// gets it before the node starts, as joining would put it there.
+pub static TEST_CA: std::sync::LazyLock<crate::tls::FleetCa> =
+    std::sync::LazyLock::new(|| crate::tls::FleetCa::generate().expect("a test fleet CA"));
+
+static TEST_TLS: std::sync::LazyLock<rustls::ClientConfig> = std::sync::LazyLock::new(|| {
+    crate::tls::client_config(&TEST_CA.cert_pem).expect("a client config for the test CA")
+});
+
+/// A file holding [`TEST_CA`]'s certificate, for `shoal --cacert` and `curl --cacert`.
+pub fn test_ca_file() -> PathBuf {
+    static FILE: std::sync::LazyLock<tempfile::TempPath> = std::sync::LazyLock::new(|| {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(file.path(), &TEST_CA.cert_pem).expect("writing the test CA");
+        file.into_temp_path()
+    });
+    FILE.to_path_buf()
+}
+
+/// A rustls client config that trusts [`TEST_CA`] alone.
+pub fn tls_config() -> rustls::ClientConfig {
+    TEST_TLS.clone()
+}
+
+/// A client builder that trusts [`TEST_CA`], for clients built elsewhere.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(tls_config())
+}
+
+/// An HTTPS client that trusts [`TEST_CA`] and sends [`TEST_KEY`] with every request.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    http_client_builder()
         .default_headers(keyed_headers())
         .build()
         .expect("an HTTP client")
+}
+
+/// A WebSocket over TLS to a node (`wss://` or `https://` URL), trusting [`TEST_CA`].
+pub type TestSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Opens `request` (a `wss://` URL or request) over TLS that trusts [`TEST_CA`].
+pub async fn ws_connect(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest,
+) -> Result<
+    (
+        TestSocket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    ws_connect_with(request, std::sync::Arc::new(tls_config())).await
+}
+
+/// As [`ws_connect`], trusting what `tls` trusts.
+pub async fn ws_connect_with(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<
+    (
+        TestSocket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::Error;
+    let request = request.into_client_request()?;
+    let uri = request.uri();
+    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(443);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|err| Error::Io(std::io::Error::other(err)))?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    tokio_tungstenite::client_async(request, stream).await
 }
 
 /// Changes each node's validated config before it starts.
@@ -52,6 +123,9 @@ pub struct Cluster {
     /// Nodes that claim a lower protocol level than this build's, as an older release
     /// would, until [`Cluster::upgrade`].
     older: BTreeMap<usize, ProtocolLevel>,
+    /// Nodes started with no fleet CA in their data directory: they must get it from a
+    /// member (or, with a token, in the join answer).
+    without_ca: std::collections::BTreeSet<usize>,
 }
 
 impl Cluster {
@@ -81,6 +155,7 @@ impl Cluster {
             timings,
             configure: Arc::new(configure),
             older: BTreeMap::new(),
+            without_ca: Default::default(),
         };
         cluster.form(n).await
     }
@@ -96,6 +171,7 @@ impl Cluster {
             timings: Timings::fast(),
             configure: Arc::new(|_| {}),
             older: (0..n).map(|i| (i, level)).collect(),
+            without_ca: Default::default(),
         };
         cluster.form(n).await
     }
@@ -141,6 +217,7 @@ impl Cluster {
             timings,
             configure: Arc::new(configure),
             older: BTreeMap::new(),
+            without_ca: Default::default(),
         };
         copy_dir(source, &cluster.data_dir(0))?;
         let running = cluster.launch(0, Vec::new(), TEST_SECRET).await?;
@@ -167,6 +244,7 @@ impl Cluster {
             timings: Timings::fast(),
             configure: Arc::new(|_| {}),
             older: BTreeMap::new(),
+            without_ca: Default::default(),
         };
         let config = cluster.settings(0, Vec::new(), TEST_SECRET).validate()?;
         crate::restore::restore(backup, &config, false)?;
@@ -248,6 +326,9 @@ impl Cluster {
     ) -> anyhow::Result<(RunningNode, SocketAddr)> {
         let mut config = self.settings(i, labels, secret).validate()?;
         (self.configure)(&mut config);
+        if !self.without_ca.contains(&i) && crate::tls::FleetCa::load(&config.data_dir)?.is_none() {
+            TEST_CA.store(&config.data_dir)?;
+        }
         if let Some(level) = self.older.get(&i) {
             config.protocol_level = *level;
         }
@@ -288,6 +369,13 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Starts one more node as [`Cluster::add_node`] does, with no fleet CA of its own:
+    /// it asks a member for it. Returns its index.
+    pub async fn add_node_without_ca(&mut self) -> anyhow::Result<usize> {
+        self.without_ca.insert(self.nodes.len());
+        self.add_node(Vec::new()).await
+    }
+
     /// Starts one more node that joins the fleet claiming protocol `level`, as a machine
     /// on an older build would; returns its index.
     pub async fn add_node_at_level(&mut self, level: ProtocolLevel) -> anyhow::Result<usize> {
@@ -299,6 +387,8 @@ impl Cluster {
     /// node `via` over peer RPC and runs with the secret it gets back. Returns its index.
     pub async fn join_with_token(&mut self, via: usize, token: &str) -> anyhow::Result<usize> {
         let i = self.nodes.len();
+        // The CA comes in the join answer.
+        self.without_ca.insert(i);
         let peer = self.node(via).info.borrow().addr.p2p_addr.clone();
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let joined = crate::join::request(&self.data_dir(i), loopback, &peer, token).await?;
@@ -338,9 +428,21 @@ impl Cluster {
         self.nodes[i].is_some()
     }
 
-    /// The base URL of node `i`'s admin API.
+    /// The base URL of node `i`'s admin API: HTTPS, certified by [`TEST_CA`] (plain
+    /// HTTP only for a node configured so).
     pub fn api(&self, i: usize) -> String {
-        format!("http://{}", self.node(i).api_addr)
+        let node = self.node(i);
+        let scheme = if node.config.api_tls.is_https() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", node.api_addr)
+    }
+
+    /// The base WebSocket URL of node `i`'s admin API (`wss://`).
+    pub fn ws(&self, i: usize) -> String {
+        format!("wss://{}", self.node(i).api_addr)
     }
 
     /// An HTTP client for the cluster's admin API: every test request goes through one of

@@ -12,7 +12,7 @@ fn client_with(key: &str) -> reqwest::Client {
     if !key.is_empty() {
         headers.insert("x-shoal-key", key.parse().unwrap());
     }
-    reqwest::Client::builder()
+    shoal_daemon::testsuite::http_client_builder()
         .default_headers(headers)
         .build()
         .unwrap()

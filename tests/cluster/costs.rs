@@ -13,7 +13,9 @@ use crate::http::{machines, post, send};
 
 /// Sends `body` to `url` with `key`, returning the status and the body as JSON.
 async fn send_as(key: &str, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client_builder()
+        .build()
+        .unwrap()
         .request(method, &url)
         .bearer_auth(key)
         .json(&body)
@@ -30,13 +32,16 @@ async fn get(url: String) -> Value {
     body
 }
 
-/// Reports $0.013 twice under one id from inside the job, then prints its token.
-const REPORTER: &str = r#"for i in 1 2; do
-  /bin/busybox wget -q -O- --header "Authorization: Bearer $SHOAL_JOB_TOKEN" \
-    --header "Content-Type: application/json" \
-    --post-data '{"usd": 0.013, "note": "model call", "id": "call-1"}' "$SHOAL_API/v1/costs"
+/// Reports $0.013 twice under one id from inside the job (over HTTPS, trusting the fleet CA
+/// the job gets in SHOAL_CACERT_PEM), then prints its token.
+const REPORTER: &str = r#"ca=$(mktemp); printf '%s\n' "$SHOAL_CACERT_PEM" > "$ca"
+for i in 1 2; do
+  curl -sS --cacert "$ca" -H "Authorization: Bearer $SHOAL_JOB_TOKEN" \
+    -H "Content-Type: application/json" \
+    -d '{"usd": 0.013, "note": "model call", "id": "call-1"}' "$SHOAL_API/v1/costs"
   echo
 done
+rm -f "$ca"
 echo "token $SHOAL_JOB_TOKEN""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,11 +210,11 @@ async fn a_job_is_followed_live_and_a_client_resumes_on_another_node() {
     assert!(listed.iter().all(|e| e.topic != Topic::Job));
 
     // Over a WebSocket on node 2: the backlog, then live events, one per message.
-    let ws = cluster.api(2).replacen("http://", "ws://", 1);
+    let ws = cluster.ws(2);
     let request = keyed(&format!(
         "{ws}/v1/events?since={last}&topic=job&follow=true"
     ));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut socket, _) = shoal_daemon::testsuite::ws_connect(request).await.unwrap();
     let mut got: Vec<Event> = Vec::new();
     let mut third = None;
     loop {
@@ -243,7 +243,7 @@ async fn a_job_is_followed_live_and_a_client_resumes_on_another_node() {
 
     // Without follow, a socket closes normally after the backlog.
     let request = keyed(&format!("{ws}/v1/events?since={last}&topic=job"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut socket, _) = shoal_daemon::testsuite::ws_connect(request).await.unwrap();
     let mut count = 0;
     while let Some(message) = socket.next().await {
         match message.unwrap() {

@@ -295,7 +295,9 @@ async fn check_fixture(fixture: &Path) {
     // Both keys still work.
     let operate = expected["operate_key"].as_str().unwrap();
     for key in [TEST_KEY, operate] {
-        let response = reqwest::Client::new()
+        let response = shoal_daemon::testsuite::http_client_builder()
+            .build()
+            .unwrap()
             .get(format!("{api}/v1/jobs"))
             .bearer_auth(key)
             .send()

@@ -332,9 +332,9 @@ async fn output_is_readable_and_followable_from_any_node() {
     // Followed from a node that did not run it: every chunk arrives, in order, with its
     // stream, and the socket closes when the job ends.
     let api = cluster.api(other_than(&cluster, machine_of(&job)));
-    let ws = api.replacen("http://", "ws://", 1);
+    let ws = api.replacen("https://", "wss://", 1);
     let (mut socket, _) =
-        tokio_tungstenite::connect_async(keyed(&format!("{ws}/v1/jobs/{id}/logs?follow=true")))
+        shoal_daemon::testsuite::ws_connect(keyed(&format!("{ws}/v1/jobs/{id}/logs?follow=true")))
             .await
             .unwrap();
     let mut chunks: Vec<LogChunk> = Vec::new();

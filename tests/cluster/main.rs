@@ -22,5 +22,6 @@ mod operate;
 mod partitions;
 mod peers;
 mod snapshots;
+mod tls;
 mod versions;
 mod writes;

@@ -33,7 +33,9 @@ async fn the_document_lists_every_route_and_each_needs_the_key_it_says() {
     let cluster = Cluster::start(1).await.unwrap();
     let api = cluster.api(0);
     // No key: the document is public, like /health.
-    let anonymous = reqwest::Client::new();
+    let anonymous = shoal_daemon::testsuite::http_client_builder()
+        .build()
+        .unwrap();
     let response = anonymous
         .get(format!("{api}/v1/openapi.json"))
         .send()
@@ -110,6 +112,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let run = tokio::process::Command::new("schemathesis")
         .args(["run", &format!("{}/v1/openapi.json", cluster.api(0))])
         .args(["--header", &format!("Authorization: Bearer {TEST_KEY}")])
+        .arg("--tls-verify")
+        .arg(shoal_daemon::testsuite::test_ca_file())
         .args([
             "--checks",
             "all",

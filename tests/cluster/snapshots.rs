@@ -16,7 +16,9 @@ use crate::http::send;
 
 /// Sends `body` to `url` with `key`, returning the status and the body as JSON.
 async fn send_as(key: &str, method: Method, url: String, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client_builder()
+        .build()
+        .unwrap()
         .request(method, &url)
         .bearer_auth(key)
         .json(&body)
@@ -35,7 +37,9 @@ async fn get_as(key: &str, url: String) -> Value {
 
 /// `GET /v1/snapshot` with `key`: the bytes and the index header.
 async fn snapshot_as(key: &str, api: &str) -> (Vec<u8>, u64) {
-    let response = reqwest::Client::new()
+    let response = shoal_daemon::testsuite::http_client_builder()
+        .build()
+        .unwrap()
         .get(format!("{api}/v1/snapshot"))
         .bearer_auth(key)
         .send()

@@ -18,13 +18,12 @@ impl Client {
         mut on_event: impl FnMut(Event, &str),
     ) -> Result<Option<StreamEnd>, ClientError> {
         let url = format!("{}{}", self.addr, with_query("/v1/events", params));
-        let unreachable = |detail: String| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            detail,
-        };
+        let unreachable = |detail: String| self.unreachable(detail);
         // The client's own deadline covers a whole answer, which a follow never finishes:
         // this one only bounds connecting and the wait for the headers.
-        let mut http = reqwest::Client::builder().connect_timeout(self.timeout);
+        let mut http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*self.trust.config).clone())
+            .connect_timeout(self.timeout);
         if let Some(auth) = &self.auth {
             let mut headers = reqwest::header::HeaderMap::new();
             headers.insert(reqwest::header::AUTHORIZATION, auth.clone());

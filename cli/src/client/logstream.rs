@@ -4,6 +4,7 @@
 use futures::StreamExt;
 use shoal_protocol::api::LogChunk;
 use shoal_protocol::{ApiError, JobId};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
 
@@ -11,8 +12,11 @@ use shoal_protocol::params::LogParams;
 
 use super::{Client, ClientError, decode, error_chain, logs_query, with_query};
 
-pub(super) type WebSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(super) type WebSocket = tokio_tungstenite::WebSocketStream<Box<dyn Stream>>;
+
+/// A connection to a node: TLS for `https://`, plain TCP for an `http://` node.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Client {
     /// `GET /v1/jobs/{id}/logs?follow=true` over a WebSocket: hands each chunk to `on_chunk`
@@ -61,12 +65,43 @@ impl Client {
         if let Some(auth) = &self.auth {
             request.headers_mut().insert("authorization", auth.clone());
         }
-        let connect = tokio_tungstenite::connect_async(request);
+        let connect = async {
+            let stream = self.connect(&request).await?;
+            tokio_tungstenite::client_async(request, stream)
+                .await
+                .map_err(|err| self.ws_error(&url, err))
+        };
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok((stream, _))) => Ok((stream, url)),
-            Ok(Err(err)) => Err(self.ws_error(&url, err)),
+            Ok(Err(err)) => Err(err),
             Err(_) => Err(self.broken("timed out connecting")),
         }
+    }
+
+    /// A connection to the node `request` names: TLS checked against the fleet CA for
+    /// `wss://`, plain TCP for `ws://`.
+    async fn connect(
+        &self,
+        request: &tungstenite::handshake::client::Request,
+    ) -> Result<Box<dyn Stream>, ClientError> {
+        let uri = request.uri();
+        let secure = uri.scheme_str() == Some("wss");
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|err| self.broken(&format!("log stream: {}", error_chain(&err))))?;
+        let _ = tcp.set_nodelay(true);
+        if !secure {
+            return Ok(Box::new(tcp));
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|err| self.broken(&format!("{host}: {err}")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.trust.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|err| self.unreachable(error_chain(&err)))?;
+        Ok(Box::new(tls))
     }
 
     pub(super) fn broken(&self, detail: &str) -> ClientError {

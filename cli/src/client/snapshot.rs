@@ -8,10 +8,7 @@ impl Client {
     /// `GET /v1/snapshot`: a consistent copy of the fleet state in the snapshot format.
     pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/v1/snapshot", self.addr);
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            detail: error_chain(&e),
-        };
+        let unreachable = |e: reqwest::Error| self.unreachable(error_chain(&e));
         let response = self
             .http
             .request(Method::GET, &url)

@@ -28,6 +28,7 @@ async fn events_are_printed_and_followed() {
         .to_string();
     let mut follower = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .env("SHOAL_ADDR", &addr)
+        .env("SHOAL_CACERT", shoal_daemon::testsuite::test_ca_file())
         .env("SHOAL_TOKEN", TEST_KEY)
         .args(["events", "-f", "--topic", "job", "--since", &now])
         .stdout(Stdio::piped())

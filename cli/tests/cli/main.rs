@@ -3,6 +3,7 @@
 mod events;
 mod jobs;
 mod snapshot;
+mod tls;
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use shoal_protocol::api::MachineList;
 fn shoal(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .env("SHOAL_ADDR", addr)
+        .env("SHOAL_CACERT", shoal_daemon::testsuite::test_ca_file())
         .env("SHOAL_TOKEN", shoal_daemon::testsuite::TEST_KEY)
         .args(args)
         .output()
@@ -130,6 +132,7 @@ async fn the_cli_drives_a_real_cluster() {
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_shoal"))
                 .env("SHOAL_ADDR", addr)
+                .env("SHOAL_CACERT", shoal_daemon::testsuite::test_ca_file())
                 .env("SHOAL_TOKEN", key)
                 .args(args)
                 .output()

@@ -47,7 +47,7 @@ pub async fn logs(
     }
     let upgrade = upgrade.map_err(|_| {
         Failure(ApiError::bad_request(
-            "follow=true streams over a WebSocket: connect with a WebSocket client (ws://)",
+            "follow=true streams over a WebSocket: connect with a WebSocket client (wss://)",
         ))
     })?;
     Ok(upgrade.on_upgrade(move |socket| follow(node, socket, first)))

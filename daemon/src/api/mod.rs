@@ -128,16 +128,34 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// Serves the API on `listener` until shutdown.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Serves the API on `listener` until shutdown: over TLS with `tls`, else plain HTTP.
+/// WebSocket routes upgrade inside the TLS stream as any other request does.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = router(node);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    let served = match tls {
+        Some(config) => match crate::tls::TlsListener::new(listener, config) {
+            Ok(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Err(err) => Err(err),
+        },
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+    if let Err(err) = served {
         tracing::error!(%err, "admin api stopped");
     }
 }

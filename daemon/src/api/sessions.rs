@@ -200,7 +200,7 @@ pub async fn attach(
     let (attempt, machine) = crate::sessions::running(&node, id).await?;
     let upgrade = upgrade.map_err(|_| {
         Failure(ApiError::bad_request(
-            "attach is a WebSocket: connect with a WebSocket client (ws://)",
+            "attach is a WebSocket: connect with a WebSocket client (wss://)",
         ))
     })?;
     let (cols, rows) = (size.cols.unwrap_or(80), size.rows.unwrap_or(24));
@@ -230,14 +230,23 @@ pub async fn attach(
             ))
         })?;
     let key = super::auth::presented_key(&headers).unwrap_or_default();
-    let url = format!("ws://{api_addr}/v1/sessions/{id}/attach?cols={cols}&rows={rows}");
-    // Connected before the upgrade, so an unreachable machine is a plain error.
-    let upstream = crate::attach::connect(&url, key).await.map_err(|err| {
+    // The caller's key goes on: over TLS that proves the fleet CA, never in clear.
+    let tls = node.tls.relay_client().ok_or_else(|| {
         Failure(ApiError::new(
             ErrorCode::Unavailable,
-            format!("cannot reach machine {machine}, which runs session {id}: {err}"),
+            format!("session {id} runs on {machine}, and this node has no fleet CA yet to reach it over TLS"),
         ))
     })?;
+    let url = crate::attach::relay_url(&api_addr, id, cols, rows);
+    // Connected before the upgrade, so an unreachable machine is a plain error.
+    let upstream = crate::attach::connect(&url, key, tls)
+        .await
+        .map_err(|err| {
+            Failure(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("cannot reach machine {machine}, which runs session {id}: {err}"),
+            ))
+        })?;
     Ok(upgrade.on_upgrade(move |socket| crate::attach::relay(socket, upstream)))
 }
 

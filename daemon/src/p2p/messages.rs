@@ -69,6 +69,10 @@ pub enum PeerRequest {
         #[serde(default)]
         credential: Option<Credential>,
     },
+    /// A member that lacks the fleet CA asks for it (see `tls/fetch.rs`); answered only
+    /// for machines the fleet admits. An older build cannot decode it and drops the
+    /// stream, which the asker takes as "no CA here".
+    FleetCa,
     /// Run a command in the container of a session this machine runs.
     Exec {
         job: JobId,
@@ -131,6 +135,10 @@ pub enum PeerResponse {
     Joined {
         cluster_secret: String,
         gossip_seeds: Vec<String>,
+        /// The fleet CA, so the new machine serves its API with a certificate from it
+        /// (absent from an older build's answer, or a fleet that has none yet).
+        #[serde(default)]
+        fleet_ca: Option<crate::tls::FleetCa>,
     },
     /// The answer to a [`PeerRequest::JoinChallenge`]: this machine's peer id and a MAC
     /// over the nonce and both peer ids, keyed by the token's hash.
@@ -148,4 +156,6 @@ pub enum PeerResponse {
     Exec(Result<ExecResult, ApiError>),
     /// What the machine did.
     Batch(Result<String, ApiError>),
+    /// The fleet CA, if this member has it.
+    FleetCa(Option<crate::tls::FleetCa>),
 }

@@ -336,7 +336,17 @@ fn attempt_env(
         api.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let mut env = env.clone();
-    env.insert("SHOAL_API".into(), format!("http://{api}"));
+    let scheme = if node.tls.mode.is_https() {
+        "https"
+    } else {
+        "http"
+    };
+    env.insert("SHOAL_API".into(), format!("{scheme}://{api}"));
+    // The CA's certificate itself, not a path: a container has no view of the host's
+    // data directory. `shoal` reads it from SHOAL_CACERT_PEM.
+    if let Some(ca) = node.tls.fleet_ca() {
+        env.insert("SHOAL_CACERT_PEM".into(), ca.cert_pem);
+    }
     env.insert(
         "SHOAL_JOB_TOKEN".into(),
         crate::job_token::issue(&node.cluster_secret, job, attempt),

@@ -67,6 +67,10 @@ fn build_image(tag: &str, context: &Path) {
         std::fs::copy(file, &target)
             .unwrap_or_else(|err| panic!("copying {}: {err}", file.display()));
     }
+    // Every machine starts with the test fleet CA, which the test's client trusts.
+    shoal_daemon::testsuite::TEST_CA
+        .store(&root.join("data"))
+        .unwrap();
     std::fs::write(
         context.join("Dockerfile"),
         "FROM scratch\nCOPY root/ /\nENTRYPOINT [\"/shoald\"]\n",
@@ -120,8 +124,8 @@ async fn machines_on_one_lan_find_each_other_with_mdns() {
         ]);
     }
 
-    let api = format!("http://{prefix}10:7400/v1/machines");
-    let client = reqwest::Client::builder()
+    let api = format!("https://{prefix}10:7400/v1/machines");
+    let client = shoal_daemon::testsuite::http_client_builder()
         .timeout(Duration::from_secs(2))
         .default_headers(shoal_daemon::testsuite::keyed_headers())
         .build()
@@ -154,7 +158,7 @@ async fn machines_on_one_lan_find_each_other_with_mdns() {
     // They formed one Raft group together, every node agreeing on the leader.
     let mut leaders = Vec::new();
     for i in 0..3 {
-        let url = format!("http://{prefix}{}:7400/v1/cluster", 10 + i);
+        let url = format!("https://{prefix}{}:7400/v1/cluster", 10 + i);
         let status: ClusterStatus = client.get(&url).send().await.unwrap().json().await.unwrap();
         assert_eq!(status.voters.len() + status.learners.len(), 3, "{status:?}");
         leaders.push(status.leader);

@@ -71,13 +71,13 @@ async fn follow_first_chunk(api: &str, id: u64) -> Value {
 
     let url = format!(
         "{}/v1/sessions/{id}/logs?follow=true",
-        api.replace("http://", "ws://")
+        api.replace("https://", "wss://")
     );
     let mut request = url.into_client_request().unwrap();
     for (name, value) in &shoal_daemon::testsuite::keyed_headers() {
         request.headers_mut().insert(name, value.clone());
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut ws, _) = shoal_daemon::testsuite::ws_connect(request).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
     match first {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(text.as_str()).unwrap(),
@@ -94,13 +94,13 @@ async fn attach(api: &str, id: u64, lines: &[&str], wait_for: &str) -> (String, 
 
     let url = format!(
         "{}/v1/sessions/{id}/attach?cols=100&rows=30",
-        api.replace("http://", "ws://")
+        api.replace("https://", "wss://")
     );
     let mut request = url.into_client_request().unwrap();
     for (name, value) in &shoal_daemon::testsuite::keyed_headers() {
         request.headers_mut().insert(name, value.clone());
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut ws, _) = shoal_daemon::testsuite::ws_connect(request).await.unwrap();
     let (last, first) = lines.split_last().unwrap();
     for line in first {
         ws.send(Message::Binary(format!("{line}\n").into_bytes().into()))

@@ -77,7 +77,11 @@ async fn sigterm_stops_shoald_within_five_seconds() {
             .port())
     };
     let ports = [free_port(tcp), free_port(udp), free_port(tcp)];
-    let api = format!("http://127.0.0.1:{}", ports[0]);
+    let api = format!("https://127.0.0.1:{}", ports[0]);
+    // The fleet CA the client trusts, where shoald looks for it.
+    shoal_daemon::testsuite::TEST_CA
+        .store(&dir.path().join("data"))
+        .unwrap();
     let mut shoald = start(dir.path(), ports);
 
     // A process job that records its pid, then runs for a minute.

@@ -155,6 +155,8 @@ fn build_image(tag: &str, options: &FleetOptions) -> anyhow::Result<()> {
         "load_threshold = 1000.0\n\n[timings]\nsnapshot_every_logs = {}\n",
         options.snapshot_every_logs
     );
+    // Every member starts with the test fleet CA, which the harness's client trusts.
+    shoal_daemon::testsuite::TEST_CA.store(&root.join("data"))?;
     std::fs::create_dir_all(root.join("etc/shoal"))?;
     std::fs::write(root.join("etc/shoal/shoald.toml"), config)?;
     std::fs::write(
@@ -177,7 +179,7 @@ impl Fleet {
         let name = format!("shoal-chaos-{pid}-{run}");
         let marks = tempfile::tempdir()?;
         let epoch = Instant::now();
-        let http = reqwest::Client::builder()
+        let http = shoal_daemon::testsuite::http_client_builder()
             .default_headers(shoal_daemon::testsuite::keyed_headers())
             .connect_timeout(Duration::from_millis(500))
             .build()?;
@@ -294,7 +296,7 @@ impl Fleet {
     /// Member `i`'s API base URL, if it is published now.
     pub fn url(&self, i: usize, path: &str) -> Option<String> {
         let port = self.ports.lock().unwrap()[i]?;
-        Some(format!("http://{port}{path}"))
+        Some(format!("https://{port}{path}"))
     }
 
     /// `GET path` on member `i` as JSON, within `timeout`.
