@@ -116,7 +116,7 @@ pub struct RunArgs {
     #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
     /// The first admin API key, when this machine bootstraps the fleet (else one is made
-    /// and printed once).
+    /// and kept in `<data dir>/admin.key`, 0600).
     #[arg(long, env = "SHOAL_BOOTSTRAP_KEY", hide_env_values = true)]
     pub bootstrap_key: Option<String>,
     /// Most jobs and sessions this machine runs at once [default: 8].

@@ -58,7 +58,8 @@ pub struct Settings {
     /// A file holding the cluster secret.
     pub cluster_secret_file: Option<PathBuf>,
     /// The admin API key the bootstrapping machine records for the new fleet
-    /// (`shoal_<16 hex>_<64 hex>`). Without one it makes a key and prints it once.
+    /// (`shoal_<16 hex>_<64 hex>`). Without one it makes a key and keeps it in
+    /// `admin.key` in the data directory.
     pub bootstrap_key: Option<String>,
     /// Most jobs and sessions this machine runs at once.
     pub max_running: u32,

@@ -137,7 +137,7 @@ fn show_first_admin_key(kept: &std::path::Path, key: &str) {
 }
 
 /// On the machine that bootstrapped the fleet: records the first admin key (the configured
-/// one, or a new one printed once), retrying until the log has it.
+/// one, or a new one kept in `admin.key`), retrying until the log has it.
 pub async fn record_bootstrap_key(node: &Node) {
     let waiting = node
         .config

@@ -20,7 +20,9 @@ fn main() -> anyhow::Result<()> {
     }));
     // openraft logs every failed replication attempt to an unreachable machine; the
     // leader's own status transitions say the same thing once.
+    // Logs go to stderr; stdout carries only what a command prints for its user.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
                 "info,openraft=warn,openraft::replication=off,chitchat=warn,libp2p=warn".into()

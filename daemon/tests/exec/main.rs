@@ -2,7 +2,8 @@
 //! the real Docker engine from an image the tests build (`FROM scratch` with the host's
 //! static busybox, so no registry is needed); container jobs through a live cluster; mDNS
 //! discovery between `shoald` containers on a Docker network the test creates; the
-//! `shoald` binary stopping within 5 s of SIGTERM; and a bounded chaos run of five
+//! `shoald` binary stopping within 5 s of SIGTERM, and its first start keeping its data
+//! dir and first admin key private; and a bounded chaos run of five
 //! `shoald` containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
@@ -13,6 +14,7 @@ mod adoption;
 mod chaos;
 mod cluster;
 mod container;
+mod first_start;
 mod mdns;
 mod process;
 mod sessions;

@@ -1,0 +1,181 @@
+//! A fleet's first start as a service starts it: the `shoald` binary with its output
+//! going to a journal (a file here, not a terminal), the secret in a file, no key given.
+//! Everything it writes is the daemon's alone (directories 0700, files 0600), the first
+//! admin key it makes is in `admin.key` and works over HTTPS with the CA it made, and the
+//! key is nowhere else: not in its output, not in its log, not in the Raft store.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shoal_daemon::testsuite::{TEST_SECRET, wait_until};
+
+fn port(bind: impl Fn() -> std::io::Result<u16>) -> String {
+    bind().expect("an ephemeral port").to_string()
+}
+
+/// Every path under `dir` with its mode bits, directories first.
+fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+        if meta.is_dir() || meta.is_file() {
+            found.push((path, meta.is_dir(), meta.permissions().mode() & 0o777));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, TEST_SECRET).unwrap();
+    let config = dir.path().join("shoald.toml");
+    std::fs::write(&config, "load_threshold = 1000.0\n").unwrap();
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let tcp = || {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let udp = || {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let api_port = port(tcp);
+    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--bind", "127.0.0.1", "--api-port", &api_port])
+        .args(["--gossip-port", &port(udp), "--p2p-port", &port(tcp)])
+        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("starting shoald");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+
+    // The key the node made, used over HTTPS with the CA the node made.
+    let api = format!("https://127.0.0.1:{api_port}");
+    let answered = wait_until(
+        Duration::from_secs(30),
+        "the kept key to be accepted",
+        || {
+            let key = std::fs::read_to_string(data.join("admin.key")).ok()?;
+            let ca = std::fs::read_to_string(data.join("tls/ca.pem")).ok()?;
+            Some((key, ca))
+        },
+    )
+    .await;
+    let (key, ca) = answered.unwrap_or_else(|err| panic!("{err}; shoald's log:\n{}", log()));
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(shoal_daemon::tls::client_config(&ca).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..150 {
+        let sent = client
+            .get(format!("{api}/v1/machines"))
+            .bearer_auth(key.trim())
+            .send()
+            .await;
+        status = sent.ok().map(|response| response.status());
+        if status == Some(reqwest::StatusCode::OK) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen_log = log();
+    let _ = shoald.kill();
+    let _ = shoald.wait();
+    assert_eq!(
+        status,
+        Some(reqwest::StatusCode::OK),
+        "the key in admin.key: {status:?}; shoald's log:\n{seen_log}"
+    );
+
+    // Said where the key is, and nothing more.
+    let printed = std::fs::read_to_string(&stdout).unwrap();
+    assert!(
+        !printed.contains(key.trim()),
+        "stdout shows the key:\n{printed}"
+    );
+    assert!(
+        !seen_log.contains(key.trim()),
+        "the log shows the key:\n{seen_log}"
+    );
+    assert!(
+        seen_log.contains(&data.join("admin.key").display().to_string()),
+        "the log does not say where the key is:\n{seen_log}"
+    );
+
+    // The daemon's alone, and the key is in admin.key only.
+    let found = modes(&data);
+    assert!(found.len() > 5, "the data dir holds {found:?}");
+    for (path, is_dir, mode) in &found {
+        let private = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, private, "{} is {mode:o}", path.display());
+        if !is_dir && path.file_name() != Some("admin.key".as_ref()) {
+            let bytes = std::fs::read(path).unwrap();
+            let holds = bytes
+                .windows(key.trim().len())
+                .any(|window| window == key.trim().as_bytes());
+            assert!(!holds, "{} holds the admin key", path.display());
+        }
+    }
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("shoald.toml");
+    std::fs::write(&config, "").unwrap();
+    let tcp = || {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--bind", "0.0.0.0", "--advertise", "127.0.0.1"])
+        .args(["--api-port", &port(tcp), "--insecure-http"])
+        .args(["--cluster-secret", TEST_SECRET])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting shoald");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = shoald.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = shoald.kill();
+            panic!("shoald still runs with --insecure-http on 0.0.0.0");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut shoald.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success(), "shoald exited with {status}: {said}");
+    assert!(
+        said.contains("--insecure-http-any-address") && said.contains("in clear"),
+        "the refusal does not say why or how: {said}"
+    );
+    assert!(!data.exists(), "a refused start wrote {}", data.display());
+}
