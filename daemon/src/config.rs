@@ -10,6 +10,8 @@ use serde::Deserialize;
 use shoal_protocol::costs::COST_LABEL;
 use shoal_protocol::{Labels, PROTOCOL_LEVEL, ProtocolLevel};
 
+use crate::exec::confine::ContainerLimits;
+
 /// Where `shoald` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoal/shoald.toml";
 /// Where `shoald` keeps its state when `--data-dir` is not given.
@@ -72,6 +74,10 @@ pub struct Settings {
     /// Run jobs without an image as plain processes, as the daemon's user and without
     /// isolation (like Nomad's raw_exec). Off by default.
     pub allow_process_jobs: bool,
+    /// What every container this machine starts is held to: all capabilities but a few
+    /// dropped and no new privileges (always), processes, and memory when nothing else
+    /// sets it.
+    pub containers: ContainerLimits,
     /// HTTPS on the admin API: the fleet CA's certificate by default, or your own.
     pub tls: crate::tls::TlsSettings,
     /// How long finished jobs (and their saved output) are kept while the fleet has no
@@ -157,6 +163,7 @@ impl Default for Settings {
             cost_per_hour: None,
             load_threshold: 0.8,
             allow_process_jobs: false,
+            containers: ContainerLimits::default(),
             tls: crate::tls::TlsSettings::default(),
             job_retention: DEFAULT_JOB_RETENTION,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
@@ -225,6 +232,7 @@ pub struct Config {
     pub max_running: u32,
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
+    pub containers: ContainerLimits,
     /// How the admin API speaks: HTTPS (the fleet CA's certificate or the user's), or
     /// plain HTTP when asked.
     pub api_tls: crate::tls::ApiTls,
@@ -332,6 +340,7 @@ impl Settings {
         if self.max_running == 0 {
             bail!("max_running: must be at least 1");
         }
+        self.containers.validate()?;
         if self.snapshot_every < Duration::from_secs(1) {
             bail!(
                 "snapshot_every: must be at least 1s, got {:?}",
@@ -379,6 +388,7 @@ impl Settings {
             max_running: self.max_running,
             load_threshold: self.load_threshold,
             allow_process_jobs: self.allow_process_jobs,
+            containers: self.containers,
             job_retention: self.job_retention,
             snapshot_every: self.snapshot_every,
             snapshot_keep: self.snapshot_keep,
@@ -490,6 +500,7 @@ mod tests {
         assert_eq!(example.snapshot_keep, defaults.snapshot_keep);
         assert_eq!(example.max_running, defaults.max_running);
         assert_eq!(example.allow_process_jobs, defaults.allow_process_jobs);
+        assert_eq!(example.containers, defaults.containers);
         assert_eq!(example.tls.insecure_http, defaults.tls.insecure_http);
         assert_eq!(example.tls.cert, defaults.tls.cert);
         assert_eq!(example.timings.stale_after, defaults.timings.stale_after);

@@ -154,7 +154,7 @@ impl Node {
             .await
             .context("starting raft")?;
 
-        let runner = Arc::new(Runner::new(id, config.allow_process_jobs).await);
+        let runner = Arc::new(Runner::new(id, config.allow_process_jobs, config.containers).await);
         let mut labels = config.labels.clone();
         if runner.has_docker() {
             labels.insert(DOCKER_LABEL, "true")?;

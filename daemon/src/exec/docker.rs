@@ -38,6 +38,7 @@ use super::{
 };
 
 pub use super::adopt::Adopted;
+pub use super::confine::ContainerLimits;
 
 /// Label on every container Shoal starts.
 pub const LABEL_MANAGED: &str = "shoal.managed";
@@ -69,6 +70,8 @@ pub struct DockerConfig {
     pub output_limit: usize,
     /// `docker stop` grace when a run times out.
     pub timeout_grace: Duration,
+    /// What every container is held to (capabilities, processes, default memory).
+    pub limits: ContainerLimits,
 }
 
 impl Default for DockerConfig {
@@ -78,6 +81,7 @@ impl Default for DockerConfig {
             node: None,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             timeout_grace: DEFAULT_TIMEOUT_GRACE,
+            limits: ContainerLimits::default(),
         }
     }
 }
@@ -174,7 +178,10 @@ impl DockerExecutor {
 #[async_trait::async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
-        let body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
+        let mut body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
+        if let Some(host) = body.host_config.as_mut() {
+            self.inner.config.limits.confine(host);
+        }
         let docker = self.client().await?;
         if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
             let here = docker.inspect_image(image).await?.id.unwrap_or_default();

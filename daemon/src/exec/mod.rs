@@ -18,6 +18,7 @@
 //! - [`fake`]: an in-memory executor for unit tests of the code that dispatches runs.
 
 mod adopt;
+pub mod confine;
 pub mod docker;
 pub mod fake;
 mod handle;

@@ -28,6 +28,7 @@ use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobReport,
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::exec::confine::ContainerLimits;
 use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
     RunHandle, RunSpec,
@@ -63,9 +64,14 @@ pub struct Runner {
 impl Runner {
     /// Connects to Docker (absent is fine) and enables process jobs if `allow_process`.
     /// Containers are labelled with `machine` so machines sharing an engine adopt only their own.
-    pub async fn new(machine: shoal_protocol::MachineId, allow_process: bool) -> Runner {
+    pub async fn new(
+        machine: shoal_protocol::MachineId,
+        allow_process: bool,
+        limits: ContainerLimits,
+    ) -> Runner {
         let docker = DockerExecutor::new(DockerConfig {
             node: Some(machine.to_string()),
+            limits,
             ..DockerConfig::default()
         });
         let docker_version = docker.docker_available().await;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use shoal_daemon::exec::confine::ContainerLimits;
 use shoal_daemon::exec::docker::container_name;
 use shoal_daemon::exec::{
     DockerConfig, DockerExecutor, ExecError, Executor, Outcome, RunHandle, Stream,
@@ -155,6 +156,59 @@ async fn limits_and_labels_are_on_the_container() {
         &container,
     ]);
     assert_eq!(seen, format!("{} 500000000 {job} 2 true", 64 << 20));
+    handle.cancel(Duration::ZERO);
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+}
+
+/// The effective capabilities a container keeps, as `/proc/self/status` shows them:
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID and NET_BIND_SERVICE.
+const KEPT_CAP_EFF: &str = "00000000000004fb";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_confined_and_a_nodes_config_sets_its_limits() {
+    let _image = test_image();
+    let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; sleep 300";
+    let job = job_id(18);
+    let _containers = Containers(vec![name(job, 1), name(job, 2)]);
+    let inspect = |container: &str| {
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}}",
+            container,
+        ])
+    };
+
+    // The defaults: what the process sees, and the limits the engine holds it to.
+    let executor = executor();
+    let handle = executor.start(sh(job, script)).await.unwrap();
+    wait_for_text(handle.output(), "NoNewPrivs", Duration::from_secs(30)).await;
+    let status = handle.output().snapshot().text();
+    assert!(
+        status.contains(&format!("CapEff:\t{KEPT_CAP_EFF}")) && status.contains("NoNewPrivs:\t1"),
+        "the container's status: {status}"
+    );
+    let gib = 1u64 << 30;
+    assert_eq!(inspect(&name(job, 1)), format!("{gib} {gib} 1024"));
+    handle.cancel(Duration::ZERO);
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+
+    // A node's own limits, and a job's memory limit over the node's default.
+    let tight = DockerExecutor::new(DockerConfig {
+        node: Some(node()),
+        timeout_grace: Duration::from_secs(1),
+        limits: ContainerLimits {
+            default_memory_mb: 64,
+            pids_limit: 100,
+        },
+        ..DockerConfig::default()
+    });
+    let mut spec = sh(job, script);
+    spec.attempt = 2;
+    let handle = tight.start(spec).await.unwrap();
+    wait_for_text(handle.output(), "NoNewPrivs", Duration::from_secs(30)).await;
+    let mib64 = 64u64 << 20;
+    assert_eq!(inspect(&name(job, 2)), format!("{mib64} {mib64} 100"));
     handle.cancel(Duration::ZERO);
     assert_eq!(wait(&handle).await, Outcome::Cancelled);
 }
