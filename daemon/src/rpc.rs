@@ -125,7 +125,7 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
             PeerResponse::History(Ok(history::local(node, since_ms)))
         }
         PeerRequest::Batch { action, credential } => {
-            match peer_auth::user_behind(node, credential.as_ref(), Scope::Operate).await {
+            match peer_auth::user_behind(node, credential.as_ref(), Scope::Admin).await {
                 Ok(_) => PeerResponse::Batch(crate::batch::local(node, action).await),
                 Err(err) => PeerResponse::Batch(Err(refusal(from, "a batch action", err))),
             }

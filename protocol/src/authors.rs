@@ -50,12 +50,12 @@ impl Command {
             Command::UseToken { .. } => Author::Joiner,
             Command::SubmitJob { .. }
             | Command::CancelJob { .. }
-            | Command::LabelMachine { .. }
-            | Command::SetDrain { .. }
             | Command::PutTemplate { .. }
-            | Command::RollbackTemplate { .. }
-            | Command::RecordBatch { .. } => Author::User(Scope::Operate),
-            Command::RetireMachine { .. }
+            | Command::RollbackTemplate { .. } => Author::User(Scope::Operate),
+            Command::LabelMachine { .. }
+            | Command::SetDrain { .. }
+            | Command::RecordBatch { .. }
+            | Command::RetireMachine { .. }
             | Command::ApproveMachine { .. }
             | Command::CreateApiKey { .. }
             | Command::RevokeApiKey { .. }

@@ -159,6 +159,76 @@ async fn keys_decide_who_sees_and_does_what() {
     .await;
     assert_eq!(status, 403, "a key submits for its own org only");
 
+    // What acts on machines is for admins: an operate key may not set a machine's labels
+    // (its cost, what policies select), drain it or run batches on it; nor may a read key
+    // open a shell in a session. Each 403 names the scope, and nothing changed.
+    let machine = cluster.node(1).id;
+    let refused = [
+        (
+            &lab,
+            Method::PUT,
+            format!("/v1/machines/{machine}/labels"),
+            Some(json!({"set": {"cost_per_hour": "1000000"}})),
+            "admin",
+        ),
+        (
+            &lab,
+            Method::POST,
+            "/v1/drain".to_string(),
+            Some(json!({"machines": [machine.to_string()]})),
+            "admin",
+        ),
+        (
+            &lab,
+            Method::POST,
+            "/v1/undrain".to_string(),
+            Some(json!({"machines": [machine.to_string()]})),
+            "admin",
+        ),
+        (
+            &lab,
+            Method::POST,
+            "/v1/batch/restart".to_string(),
+            Some(json!({"all": true})),
+            "admin",
+        ),
+        (
+            &reader,
+            Method::GET,
+            format!("/v1/sessions/{theirs}/attach"),
+            None,
+            "operate",
+        ),
+    ];
+    for (client, method, path, body, scope) in refused {
+        let (status, answer) = call(client, method.clone(), format!("{api}{path}"), body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path}: {answer}"
+        );
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(scope), "{method} {path}: {answer}");
+    }
+    let (status, seen) = call(
+        &admin,
+        Method::GET,
+        format!("{api}/v1/machines/{machine}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen["labels"].get("cost_per_hour").is_none(), "{seen}");
+    assert_ne!(seen["status"], "DRAINING", "{seen}");
+    let (status, body) = call(
+        &admin,
+        Method::PUT,
+        format!("{api}/v1/machines/{machine}/labels"),
+        Some(json!({"set": {"rack": "2"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "an admin key labels the machine: {body}");
+
     // Each machine's own health checks reach every node (read scope is enough).
     let other = cluster.node(2).id;
     let (status, machine) = call(

@@ -19,8 +19,10 @@ use crate::node::Node;
 pub const COSTS_ROUTE: &str = "/v1/costs";
 
 /// The scope a route needs: reads need `read`, but keys, tokens, fleet snapshots (which
-/// hold their hashes) and the audit log need `admin`, as do turning the kill switch and
-/// setting budgets and policies; every other change needs `operate`.
+/// hold their hashes) and the audit log need `admin`. What acts on the whole fleet or on
+/// machines (the kill switch, budgets, policies, fleet settings, machine labels, which
+/// set costs and what policies select, drains and batches, removal and approval) needs
+/// `admin`; every other change, and a shell in a session (attach), needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let credentials = route.starts_with("/v1/keys")
         || route.starts_with("/v1/tokens")
@@ -31,10 +33,15 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route.starts_with("/v1/policies")
         || route == "/v1/fleet/settings"
         || (*method == Method::DELETE && route == "/v1/machines/{id}")
-        || route == "/v1/machines/{id}/approve";
+        || route == "/v1/machines/{id}/approve"
+        || route == "/v1/machines/{id}/labels"
+        || route == "/v1/drain"
+        || route == "/v1/undrain"
+        || route.starts_with("/v1/batch");
     let admin_read = credentials || route == "/v1/audit";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,
+        Method::GET if route == "/v1/sessions/{id}/attach" => Scope::Operate,
         Method::GET | Method::HEAD => Scope::Read,
         _ if admin_route => Scope::Admin,
         _ => Scope::Operate,
@@ -98,7 +105,23 @@ mod tests {
     fn routes_need_the_scope_of_what_they_do() {
         assert_eq!(required_scope(&Method::GET, "/v1/jobs"), Scope::Read);
         assert_eq!(required_scope(&Method::POST, "/v1/jobs"), Scope::Operate);
-        assert_eq!(required_scope(&Method::POST, "/v1/drain"), Scope::Operate);
+        assert_eq!(required_scope(&Method::POST, "/v1/drain"), Scope::Admin);
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/machines/{id}/labels"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/batch/{action}"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/sessions/{id}/attach"),
+            Scope::Operate
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/sessions/{id}/logs"),
+            Scope::Read
+        );
         assert_eq!(required_scope(&Method::GET, "/v1/killswitch"), Scope::Read);
         assert_eq!(required_scope(&Method::PUT, "/v1/killswitch"), Scope::Admin);
         assert_eq!(
