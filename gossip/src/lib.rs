@@ -56,6 +56,7 @@ pub mod auth;
 pub mod bounds;
 pub mod datagram;
 mod drops;
+pub mod key_chain;
 pub mod keyring;
 pub mod keys;
 pub mod mode;
