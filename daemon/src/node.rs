@@ -25,12 +25,12 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::dispatch::DOCKER_LABEL;
+use crate::gossip_keys::NodeKeys;
 use crate::p2p::{self, P2pHandle};
 use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::gossip_keys::NodeKeys;
 use crate::{
     api, backups, diagnose, dispatch, gossip_keys, gossip_mode, identity, leadership, reconcile,
     rpc,

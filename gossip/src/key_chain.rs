@@ -136,7 +136,10 @@ mod tests {
     #[test]
     fn random_keys_are_not_derived_from_the_secret() {
         let one = GossipKey::random(1);
-        assert_ne!(one, GossipKey::from_secret(1, "the cluster secret").unwrap());
+        assert_ne!(
+            one,
+            GossipKey::from_secret(1, "the cluster secret").unwrap()
+        );
         assert_ne!(one, GossipKey::random(1));
     }
 

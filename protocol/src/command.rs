@@ -183,7 +183,10 @@ pub enum Command {
     /// The leader adds the next generation of the gossip key: a random key sealed under
     /// the current one. Refused, changing nothing, unless `generation` follows the current
     /// one and `sealed_key` is [`crate::gossip_keys::SEALED_KEY_LEN`] bytes.
-    RotateGossipKey { generation: u32, sealed_key: Vec<u8> },
+    RotateGossipKey {
+        generation: u32,
+        sealed_key: Vec<u8>,
+    },
 }
 
 impl Command {

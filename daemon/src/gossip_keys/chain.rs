@@ -29,7 +29,10 @@ pub fn open_newer(log: &GossipKeys, held: &[GossipKey]) -> Result<Vec<GossipKey>
                 )
             })?;
         let key = open_next(previous, link.generation, &link.sealed_key).map_err(|err| {
-            format!("cannot open gossip key generation {}: {err}", link.generation)
+            format!(
+                "cannot open gossip key generation {}: {err}",
+                link.generation
+            )
         })?;
         opened.push(key);
     }
@@ -72,7 +75,10 @@ mod tests {
         assert!(err.contains("join the fleet again"), "{err}");
         // The secret alone opens the first rotation, not later ones once it is gone.
         let (fresh, fresh_keys) = rotated(1);
-        assert_eq!(open_newer(&fresh, &fresh_keys[..1]).unwrap(), fresh_keys[1..]);
+        assert_eq!(
+            open_newer(&fresh, &fresh_keys[..1]).unwrap(),
+            fresh_keys[1..]
+        );
         assert!(open_newer(&log, &keys[..1]).is_err());
     }
 

@@ -85,11 +85,16 @@ impl StoredKeyring {
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())
                 .with_context(|| {
-                    format!("gossip key generation {} is not 32 bytes of hex", stored.generation)
+                    format!(
+                        "gossip key generation {} is not 32 bytes of hex",
+                        stored.generation
+                    )
                 })?;
-            if stored.generation == 0 || out.iter().any(|k| k.generation() == stored.generation)
-            {
-                anyhow::bail!("gossip key generation {} is repeated or 0", stored.generation);
+            if stored.generation == 0 || out.iter().any(|k| k.generation() == stored.generation) {
+                anyhow::bail!(
+                    "gossip key generation {} is repeated or 0",
+                    stored.generation
+                );
             }
             out.push(GossipKey::from_bytes(stored.generation, bytes));
         }
@@ -108,8 +113,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Option<StoredKeyring>> {
     if meta.len() > MAX_FILE_BYTES {
         anyhow::bail!("{} is too large to be a gossip keyring", path.display());
     }
-    let text =
-        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let stored: StoredKeyring = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a gossip keyring", path.display()))?;
     stored

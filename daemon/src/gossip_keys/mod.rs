@@ -135,7 +135,9 @@ impl NodeKeys {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, GossipKey>> {
-        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

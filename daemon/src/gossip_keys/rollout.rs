@@ -22,7 +22,11 @@ use super::chain::open_newer;
 use crate::node::Node;
 
 /// Keeps `gossip`'s keyring on the newest key of the log, until shutdown.
-pub async fn rollout_loop(node: Arc<Node>, gossip: Arc<Gossip>, mut shutdown: watch::Receiver<bool>) {
+pub async fn rollout_loop(
+    node: Arc<Node>,
+    gossip: Arc<Gossip>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut applied = node.fleet.applied();
     let timings = node.config.timings.clone();
     // The old key goes when this passes (a restart opening two keys starts one too).
@@ -53,7 +57,10 @@ pub async fn rollout_loop(node: Arc<Node>, gossip: Arc<Gossip>, mut shutdown: wa
             if let Err(err) = node.gossip_keys.sealing_with(newest.generation()) {
                 tracing::error!(error = %format!("{err:#}"), "cannot store the gossip keyring");
             }
-            tracing::info!(generation = newest.generation(), "gossip sealed with a new key");
+            tracing::info!(
+                generation = newest.generation(),
+                "gossip sealed with a new key"
+            );
             drop_old_at = Some(Instant::now() + timings.gossip_key_grace);
             continue;
         }

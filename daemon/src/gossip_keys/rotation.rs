@@ -49,9 +49,7 @@ pub async fn rotate_when_due(node: &Node) -> Result<(), ApiError> {
         })
         .await?;
     match outcome.response {
-        Response::Rejected { message, .. } => {
-            Err(ApiError::new(ErrorCode::Conflict, message))
-        }
+        Response::Rejected { message, .. } => Err(ApiError::new(ErrorCode::Conflict, message)),
         _ => {
             tracing::info!(generation = next_generation, "rotated the gossip key");
             Ok(())
