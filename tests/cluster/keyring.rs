@@ -284,3 +284,32 @@ async fn only_an_admin_key_rotates() {
     every_node_seals_with(&cluster, 1, Duration::from_secs(5)).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_below_level_seven_refuses_a_rotation_until_upgraded() {
+    init_logs();
+    let six = shoal_protocol::ProtocolLevel(6);
+    let mut cluster = Cluster::start_at_level(1, six).await.unwrap();
+    let admin = shoal_daemon::testsuite::TEST_KEY;
+    let (status, body) = rotate(&cluster, 0, admin).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("needs protocol level 7"), "{message}");
+    let keys = cluster.node(0).fleet.read(|s| s.gossip_keys.clone());
+    assert_eq!(keys, GossipKeys::default());
+
+    cluster.upgrade(0).await.unwrap();
+    wait_until(WAIT, "the fleet at level 7", || {
+        let level = cluster.node(0).fleet.read(|s| s.fleet_level);
+        (level >= shoal_protocol::levels::GOSSIP_KEYRING_LEVEL).then_some(())
+    })
+    .await
+    .unwrap();
+    let (status, body) = rotate(&cluster, 0, admin).await;
+    assert_eq!(
+        (status, body["generation"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    cluster.shutdown().await;
+}
