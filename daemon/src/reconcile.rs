@@ -188,7 +188,7 @@ async fn reconcile(
     }
     // 0b. A gossip key rotation, once due (an admin asked, or a removed machine left Raft).
     if let Err(err) = crate::gossip_keys::rotation::rotate_when_due(node).await {
-        tracing::warn!(error = %err.message, "gossip key rotation deferred");
+        tracing::debug!(error = %err.message, "gossip key rotation deferred");
     }
     let now = now_ms();
     let peers: HashMap<MachineId, PeerView> = node
