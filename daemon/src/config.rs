@@ -607,6 +607,34 @@ mod tests {
             ..Settings::default()
         };
         assert!(err_of(timing).starts_with("timings.stale_after:"));
+        for (switch, grace, field) in [
+            (
+                Duration::ZERO,
+                Duration::from_secs(60),
+                "timings.gossip_key_switch:",
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::ZERO,
+                "timings.gossip_key_grace:",
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(7200),
+                "timings.gossip_key_switch, timings.gossip_key_grace:",
+            ),
+        ] {
+            let timings = Timings {
+                gossip_key_switch: switch,
+                gossip_key_grace: grace,
+                ..Timings::default()
+            };
+            let settings = Settings {
+                timings,
+                ..Settings::default()
+            };
+            assert!(err_of(settings).starts_with(field), "{field}");
+        }
         let join = Settings {
             join: vec!["host:notaport".into()],
             ..Settings::default()
