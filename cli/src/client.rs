@@ -16,8 +16,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_protocol::api::{
-    ClusterStatus, FleetSummary, Health, JobLogs, LabelRequest, MachineApproved, MachineHistory,
-    MachineList, MachineRemoved, MachineView,
+    ClusterStatus, FleetSummary, GossipKeyRotation, Health, JobLogs, LabelRequest, MachineApproved,
+    MachineHistory, MachineList, MachineRemoved, MachineView,
 };
 use shoal_protocol::audit::AuditList;
 use shoal_protocol::batch::{BatchAction, BatchReport};
@@ -194,6 +194,12 @@ impl Client {
     pub async fn approve_machine(&self, id: MachineId) -> Result<MachineApproved, ClientError> {
         let path = format!("/v1/machines/{id}/approve");
         self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/fleet/rotate-key` (admin).
+    pub async fn rotate_gossip_key(&self) -> Result<GossipKeyRotation, ClientError> {
+        self.call(Method::POST, "/v1/fleet/rotate-key", None::<&()>)
+            .await
     }
 
     /// `PUT /v1/machines/{id}/labels`.

@@ -63,6 +63,13 @@ pub fn render_status(status: &ClusterStatus) -> String {
         ("voters", status.voters.len().to_string()),
         ("learners", status.learners.len().to_string()),
         ("fleet level", fleet_level(status, &name_of)),
+        (
+            "gossip key",
+            format!(
+                "generation {} (this node seals with {})",
+                status.gossip_key_generation, status.node_gossip_key_generation
+            ),
+        ),
     ]);
     if let Some(reason) = &status.cut_off {
         text.push_str(&format!("CUT OFF: {reason}\n"));
@@ -151,6 +158,8 @@ mod tests {
             held_back_by: vec![],
             refused: vec![],
             cut_off: None,
+            gossip_key_generation: 0,
+            node_gossip_key_generation: 0,
         };
         let text = render_status(&status);
         assert!(
@@ -160,6 +169,10 @@ mod tests {
         assert!(text.contains("term:            7\n"), "{text}");
         assert!(text.contains("last applied:    -\n"), "{text}");
         assert!(text.contains("fleet level:     2\n"), "{text}");
+        assert!(
+            text.contains("gossip key:      generation 0 (this node seals with 0)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("0000000000000001  attic   leader   0.1.0    2      10.0.0.1:7400"),
             "{text}"
@@ -183,6 +196,8 @@ mod tests {
             held_back_by: vec![],
             refused: vec![],
             cut_off: None,
+            gossip_key_generation: 0,
+            node_gossip_key_generation: 0,
         };
         let text = render_status(&status);
         assert!(
@@ -211,6 +226,8 @@ mod tests {
             held_back_by: vec![MachineId(2)],
             refused: vec![late],
             cut_off: None,
+            gossip_key_generation: 0,
+            node_gossip_key_generation: 0,
         };
         let text = render_status(&status);
         assert!(

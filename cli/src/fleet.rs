@@ -1,8 +1,9 @@
-//! `shoal fleet summary`: health, counts, capacity and jobs of the whole fleet.
+//! `shoal fleet summary`: health, counts, capacity and jobs of the whole fleet; `shoal
+//! fleet rotate-key`: a new gossip key.
 
 use std::fmt::Display;
 
-use shoal_protocol::api::FleetSummary;
+use shoal_protocol::api::{FleetSummary, GossipKeyRotation};
 
 use crate::client::{Client, ClientError};
 use crate::output::{human_bytes, key_values, or_dash, percent, print, print_json};
@@ -16,6 +17,32 @@ pub async fn summary(client: &Client, json: bool) -> Result<(), ClientError> {
         print(&block(&summary));
     }
     Ok(())
+}
+
+/// `shoal fleet rotate-key`.
+pub async fn rotate_key(client: &Client, json: bool) -> Result<(), ClientError> {
+    let rotation = client.rotate_gossip_key().await?;
+    if json {
+        print_json(&rotation);
+    } else {
+        print(&rotation_line(&rotation));
+    }
+    Ok(())
+}
+
+/// What `fleet rotate-key` says.
+pub fn rotation_line(rotation: &GossipKeyRotation) -> String {
+    if rotation.committed {
+        format!(
+            "gossip key generation {} committed; every machine seals with it within moments\n",
+            rotation.generation
+        )
+    } else {
+        format!(
+            "gossip key generation {} is due; the leader makes it once no removed machine is left in raft\n",
+            rotation.generation
+        )
+    }
 }
 
 /// The `fleet summary` block.

@@ -201,6 +201,9 @@ enum FleetCmd {
         #[command(subcommand)]
         action: Option<settings::SettingsCmd>,
     },
+    /// Makes a new gossip key and rolls it out to every machine (admin); a machine that
+    /// holds only the cluster secret is no longer heard.
+    RotateKey,
 }
 
 /// Accepts `https://host:port`, a bare `host:port` (HTTPS), or `http://host:port` for a
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Cluster(ClusterCmd::Status) => cluster::status(&client, json).await,
         Cmd::Fleet(FleetCmd::Summary) => fleet::summary(&client, json).await,
         Cmd::Fleet(FleetCmd::Settings { action }) => settings::run(&client, action, json).await,
+        Cmd::Fleet(FleetCmd::RotateKey) => fleet::rotate_key(&client, json).await,
         Cmd::Job(cmd) => return job_args::job(&client, cmd, json).await,
         Cmd::Drain(args) => {
             let (select, drain) = args.into_parts();
@@ -476,6 +480,10 @@ mod tests {
         assert!(matches!(
             parse(&["fleet", "settings"]).unwrap().command,
             Cmd::Fleet(FleetCmd::Settings { action: None })
+        ));
+        assert!(matches!(
+            parse(&["fleet", "rotate-key"]).unwrap().command,
+            Cmd::Fleet(FleetCmd::RotateKey)
         ));
         let set = parse(&["fleet", "settings", "set", "--job-retention", "48h"]);
         assert!(matches!(

@@ -133,6 +133,13 @@ pub struct Timings {
     pub raft_election_max: Duration,
     /// Log entries between snapshots.
     pub snapshot_every_logs: u64,
+    /// How long a node opens a new gossip key before it seals with it, so every node can
+    /// open it first (see "Keys and rotation" in SECURITY.md).
+    #[serde(with = "humantime_serde")]
+    pub gossip_key_switch: Duration,
+    /// How long a node still opens the old gossip key after it sealed with the new one.
+    #[serde(with = "humantime_serde")]
+    pub gossip_key_grace: Duration,
 }
 
 /// How machines find each other.
@@ -189,6 +196,8 @@ impl Default for Timings {
             raft_election_min: Duration::from_millis(300),
             raft_election_max: Duration::from_millis(600),
             snapshot_every_logs: 10_000,
+            gossip_key_switch: Duration::from_secs(2),
+            gossip_key_grace: Duration::from_secs(60),
         }
     }
 }
@@ -209,6 +218,8 @@ impl Timings {
             raft_election_min: Duration::from_millis(250),
             raft_election_max: Duration::from_millis(500),
             snapshot_every_logs: 200,
+            gossip_key_switch: Duration::from_millis(500),
+            gossip_key_grace: Duration::from_secs(2),
         }
     }
 }
@@ -408,6 +419,8 @@ impl Timings {
             ("timings.sample_interval", self.sample_interval),
             ("timings.reconcile_interval", self.reconcile_interval),
             ("timings.raft_heartbeat", self.raft_heartbeat),
+            ("timings.gossip_key_switch", self.gossip_key_switch),
+            ("timings.gossip_key_grace", self.gossip_key_grace),
         ];
         for (name, value) in nonzero {
             if value.is_zero() {
@@ -430,6 +443,10 @@ impl Timings {
         }
         if self.snapshot_every_logs == 0 {
             bail!("timings.snapshot_every_logs: must be at least 1");
+        }
+        let hour = Duration::from_secs(3600);
+        if self.gossip_key_switch > hour || self.gossip_key_grace > hour {
+            bail!("timings.gossip_key_switch, timings.gossip_key_grace: at most an hour each");
         }
         Ok(())
     }
@@ -602,6 +619,34 @@ mod tests {
             ..Settings::default()
         };
         assert!(err_of(timing).starts_with("timings.stale_after:"));
+        for (switch, grace, field) in [
+            (
+                Duration::ZERO,
+                Duration::from_secs(60),
+                "timings.gossip_key_switch:",
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::ZERO,
+                "timings.gossip_key_grace:",
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(7200),
+                "timings.gossip_key_switch, timings.gossip_key_grace:",
+            ),
+        ] {
+            let timings = Timings {
+                gossip_key_switch: switch,
+                gossip_key_grace: grace,
+                ..Timings::default()
+            };
+            let settings = Settings {
+                timings,
+                ..Settings::default()
+            };
+            assert!(err_of(settings).starts_with(field), "{field}");
+        }
         let join = Settings {
             join: vec!["host:notaport".into()],
             ..Settings::default()

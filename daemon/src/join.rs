@@ -9,7 +9,7 @@
 //!                                                  nonce, its peer id, our peer id)
 //!     checks the MAC: only a machine holding the fleet's record of T can make it
 //!     ──Join{T}, to that peer id only──▶ member ──UseToken (with T, checked again)──▶ log
-//!     ◀── Joined { cluster_secret, gossip_seeds, fleet_ca } (or Refused: why)
+//!     ◀── Joined { cluster_secret, gossip_seeds, fleet_ca, gossip_keyring } (or Refused: why)
 //!  then it starts as any machine does: REGISTERING, then ONLINE
 //! ```
 //!
@@ -82,6 +82,7 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
                     cluster_secret: node.cluster_secret.clone(),
                     gossip_seeds,
                     fleet_ca: node.tls.fleet_ca(),
+                    gossip_keyring: node.gossip_keys.for_joiner(),
                 }
             }
         },
@@ -144,6 +145,9 @@ pub struct Joined {
     /// The fleet CA, stored in the data directory by [`request`] (absent from an older
     /// fleet's answer: the machine then asks a member once it runs, see `tls/fetch.rs`).
     pub fleet_ca: Option<crate::tls::FleetCa>,
+    /// The fleet's gossip keys after a rotation, stored in the data directory by
+    /// [`request`] so gossip opens with them (absent before any rotation).
+    pub gossip_keyring: Option<crate::gossip_keys::file::StoredKeyring>,
 }
 
 /// On the new machine: presents `token` to the member at `peer` (`ip:port` of its peer RPC)
@@ -168,6 +172,10 @@ pub async fn request(
         ca.check()
             .map_err(|err| anyhow::anyhow!("the fleet's CA does not check: {err}"))?;
         ca.store(data_dir)?;
+    }
+    if let Some(keyring) = &joined.gossip_keyring {
+        crate::gossip_keys::store_joined(data_dir, keyring)
+            .map_err(|err| anyhow::anyhow!("the fleet's gossip keyring: {err:#}"))?;
     }
     Ok(joined)
 }
@@ -212,10 +220,12 @@ async fn exchange(
             cluster_secret,
             gossip_seeds,
             fleet_ca,
+            gossip_keyring,
         }) => Ok(Joined {
             cluster_secret,
             gossip_seeds,
             fleet_ca,
+            gossip_keyring,
         }),
         Ok(PeerResponse::Refused(why)) => anyhow::bail!("the fleet refused the join: {why}"),
         Ok(other) => anyhow::bail!("the fleet answered the join with {other:?}"),

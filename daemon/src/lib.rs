@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod exec;
 #[cfg(feature = "testsuite")]
 pub mod faults;
+pub mod gossip_keys;
 pub mod gossip_mode;
 pub mod history;
 pub mod identity;

@@ -180,6 +180,15 @@ impl Metrics {
             let labels = [("reason", reason.name())];
             out.sample("shoal_gossip_datagrams_dropped_total", &labels, n);
         }
+        out.family(
+            "shoal_gossip_key_generation",
+            "gauge",
+            "The gossip key generation this node seals with (0: the key the cluster secret \
+             gives; each rotation adds one).",
+        );
+        if let Some(generation) = scrape.gossip_key_generation {
+            out.sample("shoal_gossip_key_generation", &[], generation);
+        }
 
         let requests = lock(&self.requests);
         out.family(
@@ -276,6 +285,9 @@ pub struct Scrape {
     /// `None` when not read from a running node.
     pub gossip_mode: Option<GossipMode>,
     pub gossip_dropped: DroppedDatagrams,
+    /// The gossip key generation this node seals with (`None` when not read from a
+    /// running node).
+    pub gossip_key_generation: Option<u32>,
 }
 
 impl Scrape {
@@ -290,6 +302,7 @@ impl Scrape {
         scrape.commit_index = node.commit_index.get();
         scrape.gossip_mode = Some(node.gossip.mode());
         scrape.gossip_dropped = node.gossip.dropped_datagrams();
+        scrape.gossip_key_generation = Some(node.gossip_keys.sealing());
         scrape
     }
 

@@ -25,12 +25,16 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::dispatch::DOCKER_LABEL;
+use crate::gossip_keys::NodeKeys;
 use crate::p2p::{self, P2pHandle};
 use crate::proposer::Proposer;
 use crate::raft_network::{AddressBook, PeerNetwork};
 use crate::runner::{self, Runner};
 use crate::sampler::{HostFacts, Sampler};
-use crate::{api, backups, diagnose, dispatch, gossip_mode, identity, leadership, reconcile, rpc};
+use crate::{
+    api, backups, diagnose, dispatch, gossip_keys, gossip_mode, identity, leadership, reconcile,
+    rpc,
+};
 
 /// The directory inside the data directory that holds the Raft log and snapshot.
 pub const RAFT_DIR: &str = "raft";
@@ -77,6 +81,8 @@ pub struct Node {
     pub peers: watch::Receiver<Arc<Vec<PeerView>>>,
     /// Whether gossip is sealed now, and the datagrams it dropped (for `/metrics`).
     pub gossip: GossipStats,
+    /// The gossip keys this node holds and the generation it seals with.
+    pub gossip_keys: Arc<NodeKeys>,
     pub info: watch::Sender<MachineInfo>,
     pub runner: Arc<Runner>,
     pub proposer: Proposer,
@@ -118,6 +124,9 @@ impl Node {
         let secret =
             identity::load_or_create_secret(&config.data_dir, config.cluster_secret.as_deref())?;
         let key = ClusterKey::from_secret(secret.as_bytes())?;
+        // The keyring stored at the last rotation, before Raft catches up.
+        let (node_keys, keyring) =
+            NodeKeys::load(&config.data_dir, &key).context("the gossip keyring")?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let p2p::P2p {
@@ -212,6 +221,7 @@ impl Node {
             heartbeat_interval: config.timings.heartbeat_interval,
             initial_interval: config.timings.gossip_interval,
             max_interval: config.timings.gossip_interval * 20,
+            keyring: Some(keyring),
             ..GossipConfig::new(id, now_ms(), gossip_advertise, "shoal", key)
         };
         let gossip = Arc::new(Gossip::start(gossip_config, info_rx, listeners.gossip).await?);
@@ -221,6 +231,7 @@ impl Node {
             id,
             peers: gossip.peers(),
             gossip: gossip.stats(),
+            gossip_keys: Arc::new(node_keys),
             config,
             raft,
             fleet,
@@ -270,6 +281,11 @@ impl Node {
             shutdown_rx.clone(),
         ));
         tasks.spawn(gossip_mode::mode_loop(
+            node.clone(),
+            gossip.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(gossip_keys::rollout::rollout_loop(
             node.clone(),
             gossip.clone(),
             shutdown_rx.clone(),

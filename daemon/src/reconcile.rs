@@ -186,6 +186,10 @@ async fn reconcile(
     if let Err(err) = levels::raise_when_ready(node).await {
         tracing::debug!(error = %err.message, "raising the fleet level deferred");
     }
+    // 0b. A gossip key rotation, once due (an admin asked, or a removed machine left Raft).
+    if let Err(err) = crate::gossip_keys::rotation::rotate_when_due(node).await {
+        tracing::debug!(error = %err.message, "gossip key rotation deferred");
+    }
     let now = now_ms();
     let peers: HashMap<MachineId, PeerView> = node
         .peers

@@ -44,8 +44,8 @@ pub fn open_backup(file: &Path) -> anyhow::Result<snapshot_format::Opened> {
 /// Restores the backup in `file` into `config.data_dir` as the start of a new fleet
 /// whose only member is this machine, reachable at the addresses `config` gives.
 /// Refuses a data directory that holds anything unless `force`; with `force` the Raft
-/// state there is moved aside (`raft.before-restore-<unix time>`) and the machine's
-/// identity and secret are kept.
+/// state there is moved aside (`raft.before-restore-<unix time>`, and its gossip keyring
+/// likewise) and the machine's identity and secret are kept.
 pub fn restore(file: &Path, config: &Config, force: bool) -> anyhow::Result<RestoreReport> {
     let opened = open_backup(file)?;
     let summary = snapshot_summary::summarize(&opened);
@@ -70,6 +70,14 @@ pub fn restore(file: &Path, config: &Config, force: bool) -> anyhow::Result<Rest
     } else {
         None
     };
+    // The gossip keys of the fleet this directory served go with its Raft state: the
+    // restored group starts over at generation 0 (see `for_new_group`).
+    let keyring = dir.join(crate::gossip_keys::file::KEYRING_FILE);
+    if keyring.exists() {
+        let aside = keyring.with_extension(format!("keyring.before-restore-{}", now_ms() / 1000));
+        std::fs::rename(&keyring, &aside)
+            .with_context(|| format!("cannot move {} to {}", keyring.display(), aside.display()))?;
+    }
     let keypair = identity::load_or_create_keypair(dir)?;
     let peer_id = keypair.public().to_peer_id();
     let machine = identity::machine_id(&peer_id);

@@ -1,6 +1,6 @@
-//! The keys that seal gossip datagrams: one [`GossipKey`] per generation, derived from the
-//! cluster key, and the [`GossipKeyring`] a node seals with (current) and opens with (current
-//! or one other).
+//! The keys that seal gossip datagrams: one [`GossipKey`] per generation (generation 0
+//! derived from the cluster key, later ones random, see [`crate::key_chain`]), and the
+//! [`GossipKeyring`] a node seals with (current) and opens with (current or one other).
 //!
 //! Rotating without losing a datagram takes three steps, each applied on every node
 //! (through [`crate::Gossip::set_keyring`]) before the next one starts:
@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::{ClusterKey, GossipError};
@@ -47,6 +48,26 @@ impl GossipKey {
             generation,
             key: hasher.finalize().into(),
         }
+    }
+
+    /// A new random key of `generation`, from a CSPRNG (rand's `ThreadRng`: ChaCha12
+    /// seeded by the operating system). Nothing, the cluster secret included, computes it.
+    pub fn random(generation: u32) -> Self {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        GossipKey { generation, key }
+    }
+
+    /// The key of `generation` with these bytes (one a node stored, or opened from the
+    /// fleet's key chain).
+    pub fn from_bytes(generation: u32, key: [u8; 32]) -> Self {
+        GossipKey { generation, key }
+    }
+
+    /// The key's bytes, for a node to store in its private keyring file or hand to a
+    /// joining machine over an encrypted channel. Never log them.
+    pub fn secret_bytes(&self) -> &[u8; 32] {
+        &self.key
     }
 
     /// Derives the key of `generation` from a cluster secret (see [`ClusterKey::from_secret`]).

@@ -9,7 +9,7 @@
 //! version near `u64::MAX` trips an assert in chitchat's `state.rs`; a digest of a couple of
 //! thousand made-up nodes trips `mtu >= 100` in its `delta.rs`), and one plain `Syn` got back
 //! everything the fleet announces. So the socket chitchat is given ([`sealed`]) seals each datagram
-//! it sends with XChaCha20-Poly1305 under a key derived from the fleet key ([`keyring`]), and hands
+//! it sends with XChaCha20-Poly1305 under the fleet's gossip key ([`keyring`]), and hands
 //! chitchat only what opens. The format ([`datagram`]): a version byte, the key generation, a
 //! random 24-byte nonce, then the ciphertext of the sender's clock and chitchat's bytes, with the
 //! version and generation as associated data. A datagram sealed outside a window around this node's
@@ -17,7 +17,8 @@
 //! of bounded size. A datagram that does not open gets no answer at all, and is counted by reason
 //! ([`Gossip::dropped_datagrams`]). The keyring holds a current key (sealing) and one other
 //! (opening too), and can be replaced while running ([`Gossip::set_keyring`]), so the key can be
-//! rotated without stopping the fleet.
+//! rotated without stopping the fleet. Generation 0 is derived from the cluster key; later ones
+//! are random, and travel in the fleet's log sealed under the one before ([`key_chain`]).
 //!
 //! **Every announcement, end to end.** Each machine publishes one HMAC'd
 //! [`Announcement`](shoal_protocol::Announcement) under [`keys::ANNOUNCE`] (see [`auth`]),
@@ -56,6 +57,7 @@ pub mod auth;
 pub mod bounds;
 pub mod datagram;
 mod drops;
+pub mod key_chain;
 pub mod keyring;
 pub mod keys;
 pub mod mode;

@@ -323,6 +323,22 @@ pub struct ClusterStatus {
     /// leader reaches it), while it is: it then names no leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_off: Option<String>,
+    /// The gossip key generation the log holds (0 before any rotation): what every node
+    /// seals with once the newest rotation has rolled out.
+    #[serde(default)]
+    pub gossip_key_generation: u32,
+    /// The gossip key generation this node seals with now.
+    #[serde(default)]
+    pub node_gossip_key_generation: u32,
+}
+
+/// `POST /v1/fleet/rotate-key`: the gossip key generation the rotation makes, and whether
+/// the log holds it yet (200) or the rotation is due and waits (202: a removed machine
+/// still in Raft, or a leader between terms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GossipKeyRotation {
+    pub generation: u32,
+    pub committed: bool,
 }
 
 /// `GET /v1/machines?sort=`: what the list is ordered by (ties go by name, then id).

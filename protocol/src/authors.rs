@@ -44,7 +44,8 @@ impl Command {
             | Command::SetQueueReasons { .. }
             | Command::PruneJobs { .. }
             | Command::EnforceBudgets { .. }
-            | Command::SetFleetLevel { .. } => Author::Leader,
+            | Command::SetFleetLevel { .. }
+            | Command::RotateGossipKey { .. } => Author::Leader,
             Command::ReportJob { .. } => Author::Runner,
             Command::ReportCost { .. } => Author::Attempt,
             Command::UseToken { .. } => Author::Joiner,
@@ -64,7 +65,8 @@ impl Command {
             | Command::SetKillSwitch { .. }
             | Command::SetBudget { .. }
             | Command::SetPolicy { .. }
-            | Command::SetFleetSettings { .. } => Author::User(Scope::Admin),
+            | Command::SetFleetSettings { .. }
+            | Command::RequestGossipKeyRotation => Author::User(Scope::Admin),
         }
     }
 }
@@ -88,5 +90,12 @@ mod tests {
         };
         assert_eq!(prune.author(), Author::Leader);
         assert_eq!(Command::Batch(vec![]).author(), Author::Wrapper);
+        let request = Command::RequestGossipKeyRotation;
+        assert_eq!(request.author(), Author::User(Scope::Admin));
+        let rotate = Command::RotateGossipKey {
+            generation: 1,
+            sealed_key: vec![0; crate::gossip_keys::SEALED_KEY_LEN],
+        };
+        assert_eq!(rotate.author(), Author::Leader);
     }
 }

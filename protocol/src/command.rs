@@ -177,6 +177,16 @@ pub enum Command {
     /// An admin replaces the fleet's settings (refused, changing nothing, when one is out
     /// of range).
     SetFleetSettings { settings: FleetSettings },
+    /// An admin asks for a new gossip key: the rotation is due, and the leader makes it
+    /// ([`Command::RotateGossipKey`]). See [`crate::gossip_keys`].
+    RequestGossipKeyRotation,
+    /// The leader adds the next generation of the gossip key: a random key sealed under
+    /// the current one. Refused, changing nothing, unless `generation` follows the current
+    /// one and `sealed_key` is [`crate::gossip_keys::SEALED_KEY_LEN`] bytes.
+    RotateGossipKey {
+        generation: u32,
+        sealed_key: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -215,6 +225,8 @@ impl Command {
             Command::SetPolicy { .. } => "SetPolicy",
             Command::SetFleetLevel { .. } => "SetFleetLevel",
             Command::SetFleetSettings { .. } => "SetFleetSettings",
+            Command::RequestGossipKeyRotation => "RequestGossipKeyRotation",
+            Command::RotateGossipKey { .. } => "RotateGossipKey",
             Command::Request { .. } => "Request",
         }
     }
@@ -321,6 +333,10 @@ pub struct FleetState {
     /// (none in a state written before request ids).
     #[serde(default)]
     pub requests: crate::requests::Requests,
+    /// The gossip keys after generation 0, sealed, and whether a rotation is due (none in
+    /// a state written before [`crate::levels::GOSSIP_KEYRING_LEVEL`]).
+    #[serde(default)]
+    pub gossip_keys: crate::gossip_keys::GossipKeys,
 }
 
 impl Command {

@@ -17,6 +17,7 @@
 //! | 4 | no new command: elections wait for a pre-vote from a quorum over peer RPC (see [`PREVOTE_LEVEL`]) |
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
+//! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -68,7 +69,7 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(6);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(7);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
@@ -95,6 +96,13 @@ pub const PEER_AUTH_LEVEL: ProtocolLevel = ProtocolLevel(6);
 /// cluster secret waits, PENDING, and is neither recorded nor sent the log.
 pub const MEMBERSHIP_LEVEL: ProtocolLevel = ProtocolLevel(6);
 
+/// From this level on, the gossip key rotates through the log: an admin asks
+/// ([`Command::RequestGossipKeyRotation`]), the leader adds a random key sealed under the
+/// current one ([`Command::RotateGossipKey`]), and every node switches to it. A machine's
+/// removal ([`Command::RetireMachine`]) marks a rotation due. An older build cannot read
+/// either command, so neither is proposed below it, and a removal below it rotates nothing.
+pub const GOSSIP_KEYRING_LEVEL: ProtocolLevel = ProtocolLevel(7);
+
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
@@ -113,6 +121,9 @@ impl Command {
             }
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
             Command::ApproveMachine { .. } => MEMBERSHIP_LEVEL,
+            Command::RequestGossipKeyRotation | Command::RotateGossipKey { .. } => {
+                GOSSIP_KEYRING_LEVEL
+            }
             Command::UpsertMachine { .. }
             | Command::SetStatus { .. }
             | Command::LabelMachine { .. }
@@ -226,6 +237,20 @@ mod tests {
     }
 
     #[test]
+    fn gossip_key_commands_are_level_seven() {
+        let rotate = Command::RotateGossipKey {
+            generation: 1,
+            sealed_key: vec![0; crate::gossip_keys::SEALED_KEY_LEN],
+        };
+        assert_eq!(rotate.min_level(), ProtocolLevel(7));
+        let request = audited(Command::RequestGossipKeyRotation);
+        assert_eq!(request.min_level(), GOSSIP_KEYRING_LEVEL);
+        // A removal stays level 1: below 7 it rotates nothing.
+        let retire = Command::RetireMachine { id: MachineId(1) };
+        assert_eq!(retire.min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
     fn a_level_missing_from_a_record_reads_as_one() {
         #[derive(Deserialize)]
         struct Record {
@@ -234,7 +259,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "6");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "7");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

@@ -12,6 +12,7 @@ pub mod cost_ledger;
 pub mod costs;
 pub mod events;
 pub mod frame;
+pub mod gossip_keys;
 pub mod ids;
 pub mod indexes;
 pub mod job;

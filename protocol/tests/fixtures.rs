@@ -4,7 +4,7 @@
 //! with the value as JSON. A new format writes a new file and keeps the old ones:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v2 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v4 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 
 use std::collections::BTreeSet;
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use shoal_protocol::batch::BatchAction;
 use shoal_protocol::costs::{Budget, OnExceed};
+use shoal_protocol::gossip_keys::SEALED_KEY_LEN;
 use shoal_protocol::keys::{ApiKeyRecord, Scope};
 use shoal_protocol::policies::{Policy, PolicySpec};
 use shoal_protocol::requests::RequestId;
@@ -227,6 +228,11 @@ fn one_of_each() -> Vec<Command> {
             },
         },
         Command::ApproveMachine { id: machine },
+        Command::RequestGossipKeyRotation,
+        Command::RotateGossipKey {
+            generation: 3,
+            sealed_key: (0..SEALED_KEY_LEN as u8).collect(),
+        },
         Command::Request {
             id: RequestId(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
             at_ms: 23,

@@ -12,7 +12,7 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, costs, fleet_settings, jobs, requests, templates, tokens};
+use crate::{audit, costs, fleet_settings, gossip_keys, jobs, requests, templates, tokens};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -38,6 +38,7 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             Response::Done => {
                 state.retired.insert(id);
                 state.admitted.remove(&id);
+                gossip_keys::removed(state, id);
                 Response::Done
             }
             refused => refused,
@@ -96,6 +97,11 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         Command::SetFleetLevel { level } => fleet_settings::set_level(state, level),
         Command::SetFleetSettings { settings } => fleet_settings::set_settings(state, settings),
         Command::ApproveMachine { id } => approve(state, id),
+        Command::RequestGossipKeyRotation => gossip_keys::request_rotation(state),
+        Command::RotateGossipKey {
+            generation,
+            sealed_key,
+        } => gossip_keys::rotate(state, generation, sealed_key),
         Command::RecordBatch { .. } => Response::Done,
         Command::Audited {
             actor,

@@ -96,6 +96,9 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
         Command::ApproveMachine { id } => {
             ("approve_machine".into(), format!("machine {id}"), vec![*id])
         }
+        Command::RequestGossipKeyRotation => {
+            ("rotate_gossip_key".into(), "fleet".into(), Vec::new())
+        }
         other => (
             format!("{other:?}")
                 .split_whitespace()

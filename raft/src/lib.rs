@@ -22,6 +22,7 @@ pub mod costs;
 mod error;
 pub mod events;
 mod fleet_settings;
+mod gossip_keys;
 pub mod jobs;
 mod log_store;
 mod requests;

@@ -60,6 +60,10 @@ pub fn for_new_group(
         retired.push(*id);
     }
     state.retired.remove(&me);
+    // The old fleet's gossip keys stay with its machines, all retired, and this one may
+    // hold none of them: the new group starts over at generation 0, the key the secret
+    // gives, as a new fleet does (an admin rotates when it wants).
+    state.gossip_keys = Default::default();
     let snapshot = StoredSnapshot {
         meta: SnapshotMeta {
             last_log_id: Some(last),
@@ -152,8 +156,22 @@ mod tests {
 
     #[test]
     fn old_machines_stay_as_records_but_offline_and_retired() {
-        let restored = for_new_group(backup(), MachineId(9), addr(9), 5_000);
+        let mut rotated = backup();
+        rotated
+            .state
+            .gossip_keys
+            .push(shoal_protocol::gossip_keys::SealedGossipKey {
+                generation: 1,
+                sealed_key: vec![1; shoal_protocol::gossip_keys::SEALED_KEY_LEN],
+            });
+        rotated.state.gossip_keys.request_rotation();
+        let restored = for_new_group(rotated, MachineId(9), addr(9), 5_000);
         let state = &restored.snapshot.state;
+        assert_eq!(
+            state.gossip_keys,
+            Default::default(),
+            "gossip keys start over"
+        );
         assert_eq!(state.machines.len(), 3, "records are kept");
         assert_eq!(
             restored.retired,

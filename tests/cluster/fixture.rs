@@ -7,8 +7,8 @@
 //! below writes a new one:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v3 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
-//! SHOAL_FIXTURE=v3 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v4 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! SHOAL_FIXTURE=v4 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 //!
 //! A format change adds a fixture and keeps the old ones: each must keep opening.
@@ -23,8 +23,11 @@ use shoal_protocol::JobState;
 
 use crate::http::send;
 
-/// Ten years: long enough that a committed fixture's queued job never times out.
+/// Ten years: the retention a fixture's check runs with, so its old jobs are kept.
 const FOREVER_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// The longest queue timeout the API takes (a year, see `db14dc6`): the fixture's queued
+/// job waits that long (its check does not compare open jobs' states).
+const LONGEST_QUEUE_TIMEOUT_SECONDS: u64 = 366 * 24 * 3600;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -56,6 +59,7 @@ async fn answers(api: &str) -> Value {
         "sessions": get(format!("{api}/v1/sessions")).await,
         "audit": get(format!("{api}/v1/audit?limit=1000")).await,
         "settings": get(format!("{api}/v1/fleet/settings")).await,
+        "cluster": get(format!("{api}/v1/cluster")).await,
     })
 }
 
@@ -126,6 +130,22 @@ async fn generate() {
         json!({}),
     )
     .await;
+    // The gossip key rotated twice (protocol level 7): the log holds both sealed
+    // generations, and data_dir/gossip.keyring the keys this node seals and opens with.
+    for generation in [1, 2] {
+        let rotated = call(
+            post.clone(),
+            format!("{api}/v1/fleet/rotate-key"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(rotated["generation"], generation, "{rotated}");
+        wait_until(Duration::from_secs(10), "the node sealing with it", || {
+            (cluster.node(0).gossip_keys.sealing() == generation).then_some(())
+        })
+        .await
+        .unwrap();
+    }
 
     let nowhere = json!({"fixture": "nowhere"});
     let completed = cluster
@@ -175,7 +195,7 @@ async fn generate() {
     .await
     .unwrap();
 
-    let queued = json!({"command": ["true"], "required_labels": nowhere, "queue_timeout_seconds": FOREVER_SECONDS});
+    let queued = json!({"command": ["true"], "required_labels": nowhere, "queue_timeout_seconds": LONGEST_QUEUE_TIMEOUT_SECONDS});
     cluster.submit(0, queued).await;
     let session = json!({"template_id": "fixture", "required_labels": nowhere});
     call(post.clone(), format!("{api}/v1/sessions"), session).await;
@@ -190,6 +210,8 @@ async fn generate() {
     expected["operate_key"] = operate["key"].clone();
     cluster.stop(0).await;
     copy_dir(&data, &out.join("data")).unwrap();
+    // The fleet CA is the test process's own (`TEST_CA`): each check gets its process's.
+    std::fs::remove_dir_all(out.join("data/tls")).unwrap();
     let text = serde_json::to_string_pretty(&expected).unwrap();
     std::fs::write(out.join("expected.json"), text + "\n").unwrap();
 }
@@ -235,6 +257,16 @@ async fn check_fixture(fixture: &Path) {
             served["settings"], expected["settings"],
             "{name}: fleet settings"
         );
+    }
+    // The gossip keyring: the log's generation, and the node seals with it from its
+    // stored keyring at once (fixtures from before level 7 hold none).
+    if !expected["cluster"].is_null() {
+        for field in ["gossip_key_generation", "node_gossip_key_generation"] {
+            assert_eq!(
+                served["cluster"][field], expected["cluster"][field],
+                "{name}: {field}"
+            );
+        }
     }
     // Budgets as set (today's figures move with the clock).
     let limits = |answer: &Value| {

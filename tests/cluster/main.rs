@@ -15,6 +15,7 @@ mod history;
 mod http;
 mod jobs;
 mod join;
+mod keyring;
 mod membership;
 mod metrics;
 mod openapi;

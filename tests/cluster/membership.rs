@@ -1,7 +1,8 @@
 //! Membership by identity: a machine that comes with the cluster secret alone waits as
 //! PENDING (not recorded, not in Raft, sent no log entry) until an admin approves it; a
 //! machine an admin removed stays out, with its old key or a new one, until it uses a new
-//! registration token.
+//! registration token. The removal rotates the gossip key, so after it neither the removed
+//! machine nor one with the secret alone is heard at all; a token brings the keyring.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -48,6 +49,30 @@ async fn seen(cluster: &Cluster, id: MachineId) {
     })
     .await
     .unwrap();
+}
+
+/// Waits until node 0 drops datagrams of an unknown key generation (the machine's) and
+/// does not count `id` alive (an entry from before the rotation ages out), then holds for
+/// a while: `id` stays unheard.
+async fn unheard(cluster: &Cluster, id: MachineId) {
+    let dropped = || {
+        let drops = cluster.node(0).gossip.dropped_datagrams();
+        drops.get(shoal_gossip::DropReason::UnknownGeneration)
+    };
+    let before = dropped();
+    let live = || cluster.node(0).peer(id).is_some_and(|p| p.live);
+    wait_until(
+        WAIT,
+        "the machine's datagrams dropped, and it not alive",
+        || (dropped() > before && !live()).then_some(()),
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        let peer = cluster.node(0).peer(id);
+        assert!(peer.is_none_or(|p| !p.live), "the machine is heard");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The log index the stranger's own replica has applied.
@@ -120,10 +145,14 @@ async fn the_secret_alone_admits_no_one_and_a_removed_machine_stays_out() {
     .await
     .unwrap();
     stranger.shutdown().await;
+    // The removal rotated the gossip key (protocol level 7): once the grace is over, the
+    // key the removed machine holds, and the one the secret gives, open nothing.
+    crate::keyring::every_node_seals_with(&cluster, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let back = cluster.start_stranger(STRANGER, TEST_SECRET).await.unwrap();
     assert_eq!(back.node.id, id, "the same identity");
     let applied_before = applied(&back);
-    seen(&cluster, id).await;
+    unheard(&cluster, id).await;
     stays_out(&cluster, id).await;
     let (_, pending) = listed(&cluster).await;
     assert!(
@@ -147,14 +176,16 @@ async fn the_secret_alone_admits_no_one_and_a_removed_machine_stays_out() {
     );
     back.shutdown().await;
 
+    // After a rotation, a machine with the secret alone is not heard at all (no longer
+    // PENDING): the secret gives only generation 0.
     let fresh = cluster
         .start_stranger(STRANGER + 1, TEST_SECRET)
         .await
         .unwrap();
     let new_id = fresh.node.id;
-    seen(&cluster, new_id).await;
+    unheard(&cluster, new_id).await;
     stays_out(&cluster, new_id).await;
-    assert_eq!(listed(&cluster).await.1, [new_id]);
+    assert_eq!(listed(&cluster).await.1, []);
     fresh.shutdown().await;
 
     // A new registration token brings the removed identity back.

@@ -53,6 +53,7 @@ async fn the_document_lists_every_route_and_each_needs_the_key_it_says() {
         ("PUT", "/v1/killswitch"),
         ("GET", "/v1/events"),
         ("POST", "/v1/tokens/registration"),
+        ("POST", "/v1/fleet/rotate-key"),
     ] {
         let expected = (expected.0.to_string(), expected.1.to_string());
         assert!(operations.contains(&expected), "{expected:?} missing");
@@ -90,6 +91,10 @@ async fn the_document_lists_every_route_and_each_needs_the_key_it_says() {
     assert_eq!(jobs["post"]["security"][0]["bearer"][0], "operate");
     assert_eq!(
         document["paths"]["/v1/keys"]["post"]["security"][0]["bearer"][0],
+        "admin"
+    );
+    assert_eq!(
+        document["paths"]["/v1/fleet/rotate-key"]["post"]["security"][0]["bearer"][0],
         "admin"
     );
     cluster.shutdown().await;

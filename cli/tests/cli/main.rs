@@ -63,6 +63,25 @@ async fn the_cli_drives_a_real_cluster() {
         "leader {leader} missing from:\n{status}"
     );
 
+    assert!(
+        status.contains("gossip key:      generation 0 (this node seals with 0)\n"),
+        "{status}"
+    );
+    // A new gossip key, through a follower or the leader: every node seals with it.
+    let rotated = stdout(&run(&["fleet", "rotate-key"]).await.unwrap());
+    assert!(rotated.starts_with("gossip key generation 1 "), "{rotated}");
+    wait_until(
+        Duration::from_secs(5),
+        "every node sealing with generation 1",
+        || {
+            (0..3)
+                .all(|i| cluster.node(i).gossip_keys.sealing() == 1)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
     let summary = stdout(&run(&["fleet", "summary"]).await.unwrap());
     assert!(
         summary.contains("health:     healthy\n")

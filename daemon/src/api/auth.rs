@@ -32,6 +32,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route.starts_with("/v1/budgets")
         || route.starts_with("/v1/policies")
         || route == "/v1/fleet/settings"
+        || route == "/v1/fleet/rotate-key"
         || (*method == Method::DELETE && route == "/v1/machines/{id}")
         || route == "/v1/machines/{id}/approve"
         || route == "/v1/machines/{id}/labels"
@@ -147,6 +148,10 @@ mod tests {
         );
         assert_eq!(
             required_scope(&Method::POST, "/v1/machines/{id}/approve"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/fleet/rotate-key"),
             Scope::Admin
         );
     }

@@ -284,5 +284,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> Json<ClusterStatus> {
         held_back_by: held_back_by(&levels),
         refused,
         cut_off: node.leadership.cut_off(),
+        gossip_key_generation: node.fleet.read(|state| state.gossip_keys.generation()),
+        node_gossip_key_generation: node.gossip_keys.sealing(),
     })
 }

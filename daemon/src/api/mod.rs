@@ -12,6 +12,7 @@ mod costs;
 mod error;
 mod events;
 mod fleet;
+mod gossip_keys;
 mod history;
 mod jobs;
 mod keys;
@@ -67,6 +68,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(machines::cluster))
         .routes(routes!(fleet::summary))
         .routes(routes!(settings::show, settings::put))
+        .routes(routes!(gossip_keys::rotate))
         .routes(routes!(events::events))
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::submit_batch))

@@ -139,6 +139,10 @@ pub enum PeerResponse {
         /// (absent from an older build's answer, or a fleet that has none yet).
         #[serde(default)]
         fleet_ca: Option<crate::tls::FleetCa>,
+        /// The fleet's gossip keys, once it rotated them (absent from an older build's
+        /// answer, or before the first rotation: the secret gives generation 0).
+        #[serde(default)]
+        gossip_keyring: Option<crate::gossip_keys::file::StoredKeyring>,
     },
     /// The answer to a [`PeerRequest::JoinChallenge`]: this machine's peer id and a MAC
     /// over the nonce and both peer ids, keyed by the token's hash.

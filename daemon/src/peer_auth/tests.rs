@@ -263,6 +263,39 @@ fn only_the_leader_proposes_what_it_observes() {
 }
 
 #[test]
+fn a_gossip_key_is_the_leaders_and_a_rotation_request_an_admins() {
+    let fleet = Fleet::at(7);
+    let rotate = Command::RotateGossipKey {
+        generation: 1,
+        sealed_key: vec![0; shoal_protocol::gossip_keys::SEALED_KEY_LEN],
+    };
+    let admin = Some(Credential::ApiKey(fleet.admin.clone()));
+    refused(
+        fleet.check(OTHER, &rotate, admin.clone()),
+        ErrorCode::Forbidden,
+        "only the leader",
+    );
+    let by_admin = Fleet::audited(&fleet.admin, "homelab", Command::RequestGossipKeyRotation);
+    assert_eq!(fleet.check(OTHER, &by_admin, admin), Ok(()));
+    let operator = Some(Credential::ApiKey(fleet.operator.clone()));
+    let by_operator = Fleet::audited(
+        &fleet.operator,
+        "homelab",
+        Command::RequestGossipKeyRotation,
+    );
+    refused(
+        fleet.check(OTHER, &by_operator, operator),
+        ErrorCode::Forbidden,
+        "scope admin",
+    );
+    refused(
+        fleet.check(OTHER, &Command::RequestGossipKeyRotation, None),
+        ErrorCode::Unauthorized,
+        "needs the user's API key",
+    );
+}
+
+#[test]
 fn a_machine_reports_only_on_its_own_attempts() {
     let fleet = Fleet::at(6);
     let report = Command::ReportJob {

@@ -123,6 +123,8 @@ impl Before {
             | Command::RecordBatch { .. }
             | Command::SetFleetLevel { .. }
             | Command::ApproveMachine { .. }
+            | Command::RequestGossipKeyRotation
+            | Command::RotateGossipKey { .. }
             | Command::SetFleetSettings { .. } => Before::Quiet,
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
