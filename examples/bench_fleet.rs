@@ -236,13 +236,19 @@ impl Fleet {
         self.get(observer, &path).await.ok()?.json().await.ok()
     }
 
-    /// Waits until every node lists 3 ONLINE machines and shows 3 voters.
+    /// Approves the machines that joined with the secret, as an admin would, and waits
+    /// until every node lists 3 ONLINE machines and shows 3 voters.
     async fn wait_formed(&self) -> anyhow::Result<()> {
         poll(
             Duration::from_secs(60),
             50,
             "3 ONLINE machines and 3 voters everywhere",
             async || {
+                // Machines that came with the secret alone wait for an admin's approval.
+                for pending in self.machines(0).await?.pending {
+                    let url = format!("{}/v1/machines/{}/approve", self.api(0), pending.id);
+                    self.http.post(url).send().await.ok()?;
+                }
                 for i in 0..NODES {
                     let list = self.machines(i).await?.machines;
                     let online = list.iter().filter(|m| m.status == MachineStatus::Online);

@@ -3,7 +3,8 @@
 //!
 //! 1. Placement throughput, executors off: 50,000 jobs in batches of 1,000
 //!    (`POST /v1/jobs/batch`, 4 in flight) to the leader, timed from the first POST until
-//!    the leader's replica holds every job and none is `queued`.
+//!    the leader's replica holds every job and none is `queued`. Over HTTPS; `1-http`
+//!    runs it again over plain HTTP (`--insecure-http`), to show what TLS costs.
 //! 2. Submit-to-placed latency, executors off: one `POST /v1/jobs` per millisecond for
 //!    10 s, each from its own task; the time from just before the POST until a watcher on
 //!    the leader's replica first sees the job out of the queue.
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_daemon::testsuite::{Cluster, wait_until};
+use shoal_daemon::tls::ApiTls;
 use shoal_daemon::{Node, Timings};
 use shoal_protocol::api::SubmitJobResponse;
 use shoal_protocol::{FleetState, JobId, JobRecord, JobSpec, JobState};
@@ -63,12 +65,18 @@ async fn main() -> anyhow::Result<()> {
     let run = |figure: &str| only.is_empty() || only.iter().any(|f| f == figure);
 
     if run("1") {
-        let cluster = control_plane_cluster().await?;
-        placement_throughput(&cluster, &http, &mut table).await?;
+        let cluster = control_plane_cluster(ApiTls::Fleet).await?;
+        placement_throughput(&cluster, &http, "", &mut table).await?;
+        cluster.shutdown().await;
+    }
+    // Figure 1 again over plain HTTP (`--insecure-http`): what TLS costs it.
+    if run("1-http") {
+        let cluster = control_plane_cluster(ApiTls::Off).await?;
+        placement_throughput(&cluster, &http, " (http)", &mut table).await?;
         cluster.shutdown().await;
     }
     if run("2") {
-        let cluster = control_plane_cluster().await?;
+        let cluster = control_plane_cluster(ApiTls::Fleet).await?;
         steady_latency(&cluster, &http, &mut table).await?;
         cluster.shutdown().await;
     }
@@ -100,11 +108,13 @@ fn bench_timings() -> Timings {
     }
 }
 
-/// Three voters that place jobs but run none, with no work limit that matters.
-async fn control_plane_cluster() -> anyhow::Result<Cluster> {
-    Cluster::start_configured(3, bench_timings(), |config| {
+/// Three voters that place jobs but run none, with no work limit that matters; the API
+/// speaks `tls`.
+async fn control_plane_cluster(tls: ApiTls) -> anyhow::Result<Cluster> {
+    Cluster::start_configured(3, bench_timings(), move |config| {
         config.max_running = 1_000_000;
         config.run_jobs = false;
+        config.api_tls = tls.clone();
     })
     .await
 }
@@ -113,6 +123,7 @@ async fn control_plane_cluster() -> anyhow::Result<Cluster> {
 async fn placement_throughput(
     cluster: &Cluster,
     http: &reqwest::Client,
+    over: &str,
     table: &mut Table,
 ) -> anyhow::Result<()> {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
@@ -162,9 +173,9 @@ async fn placement_throughput(
         placed.as_secs_f64()
     );
     let rate = per_sec(placed);
-    let figure = "1 submitted+placed/s, executors off";
+    let figure = format!("1 submitted+placed/s, executors off{over}");
     table.check(
-        figure,
+        &figure,
         THROUGHPUT_JOBS,
         format!("{rate:.0}/s"),
         ">= 10000/s",
