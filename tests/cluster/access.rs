@@ -107,6 +107,48 @@ async fn keys_decide_who_sees_and_does_what() {
     let (status, _) = call(&reader, Method::GET, format!("{api}/v1/keys"), None).await;
     assert_eq!(status, 403, "keys are for admins");
 
+    // A read key sees which variables a job or template sets, never their values.
+    let (status, body) = call(
+        &admin,
+        Method::POST,
+        format!("{api}/v1/jobs"),
+        Some(json!({"command": ["true"], "env": {"API_TOKEN": "s3cret-value"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let with_env = body["job"]["id"].as_u64().unwrap();
+    let template = json!({"image": "busybox:local", "env": {"DB_PASSWORD": "s3cret-value"}});
+    let (status, body) = call(
+        &admin,
+        Method::PUT,
+        format!("{api}/v1/templates/with-env"),
+        Some(template),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for path in [
+        format!("/v1/jobs/{with_env}"),
+        "/v1/jobs".to_string(),
+        "/v1/templates/with-env".to_string(),
+        "/v1/templates".to_string(),
+    ] {
+        let (status, seen) = call(&reader, Method::GET, format!("{api}{path}"), None).await;
+        assert_eq!(status, 200, "{path}: {seen}");
+        let text = seen.to_string();
+        assert!(
+            !text.contains("s3cret-value") && text.contains("hidden: needs an operate key"),
+            "{path} as a read key: {seen}"
+        );
+    }
+    let (_, seen) = call(
+        &admin,
+        Method::GET,
+        format!("{api}/v1/jobs/{with_env}"),
+        None,
+    )
+    .await;
+    assert_eq!(seen["spec"]["env"]["API_TOKEN"], "s3cret-value", "{seen}");
+
     // A key of org homelab runs its own jobs; each org's jobs are invisible to the other.
     let (lab, lab_id) = create_key(&api, json!({"scope": "operate", "org": "homelab"})).await;
     let lab = client_with(&lab);

@@ -12,7 +12,7 @@ use shoal_protocol::{
     Response,
 };
 
-use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed};
+use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed, redact};
 use crate::keys::{Caller, DEFAULT_ORG};
 use crate::node::{Node, now_ms};
 
@@ -184,7 +184,7 @@ pub async fn list(
                     .is_none_or(|(k, v)| job.spec.required_labels.get(k) == Some(v))
             })
             .take(limit)
-            .cloned()
+            .map(|job| redact::job(&caller, job.clone()))
             .collect()
     });
     Ok(Json(JobList { jobs }))
@@ -213,7 +213,8 @@ pub async fn show(
 ) -> ApiResult<JobRecord> {
     let id = parse_job_id(&id)?;
     barrier_if(&node, &params).await?;
-    visible_job(&node, &caller, id).map(Json)
+    let job = visible_job(&node, &caller, id)?;
+    Ok(Json(redact::job(&caller, job)))
 }
 
 /// The job, if the caller's org may see it; another org's job is as good as absent.

@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 mod operate;
 mod policies;
+mod redact;
 mod sessions;
 mod settings;
 pub mod snapshot;

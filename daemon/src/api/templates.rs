@@ -10,7 +10,7 @@ use shoal_protocol::templates::{
 };
 use shoal_protocol::{ApiError, Command, ErrorCode, Response};
 
-use super::{ApiJson, ApiResult, Failure, accepted};
+use super::{ApiJson, ApiResult, Failure, accepted, redact};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
@@ -70,10 +70,16 @@ pub async fn put(
 /// `GET /v1/templates`.
 #[utoipa::path(get, path = "/v1/templates", tag = "sessions",
     responses((status = OK, body = TemplateList, description = "Every template with its versions")))]
-pub async fn list(State(node): State<Arc<Node>>) -> Json<TemplateList> {
-    let templates = node
-        .fleet
-        .read(|state| state.templates.values().cloned().collect());
+pub async fn list(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<TemplateList> {
+    let templates = node.fleet.read(|state| {
+        let templates = state.templates.values();
+        templates
+            .map(|t| redact::template(&caller, t.clone()))
+            .collect()
+    });
     Json(TemplateList { templates })
 }
 
@@ -84,9 +90,14 @@ pub async fn list(State(node): State<Arc<Node>>) -> Json<TemplateList> {
         (status = OK, body = Template, description = "The template with its versions"),
         (status = NOT_FOUND, body = ApiError, description = "No such template"),
     ))]
-pub async fn show(State(node): State<Arc<Node>>, Path(name): Path<String>) -> ApiResult<Template> {
+pub async fn show(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Template> {
     checked_name(&name)?;
-    find(&node, &name).await.map(Json)
+    let template = find(&node, &name).await?;
+    Ok(Json(redact::template(&caller, template)))
 }
 
 /// `POST /v1/templates/{name}/rollback`: new sessions use `version` from now on.
