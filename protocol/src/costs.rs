@@ -208,9 +208,8 @@ pub struct CostReport {
     #[serde(default)]
     pub note: Option<String>,
     /// Makes retries safe: a report with an id already counted for this attempt is not
-    /// counted again.
-    #[serde(default)]
-    pub id: Option<String>,
+    /// counted again. Required.
+    pub id: String,
 }
 
 /// The answer to a [`CostReport`].

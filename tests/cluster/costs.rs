@@ -87,16 +87,49 @@ async fn budgets_hold_everywhere_reports_count_once_and_spend_survives_failover(
         .lines()
         .find_map(|l| l.strip_prefix("token "))
         .expect("the job printed its token");
-    let (status, answer) = send_as(
-        token,
-        reqwest::Method::POST,
-        format!("{}/v1/costs", cluster.api(2)),
-        json!({"usd": 1.0}),
-    )
-    .await;
+    // The token works only on the machine that ran the attempt, and there only while it
+    // runs; every report needs an id.
+    let ran_on = cluster
+        .node(0)
+        .fleet
+        .read(|s| s.jobs[&id].attempts[0].machine);
+    let here = (0..3).find(|&i| cluster.node(i).id == ran_on).unwrap();
+    let elsewhere = (here + 1) % 3;
+    let report = |i: usize, body: Value| {
+        send_as(
+            token,
+            reqwest::Method::POST,
+            format!("{}/v1/costs", cluster.api(i)),
+            body,
+        )
+    };
+    let (status, answer) = report(here, json!({"usd": 1.0, "id": "late"})).await;
     assert_eq!(
         (status, answer["code"].as_str()),
         (403, Some("forbidden")),
+        "{answer}"
+    );
+    let (status, answer) = report(elsewhere, json!({"usd": 1.0, "id": "copied"})).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("forbidden")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("only on the machine"),
+        "{answer}"
+    );
+    let (status, answer) = report(here, json!({"usd": 1.0})).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("bad_request")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("id"),
         "{answer}"
     );
     let job = cluster.node(0).fleet.read(|s| s.jobs[&id].clone());

@@ -17,7 +17,7 @@ use shoal_protocol::costs::{
 use shoal_protocol::job_spec::check_org;
 use shoal_protocol::keys::Scope;
 use shoal_protocol::params::CostParams;
-use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobKind, Response};
+use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobKind, Response};
 use shoal_raft::costs::{job_days, running_rows, usage};
 
 use super::auth::presented_key;
@@ -65,14 +65,13 @@ pub async fn report(
     if let Some(note) = &report.note {
         check_text("note", note)?;
     }
-    if let Some(id) = &report.id {
-        check_text("id", id)?;
-    }
+    check_text("id", &report.id)?;
+    check_sender(&node, job, attempt, micro_usd)?;
     let cost = Command::ReportCost {
         job,
         attempt,
         micro_usd,
-        report_id: report.id.clone(),
+        report_id: Some(report.id.clone()),
         at_ms: now_ms(),
     };
     let outcome = node
@@ -93,6 +92,36 @@ pub async fn report(
             format!("the state machine answered {other:?}"),
         ))),
     }
+}
+
+/// A job token works only on the machine that runs its attempt (where `SHOAL_API` points
+/// it), so a token copied off that machine is worth nothing; and one report may not exceed
+/// its org's daily budget.
+fn check_sender(node: &Node, job: JobId, attempt: u32, micro_usd: u64) -> Result<(), Failure> {
+    let (machine, budget) = node.fleet.read(|state| {
+        let record = state.jobs.get(&job);
+        let machine = record
+            .and_then(|j| j.attempts.iter().find(|a| a.number == attempt))
+            .map(|a| a.machine);
+        let org = record.map(|j| j.spec.org.as_str()).unwrap_or_default();
+        let budget = state.budgets.get(org).and_then(|b| b.daily_micro_usd);
+        (machine, budget)
+    });
+    if machine != Some(node.id) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the job token of job {job} attempt {attempt} works only on the machine that runs it, through its SHOAL_API"
+            ),
+        )));
+    }
+    if let Some(limit) = budget.filter(|limit| micro_usd > *limit) {
+        return Err(Failure(ApiError::bad_request(format!(
+            "usd: one report may not exceed the org's daily budget (${})",
+            limit as f64 / 1e6
+        ))));
+    }
+    Ok(())
 }
 
 /// The org a read is about: a key's own; an admin's any (or all, as `None`).
