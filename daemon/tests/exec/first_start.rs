@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use shoal_daemon::testsuite::{TEST_SECRET, wait_until};
 
-fn port(bind: impl Fn() -> std::io::Result<u16>) -> String {
-    bind().expect("an ephemeral port").to_string()
-}
+use crate::support::{free_ports, free_tcp_port};
 
 /// Every path under `dir` with its mode bits, directories first.
 fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
@@ -42,22 +40,12 @@ async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone(
     let config = dir.path().join("shoald.toml");
     std::fs::write(&config, "load_threshold = 1000.0\n").unwrap();
     let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let tcp = || {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let udp = || {
-        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let api_port = port(tcp);
+    let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
     let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
         .args(["--config", config.to_str().unwrap()])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--bind", "127.0.0.1", "--api-port", &api_port])
-        .args(["--gossip-port", &port(udp), "--p2p-port", &port(tcp)])
+        .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
         .args(["--cluster-secret-file", secret.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).unwrap())
@@ -143,16 +131,15 @@ fn plain_http_off_loopback_is_refused_before_anything_is_written() {
     let data = dir.path().join("data");
     let config = dir.path().join("shoald.toml");
     std::fs::write(&config, "").unwrap();
-    let tcp = || {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
     let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
         .args(["--config", config.to_str().unwrap()])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--bind", "0.0.0.0", "--advertise", "127.0.0.1"])
-        .args(["--api-port", &port(tcp), "--insecure-http"])
+        .args([
+            "--api-port",
+            &free_tcp_port().to_string(),
+            "--insecure-http",
+        ])
         .args(["--cluster-secret", TEST_SECRET])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

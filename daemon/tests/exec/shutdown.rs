@@ -11,10 +11,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 use shoal_daemon::testsuite::{TEST_KEY, TEST_SECRET, http_client, wait_until};
 
-/// A port nothing listens on now, for the kind of socket `bind` makes.
-fn free_port(bind: impl Fn() -> std::io::Result<u16>) -> u16 {
-    bind().expect("an ephemeral port")
-}
+use crate::support::free_ports;
 
 /// Starts `shoald` in `dir`, its log in `dir/shoald.log`. The test host's load says
 /// nothing about this machine's capacity (builds run beside it): it never goes BUSY.
@@ -66,17 +63,7 @@ fn alive(pid: i32) -> bool {
 async fn sigterm_stops_shoald_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let log = || std::fs::read_to_string(dir.path().join("shoald.log")).unwrap_or_default();
-    let tcp = || {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let udp = || {
-        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let ports = [free_port(tcp), free_port(udp), free_port(tcp)];
+    let ports = free_ports();
     let api = format!("https://127.0.0.1:{}", ports[0]);
     // The fleet CA the client trusts, where shoald looks for it.
     shoal_daemon::testsuite::TEST_CA

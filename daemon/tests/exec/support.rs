@@ -173,3 +173,20 @@ pub async fn eventually(within: Duration, what: &str, mut check: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A loopback TCP port nothing listens on now.
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("an ephemeral TCP port");
+    listener.local_addr().unwrap().port()
+}
+
+/// A loopback UDP port nothing listens on now.
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("an ephemeral UDP port");
+    socket.local_addr().unwrap().port()
+}
+
+/// The API, gossip and peer RPC ports for one `shoald` on loopback.
+pub fn free_ports() -> [u16; 3] {
+    [free_tcp_port(), free_udp_port(), free_tcp_port()]
+}
