@@ -106,8 +106,16 @@ impl PolicySpec {
         {
             return Err("max_memory_mb must be between 6 and 16777216".into());
         }
-        if self.max_duration_seconds == Some(0) {
-            return Err("max_duration_seconds must be at least 1".into());
+        let durations = crate::job_spec::TIMEOUT_SECONDS_RANGE;
+        if self
+            .max_duration_seconds
+            .is_some_and(|seconds| !durations.contains(&seconds))
+        {
+            return Err(format!(
+                "max_duration_seconds must be between {} and {} (a year)",
+                durations.start(),
+                durations.end()
+            ));
         }
         if let Some(mode) = &self.network_mode
             && !NETWORK_MODES.contains(&mode.as_str())

@@ -81,7 +81,13 @@ impl TemplateSpec {
 
     /// Checks every field, as the API does (see [`JobSpec::validate`]).
     pub fn validate(&self) -> Result<(), String> {
-        self.session_job("t", 1).validate()
+        // The session's timeout is the template's max_duration_seconds: say so.
+        self.session_job("t", 1).validate().map_err(|message| {
+            match message.strip_prefix("timeout_seconds") {
+                Some(rest) => format!("max_duration_seconds{rest}"),
+                None => message,
+            }
+        })
     }
 
     /// The rules every build applies to a template in the log ([`JobSpec::validate_logged`]).

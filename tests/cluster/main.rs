@@ -13,6 +13,7 @@ mod formation;
 mod gossip;
 mod history;
 mod http;
+mod inputs;
 mod jobs;
 mod join;
 mod keyring;

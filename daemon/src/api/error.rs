@@ -43,8 +43,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .await
             .map_err(|rejection| Failure(rejection_error(rejection)))?;
         let mut unknown = Vec::new();
-        let value = serde_ignored::deserialize(body, |path| unknown.push(path.to_string()))
-            .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
+        let mut note_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
+        let ignoring = serde_ignored::Deserializer::new(body, &mut note_unknown);
+        // A value of the wrong type is named by its field: `memory_mb: invalid type: ...`.
+        let value = serde_path_to_error::deserialize(ignoring).map_err(|err| {
+            let field = err.path().to_string();
+            let err = err.into_inner();
+            match field.as_str() {
+                "." | "" => ApiError::bad_request(format!("invalid request body: {err}")),
+                field => ApiError::bad_request(format!("invalid request body: {field}: {err}")),
+            }
+        })?;
         match unknown.first() {
             Some(field) => Err(Failure(ApiError::bad_request(format!(
                 "invalid request body: unknown field `{field}`"
