@@ -33,6 +33,9 @@ async fn holdings(api: &str) -> Value {
     Value::Object(seen)
 }
 
+/// A numeric field and the values, besides [`absurd`], it refuses.
+type Field = (&'static str, Vec<Value>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_numbers_are_refused_naming_the_field_and_change_nothing() {
     init_logs();
@@ -40,7 +43,7 @@ async fn absurd_numbers_are_refused_naming_the_field_and_change_nothing() {
     let api = cluster.api(0);
     use reqwest::Method;
     // (method, path, a valid body, its numeric fields, values the field also refuses)
-    let cases: Vec<(Method, &str, Value, Vec<(&str, Vec<Value>)>)> = vec![
+    let cases: Vec<(Method, &str, Value, Vec<Field>)> = vec![
         (
             Method::POST,
             "/v1/jobs",
