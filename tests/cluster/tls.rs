@@ -56,14 +56,7 @@ async fn curl_and_the_client_reach_every_route_over_https_and_plain_http_gets_no
     assert!(api.starts_with("https://"), "{api}");
 
     // Every GET of the OpenAPI document, as a browser would reach it.
-    let document: Value = http_client()
-        .get(format!("{api}/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value = crate::http::get(format!("{api}/v1/openapi.json")).await;
     let paths = document["paths"].as_object().unwrap();
     let mut reached = 0;
     for (path, item) in paths {

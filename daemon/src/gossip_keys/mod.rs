@@ -78,6 +78,13 @@ impl NodeKeys {
             .unwrap_or_else(|| self.root.clone())
     }
 
+    /// The generation of [`Self::newest`], without copying the key.
+    pub fn newest_generation(&self) -> u32 {
+        self.lock()
+            .last_key_value()
+            .map_or(self.root.generation(), |(generation, _)| *generation)
+    }
+
     fn newest_except(&self, generation: u32) -> Option<GossipKey> {
         self.all()
             .into_iter()

@@ -72,7 +72,7 @@ pub async fn rollout_loop(
         };
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            Ok(()) = applied.changed() => {}
+            _ = log_rotated(&node, &mut applied) => {}
             _ = grace_over => {
                 drop_old_at = None;
                 let current = gossip.keyring().current().clone();
@@ -83,11 +83,25 @@ pub async fn rollout_loop(
     }
 }
 
+/// Returns once an applied entry took the log's gossip key past the newest this node
+/// holds: most applies change nothing here, and cost one read of the generation.
+async fn log_rotated(node: &Node, applied: &mut watch::Receiver<Option<u64>>) {
+    loop {
+        if applied.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let logged = node.fleet.read(|state| state.gossip_keys.generation());
+        if logged > node.gossip_keys.newest_generation() {
+            return;
+        }
+    }
+}
+
 /// Opens and stores the keys the applied log holds that this node does not; says once
 /// (per generation) why it cannot.
 fn learn_from_log(node: &Node, warned: &mut Option<u32>) {
     let log = node.fleet.read(|state| {
-        (state.gossip_keys.generation() > node.gossip_keys.newest().generation())
+        (state.gossip_keys.generation() > node.gossip_keys.newest_generation())
             .then(|| state.gossip_keys.clone())
     });
     let Some(log) = log else { return };
