@@ -49,25 +49,26 @@ pub fn check_org(org: &str) -> Result<(), String> {
     }
 }
 
+/// A duration the API takes (`field`, in seconds): a second to a year.
+pub fn check_seconds(field: &str, seconds: u64) -> Result<(), String> {
+    if TIMEOUT_SECONDS_RANGE.contains(&seconds) {
+        return Ok(());
+    }
+    Err(format!(
+        "{field} must be between {} and {} (a year), got {seconds}",
+        TIMEOUT_SECONDS_RANGE.start(),
+        TIMEOUT_SECONDS_RANGE.end()
+    ))
+}
+
 impl JobSpec {
     /// Checks every field; the message names the first field that is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_logged()?;
-        for (field, value) in [
-            ("timeout_seconds", self.timeout_seconds),
-            ("queue_timeout_seconds", Some(self.queue_timeout_seconds)),
-        ] {
-            if let Some(seconds) = value
-                && !TIMEOUT_SECONDS_RANGE.contains(&seconds)
-            {
-                return Err(format!(
-                    "{field} must be between {} and {} (a year), got {seconds}",
-                    TIMEOUT_SECONDS_RANGE.start(),
-                    TIMEOUT_SECONDS_RANGE.end()
-                ));
-            }
+        if let Some(seconds) = self.timeout_seconds {
+            check_seconds("timeout_seconds", seconds)?;
         }
-        Ok(())
+        check_seconds("queue_timeout_seconds", self.queue_timeout_seconds)
     }
 
     /// The rules every build applies to a spec in the log (see the module's docs).

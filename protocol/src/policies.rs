@@ -106,16 +106,8 @@ impl PolicySpec {
         {
             return Err("max_memory_mb must be between 6 and 16777216".into());
         }
-        let durations = crate::job_spec::TIMEOUT_SECONDS_RANGE;
-        if self
-            .max_duration_seconds
-            .is_some_and(|seconds| !durations.contains(&seconds))
-        {
-            return Err(format!(
-                "max_duration_seconds must be between {} and {} (a year)",
-                durations.start(),
-                durations.end()
-            ));
+        if let Some(seconds) = self.max_duration_seconds {
+            crate::job_spec::check_seconds("max_duration_seconds", seconds)?;
         }
         if let Some(mode) = &self.network_mode
             && !NETWORK_MODES.contains(&mode.as_str())

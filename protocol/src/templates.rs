@@ -81,13 +81,11 @@ impl TemplateSpec {
 
     /// Checks every field, as the API does (see [`JobSpec::validate`]).
     pub fn validate(&self) -> Result<(), String> {
-        // The session's timeout is the template's max_duration_seconds: say so.
-        self.session_job("t", 1).validate().map_err(|message| {
-            match message.strip_prefix("timeout_seconds") {
-                Some(rest) => format!("max_duration_seconds{rest}"),
-                None => message,
-            }
-        })
+        // Checked here, by its own name, before it becomes the session's timeout_seconds.
+        if let Some(seconds) = self.max_duration_seconds {
+            crate::job_spec::check_seconds("max_duration_seconds", seconds)?;
+        }
+        self.session_job("t", 1).validate()
     }
 
     /// The rules every build applies to a template in the log ([`JobSpec::validate_logged`]).
