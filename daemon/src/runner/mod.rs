@@ -472,9 +472,12 @@ fn watch_run(
     let (node, runner) = (node.clone(), runner.clone());
     let mut stopping = runner.stopping.subscribe();
     tokio::spawn(async move {
+        // Stopping is looked at first: the node's stop cancels its processes right after
+        // setting it, and a run that ends so must be counted lost, not cancelled.
         let outcome = tokio::select! {
-            outcome = handle.wait() => outcome,
+            biased;
             _ = stopping.wait_for(|stop| *stop) => return,
+            outcome = handle.wait() => outcome,
         };
         tracing::info!(job = %job, attempt, ?outcome, "job attempt ended");
         // Saved before the run is let go, so the output is readable all along.
