@@ -90,8 +90,7 @@ pub fn template_images(
     state: &shoal_protocol::FleetState,
 ) -> Vec<(String, String, Option<String>)> {
     state
-        .templates
-        .values()
+        .all_templates()
         .filter_map(|t| {
             let v = t.current()?;
             let name = format!("{}@v{}", t.name, v.version);

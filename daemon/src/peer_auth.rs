@@ -180,6 +180,9 @@ impl Forwarded<'_> {
         let org = match command {
             Command::SubmitJob { spec, .. } => Some(spec.org.as_str()),
             Command::CancelJob { job, .. } => self.state.jobs.get(job).map(|j| j.spec.org.as_str()),
+            Command::PutTemplate { org, .. } | Command::RollbackTemplate { org, .. } => {
+                org.as_deref()
+            }
             _ => None,
         };
         match org {

@@ -152,15 +152,25 @@ pub enum Command {
     /// The leader saw an org with `on_exceed = stop` over a limit: its running work is
     /// stopped (as reckoned at `at_ms`, so every replica agrees).
     EnforceBudgets { at_ms: UnixMillis },
-    /// A new version of a template (made if new); sessions use it from now on.
+    /// A new version of a template (made if new); sessions use it from now on. `org` owns
+    /// it (from [`crate::levels::TEMPLATE_ORGS_LEVEL`]; `None`: a fleet-wide template, as
+    /// an older build made them).
     PutTemplate {
+        #[serde(default)]
+        org: Option<String>,
         name: String,
         spec: Box<crate::templates::TemplateSpec>,
         by: String,
         at_ms: UnixMillis,
     },
-    /// Sessions use an earlier version of a template from now on.
-    RollbackTemplate { name: String, version: u32 },
+    /// Sessions use an earlier version of a template from now on (`org` as in
+    /// [`Command::PutTemplate`]).
+    RollbackTemplate {
+        #[serde(default)]
+        org: Option<String>,
+        name: String,
+        version: u32,
+    },
     /// A batch operation ran on `machines`; recorded (inside `Audited`) for the audit log.
     RecordBatch {
         action: crate::batch::BatchAction,
@@ -318,8 +328,15 @@ pub struct FleetState {
     pub budgets: BTreeMap<String, crate::costs::Budget>,
     /// What ended attempts cost and what work reported, by day, org, machine and kind.
     pub costs: CostLedger,
-    /// Session templates by name.
-    pub templates: OrdMap<String, crate::templates::Template>,
+    /// Session templates by owning org, then by name (none in a state written before
+    /// [`crate::levels::TEMPLATE_ORGS_LEVEL`]).
+    #[serde(rename = "org_templates", default)]
+    pub templates: OrdMap<String, OrdMap<String, crate::templates::Template>>,
+    /// Templates made before templates belonged to orgs, by name: every org sees them.
+    /// When the fleet reaches [`crate::levels::TEMPLATE_ORGS_LEVEL`] each moves to the org
+    /// of the key that made it, and this stays empty.
+    #[serde(rename = "templates", default)]
+    pub unowned_templates: OrdMap<String, crate::templates::Template>,
     /// Governance policies by name.
     pub policies: BTreeMap<String, crate::policies::Policy>,
     /// The protocol level every member speaks, as the leader last committed it (1 in a

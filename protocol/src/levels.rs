@@ -18,6 +18,7 @@
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
+//! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -69,7 +70,7 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(7);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(8);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
@@ -103,6 +104,12 @@ pub const MEMBERSHIP_LEVEL: ProtocolLevel = ProtocolLevel(6);
 /// either command, so neither is proposed below it, and a removal below it rotates nothing.
 pub const GOSSIP_KEYRING_LEVEL: ProtocolLevel = ProtocolLevel(7);
 
+/// From this level on, a template belongs to the org whose key made it: other orgs
+/// neither see it nor change it nor start sessions from it. An older build would take a
+/// put with an org for a fleet-wide one, so it is not proposed below this level; when the
+/// fleet reaches it, each fleet-wide template moves to the org of the key that made it.
+pub const TEMPLATE_ORGS_LEVEL: ProtocolLevel = ProtocolLevel(8);
+
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
@@ -124,6 +131,8 @@ impl Command {
             Command::RequestGossipKeyRotation | Command::RotateGossipKey { .. } => {
                 GOSSIP_KEYRING_LEVEL
             }
+            Command::PutTemplate { org: Some(_), .. }
+            | Command::RollbackTemplate { org: Some(_), .. } => TEMPLATE_ORGS_LEVEL,
             Command::UpsertMachine { .. }
             | Command::SetStatus { .. }
             | Command::LabelMachine { .. }
@@ -251,6 +260,20 @@ mod tests {
     }
 
     #[test]
+    fn templates_of_an_org_are_level_eight() {
+        let put = |org: Option<&str>| Command::PutTemplate {
+            org: org.map(str::to_string),
+            name: "ci".into(),
+            spec: Box::default(),
+            by: "k1".into(),
+            at_ms: 1,
+        };
+        assert_eq!(audited(put(Some("lab"))).min_level(), TEMPLATE_ORGS_LEVEL);
+        // The form an older build made stays level 1.
+        assert_eq!(put(None).min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
     fn a_level_missing_from_a_record_reads_as_one() {
         #[derive(Deserialize)]
         struct Record {
@@ -259,7 +282,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "7");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "8");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

@@ -86,11 +86,25 @@ pub enum Recorded {
     Machine(MachineId),
     Job(JobId),
     Jobs(Vec<JobId>),
-    Rejected { code: ErrorCode, message: String },
+    Rejected {
+        code: ErrorCode,
+        message: String,
+    },
     Batch(Vec<Recorded>),
-    Submitted { job: JobId, created: bool },
-    CostReported { counted: bool },
+    Submitted {
+        job: JobId,
+        created: bool,
+    },
+    CostReported {
+        counted: bool,
+    },
+    /// A fleet-wide template, by name (see [`crate::levels::TEMPLATE_ORGS_LEVEL`]).
     Template(String),
+    /// An org's template.
+    OwnedTemplate {
+        org: String,
+        name: String,
+    },
 }
 
 /// One remembered request.

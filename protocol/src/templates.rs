@@ -107,6 +107,10 @@ pub struct TemplateVersion {
 /// A template: its versions, oldest first, and the one sessions use now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Template {
+    /// The org that owns it: only its keys see it, change it and start sessions from it.
+    /// Empty for a template made before templates belonged to orgs (every org sees it).
+    #[serde(default)]
+    pub org: String,
     pub name: String,
     pub current: u32,
     pub versions: Vec<TemplateVersion>,
@@ -116,6 +120,27 @@ impl Template {
     /// The version sessions use now.
     pub fn current(&self) -> Option<&TemplateVersion> {
         self.versions.iter().find(|v| v.version == self.current)
+    }
+}
+
+impl crate::FleetState {
+    /// The template `name` as `org` sees it: its own, or one made before templates
+    /// belonged to orgs.
+    pub fn template(&self, org: &str, name: &str) -> Option<&Template> {
+        let owned = self.templates.get(org).and_then(|t| t.get(name));
+        owned.or_else(|| self.unowned_templates.get(name))
+    }
+
+    /// Every template of every org, and the fleet-wide ones.
+    pub fn all_templates(&self) -> impl Iterator<Item = &Template> {
+        let owned = self.templates.values().flat_map(|t| t.values());
+        owned.chain(self.unowned_templates.values())
+    }
+
+    /// Every template `org` sees, by name.
+    pub fn templates_of<'a>(&'a self, org: &str) -> impl Iterator<Item = &'a Template> {
+        let owned = self.templates.get(org).into_iter().flat_map(|t| t.values());
+        owned.chain(self.unowned_templates.values())
     }
 }
 

@@ -202,12 +202,14 @@ fn one_of_each() -> Vec<Command> {
         },
         Command::EnforceBudgets { at_ms: 21 },
         Command::PutTemplate {
+            org: Some("homelab".into()),
             name: "ci".into(),
             spec: Box::new(template),
             by: "admin".into(),
             at_ms: 22,
         },
         Command::RollbackTemplate {
+            org: Some("homelab".into()),
             name: "ci".into(),
             version: 1,
         },
@@ -331,6 +333,8 @@ fn generate() {
 const ADDED_FIELDS: &[(&str, &str)] = &[
     // MachineInfo (protocol level 2): a machine that did not say speaks level 1.
     ("protocol_level", "1"),
+    // PutTemplate and RollbackTemplate (protocol level 8): a fleet-wide template.
+    ("org", "null"),
 ];
 
 /// `decoded` holds everything in `stored`, and besides only [`ADDED_FIELDS`] at the

@@ -87,12 +87,15 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
         } => costs::report(state, job, attempt, micro_usd, report_id, at_ms),
         Command::EnforceBudgets { at_ms } => costs::enforce(state, at_ms),
         Command::PutTemplate {
+            org,
             name,
             spec,
             by,
             at_ms,
-        } => templates::put(state, name, *spec, by, at_ms),
-        Command::RollbackTemplate { name, version } => templates::rollback(state, &name, version),
+        } => templates::put(state, org, name, *spec, by, at_ms),
+        Command::RollbackTemplate { org, name, version } => {
+            templates::rollback(state, org.as_deref(), &name, version)
+        }
         Command::SetPolicy { name, policy } => set_policy(state, name, policy),
         Command::SetFleetLevel { level } => fleet_settings::set_level(state, level),
         Command::SetFleetSettings { settings } => fleet_settings::set_settings(state, settings),

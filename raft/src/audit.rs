@@ -77,7 +77,7 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
             format!("template {name}"),
             Vec::new(),
         ),
-        Command::RollbackTemplate { name, version } => (
+        Command::RollbackTemplate { name, version, .. } => (
             "rollback_template".into(),
             format!("template {name} to v{version}"),
             Vec::new(),

@@ -1,10 +1,12 @@
 //! Applying the fleet-wide knobs the leader and admins commit: the fleet's protocol level
 //! and its settings. Neither refuses by anyone's level; every replica applies alike.
 
+use shoal_protocol::levels::TEMPLATE_ORGS_LEVEL;
 use shoal_protocol::settings::FleetSettings;
 use shoal_protocol::{ErrorCode, FleetState, ProtocolLevel, Response};
 
 /// Raises the fleet's level; the same level again changes nothing, a lower one is refused.
+/// Reaching [`TEMPLATE_ORGS_LEVEL`] gives each fleet-wide template to its maker's org.
 pub(crate) fn set_level(state: &mut FleetState, level: ProtocolLevel) -> Response {
     if level < state.fleet_level {
         return Response::Rejected {
@@ -14,6 +16,10 @@ pub(crate) fn set_level(state: &mut FleetState, level: ProtocolLevel) -> Respons
                 state.fleet_level
             ),
         };
+    }
+    let crossing = |at| state.fleet_level < at && level >= at;
+    if crossing(TEMPLATE_ORGS_LEVEL) {
+        crate::templates::adopt_unowned(state);
     }
     state.fleet_level = level;
     Response::Done

@@ -53,7 +53,13 @@ fn record(response: &Response) -> Recorded {
             created: *created,
         },
         Response::CostReported { counted } => Recorded::CostReported { counted: *counted },
-        Response::Template(template) => Recorded::Template(template.name.clone()),
+        Response::Template(template) if template.org.is_empty() => {
+            Recorded::Template(template.name.clone())
+        }
+        Response::Template(template) => Recorded::OwnedTemplate {
+            org: template.org.clone(),
+            name: template.name.clone(),
+        },
     }
 }
 
@@ -89,10 +95,16 @@ fn replay(state: &FleetState, answer: &Recorded) -> Response {
             None => gone(format!("job {job}")),
         },
         Recorded::CostReported { counted } => Response::CostReported { counted: *counted },
-        Recorded::Template(name) => match state.templates.get(name) {
+        Recorded::Template(name) => match state.unowned_templates.get(name) {
             Some(template) => Response::Template(Box::new(template.clone())),
             None => gone(format!("template {name}")),
         },
+        Recorded::OwnedTemplate { org, name } => {
+            match state.templates.get(org).and_then(|t| t.get(name)) {
+                Some(template) => Response::Template(Box::new(template.clone())),
+                None => gone(format!("template {name}")),
+            }
+        }
     }
 }
 

@@ -65,7 +65,7 @@ pub fn summarize(opened: &Opened) -> SnapshotSummary {
             .count(),
         tokens: state.tokens.len(),
         budgets: state.budgets.len(),
-        templates: state.templates.len(),
+        templates: state.all_templates().count(),
         policies: state.policies.len(),
         spend_micro_usd,
         sha256: opened.sha256.clone(),

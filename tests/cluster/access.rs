@@ -201,6 +201,56 @@ async fn keys_decide_who_sees_and_does_what() {
     .await;
     assert_eq!(status, 403, "a key submits for its own org only");
 
+    // Templates belong to their org: the other org neither sees nor rewrites one; its put
+    // of the same name makes its own, and the first org's sessions still get theirs.
+    let ours_spec = json!({"image": "busybox:local", "command": ["echo", "ours"]});
+    let (status, body) = call(
+        &admin,
+        Method::PUT,
+        format!("{api}/v1/templates/shared"),
+        Some(ours_spec),
+    )
+    .await;
+    assert_eq!((status, &body["org"]), (200, &json!("default")), "{body}");
+    let (status, _) = call(
+        &lab,
+        Method::GET,
+        format!("{api}/v1/templates/shared"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another org's template is not there");
+    let rollback = Some(json!({"version": 1}));
+    let url = format!("{api}/v1/templates/shared/rollback");
+    let (status, _) = call(&lab, Method::POST, url, rollback).await;
+    assert_eq!(status, 404);
+    let theirs_spec = json!({"image": "busybox:local", "command": ["echo", "theirs"]});
+    let (status, body) = call(
+        &lab,
+        Method::PUT,
+        format!("{api}/v1/templates/shared"),
+        Some(theirs_spec),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["org"], &body["current"]),
+        (200, &json!("homelab"), &json!(1)),
+        "{body}"
+    );
+    for (client, org, word) in [(&admin, "default", "ours"), (&lab, "homelab", "theirs")] {
+        let (_, listed) = call(client, Method::GET, format!("{api}/v1/templates"), None).await;
+        let templates = listed["templates"].as_array().unwrap();
+        assert!(
+            templates.iter().all(|t| t["org"] == org),
+            "{org} sees its own only: {listed}"
+        );
+        let shared = templates.iter().find(|t| t["name"] == "shared").unwrap();
+        assert_eq!(
+            shared["versions"][0]["spec"]["command"][1], word,
+            "{listed}"
+        );
+    }
+
     // What acts on machines is for admins: an operate key may not set a machine's labels
     // (its cost, what policies select), drain it or run batches on it; nor may a read key
     // open a shell in a session. Each 403 names the scope, and nothing changed.

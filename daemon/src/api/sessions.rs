@@ -49,7 +49,7 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionView>), Failure> {
     check_template_name(&request.template_id).map_err(|m| Failure(ApiError::bad_request(m)))?;
-    let template = templates::find(&node, &request.template_id).await?;
+    let template = templates::find(&node, &caller, &request.template_id).await?;
     let current = template.current().ok_or_else(|| {
         Failure(ApiError::not_found(format!(
             "template {} has no current version",

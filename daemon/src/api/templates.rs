@@ -1,10 +1,12 @@
 //! `/v1/templates`: session templates; each put is a new version, and a rollback points
-//! new sessions at an earlier one.
+//! new sessions at an earlier one. A template belongs to the org of the key that made it:
+//! another org's template is as good as absent.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
+use shoal_protocol::levels::TEMPLATE_ORGS_LEVEL;
 use shoal_protocol::templates::{
     RollbackRequest, Template, TemplateList, TemplateSpec, check_template_name,
 };
@@ -28,15 +30,27 @@ fn checked_name(name: &str) -> Result<(), Failure> {
     check_template_name(name).map_err(|m| Failure(ApiError::bad_request(m)))
 }
 
-/// The template `name` as this node's replica has it, or after a read through the leader
-/// (a template made on another node a moment ago).
-pub(super) async fn find(node: &Node, name: &str) -> Result<Template, Failure> {
-    let read = || node.fleet.read(|state| state.templates.get(name).cloned());
+/// The template `name` of the caller's org as this node's replica has it, or after a read
+/// through the leader (a template made on another node a moment ago).
+pub(super) async fn find(node: &Node, caller: &Caller, name: &str) -> Result<Template, Failure> {
+    let read = || {
+        node.fleet
+            .read(|state| state.template(&caller.org, name).cloned())
+    };
     if let Some(template) = read() {
         return Ok(template);
     }
     node.read_barrier().await?;
     read().ok_or_else(|| Failure(ApiError::not_found(format!("no template {name}"))))
+}
+
+/// The org a template change acts in: the caller's, once every machine keeps templates by
+/// org; before that (a rolling upgrade), none, so older builds apply it as they did.
+fn owning_org(node: &Node, caller: &Caller) -> Option<String> {
+    let by_org = node
+        .fleet
+        .read(|state| state.fleet_level >= TEMPLATE_ORGS_LEVEL);
+    by_org.then(|| caller.org.clone())
 }
 
 /// `PUT /v1/templates/{name}`: a new version (the first makes the template).
@@ -57,6 +71,7 @@ pub async fn put(
         .write_as(
             &caller,
             Command::PutTemplate {
+                org: owning_org(&node, &caller),
                 name,
                 spec: Box::new(spec),
                 by: caller.key_id.clone(),
@@ -75,8 +90,8 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Json<TemplateList> {
     let templates = node.fleet.read(|state| {
-        let templates = state.templates.values();
-        templates
+        state
+            .templates_of(&caller.org)
             .map(|t| redact::template(&caller, t.clone()))
             .collect()
     });
@@ -96,7 +111,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Template> {
     checked_name(&name)?;
-    let template = find(&node, &name).await?;
+    let template = find(&node, &caller, &name).await?;
     Ok(Json(redact::template(&caller, template)))
 }
 
@@ -119,6 +134,7 @@ pub async fn rollback(
         .write_as(
             &caller,
             Command::RollbackTemplate {
+                org: owning_org(&node, &caller),
                 name,
                 version: request.version,
             },
