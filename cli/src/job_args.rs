@@ -1,6 +1,8 @@
 //! `shoal job ...`: the arguments, the [`JobSpec`] that `job run` builds from them, and
 //! which module carries out each command.
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
 use shoal_protocol::job::ALL_ONLINE;
 use shoal_protocol::{JobId, JobSpec, JobState};
@@ -69,6 +71,11 @@ pub struct RunArgs {
     /// An environment variable for the job; repeat for several.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// A secret variable for the job, its value taken from this shell's variable of the
+    /// same name (so it shows in no command line); repeat for several. The fleet keeps it
+    /// sealed and never shows it.
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
     /// CPU cores the container may use, e.g. 1.5 (with --image).
     #[arg(long, value_name = "CORES")]
     cpus: Option<f64>,
@@ -175,7 +182,27 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
         spec.org = org.clone();
     }
     spec.validate()?;
+    spec.secret_env = secrets_from_shell(&args.secret_env, &spec.env)?;
     Ok(spec)
+}
+
+/// The values of `--secret-env NAME`s, from this shell's variables, checked as the fleet
+/// checks them before it seals them; none may also be in `env`.
+pub(crate) fn secrets_from_shell(
+    names: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        let value = std::env::var(name)
+            .map_err(|_| format!("--secret-env {name}: {name} is not set in this shell"))?;
+        shoal_protocol::job_spec::check_env_value("secret_env", name, &value)?;
+        if env.contains_key(name) {
+            return Err(format!("{name} is in both --env and --secret-env"));
+        }
+        secrets.insert(name.clone(), value);
+    }
+    Ok(secrets)
 }
 
 #[cfg(test)]
@@ -195,6 +222,18 @@ mod tests {
             Cmd::Job(JobCmd::Run(args)) => args,
             other => panic!("wrong command {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_secret_comes_from_the_shell_not_the_command_line() {
+        // PATH is set in every shell the tests run from.
+        let spec = job_spec(&run_args(&["--secret-env", "PATH", "--", "true"])).unwrap();
+        assert_eq!(spec.secret_env["PATH"], std::env::var("PATH").unwrap());
+        let unset = run_args(&["--secret-env", "SHOAL_SURELY_UNSET_7F3A", "--", "true"]);
+        let err = job_spec(&unset).unwrap_err();
+        assert!(err.contains("SHOAL_SURELY_UNSET_7F3A is not set"), "{err}");
+        let both = run_args(&["--env", "PATH=/bin", "--secret-env", "PATH", "--", "true"]);
+        assert!(job_spec(&both).unwrap_err().contains("both"));
     }
 
     #[test]

@@ -9,9 +9,9 @@ use shoal_protocol::sessions::{CreateSessionRequest, ExecRequest, SessionState, 
 use shoal_protocol::templates::{Template, TemplateSpec};
 
 use crate::client::{Client, ClientError};
-use crate::job_args::parse_env;
+use crate::job_args::{parse_env, secrets_from_shell};
 use crate::output::{Table, age, now_ms, or_dash, print, print_json};
-use crate::{follow, machines, parse_label};
+use crate::{follow, machines, parse_label, usage_error};
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
@@ -40,6 +40,10 @@ pub enum TemplateCmd {
         /// An environment variable; repeat for several.
         #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// A secret variable, its value from this shell's variable of the same name; the
+        /// fleet keeps it sealed and never shows it. Repeat for several.
+        #[arg(long = "secret-env", value_name = "NAME")]
+        secret_env: Vec<String>,
         /// The program and its arguments [default: the image's own].
         #[arg(trailing_var_arg = true, value_name = "CMD")]
         command: Vec<String>,
@@ -173,13 +177,18 @@ pub async fn run_template(
             max_duration,
             labels,
             env,
+            secret_env,
             command,
         } => {
+            let env = env.into_iter().collect();
+            let secret_env =
+                secrets_from_shell(&secret_env, &env).unwrap_or_else(|e| usage_error(e));
             let spec = TemplateSpec {
                 image,
                 digest,
                 command,
-                env: env.into_iter().collect(),
+                env,
+                secret_env,
                 cpus: cpu,
                 memory_mb: memory,
                 max_duration_seconds: max_duration,

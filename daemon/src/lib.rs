@@ -21,7 +21,6 @@ pub mod gossip_keys;
 pub mod gossip_mode;
 pub mod history;
 pub mod identity;
-pub mod job_token;
 pub mod join;
 pub mod keys;
 pub mod leadership;
@@ -38,6 +37,7 @@ pub mod restore;
 pub mod rpc;
 pub mod runner;
 pub mod sampler;
+pub mod secrets;
 pub mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

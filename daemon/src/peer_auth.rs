@@ -112,7 +112,7 @@ impl Forwarded<'_> {
             }
             (Command::ReportCost { job, attempt, .. }, _) => match self.credential {
                 Some(Credential::JobToken(token)) => {
-                    let issued = crate::job_token::check(self.cluster_secret, token)?;
+                    let issued = crate::secrets::job_token::check(self.cluster_secret, token)?;
                     match issued == (*job, *attempt) {
                         true => Ok(()),
                         false => Err(self.forbidden(format!(

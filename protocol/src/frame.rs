@@ -284,6 +284,7 @@ mod tests {
                         required_labels,
                         agent_id,
                         priority,
+                        secret_env: env.clone(),
                         env,
                         cpus: None,
                         memory_mb: None,

@@ -88,6 +88,12 @@ pub struct JobSpec {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secret. A request gives the values; the
+    /// node it enters through seals each (see [`crate::job_spec::SEALED_PREFIX`]) before
+    /// the spec goes to the log, only the machine that runs the job opens them, and the
+    /// API shows each as [`crate::job_spec::SECRET_SHOWN`].
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     /// CPU cores a container job may use (e.g. 1.5); container jobs only.
     #[serde(default)]
     pub cpus: Option<f64>,
@@ -165,6 +171,7 @@ impl Default for JobSpec {
             agent_id: None,
             priority: 0,
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
             cpus: None,
             memory_mb: None,
             timeout_seconds: None,

@@ -17,8 +17,16 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 pub const MAX_ENV_VARS: usize = 128;
 /// Longest `env` variable name, in bytes.
 pub const MAX_ENV_NAME_LEN: usize = 128;
-/// Longest `env` value, in bytes.
+/// Longest `env` or `secret_env` value, in bytes.
 pub const MAX_ENV_VALUE_BYTES: usize = 16 * 1024;
+/// How a sealed `secret_env` value starts; base64 of the nonce and the sealed bytes follows.
+pub const SEALED_PREFIX: &str = "sealed:v1:";
+/// Longest sealed value: the prefix, then base64 of a 24-byte nonce, the longest value
+/// and a 16-byte tag.
+pub const MAX_SEALED_VALUE_BYTES: usize =
+    SEALED_PREFIX.len() + (24 + MAX_ENV_VALUE_BYTES + 16).div_ceil(3) * 4;
+/// What the API shows for each `secret_env` value.
+pub const SECRET_SHOWN: &str = "(secret)";
 /// Longest `image`, `template_id`, `idempotency_key`, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Longest `org`, in bytes.
@@ -172,35 +180,59 @@ impl JobSpec {
         Ok(())
     }
 
+    /// `env` and `secret_env` (sealed, as the log holds it) together.
     fn validate_env(&self) -> Result<(), String> {
-        if self.env.len() > MAX_ENV_VARS {
+        let count = self.env.len() + self.secret_env.len();
+        if count > MAX_ENV_VARS {
             return Err(format!(
-                "env has {} variables, at most {MAX_ENV_VARS} are allowed",
-                self.env.len()
+                "env and secret_env have {count} variables, at most {MAX_ENV_VARS} are allowed"
             ));
         }
         for (name, value) in &self.env {
-            let name_ok = !name.is_empty()
-                && name.len() <= MAX_ENV_NAME_LEN
-                && !name.as_bytes()[0].is_ascii_digit()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !name_ok {
-                return Err(format!(
-                    "env name {name:?} must be 1 to {MAX_ENV_NAME_LEN} characters of A-Z, a-z, 0-9 or '_', not starting with a digit"
-                ));
+            check_env_value("env", name, value)?;
+        }
+        for (name, sealed) in &self.secret_env {
+            check_env_name("secret_env", name)?;
+            if self.env.contains_key(name) {
+                return Err(format!("{name} is in both env and secret_env"));
             }
-            if value.len() > MAX_ENV_VALUE_BYTES {
-                return Err(format!(
-                    "env value of {name} is {} bytes long, at most {MAX_ENV_VALUE_BYTES} are allowed",
-                    value.len()
-                ));
-            }
-            if value.contains('\0') {
-                return Err(format!("env value of {name} contains a NUL byte"));
+            let sealed_ok =
+                sealed.starts_with(SEALED_PREFIX) && sealed.len() <= MAX_SEALED_VALUE_BYTES;
+            if !sealed_ok {
+                return Err(format!("secret_env value of {name} is not sealed"));
             }
         }
         Ok(())
     }
+}
+
+fn check_env_name(field: &str, name: &str) -> Result<(), String> {
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_ENV_NAME_LEN
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if name_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} name {name:?} must be 1 to {MAX_ENV_NAME_LEN} characters of A-Z, a-z, 0-9 or '_', not starting with a digit"
+        ))
+    }
+}
+
+/// An environment variable as given in `field` (`env`, or `secret_env` before it is sealed).
+pub fn check_env_value(field: &str, name: &str, value: &str) -> Result<(), String> {
+    check_env_name(field, name)?;
+    if value.len() > MAX_ENV_VALUE_BYTES {
+        return Err(format!(
+            "{field} value of {name} is {} bytes long, at most {MAX_ENV_VALUE_BYTES} are allowed",
+            value.len()
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("{field} value of {name} contains a NUL byte"));
+    }
+    Ok(())
 }
 
 /// An identifier-like field: present means 1 to [`MAX_NAME_LEN`] printable, spaceless bytes.

@@ -46,6 +46,10 @@ pub struct TemplateSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are secret, sealed as a job's are (see
+    /// [`JobSpec::secret_env`]).
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     /// CPU cores a session may use.
     #[serde(default)]
     pub cpus: Option<f64>,
@@ -70,6 +74,7 @@ impl TemplateSpec {
             template_id: Some(format!("{template}@v{version}")),
             required_labels: self.required_labels.clone(),
             env: self.env.clone(),
+            secret_env: self.secret_env.clone(),
             cpus: self.cpus,
             memory_mb: self.memory_mb,
             timeout_seconds: self.max_duration_seconds,

@@ -4,7 +4,7 @@
 //! with the value as JSON. A new format writes a new file and keeps the old ones:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v4 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v5 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 
 use std::collections::BTreeSet;
@@ -37,6 +37,7 @@ fn one_of_each() -> Vec<Command> {
     spec.image = Some("busybox:local".into());
     spec.idempotency_key = Some("key-1".into());
     spec.required_labels = [("gpu".to_string(), "true".to_string())].into();
+    spec.secret_env = [("API_TOKEN".to_string(), "sealed:v1:AAAA".to_string())].into();
     let info = MachineInfo {
         id: machine,
         name: "m1".into(),
@@ -71,6 +72,7 @@ fn one_of_each() -> Vec<Command> {
     let template = TemplateSpec {
         image: "busybox:local".into(),
         command: vec!["sleep".into(), "100".into()],
+        secret_env: [("DB_PASSWORD".to_string(), "sealed:v1:BBBB".to_string())].into(),
         ..TemplateSpec::default()
     };
     let policy = Policy {
@@ -335,6 +337,8 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("protocol_level", "1"),
     // PutTemplate and RollbackTemplate (protocol level 8): a fleet-wide template.
     ("org", "null"),
+    // JobSpec and TemplateSpec (protocol level 8): no secret variables.
+    ("secret_env", "{}"),
 ];
 
 /// `decoded` holds everything in `stored`, and besides only [`ADDED_FIELDS`] at the

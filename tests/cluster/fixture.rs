@@ -7,8 +7,8 @@
 //! below writes a new one:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v4 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
-//! SHOAL_FIXTURE=v4 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v5 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! SHOAL_FIXTURE=v5 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 //!
 //! A format change adds a fixture and keeps the old ones: each must keep opening.
@@ -61,6 +61,45 @@ async fn answers(api: &str) -> Value {
         "settings": get(format!("{api}/v1/fleet/settings")).await,
         "cluster": get(format!("{api}/v1/cluster")).await,
     })
+}
+
+/// Fields an answer gained since a fixture was written, with what a record from before
+/// reads as.
+const ADDED_FIELDS: &[(&str, &str)] = &[
+    // Templates (protocol level 8): their org, the fixture key's.
+    ("org", "\"default\""),
+    // Job and template specs (protocol level 8): no secret variables.
+    ("secret_env", "{}"),
+];
+
+/// `served` is `expected`, but for [`ADDED_FIELDS`] at the value given there; `at` says
+/// where, for the message.
+fn assert_same(served: &Value, expected: &Value, at: &str) {
+    match (served, expected) {
+        (Value::Object(served), Value::Object(expected)) => {
+            for (key, value) in served {
+                let at = format!("{at}.{key}");
+                match expected.get(key) {
+                    Some(held) => assert_same(value, held, &at),
+                    None => {
+                        let added = ADDED_FIELDS.iter().find(|(name, _)| name == key);
+                        let default = added.map(|(_, v)| serde_json::from_str::<Value>(v).unwrap());
+                        assert_eq!(Some(value), default.as_ref(), "{at}: not in the fixture");
+                    }
+                }
+            }
+            for key in expected.keys() {
+                assert!(served.contains_key(key), "{at}.{key} was lost");
+            }
+        }
+        (Value::Array(served), Value::Array(expected)) => {
+            assert_eq!(served.len(), expected.len(), "{at}: length");
+            for (i, (s, e)) in served.iter().zip(expected).enumerate() {
+                assert_same(s, e, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(served, expected, "{at}"),
+    }
 }
 
 /// Writes `tests/fixtures/$SHOAL_FIXTURE` from a live one-node fleet.
@@ -120,6 +159,11 @@ async fn generate() {
         let template = json!({"image": "busybox:local", "command": command, "memory_mb": 64});
         call(put.clone(), format!("{api}/v1/templates/fixture"), template).await;
     }
+    // A template with a secret (protocol level 8: templates belong to orgs, secrets are
+    // sealed in the log).
+    let template =
+        json!({"image": "busybox:local", "secret_env": {"DB_PASSWORD": "fixture-secret"}});
+    call(put.clone(), format!("{api}/v1/templates/sealed"), template).await;
     let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048});
     call(put.clone(), format!("{api}/v1/policies/fixture"), policy).await;
     // A machine admitted before it shows up (protocol level 6).
@@ -154,6 +198,12 @@ async fn generate() {
             json!({"command": ["sh", "-c", "echo done"], "idempotency_key": "fixture-1"}),
         )
         .await;
+    let with_secret = cluster
+        .submit(
+            0,
+            json!({"command": ["sh", "-c", "test -n \"$TOKEN\""], "secret_env": {"TOKEN": "fixture-secret"}}),
+        )
+        .await;
     let failed = cluster
         .submit(
             0,
@@ -177,6 +227,7 @@ async fn generate() {
         .await;
     for (job, state) in [
         (completed, JobState::Completed),
+        (with_secret, JobState::Completed),
         (failed, JobState::Failed),
         (cancelled, JobState::Cancelled),
         (timed_out, JobState::TimedOut),
@@ -266,12 +317,11 @@ async fn check_fixture(fixture: &Path) {
     }
     // Templates from before they belonged to orgs (level 8) belong to their maker's org
     // now: the fixture's admin key is of the default org.
-    let mut owned = expected["templates"].clone();
-    for template in owned["templates"].as_array_mut().unwrap() {
-        let template = template.as_object_mut().unwrap();
-        template.entry("org").or_insert(json!("default"));
-    }
-    assert_eq!(served["templates"], owned, "{name}: templates");
+    assert_same(
+        &served["templates"],
+        &expected["templates"],
+        &format!("{name}: templates"),
+    );
     if !expected["settings"].is_null() {
         assert_eq!(
             served["settings"], expected["settings"],
@@ -309,7 +359,7 @@ async fn check_fixture(fixture: &Path) {
         if ["completed", "failed", "cancelled", "timed_out"]
             .contains(&old["state"].as_str().unwrap())
         {
-            assert_eq!(old, new, "{name}: finished job {}", old["id"]);
+            assert_same(new, old, &format!("{name}: finished job {}", old["id"]));
         }
     }
     // Sessions as created (a queued one times out as the fixture ages).

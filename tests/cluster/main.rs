@@ -23,6 +23,7 @@ mod openapi;
 mod operate;
 mod partitions;
 mod peers;
+mod secrets;
 mod snapshots;
 mod tls;
 mod versions;

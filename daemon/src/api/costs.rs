@@ -22,10 +22,10 @@ use shoal_raft::costs::{job_days, running_rows, usage};
 
 use super::auth::presented_key;
 use super::{ApiJson, ApiQuery, ApiResult, Failure, accepted};
-use crate::job_token;
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 use crate::p2p::Credential;
+use crate::secrets::job_token;
 
 /// Longest note or report id, in bytes.
 const MAX_TEXT: usize = 200;

@@ -1,5 +1,6 @@
 //! `/v1/jobs`: submit (one or a batch), list (either order, paged), show and cancel jobs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -54,7 +55,10 @@ pub(super) async fn submit_one(
         )
         .await?;
     match outcome.response {
-        Response::Submitted { job, created } => Ok(SubmitJobResponse { job: *job, created }),
+        Response::Submitted { job, created } => Ok(SubmitJobResponse {
+            job: redact::job(caller, *job),
+            created,
+        }),
         other => Err(refusal(other)),
     }
 }
@@ -72,6 +76,7 @@ pub async fn submit(
     Extension(caller): Extension<Caller>,
     ApiJson(mut spec): ApiJson<JobSpec>,
 ) -> Result<(StatusCode, Json<SubmitJobResponse>), Failure> {
+    seal_secrets(&node, &caller, &mut spec.secret_env)?;
     spec.validate()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
     not_a_session(&spec)?;
@@ -103,8 +108,10 @@ pub async fn submit_batch(
         ))));
     }
     for (i, spec) in body.jobs.iter_mut().enumerate() {
-        spec.validate()
-            .map_err(|message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}"))))?;
+        let at = |message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}")));
+        crate::secrets::env::seal_all(&node.cluster_secret, &caller.org, &mut spec.secret_env)
+            .map_err(at)?;
+        spec.validate().map_err(at)?;
         not_a_session(spec)?;
         in_callers_org(&caller, spec)?;
     }
@@ -238,6 +245,17 @@ fn not_a_session(spec: &JobSpec) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Seals `secret_env`, given in clear, for the caller's org (the only org its jobs and
+/// templates may be in): the log never holds the values.
+pub(super) fn seal_secrets(
+    node: &Node,
+    caller: &Caller,
+    secret_env: &mut BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    crate::secrets::env::seal_all(&node.cluster_secret, &caller.org, secret_env)
+        .map_err(|message| Failure(ApiError::bad_request(message)))
 }
 
 /// Puts a job in the caller's org: a spec without an org takes it, another org is refused.

@@ -16,9 +16,10 @@ use super::{ApiJson, ApiResult, Failure, accepted, redact};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
-fn template_of(response: Response) -> Result<Json<Template>, Failure> {
+/// The template a change answered with, as `caller` may see it.
+fn template_of(caller: &Caller, response: Response) -> Result<Json<Template>, Failure> {
     match accepted(response)? {
-        Response::Template(template) => Ok(Json(*template)),
+        Response::Template(template) => Ok(Json(redact::template(caller, *template))),
         other => Err(Failure(ApiError::new(
             ErrorCode::Internal,
             format!("the state machine answered {other:?}"),
@@ -62,9 +63,10 @@ pub async fn put(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    ApiJson(spec): ApiJson<TemplateSpec>,
+    ApiJson(mut spec): ApiJson<TemplateSpec>,
 ) -> ApiResult<Template> {
     checked_name(&name)?;
+    super::jobs::seal_secrets(&node, &caller, &mut spec.secret_env)?;
     spec.validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     let outcome = node
@@ -79,7 +81,7 @@ pub async fn put(
             },
         )
         .await?;
-    template_of(outcome.response)
+    template_of(&caller, outcome.response)
 }
 
 /// `GET /v1/templates`.
@@ -140,5 +142,5 @@ pub async fn rollback(
             },
         )
         .await?;
-    template_of(outcome.response)
+    template_of(&caller, outcome.response)
 }

@@ -323,7 +323,7 @@ fn a_cost_report_needs_its_attempts_job_token() {
         at_ms: 0,
     };
     let token = |attempt| {
-        Some(Credential::JobToken(crate::job_token::issue(
+        Some(Credential::JobToken(crate::secrets::job_token::issue(
             SECRET,
             JobId(7),
             attempt,
@@ -340,7 +340,7 @@ fn a_cost_report_needs_its_attempts_job_token() {
         ErrorCode::Unauthorized,
         "job token",
     );
-    let foreign = Some(Credential::JobToken(crate::job_token::issue(
+    let foreign = Some(Credential::JobToken(crate::secrets::job_token::issue(
         "another fleet",
         JobId(7),
         1,

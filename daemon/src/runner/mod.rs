@@ -329,11 +329,13 @@ async fn stop_process_runs(node: &Node, runner: &Runner) {
     }
 }
 
-/// The job's own environment, and what every attempt gets: where the API is, and the
-/// token that lets it report costs (`POST /v1/costs`) while it runs.
+/// The job's own environment with its secrets opened, and what every attempt gets:
+/// where the API is, and the token that lets it report costs (`POST /v1/costs`) while
+/// it runs.
 fn attempt_env(
     node: &Node,
     env: &BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
     job: JobId,
     attempt: u32,
 ) -> BTreeMap<String, String> {
@@ -342,6 +344,7 @@ fn attempt_env(
         api.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let mut env = env.clone();
+    env.extend(secrets);
     let scheme = if node.tls.mode.is_https() {
         "https"
     } else {
@@ -355,7 +358,7 @@ fn attempt_env(
     }
     env.insert(
         "SHOAL_JOB_TOKEN".into(),
-        crate::job_token::issue(&node.cluster_secret, job, attempt),
+        crate::secrets::job_token::issue(&node.cluster_secret, job, attempt),
     );
     env.insert("SHOAL_JOB_ID".into(), job.to_string());
     env.insert("SHOAL_ATTEMPT".into(), attempt.to_string());
@@ -408,13 +411,18 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             }
         };
     }
+    let secrets = crate::secrets::env::open_all(&node.cluster_secret, &spec.org, &spec.secret_env);
+    let secrets = match secrets {
+        Ok(secrets) => secrets,
+        Err(error) => return report_final(node, runner, job, attempt, JobReport::Failed { error }),
+    };
     let run = RunSpec {
         job: job.0,
         attempt,
         command: spec.command.clone(),
         image: spec.image.clone(),
         image_digest: spec.image_digest.clone(),
-        env: attempt_env(node, &spec.env, job, attempt),
+        env: attempt_env(node, &spec.env, secrets, job, attempt),
         cpu_limit: ask.cpus,
         memory_limit: ask.memory_mb.map(|mb| mb << 20),
         timeout: ask.duration_seconds.map(Duration::from_secs),
