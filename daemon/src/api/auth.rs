@@ -42,7 +42,8 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
     let admin_read = credentials || route == "/v1/audit";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,
-        Method::GET if route == "/v1/sessions/{id}/attach" => Scope::Operate,
+        // HEAD reaches the GET handler too: it needs what the shell needs.
+        Method::GET | Method::HEAD if route == "/v1/sessions/{id}/attach" => Scope::Operate,
         Method::GET | Method::HEAD => Scope::Read,
         _ if admin_route => Scope::Admin,
         _ => Scope::Operate,
@@ -117,6 +118,10 @@ mod tests {
         );
         assert_eq!(
             required_scope(&Method::GET, "/v1/sessions/{id}/attach"),
+            Scope::Operate
+        );
+        assert_eq!(
+            required_scope(&Method::HEAD, "/v1/sessions/{id}/attach"),
             Scope::Operate
         );
         assert_eq!(

@@ -11,6 +11,7 @@
 //! are removed by guards, also when a test fails.
 
 mod adoption;
+mod authz;
 mod chaos;
 mod cluster;
 mod container;
