@@ -132,6 +132,8 @@ pub async fn rollback(
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> ApiResult<Template> {
     checked_name(&name)?;
+    // Another org's template is as good as absent: refused here, with nothing written.
+    find(&node, &caller, &name).await?;
     let outcome = node
         .write_as(
             &caller,

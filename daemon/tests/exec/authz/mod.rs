@@ -27,7 +27,7 @@ use shoal_daemon::testsuite::{Cluster, TEST_KEY, init_logs};
 use shoal_protocol::keys::Scope;
 
 use calls::{send, upgrade};
-use probes::{Probe, Settle, TEMPLATES_ORG_OWNED, Target, Witness, probe};
+use probes::{Probe, Settle, Target, Witness, probe};
 use table::{OrgBound, Row};
 use world::{OWNER_ORG, World};
 
@@ -82,16 +82,6 @@ enum Expected {
     Allowed,
 }
 
-/// The org column as the fleet has it today: templates are not org-owned yet (see
-/// [`TEMPLATES_ORG_OWNED`]).
-fn org_bound(row: &Row) -> OrgBound {
-    let template = row.path.starts_with("/v1/templates");
-    match template && !TEMPLATES_ORG_OWNED {
-        true => OrgBound::No,
-        false => row.org,
-    }
-}
-
 fn expected(row: &Row, caller: &Caller, target: &Target) -> Expected {
     let Some(needed) = row.scope else {
         // Open routes answer anyone; the job-token route takes no API key.
@@ -103,10 +93,7 @@ fn expected(row: &Row, caller: &Caller, target: &Target) -> Expected {
     match caller.scope {
         None => Expected::Refused(401),
         Some(scope) if scope < needed => Expected::Refused(403),
-        _ if !caller.same_org()
-            && org_bound(row) == OrgBound::Yes
-            && matches!(target, Target::One) =>
-        {
+        _ if !caller.same_org() && row.org == OrgBound::Yes && matches!(target, Target::One) => {
             Expected::Refused(404)
         }
         _ => Expected::Allowed,
@@ -115,7 +102,7 @@ fn expected(row: &Row, caller: &Caller, target: &Target) -> Expected {
 
 /// Whether `caller` must see the owner's thing in a list the row answers.
 fn sees_owners(row: &Row, caller: &Caller) -> bool {
-    match org_bound(row) {
+    match row.org {
         OrgBound::No => true,
         OrgBound::Yes => caller.same_org(),
         OrgBound::OwnUnlessAdmin => caller.same_org() || caller.scope == Some(Scope::Admin),

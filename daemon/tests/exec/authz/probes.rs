@@ -8,11 +8,6 @@ use serde_json::{Value, json};
 use super::world::{NOWHERE, World};
 use crate::support::IMAGE;
 
-/// Whether templates belong to an org. They are being made org-owned on main; until that
-/// lands another org's key sees and changes a template (and makes sessions from it) as
-/// its own org's key does. Set this to `true` with that change.
-pub const TEMPLATES_ORG_OWNED: bool = false;
-
 /// What an operation reaches for, which decides what another org's key gets.
 pub enum Target {
     /// The fleet, or a machine: the org does not matter.
@@ -138,10 +133,6 @@ pub async fn probe(world: &World, operation: &str, fresh: bool) -> Probe {
     let machine = format!("/v1/machines/{follower}");
     let job = format!("/v1/jobs/{}", world.job);
     let session = format!("/v1/sessions/{}", world.session);
-    let template_target = || match TEMPLATES_ORG_OWNED {
-        true => Target::One,
-        false => Target::Fleet,
-    };
     match operation {
         "GET /health" | "GET /metrics" | "GET /v1/openapi.json" => {
             Probe::new(operation.trim_start_matches("GET "), OK, Target::Fleet)
@@ -285,37 +276,30 @@ pub async fn probe(world: &World, operation: &str, fresh: bool) -> Probe {
                 false => probe,
             }
         }
-        "GET /v1/templates" => {
-            let target = match TEMPLATES_ORG_OWNED {
-                true => Target::List(shows_template),
-                false => Target::Fleet,
-            };
-            Probe::new("/v1/templates", OK, target)
+        "GET /v1/templates" => Probe::new("/v1/templates", OK, Target::List(shows_template)),
+        "GET /v1/templates/{name}" => {
+            Probe::new(format!("/v1/templates/{}", world.template), OK, Target::One)
         }
-        "GET /v1/templates/{name}" => Probe::new(
-            format!("/v1/templates/{}", world.template),
-            OK,
-            template_target(),
-        ),
         "PUT /v1/templates/{name}" => {
-            let path = format!("/v1/templates/{}", world.probe_template);
-            Probe::new(&path, OK, template_target())
+            // A put makes the template in the caller's org, whatever other orgs have by
+            // that name: an allowed one takes a new name, so no later cell of its org
+            // finds a template it made.
+            let name = match fresh {
+                true => format!("authz-put-{n}"),
+                false => world.probe_template.clone(),
+            };
+            Probe::new(format!("/v1/templates/{name}"), OK, Target::Made("/org"))
                 .body(json!({"image": IMAGE, "command": ["true"]}))
-                .witness(field(path, "/current"))
         }
         "POST /v1/templates/{name}/rollback" => {
             world.put_probe_template().await;
             let path = format!("/v1/templates/{}", world.probe_template);
-            Probe::new(format!("{path}/rollback"), OK, template_target())
+            Probe::new(format!("{path}/rollback"), OK, Target::One)
                 .body(json!({"version": 1}))
                 .witness(field(path, "/current"))
         }
         "POST /v1/sessions" => {
-            let target = match TEMPLATES_ORG_OWNED {
-                true => Target::One,
-                false => Target::Made("/org"),
-            };
-            Probe::new("/v1/sessions", CREATED, target).body(world.queued_session_spec())
+            Probe::new("/v1/sessions", CREATED, Target::One).body(world.queued_session_spec())
         }
         "GET /v1/sessions" => Probe::new("/v1/sessions", OK, Target::List(shows_session)),
         "GET /v1/sessions/{id}" => Probe::new(&session, OK, Target::One),
