@@ -71,9 +71,12 @@ pub struct Settings {
     pub cost_per_hour: Option<f64>,
     /// Load (load average per core) at or over which the machine counts as BUSY.
     pub load_threshold: f32,
-    /// Run jobs without an image as plain processes, as the daemon's user and without
-    /// isolation (like Nomad's raw_exec). Off by default.
+    /// Run jobs without an image as plain processes (like Nomad's raw_exec), each in a
+    /// scratch directory of its own, without further isolation. Off by default.
     pub allow_process_jobs: bool,
+    /// The user process jobs run as when shoald runs as root (default `nobody`; root is
+    /// refused). A shoald that is not root runs them as its own user.
+    pub process_user: Option<String>,
     /// What every container this machine starts is held to: all capabilities but a few
     /// dropped and no new privileges (always), processes, and memory when nothing else
     /// sets it.
@@ -170,6 +173,7 @@ impl Default for Settings {
             cost_per_hour: None,
             load_threshold: 0.8,
             allow_process_jobs: false,
+            process_user: None,
             containers: ContainerLimits::default(),
             tls: crate::tls::TlsSettings::default(),
             job_retention: DEFAULT_JOB_RETENTION,
@@ -243,6 +247,7 @@ pub struct Config {
     pub max_running: u32,
     pub load_threshold: f32,
     pub allow_process_jobs: bool,
+    pub process_user: Option<String>,
     pub containers: ContainerLimits,
     /// How the admin API speaks: HTTPS (the fleet CA's certificate or the user's), or
     /// plain HTTP when asked.
@@ -399,6 +404,7 @@ impl Settings {
             max_running: self.max_running,
             load_threshold: self.load_threshold,
             allow_process_jobs: self.allow_process_jobs,
+            process_user: self.process_user,
             containers: self.containers,
             job_retention: self.job_retention,
             snapshot_every: self.snapshot_every,

@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::dispatch::DOCKER_LABEL;
+use crate::exec::process::ProcessConfig;
+use crate::exec::run_as::RunAs;
 use crate::gossip_keys::NodeKeys;
 use crate::p2p::{self, P2pHandle};
 use crate::proposer::Proposer;
@@ -163,7 +165,14 @@ impl Node {
             .await
             .context("starting raft")?;
 
-        let runner = Arc::new(Runner::new(id, config.allow_process_jobs, config.containers).await);
+        let process = match config.allow_process_jobs {
+            true => Some(ProcessConfig {
+                run_as: RunAs::resolve(config.process_user.as_deref())?,
+                ..ProcessConfig::default()
+            }),
+            false => None,
+        };
+        let runner = Arc::new(Runner::new(id, process, config.containers).await);
         let mut labels = config.labels.clone();
         if runner.has_docker() {
             labels.insert(DOCKER_LABEL, "true")?;

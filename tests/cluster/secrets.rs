@@ -1,6 +1,7 @@
-//! Secret environment values (`secret_env`): the job that carries one gets it, the API
-//! never shows it, and no file in any node's data directory holds it, log and snapshot
-//! included.
+//! Secrets kept secret. Secret environment values (`secret_env`): the job that carries one
+//! gets it, the API never shows it, and no file in any node's data directory holds it, log
+//! and snapshot included. A process job runs as `nobody` in a scratch directory of its
+//! own, and reads neither the node's key nor its log.
 
 use std::path::Path;
 
@@ -120,4 +121,50 @@ async fn a_secret_reaches_its_job_and_nothing_else() {
             "node {i} holds the secret in {holding:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_job_reads_neither_the_nodes_key_nor_its_log() {
+    init_logs();
+    assert!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0,
+        "process jobs switch user only under a root shoald: run the tests as root, as CI does"
+    );
+    let cluster = Cluster::start(1).await.unwrap();
+    let api = cluster.api(0);
+    let data = cluster.data_dir(0);
+    let probe = "id -u; pwd; \
+        cat \"$DATA/node.key\" >/dev/null 2>&1 && echo read-key || echo no-key; \
+        cat \"$DATA/raft/raft.redb\" >/dev/null 2>&1 && echo read-log || echo no-log; \
+        touch \"$DATA/planted\" 2>/dev/null && echo wrote || echo no-write; \
+        echo scratch > here && cat here";
+    let env = json!({"DATA": data.display().to_string()});
+    let body = json!({"command": ["sh", "-c", probe], "env": env});
+    let id = cluster.submit(0, body).await;
+    cluster
+        .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
+        .await;
+    let logs: Value = get(format!("{api}/v1/jobs/{id}/logs")).await;
+    let output: String = logs["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 6, "{output}");
+    assert_eq!(lines[0], "65534", "runs as nobody: {output}");
+    let scratch = Path::new(lines[1]);
+    assert!(
+        scratch.starts_with(std::env::temp_dir().join("shoal-runs")),
+        "{output}"
+    );
+    assert_eq!(
+        &lines[2..],
+        ["no-key", "no-log", "no-write", "scratch"],
+        "{output}"
+    );
+    assert!(!data.join("planted").exists());
+    // The scratch directory goes with the run.
+    assert!(!scratch.exists(), "{} is left behind", scratch.display());
 }

@@ -24,6 +24,7 @@ pub mod fake;
 mod handle;
 pub mod output;
 pub mod process;
+pub mod run_as;
 mod session_exec;
 
 use std::collections::BTreeMap;

@@ -12,12 +12,15 @@
 //!        ends is killed too: a job's processes do not outlive it.
 //! ```
 //!
-//! Process runs are off unless the node's config enables them: they run as the daemon's
-//! user, with no isolation, and [`RunSpec::cpu_limit`] / [`RunSpec::memory_limit`] are not
-//! enforced. The daemon's own environment is not passed on (it may hold the cluster
-//! secret); the working directory is the daemon's.
+//! Process runs are off unless the node's config enables them. A run takes an
+//! unprivileged user when shoald is root (`process_user`, default `nobody`) and a scratch
+//! directory of its own as working directory, `HOME` and `TMPDIR` (see [`super::run_as`]),
+//! so it reaches neither the data directory nor another run's files; it is otherwise not
+//! isolated, and [`RunSpec::cpu_limit`] / [`RunSpec::memory_limit`] are not enforced.
+//! The daemon's own environment is not passed on (it may hold the cluster secret).
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::output::{OutputWriter, Stream};
+use super::run_as::{RunAs, make_scratch, scratch_root};
 use super::{
     DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_GRACE, ExecError, Executor, Outcome, RunControl,
     RunHandle, RunSpec, run_channel,
@@ -51,6 +55,10 @@ pub struct ProcessConfig {
     pub output_limit: usize,
     /// Grace between SIGTERM and SIGKILL when a run times out.
     pub timeout_grace: Duration,
+    /// The user runs take (`None`: shoald's own; see [`RunAs::resolve`]).
+    pub run_as: Option<RunAs>,
+    /// Where each run's scratch directory is made.
+    pub scratch_root: PathBuf,
 }
 
 impl Default for ProcessConfig {
@@ -58,6 +66,8 @@ impl Default for ProcessConfig {
         Self {
             output_limit: DEFAULT_OUTPUT_LIMIT,
             timeout_grace: DEFAULT_TIMEOUT_GRACE,
+            run_as: None,
+            scratch_root: scratch_root(),
         }
     }
 }
@@ -86,20 +96,36 @@ impl Executor for ProcessExecutor {
         let Some((program, args)) = spec.command.split_first() else {
             return Err(ExecError::InvalidSpec("the command is empty".into()));
         };
+        let run_as = self.config.run_as.as_ref();
+        let scratch = make_scratch(&self.config.scratch_root, spec.job, spec.attempt, run_as)
+            .map_err(|err| ExecError::InvalidSpec(format!("no scratch directory: {err:#}")))?;
         let mut command = Command::new(program);
         command
             .args(args)
             .env_clear()
             .env("PATH", DEFAULT_PATH)
+            .env("HOME", &scratch)
+            .env("TMPDIR", &scratch)
             .envs(&spec.env)
+            .current_dir(&scratch)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = command.spawn().map_err(|source| ExecError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        if let Some(user) = run_as {
+            // As root, std also drops every supplementary group before it switches.
+            command.uid(user.uid).gid(user.gid);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(source) => {
+                remove_scratch(&scratch);
+                return Err(ExecError::Spawn {
+                    program: program.clone(),
+                    source,
+                });
+            }
+        };
         let pid = child.id().expect("a just-spawned child has a pid");
         // process_group(0) makes the child the leader of a group with its own pid.
         let group = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
@@ -127,6 +153,7 @@ impl Executor for ProcessExecutor {
             group,
             timeout: spec.timeout,
             timeout_grace: self.config.timeout_grace,
+            scratch,
         };
         tokio::spawn(run.supervise(control, readers.into_iter().flatten().collect()));
         Ok(handle)
@@ -155,6 +182,7 @@ struct Supervised {
     group: Pid,
     timeout: Option<Duration>,
     timeout_grace: Duration,
+    scratch: PathBuf,
 }
 
 impl Supervised {
@@ -192,6 +220,7 @@ impl Supervised {
             ?outcome,
             "process run ended"
         );
+        remove_scratch(&self.scratch);
         control.finish(outcome);
     }
 
@@ -211,6 +240,13 @@ impl Supervised {
             signal_group(self.group, Signal::SIGKILL);
             let _ = self.child.wait().await;
         }
+    }
+}
+
+/// Removes a run's scratch directory once nothing of the run is left to write to it.
+fn remove_scratch(dir: &std::path::Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), %error, "removing a run's scratch directory failed");
     }
 }
 

@@ -62,11 +62,12 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Connects to Docker (absent is fine) and enables process jobs if `allow_process`.
-    /// Containers are labelled with `machine` so machines sharing an engine adopt only their own.
+    /// Connects to Docker (absent is fine) and runs process jobs as `process` says (none
+    /// when `None`). Containers are labelled with `machine` so machines sharing an engine
+    /// adopt only their own.
     pub async fn new(
         machine: shoal_protocol::MachineId,
-        allow_process: bool,
+        process: Option<ProcessConfig>,
         limits: ContainerLimits,
     ) -> Runner {
         let docker = DockerExecutor::new(DockerConfig {
@@ -82,7 +83,7 @@ impl Runner {
             None => tracing::info!("no docker engine: this machine does not advertise docker"),
         }
         Runner {
-            process: allow_process.then(|| ProcessExecutor::new(ProcessConfig::default())),
+            process: process.map(ProcessExecutor::new),
             docker,
             docker_version,
             runs: Mutex::new(HashMap::new()),

@@ -159,6 +159,10 @@ fn build_image(tag: &str, options: &FleetOptions) -> anyhow::Result<()> {
     shoal_daemon::testsuite::TEST_CA.store(&root.join("data"))?;
     std::fs::create_dir_all(root.join("etc/shoal"))?;
     std::fs::write(root.join("etc/shoal/shoald.toml"), config)?;
+    // Process jobs run as `nobody`, as on any Debian machine.
+    let passwd = "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    std::fs::write(root.join("etc/passwd"), passwd)?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     std::fs::write(
         context.path().join("Dockerfile"),
         "FROM scratch\nCOPY root/ /\n\
