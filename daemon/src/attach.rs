@@ -8,7 +8,7 @@
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::{SinkExt, StreamExt};
-use shoal_protocol::sessions::AttachMessage;
+use shoal_protocol::sessions::{AttachMessage, TERMINAL_SIZE_RANGE};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite;
 
@@ -78,7 +78,10 @@ pub async fn local(node: &Node, mut socket: WebSocket, job: u64, attempt: u32, s
                     let _ = shell.input.flush().await;
                 }
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(AttachMessage::Resize { cols, rows }) = serde_json::from_str(text.as_str()) {
+                    if let Ok(AttachMessage::Resize { cols, rows }) = serde_json::from_str(text.as_str())
+                        && TERMINAL_SIZE_RANGE.contains(&cols)
+                        && TERMINAL_SIZE_RANGE.contains(&rows)
+                    {
                         let _ = shell.control.resize(cols, rows).await;
                     }
                 }

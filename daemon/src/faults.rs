@@ -1,5 +1,6 @@
-//! Faults a test can turn on in one node's write path (feature `testsuite`): answers to
-//! forwarded writes lost on the way back, and local proposals openraft never answers.
+//! Faults a test can turn on in one node (feature `testsuite`): answers to forwarded
+//! writes lost on the way back, local proposals openraft never answers, and a panic in the
+//! next request it serves or the next run it starts.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -14,6 +15,10 @@ pub struct Faults {
     dropped: AtomicU64,
     /// Local proposals of job reports are never answered.
     unanswered_reports: AtomicBool,
+    /// The next API request panics.
+    panicking_request: AtomicBool,
+    /// The next run this node starts panics.
+    panicking_start: AtomicBool,
 }
 
 impl Faults {
@@ -52,5 +57,29 @@ impl Faults {
     pub(crate) fn unanswered(&self, cmd: &Command) -> bool {
         self.unanswered_reports.load(Ordering::SeqCst)
             && matches!(cmd.inner(), Command::ReportJob { .. })
+    }
+
+    /// The next API request this node serves panics, as a bug would.
+    pub fn panic_in_next_request(&self) {
+        self.panicking_request.store(true, Ordering::SeqCst);
+    }
+
+    /// The next run this node starts panics, as a bug would.
+    pub fn panic_in_next_start(&self) {
+        self.panicking_start.store(true, Ordering::SeqCst);
+    }
+
+    /// Panics if a test asked for a panic in this request.
+    pub(crate) fn maybe_panic_in_request(&self) {
+        if self.panicking_request.swap(false, Ordering::SeqCst) {
+            panic!("a panic a test asked for in this request");
+        }
+    }
+
+    /// Panics if a test asked for a panic in this start.
+    pub(crate) fn maybe_panic_in_start(&self) {
+        if self.panicking_start.swap(false, Ordering::SeqCst) {
+            panic!("a panic a test asked for in this start");
+        }
     }
 }

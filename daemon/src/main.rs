@@ -12,12 +12,9 @@ static ALLOCATOR: shoal_daemon::Allocator = shoal_daemon::Allocator;
 fn main() -> anyhow::Result<()> {
     // Everything the daemon writes (the Raft log, keys, output) is its user's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    // A panic leaves a node half-alive; abort so systemd restarts it whole.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
+    // A panic leaves a node half-alive; abort so systemd restarts it whole, unless it
+    // happened serving one request or starting one run, which it ends.
+    shoal_daemon::isolate::install_panic_hook();
     // openraft logs every failed replication attempt to an unreachable machine; the
     // leader's own status transitions say the same thing once.
     // Logs go to stderr; stdout carries only what a command prints for its user.

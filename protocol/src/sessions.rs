@@ -205,10 +205,30 @@ pub enum AttachMessage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AttachParams {
-    /// Columns [default: 80].
+    /// Columns, 1 to 1000 [default: 80].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cols: Option<u16>,
-    /// Rows [default: 24].
+    /// Rows, 1 to 1000 [default: 24].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u16>,
+}
+
+/// The range of a terminal's columns and rows.
+pub const TERMINAL_SIZE_RANGE: std::ops::RangeInclusive<u16> = 1..=1000;
+
+impl AttachParams {
+    /// The size asked for (the default where none is), or which one is out of range.
+    pub fn size(&self) -> Result<(u16, u16), String> {
+        let checked = |field: &str, value: Option<u16>, default: u16| {
+            let value = value.unwrap_or(default);
+            match TERMINAL_SIZE_RANGE.contains(&value) {
+                true => Ok(value),
+                false => Err(format!("{field} must be 1 to 1000, got {value}")),
+            }
+        };
+        Ok((
+            checked("cols", self.cols, 80)?,
+            checked("rows", self.rows, 24)?,
+        ))
+    }
 }

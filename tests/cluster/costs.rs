@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, init_logs};
 use shoal_protocol::JobState;
 
-use crate::http::{machines, post, send};
+use crate::http::{job_output, machines, post, send};
 
 /// Sends `body` to `url` with `key`, returning the status and the body as JSON.
 async fn send_as(key: &str, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
@@ -65,13 +65,7 @@ async fn budgets_hold_everywhere_reports_count_once_and_spend_survives_failover(
     cluster
         .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
         .await;
-    let logs = get(format!("{api}/v1/jobs/{id}/logs")).await;
-    let output: String = logs["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect();
+    let output = job_output(&api, id).await;
     let answers: Vec<Value> = output
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -269,4 +263,41 @@ async fn budgets_hold_everywhere_reports_count_once_and_spend_survives_failover(
         assert_eq!(sheet, before);
     }
     cluster.shutdown().await;
+}
+
+/// Reports $0.015 twice under two ids from inside the job.
+const TWO_REPORTS: &str = r#"ca=$(mktemp); printf '%s\n' "$SHOAL_CACERT_PEM" > "$ca"
+for i in 1 2; do
+  curl -sS --cacert "$ca" -H "Authorization: Bearer $SHOAL_JOB_TOKEN" \
+    -H "Content-Type: application/json" \
+    -d "{\"usd\": 0.015, \"id\": \"call-$i\"}" "$SHOAL_API/v1/costs"
+  echo
+done
+rm -f "$ca""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_reports_at_most_its_orgs_daily_budget_in_all() {
+    init_logs();
+    let cluster = Cluster::start(1).await.unwrap();
+    let api = cluster.api(0);
+    let budget = json!({"daily_usd": 0.02});
+    let url = format!("{api}/v1/budgets/default");
+    let (status, answer) = send(reqwest::Method::PUT, url, budget).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = cluster
+        .submit(0, json!({"command": ["sh", "-c", TWO_REPORTS]}))
+        .await;
+    cluster
+        .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
+        .await;
+    let output = job_output(&api, id).await;
+    let answers: Vec<Value> = output
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers[0]["counted"], true, "{output}");
+    let refused = answers[1]["message"].as_str().unwrap_or_default();
+    assert!(refused.contains("all its reports together"), "{output}");
+    let job = cluster.node(0).fleet.read(|s| s.jobs[&id].clone());
+    assert_eq!(job.attempts[0].reported_micro_usd, 15_000);
 }

@@ -73,3 +73,14 @@ pub fn keyed(url: &str) -> tokio_tungstenite::tungstenite::http::Request<()> {
     }
     request
 }
+
+/// What job `id` printed, as `GET /v1/jobs/{id}/logs` through `api` answers it.
+pub async fn job_output(api: &str, id: impl std::fmt::Display) -> String {
+    let logs: serde_json::Value = get(format!("{api}/v1/jobs/{id}/logs")).await;
+    logs["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no output of job {id}: {logs}"))
+        .iter()
+        .map(|c| c["text"].as_str().unwrap_or_default())
+        .collect()
+}

@@ -3,6 +3,7 @@
 //! fleets, sealed gossip, backups, and the write path under lost answers and unanswered proposals.
 
 mod access;
+mod bodies;
 mod catchup;
 mod costs;
 mod events;
@@ -14,6 +15,7 @@ mod gossip;
 mod history;
 mod http;
 mod inputs;
+mod isolation;
 mod jobs;
 mod join;
 mod keyring;

@@ -100,7 +100,7 @@ async fn the_document_lists_every_route_and_each_needs_the_key_it_says() {
     cluster.shutdown().await;
 }
 
-/// Runs schemathesis against one node with an admin key: every check but
+/// Runs schemathesis against one node with an admin key, with two seeds: every check but
 /// `positive_data_acceptance` (some rules span fields, e.g. a job needs a command or an
 /// image, which the document does not spell out). Jobs are accepted but never run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,43 +112,46 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     .await
     .unwrap();
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    // schemathesis keeps a cache in its working directory: keep it out of the tree.
-    let workdir = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new("schemathesis")
-        .args(["run", &format!("{}/v1/openapi.json", cluster.api(0))])
-        .args(["--header", &format!("Authorization: Bearer {TEST_KEY}")])
-        .arg("--tls-verify")
-        .arg(shoal_daemon::testsuite::test_ca_file())
-        .args([
-            "--checks",
-            "all",
-            "--exclude-checks",
-            "positive_data_acceptance",
-        ])
-        .args(["--max-examples", "40", "--request-timeout", "10"])
-        .args(["--seed", "20261122", "--no-color"])
-        .env("PYTHONPATH", &hooks)
-        .env("SCHEMATHESIS_HOOKS", "shoal_fuzz_hooks")
-        .current_dir(workdir.path())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(600), run)
-        .await
-        .expect("schemathesis finished within 10 minutes")
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot run schemathesis ({err}): this test fuzzes the API with it; \
-                 install it with `pip install schemathesis`, as .ci/run does"
-            )
-        });
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "schemathesis: {}\n{report}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(report.contains("passed"), "{report}");
+    // Two fixed seeds: each run repeats, and together they reach further than one.
+    for seed in ["20261122", "20261206"] {
+        // schemathesis keeps a cache in its working directory: keep it out of the tree.
+        let workdir = tempfile::tempdir().unwrap();
+        let run = tokio::process::Command::new("schemathesis")
+            .args(["run", &format!("{}/v1/openapi.json", cluster.api(0))])
+            .args(["--header", &format!("Authorization: Bearer {TEST_KEY}")])
+            .arg("--tls-verify")
+            .arg(shoal_daemon::testsuite::test_ca_file())
+            .args([
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ])
+            .args(["--max-examples", "25", "--request-timeout", "10"])
+            .args(["--seed", seed, "--no-color"])
+            .env("PYTHONPATH", &hooks)
+            .env("SCHEMATHESIS_HOOKS", "shoal_fuzz_hooks")
+            .current_dir(workdir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(600), run)
+            .await
+            .expect("schemathesis finished within 10 minutes")
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run schemathesis ({err}): this test fuzzes the API with it; \
+                     install it with `pip install schemathesis`, as .ci/run does"
+                )
+            });
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "schemathesis, seed {seed}: {}\n{report}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(report.contains("passed"), "seed {seed}: {report}");
+    }
     cluster.shutdown().await;
 }

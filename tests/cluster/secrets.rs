@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, init_logs};
 use shoal_protocol::JobState;
 
-use crate::http::{get, post, send};
+use crate::http::{get, job_output, post, send};
 
 const SECRET: &str = "s3cret-1d5f0a";
 
@@ -49,9 +49,8 @@ async fn a_secret_reaches_its_job_and_nothing_else() {
             j.state == JobState::Completed
         })
         .await;
-    let logs: Value = get(format!("{api}/v1/jobs/{id}/logs")).await;
     let shouted = format!("{}\n", SECRET.to_uppercase());
-    assert_eq!(logs["chunks"][0]["text"], shouted, "{logs}");
+    assert_eq!(job_output(&api, id).await, shouted);
 
     // A template's secret is sealed the same way.
     let template = json!({"image": "busybox:local", "secret_env": {"DB_PASSWORD": SECRET}});
@@ -144,13 +143,7 @@ async fn a_process_job_reads_neither_the_nodes_key_nor_its_log() {
     cluster
         .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
         .await;
-    let logs: Value = get(format!("{api}/v1/jobs/{id}/logs")).await;
-    let output: String = logs["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let output = job_output(&api, id).await;
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 6, "{output}");
     assert_eq!(lines[0], "65534", "runs as nobody: {output}");

@@ -95,17 +95,20 @@ pub async fn report(
 }
 
 /// A job token works only on the machine that runs its attempt (where `SHOAL_API` points
-/// it), so a token copied off that machine is worth nothing; and one report may not exceed
-/// its org's daily budget.
+/// it), so a token copied off that machine is worth nothing; and neither one report nor
+/// all of an attempt's together may exceed its org's daily budget. (Reports of one attempt
+/// all come through this machine, so its replica sees the ones before.)
 fn check_sender(node: &Node, job: JobId, attempt: u32, micro_usd: u64) -> Result<(), Failure> {
-    let (machine, budget) = node.fleet.read(|state| {
+    let (machine, reported, budget) = node.fleet.read(|state| {
         let record = state.jobs.get(&job);
-        let machine = record
-            .and_then(|j| j.attempts.iter().find(|a| a.number == attempt))
-            .map(|a| a.machine);
+        let held = record.and_then(|j| j.attempts.iter().find(|a| a.number == attempt));
         let org = record.map(|j| j.spec.org.as_str()).unwrap_or_default();
         let budget = state.budgets.get(org).and_then(|b| b.daily_micro_usd);
-        (machine, budget)
+        (
+            held.map(|a| a.machine),
+            held.map_or(0, |a| a.reported_micro_usd),
+            budget,
+        )
     });
     if machine != Some(node.id) {
         return Err(Failure(ApiError::new(
@@ -115,10 +118,21 @@ fn check_sender(node: &Node, job: JobId, attempt: u32, micro_usd: u64) -> Result
             ),
         )));
     }
-    if let Some(limit) = budget.filter(|limit| micro_usd > *limit) {
+    let Some(limit) = budget else {
+        return Ok(());
+    };
+    let dollars = |micro: u64| micro as f64 / 1e6;
+    if micro_usd > limit {
         return Err(Failure(ApiError::bad_request(format!(
             "usd: one report may not exceed the org's daily budget (${})",
-            limit as f64 / 1e6
+            dollars(limit)
+        ))));
+    }
+    if reported.saturating_add(micro_usd) > limit {
+        return Err(Failure(ApiError::bad_request(format!(
+            "usd: attempt {attempt} of job {job} reported ${} already; all its reports together may not exceed the org's daily budget (${})",
+            dollars(reported),
+            dollars(limit)
         ))));
     }
     Ok(())

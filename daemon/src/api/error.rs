@@ -30,6 +30,30 @@ impl IntoResponse for Failure {
     }
 }
 
+/// Serves one request isolated (see [`crate::isolate`]): a panic while serving it is a 500
+/// for that request alone, and the node serves on.
+pub async fn isolate_panics(
+    axum::extract::State(node): axum::extract::State<std::sync::Arc<crate::node::Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let serve = async move {
+        #[cfg(feature = "testsuite")]
+        node.faults.maybe_panic_in_request();
+        #[cfg(not(feature = "testsuite"))]
+        let _ = node;
+        next.run(request).await
+    };
+    match crate::isolate::isolate(serve).await {
+        Ok(response) => response,
+        Err(panic) => Failure(ApiError::new(
+            ErrorCode::Internal,
+            format!("shoald failed serving this request ({panic}); the node serves on"),
+        ))
+        .into_response(),
+    }
+}
+
 /// A JSON body; a malformed, mistyped or oversized one is a clear 400 or 413.
 pub struct ApiJson<T>(pub T);
 

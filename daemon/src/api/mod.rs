@@ -126,6 +126,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
+            error::isolate_panics,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
             metrics::track,
         ))
         .with_state(node)

@@ -197,13 +197,13 @@ pub async fn attach(
 ) -> Result<Response, Failure> {
     let id = parse_job_id(&id)?;
     visible_session(&node, &caller, id)?;
+    let (cols, rows) = size.size().map_err(|m| Failure(ApiError::bad_request(m)))?;
     let (attempt, machine) = crate::sessions::running(&node, id).await?;
     let upgrade = upgrade.map_err(|_| {
         Failure(ApiError::bad_request(
             "attach is a WebSocket: connect with a WebSocket client (wss://)",
         ))
     })?;
-    let (cols, rows) = (size.cols.unwrap_or(80), size.rows.unwrap_or(24));
     if machine == node.id {
         return Ok(upgrade.on_upgrade(move |socket| async move {
             crate::attach::local(&node, socket, id.0, attempt, (cols, rows)).await;

@@ -66,15 +66,21 @@ pub fn scratch_root() -> PathBuf {
 }
 
 /// Makes a fresh scratch directory for one run under `root`, owned by `run_as` (shoald's
-/// own user when `None`) and private to it. `root` is made if missing, and must belong
-/// to shoald's user (another user's could hold links into the data directory).
+/// own user when `None`) and private to it. `root` is made if missing (its parent, the
+/// temporary directory, must exist and let every user through, as `/tmp` does), and must
+/// belong to shoald's user (another user's could hold links into the data directory).
 pub fn make_scratch(
     root: &Path,
     job: u64,
     attempt: u32,
     run_as: Option<&RunAs>,
 ) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(root).with_context(|| format!("making {}", root.display()))?;
+    match std::fs::create_dir(root) {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(err).with_context(|| format!("making {}", root.display()));
+        }
+        _ => {}
+    }
     let meta = std::fs::metadata(root)?;
     if std::os::unix::fs::MetadataExt::uid(&meta) != Uid::effective().as_raw() {
         bail!(
@@ -115,8 +121,8 @@ mod tests {
 
     #[test]
     fn scratch_directories_are_private_and_fresh() {
-        let root = tempfile::tempdir().unwrap();
-        let root = root.path().join("runs");
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("runs");
         let first = make_scratch(&root, 7, 1, None).unwrap();
         let second = make_scratch(&root, 7, 1, None).unwrap();
         assert_ne!(first, second);

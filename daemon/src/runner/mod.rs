@@ -33,6 +33,7 @@ use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
     RunHandle, RunSpec,
 };
+use crate::isolate::isolate;
 use crate::logs;
 use crate::node::{Node, WRITE_TIMEOUT, now_ms};
 use crate::writes;
@@ -237,7 +238,15 @@ pub async fn runner_loop(
                 Some(handle) if cancel => handle.cancel(CANCEL_GRACE),
                 Some(_) => {}
                 None if runner.is_reporting(job, attempt) => {}
-                None if state == JobState::Dispatched => start(&node, &runner, job, attempt).await,
+                None if state == JobState::Dispatched => {
+                    // Work that makes the node panic fails, saying so, and is not run
+                    // again here: the node does not crash-loop on its own log.
+                    let started = isolate(start(&node, &runner, job, attempt)).await;
+                    if let Err(panic) = started {
+                        let error = format!("shoald failed starting this attempt: {panic}");
+                        report_final(&node, &runner, job, attempt, JobReport::Failed { error });
+                    }
+                }
                 // Running here per the log, but no run holds it: lost in a restart.
                 None => report_final(
                     &node,
@@ -391,6 +400,8 @@ pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> 
 }
 
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
+    #[cfg(feature = "testsuite")]
+    node.faults.maybe_panic_in_start();
     let Some(spec) = node
         .fleet
         .read(|state| state.jobs.get(&job).map(|j| j.spec.clone()))

@@ -226,6 +226,30 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
         (&json!("hello\n"), &json!("oops\n"), &json!(3)),
         "{out}"
     );
+    // Numbers out of range are refused naming the field; the session runs on.
+    let url = format!("{api}/v1/sessions/{id}/exec");
+    for (timeout, says) in [(0, "timeout_seconds"), (601, "timeout_seconds")] {
+        let body = json!({"command": ["true"], "timeout_seconds": timeout});
+        let (status, answer) = call(reqwest::Method::POST, url.clone(), body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    for (size, says) in [
+        ("cols=0", "cols"),
+        ("rows=1001", "rows"),
+        ("cols=70000", "cols"),
+    ] {
+        let url = format!("{api}/v1/sessions/{id}/attach?{size}");
+        let (status, answer) = call(reqwest::Method::GET, url, Value::Null).await;
+        assert_eq!(status, 400, "{size}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
     let (status, logs) = call(
         reqwest::Method::GET,
         format!("{api}/v1/sessions/{id}/logs"),

@@ -4,6 +4,7 @@
 //! directory they share with the host. Dropping the [`Fleet`] removes all of it.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -167,6 +168,7 @@ fn build_image(tag: &str, options: &FleetOptions) -> anyhow::Result<()> {
         context.path().join("Dockerfile"),
         "FROM scratch\nCOPY root/ /\n\
          RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN [\"/bin/busybox\", \"mkdir\", \"-m\", \"1777\", \"/tmp\"]\n\
          ENTRYPOINT [\"/shoald\"]\n",
     )?;
     docker(&["build", "-q", "-t", tag, context.path().to_str().unwrap()])?;
@@ -182,6 +184,8 @@ impl Fleet {
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let name = format!("shoal-chaos-{pid}-{run}");
         let marks = tempfile::tempdir()?;
+        // Process jobs write their marks as `nobody`.
+        std::fs::set_permissions(marks.path(), std::fs::Permissions::from_mode(0o1777))?;
         let epoch = Instant::now();
         let http = shoal_daemon::testsuite::http_client_builder()
             .default_headers(shoal_daemon::testsuite::keyed_headers())
