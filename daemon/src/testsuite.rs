@@ -601,16 +601,13 @@ impl Cluster {
     }
 }
 
-/// A file `name` in `dir` that a process job may append to: process jobs run as an
-/// unprivileged user (`nobody` when the tests run as root), so `dir` is opened to others
-/// and the file made writable by anyone.
-pub fn file_for_process_jobs(dir: &std::path::Path, name: &str) -> PathBuf {
+/// A temporary directory process jobs may write in: they run as an unprivileged user
+/// (`nobody` when the tests run as root), so it is open to every user, as `/tmp` is.
+pub fn dir_for_process_jobs() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let file = dir.join(name);
-    std::fs::write(&file, "").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    file
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
 }
 
 /// Copies the directory tree `from` to `to` (made if missing), keeping file modes.

@@ -46,8 +46,8 @@ async fn a_machine_back_from_away_never_runs_what_finished_meanwhile() {
     let (status, _) = label(away, json!({"set": {"only": "here"}})).await;
     assert_eq!(status, 200);
 
-    let dir = tempfile::tempdir().unwrap();
-    let marks = shoal_daemon::testsuite::file_for_process_jobs(dir.path(), "runs");
+    let dir = shoal_daemon::testsuite::dir_for_process_jobs();
+    let marks = dir.path().join("runs");
     let record = |name: &str| format!("echo {name} >> {}", marks.display());
     let body =
         json!({"command": ["sh", "-c", record("moved")], "required_labels": {"only": "here"}});

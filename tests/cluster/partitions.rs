@@ -215,7 +215,7 @@ async fn a_restarted_leader_that_installs_a_snapshot_runs_its_next_job() {
         .await;
 
     // Its next job runs there.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shoal_daemon::testsuite::dir_for_process_jobs();
     let ran = dir.path().join("ran");
     let next = json!({"command": ["touch", ran.to_str().unwrap()], "agent_id": old_id.to_string()});
     let next = cluster.submit(other, next).await;

@@ -84,7 +84,7 @@ async fn a_report_never_answered_does_not_stop_the_next_job() {
     wait_request_ids(&cluster).await;
     let node = cluster.node(0);
     let api = cluster.api(0);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shoal_daemon::testsuite::dir_for_process_jobs();
     let touch = |name: &str| {
         let path = dir.path().join(name);
         let body = json!({ "command": ["touch", path.to_str().unwrap()] });
@@ -134,7 +134,7 @@ async fn a_final_report_unsent_at_shutdown_is_sent_after_the_restart() {
     init_logs();
     let mut cluster = Cluster::start(1).await.unwrap();
     wait_request_ids(&cluster).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shoal_daemon::testsuite::dir_for_process_jobs();
     let ran = dir.path().join("ran");
     // The job ends at once with exit code 7, but no report of it reaches the log.
     cluster.node(0).faults.never_answer_reports(true);

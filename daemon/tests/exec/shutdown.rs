@@ -72,7 +72,8 @@ async fn sigterm_stops_shoald_within_five_seconds() {
     let mut shoald = start(dir.path(), ports);
 
     // A process job that records its pid, then runs for a minute.
-    let pids = shoal_daemon::testsuite::file_for_process_jobs(dir.path(), "pids");
+    let jobs_dir = shoal_daemon::testsuite::dir_for_process_jobs();
+    let pids = jobs_dir.path().join("pids");
     let record = format!("echo $$ >> {}; exec sleep 60", pids.display());
     let body = json!({ "command": ["sh", "-c", record], "max_attempts": 2 });
     let mut submitted = None;
