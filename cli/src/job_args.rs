@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Memory the container may use, in MiB (with --image).
     #[arg(long, value_name = "MIB")]
     memory_mb: Option<u64>,
+    /// The user the container runs as: name, uid or uid:gid (with --image) [default: the
+    /// image's].
+    #[arg(long)]
+    user: Option<String>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
@@ -170,6 +174,7 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
     spec.env = args.env.iter().cloned().collect();
     spec.cpus = args.cpus;
     spec.memory_mb = args.memory_mb;
+    spec.user = args.user.clone();
     spec.timeout_seconds = args.run_timeout;
     if let Some(secs) = args.queue_timeout {
         spec.queue_timeout_seconds = secs;

@@ -34,6 +34,9 @@ pub enum TemplateCmd {
         /// Longest a session lives (e.g. 90m, 2h).
         #[arg(long, value_parser = crate::operate::parse_duration)]
         max_duration: Option<u64>,
+        /// The user sessions run as (name, uid or uid:gid) [default: the image's].
+        #[arg(long)]
+        user: Option<String>,
         /// Only on machines with this label; repeat for several.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -134,6 +137,18 @@ pub enum PolicyCmd {
         /// none, bridge or host.
         #[arg(long)]
         network: Option<String>,
+        /// A capability containers get beyond the default set (e.g. NET_RAW); repeat.
+        #[arg(long = "cap-add", value_name = "CAP")]
+        cap_add: Vec<String>,
+        /// A capability of the default set containers lose (e.g. SETUID); repeat.
+        #[arg(long = "cap-drop", value_name = "CAP")]
+        cap_drop: Vec<String>,
+        /// Most processes in one container.
+        #[arg(long, value_name = "N")]
+        pids_limit: Option<u32>,
+        /// The user containers run as (name, uid or uid:gid), whatever the job says.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Every policy.
     #[command(visible_alias = "list")]
@@ -175,6 +190,7 @@ pub async fn run_template(
             cpu,
             memory,
             max_duration,
+            user,
             labels,
             env,
             secret_env,
@@ -191,6 +207,7 @@ pub async fn run_template(
                 secret_env,
                 cpus: cpu,
                 memory_mb: memory,
+                user,
                 max_duration_seconds: max_duration,
                 required_labels: labels.into_iter().collect(),
             };
@@ -347,6 +364,10 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
             max_memory,
             max_duration,
             network,
+            cap_add,
+            cap_drop,
+            pids_limit,
+            user,
         } => {
             let spec = PolicySpec {
                 selector: selector.into_iter().collect(),
@@ -355,6 +376,10 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
                 max_memory_mb: max_memory,
                 max_duration_seconds: max_duration,
                 network_mode: network,
+                cap_add,
+                cap_drop,
+                pids_limit,
+                user,
             };
             vec![client.put_policy(&name, &spec).await?]
         }

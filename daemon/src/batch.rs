@@ -90,7 +90,8 @@ fn running_here(
                     cpus: job.spec.cpus,
                     memory_mb: job.spec.memory_mb,
                     duration_seconds: job.spec.timeout_seconds,
-                    network_mode: None,
+                    user: job.spec.user.clone(),
+                    ..ContainerAsk::default()
                 };
                 Some((job.id, attempt.number, ask))
             })

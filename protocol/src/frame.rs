@@ -288,6 +288,7 @@ mod tests {
                         env,
                         cpus: None,
                         memory_mb: None,
+                        user: key.clone(),
                         timeout_seconds,
                         queue_timeout_seconds,
                         max_attempts,

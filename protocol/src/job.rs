@@ -100,6 +100,10 @@ pub struct JobSpec {
     /// Memory a container job may use, in MiB; container jobs only.
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// The user a container job runs as (`name`, `uid` or `uid:gid`); the image's own
+    /// `USER` when `None`. A policy that sets one overrides it. Container jobs only.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Longest one attempt may run; the executor stops it after that.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -174,6 +178,7 @@ impl Default for JobSpec {
             secret_env: BTreeMap::new(),
             cpus: None,
             memory_mb: None,
+            user: None,
             timeout_seconds: None,
             queue_timeout_seconds: default_queue_timeout(),
             max_attempts: default_max_attempts(),

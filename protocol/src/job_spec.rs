@@ -57,6 +57,27 @@ pub fn check_org(org: &str) -> Result<(), String> {
     }
 }
 
+/// A container user: a name, a uid, or `uid:gid` (or `name:group`), as Docker takes it:
+/// 1 to 64 of a-z, A-Z, 0-9, '_', '-', '.', with at most one ':'.
+pub fn check_user(field: &str, user: &str) -> Result<(), String> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user.matches(':').count() <= 1
+        && user.split(':').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {user:?} must be a user name, a uid or uid:gid (1 to 64 of a-z, A-Z, 0-9, '_', '-', '.')"
+        ))
+    }
+}
+
 /// A duration the API takes (`field`, in seconds): a second to a year.
 pub fn check_seconds(field: &str, seconds: u64) -> Result<(), String> {
     if TIMEOUT_SECONDS_RANGE.contains(&seconds) {
@@ -176,6 +197,12 @@ impl JobSpec {
                 "cpus and memory_mb limit containers: set image too (a process job runs without limits)"
                     .into(),
             );
+        }
+        if let Some(user) = &self.user {
+            check_user("user", user)?;
+            if self.image.is_none() {
+                return Err("user is a container's: set image too (a process job runs as the machine's process_user)".into());
+            }
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
-//! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]) |
+//! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -114,6 +114,11 @@ pub const TEMPLATE_ORGS_LEVEL: ProtocolLevel = ProtocolLevel(8);
 /// older build would drop the field and run the job without those variables.
 pub const SECRET_ENV_LEVEL: ProtocolLevel = ProtocolLevel(8);
 
+/// From this level on, a job or template may name the `user` its containers run as, and a
+/// policy may set the user, add or drop capabilities and set a pids limit. An older build
+/// would drop those fields and start the container as before.
+pub const CONFINEMENT_LEVEL: ProtocolLevel = ProtocolLevel(8);
+
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
@@ -137,6 +142,12 @@ impl Command {
             }
             Command::SubmitJob { spec, .. } if !spec.secret_env.is_empty() => SECRET_ENV_LEVEL,
             Command::PutTemplate { spec, .. } if !spec.secret_env.is_empty() => SECRET_ENV_LEVEL,
+            Command::SubmitJob { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
+            Command::PutTemplate { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
+            Command::SetPolicy {
+                policy: Some(policy),
+                ..
+            } if policy.spec.confines() => CONFINEMENT_LEVEL,
             Command::PutTemplate { org: Some(_), .. }
             | Command::RollbackTemplate { org: Some(_), .. } => TEMPLATE_ORGS_LEVEL,
             Command::UpsertMachine { .. }

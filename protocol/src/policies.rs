@@ -1,8 +1,10 @@
 //! Governance policies: what containers may run on the machines a policy selects (image
-//! patterns, most CPU and memory, longest life, network mode). Each machine checks them
-//! itself before it starts a container; a violation fails the work, naming the policy.
+//! patterns, most CPU and memory, longest life, network mode) and how they are confined
+//! (capabilities added to or dropped from the default set, a pids limit, a user). Each
+//! machine checks them itself before it starts a container; a violation fails the work,
+//! naming the policy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +13,54 @@ use crate::{Labels, UnixMillis};
 
 /// Docker network modes a policy may set.
 pub const NETWORK_MODES: [&str; 3] = ["none", "bridge", "host"];
+
+/// The Linux capabilities a policy may add or drop, by name without `CAP_`.
+pub const CAPABILITIES: [&str; 41] = [
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+];
+
+/// The range of a policy's `pids_limit`.
+pub const PIDS_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 16..=(1 << 22);
 
 /// `PUT /v1/policies/{name}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -36,6 +86,19 @@ pub struct PolicySpec {
     /// The Docker network containers join: `none`, `bridge` or `host`.
     #[serde(default)]
     pub network_mode: Option<String>,
+    /// Capabilities containers get beyond the default set (loosens), e.g. `NET_RAW`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities of the default set containers lose (tightens), e.g. `SETUID`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Most processes in one container, in place of the machine's `[containers]` limit
+    /// (the lowest of the policies that set one).
+    #[serde(default)]
+    pub pids_limit: Option<u32>,
+    /// The user containers run as, whatever the job, template or image says.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A policy as the log keeps it.
@@ -54,7 +117,7 @@ pub struct PolicyList {
     pub policies: Vec<Policy>,
 }
 
-/// What a container asks for, as the policies see it.
+/// What a container asks for, as the policies see it, and how they confine it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerAsk {
     pub image: String,
@@ -62,6 +125,14 @@ pub struct ContainerAsk {
     pub memory_mb: Option<u64>,
     pub duration_seconds: Option<u64>,
     pub network_mode: Option<String>,
+    /// Capabilities added to the default set (by policies).
+    pub cap_add: BTreeSet<String>,
+    /// Capabilities dropped from it (by policies); a drop wins over an add.
+    pub cap_drop: BTreeSet<String>,
+    /// Most processes, if a policy sets it.
+    pub pids_limit: Option<u32>,
+    /// The user: a policy's (the last by name that sets one), else the job's.
+    pub user: Option<String>,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -117,7 +188,34 @@ impl PolicySpec {
                 NETWORK_MODES.join(", ")
             ));
         }
+        for (field, caps) in [("cap_add", &self.cap_add), ("cap_drop", &self.cap_drop)] {
+            if let Some(unknown) = caps.iter().find(|c| !CAPABILITIES.contains(&c.as_str())) {
+                return Err(format!(
+                    "{field}: {unknown:?} is not a capability (names as in capabilities(7) without CAP_, e.g. NET_RAW)"
+                ));
+            }
+        }
+        if let Some(limit) = self.pids_limit
+            && !PIDS_LIMIT_RANGE.contains(&limit)
+        {
+            return Err(format!(
+                "pids_limit must be between {} and {}, got {limit}",
+                PIDS_LIMIT_RANGE.start(),
+                PIDS_LIMIT_RANGE.end()
+            ));
+        }
+        if let Some(user) = &self.user {
+            crate::job_spec::check_user("user", user)?;
+        }
         Ok(())
+    }
+
+    /// Whether the policy uses a field of protocol level 8 (confinement).
+    pub fn confines(&self) -> bool {
+        !self.cap_add.is_empty()
+            || !self.cap_drop.is_empty()
+            || self.pids_limit.is_some()
+            || self.user.is_some()
     }
 
     /// Whether the policy governs a machine with these labels.
@@ -171,6 +269,14 @@ impl PolicySpec {
         }
         if self.network_mode.is_some() {
             ask.network_mode = self.network_mode.clone();
+        }
+        ask.cap_add.extend(self.cap_add.iter().cloned());
+        ask.cap_drop.extend(self.cap_drop.iter().cloned());
+        if let Some(limit) = self.pids_limit {
+            ask.pids_limit = Some(ask.pids_limit.map_or(limit, |held| held.min(limit)));
+        }
+        if let Some(user) = &self.user {
+            ask.user = Some(user.clone());
         }
         Ok(ask)
     }

@@ -56,6 +56,9 @@ pub struct TemplateSpec {
     /// Memory a session may use, in MiB.
     #[serde(default)]
     pub memory_mb: Option<u64>,
+    /// The user sessions run as; the image's own `USER` when `None`.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Longest a session lives; it is then terminated.
     #[serde(default)]
     pub max_duration_seconds: Option<u64>,
@@ -77,6 +80,7 @@ impl TemplateSpec {
             secret_env: self.secret_env.clone(),
             cpus: self.cpus,
             memory_mb: self.memory_mb,
+            user: self.user.clone(),
             timeout_seconds: self.max_duration_seconds,
             max_attempts: 1,
             kind: crate::JobKind::Session,

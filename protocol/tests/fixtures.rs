@@ -38,6 +38,7 @@ fn one_of_each() -> Vec<Command> {
     spec.idempotency_key = Some("key-1".into());
     spec.required_labels = [("gpu".to_string(), "true".to_string())].into();
     spec.secret_env = [("API_TOKEN".to_string(), "sealed:v1:AAAA".to_string())].into();
+    spec.user = Some("nobody".into());
     let info = MachineInfo {
         id: machine,
         name: "m1".into(),
@@ -73,12 +74,17 @@ fn one_of_each() -> Vec<Command> {
         image: "busybox:local".into(),
         command: vec!["sleep".into(), "100".into()],
         secret_env: [("DB_PASSWORD".to_string(), "sealed:v1:BBBB".to_string())].into(),
+        user: Some("1000".into()),
         ..TemplateSpec::default()
     };
     let policy = Policy {
         name: "workers".into(),
         spec: PolicySpec {
             allowed_images: vec!["busybox:*".into()],
+            cap_add: vec!["NET_RAW".into()],
+            cap_drop: vec!["SETUID".into()],
+            pids_limit: Some(256),
+            user: Some("1000:1000".into()),
             ..PolicySpec::default()
         },
         updated_at_ms: 8,
@@ -339,6 +345,12 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("org", "null"),
     // JobSpec and TemplateSpec (protocol level 8): no secret variables.
     ("secret_env", "{}"),
+    // JobSpec, TemplateSpec and PolicySpec (protocol level 8): the image's user, and the
+    // default confinement.
+    ("user", "null"),
+    ("cap_add", "[]"),
+    ("cap_drop", "[]"),
+    ("pids_limit", "null"),
 ];
 
 /// `decoded` holds everything in `stored`, and besides only [`ADDED_FIELDS`] at the

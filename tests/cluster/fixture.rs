@@ -70,6 +70,12 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("org", "\"default\""),
     // Job and template specs (protocol level 8): no secret variables.
     ("secret_env", "{}"),
+    // Job, template and policy specs (protocol level 8): the image's user, the default
+    // confinement.
+    ("user", "null"),
+    ("cap_add", "[]"),
+    ("cap_drop", "[]"),
+    ("pids_limit", "null"),
 ];
 
 /// `served` is `expected`, but for [`ADDED_FIELDS`] at the value given there; `at` says
@@ -164,7 +170,8 @@ async fn generate() {
     let template =
         json!({"image": "busybox:local", "secret_env": {"DB_PASSWORD": "fixture-secret"}});
     call(put.clone(), format!("{api}/v1/templates/sealed"), template).await;
-    let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048});
+    let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048,
+        "cap_add": ["NET_RAW"], "cap_drop": ["SETUID"], "pids_limit": 256, "user": "1000:1000"});
     call(put.clone(), format!("{api}/v1/policies/fixture"), policy).await;
     // A machine admitted before it shows up (protocol level 6).
     let approved = "00000000000000aa";

@@ -180,7 +180,7 @@ impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
         let mut body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         if let Some(host) = body.host_config.as_mut() {
-            self.inner.config.limits.confine(host);
+            self.inner.config.limits.confine(host, &spec.confinement);
         }
         let docker = self.client().await?;
         if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
@@ -260,6 +260,7 @@ fn create_body(
     Ok(ContainerCreateBody {
         image: Some(image),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        user: spec.user.clone(),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -456,6 +457,7 @@ mod tests {
             memory_limit: Some(64 << 20),
             timeout: Some(Duration::from_secs(30)),
             network_mode: Some("none".into()),
+            ..RunSpec::default()
         }
     }
 

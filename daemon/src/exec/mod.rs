@@ -60,6 +60,10 @@ pub struct RunSpec {
     /// The Docker network the container joins (`none`, `bridge`, `host`); the engine's
     /// default when `None`. Containers only.
     pub network_mode: Option<String>,
+    /// How policies changed the machine's default confinement. Containers only.
+    pub confinement: confine::Confinement,
+    /// The user the container runs as; the image's `USER` when `None`. Containers only.
+    pub user: Option<String>,
 }
 
 /// How a run ended.

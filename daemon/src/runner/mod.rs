@@ -28,7 +28,7 @@ use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobReport,
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::exec::confine::ContainerLimits;
+use crate::exec::confine::{Confinement, ContainerLimits};
 use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
     RunHandle, RunSpec,
@@ -413,7 +413,8 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         cpus: spec.cpus,
         memory_mb: spec.memory_mb,
         duration_seconds: spec.timeout_seconds,
-        network_mode: None,
+        user: spec.user.clone(),
+        ..ContainerAsk::default()
     };
     if spec.image.is_some() {
         ask = match governed(node, ask) {
@@ -439,6 +440,12 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         memory_limit: ask.memory_mb.map(|mb| mb << 20),
         timeout: ask.duration_seconds.map(Duration::from_secs),
         network_mode: ask.network_mode,
+        confinement: Confinement {
+            cap_add: ask.cap_add,
+            cap_drop: ask.cap_drop,
+            pids_limit: ask.pids_limit,
+        },
+        user: ask.user,
     };
     let started = match (&run.image, &runner.process) {
         (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,

@@ -1,5 +1,6 @@
 //! Container jobs through a live three-node cluster: CPU and memory limits reach the
-//! container, a job whose machine is killed runs
+//! container, so does a policy's confinement (capabilities, user), a job whose machine is
+//! killed runs
 //! again elsewhere as attempt 2, a running container is cancelled through the API, and a
 //! restarted `shoald` adopts the container it left running and reports its real exit code.
 //!
@@ -143,6 +144,39 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
         "attempt 1 says why it moved: {error}"
     );
     assert_eq!(job.attempts[1].exit_code, Some(0));
+
+    // A policy loosens (NET_RAW) and tightens (no SETUID) what containers keep and names
+    // their user: the container a job then runs shows it.
+    let api = cluster.api(cluster.running()[0]);
+    let policy = json!({"cap_add": ["NET_RAW"], "cap_drop": ["SETUID"], "user": "1000:1000"});
+    let response = shoal_daemon::testsuite::http_client()
+        .put(format!("{api}/v1/policies/confined"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let id = cluster
+        .submit(
+            cluster.running()[0],
+            sh("grep CapBnd /proc/self/status; id -u"),
+        )
+        .await;
+    cluster
+        .wait_job(cluster.running()[0], id, "completed", |j| {
+            j.state == JobState::Completed
+        })
+        .await;
+    let logs: JobLogs = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/jobs/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text: String = logs.chunks.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(text, "CapBnd:\t000000000000247b\n1000\n");
 
     cluster.shutdown().await;
 }

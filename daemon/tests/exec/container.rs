@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_daemon::exec::confine::ContainerLimits;
+use shoal_daemon::exec::confine::{Confinement, ContainerLimits};
 use shoal_daemon::exec::docker::container_name;
 use shoal_daemon::exec::{
     DockerConfig, DockerExecutor, ExecError, Executor, Outcome, RunHandle, Stream,
@@ -169,7 +169,7 @@ async fn a_container_is_confined_and_a_nodes_config_sets_its_limits() {
     let _image = test_image();
     let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; sleep 300";
     let job = job_id(18);
-    let _containers = Containers(vec![name(job, 1), name(job, 2)]);
+    let _containers = Containers(vec![name(job, 1), name(job, 2), name(job, 3)]);
     let inspect = |container: &str| {
         docker(&[
             "inspect",
@@ -209,6 +209,25 @@ async fn a_container_is_confined_and_a_nodes_config_sets_its_limits() {
     wait_for_text(handle.output(), "NoNewPrivs", Duration::from_secs(30)).await;
     let mib64 = 64u64 << 20;
     assert_eq!(inspect(&name(job, 2)), format!("{mib64} {mib64} 100"));
+    handle.cancel(Duration::ZERO);
+    assert_eq!(wait(&handle).await, Outcome::Cancelled);
+
+    // Policies loosen (NET_RAW) and tighten (no SETUID, 64 processes) it, and name a
+    // user: the bounding set shows both (a user other than root holds no effective ones).
+    let mut spec = sh(job, "grep CapBnd /proc/self/status; id -u; sleep 300");
+    spec.attempt = 3;
+    spec.confinement = Confinement {
+        cap_add: ["NET_RAW".to_string()].into(),
+        cap_drop: ["SETUID".to_string()].into(),
+        pids_limit: Some(64),
+    };
+    spec.user = Some("1000:1000".into());
+    let handle = executor.start(spec).await.unwrap();
+    wait_for_text(handle.output(), "1000", Duration::from_secs(30)).await;
+    let shown = handle.output().snapshot().text();
+    // KEPT_CAP_EFF with NET_RAW (bit 13) and without SETUID (bit 7).
+    assert_eq!(shown, "CapBnd:\t000000000000247b\n1000\n", "{shown}");
+    assert_eq!(inspect(&name(job, 3)), format!("{gib} {gib} 64"));
     handle.cancel(Duration::ZERO);
     assert_eq!(wait(&handle).await, Outcome::Cancelled);
 }
