@@ -13,6 +13,8 @@ use crate::job_args::{parse_env, secrets_from_shell};
 use crate::output::{Table, age, now_ms, or_dash, print, print_json};
 use crate::{follow, machines, parse_label, usage_error};
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
     /// Make a template, or a new version of one: `shoal template create NAME --image IMG [-- CMD...]`.

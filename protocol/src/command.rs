@@ -179,7 +179,7 @@ pub enum Command {
     /// Sets a governance policy (`Some`) or removes it.
     SetPolicy {
         name: String,
-        policy: Option<crate::policies::Policy>,
+        policy: Option<Box<crate::policies::Policy>>,
     },
     /// The leader raises the fleet's protocol level: every Raft member speaks `level`.
     /// A level below the current one is refused (the level never goes down).

@@ -227,7 +227,7 @@ fn one_of_each() -> Vec<Command> {
         },
         Command::SetPolicy {
             name: "workers".into(),
-            policy: Some(policy),
+            policy: Some(Box::new(policy)),
         },
         Command::SetFleetLevel {
             level: ProtocolLevel(2),

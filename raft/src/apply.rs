@@ -256,10 +256,10 @@ fn create_key(state: &mut FleetState, record: ApiKeyRecord) -> Response {
     Response::Done
 }
 
-fn set_policy(state: &mut FleetState, name: String, policy: Option<Policy>) -> Response {
+fn set_policy(state: &mut FleetState, name: String, policy: Option<Box<Policy>>) -> Response {
     match policy {
         Some(policy) => {
-            state.policies.insert(name, policy);
+            state.policies.insert(name, *policy);
             Response::Done
         }
         None if state.policies.remove(&name).is_some() => Response::Done,

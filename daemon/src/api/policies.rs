@@ -45,7 +45,7 @@ pub async fn put(
             &caller,
             Command::SetPolicy {
                 name,
-                policy: Some(policy.clone()),
+                policy: Some(Box::new(policy.clone())),
             },
         )
         .await?;
