@@ -2,7 +2,8 @@
 //! going to a journal (a file here, not a terminal), the secret in a file, no key given.
 //! Everything it writes is the daemon's alone (directories 0700, files 0600), the first
 //! admin key it makes is in `admin.key` and works over HTTPS with the CA it made, and the
-//! key is nowhere else: not in its output, not in its log, not in the Raft store.
+//! key is nowhere else: not in its output, not in its log, not in the Raft store; nor is the
+//! secret on its command line, where `ps` shows it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,14 @@ async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seen_log = log();
+    // What `ps` shows of it: the README's command names the secret's file, not the secret.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", shoald.id())).unwrap();
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(shown.contains("--cluster-secret-file"), "{shown}");
+    assert!(
+        !shown.contains(TEST_SECRET) && !shown.contains(key.trim()),
+        "{shown}"
+    );
     let _ = shoald.kill();
     let _ = shoald.wait();
     assert_eq!(
