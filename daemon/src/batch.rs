@@ -85,14 +85,7 @@ fn running_here(
             .filter(|job| !sessions_only || job.spec.kind == JobKind::Session)
             .filter_map(|job| {
                 let attempt = job.current_attempt().filter(|a| a.machine == node.id)?;
-                let ask = ContainerAsk {
-                    image: job.spec.image.clone().unwrap_or_default(),
-                    cpus: job.spec.cpus,
-                    memory_mb: job.spec.memory_mb,
-                    duration_seconds: job.spec.timeout_seconds,
-                    user: job.spec.user.clone(),
-                    ..ContainerAsk::default()
-                };
+                let ask = ContainerAsk::for_job(&job.spec);
                 Some((job.id, attempt.number, ask))
             })
             .collect()

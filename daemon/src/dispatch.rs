@@ -18,6 +18,10 @@ pub const DISPATCH_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// The label a machine carries when its Docker engine answers.
 pub const DOCKER_LABEL: &str = "docker";
 
+/// The label a machine carries when it runs process jobs (`allow_process_jobs`). A machine
+/// on an older build does not say so: process jobs wait for machines that do.
+pub const PROCESS_JOBS_LABEL: &str = "process_jobs";
+
 /// Moves and places jobs. Runs on the leader only.
 pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
     let (commands, mut waits) = node.fleet.read(|state| {
@@ -134,6 +138,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                     record.status
                 },
                 has_docker: labels.get(DOCKER_LABEL).is_some(),
+                runs_processes: labels.get(PROCESS_JOBS_LABEL).is_some(),
                 labels,
                 load,
                 running,
@@ -144,6 +149,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
         .collect();
     let config = PlaceConfig {
         load_threshold: node.config.load_threshold,
+        policies: state.policies.values().cloned().collect(),
     };
     let plan = place(&queue, &candidates, &reservations, &config, now);
     if !plan.placements.is_empty() {

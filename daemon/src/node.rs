@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::dispatch::DOCKER_LABEL;
+use crate::dispatch::{DOCKER_LABEL, PROCESS_JOBS_LABEL};
 use crate::exec::process::ProcessConfig;
 use crate::exec::run_as::RunAs;
 use crate::gossip_keys::NodeKeys;
@@ -176,6 +176,9 @@ impl Node {
         let mut labels = config.labels.clone();
         if runner.has_docker() {
             labels.insert(DOCKER_LABEL, "true")?;
+        }
+        if config.allow_process_jobs {
+            labels.insert(PROCESS_JOBS_LABEL, "true")?;
         }
         let facts = HostFacts::read();
         // A machine that founds a fleet alone makes the fleet CA now; any other gets it

@@ -135,6 +135,34 @@ pub struct ContainerAsk {
     pub user: Option<String>,
 }
 
+impl ContainerAsk {
+    /// What a job's container asks for, before any policy.
+    pub fn for_job(spec: &crate::JobSpec) -> ContainerAsk {
+        ContainerAsk {
+            image: spec.image.clone().unwrap_or_default(),
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            duration_seconds: spec.timeout_seconds,
+            user: spec.user.clone(),
+            ..ContainerAsk::default()
+        }
+    }
+}
+
+/// `ask` under every policy in `policies` that selects a machine with `labels`, in name
+/// order, or the first one's refusal. The one check the scheduler (where work may go) and
+/// the machine (what it starts) share, so they cannot disagree.
+pub fn govern<'a>(
+    policies: impl IntoIterator<Item = &'a Policy>,
+    labels: &Labels,
+    ask: ContainerAsk,
+) -> Result<ContainerAsk, String> {
+    policies
+        .into_iter()
+        .filter(|policy| policy.spec.selects(labels))
+        .try_fold(ask, |ask, policy| policy.spec.apply(&policy.name, ask))
+}
+
 /// `*` matches any run of characters; everything else matches itself.
 pub fn pattern_matches(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');

@@ -5,14 +5,20 @@
 //! ```text
 //!  queue, by priority (high first) then id ──▶ for each job:
 //!      in retry backoff? ─────────────────────────────────▶ waits
-//!      ONLINE ─▶ required labels ─▶ Docker (if image) ─▶ load < threshold
-//!             ─▶ running + reserved < max_running ─▶ least loaded, fewest running, lowest id
+//!      ONLINE ─▶ required labels ─▶ can run it: process jobs allowed (no image), or Docker
+//!             and every policy that selects the machine accepts the container (image)
+//!             ─▶ load < threshold ─▶ running + reserved < max_running
+//!             ─▶ not tried by an earlier attempt, least loaded, fewest running, lowest id
 //!      any stage empty ───────────────────────────────────▶ waits, with that stage's reason
 //!      placed ─▶ counts as reserved on its machine for the rest of the pass
 //! ```
+//!
+//! The policy check is the one the machine makes before it starts a container
+//! ([`shoal_protocol::policies::govern`]), so the two cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shoal_protocol::policies::{ContainerAsk, Policy, govern};
 use shoal_protocol::{
     JobId, JobRecord, JobState, JobTarget, Labels, MachineId, MachineStatus, Placement, UnixMillis,
 };
@@ -33,6 +39,8 @@ pub struct Candidate {
     pub cpu_cores: u32,
     /// Whether the machine can run a job's `image` (the leader decides how it knows).
     pub has_docker: bool,
+    /// Whether the machine runs jobs without an image (`allow_process_jobs`).
+    pub runs_processes: bool,
 }
 
 /// Work the leader placed that the machines' heartbeats do not show yet, per machine.
@@ -80,17 +88,21 @@ impl FromIterator<(MachineId, u32)> for Reservations {
     }
 }
 
-/// The scheduler's settings.
+/// The scheduler's settings, and the fleet's policies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaceConfig {
     /// A machine at or over this load per core takes no new job.
     pub load_threshold: f32,
+    /// Every policy: a container goes only where each one that selects the machine
+    /// accepts it.
+    pub policies: Vec<Policy>,
 }
 
 impl Default for PlaceConfig {
     fn default() -> Self {
         PlaceConfig {
             load_threshold: 0.8,
+            policies: Vec::new(),
         }
     }
 }
@@ -197,25 +209,7 @@ fn choose(
         });
     }
 
-    let pool = labelled;
-    let pool: Vec<&Candidate> = match &job.spec.image {
-        None => pool,
-        Some(image) => {
-            let docker: Vec<&Candidate> = pool.iter().copied().filter(|m| m.has_docker).collect();
-            if docker.is_empty() {
-                return Err(match single {
-                    Some(id) => format!("machine {id} has no Docker to run image {image}"),
-                    None => format!(
-                        "{} ONLINE machine{} match{}, none has Docker to run image {image}",
-                        pool.len(),
-                        plural(pool.len()),
-                        verb_s(pool.len())
-                    ),
-                });
-            }
-            docker
-        }
-    };
+    let pool = able(job, labelled, single, cfg)?;
 
     let threshold = cfg.load_threshold;
     // The load the machine will have once its reserved placements run: one busy core each.
@@ -242,14 +236,17 @@ fn choose(
     }
 
     let busy = |m: &Candidate| m.running.saturating_add(reserved.get(m.id));
+    // A retry goes to a machine no earlier attempt ran on, when one can take it.
+    let tried = |m: &Candidate| job.attempts.iter().any(|a| a.machine == m.id);
     let free: Vec<&Candidate> = cool
         .iter()
         .copied()
         .filter(|m| m.max_running == 0 || busy(m) < m.max_running)
         .collect();
     let Some(best) = free.iter().min_by(|a, b| {
-        load(a)
-            .total_cmp(&load(b))
+        tried(a)
+            .cmp(&tried(b))
+            .then(load(a).total_cmp(&load(b)))
             .then(busy(a).cmp(&busy(b)))
             .then(a.id.cmp(&b.id))
     }) else {
@@ -263,6 +260,54 @@ fn choose(
         });
     };
     Ok(best.id)
+}
+
+/// The machines of `pool` that can run `job`: process jobs where they are allowed; a
+/// container where Docker answers and every policy selecting the machine accepts it.
+fn able<'a>(
+    job: &JobRecord,
+    pool: Vec<&'a Candidate>,
+    single: Option<MachineId>,
+    cfg: &PlaceConfig,
+) -> Result<Vec<&'a Candidate>, String> {
+    let n = pool.len();
+    let matching = format!("{n} ONLINE machine{} match{}", plural(n), verb_s(n));
+    let Some(image) = &job.spec.image else {
+        let allowed: Vec<&Candidate> = pool.into_iter().filter(|m| m.runs_processes).collect();
+        if allowed.is_empty() {
+            return Err(match single {
+                Some(id) => format!("machine {id} does not allow process jobs"),
+                None => format!("no ONLINE machine allows process jobs ({matching})"),
+            });
+        }
+        return Ok(allowed);
+    };
+    let docker: Vec<&Candidate> = pool.into_iter().filter(|m| m.has_docker).collect();
+    if docker.is_empty() {
+        return Err(match single {
+            Some(id) => format!("machine {id} has no Docker to run image {image}"),
+            None => format!("{matching}, none has Docker to run image {image}"),
+        });
+    }
+    let ask = ContainerAsk::for_job(&job.spec);
+    let mut refusal = None;
+    let accepted: Vec<&Candidate> = docker
+        .into_iter()
+        .filter(|m| match govern(&cfg.policies, &m.labels, ask.clone()) {
+            Ok(_) => true,
+            Err(why) => {
+                refusal.get_or_insert(why);
+                false
+            }
+        })
+        .collect();
+    match (accepted.is_empty(), refusal, single) {
+        (true, Some(why), Some(id)) => Err(format!("machine {id} refuses it: {why}")),
+        (true, Some(why), None) => Err(format!(
+            "{matching} with Docker, a policy refuses it on each: {why}"
+        )),
+        _ => Ok(accepted),
+    }
 }
 
 /// "no machine is ONLINE", with how many are in each other status.

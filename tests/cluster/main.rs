@@ -25,6 +25,7 @@ mod openapi;
 mod operate;
 mod partitions;
 mod peers;
+mod placement;
 mod secrets;
 mod snapshots;
 mod tls;

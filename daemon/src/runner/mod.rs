@@ -20,7 +20,7 @@ mod kept;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use shoal_protocol::policies::{ContainerAsk, Policy};
+use shoal_protocol::policies::{ContainerAsk, Policy, govern};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -392,11 +392,17 @@ pub fn policies_here(node: &Node) -> Vec<Policy> {
     })
 }
 
-/// `ask` under every policy that governs this machine, or the first one's refusal.
+/// `ask` under every policy that governs this machine, or the first one's refusal (the
+/// check the scheduler made too: [`shoal_protocol::policies::govern`]).
 pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
-    policies_here(node)
-        .iter()
-        .try_fold(ask, |ask, policy| policy.spec.apply(&policy.name, ask))
+    node.fleet.read(|state| {
+        let labels = state
+            .machines
+            .get(&node.id)
+            .map(|m| m.labels())
+            .unwrap_or_default();
+        govern(state.policies.values(), &labels, ask)
+    })
 }
 
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
@@ -408,14 +414,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
     else {
         return;
     };
-    let mut ask = ContainerAsk {
-        image: spec.image.clone().unwrap_or_default(),
-        cpus: spec.cpus,
-        memory_mb: spec.memory_mb,
-        duration_seconds: spec.timeout_seconds,
-        user: spec.user.clone(),
-        ..ContainerAsk::default()
-    };
+    let mut ask = ContainerAsk::for_job(&spec);
     if spec.image.is_some() {
         ask = match governed(node, ask) {
             Ok(ask) => ask,

@@ -17,6 +17,7 @@ fn machine(id: u64, labels: &[&str]) -> Candidate {
         max_running: 4,
         cpu_cores: 4,
         has_docker: false,
+        runs_processes: true,
     }
 }
 
@@ -314,6 +315,7 @@ fn any_machine() -> impl Strategy<Value = Candidate> {
                     max_running,
                     cpu_cores: 2,
                     has_docker,
+                    runs_processes: id % 3 != 0,
                 }
             },
         )
@@ -368,6 +370,7 @@ proptest! {
             }
             prop_assert!(m.load < cfg.load_threshold);
             prop_assert!(job.spec.image.is_none() || m.has_docker);
+            prop_assert!(job.spec.image.is_some() || m.runs_processes);
             prop_assert!(job.not_before_ms <= 1_000);
             if let JobTarget::Machine(id) = job.target {
                 prop_assert_eq!(id, m.id);
@@ -419,4 +422,104 @@ fn a_burst_spreads_because_each_placement_adds_load() {
         [2, 2, 2],
         "{per_machine:?}"
     );
+}
+
+#[test]
+fn process_jobs_go_only_where_they_are_allowed() {
+    let closed = |id| Candidate {
+        runs_processes: false,
+        ..machine(id, &[])
+    };
+    let plan = run(&[plain(1)], &[closed(1), closed(2), closed(3)]);
+    assert_eq!(
+        reason(&plan, 1),
+        "no ONLINE machine allows process jobs (3 ONLINE machines match)"
+    );
+    let plan = run(&[plain(1)], &[closed(1), machine(2, &[]), closed(3)]);
+    assert_eq!(placed_on(&plan), [(1, 2)]);
+    let pinned = job(2, |s| s.agent_id = Some(MachineId(1).to_string()));
+    let plan = run(&[pinned], &[closed(1)]);
+    assert_eq!(
+        reason(&plan, 2),
+        "machine 0000000000000001 does not allow process jobs"
+    );
+}
+
+fn docker_machine(id: u64, labels: &[&str]) -> Candidate {
+    Candidate {
+        has_docker: true,
+        ..machine(id, labels)
+    }
+}
+
+fn container(id: u64, image: &str) -> JobRecord {
+    job(id, |s| s.image = Some(image.to_string()))
+}
+
+#[test]
+fn a_container_goes_only_where_every_policy_accepts_it() {
+    use shoal_protocol::policies::{Policy, PolicySpec};
+    let strict = Policy {
+        name: "strict".into(),
+        spec: PolicySpec {
+            selector: [("zone".to_string(), "dmz".to_string())].into(),
+            allowed_images: vec!["busybox:*".into()],
+            ..PolicySpec::default()
+        },
+        updated_at_ms: 0,
+        updated_by: "k".into(),
+    };
+    let cfg = PlaceConfig {
+        policies: vec![strict],
+        ..PlaceConfig::default()
+    };
+    let machines = [docker_machine(1, &["zone=dmz"]), docker_machine(2, &[])];
+    let alpine = container(1, "alpine:3");
+    let plan = place(&[&alpine], &machines, &Reservations::new(), &cfg, 1_000);
+    assert_eq!(
+        placed_on(&plan),
+        [(1, 2)],
+        "the machine the policy governs is passed over"
+    );
+    let plan = place(
+        &[&alpine],
+        &machines[..1],
+        &Reservations::new(),
+        &cfg,
+        1_000,
+    );
+    let why = reason(&plan, 1);
+    assert!(
+        why.starts_with("1 ONLINE machine matches with Docker, a policy refuses it on each: policy strict: image alpine:3"),
+        "{why}"
+    );
+    let busybox = container(2, "busybox:1");
+    let plan = place(
+        &[&busybox],
+        &machines[..1],
+        &Reservations::new(),
+        &cfg,
+        1_000,
+    );
+    assert_eq!(placed_on(&plan), [(2, 1)]);
+}
+
+#[test]
+fn a_retry_goes_to_a_machine_the_job_has_not_failed_on() {
+    let mut retried = plain(1);
+    retried.attempts.push(shoal_protocol::Attempt {
+        number: 1,
+        machine: MachineId(1),
+        ..shoal_protocol::Attempt::default()
+    });
+    // Machine 1 is the least loaded, but the first attempt failed there.
+    let cooler = Candidate {
+        load: 0.0,
+        ..machine(1, &[])
+    };
+    let plan = run(&[retried.clone()], &[cooler.clone(), machine(2, &[])]);
+    assert_eq!(placed_on(&plan), [(1, 2)]);
+    // Alone, it takes the retry after all.
+    let plan = run(&[retried], &[cooler]);
+    assert_eq!(placed_on(&plan), [(1, 1)]);
 }
