@@ -375,14 +375,19 @@ fn attempt_env(
     env
 }
 
+/// This machine's labels as the log has them (operator labels included).
+fn labels_here(node: &Node, state: &FleetState) -> shoal_protocol::Labels {
+    state
+        .machines
+        .get(&node.id)
+        .map(|m| m.labels())
+        .unwrap_or_default()
+}
+
 /// The policies that select this machine now.
 pub fn policies_here(node: &Node) -> Vec<Policy> {
     node.fleet.read(|state| {
-        let labels = state
-            .machines
-            .get(&node.id)
-            .map(|m| m.labels())
-            .unwrap_or_default();
+        let labels = labels_here(node, state);
         state
             .policies
             .values()
@@ -395,14 +400,8 @@ pub fn policies_here(node: &Node) -> Vec<Policy> {
 /// `ask` under every policy that governs this machine, or the first one's refusal (the
 /// check the scheduler made too: [`shoal_protocol::policies::govern`]).
 pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> {
-    node.fleet.read(|state| {
-        let labels = state
-            .machines
-            .get(&node.id)
-            .map(|m| m.labels())
-            .unwrap_or_default();
-        govern(state.policies.values(), &labels, ask)
-    })
+    node.fleet
+        .read(|state| govern(state.policies.values(), &labels_here(node, state), ask))
 }
 
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
