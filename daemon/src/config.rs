@@ -284,12 +284,17 @@ impl Settings {
         }
     }
 
+    /// The machine's name: `node_name`, or the host's name.
+    pub fn node_name(&self) -> String {
+        match &self.node_name {
+            Some(name) => name.clone(),
+            None => sysinfo::System::host_name().unwrap_or_else(|_| "shoal".to_string()),
+        }
+    }
+
     /// Checks every field and builds the runtime config. Errors name the field.
     pub fn validate(self) -> anyhow::Result<Config> {
-        let node_name = match self.node_name {
-            Some(name) => name,
-            None => sysinfo::System::host_name().unwrap_or_else(|_| "shoal".to_string()),
-        };
+        let node_name = self.node_name();
         if node_name.is_empty()
             || node_name.len() > 63
             || !node_name

@@ -39,8 +39,10 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The size of a join challenge's nonce.
 const NONCE_BYTES: usize = 32;
 
-/// On a member: uses the token up for the asking machine, then hands over the secret.
-pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
+/// On a member: uses the token up for the asking machine, then hands over the secret. A
+/// machine whose `name` another machine of the fleet has is refused, and told so, before
+/// the token is used.
+pub async fn answer(node: &Node, from: PeerId, token: &str, name: Option<&str>) -> PeerResponse {
     let (id, secret) = match parse_token(token) {
         Ok(parts) => parts,
         Err(why) => return PeerResponse::Refused(why.to_string()),
@@ -56,10 +58,18 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
     if !known {
         return PeerResponse::Refused("registration token refused: no such token".into());
     }
+    let joiner = identity::machine_id(&from);
+    if let Some(name) = name
+        && let Some(holder) = name_holder(node, name, joiner)
+    {
+        return PeerResponse::Refused(format!(
+            "machine name {name} is taken by machine {holder}: start this machine with another --node-name (the token is still unused)"
+        ));
+    }
     let command = Command::UseToken {
         id: id.to_string(),
         secret_sha256,
-        machine: identity::machine_id(&from),
+        machine: joiner,
         at_ms: now_ms(),
     };
     let credential = Credential::RegistrationToken(token.to_string());
@@ -91,6 +101,21 @@ pub async fn answer(node: &Node, from: PeerId, token: &str) -> PeerResponse {
             err.message
         )),
     }
+}
+
+/// Another machine of the fleet named `name`, if any (names are unique in a fleet).
+fn name_holder(
+    node: &Node,
+    name: &str,
+    joiner: shoal_protocol::MachineId,
+) -> Option<shoal_protocol::MachineId> {
+    node.fleet.read(|state| {
+        state
+            .machines
+            .values()
+            .find(|m| m.info.name == name && m.info.id != joiner)
+            .map(|m| m.info.id)
+    })
 }
 
 /// On a member: proves to a joining machine that this one holds the record of its token.
@@ -151,19 +176,21 @@ pub struct Joined {
 }
 
 /// On the new machine: presents `token` to the member at `peer` (`ip:port` of its peer RPC)
-/// with this machine's identity from `data_dir`, binding the temporary swarm to `bind`.
+/// with this machine's identity from `data_dir` and its `name`, binding the temporary
+/// swarm to `bind`.
 pub async fn request(
     data_dir: &Path,
     bind: std::net::IpAddr,
     peer: &str,
     token: &str,
+    name: &str,
 ) -> anyhow::Result<Joined> {
     std::fs::create_dir_all(data_dir)?;
     let keypair = identity::load_or_create_keypair(data_dir)?;
     let (id, secret) = parse_token(token).map_err(|why| anyhow::anyhow!(why))?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let swarm = p2p::start(keypair, SocketAddr::new(bind, 0), false, stop)?;
-    let answer = exchange(&swarm.handle, peer, token, id, &sha256_hex(secret)).await;
+    let answer = exchange(&swarm.handle, peer, token, name, id, &sha256_hex(secret)).await;
     let _ = stop_tx.send(true);
     let joined = answer?;
     if let Some(ca) = &joined.fleet_ca
@@ -185,6 +212,7 @@ async fn exchange(
     handle: &p2p::P2pHandle,
     peer: &str,
     token: &str,
+    name: &str,
     token_id: &str,
     token_hash: &str,
 ) -> anyhow::Result<Joined> {
@@ -214,6 +242,7 @@ async fn exchange(
     };
     let ask = PeerRequest::Join {
         token: token.to_string(),
+        name: Some(name.to_string()),
     };
     match handle.request(&prover, peer, ask, JOIN_TIMEOUT).await {
         Ok(PeerResponse::Joined {

@@ -89,8 +89,10 @@ async fn join(token: String, peer: String, args: shoal_daemon::cli::RunArgs) -> 
     } else {
         format!("{peer}:{}", shoal_daemon::config::DEFAULT_P2P_PORT)
     };
+    let name = settings.node_name();
     let joined =
-        shoal_daemon::join::request(&settings.data_dir, settings.bind, &peer, &token).await?;
+        shoal_daemon::join::request(&settings.data_dir, settings.bind, &peer, &token, &name)
+            .await?;
     shoal_daemon::identity::store_secret(&settings.data_dir, &joined.cluster_secret)?;
     println!(
         "joined the fleet through {peer}; seeds {}",

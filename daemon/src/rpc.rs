@@ -148,7 +148,9 @@ async fn answer(node: &Node, from: PeerId, request: PeerRequest) -> Option<PeerR
                 Err(err) => PeerResponse::Exec(Err(refusal(from, "an exec", err))),
             }
         }
-        PeerRequest::Join { token } => crate::join::answer(node, from, &token).await,
+        PeerRequest::Join { token, name } => {
+            crate::join::answer(node, from, &token, name.as_deref()).await
+        }
         PeerRequest::FleetCa => crate::tls::fetch::answer(node, &from),
         PeerRequest::JoinChallenge { token_id, nonce } => {
             crate::join::prove(node, from, &token_id, &nonce)

@@ -391,7 +391,8 @@ impl Cluster {
         self.without_ca.insert(i);
         let peer = self.node(via).info.borrow().addr.p2p_addr.clone();
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let joined = crate::join::request(&self.data_dir(i), loopback, &peer, token).await?;
+        let name = format!("node-{i}");
+        let joined = crate::join::request(&self.data_dir(i), loopback, &peer, token, &name).await?;
         let (running, gossip) = self.launch(i, Vec::new(), &joined.cluster_secret).await?;
         self.gossip_addrs.push(gossip);
         self.nodes.push(Some(running));

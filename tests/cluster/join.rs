@@ -52,11 +52,24 @@ async fn a_token_brings_one_machine_in_once() {
     .await
     .unwrap();
 
-    // Used: another machine cannot use it again.
+    // A machine whose name the fleet has is refused, saying so, and the token stays
+    // unused.
     let peer = cluster.node(0).info.borrow().addr.p2p_addr.clone();
     let loopback = "127.0.0.1".parse().unwrap();
+    let twin = tempfile::tempdir().unwrap();
+    let taken = shoal_daemon::join::request(twin.path(), loopback, &peer, &made[1], "node-0")
+        .await
+        .unwrap_err();
+    assert!(
+        taken
+            .to_string()
+            .contains("machine name node-0 is taken by machine"),
+        "{taken}"
+    );
+
+    // Used: another machine cannot use it again.
     let again = tempfile::tempdir().unwrap();
-    let refused = shoal_daemon::join::request(again.path(), loopback, &peer, &made[0])
+    let refused = shoal_daemon::join::request(again.path(), loopback, &peer, &made[0], "joiner-1")
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("already used"), "{refused}");
@@ -64,8 +77,8 @@ async fn a_token_brings_one_machine_in_once() {
     // Two machines race with one token: exactly one gets in.
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (first, second) = tokio::join!(
-        shoal_daemon::join::request(a.path(), loopback, &peer, &made[1]),
-        shoal_daemon::join::request(b.path(), loopback, &peer, &made[1]),
+        shoal_daemon::join::request(a.path(), loopback, &peer, &made[1], "joiner-2"),
+        shoal_daemon::join::request(b.path(), loopback, &peer, &made[1], "joiner-3"),
     );
     assert_eq!(
         first.is_ok() as u8 + second.is_ok() as u8,
@@ -77,12 +90,12 @@ async fn a_token_brings_one_machine_in_once() {
     let short = tokens(&api, json!({"ttl_seconds": 1})).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let late = tempfile::tempdir().unwrap();
-    let expired = shoal_daemon::join::request(late.path(), loopback, &peer, &short[0])
+    let expired = shoal_daemon::join::request(late.path(), loopback, &peer, &short[0], "joiner-4")
         .await
         .unwrap_err();
     assert!(expired.to_string().contains("expired"), "{expired}");
     let fake = format!("shoaljoin_{}_{}", "12".repeat(8), "34".repeat(32));
-    let unknown = shoal_daemon::join::request(late.path(), loopback, &peer, &fake)
+    let unknown = shoal_daemon::join::request(late.path(), loopback, &peer, &fake, "joiner-5")
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("no such token"), "{unknown}");
@@ -115,9 +128,15 @@ async fn a_token_brings_one_machine_in_once() {
     // the machine comes back with the keyring the join answer holds.
     let back = tokens(&api, json!({})).await;
     cluster.stop(joined).await;
-    shoal_daemon::join::request(&cluster.data_dir(joined), loopback, &peer, &back[0])
-        .await
-        .unwrap();
+    shoal_daemon::join::request(
+        &cluster.data_dir(joined),
+        loopback,
+        &peer,
+        &back[0],
+        "joiner-6",
+    )
+    .await
+    .unwrap();
     cluster.restart(joined).await.unwrap();
     wait_until(
         Duration::from_secs(20),
@@ -178,7 +197,7 @@ async fn hostile_endpoint(
             {
                 let mut seen = record.lock().unwrap();
                 match &inbound.request {
-                    PeerRequest::Join { token } => {
+                    PeerRequest::Join { token, .. } => {
                         seen.kinds.push("join");
                         seen.tokens.push(token.clone());
                     }
@@ -211,9 +230,10 @@ async fn a_token_goes_only_to_the_fleet_that_made_it() {
     // Another fleet does not hold the token: it cannot prove it, and never sees it.
     let other = Cluster::start(1).await.unwrap();
     let other_peer = other.node(0).info.borrow().addr.p2p_addr.clone();
-    let refused = shoal_daemon::join::request(dir.path(), loopback, &other_peer, &token)
-        .await
-        .unwrap_err();
+    let refused =
+        shoal_daemon::join::request(dir.path(), loopback, &other_peer, &token, "joiner-7")
+            .await
+            .unwrap_err();
     assert!(refused.to_string().contains("no such token"), "{refused}");
 
     // A fake endpoint that answers with a made-up proof.
@@ -226,7 +246,7 @@ async fn a_token_goes_only_to_the_fleet_that_made_it() {
         })
     })
     .await;
-    let refused = shoal_daemon::join::request(dir.path(), loopback, &fake, &token)
+    let refused = shoal_daemon::join::request(dir.path(), loopback, &fake, &token, "joiner-8")
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("could not prove"), "{refused}");
@@ -263,7 +283,7 @@ async fn a_token_goes_only_to_the_fleet_that_made_it() {
         })
     })
     .await;
-    let refused = shoal_daemon::join::request(dir.path(), loopback, &relay, &token)
+    let refused = shoal_daemon::join::request(dir.path(), loopback, &relay, &token, "joiner-9")
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("could not prove"), "{refused}");
@@ -271,7 +291,8 @@ async fn a_token_goes_only_to_the_fleet_that_made_it() {
 
     // The token was never used: with the real fleet it still works.
     let peer = cluster.node(0).info.borrow().addr.p2p_addr.clone();
-    let joined = shoal_daemon::join::request(dir.path(), loopback, &peer, &token).await;
+    let joined =
+        shoal_daemon::join::request(dir.path(), loopback, &peer, &token, "joiner-10").await;
     assert!(joined.is_ok(), "{joined:?}");
     let _ = relay_swarm.1.send(true);
     other.shutdown().await;

@@ -207,7 +207,8 @@ async fn the_secret_alone_admits_no_one_and_a_removed_machine_stays_out() {
     let peer = cluster.node(0).info.borrow().addr.p2p_addr.clone();
     let dir = cluster.data_dir(STRANGER);
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-    shoal_daemon::join::request(&dir, loopback, &peer, token)
+    let name = format!("node-{STRANGER}");
+    shoal_daemon::join::request(&dir, loopback, &peer, token, &name)
         .await
         .unwrap();
     let rejoined = cluster.start_stranger(STRANGER, TEST_SECRET).await.unwrap();

@@ -40,9 +40,12 @@ pub enum PeerRequest {
     /// gossip address is no secret.
     Hello,
     /// A machine that holds a registration token asks to join; answered for anyone (the
-    /// token is the credential), over the encrypted channel.
+    /// token is the credential), over the encrypted channel. `name` is the machine's name,
+    /// which must not be another machine's (an older build sends none).
     Join {
         token: String,
+        #[serde(default)]
+        name: Option<String>,
     },
     /// Before a joining machine sends its token: prove you hold this token's record
     /// (see `join.rs`), so the token goes only to a machine of the fleet that made it.
