@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// image's].
     #[arg(long)]
     user: Option<String>,
+    /// When the machine pulls the image: missing, always or never (with --image)
+    /// [default: missing].
+    #[arg(long, value_name = "WHEN")]
+    pull: Option<shoal_protocol::PullPolicy>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
@@ -175,6 +179,7 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
     spec.cpus = args.cpus;
     spec.memory_mb = args.memory_mb;
     spec.user = args.user.clone();
+    spec.pull = args.pull;
     spec.timeout_seconds = args.run_timeout;
     if let Some(secs) = args.queue_timeout {
         spec.queue_timeout_seconds = secs;

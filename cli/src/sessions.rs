@@ -39,6 +39,9 @@ pub enum TemplateCmd {
         /// The user sessions run as (name, uid or uid:gid) [default: the image's].
         #[arg(long)]
         user: Option<String>,
+        /// When a machine pulls the image: missing, always or never [default: missing].
+        #[arg(long, value_name = "WHEN")]
+        pull: Option<shoal_protocol::PullPolicy>,
         /// Only on machines with this label; repeat for several.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -193,6 +196,7 @@ pub async fn run_template(
             memory,
             max_duration,
             user,
+            pull,
             labels,
             env,
             secret_env,
@@ -210,6 +214,7 @@ pub async fn run_template(
                 cpus: cpu,
                 memory_mb: memory,
                 user,
+                pull,
                 max_duration_seconds: max_duration,
                 required_labels: labels.into_iter().collect(),
             };

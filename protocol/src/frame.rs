@@ -289,6 +289,11 @@ mod tests {
                         cpus: None,
                         memory_mb: None,
                         user: key.clone(),
+                        pull: [
+                            None,
+                            Some(crate::PullPolicy::Always),
+                            Some(crate::PullPolicy::Never),
+                        ][(max_attempts % 3) as usize],
                         timeout_seconds,
                         queue_timeout_seconds,
                         max_attempts,

@@ -104,6 +104,10 @@ pub struct JobSpec {
     /// `USER` when `None`. A policy that sets one overrides it. Container jobs only.
     #[serde(default)]
     pub user: Option<String>,
+    /// When the machine pulls `image` from its registry: only when it lacks it (`None`
+    /// means [`PullPolicy::Missing`]), before every attempt, or never. Container jobs only.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
     /// Longest one attempt may run; the executor stops it after that.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -123,6 +127,53 @@ pub struct JobSpec {
     /// template with `POST /v1/sessions`.
     #[serde(default)]
     pub kind: JobKind,
+}
+
+/// When a machine pulls a container's image from its registry.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Only when the machine does not have the image.
+    #[default]
+    Missing,
+    /// Before every attempt, so a moved tag is followed.
+    Always,
+    /// Never: a machine without the image fails the attempt at once.
+    Never,
+}
+
+impl PullPolicy {
+    /// The lowercase name, as the API and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err(format!(
+                "pull policy must be missing, always or never, got {s:?}"
+            )),
+        }
+    }
 }
 
 /// What a job record holds.
@@ -179,6 +230,7 @@ impl Default for JobSpec {
             cpus: None,
             memory_mb: None,
             user: None,
+            pull: None,
             timeout_seconds: None,
             queue_timeout_seconds: default_queue_timeout(),
             max_attempts: default_max_attempts(),

@@ -94,6 +94,9 @@ impl JobSpec {
     /// Checks every field; the message names the first field that is wrong and why.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_logged()?;
+        if self.pull.is_some() && self.image.is_none() {
+            return Err("pull says when an image is pulled: set image too".into());
+        }
         if let Some(seconds) = self.timeout_seconds {
             check_seconds("timeout_seconds", seconds)?;
         }
@@ -329,11 +332,33 @@ mod tests {
             "required_labels": {"gpu": "true", "zone": "attic"}, "agent_id": "00000000000000ab",
             "priority": 5, "env": {"EPOCHS": "3"}, "timeout_seconds": 60,
             "queue_timeout_seconds": 10, "max_attempts": 10, "idempotency_key": "run-7",
-            "org": "lab"
+            "org": "lab", "pull": "always"
         }"#;
         let spec: JobSpec = serde_json::from_str(json).unwrap();
         assert_eq!(spec.validate(), Ok(()));
         assert_eq!(spec.required_labels["zone"], "attic");
+        assert_eq!(spec.pull, Some(crate::PullPolicy::Always));
+    }
+
+    #[test]
+    fn a_pull_policy_is_for_containers_and_spelled_in_lowercase() {
+        let mut process = spec();
+        process.pull = Some(crate::PullPolicy::Never);
+        assert_invalid(process, "pull says when an image is pulled: set image too");
+        let unknown = r#"{"command": ["true"], "image": "busybox", "pull": "sometimes"}"#;
+        assert!(serde_json::from_str::<JobSpec>(unknown).is_err());
+        for (text, policy) in ["missing", "always", "never"].iter().zip([
+            crate::PullPolicy::Missing,
+            crate::PullPolicy::Always,
+            crate::PullPolicy::Never,
+        ]) {
+            assert_eq!(
+                serde_json::to_string(&policy).unwrap(),
+                format!("\"{text}\"")
+            );
+            assert_eq!(text.parse(), Ok(policy));
+        }
+        assert!("Always".parse::<crate::PullPolicy>().is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! | 5 | no new command: gossip datagrams are sealed, and plain ones refused (see [`SEALED_GOSSIP_LEVEL`]) |
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
-//! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]) |
+//! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -119,6 +119,16 @@ pub const SECRET_ENV_LEVEL: ProtocolLevel = ProtocolLevel(8);
 /// would drop those fields and start the container as before.
 pub const CONFINEMENT_LEVEL: ProtocolLevel = ProtocolLevel(8);
 
+/// From this level on, a job or template may say when its image is pulled (`pull`). An
+/// older build would drop the field and run the image it has (`always`), or pull one it
+/// must not (`never`); `missing` is what every build does, so it needs no level.
+pub const PULL_LEVEL: ProtocolLevel = ProtocolLevel(8);
+
+/// Whether `pull` asks for something an older build would not do.
+fn pulls_unlike_before(pull: Option<crate::PullPolicy>) -> bool {
+    pull.is_some_and(|pull| pull != crate::PullPolicy::Missing)
+}
+
 impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
@@ -144,6 +154,8 @@ impl Command {
             Command::PutTemplate { spec, .. } if !spec.secret_env.is_empty() => SECRET_ENV_LEVEL,
             Command::SubmitJob { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
             Command::PutTemplate { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
+            Command::SubmitJob { spec, .. } if pulls_unlike_before(spec.pull) => PULL_LEVEL,
+            Command::PutTemplate { spec, .. } if pulls_unlike_before(spec.pull) => PULL_LEVEL,
             Command::SetPolicy {
                 policy: Some(policy),
                 ..
@@ -287,6 +299,34 @@ mod tests {
         };
         assert_eq!(audited(put(Some("lab"))).min_level(), TEMPLATE_ORGS_LEVEL);
         // The form an older build made stays level 1.
+        assert_eq!(put(None).min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
+    fn a_pull_policy_other_than_missing_is_level_eight() {
+        let submit = |pull| Command::SubmitJob {
+            spec: Box::new(crate::JobSpec {
+                pull,
+                ..crate::JobSpec::default()
+            }),
+            at_ms: 1,
+        };
+        use crate::PullPolicy::{Always, Missing, Never};
+        assert_eq!(submit(Some(Always)).min_level(), PULL_LEVEL);
+        assert_eq!(audited(submit(Some(Never))).min_level(), PULL_LEVEL);
+        assert_eq!(submit(Some(Missing)).min_level(), ProtocolLevel(1));
+        assert_eq!(submit(None).min_level(), ProtocolLevel(1));
+        let put = |pull| Command::PutTemplate {
+            org: None,
+            name: "ci".into(),
+            spec: Box::new(crate::templates::TemplateSpec {
+                pull,
+                ..crate::templates::TemplateSpec::default()
+            }),
+            by: "k1".into(),
+            at_ms: 1,
+        };
+        assert_eq!(put(Some(Never)).min_level(), PULL_LEVEL);
         assert_eq!(put(None).min_level(), ProtocolLevel(1));
     }
 

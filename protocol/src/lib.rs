@@ -37,6 +37,7 @@ pub use command::{Command, FleetState, KillSwitch, Response};
 pub use ids::MachineId;
 pub use job::{
     Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,
+    PullPolicy,
 };
 pub use labels::{LabelError, Labels};
 pub use levels::{PROTOCOL_LEVEL, ProtocolLevel};

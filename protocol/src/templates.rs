@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{JobSpec, UnixMillis};
+use crate::{JobSpec, PullPolicy, UnixMillis};
 
 /// Longest template name, in bytes.
 pub const MAX_TEMPLATE_NAME: usize = 63;
@@ -35,7 +35,7 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
 // Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
 // (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
 pub struct TemplateSpec {
-    /// The image sessions run (present on the machine: nothing is pulled without a registry).
+    /// The image sessions run, pulled from its registry by the machine as [`Self::pull`] says.
     pub image: String,
     /// The image id every machine must run (`sha256:...`, as `docker image inspect` shows
     /// it); a machine whose image differs refuses the session, naming both.
@@ -59,6 +59,9 @@ pub struct TemplateSpec {
     /// The user sessions run as; the image's own `USER` when `None`.
     #[serde(default)]
     pub user: Option<String>,
+    /// When a machine pulls the image (see [`JobSpec::pull`]); `missing` when `None`.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
     /// Longest a session lives; it is then terminated.
     #[serde(default)]
     pub max_duration_seconds: Option<u64>,
@@ -81,6 +84,7 @@ impl TemplateSpec {
             cpus: self.cpus,
             memory_mb: self.memory_mb,
             user: self.user.clone(),
+            pull: self.pull,
             timeout_seconds: self.max_duration_seconds,
             max_attempts: 1,
             kind: crate::JobKind::Session,

@@ -22,7 +22,7 @@ use shoal_protocol::templates::TemplateSpec;
 use shoal_protocol::tokens::RegistrationToken;
 use shoal_protocol::{
     Command, Drain, JobId, JobReport, JobSpec, KillSwitch, Labels, MachineId, MachineInfo,
-    MachineStatus, Placement, ProtocolLevel, frame,
+    MachineStatus, Placement, ProtocolLevel, PullPolicy, frame,
 };
 
 fn labels() -> Labels {
@@ -39,6 +39,7 @@ fn one_of_each() -> Vec<Command> {
     spec.required_labels = [("gpu".to_string(), "true".to_string())].into();
     spec.secret_env = [("API_TOKEN".to_string(), "sealed:v1:AAAA".to_string())].into();
     spec.user = Some("nobody".into());
+    spec.pull = Some(PullPolicy::Always);
     let info = MachineInfo {
         id: machine,
         name: "m1".into(),
@@ -75,6 +76,7 @@ fn one_of_each() -> Vec<Command> {
         command: vec!["sleep".into(), "100".into()],
         secret_env: [("DB_PASSWORD".to_string(), "sealed:v1:BBBB".to_string())].into(),
         user: Some("1000".into()),
+        pull: Some(PullPolicy::Never),
         ..TemplateSpec::default()
     };
     let policy = Policy {
@@ -351,6 +353,8 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("cap_add", "[]"),
     ("cap_drop", "[]"),
     ("pids_limit", "null"),
+    // JobSpec and TemplateSpec (protocol level 8): pulled when missing.
+    ("pull", "null"),
 ];
 
 /// `decoded` holds everything in `stored`, and besides only [`ADDED_FIELDS`] at the

@@ -76,6 +76,8 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("cap_add", "[]"),
     ("cap_drop", "[]"),
     ("pids_limit", "null"),
+    // Job and template specs (protocol level 8): pulled when missing.
+    ("pull", "null"),
 ];
 
 /// `served` is `expected`, but for [`ADDED_FIELDS`] at the value given there; `at` says

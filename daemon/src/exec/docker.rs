@@ -2,7 +2,7 @@
 //! `shoal-job-<job>-<attempt>-<node>` and labelled so that a restarted daemon can adopt it.
 //!
 //! ```text
-//!  start ─▶ create (image, cmd, env, labels, nano_cpus, memory) ─▶ start ─▶ supervisor task
+//!  start ─▶ pull (by policy; pull.rs) ─▶ create (image, cmd, env, labels, nano_cpus, memory) ─▶ start ─▶ supervisor task
 //!  supervisor: logs (follow, stdout + stderr) ─▶ OutputWriter
 //!              wait ─▶ exit code ─────────────────────▶ Exited
 //!              cancel(grace) ─▶ docker stop -t grace ─▶ Cancelled
@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use super::output::{OutputWriter, Stream};
+use super::pull::ensure_image;
 use super::{
     DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_GRACE, ExecError, Executor, Outcome, RunControl,
     RunHandle, RunSpec, run_channel,
@@ -183,6 +184,10 @@ impl Executor for DockerExecutor {
             self.inner.config.limits.confine(host, &spec.confinement);
         }
         let docker = self.client().await?;
+        let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
+        if let Some(image) = &spec.image {
+            ensure_image(&docker, image, spec.pull, &control.output).await?;
+        }
         if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
             let here = docker.inspect_image(image).await?.id.unwrap_or_default();
             if here != *pinned {
@@ -199,7 +204,6 @@ impl Executor for DockerExecutor {
             return Err(error.into());
         }
         tracing::info!(job = spec.job, attempt = spec.attempt, container = %name, "container run started");
-        let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
         // A timeout too long to add to the clock (the log may hold one) is no deadline.
         let deadline = spec
             .timeout
@@ -286,6 +290,8 @@ pub(super) struct Watched {
 
 impl Watched {
     pub(super) async fn supervise(mut self, mut control: RunControl) {
+        // What the output held before the container's logs (the pull's progress).
+        let before_logs = control.output.written();
         let streaming = self.docker.clone().with_timeout(STREAM_TIMEOUT);
         let mut logs = tokio::spawn(pump_logs(
             streaming.clone(),
@@ -319,7 +325,7 @@ impl Watched {
                     logs.abort();
                     // Docker keeps the logs across the restart: read them again from the
                     // start, past what the output already holds.
-                    let held = control.output.written();
+                    let held = control.output.written() - before_logs;
                     logs = tokio::spawn(pump_logs(
                         streaming.clone(),
                         self.name.clone(),

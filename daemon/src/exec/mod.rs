@@ -14,7 +14,8 @@
 //!   `PATH` plus the spec's variables. A node runs process jobs only when its config
 //!   enables them (they run as the daemon's user, without isolation or limits).
 //! - [`docker`]: one container per attempt, with CPU and memory limits, labelled so a
-//!   restarted daemon can [`DockerExecutor::adopt`] what it left running.
+//!   restarted daemon can [`DockerExecutor::adopt`] what it left running; its image is
+//!   pulled first when the run's pull policy says so ([`pull`]).
 //! - [`fake`]: an in-memory executor for unit tests of the code that dispatches runs.
 
 mod adopt;
@@ -24,6 +25,7 @@ pub mod fake;
 mod handle;
 pub mod output;
 pub mod process;
+pub mod pull;
 pub mod run_as;
 mod session_exec;
 
@@ -46,7 +48,8 @@ pub struct RunSpec {
     pub attempt: u32,
     /// Program and arguments. For a container, empty means the image's own command.
     pub command: Vec<String>,
-    /// `Some` runs in a container of this (local) image; `None` runs a plain process.
+    /// `Some` runs in a container of this image (pulled as [`Self::pull`] says); `None`
+    /// runs a plain process.
     pub image: Option<String>,
     /// The image id the local image must have (a container is refused otherwise).
     pub image_digest: Option<String>,
@@ -64,6 +67,8 @@ pub struct RunSpec {
     pub confinement: confine::Confinement,
     /// The user the container runs as; the image's `USER` when `None`. Containers only.
     pub user: Option<String>,
+    /// When the image is pulled from its registry. Containers only.
+    pub pull: shoal_protocol::PullPolicy,
 }
 
 /// How a run ended.
@@ -97,6 +102,21 @@ pub enum ExecError {
     Docker(#[from] bollard::errors::Error),
     #[error("{0}")]
     TimedOut(String),
+    /// The image is not on the machine and the run's pull policy is `never`.
+    #[error("image {image} is not on this machine and pull is never")]
+    ImageAbsent { image: String },
+    /// Pulling the image failed; `kind` is `unauthorized`, `not found` or `unreachable`
+    /// when the engine's words say which.
+    #[error(
+        "pulling image {image} from registry {registry} failed{}: {reason}",
+        .kind.map(|kind| format!(" ({kind})")).unwrap_or_default()
+    )]
+    Pull {
+        registry: String,
+        image: String,
+        kind: Option<&'static str>,
+        reason: String,
+    },
 }
 
 /// Starts runs. Object safe, so the node can hold `Arc<dyn Executor>`.

@@ -30,8 +30,8 @@ use tokio::task::JoinHandle;
 
 use crate::exec::confine::{Confinement, ContainerLimits};
 use crate::exec::{
-    Adopted, DockerConfig, DockerExecutor, Executor, Outcome, ProcessConfig, ProcessExecutor,
-    RunHandle, RunSpec,
+    Adopted, DockerConfig, DockerExecutor, ExecError, Executor, Outcome, ProcessConfig,
+    ProcessExecutor, RunHandle, RunSpec,
 };
 use crate::isolate::isolate;
 use crate::logs;
@@ -57,6 +57,9 @@ pub struct Runner {
     /// Attempts that ended with no run held here (refused, failed to start, lost in a
     /// restart, or ended while shoald was down) whose report is still on its way.
     reporting: Mutex<HashSet<(JobId, u32)>>,
+    /// Attempts being started (their image pulled, their container made): each starts in a
+    /// task of its own, so a long pull holds up no other run.
+    starting: Mutex<HashSet<(JobId, u32)>>,
     /// True once the node shuts down: runs are let go (a container is adopted after the
     /// restart; a process is lost, and reported so) and reports stop retrying.
     stopping: watch::Sender<bool>,
@@ -89,6 +92,7 @@ impl Runner {
             docker_version,
             runs: Mutex::new(HashMap::new()),
             reporting: Mutex::new(HashSet::new()),
+            starting: Mutex::new(HashSet::new()),
             stopping: watch::Sender::new(false),
         }
     }
@@ -133,6 +137,21 @@ impl Runner {
             .lock()
             .expect("reporting lock")
             .contains(&(job, attempt))
+    }
+
+    /// Marks the attempt as starting; false when it already is.
+    fn begin_start(&self, job: JobId, attempt: u32) -> bool {
+        self.starting
+            .lock()
+            .expect("starting lock")
+            .insert((job, attempt))
+    }
+
+    fn end_start(&self, job: JobId, attempt: u32) {
+        self.starting
+            .lock()
+            .expect("starting lock")
+            .remove(&(job, attempt));
     }
 
     /// The run of this attempt, if this machine holds it.
@@ -239,12 +258,8 @@ pub async fn runner_loop(
                 Some(_) => {}
                 None if runner.is_reporting(job, attempt) => {}
                 None if state == JobState::Dispatched => {
-                    // Work that makes the node panic fails, saying so, and is not run
-                    // again here: the node does not crash-loop on its own log.
-                    let started = isolate(start(&node, &runner, job, attempt)).await;
-                    if let Err(panic) = started {
-                        let error = format!("shoald failed starting this attempt: {panic}");
-                        report_final(&node, &runner, job, attempt, JobReport::Failed { error });
+                    if runner.begin_start(job, attempt) {
+                        spawn_start(&node, &runner, job, attempt);
                     }
                 }
                 // Running here per the log, but no run holds it: lost in a restart.
@@ -404,6 +419,22 @@ pub fn governed(node: &Node, ask: ContainerAsk) -> Result<ContainerAsk, String> 
         .read(|state| govern(state.policies.values(), &labels_here(node, state), ask))
 }
 
+/// Starts the attempt in a task of its own; it stays marked as starting until its run is
+/// held or its final report is on its way.
+fn spawn_start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
+    let (node, runner) = (node.clone(), runner.clone());
+    tokio::spawn(async move {
+        // Work that makes the node panic fails, saying so, and is not run again here: the
+        // node does not crash-loop on its own log.
+        let started = isolate(start(&node, &runner, job, attempt)).await;
+        if let Err(panic) = started {
+            let error = format!("shoald failed starting this attempt: {panic}");
+            report_final(&node, &runner, job, attempt, JobReport::Failed { error });
+        }
+        runner.end_start(job, attempt);
+    });
+}
+
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
     #[cfg(feature = "testsuite")]
     node.faults.maybe_panic_in_start();
@@ -444,6 +475,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             pids_limit: ask.pids_limit,
         },
         user: ask.user,
+        pull: spec.pull.unwrap_or_default(),
     };
     let started = match (&run.image, &runner.process) {
         (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,
@@ -469,6 +501,13 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             runner.hold(job, attempt, handle.clone());
             let running = spawn_report(node, job, attempt, JobReport::Running);
             watch_run(node, runner, job, attempt, handle, Some(running));
+        }
+        Err(ExecError::ImageAbsent { image }) => {
+            let error = format!(
+                "image {image} is not on machine {} and pull is never",
+                node.config.node_name
+            );
+            report_final(node, runner, job, attempt, JobReport::Failed { error })
         }
         Err(err) => report_final(
             node,

@@ -3,11 +3,13 @@
 //! static busybox, so no registry is needed); container jobs through a live cluster; mDNS
 //! discovery between `shoald` containers on a Docker network the test creates; the
 //! `shoald` binary stopping within 5 s of SIGTERM, and its first start keeping its data
-//! dir and first admin key private; and a bounded chaos run of five
+//! dir and first admin key private; images pulled from a registry on loopback by their
+//! pull policy (`registry.rs`, Debian's `docker-registry`); and a bounded chaos run of five
 //! `shoald` containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
-//! `busybox-static`; without either they fail, saying so. Every container and the image
+//! `busybox-static` (the pull test also `/usr/bin/docker-registry` from `docker-registry`);
+//! without them they fail, saying so. Every container and the image
 //! are removed by guards, also when a test fails.
 
 mod adoption;
@@ -18,6 +20,7 @@ mod container;
 mod first_start;
 mod mdns;
 mod process;
+mod registry;
 mod sessions;
 mod shutdown;
 mod support;

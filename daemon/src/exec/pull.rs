@@ -1,0 +1,283 @@
+//! Getting a container's image onto the machine before the container is made: by the
+//! run's [`PullPolicy`], pulled from its registry through the engine (`docker pull`), the
+//! progress written to the run's output.
+//!
+//! ```text
+//!  never   ─▶ inspect ─absent─▶ fail at once ("pull is never")
+//!  missing ─▶ inspect ─absent─▶ pull
+//!  always  ──────────────────▶ pull
+//!  pull: create_image stream ─▶ one line per layer and step ─▶ output (stderr)
+//!        an error ─▶ names the registry, the image and why (unauthorized, not found, ...)
+//! ```
+//!
+//! The engine keeps what it pulled, so a later run of the same image with `missing` starts
+//! at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::CreateImageInfo;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures::StreamExt;
+use shoal_protocol::PullPolicy;
+
+use super::ExecError;
+use super::output::{OutputWriter, Stream};
+
+/// Longest one pull may take, all layers together.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most progress lines one pull writes to the output; the rest are left out.
+const MAX_PROGRESS_LINES: usize = 200;
+
+/// Makes sure `image` is on the machine as `policy` says, pulling it when it must.
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    policy: PullPolicy,
+    output: &OutputWriter,
+) -> Result<(), ExecError> {
+    let pull_needed = match policy {
+        PullPolicy::Always => true,
+        PullPolicy::Missing => !image_present(docker, image).await?,
+        PullPolicy::Never => {
+            if !image_present(docker, image).await? {
+                return Err(ExecError::ImageAbsent {
+                    image: image.to_string(),
+                });
+            }
+            false
+        }
+    };
+    if pull_needed {
+        pull(docker, image, output).await?;
+    }
+    Ok(())
+}
+
+/// Whether the engine has `image`.
+async fn image_present(docker: &Docker, image: &str) -> Result<bool, ExecError> {
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(true),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `docker pull image`, bounded by [`PULL_TIMEOUT`], its progress in `output`.
+async fn pull(docker: &Docker, image: &str, output: &OutputWriter) -> Result<(), ExecError> {
+    let registry = registry_of(image);
+    let failed = |reason: String| ExecError::Pull {
+        registry: registry.to_string(),
+        image: image.to_string(),
+        kind: classify(&reason),
+        reason,
+    };
+    let line = |text: String| output.push(Stream::Stderr, format!("{text}\n").as_bytes());
+    line(format!("pulling {image} from {registry}"));
+    let (name, tag) = split_reference(image);
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(name)
+        .tag(tag)
+        .build();
+    // The client's own timeout covers the whole stream: give it more than the pull's.
+    let streaming = docker.clone().with_timeout(PULL_TIMEOUT * 2);
+    let mut progress = Progress::default();
+    let pulled = async {
+        let mut stream = streaming.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|error| failed(engine_reason(error)))?;
+            if let Some(text) = progress.line(&info) {
+                line(text);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(PULL_TIMEOUT, pulled).await {
+        Ok(Ok(())) => {
+            line(format!("pulled {image}"));
+            Ok(())
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(failed(format!(
+            "the pull did not finish within {PULL_TIMEOUT:?} (unreachable)"
+        ))),
+    }
+}
+
+/// The registry an image reference names: what comes before the first `/` when it looks
+/// like a host (has a `.` or a `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => host,
+        _ => "docker.io",
+    }
+}
+
+/// The name and the tag (or digest) of a reference; `latest` when it gives neither, since
+/// the engine pulls every tag of a name given alone.
+fn split_reference(image: &str) -> (&str, &str) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, digest);
+    }
+    let last_part = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[last_part..].rfind(':') {
+        Some(colon) => (&image[..last_part + colon], &image[last_part + colon + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// What the engine said went wrong.
+fn engine_reason(error: DockerError) -> String {
+    match error {
+        DockerError::DockerStreamError { error } => error,
+        DockerError::DockerResponseServerError { message, .. } => message,
+        error => error.to_string(),
+    }
+}
+
+/// Why a pull failed, where the engine's words say so.
+fn classify(reason: &str) -> Option<&'static str> {
+    let reason = reason.to_lowercase();
+    let says = |words: &[&str]| words.iter().any(|word| reason.contains(word));
+    if says(&[
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "no basic auth",
+    ]) {
+        Some("unauthorized")
+    } else if says(&[
+        "not found",
+        "manifest unknown",
+        "name unknown",
+        "does not exist",
+    ]) {
+        Some("not found")
+    } else if says(&[
+        "connection refused",
+        "no such host",
+        "timeout",
+        "unreachable",
+        "dial tcp",
+        "tls handshake",
+        "server gave http response",
+    ]) {
+        Some("unreachable")
+    } else {
+        None
+    }
+}
+
+/// Turns the engine's progress messages into lines: one per layer and step (the byte
+/// counts of a download are left out), at most [`MAX_PROGRESS_LINES`].
+#[derive(Default)]
+struct Progress {
+    /// The last step written for each layer (or for the pull as a whole).
+    last: HashMap<String, String>,
+    written: usize,
+}
+
+impl Progress {
+    fn line(&mut self, info: &CreateImageInfo) -> Option<String> {
+        let status = info.status.as_deref()?.trim();
+        let id = info.id.clone().unwrap_or_default();
+        if status.is_empty() || self.last.get(&id).map(String::as_str) == Some(status) {
+            return None;
+        }
+        self.last.insert(id.clone(), status.to_string());
+        self.written += 1;
+        match self.written {
+            n if n < MAX_PROGRESS_LINES => Some(match id.as_str() {
+                "" => status.to_string(),
+                id => format!("{id}: {status}"),
+            }),
+            MAX_PROGRESS_LINES => Some("(further pull progress left out)".into()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, status: &str) -> CreateImageInfo {
+        CreateImageInfo {
+            id: (!id.is_empty()).then(|| id.to_string()),
+            status: Some(status.to_string()),
+            ..CreateImageInfo::default()
+        }
+    }
+
+    #[test]
+    fn the_registry_is_the_host_part_or_docker_hub() {
+        assert_eq!(registry_of("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/team/app"), "ghcr.io");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+        assert_eq!(registry_of("team/app:1"), "docker.io");
+        assert_eq!(registry_of("busybox"), "docker.io");
+    }
+
+    #[test]
+    fn a_reference_splits_into_name_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/team/app"),
+            ("127.0.0.1:5000/team/app", "latest")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/team/app:pull"),
+            ("127.0.0.1:5000/team/app", "pull")
+        );
+        assert_eq!(split_reference("app@sha256:abcd"), ("app", "sha256:abcd"));
+    }
+
+    #[test]
+    fn failures_are_classified_by_the_engines_words() {
+        let not_found = "manifest for 127.0.0.1:5000/x:1 not found: manifest unknown";
+        assert_eq!(classify(not_found), Some("not found"));
+        let refused =
+            "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused";
+        assert_eq!(classify(refused), Some("unreachable"));
+        let auth =
+            "Head \"https://r.example/v2/x/manifests/1\": unauthorized: authentication required";
+        assert_eq!(classify(auth), Some("unauthorized"));
+        assert_eq!(classify("something else"), None);
+    }
+
+    #[test]
+    fn progress_writes_each_step_of_each_layer_once_and_stops_at_the_bound() {
+        let mut progress = Progress::default();
+        let lines: Vec<_> = [
+            info("pull", "Pulling from team/app"),
+            info("abc", "Pulling fs layer"),
+            info("abc", "Downloading"),
+            info("abc", "Downloading"),
+            info("abc", "Pull complete"),
+            info("", "Status: Downloaded newer image for app:1"),
+        ]
+        .iter()
+        .filter_map(|info| progress.line(info))
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                "pull: Pulling from team/app",
+                "abc: Pulling fs layer",
+                "abc: Downloading",
+                "abc: Pull complete",
+                "Status: Downloaded newer image for app:1",
+            ]
+        );
+        let mut progress = Progress::default();
+        let many = (0..1000)
+            .filter_map(|i| progress.line(&info(&format!("layer{i}"), "Pull complete")))
+            .count();
+        assert_eq!(many, MAX_PROGRESS_LINES);
+    }
+}
