@@ -70,7 +70,8 @@ async fn work_goes_only_where_it_can_run() {
     );
 
     // A container in pool a: node-1's policy refuses its image, so it goes to node-2 at
-    // its first attempt (whether the image is there does not matter to where it went).
+    // its first attempt (whether the image is there does not matter to where it went; it
+    // is never pulled, so nothing leaves the machine).
     let policy = json!({"selector": {"zone": "dmz"}, "allowed_images": ["nothing:*"]});
     put(format!("{api}/v1/policies/dmz"), policy).await;
     let has_docker = cluster.node(0).fleet.read(|s| {
@@ -82,7 +83,7 @@ async fn work_goes_only_where_it_can_run() {
         "the test machine runs a Docker engine, as CI's does"
     );
     let container = json!({"image": "shoal-never-pulled:local", "command": ["true"],
-        "required_labels": {"pool": "a"}, "max_attempts": 1});
+        "required_labels": {"pool": "a"}, "max_attempts": 1, "pull": "never"});
     let id = cluster.submit(2, container).await;
     cluster
         .wait_job(0, id, "finished", |j| j.state.is_finished())
