@@ -229,7 +229,7 @@ async fn cell(
             fail(format!("{what}: {failure}"));
         }
         if let Some(settle) = &probe.settle {
-            settled(base, settle, &answer.body).await;
+            settled(world, settle, &answer.body).await;
         }
     }
     if let (Some(witnessed), Some(witness)) = (before, &probe.witness) {
@@ -282,22 +282,26 @@ fn answers_as_expected(expect: &Expected, success: &[u16], status: u16) -> bool 
 }
 
 /// Waits until the leader has finished what an allowed request started.
-async fn settled(base: &str, settle: &Settle, answer: &Value) {
+/// Waits until both nodes show what an allowed change set going (the leader finishes a key
+/// rotation after it answers), so the next cell's witness reads a settled value.
+async fn settled(world: &World, settle: &Settle, answer: &Value) {
     let Settle::GossipKeyGeneration = settle;
     let generation = answer["generation"]
         .as_u64()
         .expect("the generation rotated to");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let seen = || async {
-        let cluster = send(base, Some(TEST_KEY), &Method::GET, "/v1/cluster", None).await;
-        cluster.body["gossip_key_generation"].as_u64()
-    };
-    while seen().await < Some(generation) {
-        assert!(
-            Instant::now() < deadline,
-            "gossip key generation {generation} not made"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for base in [&world.leader, &world.follower] {
+        let seen = || async {
+            let cluster = send(base, Some(TEST_KEY), &Method::GET, "/v1/cluster", None).await;
+            cluster.body["gossip_key_generation"].as_u64()
+        };
+        while seen().await < Some(generation) {
+            assert!(
+                Instant::now() < deadline,
+                "gossip key generation {generation} not made on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
