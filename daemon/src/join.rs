@@ -40,7 +40,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 const NONCE_BYTES: usize = 32;
 
 /// On a member: uses the token up for the asking machine, then hands over the secret. A
-/// machine whose `name` another machine of the fleet has is refused, and told so, before
+/// machine whose `name` a live machine of the fleet has is refused, and told so, before
 /// the token is used.
 pub async fn answer(node: &Node, from: PeerId, token: &str, name: Option<&str>) -> PeerResponse {
     let (id, secret) = match parse_token(token) {
@@ -103,17 +103,24 @@ pub async fn answer(node: &Node, from: PeerId, token: &str, name: Option<&str>) 
     }
 }
 
-/// Another machine of the fleet named `name`, if any (names are unique in a fleet).
+/// Another live machine of the fleet named `name`, if any: names are unique among the
+/// machines that run. One that is down (OFFLINE, STALE, DEAD) may be the machine this one
+/// replaces, as after a reinstall or a restore, and does not hold its name.
 fn name_holder(
     node: &Node,
     name: &str,
     joiner: shoal_protocol::MachineId,
 ) -> Option<shoal_protocol::MachineId> {
+    use shoal_protocol::MachineStatus::{Dead, Offline, Stale};
     node.fleet.read(|state| {
         state
             .machines
             .values()
-            .find(|m| m.info.name == name && m.info.id != joiner)
+            .find(|m| {
+                m.info.name == name
+                    && m.info.id != joiner
+                    && !matches!(m.status, Offline | Stale | Dead)
+            })
             .map(|m| m.info.id)
     })
 }

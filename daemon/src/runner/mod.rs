@@ -290,7 +290,23 @@ pub async fn runner_loop(
         }
     }
     runner.stopping.send_replace(true);
+    settle_starts(&runner).await;
     stop_process_runs(&node, &runner).await;
+}
+
+/// Longest a stopping node waits for the starts in flight (a pull, a container being
+/// made), so a process one of them starts is stopped with the rest.
+const STARTS_SETTLE: Duration = Duration::from_secs(2);
+
+/// Waits until no start is in flight, or [`STARTS_SETTLE`] has passed. A start that begins
+/// once the node is stopping starts nothing (see `start`).
+async fn settle_starts(runner: &Runner) {
+    let deadline = tokio::time::Instant::now() + STARTS_SETTLE;
+    while !runner.starting.lock().expect("starting lock").is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sends the final reports an earlier run kept when it stopped, for attempts the log
@@ -438,6 +454,10 @@ fn spawn_start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
 async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32) {
     #[cfg(feature = "testsuite")]
     node.faults.maybe_panic_in_start();
+    // A stopping node starts nothing: the attempt starts after the restart.
+    if *runner.stopping.borrow() {
+        return;
+    }
     let Some(spec) = node
         .fleet
         .read(|state| state.jobs.get(&job).map(|j| j.spec.clone()))
