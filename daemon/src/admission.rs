@@ -47,6 +47,27 @@ pub fn admission(
     }
 }
 
+/// Another running machine of the fleet named `name`, if any: names are unique among the
+/// machines that run. One that is down (OFFLINE, STALE, DEAD) may be the machine `id`
+/// replaces, as after a reinstall or a restore, and does not hold its name.
+pub fn name_holder(state: &FleetState, name: &str, id: MachineId) -> Option<MachineId> {
+    use shoal_protocol::MachineStatus::{Dead, Offline, Stale};
+    state
+        .machines
+        .values()
+        .find(|m| {
+            m.info.name == name && m.info.id != id && !matches!(m.status, Offline | Stale | Dead)
+        })
+        .map(|m| m.info.id)
+}
+
+/// What a machine whose name `holder` has is told, by the join or the approval that refuses it.
+pub fn name_taken(name: &str, holder: MachineId) -> String {
+    format!(
+        "machine name {name} is taken by machine {holder}: start this machine with another --node-name"
+    )
+}
+
 /// Admits machine `id` through `node` with the admin API `key`, as `shoal machines approve`
 /// does: for the dev fleet and the test suite, which start machines with the cluster
 /// secret alone. Waits (up to 30 s) for the fleet to reach [`MEMBERSHIP_LEVEL`] and the key

@@ -29,6 +29,7 @@ use sha2::Sha256;
 use shoal_protocol::tokens::parse_token;
 use shoal_protocol::{Command, Response};
 
+use crate::admission::{name_holder, name_taken};
 use crate::identity;
 use crate::keys::sha256_hex;
 use crate::node::{Node, now_ms};
@@ -60,11 +61,10 @@ pub async fn answer(node: &Node, from: PeerId, token: &str, name: Option<&str>) 
     }
     let joiner = identity::machine_id(&from);
     if let Some(name) = name
-        && let Some(holder) = name_holder(node, name, joiner)
+        && let Some(holder) = node.fleet.read(|state| name_holder(state, name, joiner))
     {
-        return PeerResponse::Refused(format!(
-            "machine name {name} is taken by machine {holder}: start this machine with another --node-name (the token is still unused)"
-        ));
+        let why = name_taken(name, holder);
+        return PeerResponse::Refused(format!("{why} (the token is still unused)"));
     }
     let command = Command::UseToken {
         id: id.to_string(),
@@ -101,28 +101,6 @@ pub async fn answer(node: &Node, from: PeerId, token: &str, name: Option<&str>) 
             err.message
         )),
     }
-}
-
-/// Another live machine of the fleet named `name`, if any: names are unique among the
-/// machines that run. One that is down (OFFLINE, STALE, DEAD) may be the machine this one
-/// replaces, as after a reinstall or a restore, and does not hold its name.
-fn name_holder(
-    node: &Node,
-    name: &str,
-    joiner: shoal_protocol::MachineId,
-) -> Option<shoal_protocol::MachineId> {
-    use shoal_protocol::MachineStatus::{Dead, Offline, Stale};
-    node.fleet.read(|state| {
-        state
-            .machines
-            .values()
-            .find(|m| {
-                m.info.name == name
-                    && m.info.id != joiner
-                    && !matches!(m.status, Offline | Stale | Dead)
-            })
-            .map(|m| m.info.id)
-    })
 }
 
 /// On a member: proves to a joining machine that this one holds the record of its token.

@@ -15,12 +15,12 @@ use openraft::ChangeMembers;
 use openraft::ServerState;
 use shoal_gossip::{Observation, PeerView, StatusConfig, derive_status};
 use shoal_protocol::{
-    Command, MachineId, MachineInfo, MachineRecord, MachineStatus, Resources, Response,
+    Command, FleetState, MachineId, MachineInfo, MachineRecord, MachineStatus, Resources, Response,
 };
 use shoal_raft::jobs;
 use tokio::sync::watch;
 
-use crate::admission::{Admission, admission};
+use crate::admission::{Admission, admission, name_holder, name_taken};
 use crate::autopilot::{self, Change, Health, Member};
 use crate::levels;
 use crate::node::{Node, members, now_ms};
@@ -80,6 +80,7 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<u64> = None;
     let mut warned_below_level = BTreeSet::new();
+    let mut warned_name = BTreeSet::new();
     let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -93,7 +94,7 @@ pub async fn leader_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let since = *leading_since.get_or_insert_with(now_ms);
-        if let Err(err) = reconcile(&node, since, &mut warned_below_level).await {
+        if let Err(err) = reconcile(&node, since, &mut warned_below_level, &mut warned_name).await {
             tracing::debug!(error = %err.message, "reconcile pass stopped early");
         }
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -177,10 +178,29 @@ fn observe(
     (observation, heartbeat)
 }
 
+/// Whether `peer` is new to the log and a running machine has its name: it is not recorded
+/// (names are unique among running machines), and the leader says so once.
+fn name_clash(state: &FleetState, peer: &PeerView, warned: &mut BTreeSet<MachineId>) -> bool {
+    let id = peer.info.id;
+    if state.machines.contains_key(&id) {
+        return false;
+    }
+    let Some(holder) = name_holder(state, &peer.info.name, id) else {
+        warned.remove(&id);
+        return false;
+    };
+    if warned.insert(id) {
+        let why = name_taken(&peer.info.name, holder);
+        tracing::warn!(machine_id = %id, "not recording a machine: {why}");
+    }
+    true
+}
+
 async fn reconcile(
     node: &Node,
     leading_since: u64,
     warned_below_level: &mut BTreeSet<MachineId>,
+    warned_name: &mut BTreeSet<MachineId>,
 ) -> Result<(), shoal_protocol::ApiError> {
     // 0. The fleet's protocol level, raised before anyone new is taken in.
     if let Err(err) = levels::raise_when_ready(node).await {
@@ -200,9 +220,10 @@ async fn reconcile(
     let raft_members: BTreeSet<MachineId> = members(&node.raft).into_keys().collect();
     let (records, retired, admitted, fleet_level) = node.fleet.read(|state| {
         let admitted: BTreeSet<MachineId> = peers
-            .keys()
-            .copied()
-            .filter(|id| admission(state, &raft_members, *id) == Admission::Member)
+            .values()
+            .filter(|peer| admission(state, &raft_members, peer.info.id) == Admission::Member)
+            .filter(|peer| !name_clash(state, peer, warned_name))
+            .map(|peer| peer.info.id)
             .collect();
         let retired = state.retired.clone();
         (state.machines.clone(), retired, admitted, state.fleet_level)

@@ -224,3 +224,44 @@ async fn the_secret_alone_admits_no_one_and_a_removed_machine_stays_out() {
     rejoined.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A machine that shows up under a running machine's name is not let in: approving it is
+/// refused, naming the machine that has the name, and it stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_named_as_a_running_one_is_refused_saying_so() {
+    init_logs();
+    let twin = format!("node-{STRANGER}");
+    let cluster = Cluster::start_configured(2, shoal_daemon::config::Timings::fast(), move |c| {
+        if c.node_name == twin {
+            c.node_name = "node-0".into();
+        }
+    })
+    .await
+    .unwrap();
+    let api = cluster.api(0);
+    let stranger = cluster.start_stranger(STRANGER, TEST_SECRET).await.unwrap();
+    let id = stranger.node.id;
+    seen(&cluster, id).await;
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{api}/v1/machines/{id}/approve"),
+    )
+    .await;
+    let holder = cluster.node(0).id;
+    assert_eq!(
+        (status, body["message"].as_str().unwrap_or_default()),
+        (
+            409,
+            format!(
+                "machine name node-0 is taken by machine {holder}: start this machine with another --node-name"
+            )
+            .as_str()
+        ),
+        "{body}"
+    );
+    let (members, pending) = listed(&cluster).await;
+    assert!(
+        !members.contains(&id) && pending == [id],
+        "{members:?} {pending:?}"
+    );
+}

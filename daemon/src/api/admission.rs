@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use shoal_protocol::api::{MachineApproved, PendingMachine};
-use shoal_protocol::{ApiError, Command, MachineId};
+use shoal_protocol::{ApiError, Command, ErrorCode, MachineId};
 
 use super::machines::parse_id;
-use super::{ApiResult, accepted};
-use crate::admission::{Admission, admission};
+use super::{ApiResult, Failure, accepted};
+use crate::admission::{Admission, admission, name_holder, name_taken};
 use crate::keys::Caller;
 use crate::node::{Node, members};
 
@@ -54,6 +54,16 @@ pub async fn approve(
     Path(id): Path<String>,
 ) -> ApiResult<MachineApproved> {
     let id = parse_id(&id)?;
+    // A machine already in gossip under a running machine's name is refused, saying so.
+    if let Some(peer) = node.peer(id) {
+        let name = peer.info.name;
+        if let Some(holder) = node.fleet.read(|state| name_holder(state, &name, id)) {
+            return Err(Failure(ApiError::new(
+                ErrorCode::Conflict,
+                name_taken(&name, holder),
+            )));
+        }
+    }
     let outcome = node
         .write_as(&caller, Command::ApproveMachine { id })
         .await?;
