@@ -332,7 +332,9 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Health => cluster::health(&client, json).await,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut script);
+            output::print(&String::from_utf8_lossy(&script));
             Ok(())
         }
     };

@@ -145,9 +145,14 @@ pub fn now_ms() -> UnixMillis {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Writes to stdout; a closed pipe (`shoal machines ls | head`) is not an error.
+/// Writes `text` to stdout as whole lines (a newline is added where it has none); a closed
+/// pipe (`shoal machines ls | head`) is not an error.
 pub fn print(text: &str) {
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.is_empty() && !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
 }
 
 /// Prints a value as pretty JSON.

@@ -125,6 +125,31 @@ async fn the_cli_drives_a_real_cluster() {
         "{filtered}"
     );
 
+    // One line per machine a drain or an undrain names.
+    let drained = stdout(&run(&["drain", "node-1", "node-2"]).await.unwrap());
+    assert_eq!(drained.lines().count(), 2, "{drained}");
+    assert!(
+        drained.lines().all(|l| l.starts_with("draining node-")),
+        "{drained}"
+    );
+    let undrained = stdout(&run(&["undrain", "--all"]).await.unwrap());
+    assert_eq!(undrained.lines().count(), 3, "{undrained}");
+
+    // Output cut short by its reader (`| head -1`) ends quietly.
+    let mut completions = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(completions.stdout.take());
+    let cut = completions.wait_with_output().unwrap();
+    assert!(
+        cut.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+
     // Bad input: refused before any request, with the reason and exit code 2.
     let bad = run(&["machines", "label", "node-2", "Bad Key=x"])
         .await
