@@ -239,6 +239,11 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err}");
+            if let ClientError::Api(api) = &err
+                && api.code == shoal_protocol::ErrorCode::Unauthorized
+            {
+                eprintln!("hint: give an API key with --token or SHOAL_TOKEN");
+            }
             match err {
                 ClientError::Unreachable { .. } => ExitCode::from(3),
                 ClientError::Api(_) | ClientError::BadResponse { .. } => ExitCode::from(1),

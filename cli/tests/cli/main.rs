@@ -156,6 +156,24 @@ async fn the_cli_drives_a_real_cluster() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Bad Key"));
+    // Without a key: the server's 401, and what to set.
+    let keyless = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .env("SHOAL_ADDR", &addr)
+                .env("SHOAL_CACERT", shoal_daemon::testsuite::test_ca_file())
+                .env_remove("SHOAL_TOKEN")
+                .args(["machines", "ls"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&keyless.stderr);
+    assert_eq!(keyless.status.code(), Some(1), "{said}");
+    assert!(said.contains("--token or SHOAL_TOKEN"), "{said}");
     // An unknown machine is an API error: exit code 1 and the server's message.
     let missing = run(&["machines", "show", "00000000000000ff"])
         .await
