@@ -202,6 +202,12 @@ fn drain_request(
     all: bool,
     deadline_seconds: Option<u64>,
 ) -> Result<DrainRequest, String> {
+    if machines.is_empty() && selector.is_empty() && !idle_only && !all {
+        return Err(
+            "select machines: name them, or give --selector KEY=VALUE or --all (drain also takes --idle-only)"
+                .into(),
+        );
+    }
     let mut labels = Labels::new();
     for (key, value) in &selector {
         labels.insert(key, value).map_err(|e| e.to_string())?;
@@ -248,6 +254,13 @@ fn describe(state: &KillSwitchState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selection_of_nothing_names_the_flags() {
+        let err = drain_request(Vec::new(), Vec::new(), false, false, None).unwrap_err();
+        assert!(err.contains("--selector KEY=VALUE or --all"), "{err}");
+        assert!(drain_request(Vec::new(), Vec::new(), true, false, None).is_ok());
+    }
 
     #[test]
     fn durations_take_a_unit() {
