@@ -149,7 +149,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
         .collect();
     let config = PlaceConfig {
         load_threshold: node.config.load_threshold,
-        policies: state.policies.values().cloned().collect(),
+        policies: state.policies.values().collect(),
     };
     let plan = place(&queue, &candidates, &reservations, &config, now);
     if !plan.placements.is_empty() {

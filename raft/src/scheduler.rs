@@ -88,17 +88,18 @@ impl FromIterator<(MachineId, u32)> for Reservations {
     }
 }
 
-/// The scheduler's settings, and the fleet's policies.
+/// The scheduler's settings, and the fleet's policies (borrowed from the state a pass
+/// reads, so a pass copies none).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlaceConfig {
+pub struct PlaceConfig<'a> {
     /// A machine at or over this load per core takes no new job.
     pub load_threshold: f32,
     /// Every policy: a container goes only where each one that selects the machine
     /// accepts it.
-    pub policies: Vec<Policy>,
+    pub policies: Vec<&'a Policy>,
 }
 
-impl Default for PlaceConfig {
+impl Default for PlaceConfig<'_> {
     fn default() -> Self {
         PlaceConfig {
             load_threshold: 0.8,
@@ -121,7 +122,7 @@ pub fn place(
     queue: &[&JobRecord],
     machines: &[Candidate],
     reservations: &Reservations,
-    cfg: &PlaceConfig,
+    cfg: &PlaceConfig<'_>,
     now_ms: UnixMillis,
 ) -> Plan {
     let mut order: Vec<&JobRecord> = queue
@@ -165,7 +166,7 @@ fn choose(
     job: &JobRecord,
     machines: &[Candidate],
     reserved: &Reservations,
-    cfg: &PlaceConfig,
+    cfg: &PlaceConfig<'_>,
 ) -> Result<MachineId, String> {
     let single = match job.target {
         JobTarget::Machine(id) => Some(id),
@@ -268,7 +269,7 @@ fn able<'a>(
     job: &JobRecord,
     pool: Vec<&'a Candidate>,
     single: Option<MachineId>,
-    cfg: &PlaceConfig,
+    cfg: &PlaceConfig<'_>,
 ) -> Result<Vec<&'a Candidate>, String> {
     let n = pool.len();
     let matching = format!("{n} ONLINE machine{} match{}", plural(n), verb_s(n));
@@ -293,13 +294,15 @@ fn able<'a>(
     let mut refusal = None;
     let accepted: Vec<&Candidate> = docker
         .into_iter()
-        .filter(|m| match govern(&cfg.policies, &m.labels, ask.clone()) {
-            Ok(_) => true,
-            Err(why) => {
-                refusal.get_or_insert(why);
-                false
-            }
-        })
+        .filter(
+            |m| match govern(cfg.policies.iter().copied(), &m.labels, ask.clone()) {
+                Ok(_) => true,
+                Err(why) => {
+                    refusal.get_or_insert(why);
+                    false
+                }
+            },
+        )
         .collect();
     match (accepted.is_empty(), refusal, single) {
         (true, Some(why), Some(id)) => Err(format!("machine {id} refuses it: {why}")),

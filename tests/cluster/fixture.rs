@@ -110,6 +110,21 @@ fn assert_same(served: &Value, expected: &Value, at: &str) {
     }
 }
 
+/// Waits until the leader has raised the one-node fleet to this build's level, as it does
+/// soon after it starts.
+async fn at_this_builds_level(cluster: &Cluster) {
+    wait_until(
+        Duration::from_secs(10),
+        "the fleet at this build's level",
+        || {
+            let level = cluster.node(0).fleet.read(|s| s.fleet_level);
+            (level == shoal_protocol::levels::PROTOCOL_LEVEL).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// Writes `tests/fixtures/$SHOAL_FIXTURE` from a live one-node fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes a new golden fixture; run by hand when the stored format changes"]
@@ -130,16 +145,7 @@ async fn generate() {
 
     // Fleet settings need the fleet at this build's level, which the leader raises soon
     // after it starts.
-    wait_until(
-        Duration::from_secs(10),
-        "the fleet at this build's level",
-        || {
-            let level = cluster.node(0).fleet.read(|s| s.fleet_level);
-            (level == shoal_protocol::levels::PROTOCOL_LEVEL).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    at_this_builds_level(&cluster).await;
     // Set, then back to the default: a setting kept would prune the fixture's old jobs.
     for retention in [json!(30 * 24 * 3600), Value::Null] {
         let settings = json!({"job_retention_seconds": retention});
@@ -308,16 +314,7 @@ async fn check_fixture(fixture: &Path) {
     let api = cluster.api(0);
     // The leader raises the fleet to this build's level soon after it starts: what an
     // older level kept in an older form (fleet-wide templates) has moved by then.
-    wait_until(
-        Duration::from_secs(10),
-        "the fleet at this build's level",
-        || {
-            let level = cluster.node(0).fleet.read(|s| s.fleet_level);
-            (level == shoal_protocol::levels::PROTOCOL_LEVEL).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    at_this_builds_level(&cluster).await;
     let served = answers(&api).await;
     let name = fixture.display();
 

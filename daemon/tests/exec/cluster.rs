@@ -10,10 +10,9 @@
 use serde_json::json;
 use shoal_daemon::exec::docker::container_name;
 use shoal_daemon::testsuite::{Cluster, init_logs};
-use shoal_protocol::api::JobLogs;
 use shoal_protocol::{JobRecord, JobState, MachineId};
 
-use crate::support::{IMAGE, docker, test_image};
+use crate::support::{IMAGE, docker, job_output, test_image};
 
 fn index_of(cluster: &Cluster, machine: MachineId) -> usize {
     cluster
@@ -107,15 +106,7 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
     assert_eq!(job.attempts.len(), 1, "{:?}", job.attempts);
     assert_eq!(job.attempts[0].exit_code, Some(7), "{:?}", job.attempts);
     let other = (host + 1) % 3;
-    let logs: JobLogs = shoal_daemon::testsuite::http_client()
-        .get(format!("{}/v1/jobs/{id}/logs", cluster.api(other)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text: String = logs.chunks.iter().map(|c| c.text.as_str()).collect();
+    let text = job_output(&cluster.api(other), id).await;
     assert_eq!(text, "before\nafter\n");
 
     // The machine running a long job is killed: once it is STALE the job is requeued and
@@ -167,15 +158,7 @@ async fn container_jobs_survive_machine_loss_cancel_and_daemon_restart() {
             j.state == JobState::Completed
         })
         .await;
-    let logs: JobLogs = shoal_daemon::testsuite::http_client()
-        .get(format!("{api}/v1/jobs/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text: String = logs.chunks.iter().map(|c| c.text.as_str()).collect();
+    let text = job_output(&api, id).await;
     assert_eq!(text, "CapBnd:\t000000000000247b\n1000\n");
 
     cluster.shutdown().await;

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use shoal_daemon::testsuite::{Cluster, http_client, init_logs};
-use shoal_protocol::api::JobLogs;
 use shoal_protocol::{JobId, JobRecord, JobState};
 
 use crate::cluster::LeftBehind;
-use crate::support::{IMAGE, docker, eventually, free_tcp_port, test_image};
+use crate::support::{IMAGE, docker, eventually, free_tcp_port, job_output, test_image};
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 
@@ -112,18 +111,6 @@ fn image_present(image: &str) -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
-async fn logs_text(cluster: &Cluster, id: JobId) -> String {
-    let logs: JobLogs = http_client()
-        .get(format!("{}/v1/jobs/{id}/logs", cluster.api(0)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    logs.chunks.iter().map(|c| c.text.as_str()).collect()
-}
-
 async fn finished(cluster: &Cluster, id: JobId) -> JobRecord {
     cluster
         .wait_job(0, id, "finished", |j| j.state.is_finished())
@@ -162,7 +149,7 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
     let id = cluster.submit(0, job).await;
     let job = finished(&cluster, id).await;
     assert_eq!(job.state, JobState::Completed, "{job:#?}");
-    let text = logs_text(&cluster, id).await;
+    let text = job_output(&cluster.api(0), id).await;
     let pulled_at = text.find(&format!("pulling {pushed} from {host}"));
     let ran_at = text.find("ran-after-pull");
     assert!(
@@ -179,7 +166,7 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
     let again = json!({"image": pushed, "command": ["sh", "-c", "echo again"], "pull": "always", "max_attempts": 1});
     let id = cluster.submit(0, again).await;
     assert_eq!(finished(&cluster, id).await.state, JobState::Completed);
-    let text = logs_text(&cluster, id).await;
+    let text = job_output(&cluster.api(0), id).await;
     assert!(
         text.contains(&format!("pulling {pushed}")) && text.ends_with("again\n"),
         "{text:?}"
@@ -190,7 +177,7 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
         json!({"image": pushed, "command": ["sh", "-c", "echo cached"], "max_attempts": 1});
     let id = cluster.submit(0, cached).await;
     assert_eq!(finished(&cluster, id).await.state, JobState::Completed);
-    assert_eq!(logs_text(&cluster, id).await, "cached\n");
+    assert_eq!(job_output(&cluster.api(0), id).await, "cached\n");
 
     // `never` with an image the engine lacks: fails at once, saying so.
     let absent = format!("{host}/shoal-test/busybox:absent");

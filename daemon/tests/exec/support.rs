@@ -190,3 +190,16 @@ pub fn free_udp_port() -> u16 {
 pub fn free_ports() -> [u16; 3] {
     [free_tcp_port(), free_udp_port(), free_tcp_port()]
 }
+
+/// What job `id` printed, as `GET /v1/jobs/{id}/logs` through `api` answers it.
+pub async fn job_output(api: &str, id: impl std::fmt::Display) -> String {
+    let logs: shoal_protocol::api::JobLogs = shoal_daemon::testsuite::http_client()
+        .get(format!("{api}/v1/jobs/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    logs.chunks.iter().map(|c| c.text.as_str()).collect()
+}

@@ -470,7 +470,7 @@ fn a_container_goes_only_where_every_policy_accepts_it() {
         updated_by: "k".into(),
     };
     let cfg = PlaceConfig {
-        policies: vec![strict],
+        policies: vec![&strict],
         ..PlaceConfig::default()
     };
     let machines = [docker_machine(1, &["zone=dmz"]), docker_machine(2, &[])];
