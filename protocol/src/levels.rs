@@ -19,6 +19,7 @@
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
+//! | 9 | registry credentials in the log, sealed ([`Command::PutRegistryCredential`], [`Command::RemoveRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -70,7 +71,7 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(8);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(9);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
@@ -124,6 +125,13 @@ pub const CONFINEMENT_LEVEL: ProtocolLevel = ProtocolLevel(8);
 /// must not (`never`); `missing` is what every build does, so it needs no level.
 pub const PULL_LEVEL: ProtocolLevel = ProtocolLevel(8);
 
+/// From this level on, the log holds registry credentials, sealed, and machines pull with
+/// them. An older build cannot read either command.
+pub const REGISTRY_CREDENTIALS_LEVEL: ProtocolLevel = ProtocolLevel(9);
+/// From this level on, a job or template may ask for `gpus`: the leader places it only
+/// where that many GPUs are free, and the machine hands them to the container. An older
+/// build would drop the field and place the job anywhere.
+pub const GPU_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// Whether `pull` asks for something an older build would not do.
 fn pulls_unlike_before(pull: Option<crate::PullPolicy>) -> bool {
     pull.is_some_and(|pull| pull != crate::PullPolicy::Missing)
