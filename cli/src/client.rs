@@ -28,6 +28,7 @@ use shoal_protocol::params::{
     AuditParams, CostParams, HistoryParams, JobListParams, LogParams, SessionParams,
 };
 use shoal_protocol::policies::{Policy, PolicyList, PolicySpec};
+use shoal_protocol::registries::{RegistryEntry, RegistryList, RegistryLogin};
 use shoal_protocol::sessions::{
     CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
 };
@@ -322,7 +323,10 @@ impl Client {
         request: &DrainRequest,
     ) -> Result<BatchReport, ClientError> {
         let path = format!("/v1/batch/{}", action.as_str());
-        self.call(Method::POST, &path, Some(request)).await
+        // Each machine has up to 30 s to answer (an update pulls images first).
+        let within = self.timeout.max(Duration::from_secs(45));
+        self.call_within(Method::POST, &path, Some(request), within)
+            .await
     }
 
     /// `PUT /v1/templates/{name}`.
@@ -410,6 +414,27 @@ impl Client {
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 
+    /// `PUT /v1/registries/{registry}`.
+    pub async fn registry_login(
+        &self,
+        registry: &str,
+        login: &RegistryLogin,
+    ) -> Result<RegistryEntry, ClientError> {
+        let path = format!("/v1/registries/{registry}");
+        self.call(Method::PUT, &path, Some(login)).await
+    }
+
+    /// `GET /v1/registries`.
+    pub async fn registries(&self) -> Result<RegistryList, ClientError> {
+        self.call(Method::GET, "/v1/registries", None::<&()>).await
+    }
+
+    /// `DELETE /v1/registries/{registry}`.
+    pub async fn registry_logout(&self, registry: &str) -> Result<RegistryList, ClientError> {
+        let path = format!("/v1/registries/{registry}");
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
     /// `PUT /v1/budgets/{org}`.
     pub async fn set_budget(
         &self,
@@ -459,8 +484,19 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        self.call_within(method, path, body, self.timeout).await
+    }
+
+    /// [`Self::call`], giving up after `within` instead of the client's timeout.
+    async fn call_within<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        within: Duration,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.addr);
-        let mut request = self.http.request(method, &url);
+        let mut request = self.http.request(method, &url).timeout(within);
         if let Some(body) = body {
             request = request.json(body);
         }

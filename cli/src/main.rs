@@ -19,6 +19,7 @@ mod keys;
 mod machines;
 mod operate;
 mod output;
+mod registries;
 mod sessions;
 mod settings;
 mod snapshot;
@@ -113,6 +114,9 @@ enum Cmd {
     /// Governance policies machines apply to containers (admin).
     #[command(subcommand)]
     Policy(sessions::PolicyCmd),
+    /// Credentials machines pull registries' images with (admin).
+    #[command(subcommand)]
+    Registry(registries::RegistryCmd),
     /// Daily spend and runner-minute limits per org.
     #[command(subcommand)]
     Budget(costs::BudgetCmd),
@@ -332,6 +336,7 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Template(cmd) => sessions::run_template(&client, cmd, json).await,
         Cmd::Session(cmd) => return sessions::run_session(&client, cmd, json).await,
         Cmd::Policy(cmd) => sessions::run_policy(&client, cmd, json).await,
+        Cmd::Registry(cmd) => registries::run(&client, cmd, json).await,
         Cmd::Batch(cmd) => return operate::run_batch(&client, cmd, json).await,
         Cmd::Costs(args) => costs::run_costs(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,

@@ -100,7 +100,8 @@ pub async fn run_drain(
 pub enum BatchCmd {
     /// Restart the sessions running on the machines, in place.
     Restart(Selection),
-    /// Check the templates' images on the machines (present, pinned id); nothing is pulled.
+    /// Pull the images of the templates and of the sessions on the machines (with the
+    /// registries' credentials), then restart the sessions whose image moved onto it.
     Update(Selection),
     /// Check what runs on the machines against the policies that select them.
     ApplyConfig(Selection),

@@ -65,6 +65,7 @@ impl Command {
             | Command::SetKillSwitch { .. }
             | Command::SetBudget { .. }
             | Command::SetPolicy { .. }
+            | Command::SetRegistryCredential { .. }
             | Command::SetFleetSettings { .. }
             | Command::RequestGossipKeyRotation => Author::User(Scope::Admin),
         }

@@ -181,6 +181,14 @@ pub enum Command {
         name: String,
         policy: Option<Box<crate::policies::Policy>>,
     },
+    /// An admin sets the credentials machines pull `registry`'s images with (`Some`, its
+    /// password sealed), or removes them. Refused, changing nothing, when the credential
+    /// is malformed or names another registry, or when the fleet already holds
+    /// [`crate::registries::MAX_REGISTRIES`] others.
+    SetRegistryCredential {
+        registry: String,
+        credential: Option<Box<crate::registries::RegistryCredential>>,
+    },
     /// The leader raises the fleet's protocol level: every Raft member speaks `level`.
     /// A level below the current one is refused (the level never goes down).
     SetFleetLevel { level: ProtocolLevel },
@@ -233,6 +241,7 @@ impl Command {
             Command::RollbackTemplate { .. } => "RollbackTemplate",
             Command::RecordBatch { .. } => "RecordBatch",
             Command::SetPolicy { .. } => "SetPolicy",
+            Command::SetRegistryCredential { .. } => "SetRegistryCredential",
             Command::SetFleetLevel { .. } => "SetFleetLevel",
             Command::SetFleetSettings { .. } => "SetFleetSettings",
             Command::RequestGossipKeyRotation => "RequestGossipKeyRotation",
@@ -354,6 +363,10 @@ pub struct FleetState {
     /// a state written before [`crate::levels::GOSSIP_KEYRING_LEVEL`]).
     #[serde(default)]
     pub gossip_keys: crate::gossip_keys::GossipKeys,
+    /// Registry credentials by registry, passwords sealed (none in a state written before
+    /// [`crate::levels::REGISTRY_CREDENTIALS_LEVEL`]).
+    #[serde(default)]
+    pub registry_credentials: BTreeMap<String, crate::registries::RegistryCredential>,
 }
 
 impl Command {

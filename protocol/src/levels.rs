@@ -19,7 +19,7 @@
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
-//! | 9 | registry credentials in the log, sealed ([`Command::PutRegistryCredential`], [`Command::RemoveRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]) |
+//! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -155,6 +155,7 @@ impl Command {
             }
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
             Command::ApproveMachine { .. } => MEMBERSHIP_LEVEL,
+            Command::SetRegistryCredential { .. } => REGISTRY_CREDENTIALS_LEVEL,
             Command::RequestGossipKeyRotation | Command::RotateGossipKey { .. } => {
                 GOSSIP_KEYRING_LEVEL
             }
@@ -297,6 +298,15 @@ mod tests {
     }
 
     #[test]
+    fn registry_credentials_are_level_nine() {
+        let logout = Command::SetRegistryCredential {
+            registry: "ghcr.io".into(),
+            credential: None,
+        };
+        assert_eq!(audited(logout).min_level(), REGISTRY_CREDENTIALS_LEVEL);
+    }
+
+    #[test]
     fn templates_of_an_org_are_level_eight() {
         let put = |org: Option<&str>| Command::PutTemplate {
             org: org.map(str::to_string),
@@ -347,7 +357,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "8");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "9");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

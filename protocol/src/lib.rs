@@ -25,6 +25,7 @@ pub mod machine;
 pub mod operate;
 pub mod params;
 pub mod policies;
+pub mod registries;
 pub mod requests;
 pub mod running_spend;
 pub mod sessions;

@@ -16,6 +16,7 @@ use shoal_protocol::costs::{Budget, OnExceed};
 use shoal_protocol::gossip_keys::SEALED_KEY_LEN;
 use shoal_protocol::keys::{ApiKeyRecord, Scope};
 use shoal_protocol::policies::{Policy, PolicySpec};
+use shoal_protocol::registries::RegistryCredential;
 use shoal_protocol::requests::RequestId;
 use shoal_protocol::settings::FleetSettings;
 use shoal_protocol::templates::TemplateSpec;
@@ -230,6 +231,16 @@ fn one_of_each() -> Vec<Command> {
         Command::SetPolicy {
             name: "workers".into(),
             policy: Some(Box::new(policy)),
+        },
+        Command::SetRegistryCredential {
+            registry: "registry.lan:5000".into(),
+            credential: Some(Box::new(RegistryCredential {
+                registry: "registry.lan:5000".into(),
+                username: "ci".into(),
+                sealed_password: "sealed:v1:AAAA".into(),
+                updated_at_ms: 24,
+                updated_by: "7e57000000000001".into(),
+            })),
         },
         Command::SetFleetLevel {
             level: ProtocolLevel(2),

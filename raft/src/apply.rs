@@ -12,7 +12,9 @@ use shoal_protocol::{
     MachineStatus, Response, UnixMillis,
 };
 
-use crate::{audit, costs, fleet_settings, gossip_keys, jobs, requests, templates, tokens};
+use crate::{
+    audit, costs, fleet_settings, gossip_keys, jobs, registries, requests, templates, tokens,
+};
 
 /// Where in the log the command sits. The same on every replica: a submitted job takes
 /// its id from it.
@@ -97,6 +99,10 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             templates::rollback(state, org.as_deref(), &name, version)
         }
         Command::SetPolicy { name, policy } => set_policy(state, name, policy),
+        Command::SetRegistryCredential {
+            registry,
+            credential,
+        } => registries::set(state, registry, credential),
         Command::SetFleetLevel { level } => fleet_settings::set_level(state, level),
         Command::SetFleetSettings { settings } => fleet_settings::set_settings(state, settings),
         Command::ApproveMachine { id } => approve(state, id),

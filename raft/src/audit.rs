@@ -72,6 +72,16 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
             };
             (action.into(), format!("policy {name}"), Vec::new())
         }
+        Command::SetRegistryCredential {
+            registry,
+            credential,
+        } => {
+            let action = match credential {
+                Some(_) => "registry_login",
+                None => "registry_logout",
+            };
+            (action.into(), format!("registry {registry}"), Vec::new())
+        }
         Command::PutTemplate { name, .. } => (
             "put_template".into(),
             format!("template {name}"),

@@ -25,6 +25,7 @@ mod fleet_settings;
 mod gossip_keys;
 pub mod jobs;
 mod log_store;
+mod registries;
 mod requests;
 pub mod scheduler;
 mod snapshot_file;

@@ -19,10 +19,11 @@ use crate::node::Node;
 pub const COSTS_ROUTE: &str = "/v1/costs";
 
 /// The scope a route needs: reads need `read`, but keys, tokens, fleet snapshots (which
-/// hold their hashes) and the audit log need `admin`. What acts on the whole fleet or on
-/// machines (the kill switch, budgets, policies, fleet settings, machine labels, which
-/// set costs and what policies select, drains and batches, removal and approval) needs
-/// `admin`; every other change, and a shell in a session (attach), needs `operate`.
+/// hold their hashes), registry credentials and the audit log need `admin`. What acts on
+/// the whole fleet or on machines (the kill switch, budgets, policies, registry
+/// credentials, fleet settings, machine labels, which set costs and what policies select,
+/// drains and batches, removal and approval) needs `admin`; every other change, and a
+/// shell in a session (attach), needs `operate`.
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     let credentials = route.starts_with("/v1/keys")
         || route.starts_with("/v1/tokens")
@@ -31,6 +32,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route == "/v1/killswitch"
         || route.starts_with("/v1/budgets")
         || route.starts_with("/v1/policies")
+        || route.starts_with("/v1/registries")
         || route == "/v1/fleet/settings"
         || route == "/v1/fleet/rotate-key"
         || (*method == Method::DELETE && route == "/v1/machines/{id}")
@@ -39,7 +41,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         || route == "/v1/drain"
         || route == "/v1/undrain"
         || route.starts_with("/v1/batch");
-    let admin_read = credentials || route == "/v1/audit";
+    let admin_read = credentials || route == "/v1/audit" || route == "/v1/registries";
     match *method {
         Method::GET | Method::HEAD if admin_read => Scope::Admin,
         // HEAD reaches the GET handler too: it needs what the shell needs.

@@ -24,6 +24,7 @@ mod openapi;
 mod operate;
 mod policies;
 mod redact;
+mod registries;
 mod sessions;
 mod settings;
 pub mod snapshot;
@@ -89,6 +90,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .routes(routes!(costs::set_budget, costs::remove_budget))
         .routes(routes!(policies::list))
         .routes(routes!(policies::put, policies::remove))
+        .routes(routes!(registries::list))
+        .routes(routes!(registries::login, registries::logout))
         .routes(routes!(templates::list))
         .routes(routes!(templates::put, templates::show))
         .routes(routes!(templates::rollback))

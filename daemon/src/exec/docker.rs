@@ -31,8 +31,10 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
+use super::handle::Restart;
 use super::output::{OutputWriter, Stream};
 use super::pull::ensure_image;
+use super::recreate::recreate;
 use super::{
     DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_GRACE, ExecError, Executor, Outcome, RunControl,
     RunHandle, RunSpec, run_channel,
@@ -186,7 +188,8 @@ impl Executor for DockerExecutor {
         let docker = self.client().await?;
         let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
         if let Some(image) = &spec.image {
-            ensure_image(&docker, image, spec.pull, &control.output).await?;
+            let auth = spec.pull_auth.as_ref();
+            ensure_image(&docker, image, spec.pull, auth, &control.output).await?;
         }
         if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
             let here = docker.inspect_image(image).await?.id.unwrap_or_default();
@@ -291,7 +294,7 @@ pub(super) struct Watched {
 impl Watched {
     pub(super) async fn supervise(mut self, mut control: RunControl) {
         // What the output held before the container's logs (the pull's progress).
-        let before_logs = control.output.written();
+        let mut before_logs = control.output.written();
         let streaming = self.docker.clone().with_timeout(STREAM_TIMEOUT);
         let mut logs = tokio::spawn(pump_logs(
             streaming.clone(),
@@ -319,13 +322,35 @@ impl Watched {
                     self.stop(grace).await;
                 }
                 Ok(()) = restarts.changed(), if stopped.is_none() => {
-                    self.restart().await;
+                    let how = restarts.borrow_and_update().last;
+                    // Docker keeps the logs across a restart in place: they are read
+                    // again from the start, past what the output already holds. A new
+                    // container's logs start empty.
+                    let held = match how {
+                        Restart::InPlace => {
+                            self.restart().await;
+                            control.output.written() - before_logs
+                        }
+                        Restart::OntoCurrentImage => {
+                            let grace = self.timeout_grace;
+                            match recreate(&self.docker, &self.name, grace).await {
+                                Ok(image) => {
+                                    tracing::info!(container = %self.name, %image, "container made anew from its image");
+                                    before_logs = control.output.written();
+                                    0
+                                }
+                                Err(error) => {
+                                    tracing::warn!(container = %self.name, %error, "restart onto the current image failed");
+                                    let line = format!("shoal: restart onto the current image failed: {error}\n");
+                                    control.output.push(Stream::Stderr, line.as_bytes());
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     // The stop ended the old wait and log stream: watch the new process.
                     exit.set(wait_exit(&streaming, &self.name));
                     logs.abort();
-                    // Docker keeps the logs across the restart: read them again from the
-                    // start, past what the output already holds.
-                    let held = control.output.written() - before_logs;
                     logs = tokio::spawn(pump_logs(
                         streaming.clone(),
                         self.name.clone(),

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  RunHandle::cancel(grace) ──watch──▶ RunControl::cancelled() ─▶ executor stops the run
+//!  RunHandle::restart(how)  ──watch──▶ RunControl::restarts()  ─▶ executor restarts it
 //!  RunHandle::wait()        ◀─watch── RunControl::finish(outcome)
 //!  RunHandle::output()      ◀─────── OutputWriter (RunControl::output)
 //! ```
@@ -26,7 +27,25 @@ pub struct RunHandle {
     output: Output,
     outcome: watch::Receiver<Option<Outcome>>,
     cancel: Arc<watch::Sender<Option<Duration>>>,
-    restarts: Arc<watch::Sender<u32>>,
+    restarts: Arc<watch::Sender<Restarts>>,
+}
+
+/// How a run is restarted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// The same process or container is started again (`docker restart`).
+    #[default]
+    InPlace,
+    /// The container is made anew from its image reference, as it is on the machine now
+    /// (after `batch update` pulled a newer one), with the same settings.
+    OntoCurrentImage,
+}
+
+/// The restarts asked of a run: how many so far, and how the last one is to be done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restarts {
+    pub count: u32,
+    pub last: Restart,
 }
 
 /// The executor's end of a run.
@@ -35,7 +54,7 @@ pub struct RunControl {
     pub output: OutputWriter,
     outcome: watch::Sender<Option<Outcome>>,
     cancel: watch::Receiver<Option<Duration>>,
-    restarts: watch::Receiver<u32>,
+    restarts: watch::Receiver<Restarts>,
 }
 
 /// A new run for attempt `attempt` of job `job`, keeping at most `output_limit` bytes of
@@ -44,7 +63,7 @@ pub fn run_channel(job: u64, attempt: u32, output_limit: usize) -> (RunHandle, R
     let (writer, output) = output_channel(output_limit);
     let (outcome_tx, outcome_rx) = watch::channel(None);
     let (cancel_tx, cancel_rx) = watch::channel(None);
-    let (restart_tx, restart_rx) = watch::channel(0);
+    let (restart_tx, restart_rx) = watch::channel(Restarts::default());
     (
         RunHandle {
             job,
@@ -107,16 +126,19 @@ impl RunHandle {
 }
 
 impl RunHandle {
-    /// Asks the executor to restart the run in place (`docker restart`): the same run goes
-    /// on with its process started again. Executors that cannot restart ignore it.
-    pub fn restart(&self) {
-        self.restarts.send_modify(|n| *n = n.wrapping_add(1));
+    /// Asks the executor to restart the run as `how` says: the same run goes on with its
+    /// process started again. Executors that cannot restart ignore it.
+    pub fn restart(&self, how: Restart) {
+        self.restarts.send_modify(|restarts| {
+            restarts.count = restarts.count.wrapping_add(1);
+            restarts.last = how;
+        });
     }
 }
 
 impl RunControl {
     /// Changes each time a restart is asked.
-    pub fn restarts(&self) -> watch::Receiver<u32> {
+    pub fn restarts(&self) -> watch::Receiver<Restarts> {
         self.restarts.clone()
     }
 

@@ -26,6 +26,7 @@ mod handle;
 pub mod output;
 pub mod process;
 pub mod pull;
+mod recreate;
 pub mod run_as;
 mod session_exec;
 
@@ -34,7 +35,7 @@ use std::time::Duration;
 
 pub use docker::{Adopted, DockerConfig, DockerExecutor};
 pub use fake::FakeExecutor;
-pub use handle::{RunControl, RunHandle, run_channel};
+pub use handle::{Restart, RunControl, RunHandle, run_channel};
 pub use output::{Chunk, DEFAULT_OUTPUT_LIMIT, Follower, Output, OutputSnapshot, Stream};
 pub use process::{ProcessConfig, ProcessExecutor};
 
@@ -69,6 +70,9 @@ pub struct RunSpec {
     pub user: Option<String>,
     /// When the image is pulled from its registry. Containers only.
     pub pull: shoal_protocol::PullPolicy,
+    /// What the pull logs in to the image's registry with, if the fleet holds credentials
+    /// for it.
+    pub pull_auth: Option<pull::PullAuth>,
 }
 
 /// How a run ended.

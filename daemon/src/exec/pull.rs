@@ -11,12 +11,14 @@
 //! ```
 //!
 //! The engine keeps what it pulled, so a later run of the same image with `missing` starts
-//! at once.
+//! at once. A registry the fleet holds credentials for is logged in to with them
+//! ([`PullAuth`]), for this pull only: the engine keeps no login.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptionsBuilder;
@@ -31,13 +33,30 @@ pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most progress lines one pull writes to the output; the rest are left out.
 const MAX_PROGRESS_LINES: usize = 200;
 
+/// A registry login for one pull. Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Makes sure `image` is on the machine as `policy` says, pulling it when it must.
 pub async fn ensure_image(
     docker: &Docker,
     image: &str,
     policy: PullPolicy,
+    auth: Option<&PullAuth>,
     output: &OutputWriter,
 ) -> Result<(), ExecError> {
+    let progress = |text: String| output.push(Stream::Stderr, format!("{text}\n").as_bytes());
     let pull_needed = match policy {
         PullPolicy::Always => true,
         PullPolicy::Missing => !image_present(docker, image).await?,
@@ -51,7 +70,7 @@ pub async fn ensure_image(
         }
     };
     if pull_needed {
-        pull(docker, image, output).await?;
+        pull(docker, image, auth, &progress).await?;
     }
     Ok(())
 }
@@ -67,8 +86,14 @@ async fn image_present(docker: &Docker, image: &str) -> Result<bool, ExecError> 
     }
 }
 
-/// `docker pull image`, bounded by [`PULL_TIMEOUT`], its progress in `output`.
-async fn pull(docker: &Docker, image: &str, output: &OutputWriter) -> Result<(), ExecError> {
+/// `docker pull image`, bounded by [`PULL_TIMEOUT`], each line of its progress given to
+/// `line`.
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    auth: Option<&PullAuth>,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<(), ExecError> {
     let registry = registry_of(image);
     let failed = |reason: String| ExecError::Pull {
         registry: registry.to_string(),
@@ -76,8 +101,19 @@ async fn pull(docker: &Docker, image: &str, output: &OutputWriter) -> Result<(),
         kind: classify(&reason),
         reason,
     };
-    let line = |text: String| output.push(Stream::Stderr, format!("{text}\n").as_bytes());
-    line(format!("pulling {image} from {registry}"));
+    match auth {
+        Some(auth) => line(format!(
+            "pulling {image} from {registry} as {}",
+            auth.username
+        )),
+        None => line(format!("pulling {image} from {registry}")),
+    }
+    let credentials = auth.map(|auth| DockerCredentials {
+        username: Some(auth.username.clone()),
+        password: Some(auth.password.clone()),
+        serveraddress: Some(registry.to_string()),
+        ..DockerCredentials::default()
+    });
     let (name, tag) = split_reference(image);
     let options = CreateImageOptionsBuilder::default()
         .from_image(name)
@@ -87,7 +123,7 @@ async fn pull(docker: &Docker, image: &str, output: &OutputWriter) -> Result<(),
     let streaming = docker.clone().with_timeout(PULL_TIMEOUT * 2);
     let mut progress = Progress::default();
     let pulled = async {
-        let mut stream = streaming.create_image(Some(options), None, None);
+        let mut stream = streaming.create_image(Some(options), None, credentials);
         while let Some(item) = stream.next().await {
             let info = item.map_err(|error| failed(engine_reason(error)))?;
             if let Some(text) = progress.line(&info) {
@@ -105,6 +141,14 @@ async fn pull(docker: &Docker, image: &str, output: &OutputWriter) -> Result<(),
         Err(_) => Err(failed(format!(
             "the pull did not finish within {PULL_TIMEOUT:?} (unreachable)"
         ))),
+    }
+}
+
+impl super::DockerExecutor {
+    /// `docker pull image` with `auth`, whatever the engine has; the progress is left out.
+    pub async fn pull_image(&self, image: &str, auth: Option<&PullAuth>) -> Result<(), ExecError> {
+        let docker = self.client().await?;
+        pull(&docker, image, auth, &|_| {}).await
     }
 }
 

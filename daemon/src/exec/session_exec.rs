@@ -31,6 +31,23 @@ impl DockerExecutor {
         }
     }
 
+    /// The id of the image the container of `attempt` of `job` runs, if it exists.
+    pub async fn container_image_id(
+        &self,
+        job: u64,
+        attempt: u32,
+    ) -> Result<Option<String>, ExecError> {
+        let docker = self.client().await?;
+        let name = container_name(self.node_tag(), job, attempt);
+        match docker.inspect_container(&name, None).await {
+            Ok(inspected) => Ok(inspected.image),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Runs `command` in the container of `attempt` of `job` and waits for it to end, or
     /// for `limit` (then the answer is an error; the command may go on in the container).
     pub async fn exec(

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::exec::confine::{Confinement, ContainerLimits};
+use crate::exec::pull::PullAuth;
 use crate::exec::{
     Adopted, DockerConfig, DockerExecutor, ExecError, Executor, Outcome, ProcessConfig,
     ProcessExecutor, RunHandle, RunSpec,
@@ -370,6 +371,22 @@ async fn stop_process_runs(node: &Node, runner: &Runner) {
     }
 }
 
+/// The login for `image`'s registry, when the fleet holds credentials for it.
+pub fn pull_auth(node: &Node, image: &str) -> Result<Option<PullAuth>, String> {
+    let registry = crate::exec::pull::registry_of(image);
+    let Some(credential) = node
+        .fleet
+        .read(|state| state.registry_credentials.get(registry).cloned())
+    else {
+        return Ok(None);
+    };
+    let password = crate::secrets::registry::open(&node.cluster_secret, &credential)?;
+    Ok(Some(PullAuth {
+        username: credential.username,
+        password,
+    }))
+}
+
 /// The job's own environment with its secrets opened, and what every attempt gets:
 /// where the API is, and the token that lets it report costs (`POST /v1/costs`) while
 /// it runs.
@@ -478,6 +495,13 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         Ok(secrets) => secrets,
         Err(error) => return report_final(node, runner, job, attempt, JobReport::Failed { error }),
     };
+    let pull_auth = match spec.image.as_deref().map(|image| pull_auth(node, image)) {
+        Some(Err(error)) => {
+            return report_final(node, runner, job, attempt, JobReport::Failed { error });
+        }
+        Some(Ok(auth)) => auth,
+        None => None,
+    };
     let run = RunSpec {
         job: job.0,
         attempt,
@@ -496,6 +520,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         },
         user: ask.user,
         pull: spec.pull.unwrap_or_default(),
+        pull_auth,
     };
     let started = match (&run.image, &runner.process) {
         (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,

@@ -3,41 +3,18 @@
 //! that runs the attempt, into its environment. The log, snapshots, backups and the API
 //! hold them sealed.
 //!
-//! ```text
-//!  sealed = "sealed:v1:" base64(nonce (24 random bytes) | XChaCha20-Poly1305(value) + tag (16))
-//!  key    = SHA-256(domain | cluster secret)
-//!  associated data = domain | org | 0 | variable name
-//! ```
-//!
-//! The key comes from the cluster secret, which every member holds and the log never
-//! does; the org and the name are bound in, so a sealed value copied into another org's
-//! job or another variable does not open.
+//! The sealing is [`super::seal`]'s, under this purpose's key, with the org and the
+//! variable's name bound in: a sealed value copied into another org's job or another
+//! variable does not open. The key comes from the cluster secret, which every member holds
+//! and the log never does.
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use shoal_protocol::job_spec::{SEALED_PREFIX, check_env_value};
+use shoal_protocol::job_spec::check_env_value;
+
+use super::seal::Sealer;
 
 const DOMAIN: &[u8] = b"shoal secret env v1\0";
-const NONCE_LEN: usize = 24;
-
-fn cipher(cluster_secret: &str) -> XChaCha20Poly1305 {
-    let key: [u8; 32] = Sha256::new()
-        .chain_update(DOMAIN)
-        .chain_update(cluster_secret.as_bytes())
-        .finalize()
-        .into();
-    XChaCha20Poly1305::new(Key::from_slice(&key))
-}
-
-fn associated_data(org: &str, name: &str) -> Vec<u8> {
-    [DOMAIN, org.as_bytes(), &[0], name.as_bytes()].concat()
-}
 
 /// Seals every value of `secret_env` (given in clear) for `org`, in place. A value out of
 /// bounds is an error naming it, and nothing is sealed.
@@ -49,21 +26,11 @@ pub fn seal_all(
     for (name, value) in secret_env.iter() {
         check_env_value("secret_env", name, value)?;
     }
-    let cipher = cipher(cluster_secret);
+    let sealer = Sealer::new(cluster_secret, DOMAIN);
     for (name, value) in secret_env.iter_mut() {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        let payload = Payload {
-            msg: value.as_bytes(),
-            aad: &associated_data(org, name),
-        };
-        let sealed = cipher
-            .encrypt(XNonce::from_slice(&nonce), payload)
-            .map_err(|_| format!("secret_env: cannot seal {name}"))?;
-        *value = format!(
-            "{SEALED_PREFIX}{}",
-            STANDARD.encode([&nonce[..], &sealed].concat())
-        );
+        *value = sealer
+            .seal(&[org, name], value)
+            .ok_or_else(|| format!("secret_env: cannot seal {name}"))?;
     }
     Ok(())
 }
@@ -75,20 +42,8 @@ pub fn open_all(
     org: &str,
     secret_env: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {
-    let cipher = cipher(cluster_secret);
-    let open = |name: &str, sealed: &str| -> Option<String> {
-        let bytes = STANDARD.decode(sealed.strip_prefix(SEALED_PREFIX)?).ok()?;
-        if bytes.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, body) = bytes.split_at(NONCE_LEN);
-        let payload = Payload {
-            msg: body,
-            aad: &associated_data(org, name),
-        };
-        let clear = cipher.decrypt(XNonce::from_slice(nonce), payload).ok()?;
-        String::from_utf8(clear).ok()
-    };
+    let sealer = Sealer::new(cluster_secret, DOMAIN);
+    let open = |name: &str, sealed: &str| sealer.open(&[org, name], sealed);
     secret_env
         .iter()
         .map(|(name, sealed)| match open(name, sealed) {
@@ -102,7 +57,7 @@ pub fn open_all(
 
 #[cfg(test)]
 mod tests {
-    use shoal_protocol::job_spec::{MAX_ENV_VALUE_BYTES, MAX_SEALED_VALUE_BYTES};
+    use shoal_protocol::job_spec::{MAX_ENV_VALUE_BYTES, MAX_SEALED_VALUE_BYTES, SEALED_PREFIX};
 
     use super::*;
 

@@ -3,13 +3,16 @@
 //! and removed from the engine. Through a one-node cluster, a job pulls it (its output shows
 //! the pull, then the command's) and runs; `always` pulls again; `never` fails at once for
 //! an image the engine lacks; an image the registry lacks fails naming `not found` and the
-//! registry.
+//! registry. A registry behind basic auth (htpasswd) refuses a pull without the fleet's
+//! credentials and serves one with them; `batch update` after a new push restarts a
+//! session onto the new image.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{Value, json};
 use shoal_daemon::testsuite::{Cluster, http_client, init_logs};
 use shoal_protocol::{JobId, JobRecord, JobState};
 
@@ -18,29 +21,45 @@ use crate::support::{IMAGE, docker, eventually, free_tcp_port, job_output, test_
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 
-/// A registry serving 127.0.0.1:`port` from a temporary directory; killed when dropped.
+/// A registry serving 127.0.0.1:`port`; killed when dropped.
 struct Registry {
     child: Child,
     port: u16,
-    _storage: tempfile::TempDir,
+    _storage: Option<tempfile::TempDir>,
 }
 
 impl Registry {
+    /// A registry of its own, open to all.
     async fn start() -> Registry {
+        let storage = tempfile::tempdir().unwrap();
+        let mut registry = Registry::serve(storage.path(), None).await;
+        registry._storage = Some(storage);
+        registry
+    }
+
+    /// A registry serving the images under `storage`; with `htpasswd`, only to the users
+    /// that file names (basic auth).
+    async fn serve(storage: &Path, htpasswd: Option<&Path>) -> Registry {
         assert!(
             Path::new(REGISTRY).exists(),
             "the registry tests need {REGISTRY}: install it with \
              `apt-get install -y docker-registry` (as .ci/run does)"
         );
-        let storage = tempfile::tempdir().unwrap();
         let port = free_tcp_port();
-        let config = storage.path().join("config.yml");
+        let config = storage.join(format!("config-{port}.yml"));
+        let auth = match htpasswd {
+            Some(file) => format!(
+                "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
+                file.display()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
+                 http:\n  addr: 127.0.0.1:{port}\n{auth}",
+                storage.join("data").display()
             ),
         )
         .unwrap();
@@ -54,7 +73,7 @@ impl Registry {
         let registry = Registry {
             child,
             port,
-            _storage: storage,
+            _storage: None,
         };
         registry.wait_ready().await;
         registry
@@ -66,8 +85,9 @@ impl Registry {
         let client = http_client();
         let answered = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
+                // 401: up, and asking for a login.
                 if let Ok(response) = client.get(&url).send().await
-                    && response.status().is_success()
+                    && (response.status().is_success() || response.status().as_u16() == 401)
                 {
                     return;
                 }
@@ -227,4 +247,248 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
         error.contains(&format!("from registry {host} failed (unreachable)")),
         "{error}"
     );
+}
+
+/// `method` on `path` of node 0's API with `body`: the status and the JSON answer.
+async fn call(cluster: &Cluster, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{path}", cluster.api(0));
+    let mut request = cluster.http().request(method, &url);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn image_id(image: &str) -> String {
+    docker(&["image", "inspect", "-f", "{{.Id}}", image])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_asks_for_a_login_is_pulled_from_with_the_fleets_credentials() {
+    init_logs();
+    let _image = test_image();
+    // One store, served twice: open (to push to) and behind basic auth (to pull from).
+    let storage = tempfile::tempdir().unwrap();
+    let htpasswd = storage.path().join("htpasswd");
+    let entry = Command::new("htpasswd")
+        .args(["-Bbn", "ci", "s3cret-pass"])
+        .output()
+        .expect("the registry auth test needs htpasswd: apt-get install -y apache2-utils");
+    std::fs::write(&htpasswd, &entry.stdout).unwrap();
+    let open = Registry::serve(storage.path(), None).await;
+    let locked = Registry::serve(storage.path(), Some(&htpasswd)).await;
+    let pushed = format!("{}/shoal-test/private:1", open.host());
+    let private = format!("{}/shoal-test/private:1", locked.host());
+    let _images = Images(vec![pushed.clone(), private.clone()]);
+    docker(&["tag", IMAGE, &pushed]);
+    docker(&["push", "-q", &pushed]);
+    docker(&["rmi", &pushed]);
+
+    let cluster = Cluster::start(1).await.unwrap();
+    let _left_behind = LeftBehind(vec![cluster.node(0).id]);
+    let job =
+        json!({"image": private, "command": ["sh", "-c", "echo private-ran"], "max_attempts": 1});
+
+    // Without credentials: refused, saying so.
+    let id = cluster.submit(0, job.clone()).await;
+    let failed = finished(&cluster, id).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:#?}");
+    let error = error_of(&failed);
+    let registry = locked.host();
+    assert!(
+        error.contains(&format!(
+            "pulling image {private} from registry {registry} failed (unauthorized)"
+        )),
+        "{error}"
+    );
+
+    // Bad input changes nothing.
+    let path = format!("/v1/registries/{registry}");
+    let (status, body) = call(
+        &cluster,
+        Method::PUT,
+        &path,
+        json!({"username": "ci", "password": ""}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        &cluster,
+        Method::PUT,
+        "/v1/registries/Not%20A%20Host",
+        json!({"username": "ci", "password": "x"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, listed) = call(&cluster, Method::GET, "/v1/registries", Value::Null).await;
+    assert_eq!(
+        (status, &listed["registries"]),
+        (200, &json!([])),
+        "{listed}"
+    );
+
+    // An admin logs the fleet in: the password is neither answered nor kept in clear.
+    let login = json!({"username": "ci", "password": "s3cret-pass"});
+    let (status, body) = call(&cluster, Method::PUT, &path, login).await;
+    assert_eq!((status, &body["username"]), (200, &json!("ci")), "{body}");
+    let (_, listed) = call(&cluster, Method::GET, "/v1/registries", Value::Null).await;
+    assert_eq!(
+        listed["registries"][0]["registry"],
+        json!(registry),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains("s3cret-pass"), "{listed}");
+    let snapshot = cluster
+        .http()
+        .get(format!("{}/v1/snapshot", cluster.api(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.status().as_u16(), 200);
+    let snapshot = snapshot.bytes().await.unwrap();
+    let clear = snapshot
+        .windows(b"s3cret-pass".len())
+        .any(|w| w == b"s3cret-pass");
+    assert!(
+        !clear && snapshot.len() > 100,
+        "the fleet's snapshot holds the password sealed"
+    );
+
+    // With them: pulled and run.
+    let id = cluster.submit(0, job.clone()).await;
+    let ran = finished(&cluster, id).await;
+    assert_eq!(ran.state, JobState::Completed, "{ran:#?}");
+    let text = job_output(&cluster.api(0), id).await;
+    assert!(
+        text.contains(&format!("pulling {private} from {registry} as ci"))
+            && text.ends_with("private-ran\n"),
+        "{text:?}"
+    );
+
+    // Logged out: the list is empty again, and a fresh pull is refused.
+    let (status, body) = call(&cluster, Method::DELETE, &path, Value::Null).await;
+    assert_eq!((status, &body["registries"]), (200, &json!([])), "{body}");
+    let (status, body) = call(&cluster, Method::DELETE, &path, Value::Null).await;
+    assert_eq!(status, 404, "{body}");
+    docker(&["rmi", &private]);
+    let id = cluster.submit(0, job).await;
+    let error = error_of(&finished(&cluster, id).await);
+    assert!(error.contains("(unauthorized)"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
+    init_logs();
+    let _image = test_image();
+    let registry = Registry::start().await;
+    let app = format!("{}/shoal-test/app:latest", registry.host());
+    let _images = Images(vec![app.clone()]);
+    docker(&["tag", IMAGE, &app]);
+    docker(&["push", "-q", &app]);
+    let first = image_id(&app);
+
+    let cluster = Cluster::start(1).await.unwrap();
+    let _left_behind = LeftBehind(vec![cluster.node(0).id]);
+    let template =
+        json!({"image": app, "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]});
+    let (status, body) = call(&cluster, Method::PUT, "/v1/templates/app", template).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &cluster,
+        Method::POST,
+        "/v1/sessions",
+        json!({"template_id": "app"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let session = JobId(body["id"].as_u64().unwrap());
+    cluster
+        .wait_job(0, session, "running", |j| j.state == JobState::Running)
+        .await;
+    let label = format!("label=shoal.job={session}");
+    let container_image = || {
+        let id = docker(&["ps", "-q", "--filter", &label]);
+        (!id.is_empty()).then(|| docker(&["inspect", "-f", "{{.Image}}", &id]))
+    };
+    assert_eq!(container_image(), Some(first.clone()));
+
+    // A new image under the same tag, pushed; the engine keeps the old one under it.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nLABEL shoal.test.version=2\n"),
+    )
+    .unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &app,
+        &context.path().display().to_string(),
+    ]);
+    let second = image_id(&app);
+    assert_ne!(first, second);
+    docker(&["push", "-q", &app]);
+    docker(&["tag", IMAGE, &app]);
+
+    let (status, report) = call(
+        &cluster,
+        Method::POST,
+        "/v1/batch/update",
+        json!({"all": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let outcome = &report["machines"][0];
+    let detail = outcome["detail"].as_str().unwrap_or_default();
+    assert_eq!(outcome["ok"], json!(true), "{report}");
+    assert!(
+        detail.contains(&format!("{app}: pulled {}", &second[..19]))
+            && detail.contains(&format!("restarting sessions {session} onto")),
+        "{detail}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the session runs the new image",
+        || container_image() == Some(second.clone()),
+    )
+    .await;
+    let job = cluster
+        .wait_job(0, session, "running", |j| j.state == JobState::Running)
+        .await;
+    assert_eq!(
+        job.attempts.len(),
+        1,
+        "the same session, restarted in place: {job:#?}"
+    );
+
+    // Nothing new: up to date, no restart.
+    let (_, report) = call(
+        &cluster,
+        Method::POST,
+        "/v1/batch/update",
+        json!({"all": true}),
+    )
+    .await;
+    let detail = report["machines"][0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains(&format!("{app}: up to date")) && detail.contains("no session to restart"),
+        "{detail}"
+    );
+    let (status, body) = call(
+        &cluster,
+        Method::POST,
+        &format!("/v1/sessions/{session}/terminate"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -120,6 +120,7 @@ impl Before {
             | Command::PutTemplate { .. }
             | Command::RollbackTemplate { .. }
             | Command::SetPolicy { .. }
+            | Command::SetRegistryCredential { .. }
             | Command::RecordBatch { .. }
             | Command::SetFleetLevel { .. }
             | Command::ApproveMachine { .. }

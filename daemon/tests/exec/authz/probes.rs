@@ -146,6 +146,7 @@ pub async fn probe(world: &World, operation: &str, fresh: bool) -> Probe {
         | "GET /v1/audit"
         | "GET /v1/tokens/registration"
         | "GET /v1/policies"
+        | "GET /v1/registries"
         | "GET /v1/snapshot" => Probe::new(operation.trim_start_matches("GET "), OK, Target::Fleet),
         "GET /v1/machines/{id}" => Probe::new(&machine, OK, Target::Fleet),
         "GET /v1/machines/{id}/history" => {
@@ -273,6 +274,22 @@ pub async fn probe(world: &World, operation: &str, fresh: bool) -> Probe {
             ));
             match operation.starts_with("PUT") {
                 true => probe.body(spec(2)),
+                false => probe,
+            }
+        }
+        "PUT /v1/registries/{registry}" | "DELETE /v1/registries/{registry}" => {
+            let registry = format!("authz-{n}.lan");
+            let path = format!("/v1/registries/{registry}");
+            let login = |password: &str| json!({"username": "ci", "password": password});
+            world.admin(Method::PUT, &path, Some(login("first"))).await;
+            let probe = Probe::new(&path, OK, Target::Fleet).witness(entry(
+                "/v1/registries",
+                "/registries",
+                "registry",
+                &registry,
+            ));
+            match operation.starts_with("PUT") {
+                true => probe.body(login("second")),
                 false => probe,
             }
         }

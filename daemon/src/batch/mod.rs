@@ -1,6 +1,9 @@
 //! Batch operations on selected machines: each machine acts on itself (restart its
-//! sessions, check template images, check what runs against its policies); the node that
-//! took the request asks the others over peer RPC and gathers what each did.
+//! sessions, pull its images and restart the sessions whose image moved ([`update`]),
+//! check what runs against its policies); the node that took the request asks the others
+//! over peer RPC and gathers what each did.
+
+mod update;
 
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use shoal_protocol::batch::{BatchAction, MachineOutcome};
 use shoal_protocol::policies::ContainerAsk;
 use shoal_protocol::{ApiError, ErrorCode, JobKind, JobState, MachineId};
 
+use crate::exec::Restart;
 use crate::keys::Caller;
 use crate::node::Node;
 use crate::p2p::{PeerRequest, PeerResponse};
@@ -99,7 +103,7 @@ pub async fn local(node: &Node, action: BatchAction) -> Result<String, ApiError>
             let mut restarted = Vec::new();
             for (job, attempt, _) in running_here(node, true) {
                 if let Some(run) = node.runner.run(job, attempt) {
-                    run.restart();
+                    run.restart(Restart::InPlace);
                     restarted.push(job.to_string());
                 }
             }
@@ -109,11 +113,7 @@ pub async fn local(node: &Node, action: BatchAction) -> Result<String, ApiError>
                 format!("restarting sessions {}", restarted.join(", "))
             })
         }
-        BatchAction::Update => {
-            let images = node.fleet.read(crate::diagnose::template_images);
-            let check = crate::diagnose::images_check(node.runner.docker(), &images).await;
-            Ok(check.detail)
-        }
+        BatchAction::Update => update::run(node).await,
         BatchAction::ApplyConfig => {
             let names: Vec<String> = policies_here(node).into_iter().map(|p| p.name).collect();
             let mut lines = vec![if names.is_empty() {
