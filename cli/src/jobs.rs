@@ -320,6 +320,11 @@ pub fn details(
         }
         text.push('\n');
         text.push_str(&table.render());
+        for a in &job.attempts {
+            if let Some(why) = &a.placed_because {
+                text.push_str(&format!("attempt {}: {why}\n", a.number));
+            }
+        }
     }
     if !job.children.is_empty() {
         text.push('\n');
@@ -445,7 +450,13 @@ mod tests {
             attempt(1, 0xabcd_0000_0000_0001, Some(2)),
             attempt(2, 0xabcd_0000_0000_0001, None),
         ];
+        retried.attempts[1].placed_because =
+            Some("moved from attic, where attempt 1 failed: exit code 2".into());
         let text = details(&retried, &[], &names(), NOW);
+        assert!(
+            text.contains("attempt 2: moved from attic, where attempt 1 failed: exit code 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("state:            running for 10s\n"),
             "{text}"

@@ -115,16 +115,18 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
             let id = record.info.id;
             let labels = record.labels();
             let on_machine = held.get(&id).copied().unwrap_or(0);
-            let (load, reported, cpu_cores) = match node.peer(id) {
+            let (load, reported, cpu_cores, images) = match node.peer(id) {
                 Some(peer) => (
                     peer.info.resources.load,
                     peer.info.running,
                     peer.info.resources.cpu_cores,
+                    peer.info.images.clone(),
                 ),
                 None => (
                     record.info.resources.load,
                     0,
                     record.info.resources.cpu_cores,
+                    record.info.images.clone(),
                 ),
             };
             let running = reported.min(on_machine);
@@ -144,6 +146,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                 running,
                 max_running: record.info.max_running,
                 cpu_cores,
+                images,
             }
         })
         .collect();

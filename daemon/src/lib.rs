@@ -21,6 +21,7 @@ pub mod gossip_keys;
 pub mod gossip_mode;
 pub mod history;
 pub mod identity;
+pub mod image_facts;
 pub mod isolate;
 pub mod join;
 pub mod keys;

@@ -212,6 +212,7 @@ impl Node {
             running: 0,
             max_running: config.max_running,
             draining: false,
+            images: Vec::new(),
             started_at_ms: now_ms(),
         };
         let (info_tx, info_rx) = watch::channel(info);
@@ -272,6 +273,10 @@ impl Node {
             shutdown_rx.clone(),
         ));
         tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
+        tasks.spawn(crate::image_facts::publish_loop(
+            node.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(leadership::leadership_loop(

@@ -254,6 +254,7 @@ mod tests {
                             ok: !draining,
                             detail: "12 GiB free".into(),
                         }],
+                        images: vec![id, id.wrapping_add(1)],
                     }
                 },
             )

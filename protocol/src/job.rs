@@ -385,6 +385,10 @@ pub struct Attempt {
     /// (left out while there is none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported_days: Vec<crate::costs::DaySpend>,
+    /// For a retry: why it runs where it does, against the attempt before it (`moved from
+    /// attic, where attempt 1 failed: exit code 2`). Set from protocol level 9 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_because: Option<String>,
 }
 
 /// The leader's decision to run attempt `attempt` of `job` on `machine`.

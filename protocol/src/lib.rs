@@ -14,6 +14,7 @@ pub mod events;
 pub mod frame;
 pub mod gossip_keys;
 pub mod ids;
+pub mod image_ref;
 pub mod indexes;
 pub mod job;
 pub mod job_spec;

@@ -69,6 +69,11 @@ pub struct MachineInfo {
     /// The machine's own health checks (`shoald diagnose`), as last run.
     #[serde(default)]
     pub diagnosis: Vec<Check>,
+    /// Keys of the images the machine's engine holds ([`crate::image_ref::image_key`], at
+    /// most [`crate::image_ref::MAX_IMAGE_KEYS`], sorted): the scheduler prefers a machine
+    /// that need not pull. None from an older build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<u64>,
 }
 
 /// One health check of a machine: Docker, disk, memory, the data directory.

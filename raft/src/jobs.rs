@@ -13,9 +13,13 @@
 //!  finishes with the last child (completed only if every child completed).
 //! ```
 
+use std::collections::BTreeMap;
+
+use shoal_protocol::levels::RETRY_NOTE_LEVEL;
 use shoal_protocol::{
     Attempt, Command, ErrorCode, FleetState, JobId, JobKind, JobRecord, JobReport, JobSpec,
-    JobState, JobTarget, KillSwitch, MachineId, MachineStatus, Placement, Response, UnixMillis,
+    JobState, JobTarget, KillSwitch, MachineId, MachineRecord, MachineStatus, Placement, Response,
+    UnixMillis,
 };
 
 use crate::apply::ApplyCtx;
@@ -152,6 +156,33 @@ fn labels_text(spec: &JobSpec) -> String {
     pairs.join(",")
 }
 
+/// Why a retry runs on `machine`, against the attempt before it. The scheduler sends a
+/// retry to a machine no earlier attempt ran on when one can take it, so the same machine
+/// again means none could.
+fn retry_note(
+    machines: &BTreeMap<MachineId, MachineRecord>,
+    job: &JobRecord,
+    machine: MachineId,
+) -> Option<String> {
+    let before = job.attempts.last()?;
+    let name = |id: MachineId| {
+        machines
+            .get(&id)
+            .map_or_else(|| id.to_string(), |m| m.info.name.clone())
+    };
+    let what = match &before.error {
+        Some(error) => format!("attempt {} failed: {error}", before.number),
+        None => format!("attempt {} ended", before.number),
+    };
+    Some(match before.machine == machine {
+        true => format!(
+            "again on {}, where {what}: no other machine that can run it was free",
+            name(machine)
+        ),
+        false => format!("moved from {}, where {what}", name(before.machine)),
+    })
+}
+
 pub(crate) fn dispatch(
     state: &mut FleetState,
     placements: &[Placement],
@@ -177,6 +208,10 @@ pub(crate) fn dispatch(
         if !fits {
             continue;
         }
+        let placed_because = match state.fleet_level >= RETRY_NOTE_LEVEL {
+            true => retry_note(&state.machines, job, placement.machine),
+            false => None,
+        };
         job.attempts.push(Attempt {
             number: placement.attempt,
             machine: placement.machine,
@@ -186,6 +221,7 @@ pub(crate) fn dispatch(
             exit_code: None,
             error: None,
             rate_micro_usd_per_hour: rate,
+            placed_because,
             ..Attempt::default()
         });
         job.state = JobState::Dispatched;

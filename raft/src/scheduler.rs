@@ -8,7 +8,8 @@
 //!      ONLINE ─▶ required labels ─▶ can run it: process jobs allowed (no image), or Docker
 //!             and every policy that selects the machine accepts the container (image)
 //!             ─▶ load < threshold ─▶ running + reserved < max_running
-//!             ─▶ not tried by an earlier attempt, least loaded, fewest running, lowest id
+//!             ─▶ not tried by an earlier attempt, least loaded (to 0.1 per core; among
+//!                those, one holding the image first), fewest running, lowest id
 //!      any stage empty ───────────────────────────────────▶ waits, with that stage's reason
 //!      placed ─▶ counts as reserved on its machine for the rest of the pass
 //! ```
@@ -18,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shoal_protocol::image_ref::image_key;
 use shoal_protocol::policies::{ContainerAsk, Policy, govern};
 use shoal_protocol::{
     JobId, JobRecord, JobState, JobTarget, Labels, MachineId, MachineStatus, Placement, UnixMillis,
@@ -41,6 +43,15 @@ pub struct Candidate {
     pub has_docker: bool,
     /// Whether the machine runs jobs without an image (`allow_process_jobs`).
     pub runs_processes: bool,
+    /// Keys of the images its engine holds, sorted ([`shoal_protocol::image_ref::image_key`]).
+    pub images: Vec<u64>,
+}
+
+impl Candidate {
+    /// Whether the machine holds `image` already, so a job of it starts without a pull.
+    fn holds(&self, image: Option<&str>) -> bool {
+        image.is_some_and(|image| self.images.binary_search(&image_key(image)).is_ok())
+    }
 }
 
 /// Work the leader placed that the machines' heartbeats do not show yet, per machine.
@@ -244,9 +255,15 @@ fn choose(
         .copied()
         .filter(|m| m.max_running == 0 || busy(m) < m.max_running)
         .collect();
+    // Loads within the same tenth of a core count as equal, and among equals a machine
+    // that holds the image needs no pull. Loads here are below the threshold, so finite.
+    let tenths = |m: &Candidate| (load(m) * 10.0).floor() as i64;
+    let image = job.spec.image.as_deref();
     let Some(best) = free.iter().min_by(|a, b| {
         tried(a)
             .cmp(&tried(b))
+            .then(tenths(a).cmp(&tenths(b)))
+            .then(b.holds(image).cmp(&a.holds(image)))
             .then(load(a).total_cmp(&load(b)))
             .then(busy(a).cmp(&busy(b)))
             .then(a.id.cmp(&b.id))

@@ -94,10 +94,21 @@ async fn work_goes_only_where_it_can_run() {
     let second_try =
         json!({"command": ["sh", "-c", "test \"$SHOAL_ATTEMPT\" = 2"], "max_attempts": 2});
     let id = cluster.submit(2, second_try).await;
-    cluster
+    let job = cluster
         .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
         .await;
     let machines = ran_on(id);
     assert_eq!(machines.len(), 2, "{machines:?}");
     assert_ne!(machines[0], machines[1], "the retry moved");
+    // The attempt says why it moved.
+    let first_machine = cluster
+        .node(0)
+        .fleet
+        .read(|s| s.machines[&machines[0]].info.name.clone());
+    assert_eq!(
+        job.attempts[1].placed_because.as_deref(),
+        Some(format!("moved from {first_machine}, where attempt 1 failed: exit code 1").as_str()),
+        "{job:#?}"
+    );
+    assert_eq!(job.attempts[0].placed_because, None);
 }

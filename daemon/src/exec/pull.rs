@@ -22,8 +22,10 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::query_parameters::ListImagesOptions;
 use futures::StreamExt;
 use shoal_protocol::PullPolicy;
+use shoal_protocol::image_ref::{MAX_IMAGE_KEYS, image_key};
 
 use super::ExecError;
 use super::output::{OutputWriter, Stream};
@@ -145,6 +147,23 @@ async fn pull(
 }
 
 impl super::DockerExecutor {
+    /// Keys of the newest images the engine holds (at most [`MAX_IMAGE_KEYS`]), sorted.
+    pub async fn image_keys(&self) -> Result<Vec<u64>, ExecError> {
+        let docker = self.client().await?;
+        let mut images = docker.list_images(None::<ListImagesOptions>).await?;
+        images.sort_by_key(|image| std::cmp::Reverse(image.created));
+        let mut keys: Vec<u64> = images
+            .iter()
+            .flat_map(|image| image.repo_tags.iter())
+            .filter(|tag| !tag.starts_with("<none>"))
+            .map(|tag| image_key(tag))
+            .take(MAX_IMAGE_KEYS)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
     /// `docker pull image` with `auth`, whatever the engine has; the progress is left out.
     pub async fn pull_image(&self, image: &str, auth: Option<&PullAuth>) -> Result<(), ExecError> {
         let docker = self.client().await?;

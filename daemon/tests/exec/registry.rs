@@ -162,6 +162,23 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
 
     let cluster = Cluster::start(1).await.unwrap();
     let _left_behind = LeftBehind(vec![cluster.node(0).id]);
+    // The machine tells the fleet which images it holds, for placement to prefer it.
+    let key = shoal_protocol::image_ref::image_key(IMAGE);
+    let holds = || {
+        cluster
+            .node(0)
+            .info
+            .borrow()
+            .images
+            .binary_search(&key)
+            .is_ok()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the machine publishes its images",
+        holds,
+    )
+    .await;
 
     // Missing here (the default policy): pulled, then run.
     let job =

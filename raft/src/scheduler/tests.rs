@@ -18,6 +18,7 @@ fn machine(id: u64, labels: &[&str]) -> Candidate {
         cpu_cores: 4,
         has_docker: false,
         runs_processes: true,
+        images: Vec::new(),
     }
 }
 
@@ -316,6 +317,7 @@ fn any_machine() -> impl Strategy<Value = Candidate> {
                     cpu_cores: 2,
                     has_docker,
                     runs_processes: id % 3 != 0,
+                    images: Vec::new(),
                 }
             },
         )
@@ -521,5 +523,39 @@ fn a_retry_goes_to_a_machine_the_job_has_not_failed_on() {
     assert_eq!(placed_on(&plan), [(1, 2)]);
     // Alone, it takes the retry after all.
     let plan = run(&[retried], &[cooler]);
+    assert_eq!(placed_on(&plan), [(1, 1)]);
+}
+
+#[test]
+fn among_machines_about_as_loaded_one_holding_the_image_comes_first() {
+    use shoal_protocol::image_ref::image_key;
+    let holding = |id, load| Candidate {
+        load,
+        images: vec![image_key("docker.io/library/busybox:latest")],
+        ..docker_machine(id, &[])
+    };
+    let bare = |id, load| Candidate {
+        load,
+        ..docker_machine(id, &[])
+    };
+    // Same tenth of a core: the one holding the image, though a little busier.
+    let plan = run(
+        &[container(1, "busybox")],
+        &[bare(1, 0.31), holding(2, 0.38)],
+    );
+    assert_eq!(placed_on(&plan), [(1, 2)]);
+    // Clearly less loaded wins over holding the image.
+    let plan = run(&[container(1, "busybox")], &[bare(1, 0.1), holding(2, 0.5)]);
+    assert_eq!(placed_on(&plan), [(1, 1)]);
+    // Another image: no preference, the least loaded.
+    let plan = run(
+        &[container(1, "alpine:3.20")],
+        &[bare(1, 0.31), holding(2, 0.30)],
+    );
+    assert_eq!(placed_on(&plan), [(1, 2)]);
+    let plan = run(
+        &[container(1, "alpine:3.20")],
+        &[bare(1, 0.30), holding(2, 0.31)],
+    );
     assert_eq!(placed_on(&plan), [(1, 1)]);
 }
