@@ -180,6 +180,9 @@ impl Node {
         if config.allow_process_jobs {
             labels.insert(PROCESS_JOBS_LABEL, "true")?;
         }
+        let gpu_source = crate::gpus::source(&config);
+        let gpus = crate::gpus::sample(gpu_source.as_ref()).unwrap_or_default();
+        crate::gpus::add_labels(&mut labels, &gpus)?;
         let facts = HostFacts::read();
         // A machine that founds a fleet alone makes the fleet CA now; any other gets it
         // when it joins, or from a member (`tls::fetch::ca_loop`).
@@ -213,6 +216,7 @@ impl Node {
             max_running: config.max_running,
             draining: false,
             started_at_ms: now_ms(),
+            gpus,
         };
         let (info_tx, info_rx) = watch::channel(info);
         let gossip_advertise = SocketAddr::new(config.advertise, gossip_listen.port());
@@ -271,7 +275,12 @@ impl Node {
             inbound,
             shutdown_rx.clone(),
         ));
-        tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
+        tasks.spawn(sample_loop(
+            node.clone(),
+            sampler,
+            gpu_source,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(reconcile::leader_loop(node.clone(), shutdown_rx.clone()));
         tasks.spawn(leadership::leadership_loop(
@@ -436,8 +445,13 @@ async fn diagnose_now(node: Arc<Node>) {
         .send_if_modified(|info| std::mem::replace(&mut info.diagnosis, checks.clone()) != checks);
 }
 
-/// Samples resources and publishes them through the info watch.
-async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch::Receiver<bool>) {
+/// Samples resources and the GPUs' use and publishes them through the info watch.
+async fn sample_loop(
+    node: Arc<Node>,
+    mut sampler: Sampler,
+    gpu_source: Arc<dyn crate::gpus::GpuSource>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(node.config.timings.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recheck = tokio::time::interval(diagnose::DIAGNOSE_EVERY);
@@ -452,7 +466,13 @@ async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch:
             _ = tick.tick() => {
                 let resources = sampler.sample();
                 node.history.record(now_ms(), &resources);
-                node.info.send_modify(|info| info.resources = resources);
+                let gpus = crate::gpus::sample(gpu_source.as_ref());
+                node.info.send_modify(|info| {
+                    info.resources = resources;
+                    if let Some(gpus) = gpus {
+                        info.gpus = gpus;
+                    }
+                });
             }
         }
     }

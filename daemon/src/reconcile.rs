@@ -150,6 +150,7 @@ fn durable_facts(info: &MachineInfo) -> MachineInfo {
         },
         running: 0,
         draining: false,
+        gpus: info.gpus.iter().map(shoal_protocol::Gpu::fact).collect(),
         ..info.clone()
     }
 }

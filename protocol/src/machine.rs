@@ -69,6 +69,10 @@ pub struct MachineInfo {
     /// The machine's own health checks (`shoald diagnose`), as last run.
     #[serde(default)]
     pub diagnosis: Vec<Check>,
+    /// The machine's GPUs (at most [`crate::gpus::MAX_GPUS`]) with their live use; none
+    /// from a machine without one, or from an older build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::Gpu>,
 }
 
 /// One health check of a machine: Docker, disk, memory, the data directory.

@@ -69,6 +69,9 @@ pub struct RunSpec {
     pub user: Option<String>,
     /// When the image is pulled from its registry. Containers only.
     pub pull: shoal_protocol::PullPolicy,
+    /// The GPU indices handed to the container (`docker run --gpus`); none when empty.
+    /// Containers only.
+    pub gpus: Vec<u32>,
 }
 
 /// How a run ended.
