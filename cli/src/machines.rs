@@ -471,5 +471,20 @@ mod tests {
         );
         assert!(text.contains("last heartbeat:   2s ago\n"), "{text}");
         assert!(text.contains("operator labels:  -\n"), "{text}");
+        assert!(text.contains("gpus:             -"), "{text}");
+        let mut with_gpus = fleet()[0].clone();
+        with_gpus.gpus = vec![shoal_protocol::Gpu {
+            index: 0,
+            uuid: "GPU-1".into(),
+            model: "NVIDIA T4".into(),
+            memory_mb: 15360,
+            memory_used_mb: 1024,
+            utilization_percent: 37,
+        }];
+        let text = details(&with_gpus, NOW);
+        assert!(
+            text.contains("gpus:             0 NVIDIA T4 (1.0G of 15.0G, 37%)"),
+            "{text}"
+        );
     }
 }
