@@ -13,7 +13,7 @@ use crate::{follow, jobs, parse_label, usage_error};
 #[derive(Debug, Subcommand)]
 pub enum JobCmd {
     /// Submit a job: `shoal job run [OPTIONS] -- CMD ARGS...`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List jobs, newest first.
     #[command(visible_alias = "list")]
     Ls {
@@ -234,7 +234,7 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         let full: Vec<&str> = ["job", "run"].iter().chain(args).copied().collect();
         match parse(&full).unwrap().command {
-            Cmd::Job(JobCmd::Run(args)) => args,
+            Cmd::Job(JobCmd::Run(args)) => *args,
             other => panic!("wrong command {other:?}"),
         }
     }

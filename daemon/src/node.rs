@@ -180,9 +180,11 @@ impl Node {
         if config.allow_process_jobs {
             labels.insert(PROCESS_JOBS_LABEL, "true")?;
         }
-        let gpu_source = crate::gpus::source(&config);
-        let gpus = crate::gpus::sample(gpu_source.as_ref()).unwrap_or_default();
-        crate::gpus::add_labels(&mut labels, &gpus)?;
+        let mut gpu_sampler = crate::gpus::GpuSampler::new(crate::gpus::source(&config));
+        let gpus = gpu_sampler.sample().unwrap_or_default();
+        if let Err(err) = crate::gpus::add_labels(&mut labels, &gpus) {
+            tracing::warn!(%err, "the gpu labels do not fit beside the configured ones");
+        }
         let facts = HostFacts::read();
         // A machine that founds a fleet alone makes the fleet CA now; any other gets it
         // when it joins, or from a member (`tls::fetch::ca_loop`).
@@ -278,7 +280,7 @@ impl Node {
         tasks.spawn(sample_loop(
             node.clone(),
             sampler,
-            gpu_source,
+            gpu_sampler,
             shutdown_rx.clone(),
         ));
         tasks.spawn(peer_access_loop(node.clone(), shutdown_rx.clone()));
@@ -449,7 +451,7 @@ async fn diagnose_now(node: Arc<Node>) {
 async fn sample_loop(
     node: Arc<Node>,
     mut sampler: Sampler,
-    gpu_source: Arc<dyn crate::gpus::GpuSource>,
+    mut gpu_sampler: crate::gpus::GpuSampler,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(node.config.timings.sample_interval);
@@ -466,7 +468,7 @@ async fn sample_loop(
             _ = tick.tick() => {
                 let resources = sampler.sample();
                 node.history.record(now_ms(), &resources);
-                let gpus = crate::gpus::sample(gpu_source.as_ref());
+                let gpus = gpu_sampler.sample();
                 node.info.send_modify(|info| {
                     info.resources = resources;
                     if let Some(gpus) = gpus {

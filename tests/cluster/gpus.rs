@@ -151,6 +151,21 @@ async fn a_fleet_below_level_nine_refuses_gpu_jobs() {
     assert!(message.starts_with("needs protocol level 9"), "{message}");
     let jobs = cluster.node(0).fleet.read(|s| s.jobs.len());
     assert_eq!(jobs, 0, "nothing was submitted");
+    // The document says what `gpus` is, for jobs, templates and machines.
+    let document: Value = crate::http::get(format!("{}/v1/openapi.json", cluster.api(0))).await;
+    let schemas = &document["components"]["schemas"];
+    for (schema, field) in [
+        ("JobSpec", "gpus"),
+        ("TemplateSpec", "gpus"),
+        ("MachineView", "gpus"),
+        ("Gpu", "utilization_percent"),
+    ] {
+        let properties = &schemas[schema]["properties"];
+        assert!(
+            properties.get(field).is_some(),
+            "{schema}.{field}: {properties}"
+        );
+    }
     // A process job asking for GPUs is a 400 naming the field, at any level.
     let process = json!({"command": ["true"], "gpus": 1});
     let (code, body) = post(format!("{}/v1/jobs", cluster.api(0)), process).await;

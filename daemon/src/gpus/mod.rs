@@ -48,38 +48,63 @@ pub fn source(config: &crate::Config) -> Arc<dyn GpuSource> {
     }
 }
 
-/// Reads `source` once, bounded to [`shoal_protocol::gpus::MAX_GPUS`] (saying so when it
-/// cuts); `None` when the read failed (logged).
-pub fn sample(source: &dyn GpuSource) -> Option<Vec<Gpu>> {
-    match source.read() {
-        Ok(gpus) => {
-            let (gpus, cut) = shoal_protocol::gpus::bounded(gpus);
-            if cut > 0 {
-                tracing::warn!(
-                    cut,
-                    kept = gpus.len(),
-                    "this machine has more gpus than a machine publishes: the rest are left out"
-                );
-            }
-            Some(gpus)
+/// Reads a GPU source for the sample loop: bounded to [`shoal_protocol::gpus::MAX_GPUS`],
+/// and each problem logged once (not every sample) until it changes.
+pub struct GpuSampler {
+    source: Arc<dyn GpuSource>,
+    last_error: Option<String>,
+    said_cut: bool,
+}
+
+impl GpuSampler {
+    pub fn new(source: Arc<dyn GpuSource>) -> Self {
+        GpuSampler {
+            source,
+            last_error: None,
+            said_cut: false,
         }
-        Err(error) => {
-            tracing::warn!(%error, "reading the gpus failed: their last reading stands");
-            None
+    }
+
+    /// The GPUs now, or `None` when this read failed (their last reading stands).
+    pub fn sample(&mut self) -> Option<Vec<Gpu>> {
+        match self.source.read() {
+            Ok(gpus) => {
+                self.last_error = None;
+                let (gpus, cut) = shoal_protocol::gpus::bounded(gpus);
+                if cut > 0 && !self.said_cut {
+                    tracing::warn!(
+                        cut,
+                        kept = gpus.len(),
+                        "this machine has more gpus than a machine publishes: the rest are left out"
+                    );
+                }
+                self.said_cut = cut > 0;
+                Some(gpus)
+            }
+            Err(error) => {
+                if self.last_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "reading the gpus failed: their last reading stands");
+                    self.last_error = Some(error);
+                }
+                None
+            }
         }
     }
 }
 
 /// Adds the GPU labels to `labels` when `gpus` has any: `gpu=true`, `gpu_count`, and
-/// the model and memory of GPU 0.
+/// the model and memory of GPU 0. All of them or, when they do not fit, none.
 pub fn add_labels(labels: &mut Labels, gpus: &[Gpu]) -> Result<(), LabelError> {
     let Some(first) = gpus.first() else {
         return Ok(());
     };
-    labels.insert(GPU_LABEL, "true")?;
-    labels.insert(GPU_COUNT_LABEL, &gpus.len().to_string())?;
-    labels.insert(GPU_MODEL_LABEL, &label_safe(&first.model))?;
-    labels.insert(GPU_MEMORY_LABEL, &first.memory_mb.to_string())
+    let mut with = labels.clone();
+    with.insert(GPU_LABEL, "true")?;
+    with.insert(GPU_COUNT_LABEL, &gpus.len().to_string())?;
+    with.insert(GPU_MODEL_LABEL, &label_safe(&first.model))?;
+    with.insert(GPU_MEMORY_LABEL, &first.memory_mb.to_string())?;
+    *labels = with;
+    Ok(())
 }
 
 /// `model` as a label value: runs of spaces and other unprintable characters become one
@@ -146,6 +171,17 @@ mod tests {
     }
 
     #[test]
+    fn gpu_labels_that_do_not_fit_are_all_left_out() {
+        let many: Vec<String> = (0..shoal_protocol::labels::MAX_LABELS - 2)
+            .map(|i| format!("k{i}=v"))
+            .collect();
+        let mut labels = Labels::from_pairs(many.iter().map(String::as_str)).unwrap();
+        let before = labels.clone();
+        assert!(add_labels(&mut labels, &[gpu(0, "a", 1)]).is_err());
+        assert_eq!(labels, before);
+    }
+
+    #[test]
     fn a_machine_without_gpus_gets_no_gpu_label() {
         let mut labels = Labels::new();
         add_labels(&mut labels, &[]).unwrap();
@@ -169,8 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn too_many_gpus_are_cut_to_sixteen() {
+    fn too_many_gpus_are_cut_to_sixteen_and_a_failed_read_keeps_the_last() {
         let fake = FakeGpus::new((0..20).map(|i| gpu(i, "a", 1)).collect());
-        assert_eq!(sample(&fake).map(|gpus| gpus.len()), Some(16));
+        let mut sampler = GpuSampler::new(Arc::new(fake.clone()));
+        assert_eq!(sampler.sample().map(|gpus| gpus.len()), Some(16));
+        fake.set(Err("the driver went away".into()));
+        assert_eq!(sampler.sample(), None);
+        assert_eq!(sampler.last_error.as_deref(), Some("the driver went away"));
     }
 }
