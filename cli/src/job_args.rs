@@ -13,7 +13,7 @@ use crate::{follow, jobs, parse_label, usage_error};
 #[derive(Debug, Subcommand)]
 pub enum JobCmd {
     /// Submit a job: `shoal job run [OPTIONS] -- CMD ARGS...`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List jobs, newest first.
     #[command(visible_alias = "list")]
     Ls {
@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// [default: missing].
     #[arg(long, value_name = "WHEN")]
     pull: Option<shoal_protocol::PullPolicy>,
+    /// GPUs the container gets, 1 to 16 (with --image): the job waits for a machine with
+    /// that many free.
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
@@ -180,6 +184,7 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
     spec.memory_mb = args.memory_mb;
     spec.user = args.user.clone();
     spec.pull = args.pull;
+    spec.gpus = args.gpus;
     spec.timeout_seconds = args.run_timeout;
     if let Some(secs) = args.queue_timeout {
         spec.queue_timeout_seconds = secs;
@@ -229,7 +234,7 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         let full: Vec<&str> = ["job", "run"].iter().chain(args).copied().collect();
         match parse(&full).unwrap().command {
-            Cmd::Job(JobCmd::Run(args)) => args,
+            Cmd::Job(JobCmd::Run(args)) => *args,
             other => panic!("wrong command {other:?}"),
         }
     }
@@ -296,6 +301,17 @@ mod tests {
             spec.agent_id = Some(ALL_ONLINE.into());
             spec
         });
+    }
+
+    #[test]
+    fn job_run_asks_for_gpus() {
+        let args = run_args(&["--image", "trainer:local", "--gpus", "2", "--", "train"]);
+        let spec = job_spec(&args).unwrap();
+        assert_eq!(spec.gpus, Some(2));
+        assert_eq!(spec.image.as_deref(), Some("trainer:local"));
+        assert_eq!(job_spec(&run_args(&["true"])).unwrap().gpus, None);
+        let err = parse(&["job", "run", "--gpus", "two", "--", "true"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

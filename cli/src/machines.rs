@@ -299,7 +299,28 @@ pub fn details(m: &MachineView, now: UnixMillis) -> String {
         ("started", age(now, m.started_at_ms)),
         ("registered", age(now, m.registered_at_ms)),
         ("checks", checks(&m.diagnosis)),
+        ("gpus", gpus(&m.gpus)),
     ])
+}
+
+/// `0 NVIDIA A100 (3.0 GiB of 40.0 GiB, 12%), 1 ...`: each GPU with its use now.
+fn gpus(gpus: &[shoal_protocol::Gpu]) -> String {
+    if gpus.is_empty() {
+        return "-".to_string();
+    }
+    gpus.iter()
+        .map(|g| {
+            format!(
+                "{} {} ({} of {}, {}%)",
+                g.index,
+                g.model,
+                human_bytes(g.memory_used_mb.saturating_mul(1 << 20)),
+                human_bytes(g.memory_mb.saturating_mul(1 << 20)),
+                g.utilization_percent
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `docker ok, disk FAIL (…)`: the failing checks say why.
@@ -450,5 +471,20 @@ mod tests {
         );
         assert!(text.contains("last heartbeat:   2s ago\n"), "{text}");
         assert!(text.contains("operator labels:  -\n"), "{text}");
+        assert!(text.contains("gpus:             -"), "{text}");
+        let mut with_gpus = fleet()[0].clone();
+        with_gpus.gpus = vec![shoal_protocol::Gpu {
+            index: 0,
+            uuid: "GPU-1".into(),
+            model: "NVIDIA T4".into(),
+            memory_mb: 15360,
+            memory_used_mb: 1024,
+            utilization_percent: 37,
+        }];
+        let text = details(&with_gpus, NOW);
+        assert!(
+            text.contains("gpus:             0 NVIDIA T4 (1.0G of 15.0G, 37%)"),
+            "{text}"
+        );
     }
 }

@@ -42,6 +42,9 @@ pub enum TemplateCmd {
         /// When a machine pulls the image: missing, always or never [default: missing].
         #[arg(long, value_name = "WHEN")]
         pull: Option<shoal_protocol::PullPolicy>,
+        /// GPUs each session gets, 1 to 16: it waits for a machine with that many free.
+        #[arg(long, value_name = "N")]
+        gpus: Option<u32>,
         /// Only on machines with this label; repeat for several.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -197,6 +200,7 @@ pub async fn run_template(
             max_duration,
             user,
             pull,
+            gpus,
             labels,
             env,
             secret_env,
@@ -215,6 +219,7 @@ pub async fn run_template(
                 memory_mb: memory,
                 user,
                 pull,
+                gpus,
                 max_duration_seconds: max_duration,
                 required_labels: labels.into_iter().collect(),
             };

@@ -263,6 +263,9 @@ pub struct Config {
     /// [`PROTOCOL_LEVEL`] from [`Settings::validate`]; tests lower it to play a machine on
     /// an older build in a mixed-version fleet.
     pub protocol_level: ProtocolLevel,
+    /// Where the machine reads its GPUs: `None` (always, from [`Settings::validate`]) is
+    /// NVML; tests give fake GPUs.
+    pub fake_gpus: Option<crate::gpus::FakeGpus>,
     pub timings: Timings,
     pub mdns: bool,
 }
@@ -416,6 +419,7 @@ impl Settings {
             snapshot_keep: self.snapshot_keep,
             run_jobs: true,
             protocol_level: PROTOCOL_LEVEL,
+            fake_gpus: None,
             timings: self.timings,
             mdns: self.discovery.mdns,
         })

@@ -6,6 +6,8 @@
 //! seconds later. Placements the heartbeat does not show yet are reservations: the
 //! scheduler counts each as one busy core of the machine's load and one running job, so a
 //! burst spreads over machines instead of piling onto the one that was least loaded.
+//! GPUs are counted from the log alone: a machine's GPUs less those its placed and
+//! running jobs asked for are free.
 
 use shoal_protocol::{ApiError, Command, FleetState, JobId, MachineStatus};
 use shoal_raft::{Candidate, PlaceConfig, Reservations, jobs, place};
@@ -108,6 +110,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     // What the heartbeat does not show yet is reserved, and weighs on the projected load.
     let mut reservations = Reservations::new();
     let held = jobs::counts_on_machines(state);
+    let gpus_held = jobs::gpus_on_machines(state);
     let candidates: Vec<Candidate> = state
         .machines
         .values()
@@ -115,20 +118,23 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
             let id = record.info.id;
             let labels = record.labels();
             let on_machine = held.get(&id).copied().unwrap_or(0);
-            let (load, reported, cpu_cores, images) = match node.peer(id) {
+            let (load, reported, cpu_cores, images, gpus) = match node.peer(id) {
                 Some(peer) => (
                     peer.info.resources.load,
                     peer.info.running,
                     peer.info.resources.cpu_cores,
                     peer.info.images.clone(),
+                    peer.info.gpus.len(),
                 ),
                 None => (
                     record.info.resources.load,
                     0,
                     record.info.resources.cpu_cores,
                     record.info.images.clone(),
+                    record.info.gpus.len(),
                 ),
             };
+            let gpus = u32::try_from(gpus).unwrap_or(u32::MAX);
             let running = reported.min(on_machine);
             reservations.add(id, on_machine - running);
             Candidate {
@@ -147,6 +153,8 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                 max_running: record.info.max_running,
                 cpu_cores,
                 images,
+                gpus,
+                free_gpus: gpus.saturating_sub(gpus_held.get(&id).copied().unwrap_or(0)),
             }
         })
         .collect();

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod faults;
 pub mod gossip_keys;
 pub mod gossip_mode;
+pub mod gpus;
 pub mod history;
 pub mod identity;
 pub mod image_facts;

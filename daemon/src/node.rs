@@ -180,6 +180,11 @@ impl Node {
         if config.allow_process_jobs {
             labels.insert(PROCESS_JOBS_LABEL, "true")?;
         }
+        let mut gpu_sampler = crate::gpus::GpuSampler::new(crate::gpus::source(&config));
+        let gpus = gpu_sampler.sample().unwrap_or_default();
+        if let Err(err) = crate::gpus::add_labels(&mut labels, &gpus) {
+            tracing::warn!(%err, "the gpu labels do not fit beside the configured ones");
+        }
         let facts = HostFacts::read();
         // A machine that founds a fleet alone makes the fleet CA now; any other gets it
         // when it joins, or from a member (`tls::fetch::ca_loop`).
@@ -214,6 +219,7 @@ impl Node {
             draining: false,
             images: Vec::new(),
             started_at_ms: now_ms(),
+            gpus,
         };
         let (info_tx, info_rx) = watch::channel(info);
         let gossip_advertise = SocketAddr::new(config.advertise, gossip_listen.port());
@@ -272,7 +278,12 @@ impl Node {
             inbound,
             shutdown_rx.clone(),
         ));
-        tasks.spawn(sample_loop(node.clone(), sampler, shutdown_rx.clone()));
+        tasks.spawn(sample_loop(
+            node.clone(),
+            sampler,
+            gpu_sampler,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(crate::image_facts::publish_loop(
             node.clone(),
             shutdown_rx.clone(),
@@ -441,8 +452,13 @@ async fn diagnose_now(node: Arc<Node>) {
         .send_if_modified(|info| std::mem::replace(&mut info.diagnosis, checks.clone()) != checks);
 }
 
-/// Samples resources and publishes them through the info watch.
-async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch::Receiver<bool>) {
+/// Samples resources and the GPUs' use and publishes them through the info watch.
+async fn sample_loop(
+    node: Arc<Node>,
+    mut sampler: Sampler,
+    mut gpu_sampler: crate::gpus::GpuSampler,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(node.config.timings.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recheck = tokio::time::interval(diagnose::DIAGNOSE_EVERY);
@@ -457,7 +473,13 @@ async fn sample_loop(node: Arc<Node>, mut sampler: Sampler, mut shutdown: watch:
             _ = tick.tick() => {
                 let resources = sampler.sample();
                 node.history.record(now_ms(), &resources);
-                node.info.send_modify(|info| info.resources = resources);
+                let gpus = gpu_sampler.sample();
+                node.info.send_modify(|info| {
+                    info.resources = resources;
+                    if let Some(gpus) = gpus {
+                        info.gpus = gpus;
+                    }
+                });
             }
         }
     }

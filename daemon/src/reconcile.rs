@@ -138,7 +138,8 @@ async fn prune_jobs(node: &Node) {
     }
 }
 
-/// What the log keeps of a machine's info: its facts, not its moment-to-moment use.
+/// What the log keeps of a machine's info: its facts, not its moment-to-moment use (nor
+/// more GPUs than a machine publishes).
 fn durable_facts(info: &MachineInfo) -> MachineInfo {
     MachineInfo {
         resources: Resources {
@@ -150,6 +151,12 @@ fn durable_facts(info: &MachineInfo) -> MachineInfo {
         },
         running: 0,
         draining: false,
+        gpus: info
+            .gpus
+            .iter()
+            .take(shoal_protocol::gpus::MAX_GPUS)
+            .map(shoal_protocol::Gpu::fact)
+            .collect(),
         ..info.clone()
     }
 }

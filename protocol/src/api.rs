@@ -143,6 +143,9 @@ pub struct MachineView {
     /// The machine's own health checks, as last run.
     #[serde(default)]
     pub diagnosis: Vec<crate::Check>,
+    /// The machine's GPUs with their live use (left out when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::Gpu>,
 }
 
 impl MachineView {
@@ -170,6 +173,7 @@ impl MachineView {
             addr: info.addr.clone(),
             raft_role: raft_role.to_string(),
             diagnosis: info.diagnosis.clone(),
+            gpus: info.gpus.clone(),
         }
     }
 }

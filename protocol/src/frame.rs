@@ -255,6 +255,16 @@ mod tests {
                             detail: "12 GiB free".into(),
                         }],
                         images: vec![id, id.wrapping_add(1)],
+                        gpus: (0..cores % 3)
+                            .map(|index| crate::Gpu {
+                                index,
+                                uuid: format!("GPU-{index}"),
+                                model: format!("GPU model {cores}"),
+                                memory_mb: mem >> 20,
+                                memory_used_mb: mem >> 21,
+                                utilization_percent: index * 10,
+                            })
+                            .collect(),
                     }
                 },
             )
@@ -295,6 +305,7 @@ mod tests {
                             Some(crate::PullPolicy::Always),
                             Some(crate::PullPolicy::Never),
                         ][(max_attempts % 3) as usize],
+                        gpus: (priority % 3 == 0).then_some(max_attempts),
                         timeout_seconds,
                         queue_timeout_seconds,
                         max_attempts,

@@ -108,6 +108,11 @@ pub struct JobSpec {
     /// means [`PullPolicy::Missing`]), before every attempt, or never. Container jobs only.
     #[serde(default)]
     pub pull: Option<PullPolicy>,
+    /// GPUs the container gets, 1 to 16: the job goes only to a machine with that many
+    /// free, which hands them to the container (as `docker run --gpus`). Container jobs
+    /// only.
+    #[serde(default)]
+    pub gpus: Option<u32>,
     /// Longest one attempt may run; the executor stops it after that.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -231,6 +236,7 @@ impl Default for JobSpec {
             memory_mb: None,
             user: None,
             pull: None,
+            gpus: None,
             timeout_seconds: None,
             queue_timeout_seconds: default_queue_timeout(),
             max_attempts: default_max_attempts(),

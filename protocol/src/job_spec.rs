@@ -97,6 +97,7 @@ impl JobSpec {
         if self.pull.is_some() && self.image.is_none() {
             return Err("pull says when an image is pulled: set image too".into());
         }
+        crate::gpus::check_gpus(self.gpus, self.image.is_some())?;
         if let Some(seconds) = self.timeout_seconds {
             check_seconds("timeout_seconds", seconds)?;
         }
@@ -338,6 +339,32 @@ mod tests {
         assert_eq!(spec.validate(), Ok(()));
         assert_eq!(spec.required_labels["zone"], "attic");
         assert_eq!(spec.pull, Some(crate::PullPolicy::Always));
+    }
+
+    #[test]
+    fn gpus_are_for_containers_one_to_sixteen() {
+        let mut process = spec();
+        process.gpus = Some(1);
+        assert_invalid(process, "gpus are handed to a container: set image too");
+        let mut container = spec();
+        container.image = Some("trainer:local".into());
+        container.gpus = Some(2);
+        assert_eq!(container.validate(), Ok(()));
+        container.gpus = Some(0);
+        assert_invalid(container.clone(), "gpus must be between 1 and 16, got 0");
+        container.gpus = Some(17);
+        assert_invalid(container, "gpus must be between 1 and 16, got 17");
+        let template = crate::templates::TemplateSpec {
+            image: "trainer:local".into(),
+            gpus: Some(99),
+            ..Default::default()
+        };
+        assert!(
+            template
+                .validate()
+                .unwrap_err()
+                .contains("gpus must be between")
+        );
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl Command {
             Command::RequestGossipKeyRotation | Command::RotateGossipKey { .. } => {
                 GOSSIP_KEYRING_LEVEL
             }
+            // The highest level first: a spec that asks for several takes the highest.
+            Command::SubmitJob { spec, .. } if spec.gpus.is_some() => GPU_LEVEL,
+            Command::PutTemplate { spec, .. } if spec.gpus.is_some() => GPU_LEVEL,
             Command::SubmitJob { spec, .. } if !spec.secret_env.is_empty() => SECRET_ENV_LEVEL,
             Command::PutTemplate { spec, .. } if !spec.secret_env.is_empty() => SECRET_ENV_LEVEL,
             Command::SubmitJob { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
@@ -349,6 +352,33 @@ mod tests {
             at_ms: 1,
         };
         assert_eq!(put(Some(Never)).min_level(), PULL_LEVEL);
+        assert_eq!(put(None).min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
+    fn gpus_are_level_nine_even_beside_a_level_eight_field() {
+        let submit = |gpus| Command::SubmitJob {
+            spec: Box::new(crate::JobSpec {
+                gpus,
+                secret_env: [("TOKEN".to_string(), "sealed:v1:x".to_string())].into(),
+                ..crate::JobSpec::default()
+            }),
+            at_ms: 1,
+        };
+        assert_eq!(submit(Some(2)).min_level(), GPU_LEVEL);
+        assert_eq!(audited(submit(Some(1))).min_level(), GPU_LEVEL);
+        assert_eq!(submit(None).min_level(), SECRET_ENV_LEVEL);
+        let put = |gpus| Command::PutTemplate {
+            org: None,
+            name: "train".into(),
+            spec: Box::new(crate::templates::TemplateSpec {
+                gpus,
+                ..crate::templates::TemplateSpec::default()
+            }),
+            by: "k1".into(),
+            at_ms: 1,
+        };
+        assert_eq!(put(Some(1)).min_level(), GPU_LEVEL);
         assert_eq!(put(None).min_level(), ProtocolLevel(1));
     }
 

@@ -13,6 +13,7 @@ pub mod costs;
 pub mod events;
 pub mod frame;
 pub mod gossip_keys;
+pub mod gpus;
 pub mod ids;
 pub mod image_ref;
 pub mod indexes;
@@ -36,6 +37,7 @@ pub mod tokens;
 
 pub use api::{ApiError, ErrorCode, JobList, SubmitJobResponse};
 pub use command::{Command, FleetState, KillSwitch, Response};
+pub use gpus::Gpu;
 pub use ids::MachineId;
 pub use job::{
     Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,

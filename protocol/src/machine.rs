@@ -74,6 +74,10 @@ pub struct MachineInfo {
     /// that need not pull. None from an older build.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<u64>,
+    /// The machine's GPUs (at most [`crate::gpus::MAX_GPUS`]) with their live use; none
+    /// from a machine without one, or from an older build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::Gpu>,
 }
 
 /// One health check of a machine: Docker, disk, memory, the data directory.

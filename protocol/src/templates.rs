@@ -62,6 +62,9 @@ pub struct TemplateSpec {
     /// When a machine pulls the image (see [`JobSpec::pull`]); `missing` when `None`.
     #[serde(default)]
     pub pull: Option<PullPolicy>,
+    /// GPUs each session gets (see [`JobSpec::gpus`]).
+    #[serde(default)]
+    pub gpus: Option<u32>,
     /// Longest a session lives; it is then terminated.
     #[serde(default)]
     pub max_duration_seconds: Option<u64>,
@@ -85,6 +88,7 @@ impl TemplateSpec {
             memory_mb: self.memory_mb,
             user: self.user.clone(),
             pull: self.pull,
+            gpus: self.gpus,
             timeout_seconds: self.max_duration_seconds,
             max_attempts: 1,
             kind: crate::JobKind::Session,

@@ -366,6 +366,9 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("pids_limit", "null"),
     // JobSpec and TemplateSpec (protocol level 8): pulled when missing.
     ("pull", "null"),
+    // JobSpec and TemplateSpec (protocol level 9): no GPUs. (MachineInfo's `gpus` is left
+    // out when there are none, so an older record reads the same.)
+    ("gpus", "null"),
 ];
 
 /// `decoded` holds everything in `stored`, and besides only [`ADDED_FIELDS`] at the

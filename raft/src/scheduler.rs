@@ -6,7 +6,8 @@
 //!  queue, by priority (high first) then id ──▶ for each job:
 //!      in retry backoff? ─────────────────────────────────▶ waits
 //!      ONLINE ─▶ required labels ─▶ can run it: process jobs allowed (no image), or Docker
-//!             and every policy that selects the machine accepts the container (image)
+//!             and every policy that selects the machine accepts the container (image),
+//!             and as many GPUs free as the job asks for (none held by work placed there)
 //!             ─▶ load < threshold ─▶ running + reserved < max_running
 //!             ─▶ not tried by an earlier attempt, least loaded (to 0.1 per core; among
 //!                those, one holding the image first), fewest running, lowest id
@@ -15,10 +16,12 @@
 //! ```
 //!
 //! The policy check is the one the machine makes before it starts a container
-//! ([`shoal_protocol::policies::govern`]), so the two cannot disagree.
+//! ([`shoal_protocol::policies::govern`]), and so is the GPU check
+//! ([`shoal_protocol::gpus::fits`]), so the two cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shoal_protocol::gpus;
 use shoal_protocol::image_ref::image_key;
 use shoal_protocol::policies::{ContainerAsk, Policy, govern};
 use shoal_protocol::{
@@ -43,6 +46,10 @@ pub struct Candidate {
     pub has_docker: bool,
     /// Whether the machine runs jobs without an image (`allow_process_jobs`).
     pub runs_processes: bool,
+    /// The machine's GPUs.
+    pub gpus: u32,
+    /// Its GPUs that no job placed or running there holds.
+    pub free_gpus: u32,
     /// Keys of the images its engine holds, sorted ([`shoal_protocol::image_ref::image_key`]).
     pub images: Vec<u64>,
 }
@@ -54,9 +61,13 @@ impl Candidate {
     }
 }
 
-/// Work the leader placed that the machines' heartbeats do not show yet, per machine.
+/// Work the leader placed that the machines' heartbeats do not show yet, per machine, and
+/// the GPUs a pass gave out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reservations(BTreeMap<MachineId, u32>);
+pub struct Reservations {
+    jobs: BTreeMap<MachineId, u32>,
+    gpus: BTreeMap<MachineId, u32>,
+}
 
 impl Reservations {
     pub fn new() -> Self {
@@ -65,27 +76,38 @@ impl Reservations {
 
     /// Jobs reserved on `machine`.
     pub fn get(&self, machine: MachineId) -> u32 {
-        self.0.get(&machine).copied().unwrap_or(0)
+        self.jobs.get(&machine).copied().unwrap_or(0)
     }
 
     /// Reserves `n` more jobs on `machine`.
     pub fn add(&mut self, machine: MachineId, n: u32) {
-        let entry = self.0.entry(machine).or_insert(0);
+        let entry = self.jobs.entry(machine).or_insert(0);
         *entry = entry.saturating_add(n);
     }
 
     /// Releases up to `n` jobs on `machine` (its heartbeat now counts them).
     pub fn release(&mut self, machine: MachineId, n: u32) {
-        if let Some(entry) = self.0.get_mut(&machine) {
+        if let Some(entry) = self.jobs.get_mut(&machine) {
             *entry = entry.saturating_sub(n);
             if *entry == 0 {
-                self.0.remove(&machine);
+                self.jobs.remove(&machine);
             }
         }
     }
 
+    /// GPUs given out on `machine` (beyond those [`Candidate::free_gpus`] counts held).
+    pub fn gpus(&self, machine: MachineId) -> u32 {
+        self.gpus.get(&machine).copied().unwrap_or(0)
+    }
+
+    /// Gives out `n` more GPUs on `machine`.
+    pub fn add_gpus(&mut self, machine: MachineId, n: u32) {
+        let entry = self.gpus.entry(machine).or_insert(0);
+        *entry = entry.saturating_add(n);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (MachineId, u32)> + '_ {
-        self.0.iter().map(|(id, n)| (*id, *n))
+        self.jobs.iter().map(|(id, n)| (*id, *n))
     }
 }
 
@@ -160,6 +182,7 @@ pub fn place(
         match choose(job, machines, &reserved, cfg) {
             Ok(machine) => {
                 reserved.add(machine, 1);
+                reserved.add_gpus(machine, job.spec.gpus.unwrap_or(0));
                 plan.placements.push(Placement {
                     job: job.id,
                     attempt: job.next_attempt(),
@@ -221,7 +244,7 @@ fn choose(
         });
     }
 
-    let pool = able(job, labelled, single, cfg)?;
+    let pool = able(job, labelled, single, reserved, cfg)?;
 
     let threshold = cfg.load_threshold;
     // The load the machine will have once its reserved placements run: one busy core each.
@@ -281,11 +304,13 @@ fn choose(
 }
 
 /// The machines of `pool` that can run `job`: process jobs where they are allowed; a
-/// container where Docker answers and every policy selecting the machine accepts it.
+/// container where Docker answers, every policy selecting the machine accepts it, and as
+/// many GPUs as it asks for are free.
 fn able<'a>(
     job: &JobRecord,
     pool: Vec<&'a Candidate>,
     single: Option<MachineId>,
+    reserved: &Reservations,
     cfg: &PlaceConfig<'_>,
 ) -> Result<Vec<&'a Candidate>, String> {
     let n = pool.len();
@@ -321,13 +346,54 @@ fn able<'a>(
             },
         )
         .collect();
-    match (accepted.is_empty(), refusal, single) {
-        (true, Some(why), Some(id)) => Err(format!("machine {id} refuses it: {why}")),
-        (true, Some(why), None) => Err(format!(
-            "{matching} with Docker, a policy refuses it on each: {why}"
-        )),
-        _ => Ok(accepted),
+    let accepted = match (accepted.is_empty(), refusal, single) {
+        (true, Some(why), Some(id)) => return Err(format!("machine {id} refuses it: {why}")),
+        (true, Some(why), None) => {
+            return Err(format!(
+                "{matching} with Docker, a policy refuses it on each: {why}"
+            ));
+        }
+        _ => accepted,
+    };
+    with_free_gpus(job, accepted, single, reserved, &matching)
+}
+
+/// The machines of `pool` with as many free GPUs as `job` asks for: its GPUs less those
+/// held by work placed there and those this pass gave out.
+fn with_free_gpus<'a>(
+    job: &JobRecord,
+    pool: Vec<&'a Candidate>,
+    single: Option<MachineId>,
+    reserved: &Reservations,
+    matching: &str,
+) -> Result<Vec<&'a Candidate>, String> {
+    let Some(want) = job.spec.gpus else {
+        return Ok(pool);
+    };
+    let free = |m: &Candidate| m.free_gpus.saturating_sub(reserved.gpus(m.id));
+    let fit: Vec<&Candidate> = pool
+        .iter()
+        .copied()
+        .filter(|m| gpus::fits(Some(want), free(m)))
+        .collect();
+    if !fit.is_empty() {
+        return Ok(fit);
     }
+    Err(match (single, pool.first()) {
+        (Some(id), Some(m)) if m.gpus == 0 => {
+            format!("machine {id} has no GPU, the job needs {want}")
+        }
+        (Some(id), Some(m)) => format!(
+            "machine {id} has {} free GPU{} of {}, the job needs {want}",
+            free(m),
+            plural(free(m) as usize),
+            m.gpus
+        ),
+        _ => format!(
+            "no ONLINE machine has {want} free GPU{} ({matching})",
+            plural(want as usize)
+        ),
+    })
 }
 
 /// "no machine is ONLINE", with how many are in each other status.

@@ -78,6 +78,9 @@ const ADDED_FIELDS: &[(&str, &str)] = &[
     ("pids_limit", "null"),
     // Job and template specs (protocol level 8): pulled when missing.
     ("pull", "null"),
+    // Job and template specs (protocol level 9): no GPUs. (A machine's `gpus` is left out
+    // when it has none.)
+    ("gpus", "null"),
 ];
 
 /// `served` is `expected`, but for [`ADDED_FIELDS`] at the value given there; `at` says

@@ -61,6 +61,10 @@ async fn absurd_numbers_are_refused_naming_the_field_and_change_nothing() {
                     vec![json!(-1), json!(0), json!(u64::MAX)],
                 ),
                 ("max_attempts", vec![json!(-1), json!(0), json!(u64::MAX)]),
+                (
+                    "gpus",
+                    vec![json!(-1), json!(0), json!(17), json!(u64::MAX)],
+                ),
             ],
         ),
         (
@@ -73,6 +77,10 @@ async fn absurd_numbers_are_refused_naming_the_field_and_change_nothing() {
                 (
                     "max_duration_seconds",
                     vec![json!(-1), json!(0), json!(u64::MAX)],
+                ),
+                (
+                    "gpus",
+                    vec![json!(-1), json!(0), json!(17), json!(u64::MAX)],
                 ),
             ],
         ),

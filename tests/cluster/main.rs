@@ -12,6 +12,7 @@ mod fixture;
 mod fleet;
 mod formation;
 mod gossip;
+mod gpus;
 mod history;
 mod http;
 mod inputs;

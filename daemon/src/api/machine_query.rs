@@ -205,6 +205,7 @@ pub(super) mod tests {
             addr: MemberAddr::default(),
             raft_role: "voter".into(),
             diagnosis: Vec::new(),
+            gpus: Vec::new(),
         }
     }
 

@@ -64,6 +64,7 @@ fn view(
         view.running = peer.info.running;
         view.draining |= peer.info.draining;
         view.diagnosis = peer.info.diagnosis.clone();
+        view.gpus = peer.info.gpus.clone();
         view.last_heartbeat_ms = view.last_heartbeat_ms.max(peer.last_heartbeat_ms);
     }
     view

@@ -30,6 +30,8 @@ pub enum Adopted {
         job: u64,
         attempt: u32,
         handle: RunHandle,
+        /// The GPU indices it was handed (its `shoal.gpus` label).
+        gpus: Vec<u32>,
     },
     /// It ended while no daemon watched. The container has been removed.
     Finished {
@@ -103,6 +105,10 @@ impl DockerExecutor {
                         job,
                         attempt,
                         handle,
+                        gpus: labels
+                            .get(crate::gpus::handoff::LABEL_GPUS)
+                            .map(|value| crate::gpus::handoff::parse_label(value))
+                            .unwrap_or_default(),
                     }
                 }
                 Some(state @ (State::EXITED | State::DEAD | State::CREATED)) => {

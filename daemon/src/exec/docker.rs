@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
+
+use crate::gpus::handoff;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -264,6 +266,13 @@ fn create_body(
         let deadline = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
         labels.insert(LABEL_DEADLINE.to_string(), deadline.as_millis().to_string());
     }
+    let device_requests = (!spec.gpus.is_empty()).then(|| {
+        labels.insert(
+            handoff::LABEL_GPUS.to_string(),
+            handoff::label_value(&spec.gpus),
+        );
+        vec![handoff::device_request(&spec.gpus)]
+    });
     Ok(ContainerCreateBody {
         image: Some(image),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -276,6 +285,7 @@ fn create_body(
             // No swap beyond the memory limit.
             memory_swap: memory,
             network_mode: spec.network_mode.clone(),
+            device_requests,
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -493,6 +503,19 @@ mod tests {
     }
 
     #[test]
+    fn a_run_with_gpus_asks_the_engine_for_those_devices() {
+        let mut spec = spec();
+        spec.gpus = vec![1, 3];
+        let body = create_body(&spec, None, SystemTime::now()).unwrap();
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.device_requests,
+            Some(vec![handoff::device_request(&[1, 3])])
+        );
+        assert_eq!(body.labels.unwrap()[handoff::LABEL_GPUS], "1,3");
+    }
+
+    #[test]
     fn the_container_carries_limits_labels_and_env() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let body = create_body(&spec(), Some("node-a"), now).unwrap();
@@ -524,6 +547,8 @@ mod tests {
         assert_eq!(body.cmd, None);
         let labels = body.labels.unwrap();
         assert!(!labels.contains_key(LABEL_NODE) && !labels.contains_key(LABEL_DEADLINE));
+        assert!(!labels.contains_key(handoff::LABEL_GPUS));
+        assert_eq!(body.host_config.unwrap().device_requests, None);
 
         let mut bad = spec();
         bad.cpu_limit = Some(0.0);

@@ -73,6 +73,9 @@ pub struct RunSpec {
     /// What the pull logs in to the image's registry with, if the fleet holds credentials
     /// for it.
     pub pull_auth: Option<pull::PullAuth>,
+    /// The GPU indices handed to the container (`docker run --gpus`); none when empty.
+    /// Containers only.
+    pub gpus: Vec<u32>,
 }
 
 /// How a run ended.

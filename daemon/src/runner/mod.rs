@@ -61,6 +61,8 @@ pub struct Runner {
     /// Attempts being started (their image pulled, their container made): each starts in a
     /// task of its own, so a long pull holds up no other run.
     starting: Mutex<HashSet<(JobId, u32)>>,
+    /// The GPUs this machine's runs hold.
+    gpus: crate::gpus::HeldGpus,
     /// True once the node shuts down: runs are let go (a container is adopted after the
     /// restart; a process is lost, and reported so) and reports stop retrying.
     stopping: watch::Sender<bool>,
@@ -94,6 +96,7 @@ impl Runner {
             runs: Mutex::new(HashMap::new()),
             reporting: Mutex::new(HashSet::new()),
             starting: Mutex::new(HashSet::new()),
+            gpus: Default::default(),
             stopping: watch::Sender::new(false),
         }
     }
@@ -202,8 +205,10 @@ pub async fn runner_loop(
                 job,
                 attempt,
                 handle,
+                gpus,
             } => {
                 tracing::info!(job, attempt, "adopted a running container");
+                runner.gpus.hold(JobId(job), attempt, gpus);
                 watch_run(&node, &runner, JobId(job), attempt, handle, None);
             }
             Adopted::Finished {
@@ -464,6 +469,10 @@ fn spawn_start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             let error = format!("shoald failed starting this attempt: {panic}");
             report_final(&node, &runner, job, attempt, JobReport::Failed { error });
         }
+        // A start that holds no run gives its GPUs back (a run gives them back as it ends).
+        if runner.run(job, attempt).is_none() {
+            runner.gpus.release(job, attempt);
+        }
         runner.end_start(job, attempt);
     });
 }
@@ -490,6 +499,16 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             }
         };
     }
+    // The machine's own fit check for GPUs, the one the scheduler made from the log:
+    // the lowest free indices, none held by another run here.
+    let here = node.info.borrow().gpus.clone();
+    let gpus = match runner.gpus.take(job, attempt, spec.gpus, &here) {
+        Ok(gpus) => gpus,
+        Err(why) => {
+            let error = format!("machine {}: {why}", node.config.node_name);
+            return report_final(node, runner, job, attempt, JobReport::Failed { error });
+        }
+    };
     let secrets = crate::secrets::env::open_all(&node.cluster_secret, &spec.org, &spec.secret_env);
     let secrets = match secrets {
         Ok(secrets) => secrets,
@@ -521,6 +540,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         user: ask.user,
         pull: spec.pull.unwrap_or_default(),
         pull_auth,
+        gpus,
     };
     let started = match (&run.image, &runner.process) {
         (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,
@@ -589,6 +609,7 @@ fn watch_run(
             outcome = handle.wait() => outcome,
         };
         tracing::info!(job = %job, attempt, ?outcome, "job attempt ended");
+        runner.gpus.release(job, attempt);
         // Saved before the run is let go, so the output is readable all along.
         if let Err(err) = logs::save(
             &node.config.data_dir,

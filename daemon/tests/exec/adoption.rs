@@ -62,6 +62,7 @@ async fn a_restarted_daemon_adopts_a_running_container() {
         job: found,
         attempt,
         handle,
+        ..
     } = adopted.pop().unwrap()
     else {
         panic!("the container was still running");

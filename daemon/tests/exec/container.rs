@@ -324,3 +324,38 @@ async fn the_images_check_finds_present_missing_and_wrongly_pinned_images() {
         "{check:?}"
     );
 }
+
+/// A run with GPUs reaches the engine as `docker run --gpus '"device=0,1"'` does: an engine
+/// without the NVIDIA container toolkit (this machine's, CI's) refuses it naming the
+/// driver, and the attempt fails with the engine's words; one with the toolkit gets the
+/// request on the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_gpus_asks_the_engine_for_nvidia_devices() {
+    let _image = test_image();
+    let job = job_id(19);
+    let container = name(job, 1);
+    let _containers = Containers(vec![container.clone()]);
+    let mut spec = sh(job, "sleep 300");
+    spec.gpus = vec![0, 1];
+    let executor = executor();
+    let toolkit = docker(&["info", "--format", "{{json .Runtimes}}"]).contains("nvidia");
+    match executor.start(spec).await {
+        Err(err) => {
+            assert!(!toolkit, "the engine has the NVIDIA toolkit, yet: {err}");
+            let message = err.to_string();
+            assert!(message.contains("nvidia"), "{message}");
+        }
+        Ok(handle) => {
+            let seen = docker(&[
+                "inspect",
+                "--format",
+                "{{range .HostConfig.DeviceRequests}}{{.Driver}} {{.DeviceIDs}}{{end}} \
+                 {{index .Config.Labels \"shoal.gpus\"}}",
+                &container,
+            ]);
+            assert_eq!(seen, "nvidia [0 1] 0,1");
+            handle.cancel(Duration::ZERO);
+            wait(&handle).await;
+        }
+    }
+}

@@ -26,6 +26,18 @@ pub fn counts_on_machines(state: &FleetState) -> std::collections::BTreeMap<Mach
     counts
 }
 
+/// How many GPUs the jobs each machine holds (dispatched or running) asked for.
+pub fn gpus_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (job, attempt) in on_machines(state) {
+        if let Some(gpus) = job.spec.gpus {
+            let held: &mut u32 = counts.entry(attempt.machine).or_insert(0);
+            *held = held.saturating_add(gpus);
+        }
+    }
+    counts
+}
+
 /// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started.
 pub fn dispatched_before(state: &FleetState, cutoff_ms: UnixMillis) -> Vec<(JobId, u32)> {
     on_machines(state)

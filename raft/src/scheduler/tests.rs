@@ -19,7 +19,26 @@ fn machine(id: u64, labels: &[&str]) -> Candidate {
         has_docker: false,
         runs_processes: true,
         images: Vec::new(),
+        gpus: 0,
+        free_gpus: 0,
     }
+}
+
+/// A machine with Docker and `gpus` GPUs, `held` of them held by work placed there.
+fn gpu_machine(id: u64, gpus: u32, held: u32) -> Candidate {
+    Candidate {
+        has_docker: true,
+        gpus,
+        free_gpus: gpus - held,
+        ..machine(id, &[])
+    }
+}
+
+fn gpu_job(id: u64, gpus: u32) -> JobRecord {
+    job(id, |spec| {
+        spec.image = Some("trainer:local".into());
+        spec.gpus = Some(gpus);
+    })
 }
 
 fn job(id: u64, f: impl FnOnce(&mut JobSpec)) -> JobRecord {
@@ -318,6 +337,8 @@ fn any_machine() -> impl Strategy<Value = Candidate> {
                     has_docker,
                     runs_processes: id % 3 != 0,
                     images: Vec::new(),
+                    gpus: (id % 3) as u32,
+                    free_gpus: (id % 2) as u32,
                 }
             },
         )
@@ -558,4 +579,107 @@ fn among_machines_about_as_loaded_one_holding_the_image_comes_first() {
         &[bare(1, 0.30), holding(2, 0.31)],
     );
     assert_eq!(placed_on(&plan), [(1, 1)]);
+}
+
+#[test]
+fn a_gpu_job_goes_only_where_enough_gpus_are_free() {
+    let fleet = [
+        gpu_machine(1, 1, 0),
+        gpu_machine(2, 2, 0),
+        gpu_machine(3, 0, 0),
+    ];
+    let plan = run(&[gpu_job(10, 2)], &fleet);
+    assert_eq!(placed_on(&plan), [(10, 2)]);
+    // One GPU fits either GPU machine; the least loaded, lowest id wins.
+    let plan = run(&[gpu_job(11, 1)], &fleet);
+    assert_eq!(placed_on(&plan), [(11, 1)]);
+    // A job without GPUs may still go to a machine with them.
+    let plain_container = job(12, |spec| spec.image = Some("app:local".into()));
+    assert_eq!(placed_on(&run(&[plain_container], &fleet)), [(12, 1)]);
+}
+
+#[test]
+fn gpus_held_or_given_out_in_the_pass_are_not_free() {
+    // Two jobs of two GPUs: the second waits, since the first holds both of machine 2's.
+    let fleet = [
+        gpu_machine(1, 1, 0),
+        gpu_machine(2, 2, 0),
+        gpu_machine(3, 0, 0),
+    ];
+    let plan = run(&[gpu_job(10, 2), gpu_job(11, 2)], &fleet);
+    assert_eq!(placed_on(&plan), [(10, 2)]);
+    assert_eq!(
+        reason(&plan, 11),
+        "no ONLINE machine has 2 free GPUs (3 ONLINE machines match)"
+    );
+    // Held by work the log placed there: the same.
+    let held = [gpu_machine(1, 1, 0), gpu_machine(2, 2, 1)];
+    let plan = run(&[gpu_job(12, 2)], &held);
+    assert_eq!(
+        reason(&plan, 12),
+        "no ONLINE machine has 2 free GPUs (2 ONLINE machines match)"
+    );
+    // Three one-GPU jobs on a 1-GPU and a 2-GPU machine: all placed, then one waits.
+    let jobs: Vec<JobRecord> = (20..24).map(|id| gpu_job(id, 1)).collect();
+    let plan = run(&jobs, &fleet[..2]);
+    assert_eq!(placed_on(&plan), [(20, 1), (21, 2), (22, 2)]);
+    assert_eq!(
+        reason(&plan, 23),
+        "no ONLINE machine has 1 free GPU (2 ONLINE machines match)"
+    );
+}
+
+#[test]
+fn a_gpu_job_held_to_one_machine_says_how_many_are_free() {
+    let pinned = |id, machine: u64, gpus| {
+        job(id, |spec| {
+            spec.image = Some("trainer:local".into());
+            spec.gpus = Some(gpus);
+            spec.agent_id = Some(MachineId(machine).to_string());
+        })
+    };
+    let fleet = [gpu_machine(1, 2, 1), gpu_machine(3, 0, 0)];
+    let plan = run(&[pinned(10, 1, 2)], &fleet);
+    assert_eq!(
+        reason(&plan, 10),
+        format!(
+            "machine {} has 1 free GPU of 2, the job needs 2",
+            MachineId(1)
+        )
+    );
+    let plan = run(&[pinned(11, 3, 1)], &fleet);
+    assert_eq!(
+        reason(&plan, 11),
+        format!("machine {} has no GPU, the job needs 1", MachineId(3))
+    );
+}
+
+proptest! {
+    /// However GPUs are held and asked for, no machine is given more GPUs than it has free.
+    #[test]
+    fn no_machine_is_given_more_gpus_than_are_free(
+        machines in prop::collection::vec((0u32..4, 0u32..4), 1..5),
+        asks in prop::collection::vec(1u32..4, 1..12),
+    ) {
+        let fleet: Vec<Candidate> = machines
+            .iter()
+            .enumerate()
+            .map(|(i, (gpus, held))| gpu_machine(i as u64 + 1, gpus + held, *held))
+            .collect();
+        let jobs: Vec<JobRecord> = asks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| gpu_job(100 + i as u64, *n))
+            .collect();
+        let plan = run(&jobs, &fleet);
+        let mut given: BTreeMap<u64, u32> = BTreeMap::new();
+        for p in &plan.placements {
+            let job = jobs.iter().find(|j| j.id == p.job).unwrap();
+            *given.entry(p.machine.0).or_default() += job.spec.gpus.unwrap();
+        }
+        for m in &fleet {
+            prop_assert!(given.get(&m.id.0).copied().unwrap_or(0) <= m.free_gpus);
+        }
+        prop_assert_eq!(plan.placements.len() + plan.waiting.len(), jobs.len());
+    }
 }

@@ -302,3 +302,25 @@ fn queries_find_work_by_machine_and_age() {
     assert_eq!(dispatched_before(&fleet.state, 29), [(a, 1)]);
     assert_eq!(dispatched_before(&fleet.state, 30), [(a, 1), (c, 1)]);
 }
+
+#[test]
+fn gpus_are_held_by_jobs_placed_or_running_until_they_finish() {
+    let mut fleet = Fleet::online();
+    let with_gpus = |n| {
+        let mut spec = spec();
+        spec.image = Some("trainer:local".into());
+        spec.gpus = Some(n);
+        spec
+    };
+    let a = fleet.submit(with_gpus(2), 1).id;
+    let b = fleet.submit(with_gpus(1), 1).id;
+    let c = fleet.submit(spec(), 1).id;
+    fleet.dispatch(a, 1, M1, 10);
+    fleet.dispatch(b, 1, M1, 11);
+    fleet.report(b, 1, JobReport::Running, 12);
+    fleet.dispatch(c, 1, M2, 13);
+    let held = gpus_on_machines(&fleet.state);
+    assert_eq!((held.get(&M1), held.get(&M2)), (Some(&3), None));
+    fleet.report(b, 1, JobReport::Exited { exit_code: 0 }, 20);
+    assert_eq!(gpus_on_machines(&fleet.state).get(&M1), Some(&2));
+}
