@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!  images: each template's current one, and each image a session here runs
-//!          (not those pinned by digest, nor those with pull `never`)
+//!          (not those pinned by digest)
 //!  each image ─▶ docker pull, with the registry's credentials ─▶ "pulled <id>" | "up to date" | why not
+//!             (a template's pull `never`: only whether the engine has it)
 //!  each session here ─▶ its container's image id ≠ the id its reference has now
 //!                     ─▶ restart onto the current image (exec::recreate)
 //! ```
@@ -15,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_protocol::{ApiError, ErrorCode, JobKind, JobState, PullPolicy};
+use shoal_protocol::{ApiError, ErrorCode, JobId, JobKind, JobState, PullPolicy};
 
 use crate::exec::pull::PullAuth;
 use crate::exec::{DockerExecutor, Restart, RunHandle};
@@ -31,15 +32,22 @@ struct Session {
     image: String,
 }
 
-/// What one machine updates: each image with the login its registry needs (or why the
-/// login does not open here), and the sessions.
+/// What is done with one image.
+enum Refresh {
+    /// Pulled, with the login its registry needs (or why the login does not open here).
+    Pull(Result<Option<PullAuth>, String>),
+    /// Its template says pull `never`: only checked.
+    Check,
+}
+
+/// What one machine updates: each image, and the sessions.
 struct Plan {
-    images: BTreeMap<String, Result<Option<PullAuth>, String>>,
+    images: BTreeMap<String, Refresh>,
     sessions: Vec<Session>,
 }
 
-/// Pulls, then restarts, and says what it did; an error when a pull failed (the sessions
-/// of the images that did pull are restarted all the same).
+/// Pulls, then restarts, and says what it did; an error when a pull failed or a `never`
+/// image is missing (the sessions of the images that did pull are restarted all the same).
 pub async fn run(node: &Node) -> Result<String, ApiError> {
     let plan = plan(node);
     if plan.images.is_empty() {
@@ -62,8 +70,20 @@ pub async fn run(node: &Node) -> Result<String, ApiError> {
 async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
     let mut lines = Vec::new();
     let mut pulled = BTreeSet::new();
-    for (image, auth) in &plan.images {
+    let mut failed = false;
+    for (image, refresh) in &plan.images {
         let before = docker.image_id(image).await.ok().flatten();
+        let auth = match refresh {
+            Refresh::Check => {
+                lines.push(match &before {
+                    Some(id) => format!("{image}: pull never, present ({})", short(id)),
+                    None => format!("{image}: pull never, missing"),
+                });
+                failed |= before.is_none();
+                continue;
+            }
+            Refresh::Pull(auth) => auth,
+        };
         let outcome = match auth {
             Ok(auth) => docker
                 .pull_image(image, auth.as_ref())
@@ -73,6 +93,7 @@ async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
         };
         if let Err(why) = outcome {
             lines.push(format!("{image}: {why}"));
+            failed = true;
             continue;
         }
         let after = docker.image_id(image).await.ok().flatten();
@@ -105,21 +126,21 @@ async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
         false => format!("restarting sessions {}", restarted.join(", ")),
     });
     let detail = lines.join("; ");
-    match pulled.len() == plan.images.len() {
-        true => Ok(detail),
-        false => Err(ApiError::new(ErrorCode::Unavailable, detail)),
+    match failed {
+        false => Ok(detail),
+        true => Err(ApiError::new(ErrorCode::Unavailable, detail)),
     }
 }
 
-/// The sessions running here that follow their image, and every image to pull.
+/// The sessions running here that follow their image, and every image: pulled, or only
+/// checked when its template says pull `never`.
 fn plan(node: &Node) -> Plan {
+    let never = Some(PullPolicy::Never);
     let (sessions, images) = node.fleet.read(|state| {
-        let follows =
-            |pinned: bool, pull: Option<PullPolicy>| !pinned && pull != Some(PullPolicy::Never);
-        let sessions: Vec<(shoal_protocol::JobId, u32, String)> = state
+        let sessions: Vec<(JobId, u32, String)> = state
             .placed_jobs()
             .filter(|job| job.state == JobState::Running && job.spec.kind == JobKind::Session)
-            .filter(|job| follows(job.spec.image_digest.is_some(), job.spec.pull))
+            .filter(|job| job.spec.image_digest.is_none() && job.spec.pull != never)
             .filter_map(|job| {
                 let attempt = job.current_attempt().filter(|a| a.machine == node.id)?;
                 Some((job.id, attempt.number, job.spec.image.clone()?))
@@ -127,11 +148,15 @@ fn plan(node: &Node) -> Plan {
             .collect();
         let templates = state.all_templates().filter_map(|template| {
             let spec = &template.current()?.spec;
-            follows(spec.digest.is_some(), spec.pull).then(|| spec.image.clone())
+            let check_only = spec.pull == never;
+            spec.digest
+                .is_none()
+                .then(|| (spec.image.clone(), check_only))
         });
-        let images: BTreeSet<String> = templates
-            .chain(sessions.iter().map(|(_, _, image)| image.clone()))
-            .collect();
+        let mut images: BTreeMap<String, bool> = templates.collect();
+        for (_, _, image) in &sessions {
+            images.insert(image.clone(), false);
+        }
         (sessions, images)
     });
     let sessions = sessions
@@ -143,9 +168,12 @@ fn plan(node: &Node) -> Plan {
         .collect();
     let images = images
         .into_iter()
-        .map(|image| {
-            let auth = pull_auth(node, &image);
-            (image, auth)
+        .map(|(image, check_only)| {
+            let refresh = match check_only {
+                true => Refresh::Check,
+                false => Refresh::Pull(pull_auth(node, &image)),
+            };
+            (image, refresh)
         })
         .collect();
     Plan { images, sessions }

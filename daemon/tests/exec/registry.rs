@@ -428,9 +428,15 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
         .wait_job(0, session, "running", |j| j.state == JobState::Running)
         .await;
     let label = format!("label=shoal.job={session}");
+    // The image of the session's running container; none while it is being made anew.
     let container_image = || {
         let id = docker(&["ps", "-q", "--filter", &label]);
-        (!id.is_empty()).then(|| docker(&["inspect", "-f", "{{.Image}}", &id]))
+        let inspect = Command::new("docker")
+            .args(["inspect", "-f", "{{.Image}}", &id])
+            .output()
+            .ok()?;
+        let image = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+        (inspect.status.success() && !id.is_empty()).then_some(image)
     };
     assert_eq!(container_image(), Some(first.clone()));
 

@@ -166,7 +166,7 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
 
     // Version 1 runs a shell that says it is ready; version 2 names an image no machine
     // has. Rolled back to 1, new sessions run version 1.
-    let v1 = json!({"image": IMAGE, "max_duration_seconds": 600,
+    let v1 = json!({"image": IMAGE, "pull": "never", "max_duration_seconds": 600,
         "command": ["sh", "-c", "echo ready; trap 'exit 0' TERM; sleep 3600 & wait"],
         "required_labels": {"tier": "session"}});
     let (status, body) = call(put.clone(), format!("{api}/v1/templates/default"), v1).await;
@@ -337,7 +337,7 @@ async fn sessions_are_placed_driven_outlive_a_restart_and_terminate() {
     assert_eq!(status, 200, "{report}");
     let detail = report["machines"][0]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("shoal-test-busybox:local present (sha256:"),
+        detail.contains("shoal-test-busybox:local: pull never, present (sha256:"),
         "{report}"
     );
     let (status, audit) = call(

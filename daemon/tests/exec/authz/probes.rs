@@ -306,7 +306,7 @@ pub async fn probe(world: &World, operation: &str, fresh: bool) -> Probe {
                 false => world.probe_template.clone(),
             };
             Probe::new(format!("/v1/templates/{name}"), OK, Target::Made("/org"))
-                .body(json!({"image": IMAGE, "command": ["true"]}))
+                .body(json!({"image": IMAGE, "pull": "never", "command": ["true"]}))
         }
         "POST /v1/templates/{name}/rollback" => {
             world.put_probe_template().await;

@@ -67,7 +67,8 @@ impl World {
         };
         world.job = world.finished_job().await;
         world.queued_job = world.queued_job().await;
-        let shell = json!({"image": IMAGE,
+        // Pull `never`: the test image is built here, and `batch update` pulls what may be.
+        let shell = json!({"image": IMAGE, "pull": "never",
             "command": ["sh", "-c", "echo ready; trap 'exit 0' TERM; sleep 3600 & wait"]});
         world
             .admin(
@@ -147,7 +148,7 @@ impl World {
 
     /// A new version of the probe template; its number.
     pub async fn put_probe_template(&self) -> u64 {
-        let spec = json!({"image": IMAGE, "command": ["true"]});
+        let spec = json!({"image": IMAGE, "pull": "never", "command": ["true"]});
         let path = format!("/v1/templates/{}", self.probe_template);
         let template = self.admin(Method::PUT, &path, Some(spec)).await;
         template["current"].as_u64().expect("a version")
