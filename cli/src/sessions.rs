@@ -157,6 +157,10 @@ pub enum PolicyCmd {
         /// The user containers run as (name, uid or uid:gid), whatever the job says.
         #[arg(long)]
         user: Option<String>,
+        /// When images are pulled, whatever the job says: never (no pulls at all),
+        /// always, or missing.
+        #[arg(long, value_name = "WHEN")]
+        pull: Option<shoal_protocol::PullPolicy>,
     },
     /// Every policy.
     #[command(visible_alias = "list")]
@@ -380,6 +384,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
             cap_drop,
             pids_limit,
             user,
+            pull,
         } => {
             let spec = PolicySpec {
                 selector: selector.into_iter().collect(),
@@ -392,6 +397,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
                 cap_drop,
                 pids_limit,
                 user,
+                pull,
             };
             vec![client.put_policy(&name, &spec).await?]
         }

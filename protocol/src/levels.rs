@@ -19,7 +19,7 @@
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
-//! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]); a retry says why it runs where it does (see [`RETRY_NOTE_LEVEL`]) |
+//! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]); a retry says why it runs where it does (see [`RETRY_NOTE_LEVEL`]); policies' `pull` (see [`POLICY_PULL_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -132,6 +132,9 @@ pub const REGISTRY_CREDENTIALS_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// where that many GPUs are free, and the machine hands them to the container. An older
 /// build would drop the field and place the job anywhere.
 pub const GPU_LEVEL: ProtocolLevel = ProtocolLevel(9);
+/// From this level on, a policy may set `pull` for the machines it selects. An older
+/// build would drop the field and pull as the job says.
+pub const POLICY_PULL_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// From this level on, a retry's attempt says why it runs where it does
 /// ([`crate::Attempt::placed_because`]). Every replica sets it when it applies the
 /// dispatch, so below this level, where an older build would not, none does.
@@ -172,6 +175,10 @@ impl Command {
             Command::PutTemplate { spec, .. } if spec.user.is_some() => CONFINEMENT_LEVEL,
             Command::SubmitJob { spec, .. } if pulls_unlike_before(spec.pull) => PULL_LEVEL,
             Command::PutTemplate { spec, .. } if pulls_unlike_before(spec.pull) => PULL_LEVEL,
+            Command::SetPolicy {
+                policy: Some(policy),
+                ..
+            } if policy.spec.sets_pull() => POLICY_PULL_LEVEL,
             Command::SetPolicy {
                 policy: Some(policy),
                 ..
@@ -311,6 +318,22 @@ mod tests {
             credential: None,
         };
         assert_eq!(audited(logout).min_level(), REGISTRY_CREDENTIALS_LEVEL);
+        let policy = |pull| Command::SetPolicy {
+            name: "air-gapped".into(),
+            policy: Some(Box::new(crate::policies::Policy {
+                name: "air-gapped".into(),
+                spec: crate::policies::PolicySpec {
+                    pull,
+                    pids_limit: Some(64),
+                    ..Default::default()
+                },
+                updated_at_ms: 1,
+                updated_by: "k1".into(),
+            })),
+        };
+        let never = Some(crate::PullPolicy::Never);
+        assert_eq!(policy(never).min_level(), POLICY_PULL_LEVEL);
+        assert_eq!(policy(None).min_level(), CONFINEMENT_LEVEL);
     }
 
     #[test]

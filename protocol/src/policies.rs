@@ -99,6 +99,11 @@ pub struct PolicySpec {
     /// The user containers run as, whatever the job, template or image says.
     #[serde(default)]
     pub user: Option<String>,
+    /// When images are pulled, whatever the job or template says: `never` keeps the
+    /// machines it selects from pulling at all (an air-gapped machine), `always` re-checks
+    /// a tag before every run. Of two policies that set one, `never` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::PullPolicy>,
 }
 
 /// A policy as the log keeps it.
@@ -133,6 +138,10 @@ pub struct ContainerAsk {
     pub pids_limit: Option<u32>,
     /// The user: a policy's (the last by name that sets one), else the job's.
     pub user: Option<String>,
+    /// When the image is pulled: the job's, unless a policy sets it.
+    pub pull: Option<crate::PullPolicy>,
+    /// Whether a policy set `pull` (then another policy's `never` still wins).
+    pub pull_by_policy: bool,
 }
 
 impl ContainerAsk {
@@ -144,6 +153,7 @@ impl ContainerAsk {
             memory_mb: spec.memory_mb,
             duration_seconds: spec.timeout_seconds,
             user: spec.user.clone(),
+            pull: spec.pull,
             ..ContainerAsk::default()
         }
     }
@@ -238,6 +248,12 @@ impl PolicySpec {
         Ok(())
     }
 
+    /// Whether the policy sets `pull`, which an older build would not follow (protocol
+    /// level 9).
+    pub fn sets_pull(&self) -> bool {
+        self.pull.is_some()
+    }
+
     /// Whether the policy uses a field of protocol level 8 (confinement).
     pub fn confines(&self) -> bool {
         !self.cap_add.is_empty()
@@ -306,6 +322,13 @@ impl PolicySpec {
         if let Some(user) = &self.user {
             ask.user = Some(user.clone());
         }
+        if let Some(pull) = self.pull {
+            let never = Some(crate::PullPolicy::Never);
+            if !(ask.pull_by_policy && ask.pull == never) {
+                ask.pull = Some(pull);
+            }
+            ask.pull_by_policy = true;
+        }
         Ok(ask)
     }
 }
@@ -327,6 +350,37 @@ mod tests {
         assert!(!pattern_matches("busybox:*", "alpine:3"));
         assert!(!pattern_matches("busybox", "busybox:local"));
         assert!(pattern_matches("a*b*c", "abc") && !pattern_matches("a*b*c", "acb"));
+    }
+
+    #[test]
+    fn a_policys_pull_overrides_the_jobs_and_never_wins_between_policies() {
+        use crate::PullPolicy::{Always, Missing, Never};
+        let setting = |pull| PolicySpec {
+            pull: Some(pull),
+            ..PolicySpec::default()
+        };
+        let job_says = |pull| ContainerAsk {
+            image: "app:1".into(),
+            pull,
+            ..ContainerAsk::default()
+        };
+        let pull_of = |policies: &[PolicySpec], ask| {
+            policies
+                .iter()
+                .try_fold(ask, |ask, p| p.apply("p", ask))
+                .unwrap()
+                .pull
+        };
+        assert_eq!(pull_of(&[], job_says(Some(Never))), Some(Never));
+        assert_eq!(
+            pull_of(&[setting(Always)], job_says(Some(Never))),
+            Some(Always)
+        );
+        assert_eq!(pull_of(&[setting(Never)], job_says(None)), Some(Never));
+        let both = [setting(Never), setting(Always)];
+        assert_eq!(pull_of(&both, job_says(Some(Missing))), Some(Never));
+        let both = [setting(Always), setting(Never)];
+        assert_eq!(pull_of(&both, job_says(None)), Some(Never));
     }
 
     #[test]

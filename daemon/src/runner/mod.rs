@@ -538,7 +538,7 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
             pids_limit: ask.pids_limit,
         },
         user: ask.user,
-        pull: spec.pull.unwrap_or_default(),
+        pull: ask.pull.unwrap_or_default(),
         pull_auth,
         gpus,
     };

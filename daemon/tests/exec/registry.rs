@@ -235,6 +235,23 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
         "{error}"
     );
 
+    // A policy's `never` over the job's default: no pull on the machines it selects.
+    let air_gapped = json!({"pull": "never"});
+    let (status, body) = call(&cluster, Method::PUT, "/v1/policies/air-gapped", air_gapped).await;
+    assert_eq!(status, 200, "{body}");
+    let kept_out = json!({"image": pushed.replace(":pull", ":kept-out"), "command": ["true"], "max_attempts": 1});
+    let id = cluster.submit(0, kept_out).await;
+    let error = error_of(&finished(&cluster, id).await);
+    assert!(error.contains("pull is never"), "{error}");
+    let (status, body) = call(
+        &cluster,
+        Method::DELETE,
+        "/v1/policies/air-gapped",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
     // An image the registry does not hold: fails naming the registry, the image and why.
     let unknown = format!("{host}/shoal-test/nothing:here");
     let _images = Images(vec![unknown.clone()]);
