@@ -124,49 +124,53 @@ pub enum SessionCmd {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
     /// Set a policy (admin): `shoal policy apply --allowed-image 'busybox:*' --max-memory 2G --selector role=worker`.
-    Apply {
-        /// The policy's name.
-        #[arg(long, default_value = "default")]
-        name: String,
-        /// Machines with this label; repeat for several [default: every machine].
-        #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
-        selector: Vec<(String, String)>,
-        /// An image pattern containers may use (`*` matches anything); repeat for several.
-        #[arg(long = "allowed-image", value_name = "PATTERN")]
-        allowed_images: Vec<String>,
-        #[arg(long, value_name = "CORES")]
-        max_cpu: Option<f64>,
-        /// 512M, 2G, or MiB.
-        #[arg(long, value_parser = parse_memory_mb)]
-        max_memory: Option<u64>,
-        /// e.g. 2h.
-        #[arg(long, value_parser = crate::operate::parse_duration)]
-        max_duration: Option<u64>,
-        /// none, bridge or host.
-        #[arg(long)]
-        network: Option<String>,
-        /// A capability containers get beyond the default set (e.g. NET_RAW); repeat.
-        #[arg(long = "cap-add", value_name = "CAP")]
-        cap_add: Vec<String>,
-        /// A capability of the default set containers lose (e.g. SETUID); repeat.
-        #[arg(long = "cap-drop", value_name = "CAP")]
-        cap_drop: Vec<String>,
-        /// Most processes in one container.
-        #[arg(long, value_name = "N")]
-        pids_limit: Option<u32>,
-        /// The user containers run as (name, uid or uid:gid), whatever the job says.
-        #[arg(long)]
-        user: Option<String>,
-        /// When images are pulled, whatever the job says: never (no pulls at all),
-        /// always, or missing.
-        #[arg(long, value_name = "WHEN")]
-        pull: Option<shoal_protocol::PullPolicy>,
-    },
+    Apply(Box<PolicyArgs>),
     /// Every policy.
     #[command(visible_alias = "list")]
     Ls,
     /// Remove a policy (admin).
     Rm { name: String },
+}
+
+/// `shoal policy apply`.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// The policy's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Machines with this label; repeat for several [default: every machine].
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
+    /// An image pattern containers may use (`*` matches anything); repeat for several.
+    #[arg(long = "allowed-image", value_name = "PATTERN")]
+    pub allowed_images: Vec<String>,
+    #[arg(long, value_name = "CORES")]
+    pub max_cpu: Option<f64>,
+    /// 512M, 2G, or MiB.
+    #[arg(long, value_parser = parse_memory_mb)]
+    pub max_memory: Option<u64>,
+    /// e.g. 2h.
+    #[arg(long, value_parser = crate::operate::parse_duration)]
+    pub max_duration: Option<u64>,
+    /// none, bridge or host.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// A capability containers get beyond the default set (e.g. NET_RAW); repeat.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// A capability of the default set containers lose (e.g. SETUID); repeat.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Most processes in one container.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u32>,
+    /// The user containers run as (name, uid or uid:gid), whatever the job says.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// When images are pulled, whatever the job says: never (no pulls at all),
+    /// always, or missing.
+    #[arg(long, value_name = "WHEN")]
+    pub pull: Option<shoal_protocol::PullPolicy>,
 }
 
 /// `512M`, `2G`, `1T` or a plain number of MiB, in MiB.
@@ -372,20 +376,21 @@ fn show_sessions(sessions: &[SessionView], json: bool) {
 
 pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(), ClientError> {
     let policies = match cmd {
-        PolicyCmd::Apply {
-            name,
-            selector,
-            allowed_images,
-            max_cpu,
-            max_memory,
-            max_duration,
-            network,
-            cap_add,
-            cap_drop,
-            pids_limit,
-            user,
-            pull,
-        } => {
+        PolicyCmd::Apply(args) => {
+            let PolicyArgs {
+                name,
+                selector,
+                allowed_images,
+                max_cpu,
+                max_memory,
+                max_duration,
+                network,
+                cap_add,
+                cap_drop,
+                pids_limit,
+                user,
+                pull,
+            } = *args;
             let spec = PolicySpec {
                 selector: selector.into_iter().collect(),
                 allowed_images,
