@@ -125,6 +125,8 @@ pub mod kind {
     pub const JOB_SUBMITTED: &str = "job_submitted";
     /// `job`: an attempt was handed to a machine.
     pub const JOB_DISPATCHED: &str = "job_dispatched";
+    /// `job`: the machine pulls the attempt's image before it starts it (`detail.image`).
+    pub const JOB_PULLING: &str = "job_pulling";
     /// `job`: the machine started the attempt (or a fan-out parent's first child left the
     /// queue).
     pub const JOB_RUNNING: &str = "job_running";

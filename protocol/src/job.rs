@@ -395,6 +395,10 @@ pub struct Attempt {
     /// attic, where attempt 1 failed: exit code 2`). Set from protocol level 9 on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_because: Option<String>,
+    /// The image its machine is pulling, from the machine's word until the attempt runs
+    /// or ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulling: Option<String>,
 }
 
 /// The leader's decision to run attempt `attempt` of `job` on `machine`.
@@ -409,6 +413,8 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobReport {
+    /// The machine pulls the attempt's image before it starts it (protocol level 9).
+    Pulling { image: String },
     /// The process (or container) started.
     Running,
     /// It exited by itself, or was stopped after a cancel.

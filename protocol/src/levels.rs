@@ -19,7 +19,7 @@
 //! | 6 | [`Command::ApproveMachine`]: a machine is recorded only if admitted (see [`MEMBERSHIP_LEVEL`]); a forwarded write carries the user's credential, which the leader checks again (see [`PEER_AUTH_LEVEL`]) |
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
-//! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]); a retry says why it runs where it does (see [`RETRY_NOTE_LEVEL`]); policies' `pull` (see [`POLICY_PULL_LEVEL`]) |
+//! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]); a retry says why it runs where it does (see [`RETRY_NOTE_LEVEL`]); policies' `pull` (see [`POLICY_PULL_LEVEL`]); a machine reports an image pull (see [`PULL_EVENTS_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -135,6 +135,9 @@ pub const GPU_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// From this level on, a policy may set `pull` for the machines it selects. An older
 /// build would drop the field and pull as the job says.
 pub const POLICY_PULL_LEVEL: ProtocolLevel = ProtocolLevel(9);
+/// From this level on, a machine says when it pulls an attempt's image
+/// ([`crate::JobReport::Pulling`]), which the events show as `job_pulling`.
+pub const PULL_EVENTS_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// From this level on, a retry's attempt says why it runs where it does
 /// ([`crate::Attempt::placed_because`]). Every replica sets it when it applies the
 /// dispatch, so below this level, where an older build would not, none does.
@@ -163,6 +166,10 @@ impl Command {
             Command::SetFleetLevel { .. } | Command::SetFleetSettings { .. } => ProtocolLevel(2),
             Command::ApproveMachine { .. } => MEMBERSHIP_LEVEL,
             Command::SetRegistryCredential { .. } => REGISTRY_CREDENTIALS_LEVEL,
+            Command::ReportJob {
+                report: crate::JobReport::Pulling { .. },
+                ..
+            } => PULL_EVENTS_LEVEL,
             Command::RequestGossipKeyRotation | Command::RotateGossipKey { .. } => {
                 GOSSIP_KEYRING_LEVEL
             }

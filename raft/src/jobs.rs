@@ -269,7 +269,19 @@ pub(crate) fn report_job(
         Ok(job) => job,
         Err(rejection) => return rejection,
     };
+    if !matches!(report, JobReport::Pulling { .. }) {
+        last_attempt(job).pulling = None;
+    }
     match report {
+        JobReport::Pulling { image } => {
+            // Only before the attempt runs, and only the image it runs.
+            let fits = job.state == JobState::Dispatched && job.spec.image.as_ref() == Some(&image);
+            let attempt = last_attempt(job);
+            if fits && attempt.pulling.is_none() {
+                attempt.pulling = Some(image);
+                job.updated_at_ms = at_ms;
+            }
+        }
         JobReport::Running => {
             if job.state == JobState::Dispatched {
                 job.state = JobState::Running;

@@ -183,6 +183,19 @@ impl DockerExecutor {
 #[async_trait::async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
+        self.start_unless(spec, std::future::pending()).await
+    }
+}
+
+impl DockerExecutor {
+    /// Starts `spec` as [`Executor::start`] does, but gives up while the image is pulled
+    /// if `give_up` ends first (with why): nothing is made until the pull is done, so
+    /// nothing is left behind.
+    pub async fn start_unless(
+        &self,
+        spec: RunSpec,
+        give_up: impl Future<Output = String> + Send,
+    ) -> Result<RunHandle, ExecError> {
         let mut body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         if let Some(host) = body.host_config.as_mut() {
             self.inner.config.limits.confine(host, &spec.confinement);
@@ -191,7 +204,10 @@ impl Executor for DockerExecutor {
         let (handle, control) = run_channel(spec.job, spec.attempt, self.inner.config.output_limit);
         if let Some(image) = &spec.image {
             let auth = spec.pull_auth.as_ref();
-            ensure_image(&docker, image, spec.pull, auth, &control.output).await?;
+            tokio::select! {
+                pulled = ensure_image(&docker, image, spec.pull, auth, &control.output) => pulled?,
+                why = give_up => return Err(ExecError::GivenUp(why)),
+            }
         }
         if let (Some(image), Some(pinned)) = (&spec.image, &spec.image_digest) {
             let here = docker.inspect_image(image).await?.id.unwrap_or_default();

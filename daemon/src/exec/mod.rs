@@ -124,6 +124,10 @@ pub enum ExecError {
         kind: Option<&'static str>,
         reason: String,
     },
+    /// The start was given up before anything ran (the attempt was cancelled while its
+    /// image was pulled); says why.
+    #[error("{0}")]
+    GivenUp(String),
 }
 
 /// Starts runs. Object safe, so the node can hold `Arc<dyn Executor>`.

@@ -24,7 +24,10 @@ use shoal_protocol::policies::{ContainerAsk, Policy, govern};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobReport, JobState};
+use shoal_protocol::levels::PULL_EVENTS_LEVEL;
+use shoal_protocol::{
+    ApiError, Command, ErrorCode, FleetState, JobId, JobReport, JobState, PullPolicy,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -543,7 +546,11 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
         gpus,
     };
     let started = match (&run.image, &runner.process) {
-        (Some(_), _) if runner.has_docker() => runner.docker.start(run).await,
+        (Some(image), _) if runner.has_docker() => {
+            announce_pull(node, runner, job, attempt, image, run.pull).await;
+            let give_up = given_up(node, job, attempt);
+            runner.docker.start_unless(run, give_up).await
+        }
         (Some(image), _) => {
             let error = format!(
                 "machine {} has no docker engine to run image {image}",
@@ -661,6 +668,61 @@ fn outcome_report(outcome: Outcome) -> JobReport {
         Outcome::Cancelled => JobReport::Failed {
             error: "cancelled".into(),
         },
+    }
+}
+
+/// Longest a start waits for the log to hear that it pulls.
+const PULL_REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// Tells the fleet (`JobReport::Pulling`, an event) that the attempt's image is to be
+/// pulled, before the pull: when the pull policy says so, from protocol level 9 on. Waits
+/// [`PULL_REPORT_WAIT`] at most: the report is news, not a condition of the start.
+async fn announce_pull(
+    node: &Node,
+    runner: &Runner,
+    job: JobId,
+    attempt: u32,
+    image: &str,
+    pull: PullPolicy,
+) {
+    let level = node.fleet.read(|state| state.fleet_level);
+    if level < PULL_EVENTS_LEVEL {
+        return;
+    }
+    let pulls = match pull {
+        PullPolicy::Always => true,
+        PullPolicy::Missing => matches!(runner.docker.image_id(image).await, Ok(None)),
+        PullPolicy::Never => false,
+    };
+    if pulls {
+        let report = JobReport::Pulling {
+            image: image.to_string(),
+        };
+        let _ = tokio::time::timeout(PULL_REPORT_WAIT, deliver(node, job, attempt, report)).await;
+    }
+}
+
+/// Ends, saying why, once the attempt is cancelled or no longer this machine's to run: a
+/// start still pulling its image then gives up.
+async fn given_up(node: &Node, job: JobId, attempt: u32) -> String {
+    let mut applied = node.fleet.applied();
+    loop {
+        let (cancelled, still_ours) = node.fleet.read(|state| match state.jobs.get(&job) {
+            Some(j) => (
+                j.cancel_requested,
+                !j.state.is_finished() && j.current_attempt().map(|a| a.number) == Some(attempt),
+            ),
+            None => (false, false),
+        });
+        if cancelled {
+            return "cancelled while its image was pulled".into();
+        }
+        if !still_ours {
+            return "taken back while its image was pulled".into();
+        }
+        if applied.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

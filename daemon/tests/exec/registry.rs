@@ -532,3 +532,69 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_shows_in_events_and_a_cancel_ends_it_at_once() {
+    init_logs();
+    // A "registry" on loopback that takes connections and never answers: the pull hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let cluster = Cluster::start(1).await.unwrap();
+    let _left_behind = LeftBehind(vec![cluster.node(0).id]);
+    let image = format!("{host}/shoal-test/slow:1");
+    let _images = Images(vec![image.clone()]);
+    let job = json!({"image": image, "command": ["true"], "max_attempts": 1});
+    let id = cluster.submit(0, job).await;
+    let pulling = cluster
+        .wait_job(0, id, "pulling", |j| {
+            j.attempts.last().is_some_and(|a| a.pulling.is_some())
+        })
+        .await;
+    assert_eq!(pulling.state, JobState::Dispatched, "{pulling:#?}");
+
+    // The pull is an event of the job, naming the image.
+    let events = cluster
+        .http()
+        .get(format!("{}/v1/events?topic=job", cluster.api(0)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let told = events
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|event| {
+            event["kind"] == "job_pulling"
+                && event["subject"] == json!(id.to_string())
+                && event["detail"]["image"] == json!(image)
+        });
+    assert!(told, "{events}");
+
+    // Cancelled mid-pull: it ends at once, not when the pull gives up.
+    let started = std::time::Instant::now();
+    let (status, body) = call(
+        &cluster,
+        Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let job = finished(&cluster, id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
+    assert_eq!(error_of(&job), "cancelled while its image was pulled");
+    holding.abort();
+}

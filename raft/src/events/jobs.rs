@@ -15,6 +15,7 @@ pub(super) struct Mark {
     attempts: usize,
     failures: u32,
     cancel_requested: bool,
+    pulling: bool,
 }
 
 impl Mark {
@@ -24,8 +25,14 @@ impl Mark {
             attempts: job.attempts.len(),
             failures: job.failures,
             cancel_requested: job.cancel_requested,
+            pulling: pulling(job).is_some(),
         }
     }
+}
+
+/// The image the job's current attempt is pulling, if any.
+fn pulling(job: &JobRecord) -> Option<&String> {
+    job.current_attempt()?.pulling.as_ref()
 }
 
 /// Marks for the named jobs and their families, in the order their events go out:
@@ -99,6 +106,8 @@ pub(super) fn changed(sink: &mut Sink, at_ms: UnixMillis, before: Mark, job: &Jo
         }
     } else if job.cancel_requested && !before.cancel_requested {
         kind::JOB_CANCEL_REQUESTED
+    } else if pulling(job).is_some() && !before.pulling {
+        kind::JOB_PULLING
     } else {
         return;
     };
@@ -107,6 +116,9 @@ pub(super) fn changed(sink: &mut Sink, at_ms: UnixMillis, before: Mark, job: &Jo
     if let Some(attempt) = job.current_attempt().filter(|_| !job.is_parent()) {
         detail["attempt"] = json!(attempt.number);
         detail["machine"] = json!(attempt.machine);
+        if let Some(image) = &attempt.pulling {
+            detail["image"] = json!(image);
+        }
         if let Some(code) = attempt.exit_code {
             detail["exit_code"] = json!(code);
         }

@@ -166,6 +166,41 @@ fn a_job_tells_its_life_in_order() {
 }
 
 #[test]
+fn a_pull_is_told_once_before_the_job_runs() {
+    let mut fleet = Fleet::online();
+    let mut spec = JobSpec::new(["true"]);
+    spec.image = Some("registry.lan/app:1".into());
+    let (id, _) = fleet.submit(spec);
+    fleet.apply(dispatch(id, 1, M2));
+    let pulling = |image: &str| JobReport::Pulling {
+        image: image.into(),
+    };
+    // Another image than the job's changes nothing.
+    assert!(fleet.apply(report(id, 1, pulling("other:1"))).is_empty());
+    let events = fleet.apply(report(id, 1, pulling("registry.lan/app:1")));
+    assert_eq!(
+        kinds(&events),
+        [(kind::JOB_PULLING, Some(id.to_string().as_str()))]
+    );
+    assert_eq!(events[0].detail["image"], json!("registry.lan/app:1"));
+    assert_eq!(events[0].detail["state"], json!("dispatched"));
+    assert!(
+        fleet
+            .apply(report(id, 1, pulling("registry.lan/app:1")))
+            .is_empty()
+    );
+    let events = fleet.apply(report(id, 1, JobReport::Running));
+    assert_eq!(kinds(&events)[0].0, kind::JOB_RUNNING);
+    assert_eq!(events[0].detail.get("image"), None, "the pull is over");
+    // Once it runs, a late pull report says nothing.
+    assert!(
+        fleet
+            .apply(report(id, 1, pulling("registry.lan/app:1")))
+            .is_empty()
+    );
+}
+
+#[test]
 fn failures_retry_then_fail_and_requeues_say_why() {
     let mut fleet = Fleet::online();
     let spec = JobSpec {
