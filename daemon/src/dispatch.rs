@@ -130,7 +130,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                     record.info.resources.load,
                     0,
                     record.info.resources.cpu_cores,
-                    record.info.images.clone(),
+                    Vec::new(),
                     record.info.gpus.len(),
                 ),
             };

@@ -139,7 +139,7 @@ async fn prune_jobs(node: &Node) {
 }
 
 /// What the log keeps of a machine's info: its facts, not its moment-to-moment use (nor
-/// more GPUs than a machine publishes).
+/// more GPUs than a machine publishes, nor the images its engine holds now).
 fn durable_facts(info: &MachineInfo) -> MachineInfo {
     MachineInfo {
         resources: Resources {
@@ -157,6 +157,7 @@ fn durable_facts(info: &MachineInfo) -> MachineInfo {
             .take(shoal_protocol::gpus::MAX_GPUS)
             .map(shoal_protocol::Gpu::fact)
             .collect(),
+        images: Vec::new(),
         ..info.clone()
     }
 }

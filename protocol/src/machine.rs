@@ -71,7 +71,7 @@ pub struct MachineInfo {
     pub diagnosis: Vec<Check>,
     /// Keys of the images the machine's engine holds ([`crate::image_ref::image_key`], at
     /// most [`crate::image_ref::MAX_IMAGE_KEYS`], sorted): the scheduler prefers a machine
-    /// that need not pull. None from an older build.
+    /// that need not pull. Gossip only: the log keeps none. None from an older build.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<u64>,
     /// The machine's GPUs (at most [`crate::gpus::MAX_GPUS`]) with their live use; none

@@ -4,7 +4,7 @@
 //! with the value as JSON. A new format writes a new file and keeps the old ones:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v5 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v6 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 
 use std::collections::BTreeSet;
@@ -41,6 +41,7 @@ fn one_of_each() -> Vec<Command> {
     spec.secret_env = [("API_TOKEN".to_string(), "sealed:v1:AAAA".to_string())].into();
     spec.user = Some("nobody".into());
     spec.pull = Some(PullPolicy::Always);
+    spec.gpus = Some(1);
     let info = MachineInfo {
         id: machine,
         name: "m1".into(),
@@ -48,6 +49,15 @@ fn one_of_each() -> Vec<Command> {
         labels: labels(),
         version: "0.2.0".into(),
         protocol_level: ProtocolLevel(2),
+        gpus: vec![shoal_protocol::Gpu {
+            index: 0,
+            uuid: "GPU-0".into(),
+            model: "NVIDIA A100-SXM4-40GB".into(),
+            memory_mb: 40_960,
+            memory_used_mb: 0,
+            utilization_percent: 0,
+        }],
+        images: vec![7, 9],
         ..MachineInfo::default()
     };
     let key = ApiKeyRecord {
@@ -78,6 +88,7 @@ fn one_of_each() -> Vec<Command> {
         secret_env: [("DB_PASSWORD".to_string(), "sealed:v1:BBBB".to_string())].into(),
         user: Some("1000".into()),
         pull: Some(PullPolicy::Never),
+        gpus: Some(2),
         ..TemplateSpec::default()
     };
     let policy = Policy {
@@ -88,6 +99,7 @@ fn one_of_each() -> Vec<Command> {
             cap_drop: vec!["SETUID".into()],
             pids_limit: Some(256),
             user: Some("1000:1000".into()),
+            pull: Some(PullPolicy::Never),
             ..PolicySpec::default()
         },
         updated_at_ms: 8,
@@ -141,6 +153,14 @@ fn one_of_each() -> Vec<Command> {
             reasons: vec![(job, "no ONLINE machine has label gpu".into())],
         },
         Command::Batch(vec![
+            Command::ReportJob {
+                job,
+                attempt: 1,
+                report: JobReport::Pulling {
+                    image: "busybox:local".into(),
+                },
+                at_ms: 10,
+            },
             Command::CancelJob { job, at_ms: 10 },
             Command::ReportJob {
                 job,

@@ -7,8 +7,8 @@
 //! below writes a new one:
 //!
 //! ```sh
-//! SHOAL_FIXTURE=v5 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
-//! SHOAL_FIXTURE=v5 cargo test -p shoal-protocol --test fixtures generate -- --ignored
+//! SHOAL_FIXTURE=v6 cargo test -p shoal-tests --test cluster fixture::generate -- --ignored
+//! SHOAL_FIXTURE=v6 cargo test -p shoal-protocol --test fixtures generate -- --ignored
 //! ```
 //!
 //! A format change adds a fixture and keeps the old ones: each must keep opening.
@@ -56,6 +56,7 @@ async fn answers(api: &str) -> Value {
         "costs_by_job": get(format!("{api}/v1/costs?by=job&since_ms=0")).await,
         "templates": get(format!("{api}/v1/templates")).await,
         "policies": get(format!("{api}/v1/policies")).await,
+        "registries": get(format!("{api}/v1/registries")).await,
         "sessions": get(format!("{api}/v1/sessions")).await,
         "audit": get(format!("{api}/v1/audit?limit=1000")).await,
         "settings": get(format!("{api}/v1/fleet/settings")).await,
@@ -66,6 +67,8 @@ async fn answers(api: &str) -> Value {
 /// Fields an answer gained since a fixture was written, with what a record from before
 /// reads as.
 const ADDED_FIELDS: &[(&str, &str)] = &[
+    // Registry credentials (protocol level 9): none.
+    ("registries", "{\"registries\": []}"),
     // Templates (protocol level 8): their org, the fixture key's.
     ("org", "\"default\""),
     // Job and template specs (protocol level 8): no secret variables.
@@ -182,8 +185,18 @@ async fn generate() {
         json!({"image": "busybox:local", "secret_env": {"DB_PASSWORD": "fixture-secret"}});
     call(put.clone(), format!("{api}/v1/templates/sealed"), template).await;
     let policy = json!({"selector": {"role": "fixture"}, "allowed_images": ["busybox:*"], "max_memory_mb": 2048,
-        "cap_add": ["NET_RAW"], "cap_drop": ["SETUID"], "pids_limit": 256, "user": "1000:1000"});
+        "cap_add": ["NET_RAW"], "cap_drop": ["SETUID"], "pids_limit": 256, "user": "1000:1000", "pull": "never"});
     call(put.clone(), format!("{api}/v1/policies/fixture"), policy).await;
+    // Protocol level 9: a template asking for GPUs, and registry credentials (sealed).
+    let template = json!({"image": "busybox:local", "gpus": 2});
+    call(put.clone(), format!("{api}/v1/templates/gpus"), template).await;
+    let login = json!({"username": "fixture", "password": "fixture-password"});
+    call(
+        put.clone(),
+        format!("{api}/v1/registries/registry.lan:5000"),
+        login,
+    )
+    .await;
     // A machine admitted before it shows up (protocol level 6).
     let approved = "00000000000000aa";
     call(
@@ -228,6 +241,13 @@ async fn generate() {
             json!({"command": ["sh", "-c", "exit 3"], "max_attempts": 1}),
         )
         .await;
+    // A retry that says why it runs where it does (protocol level 9).
+    let retried = cluster
+        .submit(
+            0,
+            json!({"command": ["sh", "-c", "test \"$SHOAL_ATTEMPT\" = 2"], "max_attempts": 2}),
+        )
+        .await;
     let cancelled = cluster
         .submit(0, json!({"command": ["true"], "required_labels": nowhere}))
         .await;
@@ -247,6 +267,7 @@ async fn generate() {
         (completed, JobState::Completed),
         (with_secret, JobState::Completed),
         (failed, JobState::Failed),
+        (retried, JobState::Completed),
         (cancelled, JobState::Cancelled),
         (timed_out, JobState::TimedOut),
     ] {
