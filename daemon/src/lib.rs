@@ -28,6 +28,7 @@ pub mod join;
 pub mod keys;
 pub mod leadership;
 pub mod levels;
+pub mod logging;
 pub mod logs;
 pub mod metrics;
 pub mod node;

@@ -15,17 +15,10 @@ fn main() -> anyhow::Result<()> {
     // A panic leaves a node half-alive; abort so systemd restarts it whole, unless it
     // happened serving one request or starting one run, which it ends.
     shoal_daemon::isolate::install_panic_hook();
-    // openraft logs every failed replication attempt to an unreachable machine; the
-    // leader's own status transitions say the same thing once.
-    // Logs go to stderr; stdout carries only what a command prints for its user.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
-                "info,openraft=warn,openraft::replication=off,chitchat=warn,libp2p=warn".into()
-            }),
-        )
-        .init();
+    if let Err(why) = shoal_daemon::logging::init() {
+        eprintln!("error: {why}");
+        std::process::exit(2);
+    }
 
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -103,6 +103,12 @@ async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone(
         "the key in admin.key: {status:?}; shoald's log:\n{seen_log}"
     );
 
+    // A journal gets plain lines: no terminal colour codes.
+    assert!(
+        !seen_log.contains('\x1b'),
+        "the log holds escape codes:\n{seen_log}"
+    );
+
     // Said where the key is, and nothing more.
     let printed = std::fs::read_to_string(&stdout).unwrap();
     assert!(
@@ -174,4 +180,58 @@ fn plain_http_off_loopback_is_refused_before_anything_is_written() {
         "the refusal does not say why or how: {said}"
     );
     assert!(!data.exists(), "a refused start wrote {}", data.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shoal_log_format_json_every_log_line_is_a_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, TEST_SECRET).unwrap();
+    let stderr = dir.path().join("stderr");
+    let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
+    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--bind", "127.0.0.1", "--api-port", &api_port])
+        .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
+        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+        .env("SHOAL_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("starting shoald");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    // Logged enough: it made the key and says where.
+    let said = wait_until(Duration::from_secs(30), "the key's path in the log", || {
+        log().contains("admin.key").then_some(())
+    })
+    .await;
+    let _ = shoald.kill();
+    let _ = shoald.wait();
+    let text = log();
+    said.unwrap_or_else(|err| panic!("{err}; shoald's log:\n{text}"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    for line in lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+    }
+
+    // Another format is refused before anything starts, saying which ones there are.
+    let refused = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["diagnose", "--data-dir", data.to_str().unwrap()])
+        .env("SHOAL_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("SHOAL_LOG_FORMAT=\"yaml\": use text (the default) or json"),
+        "{said}"
+    );
 }
