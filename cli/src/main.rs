@@ -63,7 +63,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// List, show and label machines, and read their resource history.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "machine")]
     Machines(MachinesCmd),
     /// The Raft group.
     #[command(subcommand)]
@@ -72,7 +72,7 @@ enum Cmd {
     #[command(subcommand)]
     Fleet(FleetCmd),
     /// Run, list, inspect and cancel jobs.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "jobs")]
     Job(JobCmd),
     /// Stop giving machines new work (and move what runs there after --deadline).
     Drain(operate::DrainArgs),
@@ -91,34 +91,34 @@ enum Cmd {
         limit: Option<u32>,
     },
     /// Registration tokens for machines to join (`shoald join --token`).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "tokens")]
     Token(tokens::TokenCmd),
     /// Create, list and revoke API keys.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "keys")]
     Key(keys::KeyCmd),
     /// Back up the fleet state and read backups (`shoald restore` starts a fleet from one).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "snapshots")]
     Snapshot(snapshot::SnapshotCmd),
     /// Stop or resume all dispatch fleet-wide.
     #[command(subcommand)]
     Killswitch(operate::KillSwitchCmd),
     /// Session templates, with versions and rollback.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "templates")]
     Template(sessions::TemplateCmd),
     /// Long-lived containers to work inside: create, exec, logs, terminate.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "sessions")]
     Session(sessions::SessionCmd),
     /// Restart, update or apply-config on selected machines.
     #[command(subcommand)]
     Batch(operate::BatchCmd),
     /// Governance policies machines apply to containers (admin).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "policies")]
     Policy(sessions::PolicyCmd),
     /// Credentials machines pull registries' images with (admin).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "registries")]
     Registry(registries::RegistryCmd),
     /// Daily spend and runner-minute limits per org.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "budgets")]
     Budget(costs::BudgetCmd),
     /// What work cost, grouped by day, machine, job or org.
     Costs(costs::CostsArgs),
@@ -379,6 +379,28 @@ mod tests {
     #[test]
     fn clap_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nouns_are_taken_singular_and_plural() {
+        for (one, other) in [
+            (["machines", "ls"], ["machine", "ls"]),
+            (["job", "ls"], ["jobs", "ls"]),
+            (["key", "ls"], ["keys", "ls"]),
+            (["token", "ls"], ["tokens", "ls"]),
+            (["template", "ls"], ["templates", "ls"]),
+            (["session", "ls"], ["sessions", "ls"]),
+            (["policy", "ls"], ["policies", "ls"]),
+            (["registry", "ls"], ["registries", "ls"]),
+            (["budget", "ls"], ["budgets", "ls"]),
+        ] {
+            let (a, b) = (parse(&one).unwrap(), parse(&other).unwrap());
+            assert_eq!(
+                format!("{:?}", a.command),
+                format!("{:?}", b.command),
+                "{one:?}"
+            );
+        }
     }
 
     #[test]

@@ -172,21 +172,36 @@ async fn drain(
     request: &DrainRequest,
     json: bool,
 ) -> Result<(), ClientError> {
+    // How each machine stood before, to say what changed.
+    let before = client.machines().await?.machines;
     let answer = client.set_drain(drain, request).await?;
     if json {
         print_json(&answer);
         return Ok(());
     }
-    let verb = if drain { "draining" } else { "undrained" };
     if answer.machines.is_empty() {
+        let verb = if drain { "drained" } else { "undrained" };
         print(&format!("no machine matched; nothing {verb}"));
         return Ok(());
     }
-    let names = machines::names(client).await?;
+    let names: HashMap<MachineId, String> = before.iter().map(|m| (m.id, m.name.clone())).collect();
+    let was_draining: HashMap<MachineId, bool> =
+        before.iter().map(|m| (m.id, m.draining)).collect();
     for id in &answer.machines {
-        print(&format!("{verb} {}", name_of(&names, *id)));
+        let name = name_of(&names, *id);
+        print(&drain_line(drain, &name, was_draining.get(id).copied()));
     }
     Ok(())
+}
+
+/// One machine's line: what a drain or undrain changed on it.
+fn drain_line(drain: bool, name: &str, was_draining: Option<bool>) -> String {
+    match (drain, was_draining) {
+        (true, Some(true)) => format!("{name}: was draining already"),
+        (true, _) => format!("{name}: draining"),
+        (false, Some(false)) => format!("{name}: was not drained"),
+        (false, _) => format!("{name}: undrained"),
+    }
 }
 
 fn name_of(names: &HashMap<MachineId, String>, id: MachineId) -> String {

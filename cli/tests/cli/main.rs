@@ -129,11 +129,24 @@ async fn the_cli_drives_a_real_cluster() {
     let drained = stdout(&run(&["drain", "node-1", "node-2"]).await.unwrap());
     assert_eq!(drained.lines().count(), 2, "{drained}");
     assert!(
-        drained.lines().all(|l| l.starts_with("draining node-")),
+        drained
+            .lines()
+            .all(|l| l.starts_with("node-") && l.ends_with("): draining")),
         "{drained}"
     );
+    // Each line says what changed: node-0 was never drained.
     let undrained = stdout(&run(&["undrain", "--all"]).await.unwrap());
-    assert_eq!(undrained.lines().count(), 3, "{undrained}");
+    let mut lines: Vec<&str> = undrained.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{undrained}");
+    assert!(
+        lines[0].starts_with("node-0 (") && lines[0].ends_with("): was not drained"),
+        "{undrained}"
+    );
+    assert!(
+        lines[1..].iter().all(|l| l.ends_with("): undrained")),
+        "{undrained}"
+    );
 
     // Output cut short by its reader (`| head -1`) ends quietly.
     let mut completions = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
