@@ -79,9 +79,9 @@ pub struct RunArgs {
     /// CPU cores the container may use, e.g. 1.5 (with --image).
     #[arg(long, value_name = "CORES")]
     cpus: Option<f64>,
-    /// Memory the container may use, in MiB (with --image).
-    #[arg(long, value_name = "MIB")]
-    memory_mb: Option<u64>,
+    /// Memory the container may use: 512M, 2G (with --image).
+    #[arg(long, alias = "memory-mb", value_name = "SIZE", value_parser = crate::sessions::parse_memory_mb)]
+    memory: Option<u64>,
     /// The user the container runs as: name, uid or uid:gid (with --image) [default: the
     /// image's].
     #[arg(long)]
@@ -97,11 +97,12 @@ pub struct RunArgs {
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
-    /// Stop an attempt that runs longer (`--timeout` is the CLI's own request timeout).
-    #[arg(long, value_name = "SECS")]
+    /// Stop an attempt that runs longer: 90s, 10m, 2h (`--timeout` is the CLI's own
+    /// request timeout).
+    #[arg(long, value_name = "DURATION", value_parser = crate::operate::parse_duration)]
     run_timeout: Option<u64>,
-    /// Give up if no machine takes the job within this long [default: 300].
-    #[arg(long, value_name = "SECS")]
+    /// Give up if no machine takes the job within this long: 90s, 10m [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::operate::parse_duration)]
     queue_timeout: Option<u64>,
     /// Attempts before the job counts as failed, 1 to 10 [default: 3].
     #[arg(long, value_name = "N")]
@@ -181,7 +182,7 @@ fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
     spec.priority = args.priority;
     spec.env = args.env.iter().cloned().collect();
     spec.cpus = args.cpus;
-    spec.memory_mb = args.memory_mb;
+    spec.memory_mb = args.memory;
     spec.user = args.user.clone();
     spec.pull = args.pull;
     spec.gpus = args.gpus;
@@ -265,9 +266,9 @@ mod tests {
             "--priority",
             "-5",
             "--run-timeout",
-            "60",
+            "1m",
             "--queue-timeout",
-            "10",
+            "10s",
             "--max-attempts",
             "1",
             "--idempotency-key",
@@ -360,7 +361,7 @@ mod tests {
         let message = |args: &[&str]| job_spec(&run_args(args)).unwrap_err();
         assert!(message(&["--max-attempts", "11", "true"]).contains("between 1 and 10"));
         assert!(message(&["--org", "Big Org", "true"]).contains("org \"Big Org\""));
-        assert!(message(&["--run-timeout", "0", "true"]).contains("timeout_seconds"));
+        assert!(message(&["--run-timeout", "0s", "true"]).contains("timeout_seconds"));
         assert!(message(&["--cpus", "2", "true"]).contains("set image too"));
         assert!(message(&["--", ""]).contains("program name"));
     }

@@ -382,6 +382,41 @@ mod tests {
     }
 
     #[test]
+    fn one_flag_per_idea_with_the_old_names_kept_and_durations_with_units() {
+        let same = |a: &[&str], b: &[&str]| {
+            let (a, b) = (parse(a).unwrap(), parse(b).unwrap());
+            assert_eq!(format!("{:?}", a.command), format!("{:?}", b.command));
+        };
+        same(
+            &["job", "run", "--image", "i", "--memory", "512", "true"],
+            &["job", "run", "--image", "i", "--memory-mb", "512", "true"],
+        );
+        same(
+            &["job", "run", "--image", "i", "--memory", "2G", "true"],
+            &["job", "run", "--image", "i", "--memory", "2048", "true"],
+        );
+        same(
+            &["template", "create", "t", "--image", "i", "--cpus", "1"],
+            &["template", "create", "t", "--image", "i", "--cpu", "1"],
+        );
+        same(
+            &["policy", "apply", "--max-cpus", "2"],
+            &["policy", "apply", "--max-cpu", "2"],
+        );
+        same(
+            &["job", "run", "--run-timeout", "10m", "true"],
+            &["job", "run", "--run-timeout", "600s", "true"],
+        );
+        let bare = parse(&["token", "create", "--ttl", "90"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bare.contains("\"90\" needs a unit: 90s, 90m, 90h or 90d"),
+            "{bare}"
+        );
+    }
+
+    #[test]
     fn nouns_are_taken_singular_and_plural() {
         for (one, other) in [
             (["machines", "ls"], ["machine", "ls"]),

@@ -8,7 +8,6 @@ use shoal_protocol::operate::{DrainRequest, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{Labels, MachineId};
 
 use crate::client::{Client, ClientError};
-use crate::machines;
 use crate::output::{age, now_ms, print, print_json};
 
 /// Which machines: named ones, a label selector, or all.
@@ -57,7 +56,7 @@ pub enum KillSwitchCmd {
     Off,
 }
 
-/// `90`, `90s`, `10m`, `2h` or `1d`, in seconds.
+/// `90s`, `10m`, `2h` or `1d`, in seconds. A bare number is refused: the unit is said.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -67,7 +66,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration such as 90s, 10m or 2h"))?;
     let scale = match unit {
-        "" | "s" => 1,
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: {text}s, {text}m, {text}h or {text}d"
+            ));
+        }
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
@@ -280,7 +284,12 @@ mod tests {
 
     #[test]
     fn durations_take_a_unit() {
-        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert!(
+            parse_duration("90")
+                .unwrap_err()
+                .contains("needs a unit: 90s, 90m")
+        );
         assert_eq!(parse_duration("10m"), Ok(600));
         assert_eq!(parse_duration("2h"), Ok(7200));
         assert!(parse_duration("10 m").is_err());

@@ -28,8 +28,8 @@ pub enum TemplateCmd {
         #[arg(long)]
         digest: Option<String>,
         /// CPU cores a session may use.
-        #[arg(long, value_name = "CORES")]
-        cpu: Option<f64>,
+        #[arg(long, alias = "cpu", value_name = "CORES")]
+        cpus: Option<f64>,
         /// Memory a session may use: 512M, 2G, or MiB.
         #[arg(long, value_parser = parse_memory_mb)]
         memory: Option<u64>,
@@ -144,8 +144,9 @@ pub struct PolicyArgs {
     /// An image pattern containers may use (`*` matches anything); repeat for several.
     #[arg(long = "allowed-image", value_name = "PATTERN")]
     pub allowed_images: Vec<String>,
-    #[arg(long, value_name = "CORES")]
-    pub max_cpu: Option<f64>,
+    /// Most CPU cores a container may have.
+    #[arg(long, alias = "max-cpu", value_name = "CORES")]
+    pub max_cpus: Option<f64>,
     /// 512M, 2G, or MiB.
     #[arg(long, value_parser = parse_memory_mb)]
     pub max_memory: Option<u64>,
@@ -203,7 +204,7 @@ pub async fn run_template(
             name,
             image,
             digest,
-            cpu,
+            cpus,
             memory,
             max_duration,
             user,
@@ -223,7 +224,7 @@ pub async fn run_template(
                 command,
                 env,
                 secret_env,
-                cpus: cpu,
+                cpus,
                 memory_mb: memory,
                 user,
                 pull,
@@ -381,7 +382,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
                 name,
                 selector,
                 allowed_images,
-                max_cpu,
+                max_cpus,
                 max_memory,
                 max_duration,
                 network,
@@ -394,7 +395,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
             let spec = PolicySpec {
                 selector: selector.into_iter().collect(),
                 allowed_images,
-                max_cpus: max_cpu,
+                max_cpus,
                 max_memory_mb: max_memory,
                 max_duration_seconds: max_duration,
                 network_mode: network,
