@@ -112,8 +112,8 @@ fn show(budgets: &[BudgetView], json: bool) {
     for b in budgets {
         table.row(vec![
             b.org.clone(),
-            format!("${:.4}", b.today.usd),
-            b.daily_usd.map_or("-".into(), |usd| format!("${usd:.2}")),
+            dollars(b.today.usd),
+            b.daily_usd.map_or("-".into(), dollars),
             format!("{:.1}", b.today.runner_minutes),
             b.daily_runner_minutes
                 .map_or("-".into(), |m| format!("{m}")),
@@ -124,6 +124,15 @@ fn show(budgets: &[BudgetView], json: bool) {
         ]);
     }
     print(&table.render());
+}
+
+/// `$25.00`, `$0.001`, `$0.000252`: cents at least, and the digits a small amount needs
+/// (to the micro-dollar the ledger keeps).
+fn dollars(usd: f64) -> String {
+    let micro = format!("{usd:.6}");
+    let trimmed = micro.trim_end_matches('0');
+    let decimals = trimmed.split_once('.').map_or(0, |(_, d)| d.len());
+    format!("${usd:.prec$}", prec = decimals.max(2))
 }
 
 pub async fn run_costs(client: &Client, args: CostsArgs, json: bool) -> Result<(), ClientError> {
@@ -184,4 +193,18 @@ fn sheet_table(sheet: &CostSheet) -> String {
         sheet.until_day,
         table.render()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_show_cents_and_what_a_small_amount_needs() {
+        assert_eq!(dollars(25.0), "$25.00");
+        assert_eq!(dollars(0.5), "$0.50");
+        assert_eq!(dollars(0.001), "$0.001");
+        assert_eq!(dollars(0.000252), "$0.000252");
+        assert_eq!(dollars(0.0), "$0.00");
+    }
 }
