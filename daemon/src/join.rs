@@ -201,7 +201,17 @@ async fn exchange(
     token_id: &str,
     token_hash: &str,
 ) -> anyhow::Result<Joined> {
-    let unreachable = |err| anyhow::anyhow!("cannot reach {peer} to join: {err}");
+    let unreachable = |err: crate::p2p::P2pError| {
+        let text = err.to_string();
+        let hint = match text.contains("negotiate") {
+            true => format!(
+                " (is {peer} the member's peer RPC port, {}? its gossip and API ports do not take joins)",
+                crate::config::DEFAULT_P2P_PORT
+            ),
+            false => String::new(),
+        };
+        anyhow::anyhow!("cannot reach {peer} to join: {text}{hint}")
+    };
     let mut nonce = vec![0u8; NONCE_BYTES];
     rand::rng().fill_bytes(&mut nonce);
     let challenge = PeerRequest::JoinChallenge {

@@ -99,6 +99,16 @@ async fn a_token_brings_one_machine_in_once() {
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("no such token"), "{unknown}");
+    // Pointed at the API port by mistake: the error says which port takes joins.
+    let api_port = cluster.node(0).api_addr.to_string();
+    let wrong = shoal_daemon::join::request(late.path(), loopback, &api_port, &fake, "joiner-5")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains("is the member's peer RPC port, 7402?"),
+        "{wrong}"
+    );
 
     // Removed by an admin: forgotten everywhere, refused, and not recorded again while it
     // keeps gossiping; a new token brings it back.
