@@ -106,7 +106,7 @@ async fn a_token_brings_one_machine_in_once() {
         .unwrap_err()
         .to_string();
     assert!(
-        wrong.contains("is the member's peer RPC port, 7402?"),
+        wrong.contains("the member's peer RPC port, 7402?"),
         "{wrong}"
     );
 
