@@ -6,7 +6,7 @@ use shoal_protocol::costs::{BudgetView, CostGroup, CostSheet, OnExceed, SetBudge
 use shoal_protocol::params::CostParams;
 
 use crate::client::{Client, ClientError};
-use crate::output::{Table, now_ms, print, print_json};
+use crate::output::{Table, now_ms, print, print_json, print_json_list};
 
 #[derive(Debug, Subcommand)]
 pub enum BudgetCmd {
@@ -81,7 +81,10 @@ pub async fn run_budget(client: &Client, cmd: BudgetCmd, json: bool) -> Result<(
                 },
             };
             let view = client.set_budget(&org, &request).await?;
-            show(&[view], json);
+            match json {
+                true => print_json(&view),
+                false => show(&[view], false),
+            }
         }
         BudgetCmd::Ls => show(&client.budgets().await?.budgets, json),
         BudgetCmd::Rm { org } => {
@@ -98,7 +101,7 @@ pub async fn run_budget(client: &Client, cmd: BudgetCmd, json: bool) -> Result<(
 
 fn show(budgets: &[BudgetView], json: bool) {
     if json {
-        print_json(&budgets);
+        print_json_list("budgets", budgets);
         return;
     }
     let mut table = Table::new(&[

@@ -156,6 +156,12 @@ pub fn print(text: &str) {
 }
 
 /// Prints a value as pretty JSON.
+/// `--json` of a list: the API's envelope, `{"<name>": [...]}`, the shape every list
+/// prints (one thing prints as itself).
+pub fn print_json_list<T: Serialize>(name: &str, items: &[T]) {
+    print_json(&serde_json::json!({ name: items }));
+}
+
 pub fn print_json<T: Serialize>(value: &T) {
     let text = serde_json::to_string_pretty(value).expect("protocol types serialize");
     print(&format!("{text}\n"));

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use shoal_protocol::registries::{MAX_PASSWORD_BYTES, RegistryEntry, RegistryLogin};
 
 use crate::client::{Client, ClientError};
-use crate::output::{Table, age, now_ms, print, print_json};
+use crate::output::{Table, age, now_ms, print, print_json, print_json_list};
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryCmd {
@@ -37,16 +37,20 @@ pub async fn run(client: &Client, cmd: RegistryCmd, json: bool) -> Result<(), Cl
         } => {
             let password = read_password(std::io::stdin().lock());
             let login = RegistryLogin { username, password };
-            vec![client.registry_login(&registry, &login).await?]
+            let entry = client.registry_login(&registry, &login).await?;
+            match json {
+                true => print_json(&entry),
+                false => show(std::slice::from_ref(&entry)),
+            }
+            return Ok(());
         }
         RegistryCmd::Logout { registry } => client.registry_logout(&registry).await?.registries,
         RegistryCmd::Ls => client.registries().await?.registries,
     };
-    if json {
-        print_json(&entries);
-        return Ok(());
+    match json {
+        true => print_json_list("registries", &entries),
+        false => show(&entries),
     }
-    show(&entries);
     Ok(())
 }
 

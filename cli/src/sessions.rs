@@ -10,7 +10,7 @@ use shoal_protocol::templates::{Template, TemplateSpec};
 
 use crate::client::{Client, ClientError};
 use crate::job_args::{parse_env, secrets_from_shell};
-use crate::output::{Table, age, now_ms, or_dash, print, print_json};
+use crate::output::{Table, age, now_ms, or_dash, print, print_json, print_json_list};
 use crate::{follow, machines, parse_label, usage_error};
 
 // Parsed once per run: the size of its largest variant costs nothing.
@@ -233,7 +233,7 @@ pub async fn run_template(
                 required_labels: labels.into_iter().collect(),
             };
             let template = client.put_template(&name, &spec).await?;
-            show_templates(&[template], json);
+            show_one(&template, json, show_templates);
         }
         TemplateCmd::Ls => show_templates(&client.templates().await?.templates, json),
         TemplateCmd::Show { name } => {
@@ -261,15 +261,23 @@ pub async fn run_template(
         }
         TemplateCmd::Rollback { name, version } => {
             let template = client.rollback_template(&name, version).await?;
-            show_templates(&[template], json);
+            show_one(&template, json, show_templates);
         }
     }
     Ok(())
 }
 
+/// One thing: as itself with `--json`, else as the one row of its table.
+fn show_one<T: Clone + serde::Serialize>(item: &T, json: bool, table: fn(&[T], bool)) {
+    match json {
+        true => print_json(item),
+        false => table(std::slice::from_ref(item), false),
+    }
+}
+
 fn show_templates(templates: &[Template], json: bool) {
     if json {
-        print_json(&templates);
+        print_json_list("templates", templates);
         return;
     }
     let mut table = Table::new(&["NAME", "CURRENT", "VERSIONS", "IMAGE", "MAX DURATION"]);
@@ -308,7 +316,7 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
                 agent_id,
                 idempotency_key: None,
             };
-            show_sessions(&[client.create_session(&request).await?], json);
+            show_one(&client.create_session(&request).await?, json, show_sessions);
         }
         SessionCmd::Ls {
             state,
@@ -326,7 +334,7 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
             };
             show_sessions(&client.sessions(&params).await?.sessions, json);
         }
-        SessionCmd::Show { id } => show_sessions(&[client.session(id).await?], json),
+        SessionCmd::Show { id } => show_one(&client.session(id).await?, json, show_sessions),
         SessionCmd::Exec {
             id,
             exec_timeout,
@@ -350,7 +358,7 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
             follow::logs(client, id, None, follow, json).await?;
         }
         SessionCmd::Terminate { id } => {
-            show_sessions(&[client.terminate_session(id).await?], json);
+            show_one(&client.terminate_session(id).await?, json, show_sessions);
         }
     }
     Ok(0)
@@ -358,7 +366,7 @@ pub async fn run_session(client: &Client, cmd: SessionCmd, json: bool) -> Result
 
 fn show_sessions(sessions: &[SessionView], json: bool) {
     if json {
-        print_json(&sessions);
+        print_json_list("sessions", sessions);
         return;
     }
     let mut table = Table::new(&["ID", "STATE", "TEMPLATE", "MACHINE", "AGE", "REASON"]);
@@ -405,7 +413,9 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
                 user,
                 pull,
             };
-            vec![client.put_policy(&name, &spec).await?]
+            let policy = client.put_policy(&name, &spec).await?;
+            show_one(&policy, json, show_policies);
+            return Ok(());
         }
         PolicyCmd::Ls => client.policies().await?.policies,
         PolicyCmd::Rm { name } => client.remove_policy(&name).await?.policies,
@@ -416,7 +426,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
 
 fn show_policies(policies: &[Policy], json: bool) {
     if json {
-        print_json(&policies);
+        print_json_list("policies", policies);
         return;
     }
     let mut table = Table::new(&[

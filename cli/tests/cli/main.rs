@@ -290,6 +290,33 @@ async fn the_cli_drives_a_real_cluster() {
     );
     let summary = stdout(&run(&["fleet", "summary"]).await.unwrap());
     assert!(summary.contains("of $25 today"), "{summary}");
+
+    // Every list prints the API's envelope: an object whose plural key holds the array.
+    for (args, key) in [
+        (&["--json", "machines", "ls"][..], "machines"),
+        (&["--json", "job", "ls"], "jobs"),
+        (&["--json", "key", "ls"], "keys"),
+        (&["--json", "token", "ls"], "tokens"),
+        (&["--json", "template", "ls"], "templates"),
+        (&["--json", "session", "ls"], "sessions"),
+        (&["--json", "policy", "ls"], "policies"),
+        (&["--json", "registry", "ls"], "registries"),
+        (&["--json", "budget", "ls"], "budgets"),
+    ] {
+        let addr = addr.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let listed = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            shoal(&addr, &args)
+        })
+        .await
+        .unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+        let object = listed
+            .as_object()
+            .unwrap_or_else(|| panic!("{key}: {listed}"));
+        assert!(object[key].is_array(), "{key}: {listed}");
+    }
     cluster.shutdown().await;
 
     // Nobody listening: exit code 3, naming the address.
