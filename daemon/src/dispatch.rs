@@ -109,15 +109,15 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     // The log knows every placement at once; a machine's heartbeat catches up later.
     // What the heartbeat does not show yet is reserved, and weighs on the projected load.
     let mut reservations = Reservations::new();
-    let held = jobs::counts_on_machines(state);
-    let gpus_held = jobs::gpus_on_machines(state);
+    let held = jobs::held_on_machines(state);
     let candidates: Vec<Candidate> = state
         .machines
         .values()
         .map(|record| {
             let id = record.info.id;
             let labels = record.labels();
-            let on_machine = held.get(&id).copied().unwrap_or(0);
+            let on_machine = held.get(&id).copied().unwrap_or_default();
+            let holds = on_machine.jobs;
             let (load, reported, cpu_cores, images, gpus) = match node.peer(id) {
                 Some(peer) => (
                     peer.info.resources.load,
@@ -135,8 +135,8 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                 ),
             };
             let gpus = u32::try_from(gpus).unwrap_or(u32::MAX);
-            let running = reported.min(on_machine);
-            reservations.add(id, on_machine - running);
+            let running = reported.min(holds);
+            reservations.add(id, holds - running);
             Candidate {
                 id,
                 // A drain counts at once, before the leader commits the DRAINING status.
@@ -154,7 +154,7 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
                 cpu_cores,
                 images,
                 gpus,
-                free_gpus: gpus.saturating_sub(gpus_held.get(&id).copied().unwrap_or(0)),
+                free_gpus: gpus.saturating_sub(on_machine.gpus),
             }
         })
         .collect();

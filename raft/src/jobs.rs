@@ -28,8 +28,8 @@ use crate::costs;
 mod queries;
 
 pub use queries::{
-    changed_reasons, counts_on_machines, dispatched_before, gpus_on_machines, prunable, queue,
-    queue_expired, running_on,
+    Held, changed_reasons, dispatched_before, held_on_machines, prunable, queue, queue_expired,
+    running_on,
 };
 
 /// The first retry waits this long; each further failure doubles the wait.

@@ -52,7 +52,7 @@ pub(super) fn select(
         }
         Some(ids)
     };
-    let busy = jobs::counts_on_machines(state);
+    let busy = jobs::held_on_machines(state);
     Ok(state
         .machines
         .values()
@@ -64,7 +64,7 @@ pub(super) fn select(
                 .iter()
                 .all(|(k, v)| labels.get(k) == Some(v))
         })
-        .filter(|m| !request.idle_only || busy.get(&m.info.id).copied().unwrap_or(0) == 0)
+        .filter(|m| !request.idle_only || busy.get(&m.info.id).is_none_or(|held| held.jobs == 0))
         .map(|m| m.info.id)
         .collect())
 }

@@ -17,25 +17,23 @@ pub fn running_on(state: &FleetState, machine: MachineId) -> Vec<(JobId, u32)> {
         .collect()
 }
 
-/// How many jobs each machine holds (dispatched or running), in one pass over the jobs.
-pub fn counts_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, u32> {
-    let mut counts = std::collections::BTreeMap::new();
-    for (_, attempt) in on_machines(state) {
-        *counts.entry(attempt.machine).or_insert(0) += 1;
-    }
-    counts
+/// What one machine holds: the jobs dispatched to it or running there, and the GPUs
+/// they asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub jobs: u32,
+    pub gpus: u32,
 }
 
-/// How many GPUs the jobs each machine holds (dispatched or running) asked for.
-pub fn gpus_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, u32> {
-    let mut counts = std::collections::BTreeMap::new();
+/// What each machine holds, in one pass over the open jobs.
+pub fn held_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, Held> {
+    let mut held = std::collections::BTreeMap::new();
     for (job, attempt) in on_machines(state) {
-        if let Some(gpus) = job.spec.gpus {
-            let held: &mut u32 = counts.entry(attempt.machine).or_insert(0);
-            *held = held.saturating_add(gpus);
-        }
+        let on: &mut Held = held.entry(attempt.machine).or_default();
+        on.jobs += 1;
+        on.gpus = on.gpus.saturating_add(job.spec.gpus.unwrap_or(0));
     }
-    counts
+    held
 }
 
 /// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started.

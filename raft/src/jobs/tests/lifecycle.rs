@@ -297,8 +297,9 @@ fn queries_find_work_by_machine_and_age() {
     fleet.dispatch(c, 1, M2, 30);
     assert_eq!(running_on(&fleet.state, M1), [(a, 1), (b, 1)]);
     assert_eq!(running_on(&fleet.state, M2), [(c, 1)]);
-    let counts = counts_on_machines(&fleet.state);
-    assert_eq!((counts.get(&M1), counts.get(&M2)), (Some(&2), Some(&1)));
+    let held = held_on_machines(&fleet.state);
+    let jobs = |m| held.get(&m).map(|h| h.jobs);
+    assert_eq!((jobs(M1), jobs(M2)), (Some(2), Some(1)));
     assert_eq!(dispatched_before(&fleet.state, 29), [(a, 1)]);
     assert_eq!(dispatched_before(&fleet.state, 30), [(a, 1), (c, 1)]);
 }
@@ -319,8 +320,8 @@ fn gpus_are_held_by_jobs_placed_or_running_until_they_finish() {
     fleet.dispatch(b, 1, M1, 11);
     fleet.report(b, 1, JobReport::Running, 12);
     fleet.dispatch(c, 1, M2, 13);
-    let held = gpus_on_machines(&fleet.state);
-    assert_eq!((held.get(&M1), held.get(&M2)), (Some(&3), None));
+    let gpus = |fleet: &Fleet, m| held_on_machines(&fleet.state).get(&m).map(|h| h.gpus);
+    assert_eq!((gpus(&fleet, M1), gpus(&fleet, M2)), (Some(3), Some(0)));
     fleet.report(b, 1, JobReport::Exited { exit_code: 0 }, 20);
-    assert_eq!(gpus_on_machines(&fleet.state).get(&M1), Some(&2));
+    assert_eq!(gpus(&fleet, M1), Some(2));
 }
