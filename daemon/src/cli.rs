@@ -36,6 +36,11 @@ pub enum Commands {
         /// Config file [default: /etc/shoal/shoald.toml if it exists].
         #[arg(long, env = "SHOAL_CONFIG")]
         config: Option<PathBuf>,
+        /// Also make the fleet's cluster secret in this file (0600), unless it is there:
+        /// give the same file to every machine (`--cluster-secret-file`) [default: the
+        /// config's `cluster_secret_file`, if set].
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
     },
     /// Join a fleet with a registration token from `shoal token create`, then run.
     Join {

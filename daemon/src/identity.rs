@@ -51,12 +51,41 @@ pub fn load_or_create_secret(dir: &Path, configured: Option<&str>) -> anyhow::Re
     match fs::read_to_string(&path) {
         Ok(text) => Ok(text.trim().to_string()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 24];
-            rand::rng().fill_bytes(&mut bytes);
-            let secret = hex::encode(bytes);
+            let secret = new_secret();
             write_private(&path, secret.as_bytes())?;
             tracing::info!(path = %path.display(), "generated a cluster secret; give it to machines that join");
             Ok(secret)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// A new random cluster secret: 24 random bytes, in hex.
+fn new_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// `shoald init --cluster-secret-file PATH`: makes a new random secret in `path` (0600, its
+/// directory made if missing) unless the file is there; returns whether it made one. A file
+/// that is there but empty is an error: machines would start without a secret.
+pub fn init_secret_file(path: &Path) -> anyhow::Result<bool> {
+    match fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            anyhow::bail!(
+                "{} is empty: remove it, or put the fleet's secret in it",
+                path.display()
+            )
+        }
+        Ok(_) => Ok(false),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            write_private(path, format!("{}\n", new_secret()).as_bytes())?;
+            Ok(true)
         }
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -208,6 +237,27 @@ mod tests {
         assert_eq!((mode(""), mode("raft")), (0o700, 0o700));
         assert_eq!((mode("raft/raft.redb"), mode("output.txt")), (0o600, 0o600));
         assert_eq!(fs::read(data.join("raft/raft.redb")).unwrap(), b"log");
+    }
+
+    #[test]
+    fn init_makes_a_private_secret_file_once_and_keeps_one_that_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/shoal/cluster.secret");
+        assert!(init_secret_file(&path).unwrap());
+        let made = fs::read_to_string(&path).unwrap();
+        assert_eq!(made.trim().len(), 48, "{made}");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!init_secret_file(&path).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), made, "kept as it was");
+        fs::write(&path, "\n").unwrap();
+        assert!(
+            init_secret_file(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
     }
 
     #[test]

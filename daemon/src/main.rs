@@ -25,11 +25,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Commands::Dev(args)) => dev::run(args).await,
-            Some(Commands::Init { data_dir, config }) => {
-                let data_dir = match data_dir {
-                    Some(dir) => dir,
-                    None => Settings::load(config.as_deref())?.data_dir,
-                };
+            Some(Commands::Init {
+                data_dir,
+                config,
+                cluster_secret_file,
+            }) => {
+                let settings = Settings::load(config.as_deref())?;
+                let data_dir = data_dir.unwrap_or(settings.data_dir);
+                let cluster_secret_file = cluster_secret_file.or(settings.cluster_secret_file);
                 let key = shoal_daemon::identity::init_bootstrap_key(&data_dir)?;
                 shoal_daemon::tls::FleetCa::load_or_create(&data_dir)?;
                 let (ca_cert, _) = shoal_daemon::tls::paths(&data_dir);
@@ -38,6 +41,14 @@ fn main() -> anyhow::Result<()> {
                     "the fleet CA, for `shoal --cacert` or SHOAL_CACERT: {}",
                     ca_cert.display()
                 );
+                if let Some(path) = cluster_secret_file {
+                    let made = shoal_daemon::identity::init_secret_file(&path)?;
+                    let said = if made { "made" } else { "kept (it was there)" };
+                    println!(
+                        "the cluster secret: {} ({said}, 0600); give every machine a copy",
+                        path.display()
+                    );
+                }
                 println!(
                     "start shoald on {} to form the fleet; it records this key",
                     data_dir.display()

@@ -235,3 +235,36 @@ async fn with_shoal_log_format_json_every_log_line_is_a_json_object() {
         "{said}"
     );
 }
+
+#[test]
+fn init_makes_the_cluster_secret_file_the_readme_starts_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("etc/shoal/cluster.secret");
+    let init = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&init.stdout);
+    assert!(
+        init.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let made = std::fs::read_to_string(&secret).unwrap();
+    assert_eq!(made.trim().len(), 48, "{made}");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        printed.contains(&format!(
+            "the cluster secret: {} (made, 0600)",
+            secret.display()
+        )),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(made.trim()),
+        "the secret is printed:\n{printed}"
+    );
+}
