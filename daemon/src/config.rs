@@ -143,6 +143,10 @@ pub struct Timings {
     /// How long a node still opens the old gossip key after it sealed with the new one.
     #[serde(with = "humantime_serde")]
     pub gossip_key_grace: Duration,
+    /// How often a machine that is in no fleet yet, and whose seeds (`join`) do not
+    /// answer, says so, naming them.
+    #[serde(with = "humantime_serde")]
+    pub seed_warning: Duration,
 }
 
 /// How machines find each other.
@@ -202,6 +206,7 @@ impl Default for Timings {
             snapshot_every_logs: 10_000,
             gossip_key_switch: Duration::from_secs(2),
             gossip_key_grace: Duration::from_secs(60),
+            seed_warning: Duration::from_secs(60),
         }
     }
 }
@@ -224,6 +229,7 @@ impl Timings {
             snapshot_every_logs: 200,
             gossip_key_switch: Duration::from_millis(500),
             gossip_key_grace: Duration::from_secs(2),
+            seed_warning: Duration::from_secs(5),
         }
     }
 }
@@ -436,6 +442,7 @@ impl Timings {
             ("timings.raft_heartbeat", self.raft_heartbeat),
             ("timings.gossip_key_switch", self.gossip_key_switch),
             ("timings.gossip_key_grace", self.gossip_key_grace),
+            ("timings.seed_warning", self.seed_warning),
         ];
         for (name, value) in nonzero {
             if value.is_zero() {

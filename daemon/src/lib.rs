@@ -42,6 +42,7 @@ pub mod rpc;
 pub mod runner;
 pub mod sampler;
 pub mod secrets;
+pub mod seed_watch;
 pub mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -284,6 +284,10 @@ impl Node {
             gpu_sampler,
             shutdown_rx.clone(),
         ));
+        tasks.spawn(crate::seed_watch::warn_loop(
+            node.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(crate::image_facts::publish_loop(
             node.clone(),
             shutdown_rx.clone(),

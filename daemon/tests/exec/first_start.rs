@@ -268,3 +268,39 @@ fn init_makes_the_cluster_secret_file_the_readme_starts_with() {
         "the secret is printed:\n{printed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_whose_seeds_never_answer_says_so_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, TEST_SECRET).unwrap();
+    let config = dir.path().join("shoald.toml");
+    std::fs::write(&config, "[timings]\nseed_warning = \"1s\"\n").unwrap();
+    let stderr = dir.path().join("stderr");
+    let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
+    // A seed nobody listens on.
+    let seed = format!("127.0.0.1:{}", free_tcp_port());
+    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["--bind", "127.0.0.1", "--api-port", &api_port])
+        .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
+        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+        .args(["--join", &seed])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("starting shoald");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let warned = wait_until(Duration::from_secs(20), "the seed warning", || {
+        let text = log();
+        (text.matches("no machine of a fleet answers").count() >= 2).then_some(())
+    })
+    .await;
+    let _ = shoald.kill();
+    let _ = shoald.wait();
+    let text = log();
+    warned.unwrap_or_else(|err| panic!("{err}; shoald's log:\n{text}"));
+    assert!(text.contains(&format!("seeds={seed}")), "{text}");
+}
