@@ -115,7 +115,7 @@ pub async fn wait(client: &Client, id: JobId, json: bool) -> Result<u8, ClientEr
 }
 
 /// `shoal job run --all-online --wait`: waits for every child, then prints one line each
-/// (with `json`, the children as a [`JobList`]). Exit code 1 unless every child completed.
+/// and each one's output (with `json`, the children as a [`JobList`]). Exit code 1 unless every child completed.
 pub async fn wait_children(client: &Client, id: JobId, json: bool) -> Result<u8, ClientError> {
     let mut parent = client.job(id).await?;
     while !parent.state.is_finished() {
@@ -128,6 +128,21 @@ pub async fn wait_children(client: &Client, id: JobId, json: bool) -> Result<u8,
     } else {
         let names = machines::names(client).await?;
         print(&children_table(&children, &names));
+        // Then each child's output, under a line naming it and its machine.
+        for child in children.iter().filter(|child| !child.attempts.is_empty()) {
+            if let Some(attempt) = child.current_attempt() {
+                note(&attempt_line(child, attempt, &names));
+            }
+            match client.job_logs(child.id, None, 0).await {
+                Ok(logs) => {
+                    let mut sink = Sink::terminal(false);
+                    for chunk in &logs.chunks {
+                        sink.write(chunk);
+                    }
+                }
+                Err(err) => note(&format!("no output of job {}: {err}", child.id)),
+            }
+        }
     }
     if parent.state == JobState::Completed {
         Ok(0)

@@ -144,10 +144,19 @@ pub async fn the_job_commands(cluster: &Cluster) {
     assert!(shown.contains("target:           node-2 ("), "{shown}");
     assert!(shown.contains("1        node-2 ("), "{shown}");
 
-    // Fan-out: one line per machine; any failure is exit code 1.
+    // Fan-out: one line per machine, then each child's output; any failure is exit code 1.
     let fanned = run(
         &addr,
-        &["job", "run", "--all-online", "--wait", "--", "true"],
+        &[
+            "job",
+            "run",
+            "--all-online",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo out-of-$SHOAL_ATTEMPT",
+        ],
     )
     .await;
     let table = stdout(&fanned);
@@ -156,6 +165,11 @@ pub async fn the_job_commands(cluster: &Cluster) {
         let line = table.lines().find(|l| l.contains(name)).unwrap_or("");
         assert!(line.contains("completed  0"), "{name}:\n{table}");
     }
+    assert_eq!(table.matches("out-of-1\n").count(), 3, "{table}");
+    assert_eq!(
+        stderr(&fanned).matches("attempt 1 runs on node-").count(),
+        3
+    );
     let args = [
         "job",
         "run",
