@@ -4,8 +4,9 @@
 //! discovery between `shoald` containers on a Docker network the test creates; the
 //! `shoald` binary stopping within 5 s of SIGTERM, and its first start keeping its data
 //! dir and first admin key private; images pulled from a registry on loopback by their
-//! pull policy (`registry.rs`, Debian's `docker-registry`); and a bounded chaos run of five
-//! `shoald` containers under faults (`chaos/`).
+//! pull policy (`registry.rs`, Debian's `docker-registry`); the example systemd unit as
+//! `systemd-analyze verify` reads it (`unit.rs`); and a bounded chaos run of five `shoald`
+//! containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
 //! `busybox-static` (the pull test also `/usr/bin/docker-registry` from `docker-registry`);
@@ -24,3 +25,4 @@ mod registry;
 mod sessions;
 mod shutdown;
 mod support;
+mod unit;
