@@ -128,6 +128,9 @@ enum Cmd {
     Health,
     /// Print a shell completion script: `shoal completions bash > /etc/bash_completion.d/shoal`.
     Completions { shell: clap_complete::Shell },
+    /// Write the man pages (`shoal.1`, one per subcommand) into a directory (packaging).
+    #[command(hide = true)]
+    Man { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +265,24 @@ fn usage_error(message: impl Display) -> ! {
     std::process::exit(2)
 }
 
+/// The man pages of `cmd` and of each of its subcommands, as `(file name, roff)`:
+/// `shoal.1`, `shoal-job.1`, `shoal-job-run.1`, ... (hidden commands left out).
+fn man_pages(cmd: clap::Command) -> Vec<(String, Vec<u8>)> {
+    fn walk(cmd: clap::Command, name: String, pages: &mut Vec<(String, Vec<u8>)>) {
+        let cmd = cmd.name(name.clone());
+        let mut roff = Vec::new();
+        if clap_mangen::Man::new(cmd.clone()).render(&mut roff).is_ok() {
+            pages.push((format!("{name}.1"), roff));
+        }
+        for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), pages);
+        }
+    }
+    let mut pages = Vec::new();
+    walk(cmd, "shoal".to_string(), &mut pages);
+    pages
+}
+
 /// Runs the command; `Ok` carries the exit code.
 async fn run(cli: Cli) -> Result<u8, ClientError> {
     let pem = std::env::var("SHOAL_CACERT_PEM").ok();
@@ -340,6 +361,19 @@ async fn run(cli: Cli) -> Result<u8, ClientError> {
         Cmd::Batch(cmd) => return operate::run_batch(&client, cmd, json).await,
         Cmd::Costs(args) => costs::run_costs(&client, args, json).await,
         Cmd::Health => cluster::health(&client, json).await,
+        Cmd::Man { dir } => {
+            use clap::CommandFactory;
+            if let Err(error) = std::fs::create_dir_all(&dir) {
+                usage_error(format!("cannot create {}: {error}", dir.display()));
+            }
+            for (name, page) in man_pages(Cli::command()) {
+                let path = dir.join(name);
+                if let Err(error) = std::fs::write(&path, page) {
+                    usage_error(format!("cannot write {}: {error}", path.display()));
+                }
+            }
+            Ok(())
+        }
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -414,6 +448,26 @@ mod tests {
             bare.contains("\"90\" needs a unit: 90s, 90m, 90h or 90d"),
             "{bare}"
         );
+    }
+
+    #[test]
+    fn every_visible_command_has_a_man_page() {
+        let pages = man_pages(Cli::command());
+        let names: Vec<&str> = pages.iter().map(|(name, _)| name.as_str()).collect();
+        for page in [
+            "shoal.1",
+            "shoal-job-run.1",
+            "shoal-registry-login.1",
+            "shoal-drain.1",
+        ] {
+            assert!(names.contains(&page), "{page} missing from {names:?}");
+        }
+        assert!(
+            !names.contains(&"shoal-man.1"),
+            "the hidden command has none"
+        );
+        let (_, roff) = &pages[0];
+        assert!(String::from_utf8_lossy(roff).contains(".TH shoal 1"));
     }
 
     #[test]

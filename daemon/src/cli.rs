@@ -76,6 +76,30 @@ pub enum Commands {
         #[arg(long, env = "SHOAL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a shell completion script: `shoald completions bash > /etc/bash_completion.d/shoald`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (`shoald.1`, one per subcommand) into a directory (packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+/// The man pages of `cmd` and of each of its subcommands, as `(file name, roff)`:
+/// `shoald.1`, `shoald-init.1`, ... (hidden commands left out).
+pub fn man_pages(cmd: clap::Command) -> Vec<(String, Vec<u8>)> {
+    fn walk(cmd: clap::Command, name: String, pages: &mut Vec<(String, Vec<u8>)>) {
+        let cmd = cmd.name(name.clone());
+        let mut roff = Vec::new();
+        if clap_mangen::Man::new(cmd.clone()).render(&mut roff).is_ok() {
+            pages.push((format!("{name}.1"), roff));
+        }
+        for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), pages);
+        }
+    }
+    let mut pages = Vec::new();
+    let name = cmd.get_name().to_string();
+    walk(cmd, name, &mut pages);
+    pages
 }
 
 /// Flags that overlay the config file. Each also reads a `SHOAL_*` variable.

@@ -65,6 +65,26 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Some(Commands::Completions { shell }) => {
+                use clap::CommandFactory;
+                use std::io::Write;
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "shoald", &mut script);
+                // A reader that stops early (`| head`) is no error.
+                let _ = std::io::stdout().write_all(&script);
+                Ok(())
+            }
+            Some(Commands::Man { dir }) => {
+                use clap::CommandFactory;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                for (name, page) in shoal_daemon::cli::man_pages(Cli::command()) {
+                    let path = dir.join(name);
+                    std::fs::write(&path, page)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                Ok(())
+            }
             Some(Commands::Restore { file, force, run }) => {
                 let config = run.clone().overlay(Settings::load(run.config.as_deref())?);
                 let report = shoal_daemon::restore::restore(&file, &config.validate()?, force)?;

@@ -5,7 +5,7 @@
 //! `shoald` binary stopping within 5 s of SIGTERM, and its first start keeping its data
 //! dir and first admin key private; images pulled from a registry on loopback by their
 //! pull policy (`registry.rs`, Debian's `docker-registry`); the example systemd unit as
-//! `systemd-analyze verify` reads it (`unit.rs`); and a bounded chaos run of five `shoald`
+//! `systemd-analyze verify` reads it, and the man pages and completions a package ships (`packaging.rs`); and a bounded chaos run of five `shoald`
 //! containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
@@ -20,9 +20,9 @@ mod cluster;
 mod container;
 mod first_start;
 mod mdns;
+mod packaging;
 mod process;
 mod registry;
 mod sessions;
 mod shutdown;
 mod support;
-mod unit;
