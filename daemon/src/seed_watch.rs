@@ -8,10 +8,12 @@ use tokio::time::Instant;
 
 use crate::node::Node;
 
-/// Warns until the node knows a leader or hears another machine, then ends.
+/// Warns until the node knows a leader or hears another machine, then waits quietly for
+/// shutdown (a node task that ends early stops the node).
 pub async fn warn_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let seeds = node.config.seeds();
     if seeds.is_empty() {
+        let _ = shutdown.wait_for(|stop| *stop).await;
         return;
     }
     let every = node.config.timings.seed_warning;
@@ -29,6 +31,7 @@ pub async fn warn_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                 .iter()
                 .any(|peer| peer.live && peer.info.id != node.id);
         if heard {
+            let _ = shutdown.wait_for(|stop| *stop).await;
             return;
         }
         tracing::warn!(
