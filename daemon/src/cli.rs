@@ -37,8 +37,8 @@ pub enum Commands {
         #[arg(long, env = "SHOAL_CONFIG")]
         config: Option<PathBuf>,
         /// Also make the fleet's cluster secret in this file (0600), unless it is there:
-        /// give the same file to every machine (`--cluster-secret-file`) [default: the
-        /// config's `cluster_secret_file`, if set].
+        /// give the same file to every machine (`--cluster-secret-file`) [default: without
+        /// --data-dir, the config's `cluster_secret_file`, if set].
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: Option<PathBuf>,
     },

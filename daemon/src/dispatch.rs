@@ -16,6 +16,9 @@ use crate::node::Node;
 
 /// A job dispatched but not running after this long goes back to the queue.
 pub const DISPATCH_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// The same for an attempt whose machine said it pulls the image: the longest pull
+/// (`exec::pull::PULL_TIMEOUT`, 10 minutes) and then some.
+pub const PULLING_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
 /// The label a machine carries when its Docker engine answers.
 pub const DOCKER_LABEL: &str = "docker";
@@ -65,9 +68,17 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
     for job in jobs::queue_expired(state, now) {
         commands.push(Command::TimeOutJob { job, at_ms: now });
     }
-    let slow = jobs::dispatched_before(state, now.saturating_sub(DISPATCH_TIMEOUT_MS));
-    for (job, attempt) in slow {
-        let reason = "dispatched but not running within 5 minutes".to_string();
+    let slow = jobs::dispatched_before(
+        state,
+        now.saturating_sub(DISPATCH_TIMEOUT_MS),
+        now.saturating_sub(PULLING_TIMEOUT_MS),
+    );
+    for (job, attempt, pulling) in slow {
+        let reason = match pulling {
+            true => "dispatched, pulling its image, and not running within 15 minutes",
+            false => "dispatched but not running within 5 minutes",
+        }
+        .to_string();
         commands.push(Command::RequeueJob {
             job,
             attempt,

@@ -30,9 +30,15 @@ fn main() -> anyhow::Result<()> {
                 config,
                 cluster_secret_file,
             }) => {
-                let settings = Settings::load(config.as_deref())?;
-                let data_dir = data_dir.unwrap_or(settings.data_dir);
-                let cluster_secret_file = cluster_secret_file.or(settings.cluster_secret_file);
+                // The config is read only for what the flags leave out.
+                let (data_dir, cluster_secret_file) = match data_dir {
+                    Some(dir) => (dir, cluster_secret_file),
+                    None => {
+                        let settings = Settings::load(config.as_deref())?;
+                        let secret = cluster_secret_file.or(settings.cluster_secret_file);
+                        (settings.data_dir, secret)
+                    }
+                };
                 let key = shoal_daemon::identity::init_bootstrap_key(&data_dir)?;
                 shoal_daemon::tls::FleetCa::load_or_create(&data_dir)?;
                 let (ca_cert, _) = shoal_daemon::tls::paths(&data_dir);

@@ -318,6 +318,7 @@ fn last_attempt(job: &mut JobRecord) -> &mut Attempt {
 fn fail(job: &mut JobRecord, error: String, exit_code: Option<i32>, at_ms: UnixMillis) {
     let attempt = last_attempt(job);
     attempt.finished_at_ms = Some(at_ms);
+    attempt.pulling = None;
     attempt.exit_code = exit_code;
     attempt.error = Some(error.clone());
     job.failures = job.failures.saturating_add(1);
@@ -380,6 +381,7 @@ pub(crate) fn requeue(
     };
     let last = last_attempt(job);
     last.finished_at_ms = Some(at_ms);
+    last.pulling = None;
     last.error = Some(reason.clone());
     job.updated_at_ms = at_ms;
     if job.cancel_requested {

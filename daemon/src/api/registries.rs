@@ -23,7 +23,7 @@ fn list_of(node: &Node) -> RegistryList {
 
 /// `PUT /v1/registries/{registry}`: machines pull this registry's images with these
 /// credentials from now on.
-#[utoipa::path(put, path = "/v1/registries/{registry}", tag = "sessions",
+#[utoipa::path(put, path = "/v1/registries/{registry}", tag = "access",
     params(("registry" = String, Path, description = "The registry, as image references name it (`ghcr.io`, `registry.lan:5000`, `docker.io`)")),
     request_body = RegistryLogin,
     responses((status = OK, body = RegistryEntry, description = "The credentials as kept, without the password")))]
@@ -54,14 +54,14 @@ pub async fn login(
 }
 
 /// `GET /v1/registries`.
-#[utoipa::path(get, path = "/v1/registries", tag = "sessions",
+#[utoipa::path(get, path = "/v1/registries", tag = "access",
     responses((status = OK, body = RegistryList, description = "Every registry with credentials, without passwords")))]
 pub async fn list(State(node): State<Arc<Node>>) -> Json<RegistryList> {
     Json(list_of(&node))
 }
 
 /// `DELETE /v1/registries/{registry}`: machines pull from it without credentials again.
-#[utoipa::path(delete, path = "/v1/registries/{registry}", tag = "sessions",
+#[utoipa::path(delete, path = "/v1/registries/{registry}", tag = "access",
     params(("registry" = String, Path, description = "The registry")),
     responses(
         (status = OK, body = RegistryList, description = "The registries left"),

@@ -5,23 +5,26 @@
 //!  images: each template's current one, and each image a session here runs
 //!          (not those pinned by digest)
 //!  each image ─▶ docker pull, with the registry's credentials ─▶ "pulled <id>" | "up to date" | why not
-//!             (a template's pull `never`: only whether the engine has it)
+//!             (pull `never`, the template's or a policy's here: only whether the engine has it;
+//!              an image a policy here refuses: left alone)
 //!  each session here ─▶ its container's image id ≠ the id its reference has now
 //!                     ─▶ restart onto the current image (exec::recreate)
 //! ```
 //!
-//! The work runs in a task of its own: the answer waits [`ANSWER_WITHIN`] for it, and a
-//! longer pull goes on after the answer says so.
+//! The work runs in a task of its own, one at a time per machine: the answer waits
+//! [`ANSWER_WITHIN`] for it, and a longer pull goes on after the answer says so (an update
+//! asked meanwhile says that one runs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use shoal_protocol::policies::ContainerAsk;
 use shoal_protocol::{ApiError, ErrorCode, JobId, JobKind, JobState, PullPolicy};
 
 use crate::exec::pull::PullAuth;
 use crate::exec::{DockerExecutor, Restart, RunHandle};
 use crate::node::Node;
-use crate::runner::pull_auth;
+use crate::runner::{governed, pull_auth};
 
 /// Longest the answer waits for the pulls and restarts (a batch gives each machine 30 s).
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
@@ -36,8 +39,10 @@ struct Session {
 enum Refresh {
     /// Pulled, with the login its registry needs (or why the login does not open here).
     Pull(Result<Option<PullAuth>, String>),
-    /// Its template says pull `never`: only checked.
+    /// Its template, or a policy here, says pull `never`: only checked.
     Check,
+    /// A policy here refuses the image: left alone, saying why.
+    Refused(String),
 }
 
 /// What one machine updates: each image, and the sessions.
@@ -49,11 +54,22 @@ struct Plan {
 /// Pulls, then restarts, and says what it did; an error when a pull failed or a `never`
 /// image is missing (the sessions of the images that did pull are restarted all the same).
 pub async fn run(node: &Node) -> Result<String, ApiError> {
+    let Ok(updating) = node.runner.updating.clone().try_lock_owned() else {
+        return Ok(
+            "an update already runs here: its pulls go on, and the sessions restart when done"
+                .into(),
+        );
+    };
     let plan = plan(node);
     if plan.images.is_empty() {
         return Ok("no image to update here".into());
     }
-    let work = tokio::spawn(apply(node.runner.docker().clone(), plan));
+    let docker = node.runner.docker().clone();
+    let work = tokio::spawn(async move {
+        let done = apply(docker, plan).await;
+        drop(updating);
+        done
+    });
     match tokio::time::timeout(ANSWER_WITHIN, work).await {
         Ok(Ok(done)) => done,
         Ok(Err(error)) => Err(ApiError::new(
@@ -69,11 +85,16 @@ pub async fn run(node: &Node) -> Result<String, ApiError> {
 
 async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
     let mut lines = Vec::new();
-    let mut pulled = BTreeSet::new();
+    // Each image pulled, with its id now.
+    let mut pulled: BTreeMap<&str, String> = BTreeMap::new();
     let mut failed = false;
     for (image, refresh) in &plan.images {
         let before = docker.image_id(image).await.ok().flatten();
         let auth = match refresh {
+            Refresh::Refused(why) => {
+                lines.push(format!("{image}: not pulled, {why}"));
+                continue;
+            }
             Refresh::Check => {
                 lines.push(match &before {
                     Some(id) => format!("{image}: pull never, present ({})", short(id)),
@@ -103,22 +124,20 @@ async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
             }
             _ => format!("{image}: up to date"),
         });
-        pulled.insert(image.as_str());
+        if let Some(after) = after {
+            pulled.insert(image.as_str(), after);
+        }
     }
     let mut restarted = Vec::new();
-    for session in plan
-        .sessions
-        .iter()
-        .filter(|s| pulled.contains(s.image.as_str()))
-    {
+    for session in &plan.sessions {
+        let Some(now) = pulled.get(session.image.as_str()) else {
+            continue;
+        };
         let (job, attempt) = (session.run.job(), session.run.attempt());
         let running = docker.container_image_id(job, attempt).await;
-        let now = docker.image_id(&session.image).await;
-        if let (Ok(Some(running)), Ok(Some(now))) = (running, now)
-            && running != now
-        {
+        if matches!(running, Ok(Some(running)) if running != *now) {
             session.run.restart(Restart::OntoCurrentImage);
-            restarted.push(format!("{job} onto {}", short(&now)));
+            restarted.push(format!("{job} onto {}", short(now)));
         }
     }
     lines.push(match restarted.is_empty() {
@@ -133,7 +152,8 @@ async fn apply(docker: DockerExecutor, plan: Plan) -> Result<String, ApiError> {
 }
 
 /// The sessions running here that follow their image, and every image: pulled, or only
-/// checked when its template says pull `never`.
+/// checked when its template says pull `never`, with the policies that select this machine
+/// over both (as the machine applies them when it starts a container).
 fn plan(node: &Node) -> Plan {
     let never = Some(PullPolicy::Never);
     let (sessions, images) = node.fleet.read(|state| {
@@ -169,9 +189,15 @@ fn plan(node: &Node) -> Plan {
     let images = images
         .into_iter()
         .map(|(image, check_only)| {
-            let refresh = match check_only {
-                true => Refresh::Check,
-                false => Refresh::Pull(pull_auth(node, &image)),
+            let ask = ContainerAsk {
+                image: image.clone(),
+                pull: check_only.then_some(PullPolicy::Never),
+                ..ContainerAsk::default()
+            };
+            let refresh = match governed(node, ask).map(|ask| ask.pull) {
+                Err(why) => Refresh::Refused(why),
+                Ok(Some(PullPolicy::Never)) => Refresh::Check,
+                Ok(_) => Refresh::Pull(pull_auth(node, &image)),
             };
             (image, refresh)
         })

@@ -333,6 +333,7 @@ impl Watched {
         let exit = wait_exit(&streaming, &self.name);
         tokio::pin!(exit);
         let mut restarts = control.restarts();
+        let mut recreated = restarts.borrow().onto_current_image;
         let mut stopped = None;
         let exit = loop {
             let deadline = async {
@@ -348,7 +349,12 @@ impl Watched {
                     self.stop(grace).await;
                 }
                 Ok(()) = restarts.changed(), if stopped.is_none() => {
-                    let how = restarts.borrow_and_update().last;
+                    let asked = restarts.borrow_and_update().onto_current_image;
+                    let how = match asked != recreated {
+                        true => Restart::OntoCurrentImage,
+                        false => Restart::InPlace,
+                    };
+                    recreated = asked;
                     // Docker keeps the logs across a restart in place: they are read
                     // again from the start, past what the output already holds. A new
                     // container's logs start empty.
@@ -367,8 +373,12 @@ impl Watched {
                                 }
                                 Err(error) => {
                                     tracing::warn!(container = %self.name, %error, "restart onto the current image failed");
-                                    let line = format!("shoal: restart onto the current image failed: {error}\n");
-                                    control.output.push(Stream::Stderr, line.as_bytes());
+                                    let error = format!("restart onto the current image failed: {error}");
+                                    control.output.push(Stream::Stderr, format!("shoal: {error}\n").as_bytes());
+                                    // The old container gone with it: the run ends, saying why.
+                                    if self.docker.inspect_container(&self.name, None).await.is_err() {
+                                        stopped = Some(Outcome::Failed { error });
+                                    }
                                     continue;
                                 }
                             }

@@ -41,11 +41,13 @@ pub enum Restart {
     OntoCurrentImage,
 }
 
-/// The restarts asked of a run: how many so far, and how the last one is to be done.
+/// The restarts asked of a run: how many so far, and how many of them onto the current
+/// image. A supervisor that sees more of those than it has done makes the container anew,
+/// so a recreate is never lost to an in-place restart asked just after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restarts {
     pub count: u32,
-    pub last: Restart,
+    pub onto_current_image: u32,
 }
 
 /// The executor's end of a run.
@@ -131,7 +133,9 @@ impl RunHandle {
     pub fn restart(&self, how: Restart) {
         self.restarts.send_modify(|restarts| {
             restarts.count = restarts.count.wrapping_add(1);
-            restarts.last = how;
+            if how == Restart::OntoCurrentImage {
+                restarts.onto_current_image = restarts.onto_current_image.wrapping_add(1);
+            }
         });
     }
 }

@@ -4,8 +4,10 @@
 //! ```text
 //!  inspect the container ─▶ what Shoal set (command, env, user, shoal.* labels, host config):
 //!                           the container's config less what its old image supplied
+//!  (a <name>-next left by a crash is removed first)
 //!  create <name>-next from the reference ─failed─▶ the old container runs on, unchanged
 //!  stop the old (grace) ─▶ remove it ─▶ rename <name>-next to <name> ─▶ start
+//!                                        └─failed─▶ both removed: the session ends, saying why
 //! ```
 //!
 //! It works the same on a container this daemon started and on one it adopted after a
@@ -16,7 +18,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ImageConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 
 use super::docker::remove;
@@ -39,6 +42,9 @@ pub(super) async fn recreate(
     let body = body_of(old.config.unwrap_or_default(), old.host_config, old_image)?;
     let reference = body.image.clone().unwrap_or_default();
     let next = format!("{name}-next");
+    // A `-next` an earlier recreate left (a crash between its steps) would clash.
+    let force = RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&next, Some(force.clone())).await;
     let options = CreateContainerOptionsBuilder::default().name(&next).build();
     if let Err(error) = docker.create_container(Some(options), body).await {
         return Err(engine(
@@ -56,14 +62,19 @@ pub(super) async fn recreate(
     }
     remove(docker, name).await;
     let rename = RenameContainerOptionsBuilder::default().name(name).build();
-    docker
-        .rename_container(&next, rename)
-        .await
-        .map_err(|e| engine("renaming the new container", e))?;
-    docker
-        .start_container(name, None)
-        .await
-        .map_err(|e| engine("starting the new container", e))?;
+    let swapped = match docker.rename_container(&next, rename).await {
+        Ok(()) => docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| engine("starting the new container", e)),
+        Err(error) => Err(engine("renaming the new container", error)),
+    };
+    if let Err(error) = swapped {
+        // Neither is left: the session ends, saying why.
+        let _ = docker.remove_container(&next, Some(force.clone())).await;
+        let _ = docker.remove_container(name, Some(force)).await;
+        return Err(error);
+    }
     let now = docker
         .inspect_container(name, None)
         .await

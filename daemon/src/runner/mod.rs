@@ -66,6 +66,9 @@ pub struct Runner {
     starting: Mutex<HashSet<(JobId, u32)>>,
     /// The GPUs this machine's runs hold.
     gpus: crate::gpus::HeldGpus,
+    /// Held by the `batch update` that runs here (one at a time; its pulls may outlast
+    /// the request).
+    pub updating: Arc<tokio::sync::Mutex<()>>,
     /// True once the node shuts down: runs are let go (a container is adopted after the
     /// restart; a process is lost, and reported so) and reports stop retrying.
     stopping: watch::Sender<bool>,
@@ -100,6 +103,7 @@ impl Runner {
             reporting: Mutex::new(HashSet::new()),
             starting: Mutex::new(HashSet::new()),
             gpus: Default::default(),
+            updating: Arc::default(),
             stopping: watch::Sender::new(false),
         }
     }

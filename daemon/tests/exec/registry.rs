@@ -523,6 +523,38 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
         detail.contains(&format!("{app}: up to date")) && detail.contains("no session to restart"),
         "{detail}"
     );
+    // A policy's `never` here: the image is only checked, nothing is pulled.
+    let (status, body) = call(
+        &cluster,
+        Method::PUT,
+        "/v1/policies/air-gapped",
+        json!({"pull": "never"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, report) = call(
+        &cluster,
+        Method::POST,
+        "/v1/batch/update",
+        json!({"all": true}),
+    )
+    .await;
+    let detail = report["machines"][0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains(&format!("{app}: pull never, present (sha256:")),
+        "{detail}"
+    );
+    let (status, body) = call(
+        &cluster,
+        Method::DELETE,
+        "/v1/policies/air-gapped",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = call(
         &cluster,
         Method::POST,

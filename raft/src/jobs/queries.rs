@@ -36,13 +36,23 @@ pub fn held_on_machines(state: &FleetState) -> std::collections::BTreeMap<Machin
     held
 }
 
-/// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started.
-pub fn dispatched_before(state: &FleetState, cutoff_ms: UnixMillis) -> Vec<(JobId, u32)> {
+/// Attempts dispatched at or before `cutoff_ms` whose machine has not said it started, or
+/// at or before `pulling_cutoff_ms` when the machine said it pulls the image; each with
+/// whether it pulls.
+pub fn dispatched_before(
+    state: &FleetState,
+    cutoff_ms: UnixMillis,
+    pulling_cutoff_ms: UnixMillis,
+) -> Vec<(JobId, u32, bool)> {
     on_machines(state)
         .filter(|(job, attempt)| {
-            job.state == JobState::Dispatched && attempt.dispatched_at_ms <= cutoff_ms
+            let cutoff = match attempt.pulling.is_some() {
+                true => pulling_cutoff_ms,
+                false => cutoff_ms,
+            };
+            job.state == JobState::Dispatched && attempt.dispatched_at_ms <= cutoff
         })
-        .map(|(job, attempt)| (job.id, attempt.number))
+        .map(|(job, attempt)| (job.id, attempt.number, attempt.pulling.is_some()))
         .collect()
 }
 

@@ -300,8 +300,32 @@ fn queries_find_work_by_machine_and_age() {
     let held = held_on_machines(&fleet.state);
     let jobs = |m| held.get(&m).map(|h| h.jobs);
     assert_eq!((jobs(M1), jobs(M2)), (Some(2), Some(1)));
-    assert_eq!(dispatched_before(&fleet.state, 29), [(a, 1)]);
-    assert_eq!(dispatched_before(&fleet.state, 30), [(a, 1), (c, 1)]);
+    assert_eq!(dispatched_before(&fleet.state, 29, 0), [(a, 1, false)]);
+    assert_eq!(
+        dispatched_before(&fleet.state, 30, 0),
+        [(a, 1, false), (c, 1, false)]
+    );
+    // An attempt whose machine pulls its image waits for the longer cutoff.
+    let pulling = JobReport::Pulling {
+        image: "app:1".into(),
+    };
+    let d = fleet
+        .submit(
+            JobSpec {
+                image: Some("app:1".into()),
+                ..spec()
+            },
+            1,
+        )
+        .id;
+    fleet.dispatch(d, 1, M2, 40);
+    fleet.report(d, 1, pulling, 41);
+    assert!(
+        dispatched_before(&fleet.state, 50, 39)
+            .iter()
+            .all(|(job, ..)| *job != d)
+    );
+    assert!(dispatched_before(&fleet.state, 50, 40).contains(&(d, 1, true)));
 }
 
 #[test]
