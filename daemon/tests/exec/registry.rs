@@ -298,6 +298,21 @@ async fn call(cluster: &Cluster, method: reqwest::Method, path: &str, body: Valu
     (status, response.json().await.unwrap_or_default())
 }
 
+/// `POST /v1/batch/update` of every machine through node 0: machine 0's outcome.
+async fn update_all(cluster: &Cluster) -> (bool, String) {
+    let (status, report) = call(
+        cluster,
+        Method::POST,
+        "/v1/batch/update",
+        json!({"all": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let outcome = &report["machines"][0];
+    let detail = outcome["detail"].as_str().unwrap_or_default().to_string();
+    (outcome["ok"] == json!(true), detail)
+}
+
 fn image_id(image: &str) -> String {
     docker(&["image", "inspect", "-f", "{{.Id}}", image])
 }
@@ -476,17 +491,8 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
     docker(&["push", "-q", &app]);
     docker(&["tag", IMAGE, &app]);
 
-    let (status, report) = call(
-        &cluster,
-        Method::POST,
-        "/v1/batch/update",
-        json!({"all": true}),
-    )
-    .await;
-    assert_eq!(status, 200, "{report}");
-    let outcome = &report["machines"][0];
-    let detail = outcome["detail"].as_str().unwrap_or_default();
-    assert_eq!(outcome["ok"], json!(true), "{report}");
+    let (ok, detail) = update_all(&cluster).await;
+    assert!(ok, "{detail}");
     assert!(
         detail.contains(&format!("{app}: pulled {}", &second[..19]))
             && detail.contains(&format!("restarting sessions {session} onto")),
@@ -508,17 +514,7 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
     );
 
     // Nothing new: up to date, no restart.
-    let (_, report) = call(
-        &cluster,
-        Method::POST,
-        "/v1/batch/update",
-        json!({"all": true}),
-    )
-    .await;
-    let detail = report["machines"][0]["detail"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (_, detail) = update_all(&cluster).await;
     assert!(
         detail.contains(&format!("{app}: up to date")) && detail.contains("no session to restart"),
         "{detail}"
@@ -532,17 +528,7 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (_, report) = call(
-        &cluster,
-        Method::POST,
-        "/v1/batch/update",
-        json!({"all": true}),
-    )
-    .await;
-    let detail = report["machines"][0]["detail"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (_, detail) = update_all(&cluster).await;
     assert!(
         detail.contains(&format!("{app}: pull never, present (sha256:")),
         "{detail}"
