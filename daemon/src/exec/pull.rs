@@ -25,7 +25,7 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::query_parameters::ListImagesOptions;
 use futures::StreamExt;
 use shoal_protocol::PullPolicy;
-use shoal_protocol::image_ref::{MAX_IMAGE_KEYS, image_key};
+use shoal_protocol::image_ref::{MAX_IMAGE_KEYS, image_key, registry_of, split_reference};
 
 use super::ExecError;
 use super::output::{OutputWriter, Stream};
@@ -171,28 +171,6 @@ impl super::DockerExecutor {
     }
 }
 
-/// The registry an image reference names: what comes before the first `/` when it looks
-/// like a host (has a `.` or a `:`, or is `localhost`), else Docker Hub.
-pub fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => host,
-        _ => "docker.io",
-    }
-}
-
-/// The name and the tag (or digest) of a reference; `latest` when it gives neither, since
-/// the engine pulls every tag of a name given alone.
-fn split_reference(image: &str) -> (&str, &str) {
-    if let Some((name, digest)) = image.split_once('@') {
-        return (name, digest);
-    }
-    let last_part = image.rfind('/').map_or(0, |slash| slash + 1);
-    match image[last_part..].rfind(':') {
-        Some(colon) => (&image[..last_part + colon], &image[last_part + colon + 1..]),
-        None => (image, "latest"),
-    }
-}
-
 /// What the engine said went wrong.
 fn engine_reason(error: DockerError) -> String {
     match error {
@@ -274,30 +252,6 @@ mod tests {
             status: Some(status.to_string()),
             ..CreateImageInfo::default()
         }
-    }
-
-    #[test]
-    fn the_registry_is_the_host_part_or_docker_hub() {
-        assert_eq!(registry_of("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
-        assert_eq!(registry_of("ghcr.io/team/app"), "ghcr.io");
-        assert_eq!(registry_of("localhost/app"), "localhost");
-        assert_eq!(registry_of("team/app:1"), "docker.io");
-        assert_eq!(registry_of("busybox"), "docker.io");
-    }
-
-    #[test]
-    fn a_reference_splits_into_name_and_tag() {
-        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
-        assert_eq!(
-            split_reference("127.0.0.1:5000/team/app"),
-            ("127.0.0.1:5000/team/app", "latest")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/team/app:pull"),
-            ("127.0.0.1:5000/team/app", "pull")
-        );
-        assert_eq!(split_reference("app@sha256:abcd"), ("app", "sha256:abcd"));
     }
 
     #[test]

@@ -385,7 +385,7 @@ async fn stop_process_runs(node: &Node, runner: &Runner) {
 
 /// The login for `image`'s registry, when the fleet holds credentials for it.
 pub fn pull_auth(node: &Node, image: &str) -> Result<Option<PullAuth>, String> {
-    let registry = crate::exec::pull::registry_of(image);
+    let registry = shoal_protocol::image_ref::registry_of(image);
     let Some(credential) = node
         .fleet
         .read(|state| state.registry_credentials.get(registry).cloned())
