@@ -32,28 +32,45 @@ fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let secret = dir.path().join("cluster.secret");
+/// `shoald` as a service starts it, on loopback ports of its own: data in `dir/data`, the
+/// test secret in `dir/cluster.secret`, `config` as its config file, stdout nowhere and
+/// stderr (its log) in `dir/stderr`. The caller adds what its test needs, then spawns.
+/// Also gives the API's port.
+fn shoald_on_loopback(dir: &Path, config: &str) -> (Command, String) {
+    let secret = dir.join("cluster.secret");
     std::fs::write(&secret, TEST_SECRET).unwrap();
-    let config = dir.path().join("shoald.toml");
-    std::fs::write(&config, "load_threshold = 1000.0\n").unwrap();
-    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let config_file = dir.join("shoald.toml");
+    std::fs::write(&config_file, config).unwrap();
     let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
-    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(["--data-dir", data.to_str().unwrap()])
+    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"));
+    shoald
+        .args(["--config", config_file.to_str().unwrap()])
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
         .args(["--bind", "127.0.0.1", "--api-port", &api_port])
         .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
         .args(["--cluster-secret-file", secret.to_str().unwrap()])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    (shoald, api_port)
+}
+
+/// What `shoald_on_loopback` in `dir` has logged so far.
+fn log_in(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_keeps_its_key_private_and_the_data_dir_the_daemons_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stdout = dir.path().join("stdout");
+    let (mut shoald, api_port) = shoald_on_loopback(dir.path(), "load_threshold = 1000.0\n");
+    let mut shoald = shoald
         .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("starting shoald");
-    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log = || log_in(dir.path());
 
     // The key the node made, used over HTTPS with the CA the node made.
     let api = format!("https://127.0.0.1:{api_port}");
@@ -186,22 +203,12 @@ fn plain_http_off_loopback_is_refused_before_anything_is_written() {
 async fn with_shoal_log_format_json_every_log_line_is_a_json_object() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, TEST_SECRET).unwrap();
-    let stderr = dir.path().join("stderr");
-    let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
-    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(["--bind", "127.0.0.1", "--api-port", &api_port])
-        .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
-        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+    let (mut shoald, _) = shoald_on_loopback(dir.path(), "");
+    let mut shoald = shoald
         .env("SHOAL_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("starting shoald");
-    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log = || log_in(dir.path());
     // Logged enough: it made the key and says where.
     let said = wait_until(Duration::from_secs(30), "the key's path in the log", || {
         log().contains("admin.key").then_some(())
@@ -272,27 +279,14 @@ fn init_makes_the_cluster_secret_file_the_readme_starts_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_whose_seeds_never_answer_says_so_naming_them() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, TEST_SECRET).unwrap();
-    let config = dir.path().join("shoald.toml");
-    std::fs::write(&config, "[timings]\nseed_warning = \"1s\"\n").unwrap();
-    let stderr = dir.path().join("stderr");
-    let [api_port, gossip_port, p2p_port] = free_ports().map(|port| port.to_string());
     // A seed nobody listens on.
     let seed = format!("127.0.0.1:{}", free_tcp_port());
-    let mut shoald = Command::new(env!("CARGO_BIN_EXE_shoald"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-        .args(["--bind", "127.0.0.1", "--api-port", &api_port])
-        .args(["--gossip-port", &gossip_port, "--p2p-port", &p2p_port])
-        .args(["--cluster-secret-file", secret.to_str().unwrap()])
+    let (mut shoald, _) = shoald_on_loopback(dir.path(), "[timings]\nseed_warning = \"1s\"\n");
+    let mut shoald = shoald
         .args(["--join", &seed])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("starting shoald");
-    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log = || log_in(dir.path());
     let warned = wait_until(Duration::from_secs(20), "the seed warning", || {
         let text = log();
         (text.matches("no machine of a fleet answers").count() >= 2).then_some(())
