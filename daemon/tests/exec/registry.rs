@@ -236,21 +236,12 @@ async fn jobs_pull_their_image_from_a_registry_as_their_pull_policy_says() {
     );
 
     // A policy's `never` over the job's default: no pull on the machines it selects.
-    let air_gapped = json!({"pull": "never"});
-    let (status, body) = call(&cluster, Method::PUT, "/v1/policies/air-gapped", air_gapped).await;
-    assert_eq!(status, 200, "{body}");
+    air_gapped(&cluster, true).await;
     let kept_out = json!({"image": pushed.replace(":pull", ":kept-out"), "command": ["true"], "max_attempts": 1});
     let id = cluster.submit(0, kept_out).await;
     let error = error_of(&finished(&cluster, id).await);
     assert!(error.contains("pull is never"), "{error}");
-    let (status, body) = call(
-        &cluster,
-        Method::DELETE,
-        "/v1/policies/air-gapped",
-        Value::Null,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    air_gapped(&cluster, false).await;
 
     // An image the registry does not hold: fails naming the registry, the image and why.
     let unknown = format!("{host}/shoal-test/nothing:here");
@@ -296,6 +287,16 @@ async fn call(cluster: &Cluster, method: reqwest::Method, path: &str, body: Valu
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
+}
+
+/// Sets (`on`) or removes a policy `air-gapped` that keeps every machine from pulling.
+async fn air_gapped(cluster: &Cluster, on: bool) {
+    let path = "/v1/policies/air-gapped";
+    let (status, body) = match on {
+        true => call(cluster, Method::PUT, path, json!({"pull": "never"})).await,
+        false => call(cluster, Method::DELETE, path, Value::Null).await,
+    };
+    assert_eq!(status, 200, "{body}");
 }
 
 /// `POST /v1/batch/update` of every machine through node 0: machine 0's outcome.
@@ -520,27 +521,13 @@ async fn batch_update_pulls_and_restarts_a_session_onto_the_new_image() {
         "{detail}"
     );
     // A policy's `never` here: the image is only checked, nothing is pulled.
-    let (status, body) = call(
-        &cluster,
-        Method::PUT,
-        "/v1/policies/air-gapped",
-        json!({"pull": "never"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    air_gapped(&cluster, true).await;
     let (_, detail) = update_all(&cluster).await;
     assert!(
         detail.contains(&format!("{app}: pull never, present (sha256:")),
         "{detail}"
     );
-    let (status, body) = call(
-        &cluster,
-        Method::DELETE,
-        "/v1/policies/air-gapped",
-        Value::Null,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    air_gapped(&cluster, false).await;
     let (status, body) = call(
         &cluster,
         Method::POST,
