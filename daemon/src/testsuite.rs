@@ -68,6 +68,16 @@ pub fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// `GET url` with [`http_client`], its JSON answer read as `T`; panics naming the URL.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    let response = http_client().get(url).send().await;
+    let response = response.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"))
+}
+
 /// A WebSocket over TLS to a node (`wss://` or `https://` URL), trusting [`TEST_CA`].
 pub type TestSocket =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

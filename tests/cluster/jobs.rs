@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_daemon::testsuite::{Cluster, init_logs};
+use shoal_daemon::testsuite::{Cluster, get_json, init_logs};
 use shoal_protocol::{Command, ErrorCode, JobId, JobRecord, JobReport, JobState, MachineId};
 
 use crate::http::{keyed, post, put_labels};
@@ -360,27 +360,13 @@ async fn output_is_readable_and_followable_from_any_node() {
     cluster
         .wait_job(0, id, "completed", |j| j.state == JobState::Completed)
         .await;
-    let logs: JobLogs = shoal_daemon::testsuite::http_client()
-        .get(format!("{api}/v1/jobs/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: JobLogs = get_json(&format!("{api}/v1/jobs/{id}/logs")).await;
     assert!(logs.complete);
     assert_eq!(
         (logs.attempt, logs.machine, logs.total),
         (1, machine_of(&job), 14)
     );
-    let later: JobLogs = shoal_daemon::testsuite::http_client()
-        .get(format!("{api}/v1/jobs/{id}/logs?offset=8"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let later: JobLogs = get_json(&format!("{api}/v1/jobs/{id}/logs?offset=8")).await;
     assert_eq!(
         later
             .chunks

@@ -193,13 +193,7 @@ pub fn free_ports() -> [u16; 3] {
 
 /// What job `id` printed, as `GET /v1/jobs/{id}/logs` through `api` answers it.
 pub async fn job_output(api: &str, id: impl std::fmt::Display) -> String {
-    let logs: shoal_protocol::api::JobLogs = shoal_daemon::testsuite::http_client()
-        .get(format!("{api}/v1/jobs/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{api}/v1/jobs/{id}/logs");
+    let logs: shoal_protocol::api::JobLogs = shoal_daemon::testsuite::get_json(&url).await;
     logs.chunks.iter().map(|c| c.text.as_str()).collect()
 }
