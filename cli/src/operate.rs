@@ -8,6 +8,7 @@ use shoal_protocol::operate::{DrainRequest, KillSwitchRequest, KillSwitchState};
 use shoal_protocol::{Labels, MachineId};
 
 use crate::client::{Client, ClientError};
+use crate::machines;
 use crate::output::{age, now_ms, print, print_json};
 
 /// Which machines: named ones, a label selector, or all.
@@ -176,8 +177,6 @@ async fn drain(
     request: &DrainRequest,
     json: bool,
 ) -> Result<(), ClientError> {
-    // How each machine stood before, to say what changed.
-    let before = client.machines().await?.machines;
     let answer = client.set_drain(drain, request).await?;
     if json {
         print_json(&answer);
@@ -188,23 +187,21 @@ async fn drain(
         print(&format!("no machine matched; nothing {verb}"));
         return Ok(());
     }
-    let names: HashMap<MachineId, String> = before.iter().map(|m| (m.id, m.name.clone())).collect();
-    let was_draining: HashMap<MachineId, bool> =
-        before.iter().map(|m| (m.id, m.draining)).collect();
+    let names = machines::names(client).await?;
     for id in &answer.machines {
-        let name = name_of(&names, *id);
-        print(&drain_line(drain, &name, was_draining.get(id).copied()));
+        let unchanged = answer.unchanged.contains(id);
+        print(&drain_line(drain, &name_of(&names, *id), unchanged));
     }
     Ok(())
 }
 
 /// One machine's line: what a drain or undrain changed on it.
-fn drain_line(drain: bool, name: &str, was_draining: Option<bool>) -> String {
-    match (drain, was_draining) {
-        (true, Some(true)) => format!("{name}: was draining already"),
-        (true, _) => format!("{name}: draining"),
-        (false, Some(false)) => format!("{name}: was not drained"),
-        (false, _) => format!("{name}: undrained"),
+fn drain_line(drain: bool, name: &str, unchanged: bool) -> String {
+    match (drain, unchanged) {
+        (true, true) => format!("{name}: was draining already"),
+        (true, false) => format!("{name}: draining"),
+        (false, true) => format!("{name}: was not drained"),
+        (false, false) => format!("{name}: undrained"),
     }
 }
 

@@ -24,10 +24,14 @@ pub struct DrainRequest {
     pub deadline_seconds: Option<u64>,
 }
 
-/// The machines a drain or undrain changed.
+/// The machines a drain or undrain selected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainResponse {
     pub machines: Vec<MachineId>,
+    /// Those of `machines` that already were as asked (draining for a drain, not draining
+    /// for an undrain), so the request changed nothing on them.
+    #[serde(default)]
+    pub unchanged: Vec<MachineId>,
 }
 
 /// `PUT /v1/killswitch`.

@@ -134,6 +134,11 @@ async fn the_cli_drives_a_real_cluster() {
             .all(|l| l.starts_with("node-") && l.ends_with("): draining")),
         "{drained}"
     );
+    let again = stdout(&run(&["drain", "node-1"]).await.unwrap());
+    assert!(
+        again.starts_with("node-1 (") && again.ends_with("): was draining already\n"),
+        "{again}"
+    );
     // Each line says what changed: node-0 was never drained.
     let undrained = stdout(&run(&["undrain", "--all"]).await.unwrap());
     let mut lines: Vec<&str> = undrained.lines().collect();

@@ -76,7 +76,15 @@ async fn set_drain(
     drain: Option<Drain>,
 ) -> Result<Json<DrainResponse>, Failure> {
     node.read_barrier().await?;
-    let machines = node.fleet.read(|state| select(state, request))?;
+    let (machines, unchanged) = node.fleet.read(|state| {
+        let machines = select(state, request)?;
+        let as_asked = |id: &MachineId| {
+            let draining = state.machines.get(id).is_some_and(|m| m.drain.is_some());
+            draining == drain.is_some()
+        };
+        let unchanged = machines.iter().copied().filter(as_asked).collect();
+        Ok::<_, Failure>((machines, unchanged))
+    })?;
     if !machines.is_empty() {
         let outcome = node
             .write_as(
@@ -89,7 +97,10 @@ async fn set_drain(
             .await?;
         accepted(outcome.response)?;
     }
-    Ok(Json(DrainResponse { machines }))
+    Ok(Json(DrainResponse {
+        machines,
+        unchanged,
+    }))
 }
 
 /// `POST /v1/drain`: the selected machines take no new work; with a deadline, what still
