@@ -183,18 +183,22 @@ impl DockerExecutor {
 #[async_trait::async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: RunSpec) -> Result<RunHandle, ExecError> {
-        self.start_unless(spec, std::future::pending()).await
+        let nothing_to_tell = std::future::ready(());
+        self.start_unless(spec, std::future::pending(), nothing_to_tell)
+            .await
     }
 }
 
 impl DockerExecutor {
     /// Starts `spec` as [`Executor::start`] does, but gives up while the image is pulled
     /// if `give_up` ends first (with why): nothing is made until the pull is done, so
-    /// nothing is left behind.
+    /// nothing is left behind. `before_pull` runs only when the image is to be pulled,
+    /// just before.
     pub async fn start_unless(
         &self,
         spec: RunSpec,
         give_up: impl Future<Output = String> + Send,
+        before_pull: impl Future<Output = ()> + Send,
     ) -> Result<RunHandle, ExecError> {
         let mut body = create_body(&spec, self.inner.config.node.as_deref(), SystemTime::now())?;
         if let Some(host) = body.host_config.as_mut() {
@@ -205,7 +209,7 @@ impl DockerExecutor {
         if let Some(image) = &spec.image {
             let auth = spec.pull_auth.as_ref();
             tokio::select! {
-                pulled = ensure_image(&docker, image, spec.pull, auth, &control.output) => pulled?,
+                pulled = ensure_image(&docker, image, spec.pull, auth, &control.output, before_pull) => pulled?,
                 why = give_up => return Err(ExecError::GivenUp(why)),
             }
         }

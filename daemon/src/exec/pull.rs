@@ -50,13 +50,15 @@ impl std::fmt::Debug for PullAuth {
     }
 }
 
-/// Makes sure `image` is on the machine as `policy` says, pulling it when it must.
+/// Makes sure `image` is on the machine as `policy` says, pulling it when it must (after
+/// `before_pull`, which is dropped unrun when there is nothing to pull).
 pub async fn ensure_image(
     docker: &Docker,
     image: &str,
     policy: PullPolicy,
     auth: Option<&PullAuth>,
     output: &OutputWriter,
+    before_pull: impl Future<Output = ()>,
 ) -> Result<(), ExecError> {
     let progress = |text: String| output.push(Stream::Stderr, format!("{text}\n").as_bytes());
     let pull_needed = match policy {
@@ -72,6 +74,7 @@ pub async fn ensure_image(
         }
     };
     if pull_needed {
+        before_pull.await;
         pull(docker, image, auth, &progress).await?;
     }
     Ok(())

@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_protocol::levels::PULL_EVENTS_LEVEL;
-use shoal_protocol::{
-    ApiError, Command, ErrorCode, FleetState, JobId, JobReport, JobState, PullPolicy,
-};
+use shoal_protocol::{ApiError, Command, ErrorCode, FleetState, JobId, JobReport, JobState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -551,9 +549,9 @@ async fn start(node: &Arc<Node>, runner: &Arc<Runner>, job: JobId, attempt: u32)
     };
     let started = match (&run.image, &runner.process) {
         (Some(image), _) if runner.has_docker() => {
-            announce_pull(node, runner, job, attempt, image, run.pull).await;
+            let announce = announce_pull(node, job, attempt, image.clone());
             let give_up = given_up(node, job, attempt);
-            runner.docker.start_unless(run, give_up).await
+            runner.docker.start_unless(run, give_up, announce).await
         }
         (Some(image), _) => {
             let error = format!(
@@ -678,32 +676,15 @@ fn outcome_report(outcome: Outcome) -> JobReport {
 /// Longest a start waits for the log to hear that it pulls.
 const PULL_REPORT_WAIT: Duration = Duration::from_secs(2);
 
-/// Tells the fleet (`JobReport::Pulling`, an event) that the attempt's image is to be
-/// pulled, before the pull: when the pull policy says so, from protocol level 9 on. Waits
-/// [`PULL_REPORT_WAIT`] at most: the report is news, not a condition of the start.
-async fn announce_pull(
-    node: &Node,
-    runner: &Runner,
-    job: JobId,
-    attempt: u32,
-    image: &str,
-    pull: PullPolicy,
-) {
-    let level = node.fleet.read(|state| state.fleet_level);
-    if level < PULL_EVENTS_LEVEL {
+/// Tells the fleet (`JobReport::Pulling`, an event) that the attempt's image is about to
+/// be pulled, from protocol level 9 on. Waits [`PULL_REPORT_WAIT`] at most: the report is
+/// news, not a condition of the start.
+async fn announce_pull(node: &Node, job: JobId, attempt: u32, image: String) {
+    if node.fleet.read(|state| state.fleet_level) < PULL_EVENTS_LEVEL {
         return;
     }
-    let pulls = match pull {
-        PullPolicy::Always => true,
-        PullPolicy::Missing => matches!(runner.docker.image_id(image).await, Ok(None)),
-        PullPolicy::Never => false,
-    };
-    if pulls {
-        let report = JobReport::Pulling {
-            image: image.to_string(),
-        };
-        let _ = tokio::time::timeout(PULL_REPORT_WAIT, deliver(node, job, attempt, report)).await;
-    }
+    let report = JobReport::Pulling { image };
+    let _ = tokio::time::timeout(PULL_REPORT_WAIT, deliver(node, job, attempt, report)).await;
 }
 
 /// Ends, saying why, once the attempt is cancelled or no longer this machine's to run: a
