@@ -50,6 +50,11 @@ pub enum Commands {
         /// Peer RPC address (`ip:port`, default port 7402) of any machine in the fleet.
         #[arg(long)]
         peer: String,
+        /// Join, keep what the fleet answered in the data directory, and exit: the service
+        /// (`systemctl enable --now shoald`) then runs this machine. Run as root on a data
+        /// directory another user owns, what it keeps becomes that user's.
+        #[arg(long)]
+        no_run: bool,
         #[command(flatten)]
         run: Box<RunArgs>,
     },

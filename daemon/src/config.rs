@@ -531,8 +531,8 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_states_the_defaults() {
-        let text = include_str!("../../examples/shoald.toml");
-        let example: Settings = toml::from_str(text).expect("examples/shoald.toml parses");
+        let text = include_str!("../../packaging/shoald.toml");
+        let example: Settings = toml::from_str(text).expect("packaging/shoald.toml parses");
         let defaults = Settings::default();
         assert_eq!(example.job_retention, defaults.job_retention);
         assert_eq!(example.snapshot_every, defaults.snapshot_every);
@@ -543,8 +543,6 @@ mod tests {
         assert_eq!(example.tls.insecure_http, defaults.tls.insecure_http);
         assert_eq!(example.tls.cert, defaults.tls.cert);
         assert_eq!(example.timings.stale_after, defaults.timings.stale_after);
-        let mut example = example;
-        example.cluster_secret_file = None;
         example.validate().expect("the example is a valid config");
     }
 

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -161,6 +161,36 @@ pub fn init_bootstrap_key(dir: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// `shoald init`, `join --no-run` or `restore` run as root on a data directory another user
+/// owns (the package makes `/var/lib/shoal` the `shoal` user's): everything in it, and the
+/// cluster secret file `also` names, become that user's, so the service, which runs as
+/// that user, can read what was made. Run by anyone else, or on a directory root owns, it
+/// changes nothing.
+pub fn give_to_data_dir_owner(dir: &Path, also: Option<&Path>) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = |path: &Path| {
+        std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("cannot give {} to uid {}", path.display(), meta.uid()))
+    };
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if fs::symlink_metadata(&path)?.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+        owner(&path)?;
+    }
+    also.map(owner).transpose()?;
+    Ok(())
+}
+
 /// The dev fleet's admin API key, kept in its data directory so every start can show it.
 pub fn load_or_create_dev_key(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("admin.key");
@@ -257,6 +287,38 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("is empty")
+        );
+    }
+
+    #[test]
+    fn init_as_root_gives_what_it_made_to_the_data_dir_owner() {
+        if !rustix::process::geteuid().is_root() {
+            panic!("this test changes owners: run the tests as root (as .ci/run does)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let secret = dir.path().join("cluster.secret");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        init_bootstrap_key(&data).unwrap();
+        fs::create_dir(data.join("tls")).unwrap();
+        write_private(&data.join("tls/ca.key"), b"key").unwrap();
+        init_secret_file(&secret).unwrap();
+        let uid = |p: &Path| fs::metadata(p).unwrap().uid();
+        assert_eq!(uid(&data.join("tls/ca.key")), 0, "made by root");
+
+        give_to_data_dir_owner(&data, Some(&secret)).unwrap();
+        for path in [
+            data.join(BOOTSTRAP_KEY_FILE),
+            data.join("tls"),
+            data.join("tls/ca.key"),
+            secret.clone(),
+        ] {
+            assert_eq!(uid(&path), 65534, "{}", path.display());
+        }
+        assert_eq!(
+            fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+            0o600
         );
     }
 

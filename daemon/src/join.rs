@@ -189,7 +189,27 @@ pub async fn request(
         crate::gossip_keys::store_joined(data_dir, keyring)
             .map_err(|err| anyhow::anyhow!("the fleet's gossip keyring: {err:#}"))?;
     }
+    identity::write_private(
+        &data_dir.join(SEEDS_FILE),
+        joined.gossip_seeds.join("\n").as_bytes(),
+    )?;
     Ok(joined)
+}
+
+/// Where a join keeps the gossip addresses the fleet answered with, so that a later start
+/// with no `--join` (the service, after `shoald join --no-run`) finds the fleet: `shoald`
+/// adds them to `join`.
+const SEEDS_FILE: &str = "join.seeds";
+
+/// The gossip seeds a join kept in `data_dir` (none if it never joined with a token).
+pub fn kept_seeds(data_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join(SEEDS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The two steps of a join, through `handle`: the proof asked of `peer`, then the token.

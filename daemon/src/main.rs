@@ -47,14 +47,18 @@ fn main() -> anyhow::Result<()> {
                     "the fleet CA, for `shoal --cacert` or SHOAL_CACERT: {}",
                     ca_cert.display()
                 );
-                if let Some(path) = cluster_secret_file {
-                    let made = shoal_daemon::identity::init_secret_file(&path)?;
+                if let Some(path) = &cluster_secret_file {
+                    let made = shoal_daemon::identity::init_secret_file(path)?;
                     let said = if made { "made" } else { "kept (it was there)" };
                     println!(
                         "the cluster secret: {} ({said}, 0600); give every machine a copy",
                         path.display()
                     );
                 }
+                shoal_daemon::identity::give_to_data_dir_owner(
+                    &data_dir,
+                    cluster_secret_file.as_deref(),
+                )?;
                 println!(
                     "start shoald on {} to form the fleet; it records this key",
                     data_dir.display()
@@ -93,7 +97,9 @@ fn main() -> anyhow::Result<()> {
             }
             Some(Commands::Restore { file, force, run }) => {
                 let config = run.clone().overlay(Settings::load(run.config.as_deref())?);
-                let report = shoal_daemon::restore::restore(&file, &config.validate()?, force)?;
+                let config = config.validate()?;
+                let report = shoal_daemon::restore::restore(&file, &config, force)?;
+                shoal_daemon::identity::give_to_data_dir_owner(&config.data_dir, None)?;
                 print!("{report}");
                 Ok(())
             }
@@ -101,8 +107,9 @@ fn main() -> anyhow::Result<()> {
             Some(Commands::Join {
                 token,
                 peer,
+                no_run,
                 run: args,
-            }) => join(token, peer, *args).await,
+            }) => join(token, peer, no_run, *args).await,
             None => run(cli.run).await,
         }
     })
@@ -110,7 +117,12 @@ fn main() -> anyhow::Result<()> {
 
 /// `shoald join`: presents the token, keeps the secret it brings, and runs with the fleet's
 /// machines as seeds.
-async fn join(token: String, peer: String, args: shoal_daemon::cli::RunArgs) -> anyhow::Result<()> {
+async fn join(
+    token: String,
+    peer: String,
+    no_run: bool,
+    args: shoal_daemon::cli::RunArgs,
+) -> anyhow::Result<()> {
     let settings = args
         .clone()
         .overlay(Settings::load(args.config.as_deref())?);
@@ -128,14 +140,30 @@ async fn join(token: String, peer: String, args: shoal_daemon::cli::RunArgs) -> 
         "joined the fleet through {peer}; seeds {}",
         joined.gossip_seeds.join(", ")
     );
+    if no_run {
+        shoal_daemon::identity::give_to_data_dir_owner(&settings.data_dir, None)?;
+        println!(
+            "kept in {}; start the service now: systemctl enable --now shoald",
+            settings.data_dir.display()
+        );
+        return Ok(());
+    }
     let mut args = args;
     args.join = joined.gossip_seeds;
     run(args).await
 }
 
 async fn run(args: shoal_daemon::cli::RunArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(args.config.as_deref())?;
-    let config = args.overlay(settings).validate()?;
+    let file = Settings::load(args.config.as_deref())?;
+    let mut settings = args.overlay(file);
+    // A machine that joined with a token (`shoald join --no-run`) finds the fleet through
+    // the addresses the join brought, and waits to be added rather than form a fleet.
+    for seed in shoal_daemon::join::kept_seeds(&settings.data_dir) {
+        if !settings.join.contains(&seed) {
+            settings.join.push(seed);
+        }
+    }
+    let config = settings.validate()?;
     let listeners = Listeners::bind(&config).await?;
     let mut running = Node::start(config, listeners).await?;
     tokio::select! {

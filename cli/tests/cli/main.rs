@@ -21,6 +21,52 @@ fn shoal(addr: &str, args: &[&str]) -> Output {
         .expect("running shoal")
 }
 
+/// Every subcommand path of `shoal` under `path` (`["job", "run"]`, ...), read from the
+/// `Commands:` list of each `--help`, which must succeed.
+fn commands(path: &[String]) -> Vec<Vec<String>> {
+    let help = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(path)
+        .arg("--help")
+        .output()
+        .expect("running shoal --help");
+    let text = stdout(&help);
+    assert!(
+        text.contains(&format!("Usage: shoal {}", path.join(" ")).trim_end().to_string()),
+        "shoal {} --help: {text}",
+        path.join(" ")
+    );
+    let listed = text
+        .split("\nCommands:\n")
+        .nth(1)
+        .map(|rest| rest.split("\n\n").next().unwrap_or(""))
+        .unwrap_or("");
+    let mut found = Vec::new();
+    for line in listed.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if name == "help" {
+            continue;
+        }
+        let mut sub = path.to_vec();
+        sub.push(name.to_string());
+        found.extend(commands(&sub));
+        found.push(sub);
+    }
+    found
+}
+
+#[test]
+fn every_command_answers_help() {
+    let all = commands(&[]);
+    for expected in [&["job", "run"][..], &["machines", "approve"], &["registry", "login"]] {
+        assert!(
+            all.iter().any(|path| path == expected),
+            "{expected:?} not found among {all:?}"
+        );
+    }
+}
+
 fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
@@ -198,6 +244,12 @@ async fn the_cli_drives_a_real_cluster() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
+    let no_session = run(&["session", "exec", "424242", "--", "true"])
+        .await
+        .unwrap();
+    assert_eq!(no_session.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&no_session.stderr);
+    assert!(said.contains("no session with id 424242"), "{said}");
 
     // Keys: an admin makes a read key; it lists machines and may not run jobs; no key is 401.
     let made = stdout(
@@ -297,7 +349,7 @@ async fn the_cli_drives_a_real_cluster() {
     assert!(summary.contains("of $25 today"), "{summary}");
 
     // Every list prints the API's envelope: an object whose plural key holds the array.
-    for (args, key) in [
+    let lists = [
         (&["--json", "machines", "ls"][..], "machines"),
         (&["--json", "job", "ls"], "jobs"),
         (&["--json", "key", "ls"], "keys"),
@@ -307,7 +359,19 @@ async fn the_cli_drives_a_real_cluster() {
         (&["--json", "policy", "ls"], "policies"),
         (&["--json", "registry", "ls"], "registries"),
         (&["--json", "budget", "ls"], "budgets"),
-    ] {
+    ];
+    let mut every_ls: Vec<Vec<String>> = commands(&[])
+        .into_iter()
+        .filter(|path| path.last().is_some_and(|name| name == "ls"))
+        .collect();
+    every_ls.sort();
+    let mut checked: Vec<Vec<String>> = lists
+        .iter()
+        .map(|(args, _)| args[1..].iter().map(|a| a.to_string()).collect())
+        .collect();
+    checked.sort();
+    assert_eq!(every_ls, checked, "every `ls` the CLI has is checked here");
+    for (args, key) in lists {
         let addr = addr.clone();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let listed = tokio::task::spawn_blocking(move || {

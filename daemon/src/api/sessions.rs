@@ -25,7 +25,8 @@ use crate::node::Node;
 
 /// The session `id` if the caller's org has it.
 fn visible_session(node: &Node, caller: &Caller, id: JobId) -> Result<JobRecord, Failure> {
-    let job = visible_job(node, caller, id)?;
+    let job = visible_job(node, caller, id)
+        .map_err(|_| Failure(ApiError::not_found(format!("no session with id {id}"))))?;
     if job.spec.kind != JobKind::Session {
         return Err(Failure(ApiError::not_found(format!(
             "job {id} is a job, not a session"

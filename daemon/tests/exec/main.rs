@@ -5,8 +5,9 @@
 //! `shoald` binary stopping within 5 s of SIGTERM, and its first start keeping its data
 //! dir and first admin key private; images pulled from a registry on loopback by their
 //! pull policy (`registry.rs`, Debian's `docker-registry`); the example systemd unit as
-//! `systemd-analyze verify` reads it, and the man pages and completions a package ships (`packaging.rs`); and a bounded chaos run of five `shoald`
-//! containers under faults (`chaos/`).
+//! `systemd-analyze verify` reads it, and the man pages and completions a package ships
+//! (`packaging.rs`); the .deb installed, run, upgraded and purged in a Debian root
+//! (`deb.rs`); and a bounded chaos run of five `shoald` containers under faults (`chaos/`).
 //!
 //! The container tests need a Docker engine and `/bin/busybox` from Debian's
 //! `busybox-static` (the pull test also `/usr/bin/docker-registry` from `docker-registry`);
@@ -18,6 +19,7 @@ mod authz;
 mod chaos;
 mod cluster;
 mod container;
+mod deb;
 mod first_start;
 mod mdns;
 mod packaging;

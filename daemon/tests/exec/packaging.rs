@@ -1,11 +1,11 @@
-//! What a package ships beside the binary: the systemd unit `examples/shoald.service` as
+//! What a package ships beside the binary: the systemd unit `packaging/shoald.service` as
 //! systemd reads it (`systemd-analyze verify` accepts it with `ExecStart` pointed at the
 //! `shoald` just built, and it keeps the hardening a service on every machine a person owns
 //! should have), the man pages `shoald man` writes, and the completions bash loads.
 
 use std::process::Command;
 
-const UNIT: &str = include_str!("../../../examples/shoald.service");
+const UNIT: &str = include_str!("../../../packaging/shoald.service");
 
 #[test]
 fn the_unit_is_hardened_and_systemd_accepts_it() {
