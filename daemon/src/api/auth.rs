@@ -100,7 +100,7 @@ pub async fn require_key(
     // checks), so the page calls this same API.
     let key = match presented_key(request.headers()) {
         Some(key) => key.to_string(),
-        None => dashboard::gate::cookie_key(&node, request.method(), request.headers())?
+        None => dashboard::gate::cookie_key(&node, request.method(), request.uri(), request.headers())?
             .ok_or_else(|| {
                 Failure(ApiError::new(
                     ErrorCode::Unauthorized,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use shoal_protocol::{ApiError, ErrorCode};
@@ -40,12 +40,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Op
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
+/// Whether the request's `Origin`, if any, is the host it was sent to: the `Host` header,
+/// or over HTTP/2 (which has none) the URI's authority.
+pub fn from_own_origin(uri: &Uri, headers: &HeaderMap) -> bool {
+    let host = header_str(headers, header::HOST).or_else(|| uri.authority().map(|a| a.as_str()));
+    same_origin(header_str(headers, header::ORIGIN), host)
+}
+
 /// The API key in the request's session cookie (`None` without one), for a request the
 /// page makes to the `/v1` API: a request from another origin is refused, and so is a
 /// change (anything but GET and HEAD) without the session's CSRF token.
 pub fn cookie_key(
     node: &Node,
     method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Option<String>, ApiError> {
     let Some(cookie) = session_cookie(headers) else {
@@ -55,14 +63,12 @@ pub fn cookie_key(
     let key = keys
         .open(cookie, now_ms())
         .map_err(|err| ApiError::new(ErrorCode::Unauthorized, err.to_string()))?;
-    let origin = header_str(headers, header::ORIGIN);
-    let host = header_str(headers, header::HOST);
-    if !same_origin(origin, host) {
+    if !from_own_origin(uri, headers) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
                 "a request with the dashboard session from another origin ({}) is refused",
-                origin.unwrap_or("none")
+                header_str(headers, header::ORIGIN).unwrap_or("none")
             ),
         ));
     }
@@ -104,5 +110,41 @@ pub async fn require_session(
             next.run(request).await
         }
         Err(_) => Redirect::to("/login?ended=1").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_origin_is_checked_against_the_host_or_the_http2_authority() {
+        let path: Uri = "/v1/jobs".parse().unwrap();
+        let h1 = headers(&[("host", "127.0.0.1:7400"), ("origin", "https://127.0.0.1:7400")]);
+        assert!(from_own_origin(&path, &h1));
+        // HTTP/2 has no Host header: the authority is in the URI.
+        let h2_uri: Uri = "https://127.0.0.1:7400/v1/jobs".parse().unwrap();
+        let h2 = headers(&[("origin", "https://127.0.0.1:7400")]);
+        assert!(from_own_origin(&h2_uri, &h2));
+        assert!(!from_own_origin(&path, &h2), "no host at all");
+        let evil = headers(&[("host", "127.0.0.1:7400"), ("origin", "https://evil.example")]);
+        assert!(!from_own_origin(&h2_uri, &evil));
+        assert!(from_own_origin(&path, &headers(&[("host", "127.0.0.1:7400")])));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let map = headers(&[("cookie", "theme=dark; shoal_session=abc")]);
+        assert_eq!(session_cookie(&map), Some("abc"));
+        assert_eq!(session_cookie(&headers(&[("cookie", "shoal_session=")])), None);
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
 }

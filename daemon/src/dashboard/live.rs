@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
@@ -38,11 +38,12 @@ const SESSION_ENDED: u16 = 4401;
 /// `GET /ui/live[?since=N]` as a WebSocket, with the session cookie.
 pub async fn live(
     State(node): State<Arc<Node>>,
+    uri: Uri,
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Failure> {
-    let key = cookie_key(&node, &axum::http::Method::GET, &headers)?.ok_or_else(|| {
+    let key = cookie_key(&node, &Method::GET, &uri, &headers)?.ok_or_else(|| {
         ApiError::new(
             shoal_protocol::ErrorCode::Unauthorized,
             "the live feed needs a dashboard session: log in at /login",

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::assets::URLS;
-use super::gate::{keys, session_cookie};
-use super::session::{SESSION_MS, clear_cookie, same_origin, set_cookie};
+use super::gate::{from_own_origin, keys, session_cookie};
+use super::session::{SESSION_MS, clear_cookie, set_cookie};
 use crate::node::{Node, now_ms};
 
 #[derive(Template)]
@@ -43,19 +43,15 @@ fn secure(node: &Node) -> bool {
     node.config.api_tls.is_https()
 }
 
-fn origin_ok(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
-    same_origin(text(header::ORIGIN), text(header::HOST))
-}
-
 /// `POST /login` with the form field `key`: a session cookie and the fleet page, or the
 /// login page again saying why not.
 pub async fn login(
     State(node): State<Arc<Node>>,
+    uri: Uri,
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !origin_ok(&headers) {
+    if !from_own_origin(&uri, &headers) {
         return render(
             StatusCode::FORBIDDEN,
             Some("A login from another site is refused.".into()),
@@ -92,6 +88,7 @@ pub async fn login(
 /// `POST /logout` with the page's CSRF token: clears the cookie.
 pub async fn logout(
     State(node): State<Arc<Node>>,
+    uri: Uri,
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -100,7 +97,7 @@ pub async fn logout(
             .iter()
             .find(|(name, _)| name == "csrf")
             .map_or("", |(_, value)| value.as_str());
-        if !origin_ok(&headers) || !keys(&node).csrf_matches(cookie, token) {
+        if !from_own_origin(&uri, &headers) || !keys(&node).csrf_matches(cookie, token) {
             return (
                 StatusCode::FORBIDDEN,
                 "logging out needs the page's CSRF token: reload the page and try again",
