@@ -197,6 +197,25 @@ pub async fn drain_and_undrain_from_the_page(browser: &Browser, api: &str, machi
         assert!(asked.contains(name.as_str()), "{asked} names {name}");
     }
     outcomes(browser, &ids, "drained").await;
+    // The live figures turn both cards blue once the leader commits DRAINING.
+    for id in &ids {
+        browser
+            .wait_js(
+                &format!("{id} shown DRAINING"),
+                &format!(
+                    "const c = document.querySelector(\".card[data-id='{id}']\");
+                     return c.classList.contains('s-draining')
+                         && c.querySelector('.status').textContent === 'DRAINING';"
+                ),
+            )
+            .await;
+    }
+    browser
+        .wait_js(
+            "2 DRAINING in the summary",
+            "return document.querySelector('[data-count=draining]').textContent === '2';",
+        )
+        .await;
     browser.screenshot("drained").await;
     let listed: Value = get(format!("{api}/v1/machines")).await;
     for m in listed["machines"].as_array().unwrap() {
@@ -261,7 +280,37 @@ pub async fn job_output_arrives_live(browser: &Browser, api: &str) {
                 && document.getElementById('output-state').textContent.includes('completed');",
         )
         .await;
+    browser
+        .wait_js(
+            "the attempt shown finished with exit 0",
+            "const cells = [...document.querySelectorAll('#attempts tbody td')].map(td => td.textContent);
+             return cells[2] === 'finished' && cells[3] === '0';",
+        )
+        .await;
     browser.screenshot("job-done").await;
+}
+
+/// The connect page makes a registration token and shows the join command with it.
+pub async fn connect_shows_the_join_command(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/connect")).await;
+    browser.type_into("#token-labels", "room=attic").await;
+    browser.click("#make-token").await;
+    let command = browser
+        .wait_js(
+            "the join command",
+            "const c = document.getElementById('join-command'); return c.hidden ? null : c.textContent;",
+        )
+        .await;
+    let command = command.as_str().unwrap();
+    let words: Vec<&str> = command.split(' ').collect();
+    assert_eq!(words[..3], ["shoald", "join", "--token"], "{command}");
+    assert!(words[3].starts_with("shoaljoin_"), "{command}");
+    assert_eq!(words[4], "--peer", "{command}");
+    assert!(words[5].contains("127.0.0.1"), "{command}");
+    let tokens: Value = get(format!("{api}/v1/tokens/registration")).await;
+    let listed = tokens.to_string();
+    assert!(listed.contains("attic"), "the token carries its labels: {listed}");
+    browser.screenshot("connect").await;
 }
 
 /// In-page `fetch` of `POST /v1/jobs` with the session cookie and `token` as the CSRF

@@ -59,6 +59,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     let ids = [cluster.node(1).id, cluster.node(2).id];
     flows::drain_and_undrain_from_the_page(&browser, &api, ids).await;
     flows::job_output_arrives_live(&browser, &api).await;
+    flows::connect_shows_the_join_command(&browser, &api).await;
 
     // A read key: made with the admin key, used in the same browser.
     let (status, made) = post(

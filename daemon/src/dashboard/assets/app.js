@@ -242,10 +242,46 @@ function setUpJobs() {
 
 const FINISHED = ['completed', 'failed', 'timed_out', 'cancelled'];
 
+/** Rebuilds the job page's state and attempts from GET /v1/jobs/{id}; the job's state. */
+async function refreshJob(id, names) {
+  const job = await api('GET', `/v1/jobs/${id}`);
+  const state = document.getElementById('job-state');
+  state.textContent = job.state;
+  state.className = `state-${job.state}`;
+  const body = document.querySelector('#attempts tbody');
+  const rows = job.attempts.map((a) => {
+    const row = document.createElement('tr');
+    const link = document.createElement('a');
+    link.href = `/machines/${a.machine}`;
+    link.textContent = names.get(a.machine) ?? a.machine;
+    const cells = [String(a.number), link,
+      a.finished_at_ms ? 'finished' : a.started_at_ms ? 'running' : 'dispatched',
+      a.exit_code ?? '', a.error ?? ''];
+    for (const value of cells) {
+      const cell = document.createElement('td');
+      cell.append(value);
+      row.append(cell);
+    }
+    return row;
+  });
+  body.replaceChildren(...rows);
+  return job.state;
+}
+
 function followOutput(pre) {
   const id = pre.dataset.job;
   const note = document.getElementById('output-state');
-  const state = document.getElementById('job-state');
+  const names = new Map();
+  api('GET', '/v1/machines').then((list) => {
+    for (const m of list.machines) names.set(m.id, m.name);
+  }).catch(() => {});
+  // The job's own events (placed, running, ended) redraw its attempts at once.
+  document.addEventListener('shoal-event', (event) => {
+    if (event.detail.topic === 'job' && String(event.detail.subject) === String(id)) {
+      refreshJob(id, names).catch(() => {});
+    }
+  });
+  connectLive();
   let offset = 0;
   let tries = 0;
   const open = () => {
@@ -260,11 +296,9 @@ function followOutput(pre) {
     });
     socket.addEventListener('close', async () => {
       try {
-        const job = await api('GET', `/v1/jobs/${id}`);
-        state.textContent = job.state;
-        state.className = `state-${job.state}`;
-        if (FINISHED.includes(job.state)) {
-          note.textContent = `output complete: ${job.state}`;
+        const state = await refreshJob(id, names);
+        if (FINISHED.includes(state)) {
+          note.textContent = `output complete: ${state}`;
           return;
         }
       } catch (err) {
