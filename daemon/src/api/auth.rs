@@ -100,13 +100,15 @@ pub async fn require_key(
     // checks), so the page calls this same API.
     let key = match presented_key(request.headers()) {
         Some(key) => key.to_string(),
-        None => dashboard::gate::cookie_key(&node, request.method(), request.uri(), request.headers())?
-            .ok_or_else(|| {
-                Failure(ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
-                ))
-            })?,
+        None => {
+            dashboard::gate::cookie_key(&node, request.method(), request.uri(), request.headers())?
+                .ok_or_else(|| {
+                    Failure(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
+                    ))
+                })?
+        }
     };
     let caller = caller_of(&node, &key).await?;
     caller.require(required_scope(request.method(), &route))?;

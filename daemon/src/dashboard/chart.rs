@@ -61,7 +61,11 @@ fn line(
         .map(|s| {
             let x = (s.at_ms.saturating_sub(first.at_ms)) as f64 / span * WIDTH;
             let v = value(s);
-            let v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
+            let v = if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             format!("{x:.1},{:.1}", HEIGHT - v * HEIGHT)
         })
         .collect();

@@ -36,7 +36,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
@@ -128,23 +128,35 @@ mod tests {
     #[test]
     fn the_origin_is_checked_against_the_host_or_the_http2_authority() {
         let path: Uri = "/v1/jobs".parse().unwrap();
-        let h1 = headers(&[("host", "127.0.0.1:7400"), ("origin", "https://127.0.0.1:7400")]);
+        let h1 = headers(&[
+            ("host", "127.0.0.1:7400"),
+            ("origin", "https://127.0.0.1:7400"),
+        ]);
         assert!(from_own_origin(&path, &h1));
         // HTTP/2 has no Host header: the authority is in the URI.
         let h2_uri: Uri = "https://127.0.0.1:7400/v1/jobs".parse().unwrap();
         let h2 = headers(&[("origin", "https://127.0.0.1:7400")]);
         assert!(from_own_origin(&h2_uri, &h2));
         assert!(!from_own_origin(&path, &h2), "no host at all");
-        let evil = headers(&[("host", "127.0.0.1:7400"), ("origin", "https://evil.example")]);
+        let evil = headers(&[
+            ("host", "127.0.0.1:7400"),
+            ("origin", "https://evil.example"),
+        ]);
         assert!(!from_own_origin(&h2_uri, &evil));
-        assert!(from_own_origin(&path, &headers(&[("host", "127.0.0.1:7400")])));
+        assert!(from_own_origin(
+            &path,
+            &headers(&[("host", "127.0.0.1:7400")])
+        ));
     }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let map = headers(&[("cookie", "theme=dark; shoal_session=abc")]);
         assert_eq!(session_cookie(&map), Some("abc"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "shoal_session=")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "shoal_session=")])),
+            None
+        );
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
 }

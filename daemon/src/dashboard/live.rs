@@ -54,9 +54,9 @@ pub async fn live(
         .iter()
         .find(|(name, _)| name == "since")
         .map(|(_, value)| {
-            value
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("since must be a log index, got {value:?}")))
+            value.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("since must be a log index, got {value:?}"))
+            })
         })
         .transpose()?;
     // A resume point the node no longer holds: follow from now (the page reloads what it
@@ -64,7 +64,9 @@ pub async fn live(
     let feed = node.fleet.events();
     let (backlog, follower) = match feed.follow(since) {
         Ok(followed) => followed,
-        Err(_) => feed.follow(None).map_err(|err| ApiError::bad_request(err.to_string()))?,
+        Err(_) => feed
+            .follow(None)
+            .map_err(|err| ApiError::bad_request(err.to_string()))?,
     };
     let backlog: Vec<_> = backlog
         .into_iter()
@@ -84,7 +86,10 @@ async fn serve(
     mut follower: Follower,
 ) {
     for event in backlog {
-        if send(&mut socket, json!({"type": "event", "event": event})).await.is_err() {
+        if send(&mut socket, json!({"type": "event", "event": event}))
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -35,7 +35,9 @@ fn render(status: StatusCode, message: Option<String>) -> Response {
 /// `GET /login[?ended=1]`.
 pub async fn page(Query(query): Query<Vec<(String, String)>>) -> Response {
     let ended = query.iter().any(|(k, _)| k == "ended");
-    let message = ended.then(|| "Your session ended (logged out, expired or the key was revoked): log in again.".to_string());
+    let message = ended.then(|| {
+        "Your session ended (logged out, expired or the key was revoked): log in again.".to_string()
+    });
     render(StatusCode::OK, message)
 }
 
@@ -80,7 +82,10 @@ pub async fn login(
         }
         Err(failure) => render(
             StatusCode::UNAUTHORIZED,
-            Some(format!("That key does not open this fleet: {}", failure.0.message)),
+            Some(format!(
+                "That key does not open this fleet: {}",
+                failure.0.message
+            )),
         ),
     }
 }

@@ -69,7 +69,10 @@ async fn secure_headers(mut response: Response) -> Response {
     );
     // Not no-referrer: under it a browser sends `Origin: null` with a form's POST, which
     // the origin check must refuse.
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

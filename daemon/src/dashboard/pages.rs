@@ -57,7 +57,11 @@ pub fn html(page: impl Template) -> Response {
 
 pub fn render_failed(err: askama::Error) -> Response {
     tracing::error!(%err, "dashboard template failed");
-    (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the page failed to render",
+    )
+        .into_response()
 }
 
 /// The fleet page's query, as the form shows it.
@@ -217,7 +221,10 @@ impl JobRow {
             id: job.id.0,
             state: job.state.as_str().to_string(),
             command: job.spec.command.join(" "),
-            machine: job.attempts.last().map_or(String::new(), |a| name_of(a.machine)),
+            machine: job
+                .attempts
+                .last()
+                .map_or(String::new(), |a| name_of(a.machine)),
             attempts: job.attempts.len(),
         }
     }
@@ -274,8 +281,8 @@ pub async fn machine(
     let machine = match shown {
         Ok(Json(machine)) => machine,
         Err(failure) => {
-            let status = StatusCode::from_u16(failure.0.code.http_status())
-                .unwrap_or(StatusCode::NOT_FOUND);
+            let status =
+                StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
             return (status, failure.0.message).into_response();
         }
     };

@@ -36,7 +36,8 @@ const MAX_COOKIE_LEN: usize = 1024;
 type HmacSha256 = Hmac<Sha256>;
 
 fn derive(secret: &str, purpose: &str) -> [u8; 32] {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
     mac.update(purpose.as_bytes());
     mac.finalize().into_bytes().into()
 }
@@ -177,7 +178,10 @@ mod tests {
     fn a_sealed_key_opens_until_it_expires_and_only_under_the_fleets_secret() {
         let keys = SessionKeys::from_secret("one fleet's secret, long enough");
         let cookie = keys.seal(KEY, 1_000);
-        assert!(!cookie.contains("0123456789abcdef"), "the key is not readable");
+        assert!(
+            !cookie.contains("0123456789abcdef"),
+            "the key is not readable"
+        );
         assert_eq!(keys.open(&cookie, 999).unwrap(), KEY);
         assert_eq!(keys.open(&cookie, 1_000), Err(SessionError::Expired));
         // Another node of the same fleet opens it; another fleet does not.
@@ -219,7 +223,10 @@ mod tests {
         let token = keys.csrf_token(&cookie);
         assert!(keys.csrf_matches(&cookie, &token));
         let other = keys.seal(KEY, u64::MAX);
-        assert!(!keys.csrf_matches(&other, &token), "another session's token");
+        assert!(
+            !keys.csrf_matches(&other, &token),
+            "another session's token"
+        );
         assert!(!keys.csrf_matches(&cookie, ""));
         assert!(!keys.csrf_matches(&cookie, "zz"));
         assert!(!keys.csrf_matches(&cookie, &token[..10]));
@@ -230,7 +237,10 @@ mod tests {
     #[test]
     fn only_the_pages_own_origin_passes() {
         let host = Some("127.0.0.1:7400");
-        assert!(same_origin(None, host), "no Origin: not a cross-site request");
+        assert!(
+            same_origin(None, host),
+            "no Origin: not a cross-site request"
+        );
         assert!(same_origin(Some("https://127.0.0.1:7400"), host));
         assert!(same_origin(Some("http://127.0.0.1:7400"), host));
         assert!(!same_origin(Some("https://evil.example"), host));
@@ -245,7 +255,13 @@ mod tests {
         assert_eq!(cookie_value(header, COOKIE), Some("abc-_"));
         assert_eq!(cookie_value("xshoal_session=1", COOKIE), None);
         let set = set_cookie("v", true);
-        for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure", "Max-Age="] {
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Secure",
+            "Max-Age=",
+        ] {
             assert!(set.contains(part), "{set}");
         }
         assert!(clear_cookie(false).contains("Max-Age=0"));

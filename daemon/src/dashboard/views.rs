@@ -88,7 +88,11 @@ impl Card {
             load: format!("{:.2}", r.load),
             running: machine.running,
             max_running: machine.max_running,
-            labels: machine.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            labels: machine
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             last_heartbeat_ms: machine.last_heartbeat_ms,
             role: machine.raft_role.clone(),
         }
@@ -157,7 +161,8 @@ impl Summary {
                 count: summary.by_status.get(&status).copied().unwrap_or(0),
             })
             .collect();
-        let avg = |value: Option<f32>| value.map_or("n/a".to_string(), |v| format!("{}%", percent(v)));
+        let avg =
+            |value: Option<f32>| value.map_or("n/a".to_string(), |v| format!("{}%", percent(v)));
         let spend = match &summary.budget {
             Some(budget) => match budget.daily_usd {
                 Some(limit) => format!("${:.2} of ${limit:.2} today", summary.spend_today.usd),
@@ -189,7 +194,9 @@ impl Summary {
 pub fn health_reason(summary: &FleetSummary) -> String {
     match summary.health {
         FleetHealth::Healthy => "every machine is up and a leader is known".to_string(),
-        _ if summary.leader.is_none() => "no leader known: the fleet cannot commit changes".to_string(),
+        _ if summary.leader.is_none() => {
+            "no leader known: the fleet cannot commit changes".to_string()
+        }
         _ => format!(
             "{} of {} machines are offline, stale or dead",
             summary.unreachable, summary.machines

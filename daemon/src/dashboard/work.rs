@@ -52,7 +52,10 @@ pub async fn jobs(
     )
     .await;
     let (rows, error) = match listed {
-        Ok(Json(list)) => (list.jobs.iter().map(|j| JobRow::of(j, &name_of)).collect(), None),
+        Ok(Json(list)) => (
+            list.jobs.iter().map(|j| JobRow::of(j, &name_of)).collect(),
+            None,
+        ),
         Err(failure) => (Vec::new(), Some(failure.0.message)),
     };
     html(JobsPage {
@@ -60,7 +63,10 @@ pub async fn jobs(
         jobs: rows,
         state: state.unwrap_or_default(),
         states: JobState::ALL.into_iter().map(JobState::as_str).collect(),
-        machines: all.iter().map(|m| (m.id.to_string(), m.name.clone())).collect(),
+        machines: all
+            .iter()
+            .map(|m| (m.id.to_string(), m.name.clone()))
+            .collect(),
         error,
     })
 }
@@ -108,8 +114,8 @@ pub async fn job(
     let job = match shown {
         Ok(Json(job)) => job,
         Err(failure) => {
-            let status = StatusCode::from_u16(failure.0.code.http_status())
-                .unwrap_or(StatusCode::NOT_FOUND);
+            let status =
+                StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
             return (status, failure.0.message).into_response();
         }
     };

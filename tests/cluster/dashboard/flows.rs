@@ -17,20 +17,29 @@ pub async fn log_in(browser: &Browser, api: &str, key: &str) {
         browser.click("form.who button").await;
     }
     browser
-        .wait_js("the login page", "return document.body.dataset.page === 'login';")
+        .wait_js(
+            "the login page",
+            "return document.body.dataset.page === 'login';",
+        )
         .await;
     browser.screenshot("login").await;
     browser.type_into("#key", key).await;
     browser.click("#login").await;
     browser
-        .wait_js("the fleet page", "return document.body.dataset.page === 'fleet';")
+        .wait_js(
+            "the fleet page",
+            "return document.body.dataset.page === 'fleet';",
+        )
         .await;
 }
 
 /// Waits until the page's live socket is open.
 pub async fn wait_live(browser: &Browser) {
     browser
-        .wait_js("the live socket", "return document.body.dataset.live === 'open';")
+        .wait_js(
+            "the live socket",
+            "return document.body.dataset.live === 'open';",
+        )
         .await;
 }
 
@@ -138,7 +147,9 @@ pub async fn resources_chart_has_points(browser: &Browser, api: &str, machine: M
     for line in ["memory", "load"] {
         let n = browser
             .js(
-                &format!("return document.querySelector('#chart polyline.{line}').points.numberOfItems;"),
+                &format!(
+                    "return document.querySelector('#chart polyline.{line}').points.numberOfItems;"
+                ),
                 vec![],
             )
             .await;
@@ -150,9 +161,7 @@ pub async fn resources_chart_has_points(browser: &Browser, api: &str, machine: M
 /// Picks the cards of `ids`, presses `button`, checks the confirmation names them, confirms.
 async fn act_on(browser: &Browser, ids: &[String], button: &str) -> String {
     for id in ids {
-        browser
-            .click(&format!(".card[data-id='{id}'] .pick"))
-            .await;
+        browser.click(&format!(".card[data-id='{id}'] .pick")).await;
     }
     browser.click(button).await;
     let text = browser
@@ -161,7 +170,9 @@ async fn act_on(browser: &Browser, ids: &[String], button: &str) -> String {
             "const d = document.getElementById('confirm'); return d.open ? d.textContent : null;",
         )
         .await;
-    browser.screenshot(&format!("confirm-{}", &button[1..])).await;
+    browser
+        .screenshot(&format!("confirm-{}", &button[1..]))
+        .await;
     browser.click("#confirm-ok").await;
     text.as_str().unwrap().to_string()
 }
@@ -179,7 +190,11 @@ async fn outcomes(browser: &Browser, ids: &[String], expected: &str) {
     }
 }
 
-pub async fn drain_and_undrain_from_the_page(browser: &Browser, api: &str, machines: [MachineId; 2]) {
+pub async fn drain_and_undrain_from_the_page(
+    browser: &Browser,
+    api: &str,
+    machines: [MachineId; 2],
+) {
     browser.goto(&format!("{api}/")).await;
     wait_live(browser).await;
     let ids: Vec<String> = machines.iter().map(ToString::to_string).collect();
@@ -234,12 +249,19 @@ pub async fn drain_and_undrain_from_the_page(browser: &Browser, api: &str, machi
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(named, expected, "{entry}");
-    assert_eq!(entry["actor"], json!("7e57000000000001"), "the test key did it: {entry}");
+    assert_eq!(
+        entry["actor"],
+        json!("7e57000000000001"),
+        "the test key did it: {entry}"
+    );
 
     // Undrain the same two: the page still has them picked.
     browser.click("#undrain").await;
     browser
-        .wait_js("the confirmation", "return document.getElementById('confirm').open;")
+        .wait_js(
+            "the confirmation",
+            "return document.getElementById('confirm').open;",
+        )
         .await;
     browser.click("#confirm-ok").await;
     outcomes(browser, &ids, "undrained").await;
@@ -257,7 +279,10 @@ pub async fn job_output_arrives_live(browser: &Browser, api: &str) {
     browser.screenshot("jobs").await;
     browser.click("#run").await;
     browser
-        .wait_js("the job page", "return document.body.dataset.page === 'job';")
+        .wait_js(
+            "the job page",
+            "return document.body.dataset.page === 'job';",
+        )
         .await;
     // The first line shows while the job still runs: the output is followed, not read at
     // the end.
@@ -309,7 +334,10 @@ pub async fn connect_shows_the_join_command(browser: &Browser, api: &str) {
     assert!(words[5].contains("127.0.0.1"), "{command}");
     let tokens: Value = get(format!("{api}/v1/tokens/registration")).await;
     let listed = tokens.to_string();
-    assert!(listed.contains("attic"), "the token carries its labels: {listed}");
+    assert!(
+        listed.contains("attic"),
+        "the token carries its labels: {listed}"
+    );
     browser.screenshot("connect").await;
 }
 
@@ -365,7 +393,11 @@ pub async fn read_key_sees_no_actions_and_forgery_is_refused(
     }
     browser.screenshot("read-key-fleet").await;
     browser.goto(&format!("{api}/jobs")).await;
-    assert_eq!(browser.count("#run-form").await, 0, "a read key sees the run form");
+    assert_eq!(
+        browser.count("#run-form").await,
+        0,
+        "a read key sees the run form"
+    );
 
     // Forged: no token, the old session's token, a made-up one.
     for token in [None, Some(admin_token.as_str()), Some("00ff")] {
@@ -381,7 +413,10 @@ pub async fn read_key_sees_no_actions_and_forgery_is_refused(
     let token = page_token(browser).await;
     let (status, body) = post_job_from_page(browser, Some(&token)).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("scope operate"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("scope operate"),
+        "{body}"
+    );
 
     // From another site, with the cookie and even the right token: refused by origin.
     let cookie = browser.session_cookie().await;
