@@ -265,6 +265,28 @@ pub async fn drain_and_undrain_from_the_page(
         .await;
     browser.click("#confirm-ok").await;
     outcomes(browser, &ids, "undrained").await;
+
+    // A batch action on the same two: each card shows what its machine did.
+    browser.click("#update").await;
+    browser
+        .wait_js(
+            "the confirmation",
+            "return document.getElementById('confirm').open;",
+        )
+        .await;
+    browser.click("#confirm-ok").await;
+    for id in &ids {
+        browser
+            .wait_js(
+                &format!("the update's outcome on {id}"),
+                &format!(
+                    "const t = document.querySelector(\".card[data-id='{id}'] .outcome\").textContent;
+                     return /^(done|failed): ./.test(t) ? t : null;"
+                ),
+            )
+            .await;
+    }
+    browser.screenshot("batch-update").await;
     let listed: Value = get(format!("{api}/v1/machines")).await;
     for m in listed["machines"].as_array().unwrap() {
         assert_eq!(m["draining"], json!(false), "{m}");
@@ -489,4 +511,173 @@ pub async fn phone_has_no_horizontal_scroll(browser: &Browser, api: &str) {
         "horizontal scrolling on a phone: {sizes}"
     );
     browser.screenshot("phone").await;
+}
+
+/// The kill switch from the summary bar: on with a reason, shown live, then off.
+pub async fn kill_switch_from_the_page(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/")).await;
+    wait_live(browser).await;
+    browser
+        .type_into("#kill-reason", "maintenance window")
+        .await;
+    browser.click("#kill-on").await;
+    browser
+        .wait_js(
+            "the kill switch shown on",
+            "return document.querySelector('[data-sum=kill_switch]').textContent.includes('maintenance window');",
+        )
+        .await;
+    let state: Value = get(format!("{api}/v1/killswitch")).await;
+    assert_eq!(state["on"], json!(true), "{state}");
+    assert_eq!(state["reason"], json!("maintenance window"), "{state}");
+    browser.screenshot("kill-switch-on").await;
+    browser.click("#kill-off").await;
+    browser
+        .wait_js(
+            "the kill switch shown off",
+            "return document.querySelector('[data-sum=kill_switch]').textContent === 'off';",
+        )
+        .await;
+    let state: Value = get(format!("{api}/v1/killswitch")).await;
+    assert_eq!(state["on"], json!(false), "{state}");
+}
+
+/// Revoking the key of an open page ends its session: the live socket closes and the page
+/// goes to the login page by itself.
+pub async fn revocation_ends_the_session(browser: &Browser, api: &str, key_id: &str) {
+    wait_live(browser).await;
+    let (status, body) = crate::http::send(
+        reqwest::Method::DELETE,
+        format!("{api}/v1/keys/{key_id}"),
+        Value::Null,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    browser
+        .wait_js(
+            "the login page after revocation",
+            "return document.body.dataset.page === 'login';",
+        )
+        .await;
+}
+
+/// What the first load of the fleet page cost, as the browser measured it: bytes over the
+/// wire (page and assets) and the first contentful paint.
+pub async fn first_load_figures(browser: &Browser) -> (u64, f64) {
+    let figures = browser
+        .js(
+            "const nav = performance.getEntriesByType('navigation')[0];
+             const assets = performance.getEntriesByType('resource')
+                 .filter(r => r.name.includes('/ui/assets/'));
+             const bytes = nav.transferSize + assets.reduce((n, r) => n + r.transferSize, 0);
+             const paint = performance.getEntriesByName('first-contentful-paint')[0];
+             return [bytes, paint ? paint.startTime : -1];",
+            vec![],
+        )
+        .await;
+    (figures[0].as_u64().unwrap(), figures[1].as_f64().unwrap())
+}
+
+/// A form's body type (keys need no escaping in it).
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// What the browser does not show: the headers, the assets' cache, the login's refusals,
+/// and the session cookie of one node opening another node's API.
+pub async fn headers_assets_and_any_node(api: &str, other_api: &str, cookie: &str) {
+    let client = shoal_daemon::testsuite::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client.get(format!("{api}/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 303, "no session: to the login page");
+    assert_eq!(page.headers()["location"], "/login");
+
+    let login = client.get(format!("{api}/login")).send().await.unwrap();
+    let csp = login.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = login.text().await.unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "inline code: {html}"
+    );
+    let css = html
+        .split('"')
+        .find(|part| part.starts_with("/ui/assets/app.") && part.ends_with(".css"))
+        .expect("the stylesheet's hashed name")
+        .to_string();
+    let asset = client.get(format!("{api}{css}")).send().await.unwrap();
+    assert_eq!(asset.status().as_u16(), 200);
+    assert_eq!(
+        asset.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        asset.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    let stale = client
+        .get(format!("{api}/ui/assets/app.000000000000.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 404);
+
+    // A wrong key sets no cookie; a login posted from another site is refused.
+    let wrong = client
+        .post(format!("{api}/login"))
+        .header("content-type", FORM)
+        .body("key=shoal_0000000000000000_00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let elsewhere = client
+        .post(format!("{api}/login"))
+        .header("origin", "https://evil.example")
+        .header("content-type", FORM)
+        .body(format!("key={}", shoal_daemon::testsuite::TEST_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 403);
+    assert!(elsewhere.headers().get("set-cookie").is_none());
+    let good = client
+        .post(format!("{api}/login"))
+        .header("content-type", FORM)
+        .body(format!("key={}", shoal_daemon::testsuite::TEST_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status().as_u16(), 303);
+    let set = good.headers()["set-cookie"].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(set.contains(part), "{set}");
+    }
+
+    // The browser's session, sealed by one node, opens another node's API and pages.
+    let machines = client
+        .get(format!("{other_api}/v1/machines"))
+        .header("cookie", format!("shoal_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(machines.status().as_u16(), 200);
+    let page = client
+        .get(format!("{other_api}/"))
+        .header("cookie", format!("shoal_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("data-page=\"fleet\""));
 }

@@ -54,12 +54,19 @@ async fn dashboard_walkthrough_in_a_real_browser() {
 
     flows::log_in(&browser, &api, TEST_KEY).await;
     flows::summary_and_green_cards(&browser).await;
+    // A cold load (the assets fetched, not cached) of a three-machine fleet.
+    let (bytes, paint_ms) = flows::first_load_figures(&browser).await;
+    eprintln!("dashboard: first load {bytes} bytes over the wire, first paint {paint_ms:.0} ms");
+    assert!(bytes < 150 * 1024, "the first load moved {bytes} bytes");
+    let cookie = browser.session_cookie().await;
+    flows::headers_assets_and_any_node(&api, &cluster.api(1), &cookie).await;
     flows::sort_and_filter_match_the_api(&browser, &api).await;
     flows::resources_chart_has_points(&browser, &api, cluster.node(1).id).await;
     let ids = [cluster.node(1).id, cluster.node(2).id];
     flows::drain_and_undrain_from_the_page(&browser, &api, ids).await;
     flows::job_output_arrives_live(&browser, &api).await;
     flows::connect_shows_the_join_command(&browser, &api).await;
+    flows::kill_switch_from_the_page(&browser, &api).await;
 
     // A read key: made with the admin key, used in the same browser.
     let (status, made) = post(
@@ -70,6 +77,8 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     assert_eq!(status, 201, "{made}");
     let read_key = made["key"].as_str().unwrap().to_string();
     flows::read_key_sees_no_actions_and_forgery_is_refused(&browser, &api, &read_key).await;
+    let read_key_id = made["record"]["id"].as_str().unwrap();
+    flows::revocation_ends_the_session(&browser, &api, read_key_id).await;
     flows::log_in(&browser, &api, TEST_KEY).await;
 
     // A node stops: its card greys and the counts change with no reload.

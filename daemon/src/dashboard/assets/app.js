@@ -147,6 +147,25 @@ function confirmWith(text) {
   });
 }
 
+const ACTION_NAMES = {
+  drain: 'Drain', undrain: 'Undrain', 'batch/restart': 'Restart',
+  'batch/update': 'Update', 'batch/apply-config': 'Apply config to',
+};
+
+/** Each card's outcome of a drain or undrain answer (DrainResponse). */
+function drainOutcome(action, answer, id) {
+  if (!answer.machines.includes(id)) return 'left as it was (not selected: busy?)';
+  if (answer.unchanged.includes(id)) return action === 'drain' ? 'was already draining' : 'was not drained';
+  return action === 'drain' ? 'drained' : 'undrained';
+}
+
+/** Each card's outcome of a batch answer (BatchReport). */
+function batchOutcome(answer, id) {
+  const outcome = answer.machines.find((m) => m.machine === id);
+  if (!outcome) return 'left as it was (not selected)';
+  return `${outcome.ok ? 'done' : 'failed'}: ${outcome.detail}`;
+}
+
 async function act(action) {
   const cards = selectedCards();
   if (cards.length === 0) {
@@ -162,20 +181,18 @@ async function act(action) {
     if (deadline > 0) body.deadline_seconds = deadline;
     how = `${body.idle_only ? ' (idle ones only)' : ''}${deadline > 0 ? `, work moved after ${deadline} s` : ''}`;
   }
-  if (!(await confirmWith(`${action === 'drain' ? 'Drain' : 'Undrain'} ${cards.length} machine(s): ${names}${how}?`))) return;
-  for (const card of cards) setField(card, 'outcome', `${action}ing…`);
+  const name = ACTION_NAMES[action];
+  if (!(await confirmWith(`${name} ${cards.length} machine(s): ${names}${how}?`))) return;
+  for (const card of cards) setField(card, 'outcome', `${name}: working…`);
   try {
     const answer = await api('POST', `/v1/${action}`, body);
     for (const card of cards) {
       const id = card.dataset.id;
-      let outcome;
-      if (!answer.machines.includes(id)) outcome = 'left as it was (not selected: busy?)';
-      else if (answer.unchanged.includes(id)) outcome = action === 'drain' ? 'was already draining' : 'was not drained';
-      else outcome = action === 'drain' ? 'drained' : 'undrained';
-      setField(card, 'outcome', outcome);
+      const batch = action.startsWith('batch/');
+      setField(card, 'outcome', batch ? batchOutcome(answer, id) : drainOutcome(action, answer, id));
     }
   } catch (err) {
-    for (const card of cards) setField(card, 'outcome', `${action} failed: ${err.message}`);
+    for (const card of cards) setField(card, 'outcome', `${name} failed: ${err.message}`);
   }
 }
 
