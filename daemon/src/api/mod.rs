@@ -8,7 +8,7 @@ mod admission;
 pub(crate) mod audit;
 mod auth;
 mod batch;
-mod costs;
+pub(crate) mod costs;
 mod error;
 pub(crate) mod events;
 pub(crate) mod fleet;

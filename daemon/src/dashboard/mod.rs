@@ -5,13 +5,14 @@
 //!
 //! ```text
 //!  GET /login, POST /login ─▶ key checked as the API checks it ─▶ sealed cookie (session.rs)
-//!  GET /, /machines/{id}, /jobs, /jobs/{id}, /connect ─▶ gate::require_session ─▶ pages
+//!  GET /, /machines/{id}, /jobs, /jobs/{id}, /costs, /connect ─▶ gate::require_session ─▶ pages
 //!       the page's script ──▶ /v1/... with the cookie + x-shoal-csrf (api/auth.rs)
 //!                      └───▶ /ui/live: events + machine figures over one WebSocket (live.rs)
 //! ```
 
 mod assets;
 mod chart;
+mod costs;
 pub mod gate;
 mod live;
 mod login;
@@ -43,6 +44,7 @@ pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
         .route("/jobs", get(work::jobs))
         .route("/jobs/{id}", get(work::job))
         .route("/connect", get(work::connect))
+        .route("/costs", get(costs::page))
         .route_layer(axum::middleware::from_fn_with_state(
             node,
             gate::require_session,

@@ -74,10 +74,12 @@ pub struct FleetQuery {
     pub os: String,
     pub label: String,
     pub text: String,
+    /// `rows` for one line per machine; cards otherwise.
+    pub view: String,
 }
 
 impl FleetQuery {
-    /// Splits the page's query: free text stays here, the rest goes to `/v1/machines` as
+    /// Splits the page's query: free text and the layout stay here, the rest goes to `/v1/machines` as
     /// it is (empty fields, which a form sends, are left out). Sorted by hostname unless
     /// asked otherwise.
     fn split(pairs: Vec<(String, String)>) -> (FleetQuery, Vec<(String, String)>) {
@@ -90,6 +92,7 @@ impl FleetQuery {
             }
             match name.as_str() {
                 "q" => query.text = value,
+                "view" => query.view = value,
                 _ => {
                     let field = match name.as_str() {
                         "sort" => Some(&mut query.sort),

@@ -681,3 +681,57 @@ pub async fn headers_assets_and_any_node(api: &str, other_api: &str, cookie: &st
     assert_eq!(page.status().as_u16(), 200);
     assert!(page.text().await.unwrap().contains("data-page=\"fleet\""));
 }
+
+/// The rows layout is a choice in the URL, like the sort.
+pub async fn rows_layout(browser: &Browser, api: &str) {
+    browser
+        .goto(&format!("{api}/?view=rows&sort=hostname"))
+        .await;
+    let rows = browser
+        .js(
+            "return document.getElementById('grid').classList.contains('rows')
+                && document.getElementById('view').value === 'rows';",
+            vec![],
+        )
+        .await;
+    assert_eq!(rows, json!(true));
+    assert_eq!(browser.count(".card").await, 3);
+    browser.screenshot("fleet-rows").await;
+}
+
+/// A job submitted elsewhere (the API) appears in an open jobs list without a reload.
+pub async fn jobs_list_updates_live(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/jobs")).await;
+    wait_live(browser).await;
+    let (status, body) = crate::http::post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["sh", "-c", "echo from-the-api"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["job"]["id"].as_u64().unwrap();
+    browser
+        .wait_js(
+            &format!("job #{id} listed live"),
+            &format!(
+                "return [...document.querySelectorAll('#jobs tbody a')].some(a => a.textContent === '#{id}');"
+            ),
+        )
+        .await;
+}
+
+/// The costs page: thirty days of bars, and the tables.
+pub async fn costs_page(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/costs")).await;
+    let bars = browser
+        .wait_js(
+            "the cost chart",
+            "return document.querySelectorAll('#cost-chart rect').length;",
+        )
+        .await;
+    assert_eq!(bars, json!(30));
+    for section in ["#by-machine", "#by-session", "#budgets"] {
+        assert_eq!(browser.count(section).await, 1, "{section}");
+    }
+    browser.screenshot("costs").await;
+}

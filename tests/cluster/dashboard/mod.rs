@@ -64,7 +64,10 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     flows::resources_chart_has_points(&browser, &api, cluster.node(1).id).await;
     let ids = [cluster.node(1).id, cluster.node(2).id];
     flows::drain_and_undrain_from_the_page(&browser, &api, ids).await;
+    flows::rows_layout(&browser, &api).await;
+    flows::jobs_list_updates_live(&browser, &api).await;
     flows::job_output_arrives_live(&browser, &api).await;
+    flows::costs_page(&browser, &api).await;
     flows::connect_shows_the_join_command(&browser, &api).await;
     flows::kill_switch_from_the_page(&browser, &api).await;
 

@@ -234,7 +234,53 @@ function parseLabels(text) {
   return labels;
 }
 
+/** Redraws the jobs table from GET /v1/jobs with the page's state filter. */
+async function refreshJobs(names) {
+  const state = new URLSearchParams(location.search).get('state');
+  const query = new URLSearchParams({ order: 'newest', limit: '100' });
+  if (state) query.set('state', state);
+  const list = await api('GET', `/v1/jobs?${query}`);
+  const rows = list.jobs.map((job) => {
+    const row = document.createElement('tr');
+    const link = document.createElement('a');
+    link.href = `/jobs/${job.id}`;
+    link.textContent = `#${job.id}`;
+    const code = document.createElement('code');
+    code.textContent = job.spec.command.join(' ');
+    const last = job.attempts[job.attempts.length - 1];
+    const cells = [link, job.state, code, last ? (names.get(last.machine) ?? last.machine) : '',
+      String(job.attempts.length)];
+    cells.forEach((value, i) => {
+      const cell = document.createElement('td');
+      if (i === 1) cell.className = `state-${job.state}`;
+      cell.append(value);
+      row.append(cell);
+    });
+    return row;
+  });
+  document.querySelector('#jobs tbody').replaceChildren(...rows);
+}
+
+/** Machine names by id, for tables that show where work ran. */
+function machineNames() {
+  const names = new Map();
+  api('GET', '/v1/machines').then((list) => {
+    for (const m of list.machines) names.set(m.id, m.name);
+  }).catch(() => {});
+  return names;
+}
+
 function setUpJobs() {
+  const names = machineNames();
+  let pending = null;
+  // Job events redraw the table, at most every 300 ms.
+  document.addEventListener('shoal-event', (event) => {
+    if (event.detail.topic !== 'job' || pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      refreshJobs(names).catch((err) => banner(`Jobs: ${err.message}`));
+    }, 300);
+  });
   document.getElementById('run-form')?.addEventListener('submit', async (event) => {
     event.preventDefault();
     const outcome = document.getElementById('run-outcome');
@@ -288,10 +334,7 @@ async function refreshJob(id, names) {
 function followOutput(pre) {
   const id = pre.dataset.job;
   const note = document.getElementById('output-state');
-  const names = new Map();
-  api('GET', '/v1/machines').then((list) => {
-    for (const m of list.machines) names.set(m.id, m.name);
-  }).catch(() => {});
+  const names = machineNames();
   // The job's own events (placed, running, ended) redraw its attempts at once.
   document.addEventListener('shoal-event', (event) => {
     if (event.detail.topic === 'job' && String(event.detail.subject) === String(id)) {
