@@ -25,7 +25,7 @@ pub(crate) mod operate;
 mod policies;
 mod redact;
 mod registries;
-mod sessions;
+pub(crate) mod sessions;
 mod settings;
 pub mod snapshot;
 mod templates;

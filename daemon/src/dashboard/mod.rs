@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  GET /login, POST /login ─▶ key checked as the API checks it ─▶ sealed cookie (session.rs)
-//!  GET /, /machines/{id}, /jobs, /jobs/{id}, /costs, /connect ─▶ gate::require_session ─▶ pages
+//!  GET /, /machines/{id}, /jobs, /jobs/{id}, /sessions, /sessions/{id}, /costs, /connect ─▶ gate::require_session ─▶ pages
 //!       the page's script ──▶ /v1/... with the cookie + x-shoal-csrf (api/auth.rs)
 //!                      └───▶ /ui/live: events + machine figures over one WebSocket (live.rs)
 //! ```
@@ -18,6 +18,7 @@ mod live;
 mod login;
 mod pages;
 pub mod session;
+mod sessions;
 mod views;
 mod work;
 
@@ -45,6 +46,8 @@ pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
         .route("/jobs/{id}", get(work::job))
         .route("/connect", get(work::connect))
         .route("/costs", get(costs::page))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(sessions::show))
         .route_layer(axum::middleware::from_fn_with_state(
             node,
             gate::require_session,

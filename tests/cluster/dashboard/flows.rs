@@ -734,4 +734,10 @@ pub async fn costs_page(browser: &Browser, api: &str) {
         assert_eq!(browser.count(section).await, 1, "{section}");
     }
     browser.screenshot("costs").await;
+    browser.goto(&format!("{api}/sessions")).await;
+    assert_eq!(
+        browser.count("#no-sessions").await,
+        1,
+        "no sessions in this fleet"
+    );
 }

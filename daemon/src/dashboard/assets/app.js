@@ -331,21 +331,16 @@ async function refreshJob(id, names) {
   return job.state;
 }
 
-function followOutput(pre) {
-  const id = pre.dataset.job;
+/**
+ * Follows an output over the logs WebSocket at `logsPath`, appending to `pre`; when the
+ * socket closes, `ended()` says whether the work is over (its state) or the follow resumes.
+ */
+function followLogs(pre, logsPath, ended) {
   const note = document.getElementById('output-state');
-  const names = machineNames();
-  // The job's own events (placed, running, ended) redraw its attempts at once.
-  document.addEventListener('shoal-event', (event) => {
-    if (event.detail.topic === 'job' && String(event.detail.subject) === String(id)) {
-      refreshJob(id, names).catch(() => {});
-    }
-  });
-  connectLive();
   let offset = 0;
   let tries = 0;
   const open = () => {
-    const socket = new WebSocket(`${wsBase}/v1/jobs/${id}/logs?follow=true&offset=${offset}`);
+    const socket = new WebSocket(`${wsBase}${logsPath}?follow=true&offset=${offset}`);
     socket.addEventListener('open', () => { note.textContent = 'following output live'; });
     socket.addEventListener('message', (message) => {
       const chunk = JSON.parse(message.data);
@@ -356,19 +351,60 @@ function followOutput(pre) {
     });
     socket.addEventListener('close', async () => {
       try {
-        const state = await refreshJob(id, names);
-        if (FINISHED.includes(state)) {
+        const state = await ended();
+        if (state) {
           note.textContent = `output complete: ${state}`;
           return;
         }
       } catch (err) {
-        note.textContent = `cannot read the job: ${err.message}`;
+        note.textContent = `cannot read the state: ${err.message}`;
       }
       tries = Math.min(tries + 1, 10);
       setTimeout(open, 300 * tries);
     });
   };
   open();
+}
+
+function setUpJob(pre) {
+  const id = pre.dataset.job;
+  const names = machineNames();
+  // The job's own events (placed, running, ended) redraw its attempts at once.
+  document.addEventListener('shoal-event', (event) => {
+    if (event.detail.topic === 'job' && String(event.detail.subject) === String(id)) {
+      refreshJob(id, names).catch(() => {});
+    }
+  });
+  connectLive();
+  followLogs(pre, `/v1/jobs/${id}/logs`, async () => {
+    const state = await refreshJob(id, names);
+    return FINISHED.includes(state) ? state : null;
+  });
+}
+
+function setUpSession(pre) {
+  const showPath = pre.dataset.show;
+  const stateEl = document.getElementById('session-state');
+  followLogs(pre, pre.dataset.logs, async () => {
+    const session = await api('GET', showPath);
+    stateEl.textContent = session.state;
+    stateEl.className = `state-${session.state}`;
+    return ['terminated', 'failed'].includes(session.state) ? session.state : null;
+  });
+  document.getElementById('exec-form')?.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const out = document.getElementById('exec-output');
+    const command = document.getElementById('exec-command').value.trim();
+    out.hidden = false;
+    out.textContent = `$ ${command}\n`;
+    try {
+      const result = await api('POST', `${showPath}/exec`, { command: ['sh', '-c', command] });
+      out.append(result.stdout, result.stderr, `\n[exit ${result.exit_code}${result.truncated ? ', output cut' : ''}]`);
+    } catch (err) {
+      out.append(`not run: ${err.message}`);
+    }
+  });
+  connectLive();
 }
 
 // Connecting a machine.
@@ -398,5 +434,6 @@ tickTimes();
 setInterval(tickTimes, 1000);
 if (page === 'fleet' || page === 'machine') setUpFleet();
 if (page === 'jobs') setUpJobs();
-if (page === 'job') followOutput(document.getElementById('output'));
+if (page === 'job') setUpJob(document.getElementById('output'));
+if (page === 'session') setUpSession(document.getElementById('output'));
 if (page === 'connect') setUpConnect();
