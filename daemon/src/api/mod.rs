@@ -22,7 +22,7 @@ pub(crate) mod machines;
 mod metrics;
 mod openapi;
 pub(crate) mod operate;
-mod policies;
+pub(crate) mod policies;
 mod redact;
 mod registries;
 pub(crate) mod sessions;

@@ -18,7 +18,7 @@ use super::assets::URLS;
 use super::chart::{self, Line};
 use super::gate::Session;
 use super::views::{COUNTED, Card, Summary, status_class};
-use crate::api::{ApiQuery, audit, fleet, jobs, machines};
+use crate::api::{ApiQuery, audit, fleet, jobs, machines, policies, sessions};
 use crate::node::{Node, now_ms};
 
 /// What every page's frame shows: the assets, the CSRF token, who is logged in and what
@@ -252,6 +252,54 @@ pub fn ago(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
+/// A policy that selects the machine, and what it sets.
+pub struct PolicyRow {
+    pub name: String,
+    pub sets: String,
+}
+
+impl PolicyRow {
+    fn of(policy: &shoal_protocol::policies::Policy) -> PolicyRow {
+        let spec = &policy.spec;
+        let mut sets = Vec::new();
+        if !spec.allowed_images.is_empty() {
+            sets.push(format!("images {}", spec.allowed_images.join(", ")));
+        }
+        if let Some(cpus) = spec.max_cpus {
+            sets.push(format!("at most {cpus} CPUs"));
+        }
+        if let Some(mb) = spec.max_memory_mb {
+            sets.push(format!("at most {mb} MB of memory"));
+        }
+        if let Some(s) = spec.max_duration_seconds {
+            sets.push(format!("at most {s} s a session"));
+        }
+        if let Some(mode) = &spec.network_mode {
+            sets.push(format!("network {mode}"));
+        }
+        if !spec.cap_add.is_empty() {
+            sets.push(format!("adds {}", spec.cap_add.join(", ")));
+        }
+        if !spec.cap_drop.is_empty() {
+            sets.push(format!("drops {}", spec.cap_drop.join(", ")));
+        }
+        if let Some(pids) = spec.pids_limit {
+            sets.push(format!("at most {pids} processes"));
+        }
+        if let Some(user) = &spec.user {
+            sets.push(format!("runs as {user}"));
+        }
+        PolicyRow {
+            name: policy.name.clone(),
+            sets: if sets.is_empty() {
+                "nothing".into()
+            } else {
+                sets.join("; ")
+            },
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "machine.html")]
 struct MachinePage {
@@ -267,9 +315,12 @@ struct MachinePage {
     jobs: Vec<JobRow>,
     audit: Vec<AuditRow>,
     checks: Vec<Check>,
+    policies: Vec<PolicyRow>,
+    /// The machine's sessions: id, state, template.
+    sessions: Vec<(u64, String, String)>,
 }
 
-/// `GET /machines/{id}`: Resources, Work, Audit (admin keys) and Diagnostics.
+/// `GET /machines/{id}`: Resources, Work, Policies, Audit (admin keys) and Diagnostics.
 pub async fn machine(
     State(node): State<Arc<Node>>,
     Extension(session): Extension<Session>,
@@ -338,6 +389,31 @@ pub async fn machine(
     } else {
         Vec::new()
     };
+    let session_params = shoal_protocol::params::SessionParams {
+        machine: Some(machine.id.to_string()),
+        ..Default::default()
+    };
+    let sessions = match sessions::list(
+        State(node.clone()),
+        Extension(session.caller.clone()),
+        ApiQuery(session_params),
+    )
+    .await
+    {
+        Ok(Json(list)) => list
+            .sessions
+            .iter()
+            .map(|s| (s.id.0, s.state.as_str().to_string(), s.template.clone()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let Json(policies) = policies::list(State(node.clone())).await;
+    let policies = policies
+        .policies
+        .iter()
+        .filter(|p| p.spec.selects(&machine.labels))
+        .map(PolicyRow::of)
+        .collect();
     let samples_count = samples.len();
     html(MachinePage {
         chrome: Chrome::of(&session),
@@ -352,5 +428,7 @@ pub async fn machine(
         jobs,
         audit,
         checks: machine.diagnosis.clone(),
+        policies,
+        sessions,
     })
 }

@@ -132,6 +132,14 @@ pub async fn resources_chart_has_points(browser: &Browser, api: &str, machine: M
         history["samples"].as_array().unwrap().len() >= 2,
         "{history}"
     );
+    // A policy that selects the tier=web machines shows on their page.
+    let (status, body) = crate::http::send(
+        reqwest::Method::PUT,
+        format!("{api}/v1/policies/web-limits"),
+        json!({"selector": {"tier": "web"}, "max_cpus": 2.0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     browser.goto(&format!("{api}/?label=tier%3Dweb")).await;
     browser
         .click(&format!(".card[data-id='{machine}'] a.host"))
@@ -155,6 +163,17 @@ pub async fn resources_chart_has_points(browser: &Browser, api: &str, machine: M
             .await;
         assert!(n.as_u64().unwrap() >= 2, "{line}: {n}");
     }
+    let policies = browser
+        .js(
+            "return document.getElementById('policies').textContent;",
+            vec![],
+        )
+        .await;
+    let policies = policies.as_str().unwrap();
+    assert!(
+        policies.contains("web-limits") && policies.contains("at most 2 CPUs"),
+        "{policies}"
+    );
     browser.screenshot("machine").await;
 }
 
