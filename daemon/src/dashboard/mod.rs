@@ -16,6 +16,7 @@ mod costs;
 pub mod gate;
 mod live;
 mod login;
+mod machine;
 mod pages;
 pub mod session;
 mod sessions;
@@ -41,7 +42,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
     let pages = Router::new()
         .route("/", get(pages::fleet))
-        .route("/machines/{id}", get(pages::machine))
+        .route("/machines/{id}", get(machine::page))
         .route("/jobs", get(work::jobs))
         .route("/jobs/{id}", get(work::job))
         .route("/connect", get(work::connect))

@@ -2,8 +2,10 @@
 //! fleet and one browser walk through what a user does, saving a screenshot of each page
 //! (`SHOAL_SCREENSHOTS=dir` keeps them; otherwise they go to a temporary directory).
 
+mod access;
 mod browser;
-mod flows;
+mod fleet_view;
+mod work_pages;
 
 use std::path::PathBuf;
 
@@ -52,24 +54,24 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     }
     let browser = Browser::start(&shots).await;
 
-    flows::log_in(&browser, &api, TEST_KEY).await;
-    flows::summary_and_green_cards(&browser).await;
+    fleet_view::log_in(&browser, &api, TEST_KEY).await;
+    fleet_view::summary_and_green_cards(&browser).await;
     // A cold load (the assets fetched, not cached) of a three-machine fleet.
-    let (bytes, paint_ms) = flows::first_load_figures(&browser).await;
+    let (bytes, paint_ms) = access::first_load_figures(&browser).await;
     eprintln!("dashboard: first load {bytes} bytes over the wire, first paint {paint_ms:.0} ms");
     assert!(bytes < 150 * 1024, "the first load moved {bytes} bytes");
     let cookie = browser.session_cookie().await;
-    flows::headers_assets_and_any_node(&api, &cluster.api(1), &cookie).await;
-    flows::sort_and_filter_match_the_api(&browser, &api).await;
-    flows::resources_chart_has_points(&browser, &api, cluster.node(1).id).await;
+    access::headers_assets_and_any_node(&api, &cluster.api(1), &cookie).await;
+    fleet_view::sort_and_filter_match_the_api(&browser, &api).await;
+    fleet_view::resources_chart_has_points(&browser, &api, cluster.node(1).id).await;
     let ids = [cluster.node(1).id, cluster.node(2).id];
-    flows::drain_and_undrain_from_the_page(&browser, &api, ids).await;
-    flows::rows_layout(&browser, &api).await;
-    flows::jobs_list_updates_live(&browser, &api).await;
-    flows::job_output_arrives_live(&browser, &api).await;
-    flows::costs_page(&browser, &api).await;
-    flows::connect_shows_the_join_command(&browser, &api).await;
-    flows::kill_switch_from_the_page(&browser, &api).await;
+    fleet_view::drain_and_undrain_from_the_page(&browser, &api, ids).await;
+    fleet_view::rows_layout(&browser, &api).await;
+    work_pages::jobs_list_updates_live(&browser, &api).await;
+    work_pages::job_output_arrives_live(&browser, &api).await;
+    work_pages::costs_page(&browser, &api).await;
+    work_pages::connect_shows_the_join_command(&browser, &api).await;
+    fleet_view::kill_switch_from_the_page(&browser, &api).await;
 
     // A read key: made with the admin key, used in the same browser.
     let (status, made) = post(
@@ -79,26 +81,26 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     .await;
     assert_eq!(status, 201, "{made}");
     let read_key = made["key"].as_str().unwrap().to_string();
-    flows::read_key_sees_no_actions_and_forgery_is_refused(&browser, &api, &read_key).await;
+    access::read_key_sees_no_actions_and_forgery_is_refused(&browser, &api, &read_key).await;
     let read_key_id = made["record"]["id"].as_str().unwrap();
-    flows::revocation_ends_the_session(&browser, &api, read_key_id).await;
-    flows::log_in(&browser, &api, TEST_KEY).await;
+    access::revocation_ends_the_session(&browser, &api, read_key_id).await;
+    fleet_view::log_in(&browser, &api, TEST_KEY).await;
 
     // A node stops: its card greys and the counts change with no reload.
     let leader = cluster.leader().expect("a leader");
     let stopped = (1..3).find(|&i| i != leader).unwrap();
     let stopped_id = cluster.node(stopped).id;
     browser.goto(&format!("{api}/")).await;
-    flows::wait_live(&browser).await;
+    fleet_view::wait_live(&browser).await;
     browser.js("window.shoalNotReloaded = true;", vec![]).await;
     let stop_started = std::time::Instant::now();
     cluster.stop(stopped).await;
-    flows::card_greys_without_reload(&browser, &stopped_id.to_string()).await;
+    fleet_view::card_greys_without_reload(&browser, &stopped_id.to_string()).await;
     let took = stop_started.elapsed();
     assert!(took.as_secs_f64() < 5.0, "the card greyed after {took:?}");
     eprintln!("dashboard: a stopped node's card greyed {took:?} after the stop");
 
-    flows::phone_has_no_horizontal_scroll(&browser, &api).await;
+    fleet_view::phone_has_no_horizontal_scroll(&browser, &api).await;
     browser.close().await;
     eprintln!(
         "dashboard walkthrough took {:?}; screenshots in {}",
