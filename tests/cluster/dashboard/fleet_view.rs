@@ -410,3 +410,31 @@ pub async fn kill_switch_from_the_page(browser: &Browser, api: &str) {
     let state: Value = get(format!("{api}/v1/killswitch")).await;
     assert_eq!(state["on"], json!(false), "{state}");
 }
+
+/// The delay from a machine's heartbeat to its card showing it, measured in the page: each
+/// time a card's heartbeat time changes, how old that heartbeat was (one clock: every node
+/// and the browser run on this host). Sorted, in milliseconds.
+pub async fn heartbeat_to_card_delays(browser: &Browser) -> Vec<u64> {
+    browser
+        .js(
+            "window.shoalDelays = [];
+             const seen = new MutationObserver((changes) => {
+               for (const c of changes) window.shoalDelays.push(Date.now() - Number(c.target.dataset.ms));
+             });
+             for (const t of document.querySelectorAll('time[data-f=heartbeat]')) {
+               seen.observe(t, {attributes: true, attributeFilter: ['data-ms']});
+             }",
+            vec![],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delays = browser.js("return window.shoalDelays;", vec![]).await;
+    let mut delays: Vec<u64> = delays
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_i64().unwrap().max(0) as u64)
+        .collect();
+    delays.sort_unstable();
+    delays
+}

@@ -60,6 +60,22 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     let (bytes, paint_ms) = access::first_load_figures(&browser).await;
     eprintln!("dashboard: first load {bytes} bytes over the wire, first paint {paint_ms:.0} ms");
     assert!(bytes < 150 * 1024, "the first load moved {bytes} bytes");
+    let delays = fleet_view::heartbeat_to_card_delays(&browser).await;
+    assert!(
+        delays.len() >= 6,
+        "cards updated {} times in 3 s",
+        delays.len()
+    );
+    let median = delays[delays.len() / 2];
+    eprintln!(
+        "dashboard: heartbeat to card: median {median} ms, max {} ms, {} updates in 3 s",
+        delays[delays.len() - 1],
+        delays.len()
+    );
+    assert!(
+        median < 1000,
+        "a heartbeat reached its card after {median} ms (median)"
+    );
     let cookie = browser.session_cookie().await;
     access::headers_assets_and_any_node(&api, &cluster.api(1), &cookie).await;
     fleet_view::sort_and_filter_match_the_api(&browser, &api).await;
