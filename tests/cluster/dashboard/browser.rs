@@ -16,6 +16,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct Browser {
     pub client: Client,
+    /// chromedriver's port, for the commands fantoccini has no call for.
+    port: u16,
     /// Kept so chromedriver (and its chromium) ends with the test.
     _driver: Child,
     shots: PathBuf,
@@ -80,6 +82,7 @@ impl Browser {
             .expect("a chromium session through chromedriver");
         Browser {
             client,
+            port,
             _driver: driver,
             shots: shots.to_path_buf(),
             _profile: profile,
@@ -171,6 +174,33 @@ impl Browser {
             .await
             .expect("the browser holds a session cookie");
         cookie.value().to_string()
+    }
+
+    /// Makes the page prefer a dark (or light) colour scheme, through chromedriver's
+    /// DevTools passthrough (`Emulation.setEmulatedMedia`).
+    pub async fn prefer_dark(&self, dark: bool) {
+        let session = self.client.session_id().await.unwrap().expect("a session");
+        let url = format!(
+            "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+            self.port
+        );
+        let scheme = if dark { "dark" } else { "light" };
+        let body = json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+            "features": [{"name": "prefers-color-scheme", "value": scheme}]}});
+        // Plain HTTP to chromedriver; the builder only brings the TLS setup reqwest needs.
+        let response = shoal_daemon::testsuite::http_client_builder()
+            .build()
+            .unwrap()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("chromedriver answers");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
     }
 
     pub async fn close(self) {

@@ -438,3 +438,48 @@ pub async fn heartbeat_to_card_delays(browser: &Browser) -> Vec<u64> {
     delays.sort_unstable();
     delays
 }
+
+/// Dark mode follows the system, and the page reads with the keyboard alone: a card's
+/// checkbox toggles with the space bar, and its link opens with Enter.
+pub async fn dark_mode_and_keyboard(browser: &Browser, api: &str) {
+    browser.goto(&format!("{api}/")).await;
+    browser.prefer_dark(true).await;
+    let colours = browser
+        .js(
+            "const body = getComputedStyle(document.body);
+             const card = getComputedStyle(document.querySelector('.card'));
+             return [body.backgroundColor, body.color, card.backgroundColor];",
+            vec![],
+        )
+        .await;
+    assert_eq!(colours[0], json!("rgb(15, 19, 25)"), "{colours}");
+    assert_eq!(colours[1], json!("rgb(227, 231, 238)"), "{colours}");
+    browser.screenshot("fleet-dark").await;
+    browser.prefer_dark(false).await;
+
+    let pick = browser
+        .client
+        .find(fantoccini::Locator::Css(".card .pick"))
+        .await
+        .unwrap();
+    pick.send_keys(" ").await.unwrap();
+    browser
+        .wait_js(
+            "a card picked with the space bar",
+            "return document.getElementById('selected-count').textContent === '1 selected';",
+        )
+        .await;
+    let link = browser
+        .client
+        .find(fantoccini::Locator::Css(".card a.host"))
+        .await
+        .unwrap();
+    let enter = char::from(fantoccini::key::Key::Enter).to_string();
+    link.send_keys(&enter).await.unwrap();
+    browser
+        .wait_js(
+            "a machine's page opened with Enter",
+            "return document.body.dataset.page === 'machine';",
+        )
+        .await;
+}

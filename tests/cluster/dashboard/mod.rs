@@ -83,6 +83,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     let ids = [cluster.node(1).id, cluster.node(2).id];
     fleet_view::drain_and_undrain_from_the_page(&browser, &api, ids).await;
     fleet_view::rows_layout(&browser, &api).await;
+    fleet_view::dark_mode_and_keyboard(&browser, &api).await;
     work_pages::jobs_list_updates_live(&browser, &api).await;
     work_pages::job_output_arrives_live(&browser, &api).await;
     work_pages::costs_page(&browser, &api).await;
