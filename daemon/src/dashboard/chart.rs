@@ -1,5 +1,5 @@
 //! The Resources chart: a machine's history as SVG polylines the server draws (CPU,
-//! memory and load over the samples the history endpoint returns).
+//! memory, load and disk over the samples the history endpoint returns).
 
 use shoal_protocol::api::ResourceSample;
 
@@ -18,9 +18,10 @@ pub struct Line {
     pub count: usize,
 }
 
-/// The chart's lines: CPU and memory as fractions of the height, load scaled to the
-/// highest load seen (at least 1).
-pub fn lines(samples: &[ResourceSample]) -> Vec<Line> {
+/// The chart's lines: CPU, memory and disk use as fractions of the height (disk against
+/// `disk_total_bytes`, the machine's disk now: samples carry only the free space), load
+/// scaled to the highest load seen (at least 1).
+pub fn lines(samples: &[ResourceSample], disk_total_bytes: u64) -> Vec<Line> {
     let memory = |s: &ResourceSample| {
         if s.memory_total_bytes > 0 {
             s.memory_used_bytes as f64 / s.memory_total_bytes as f64
@@ -37,6 +38,13 @@ pub fn lines(samples: &[ResourceSample]) -> Vec<Line> {
         line("memory", "memory".into(), samples, memory),
         line("load", format!("load (top {top_load:.1})"), samples, |s| {
             f64::from(s.load) / top_load
+        }),
+        line("disk", "disk".into(), samples, |s| {
+            if disk_total_bytes == 0 {
+                0.0
+            } else {
+                disk_total_bytes.saturating_sub(s.disk_free_bytes) as f64 / disk_total_bytes as f64
+            }
         }),
     ]
 }
@@ -88,17 +96,18 @@ mod tests {
             load,
             memory_used_bytes: 1,
             memory_total_bytes: 4,
-            disk_free_bytes: 0,
+            disk_free_bytes: 1,
         }
     }
 
     #[test]
     fn samples_become_points_across_the_width() {
-        let lines = lines(&[sample(1000, 0.0, 2.0), sample(2000, 1.0, 4.0)]);
+        let lines = lines(&[sample(1000, 0.0, 2.0), sample(2000, 1.0, 4.0)], 4);
         assert_eq!(lines[0].points, "0.0,160.0 600.0,0.0");
         assert_eq!(lines[1].points, "0.0,120.0 600.0,120.0");
         assert_eq!(lines[2].points, "0.0,80.0 600.0,0.0");
+        assert_eq!(lines[3].points, "0.0,40.0 600.0,40.0");
         assert!(lines.iter().all(|l| l.count == 2));
-        assert!(super::lines(&[]).iter().all(|l| l.points.is_empty()));
+        assert!(super::lines(&[], 0).iter().all(|l| l.points.is_empty()));
     }
 }

@@ -206,7 +206,7 @@ pub async fn page(
         chrome: Chrome::of(&session),
         card: Card::of(&machine),
         version: machine.version.clone(),
-        lines: chart::lines(&samples),
+        lines: chart::lines(&samples, machine.resources.disk_total_bytes),
         samples: samples_count,
         span,
         history_error,

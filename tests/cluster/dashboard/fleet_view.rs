@@ -153,7 +153,7 @@ pub async fn resources_chart_has_points(browser: &Browser, api: &str, machine: M
         )
         .await;
     assert!(count.as_u64().unwrap() >= 2);
-    for line in ["memory", "load"] {
+    for line in ["memory", "load", "disk"] {
         let n = browser
             .js(
                 &format!(
