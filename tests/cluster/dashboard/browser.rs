@@ -176,31 +176,47 @@ impl Browser {
         cookie.value().to_string()
     }
 
-    /// Makes the page prefer a dark (or light) colour scheme, through chromedriver's
-    /// DevTools passthrough (`Emulation.setEmulatedMedia`).
-    pub async fn prefer_dark(&self, dark: bool) {
+    /// Runs a DevTools command in the page through chromedriver's passthrough.
+    pub async fn cdp(&self, cmd: &str, params: Value) {
         let session = self.client.session_id().await.unwrap().expect("a session");
         let url = format!(
             "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
             self.port
         );
-        let scheme = if dark { "dark" } else { "light" };
-        let body = json!({"cmd": "Emulation.setEmulatedMedia", "params": {
-            "features": [{"name": "prefers-color-scheme", "value": scheme}]}});
         // Plain HTTP to chromedriver; the builder only brings the TLS setup reqwest needs.
         let response = shoal_daemon::testsuite::http_client_builder()
             .build()
             .unwrap()
             .post(&url)
-            .json(&body)
+            .json(&json!({"cmd": cmd, "params": params}))
             .send()
             .await
             .expect("chromedriver answers");
         assert!(
             response.status().is_success(),
-            "{url}: {}",
+            "{cmd}: {}",
             response.status()
         );
+    }
+
+    /// Makes the page prefer a dark (or light) colour scheme.
+    pub async fn prefer_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        let features = json!([{"name": "prefers-color-scheme", "value": scheme}]);
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": features }),
+        )
+        .await;
+    }
+
+    /// Cuts the page off the network, or lets it back.
+    pub async fn offline(&self, offline: bool) {
+        self.cdp("Network.enable", json!({})).await;
+        let conditions = json!({"offline": offline, "latency": 0,
+            "downloadThroughput": -1, "uploadThroughput": -1});
+        self.cdp("Network.emulateNetworkConditions", conditions)
+            .await;
     }
 
     pub async fn close(self) {

@@ -483,3 +483,71 @@ pub async fn dark_mode_and_keyboard(browser: &Browser, api: &str) {
         )
         .await;
 }
+
+/// A lost connection shows a banner; back online, the page reconnects by itself and gets
+/// the events it missed (it resumes after the last event index it saw).
+pub async fn lost_connection_resumes(browser: &Browser, api: &str, machine: MachineId) {
+    browser.goto(&format!("{api}/")).await;
+    wait_live(browser).await;
+    // Some event seen first, so the page has an index to resume from.
+    let (status, body) = crate::http::put_labels(api, machine, &["seen=before"]).await;
+    assert_eq!(status, 200, "{body}");
+    let before = browser
+        .wait_js(
+            "an event index",
+            "return Number(document.body.dataset.lastEvent || 0);",
+        )
+        .await;
+    browser
+        .js(
+            "window.shoalEvents = [];
+             document.addEventListener('shoal-event',
+                 (e) => window.shoalEvents.push(JSON.stringify(e.detail)));",
+            vec![],
+        )
+        .await;
+    // Offline, then the socket dropped (emulating the network going away does not end a
+    // WebSocket that is already open): every reconnect fails until the network is back.
+    browser.offline(true).await;
+    browser.js("window.shoalLive.close();", vec![]).await;
+    browser
+        .wait_js(
+            "the lost-connection banner",
+            "const b = document.getElementById('banner');
+             return !b.hidden && b.textContent.includes('lost') && document.body.dataset.live === 'closed';",
+        )
+        .await;
+    browser.screenshot("connection-lost").await;
+    let (status, body) = crate::http::put_labels(api, machine, &["seen=while-away"]).await;
+    assert_eq!(status, 200, "{body}");
+    browser.offline(false).await;
+    wait_live(browser).await;
+    // The label change made while the page was away comes in the resumed backlog.
+    browser
+        .wait_js(
+            "the missed label event",
+            "return window.shoalEvents.some((e) => e.includes('while-away'));",
+        )
+        .await;
+    let after = browser
+        .js("return Number(document.body.dataset.lastEvent);", vec![])
+        .await;
+    // The card's labels follow too.
+    browser
+        .wait_js(
+            "the new label on the card",
+            &format!(
+                "return [...document.querySelectorAll(\".card[data-id='{machine}'] .labels li\")]
+                     .some((li) => li.textContent === 'seen=while-away');"
+            ),
+        )
+        .await;
+    assert!(after.as_u64() > before.as_u64(), "{before} then {after}");
+    assert!(
+        browser
+            .js("return document.getElementById('banner').hidden;", vec![])
+            .await
+            == json!(true),
+        "the banner stays after the reconnect"
+    );
+}

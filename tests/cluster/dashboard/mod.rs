@@ -84,6 +84,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     fleet_view::drain_and_undrain_from_the_page(&browser, &api, ids).await;
     fleet_view::rows_layout(&browser, &api).await;
     fleet_view::dark_mode_and_keyboard(&browser, &api).await;
+    fleet_view::lost_connection_resumes(&browser, &api, cluster.node(0).id).await;
     work_pages::jobs_list_updates_live(&browser, &api).await;
     work_pages::job_output_arrives_live(&browser, &api).await;
     work_pages::costs_page(&browser, &api).await;

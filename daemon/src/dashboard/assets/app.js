@@ -64,6 +64,14 @@ function updateCard(m) {
   }
   setField(card, 'load', m.load);
   setField(card, 'running', m.running);
+  const labels = card.querySelector('ul.labels');
+  if (labels && [...labels.children].map((li) => li.textContent).join('\n') !== m.labels.join('\n')) {
+    labels.replaceChildren(...m.labels.map((text) => {
+      const li = document.createElement('li');
+      li.textContent = text;
+      return li;
+    }));
+  }
   const beat = card.querySelector('time[data-f="heartbeat"]');
   if (beat) {
     beat.dataset.ms = m.last_heartbeat_ms;
@@ -99,6 +107,8 @@ let retries = 0;
 function connectLive() {
   const since = lastIndex === null ? '' : `?since=${lastIndex}`;
   const socket = new WebSocket(`${wsBase}/ui/live${since}`);
+  // Reachable from the console (and the browser test) to see or drop the connection.
+  window.shoalLive = socket;
   socket.addEventListener('open', () => {
     retries = 0;
     banner(null);
@@ -111,6 +121,7 @@ function connectLive() {
       if (msg.summary) updateSummary(msg.summary);
     } else if (msg.type === 'event') {
       lastIndex = msg.event.index;
+      document.body.dataset.lastEvent = lastIndex;
       document.dispatchEvent(new CustomEvent('shoal-event', { detail: msg.event }));
     } else if (msg.type === 'resume') {
       lastIndex = msg.from;
