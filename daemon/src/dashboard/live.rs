@@ -23,12 +23,12 @@ use shoal_protocol::ApiError;
 use shoal_protocol::params::ReadParams;
 use shoal_raft::Follower;
 
-use super::gate::cookie_key;
+use super::gate::{cookie_key, keys, session_cookie};
 use super::pages::namer;
 use super::views::{Card, Summary};
 use crate::api::{ApiQuery, Failure, caller_of, events, fleet, machines};
 use crate::keys::Caller;
-use crate::node::Node;
+use crate::node::{Node, now_ms};
 
 /// How often the figures are sent (when something changed) and the session checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -50,6 +50,7 @@ pub async fn live(
         )
     })?;
     let caller = caller_of(&node, &key).await?;
+    let cookie = session_cookie(&headers).unwrap_or_default().to_string();
     let since = pairs
         .iter()
         .find(|(name, _)| name == "since")
@@ -73,14 +74,14 @@ pub async fn live(
         .filter(|e| events::visible(&caller, e))
         .collect();
     Ok(upgrade
-        .on_upgrade(move |socket| serve(node, socket, key, caller, backlog, follower))
+        .on_upgrade(move |socket| serve(node, socket, cookie, caller, backlog, follower))
         .into_response())
 }
 
 async fn serve(
     node: Arc<Node>,
     mut socket: WebSocket,
-    key: String,
+    cookie: String,
     caller: Caller,
     backlog: Vec<shoal_protocol::events::Event>,
     mut follower: Follower,
@@ -99,6 +100,11 @@ async fn serve(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // The session again: expired, or its key revoked, ends the socket.
+                let key = match keys(&node).open(&cookie, now_ms()) {
+                    Ok(key) => key,
+                    Err(err) => return end(socket, &err.to_string()).await,
+                };
                 let caller = match caller_of(&node, &key).await {
                     Ok(caller) => caller,
                     Err(failure) => return end(socket, &failure.0.message).await,
