@@ -87,6 +87,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "(the admin API key is kept in {})",
         args.data_dir.join("admin.key").display()
     );
+    println!(
+        "dashboard: https://{}/ (paste the SHOAL_TOKEN key; the browser needs the CA above, or \
+         an exception for this address)",
+        nodes[0].node.api_addr
+    );
     shutdown_signal().await;
     for running in nodes {
         running.shutdown().await;
