@@ -31,7 +31,11 @@ fn commands(path: &[String]) -> Vec<Vec<String>> {
         .expect("running shoal --help");
     let text = stdout(&help);
     assert!(
-        text.contains(&format!("Usage: shoal {}", path.join(" ")).trim_end().to_string()),
+        text.contains(
+            &format!("Usage: shoal {}", path.join(" "))
+                .trim_end()
+                .to_string()
+        ),
         "shoal {} --help: {text}",
         path.join(" ")
     );
@@ -59,7 +63,11 @@ fn commands(path: &[String]) -> Vec<Vec<String>> {
 #[test]
 fn every_command_answers_help() {
     let all = commands(&[]);
-    for expected in [&["job", "run"][..], &["machines", "approve"], &["registry", "login"]] {
+    for expected in [
+        &["job", "run"][..],
+        &["machines", "approve"],
+        &["registry", "login"],
+    ] {
         assert!(
             all.iter().any(|path| path == expected),
             "{expected:?} not found among {all:?}"
