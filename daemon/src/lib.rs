@@ -11,6 +11,7 @@ pub mod backups;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod dev;
 pub mod diagnose;
 pub mod dispatch;

@@ -6,6 +6,7 @@ mod access;
 mod bodies;
 mod catchup;
 mod costs;
+mod dashboard;
 mod events;
 mod failover;
 mod fixture;

@@ -1,6 +1,7 @@
 //! The API key check in front of every `/v1` route: `Authorization: Bearer KEY` or
-//! `X-Shoal-Key: KEY`, checked against this node's replica (a revocation counts as soon
-//! as the node applies it), and the scope the route needs.
+//! `X-Shoal-Key: KEY` (else the dashboard's session cookie, see `crate::dashboard::gate`),
+//! checked against this node's replica (a revocation counts as soon as the node applies
+//! it), and the scope the route needs.
 
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ use shoal_protocol::keys::{Scope, parse_key};
 use shoal_protocol::{ApiError, ErrorCode};
 
 use super::Failure;
-use crate::keys::authenticate;
+use crate::dashboard;
+use crate::keys::{Caller, authenticate};
 use crate::node::Node;
 
 /// The route running work posts its costs to, with a job token instead of a key.
@@ -65,6 +67,20 @@ fn unknown_here(node: &Node, key: &str) -> bool {
     parse_key(key).is_ok_and(|(id, _)| node.fleet.read(|state| !state.api_keys.contains_key(id)))
 }
 
+/// The caller whose key this is, checked against this node's replica.
+pub async fn caller_of(node: &Node, key: &str) -> Result<Caller, Failure> {
+    match node.fleet.read(|state| authenticate(state, key)) {
+        Ok(caller) => Ok(caller),
+        // A key made a moment ago through another node may not have reached this replica:
+        // read through the leader once before calling it unknown.
+        Err(_) if unknown_here(node, key) => {
+            let _ = node.read_barrier().await;
+            Ok(node.fleet.read(|state| authenticate(state, key))?)
+        }
+        Err(err) => Err(Failure(err)),
+    }
+}
+
 /// Lets the request through with its [`crate::keys::Caller`] in the extensions, or answers
 /// 401 (no key, or one the fleet does not accept) or 403 (not the scope the route needs).
 pub async fn require_key(
@@ -80,22 +96,21 @@ pub async fn require_key(
     if *request.method() == Method::POST && route == COSTS_ROUTE {
         return Ok(next.run(request).await);
     }
-    let key = presented_key(request.headers()).ok_or_else(|| {
-        Failure(ApiError::new(
-            ErrorCode::Unauthorized,
-            "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
-        ))
-    })?;
-    let caller = match node.fleet.read(|state| authenticate(state, key)) {
-        Ok(caller) => caller,
-        // A key made a moment ago through another node may not have reached this replica:
-        // read through the leader once before calling it unknown.
-        Err(_) if unknown_here(&node, key) => {
-            let _ = node.read_barrier().await;
-            node.fleet.read(|state| authenticate(state, key))?
+    // A header key wins; else the dashboard's session cookie (with its origin and CSRF
+    // checks), so the page calls this same API.
+    let key = match presented_key(request.headers()) {
+        Some(key) => key.to_string(),
+        None => {
+            dashboard::gate::cookie_key(&node, request.method(), request.uri(), request.headers())?
+                .ok_or_else(|| {
+                    Failure(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "this needs an API key: send Authorization: Bearer <key> (or X-Shoal-Key)",
+                    ))
+                })?
         }
-        Err(err) => return Err(Failure(err)),
     };
+    let caller = caller_of(&node, &key).await?;
     caller.require(required_scope(request.method(), &route))?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

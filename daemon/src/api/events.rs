@@ -72,7 +72,7 @@ impl Topics {
 }
 
 /// Whether `caller` may see `event`.
-fn visible(caller: &Caller, event: &Event) -> bool {
+pub(crate) fn visible(caller: &Caller, event: &Event) -> bool {
     let admin = caller.scope >= Scope::Admin;
     let org = event.detail.get("org").and_then(Value::as_str);
     match event.topic {

@@ -71,7 +71,7 @@ fn view(
 }
 
 /// Every machine in the local replica, by id, with the live gossip view on top.
-pub(super) fn views(node: &Node) -> Vec<MachineView> {
+pub(crate) fn views(node: &Node) -> Vec<MachineView> {
     let roles = roles(node);
     let records: Vec<MachineRecord> = node
         .fleet

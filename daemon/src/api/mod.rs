@@ -5,27 +5,27 @@
 //! needs an API key (`auth.rs`); `/health` and `/metrics` do not.
 
 mod admission;
-mod audit;
+pub(crate) mod audit;
 mod auth;
 mod batch;
-mod costs;
+pub(crate) mod costs;
 mod error;
-mod events;
-mod fleet;
+pub(crate) mod events;
+pub(crate) mod fleet;
 mod gossip_keys;
 mod history;
-mod jobs;
+pub(crate) mod jobs;
 mod keys;
 mod logs;
 mod machine_query;
-mod machines;
+pub(crate) mod machines;
 mod metrics;
 mod openapi;
-mod operate;
-mod policies;
+pub(crate) mod operate;
+pub(crate) mod policies;
 mod redact;
 mod registries;
-mod sessions;
+pub(crate) mod sessions;
 mod settings;
 pub mod snapshot;
 mod templates;
@@ -45,6 +45,7 @@ use utoipa_axum::routes;
 
 use crate::node::Node;
 
+pub use auth::caller_of;
 pub use error::{ApiJson, ApiQuery, ApiResult, Failure, accepted, parsed};
 
 /// Waits for a read barrier when the read asked to be consistent.
@@ -125,6 +126,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 )
             }),
         )
+        .merge(crate::dashboard::router(node.clone()))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
