@@ -53,8 +53,8 @@ struct Cli {
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
-    /// Give up on a request after this many seconds.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Give up on a request after this long: 10s, 2m.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = request_timeout)]
     timeout: u64,
     #[command(subcommand)]
     command: Cmd,
@@ -281,6 +281,14 @@ fn man_pages(cmd: clap::Command) -> Vec<(String, Vec<u8>)> {
     let mut pages = Vec::new();
     walk(cmd, "shoal".to_string(), &mut pages);
     pages
+}
+
+/// The request timeout: a duration with its unit, at least a second.
+fn request_timeout(text: &str) -> Result<u64, String> {
+    match operate::parse_duration(text)? {
+        0 => Err("the request timeout must be at least 1s".to_string()),
+        secs => Ok(secs),
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
@@ -516,7 +524,7 @@ mod tests {
             "--addr",
             "10.0.0.1:7400",
             "--timeout",
-            "3",
+            "3s",
         ])
         .unwrap();
         assert!(cli.json);
@@ -535,7 +543,12 @@ mod tests {
             "plain HTTP, for a node started with --insecure-http"
         );
         assert!(parse(&["health", "--addr", "ftp://x:1"]).is_err());
-        assert!(parse(&["health", "--timeout", "0"]).is_err());
+        assert!(parse(&["health", "--timeout", "0s"]).is_err());
+        assert!(
+            parse(&["health", "--timeout", "3"]).is_err(),
+            "a bare number is refused: the unit is said"
+        );
+        assert_eq!(parse(&["health", "--timeout", "2m"]).unwrap().timeout, 120);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use shoal_protocol::sessions::{AttachMessage, TERMINAL_SIZE_RANGE};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite;
 
+use std::sync::Arc;
+
+use crate::keys::Caller;
 use crate::node::Node;
 use bollard::container::LogOutput;
 
@@ -40,8 +43,16 @@ async fn finish(socket: &mut WebSocket, last: AttachMessage) {
         .await;
 }
 
-/// On the machine that runs the session: a shell in its container, pumped both ways.
-pub async fn local(node: &Node, mut socket: WebSocket, job: u64, attempt: u32, size: (u16, u16)) {
+/// On the machine that runs the session: a shell in its container, pumped both ways, until
+/// the shell exits, the client leaves or the caller's key no longer holds.
+pub async fn local(
+    node: Arc<Node>,
+    caller: Caller,
+    mut socket: WebSocket,
+    job: u64,
+    attempt: u32,
+    size: (u16, u16),
+) {
     let command = [SHELL.to_string()];
     let mut shell = match node
         .runner
@@ -55,8 +66,12 @@ pub async fn local(node: &Node, mut socket: WebSocket, job: u64, attempt: u32, s
             return finish(&mut socket, AttachMessage::Error { message }).await;
         }
     };
+    let mut revoked = crate::keys::revoked(node.clone(), &caller);
     loop {
         tokio::select! {
+            message = &mut revoked => {
+                return finish(&mut socket, AttachMessage::Error { message }).await;
+            }
             out = shell.output.next() => match out {
                 Some(Ok(LogOutput::Console { message } | LogOutput::StdOut { message } | LogOutput::StdErr { message })) => {
                     if socket.send(Message::Binary(message)).await.is_err() {

@@ -1,6 +1,9 @@
 //! API keys on the node: making one, checking one against the replica, and recording the
 //! first admin key when this machine bootstraps the fleet.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use shoal_protocol::keys::{ApiKeyRecord, Scope, parse_key};
@@ -114,6 +117,32 @@ pub fn authenticate(state: &FleetState, key: &str) -> Result<Caller, ApiError> {
         org: record.org.clone(),
         scope: record.scope,
         credential: Credential::ApiKey(key.to_string()),
+    })
+}
+
+/// How often a stream that outlives its request (a followed event stream or job output, an
+/// attached shell) checks that its caller's key still holds.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until `caller`'s key no longer holds on this replica (revoked, or gone) and says
+/// why. A stream makes it once and selects on it beside its work for as long as it runs,
+/// so revoking a key ends every stream opened with it within [`RECHECK_EVERY`], on every
+/// node. Only API keys open streams: for any other credential this waits forever.
+pub fn revoked(node: Arc<Node>, caller: &Caller) -> BoxFuture<'static, String> {
+    let credential = caller.credential.clone();
+    Box::pin(async move {
+        let Credential::ApiKey(key) = credential else {
+            return std::future::pending().await;
+        };
+        let start = tokio::time::Instant::now() + RECHECK_EVERY;
+        let mut tick = tokio::time::interval_at(start, RECHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = node.fleet.read(|state| authenticate(state, &key)) {
+                return err.message;
+            }
+        }
     })
 }
 

@@ -1,7 +1,7 @@
 //! Events from any node: a job's life followed live as NDJSON, a client that reconnects
 //! to another node with the last index it saw getting exactly what it missed, the same
-//! over a WebSocket, a restarted node saying which old events it no longer has, and a
-//! follow that ends when its node shuts down.
+//! over a WebSocket, a restarted node saying which old events it no longer has, follows
+//! that end when their key is revoked, and a follow that ends when its node shuts down.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use shoal_daemon::testsuite::{Cluster, init_logs, wait_until};
 use shoal_protocol::events::{Event, EventLine, StreamEnd, Topic, kind};
 use shoal_protocol::{JobId, JobState};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::http::keyed;
 
@@ -295,6 +296,52 @@ async fn a_job_is_followed_live_and_a_client_resumes_on_another_node() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
+
+    // Follows opened with a key end, on every node, once it is revoked: NDJSON with a last
+    // line saying why, a WebSocket with that line and a close 1008.
+    let url = format!("{}/v1/events?follow=true&topic=machine", cluster.api(1));
+    let mut ndjson = Lines::open_as(&cluster, &url, Some(viewer)).await;
+    let mut request = format!("{}/v1/events?follow=true&topic=machine", cluster.ws(2))
+        .into_client_request()
+        .unwrap();
+    let bearer = format!("Bearer {viewer}").parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let (mut socket, _) = shoal_daemon::testsuite::ws_connect(request).await.unwrap();
+    let viewer_id = made["record"]["id"].as_str().unwrap();
+    let url = format!("{}/v1/keys/{viewer_id}", cluster.api(0));
+    let (status, body) = send(&cluster, reqwest::Method::DELETE, &url, Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    let end = loop {
+        match ndjson.next().await {
+            Some(EventLine::Event(_)) => continue,
+            Some(EventLine::End(end)) => break end,
+            None => panic!("the stream ended without saying why"),
+        }
+    };
+    assert_eq!(end.error, "this API key was revoked", "{end:?}");
+    let mut said = None;
+    loop {
+        let message = tokio::time::timeout(LINE_WAIT, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("a close before the end")
+            .unwrap();
+        match message {
+            Message::Text(text) => {
+                if let Ok(EventLine::End(end)) = serde_json::from_str(&text) {
+                    said = Some(end.error);
+                }
+            }
+            Message::Close(frame) => {
+                let frame = frame.expect("a close saying why");
+                assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+                assert_eq!(frame.reason.as_str(), "this API key was revoked");
+                break;
+            }
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+    assert_eq!(said.as_deref(), Some("this API key was revoked"));
 
     // A follow in progress ends, with where to resume, when its node shuts down; the
     // node does not wait on it.

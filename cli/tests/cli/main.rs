@@ -228,6 +228,20 @@ async fn the_cli_drives_a_real_cluster() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Bad Key"));
+    // A duration without its unit is refused, naming the units it takes.
+    let bare = run(&["token", "create", "--ttl", "90"]).await.unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        said.contains("\"90\" needs a unit: 90s, 90m, 90h or 90d"),
+        "{said}"
+    );
+    // Nouns singular or plural.
+    let singular = stdout(&run(&["machine", "ls"]).await.unwrap());
+    for name in ["node-0", "node-1", "node-2"] {
+        assert!(singular.contains(name), "{name} missing from:\n{singular}");
+    }
+    stdout(&run(&["jobs", "ls"]).await.unwrap());
     // Without a key: the server's 401, and what to set.
     let keyless = tokio::task::spawn_blocking({
         let addr = addr.clone();

@@ -13,7 +13,8 @@
 //!  WebSocket  ─▶ one event per text message; closes normally after the backlog without
 //!                follow
 //!  a follow the node must end (the client fell behind, the node caught up from a
-//!  snapshot, shutdown) ends with {"error": "...", "resume_from": N}: reconnect with since=N
+//!  snapshot, shutdown) ends with {"error": "...", "resume_from": N}: reconnect with since=N;
+//!  so does one whose key was revoked (within a second; a WebSocket closes with 1008)
 //! ```
 //!
 //! The events of one applied batch are written together, so a stream never stops between
@@ -34,6 +35,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use shoal_protocol::events::{Event, EventLine, StreamEnd, Topic, kind};
 use shoal_protocol::keys::Scope;
@@ -42,7 +44,7 @@ use shoal_protocol::{ApiError, ErrorCode};
 use shoal_raft::{FollowError, Follower, Gone};
 
 use super::{ApiQuery, Failure};
-use crate::keys::Caller;
+use crate::keys::{self, Caller};
 use crate::node::Node;
 
 /// The media type of a stream of JSON lines.
@@ -132,9 +134,9 @@ pub async fn events(
     let backlog = topics.lines(&backlog);
     Ok(match upgrade {
         Ok(upgrade) => upgrade
-            .on_upgrade(move |socket| websocket(socket, topics, backlog, follower))
+            .on_upgrade(move |socket| websocket(node, socket, topics, backlog, follower))
             .into_response(),
-        Err(_) => ndjson(topics, backlog, follower),
+        Err(_) => ndjson(node, topics, backlog, follower),
     })
 }
 
@@ -142,24 +144,65 @@ fn gone(err: Gone) -> Failure {
     Failure(ApiError::new(ErrorCode::Conflict, err.to_string()))
 }
 
-/// The next followed events the client wants, as lines; an empty batch is skipped.
-async fn next_lines(follower: &mut Follower, topics: &Topics) -> Result<Vec<String>, FollowError> {
-    loop {
-        let lines = topics.lines(&follower.next().await?);
-        if !lines.is_empty() {
-            return Ok(lines);
+/// Why a follow ends before the client leaves.
+enum Ended {
+    /// The node could not go on (it fell behind, or caught up from a snapshot).
+    Follow(FollowError),
+    /// The caller's key no longer holds.
+    Revoked { reason: String, resume_from: u64 },
+}
+
+impl Ended {
+    fn reason(&self) -> String {
+        match self {
+            Ended::Follow(err) => err.to_string(),
+            Ended::Revoked { reason, .. } => reason.clone(),
+        }
+    }
+
+    /// The stream's last line.
+    fn line(&self) -> String {
+        let end = StreamEnd {
+            error: self.reason(),
+            resume_from: match self {
+                Ended::Follow(err) => err.resume_from(),
+                Ended::Revoked { resume_from, .. } => *resume_from,
+            },
+        };
+        serde_json::to_string(&end).expect("a stream end serializes")
+    }
+
+    /// The WebSocket close code that goes with it.
+    fn close_code(&self) -> u16 {
+        match self {
+            Ended::Follow(_) => close_code::ERROR,
+            Ended::Revoked { .. } => close_code::POLICY,
         }
     }
 }
 
-/// The last line of a follow the node ended.
-fn end_line(err: FollowError) -> String {
-    tracing::debug!(%err, "event stream ended");
-    let end = StreamEnd {
-        error: err.to_string(),
-        resume_from: err.resume_from(),
+/// The next followed events the client wants, as lines; an empty batch is skipped. Ends
+/// when the follow does or the caller's key no longer holds (`revoked`, made once per
+/// stream by [`keys::revoked`]).
+async fn next_lines(
+    follower: &mut Follower,
+    topics: &Topics,
+    revoked: &mut BoxFuture<'static, String>,
+) -> Result<Vec<String>, Ended> {
+    let wanted = async {
+        loop {
+            let lines = topics.lines(&follower.next().await.map_err(Ended::Follow)?);
+            if !lines.is_empty() {
+                return Ok(lines);
+            }
+        }
     };
-    serde_json::to_string(&end).expect("a stream end serializes")
+    tokio::select! {
+        next = wanted => next,
+        reason = revoked => {
+            Err(Ended::Revoked { reason, resume_from: follower.position() })
+        }
+    }
 }
 
 fn chunk(lines: Vec<String>) -> Bytes {
@@ -176,22 +219,29 @@ enum Step {
 
 /// The backlog, then (following) each batch as one body chunk until the client leaves or
 /// the follow ends.
-fn ndjson(topics: Topics, backlog: Vec<String>, follower: Option<Follower>) -> Response {
-    let stream = futures::stream::unfold(Step::Backlog(backlog, follower), move |step| {
+fn ndjson(
+    node: Arc<Node>,
+    topics: Topics,
+    backlog: Vec<String>,
+    follower: Option<Follower>,
+) -> Response {
+    let revoked = keys::revoked(node, &topics.caller);
+    let start = (Step::Backlog(backlog, follower), revoked);
+    let stream = futures::stream::unfold(start, move |(step, mut revoked)| {
         let topics = topics.clone();
         async move {
             let mut follower = match step {
                 Step::Backlog(lines, follower) if !lines.is_empty() => {
                     let next = follower.map_or(Step::Done, Step::Live);
-                    return Some((chunk(lines), next));
+                    return Some((chunk(lines), (next, revoked)));
                 }
                 Step::Backlog(_, follower) => follower?,
                 Step::Live(follower) => follower,
                 Step::Done => return None,
             };
-            match next_lines(&mut follower, &topics).await {
-                Ok(lines) => Some((chunk(lines), Step::Live(follower))),
-                Err(err) => Some((chunk(vec![end_line(err)]), Step::Done)),
+            match next_lines(&mut follower, &topics, &mut revoked).await {
+                Ok(lines) => Some((chunk(lines), (Step::Live(follower), revoked))),
+                Err(ended) => Some((chunk(vec![ended.line()]), (Step::Done, revoked))),
             }
         }
     });
@@ -200,8 +250,10 @@ fn ndjson(topics: Topics, backlog: Vec<String>, follower: Option<Follower>) -> R
 }
 
 /// The backlog, then (following) each event as one text message until the client closes
-/// or the follow ends: then the end line and a close (1011) saying why.
+/// or the follow ends: then the end line and a close saying why (1011, or 1008 for a key
+/// that no longer holds).
 async fn websocket(
+    node: Arc<Node>,
     mut socket: WebSocket,
     topics: Topics,
     backlog: Vec<String>,
@@ -213,18 +265,19 @@ async fn websocket(
     let Some(mut follower) = follower else {
         return close(socket, close_code::NORMAL, "sent every event asked for").await;
     };
+    let mut revoked = keys::revoked(node, &topics.caller);
     loop {
         tokio::select! {
-            next = next_lines(&mut follower, &topics) => match next {
+            next = next_lines(&mut follower, &topics, &mut revoked) => match next {
                 Ok(lines) => {
                     if send_all(&mut socket, lines).await.is_err() {
                         return;
                     }
                 }
-                Err(err) => {
-                    let reason = err.to_string();
-                    if socket.send(Message::Text(end_line(err).into())).await.is_ok() {
-                        close(socket, close_code::ERROR, &reason).await;
+                Err(ended) => {
+                    tracing::debug!(reason = %ended.reason(), "event stream ended");
+                    if socket.send(Message::Text(ended.line().into())).await.is_ok() {
+                        close(socket, ended.close_code(), &ended.reason()).await;
                     }
                     return;
                 }

@@ -1,5 +1,5 @@
 //! `GET /v1/jobs/{id}/logs`: a job attempt's output from any node, at once or followed
-//! over a WebSocket (`follow=true`) until the attempt ends.
+//! over a WebSocket (`follow=true`) until the attempt ends, or the caller's key is revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,14 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures::future::BoxFuture;
 use shoal_protocol::ApiError;
 use shoal_protocol::api::JobLogs;
 use shoal_protocol::params::LogParams;
 
 use super::jobs::{parse_job_id, visible_job};
 use super::{ApiQuery, Failure};
-use crate::keys::Caller;
+use crate::keys::{self, Caller};
 use crate::logs::{self, FOLLOW_WAIT};
 use crate::node::Node;
 
@@ -50,12 +51,19 @@ pub async fn logs(
             "follow=true streams over a WebSocket: connect with a WebSocket client (wss://)",
         ))
     })?;
-    Ok(upgrade.on_upgrade(move |socket| follow(node, socket, first)))
+    let revoked = keys::revoked(node.clone(), &caller);
+    Ok(upgrade.on_upgrade(move |socket| follow(node, socket, first, revoked)))
 }
 
 /// Sends each chunk as one JSON text message, reading on until the attempt has ended and
-/// everything was sent, then closes normally. A read error closes with the message.
-async fn follow(node: Arc<Node>, mut socket: WebSocket, mut logs: JobLogs) {
+/// everything was sent, then closes normally. A read error closes with the message; a key
+/// that no longer holds (`revoked`) closes with 1008 and the reason.
+async fn follow(
+    node: Arc<Node>,
+    mut socket: WebSocket,
+    mut logs: JobLogs,
+    mut revoked: BoxFuture<'static, String>,
+) {
     let (job, attempt) = (logs.job, logs.attempt);
     loop {
         for chunk in &logs.chunks {
@@ -73,6 +81,7 @@ async fn follow(node: Arc<Node>, mut socket: WebSocket, mut logs: JobLogs) {
                 Ok(next) => logs = next,
                 Err(err) => return close(socket, close_code::ERROR, &err.message).await,
             },
+            reason = &mut revoked => return close(socket, close_code::POLICY, &reason).await,
             // The client only ever closes; anything else it sends is ignored.
             message = socket.recv() => {
                 if matches!(message, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {

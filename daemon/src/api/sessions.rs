@@ -207,7 +207,7 @@ pub async fn attach(
     })?;
     if machine == node.id {
         return Ok(upgrade.on_upgrade(move |socket| async move {
-            crate::attach::local(&node, socket, id.0, attempt, (cols, rows)).await;
+            crate::attach::local(node, caller, socket, id.0, attempt, (cols, rows)).await;
         }));
     }
     if headers.contains_key(crate::attach::RELAYED_HEADER) {
