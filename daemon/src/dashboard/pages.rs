@@ -231,3 +231,45 @@ impl JobRow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_page_query_is_the_apis_query_plus_text_and_layout() {
+        let (query, api) = FleetQuery::split(pairs(&[
+            ("sort", "cpu"),
+            ("order", "desc"),
+            ("status", ""),
+            ("label", "tier=web"),
+            ("label", "room=attic"),
+            ("q", " node "),
+            ("view", "rows"),
+        ]));
+        assert_eq!(
+            api,
+            pairs(&[
+                ("sort", "cpu"),
+                ("order", "desc"),
+                ("label", "tier=web"),
+                ("label", "room=attic"),
+            ]),
+            "empty fields, free text and the layout stay out of the API's query"
+        );
+        assert_eq!((query.text.as_str(), query.view.as_str()), ("node", "rows"));
+        // Without a sort, by hostname.
+        let (query, api) = FleetQuery::split(Vec::new());
+        assert_eq!(query.sort, "hostname");
+        assert_eq!(api, pairs(&[("sort", "hostname")]));
+        // Unknown parameters go to the API, which names them in its 400.
+        let (_, api) = FleetQuery::split(pairs(&[("bogus", "1"), ("sort", "name")]));
+        assert_eq!(api, pairs(&[("bogus", "1"), ("sort", "name")]));
+    }
+}

@@ -218,4 +218,38 @@ mod tests {
         assert_eq!(percent(1.7), 100);
         assert_eq!(percent(f32::NAN.max(0.0)), 0);
     }
+
+    #[test]
+    fn a_card_shows_its_machines_figures_and_matches_free_text() {
+        let mut machine: MachineView = serde_json::from_value(serde_json::json!({
+            "id": "00000000000000ab", "name": "attic-nuc", "hostname": "nuc",
+            "os": "linux", "arch": "x86_64", "version": "0.1.0", "status": "DRAINING",
+            "status_since_ms": 0, "labels": {"provider": "vps", "tier": "web"},
+            "operator_labels": {}, "resources": {"cpu_cores": 4, "cpu_usage": 0.5,
+            "load": 0.25, "memory_total_bytes": 1000, "memory_used_bytes": 250,
+            "disk_total_bytes": 100, "disk_free_bytes": 10},
+            "running": 1, "max_running": 8, "draining": true, "last_heartbeat_ms": 5,
+            "registered_at_ms": 0, "started_at_ms": 0,
+            "addr": {"peer_id": "", "p2p_addr": "", "api_addr": "", "gossip_addr": ""},
+            "raft_role": "voter"
+        }))
+        .expect("a machine view");
+        let card = Card::of(&machine);
+        assert_eq!((card.cpu, card.memory, card.disk), (50, 25, 90));
+        assert_eq!(
+            (card.status.as_str(), card.provider.as_str()),
+            ("draining", "vps")
+        );
+        assert_eq!(card.labels, ["provider=vps", "tier=web"]);
+        for text in ["ATTIC", "nuc", "tier=web", "vps", "x86", "ab"] {
+            assert!(card.matches_text(text), "{text}");
+        }
+        assert!(!card.matches_text("db"));
+        machine.resources.memory_total_bytes = 0;
+        assert_eq!(
+            Card::of(&machine).memory,
+            0,
+            "no memory reported: 0, not NaN"
+        );
+    }
 }
