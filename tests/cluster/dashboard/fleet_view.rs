@@ -427,7 +427,7 @@ pub async fn heartbeat_to_card_delays(browser: &Browser) -> Vec<u64> {
             vec![],
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let delays = browser.js("return window.shoalDelays;", vec![]).await;
     let mut delays: Vec<u64> = delays
         .as_array()

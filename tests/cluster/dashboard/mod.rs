@@ -68,7 +68,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     );
     let median = delays[delays.len() / 2];
     eprintln!(
-        "dashboard: heartbeat to card: median {median} ms, max {} ms, {} updates in 3 s",
+        "dashboard: heartbeat to card: median {median} ms, max {} ms, {} updates in 2 s",
         delays[delays.len() - 1],
         delays.len()
     );
@@ -87,6 +87,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     fleet_view::lost_connection_resumes(&browser, &api, cluster.node(0).id).await;
     work_pages::jobs_list_updates_live(&browser, &api).await;
     work_pages::job_output_arrives_live(&browser, &api).await;
+    work_pages::cancel_from_the_job_page(&browser, &api).await;
     work_pages::costs_page(&browser, &api).await;
     work_pages::connect_shows_the_join_command(&browser, &api).await;
     fleet_view::kill_switch_from_the_page(&browser, &api).await;

@@ -119,3 +119,32 @@ pub async fn costs_page(browser: &Browser, api: &str) {
         "no sessions in this fleet"
     );
 }
+
+/// A running job cancelled from its page: it ends cancelled, and the page says so.
+pub async fn cancel_from_the_job_page(browser: &Browser, api: &str) {
+    let (status, body) = crate::http::post(
+        format!("{api}/v1/jobs"),
+        json!({"command": ["sleep", "30"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["job"]["id"].as_u64().unwrap();
+    browser.goto(&format!("{api}/jobs/{id}")).await;
+    browser
+        .wait_js(
+            "the job running",
+            "return document.getElementById('job-state').textContent === 'running';",
+        )
+        .await;
+    browser.click("#cancel-job").await;
+    browser.client.accept_alert().await.unwrap();
+    browser
+        .wait_js(
+            "the job cancelled on its page",
+            "return document.getElementById('job-state').textContent === 'cancelled'
+                && document.getElementById('output-state').textContent.includes('cancelled');",
+        )
+        .await;
+    let job: Value = get(format!("{api}/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], json!("cancelled"), "{job}");
+}

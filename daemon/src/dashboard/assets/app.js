@@ -377,9 +377,25 @@ function followLogs(pre, logsPath, ended) {
   open();
 }
 
+/** A button that asks first, then POSTs to `path` and says what happened next to it. */
+function actionButton(button, outcome, question, path, done) {
+  button?.addEventListener('click', async () => {
+    if (!window.confirm(question)) return;
+    outcome.textContent = 'asking…';
+    try {
+      await api('POST', path);
+      outcome.textContent = done;
+    } catch (err) {
+      outcome.textContent = `refused: ${err.message}`;
+    }
+  });
+}
+
 function setUpJob(pre) {
   const id = pre.dataset.job;
   const names = machineNames();
+  actionButton(document.getElementById('cancel-job'), document.getElementById('cancel-outcome'),
+    `Cancel job #${id}?`, `/v1/jobs/${id}/cancel`, 'cancel asked: the job stops');
   // The job's own events (placed, running, ended) redraw its attempts at once.
   document.addEventListener('shoal-event', (event) => {
     if (event.detail.topic === 'job' && String(event.detail.subject) === String(id)) {
@@ -395,6 +411,9 @@ function setUpJob(pre) {
 
 function setUpSession(pre) {
   const showPath = pre.dataset.show;
+  actionButton(document.getElementById('terminate-session'),
+    document.getElementById('terminate-outcome'), 'Terminate this session?',
+    `${showPath}/terminate`, 'terminating: its container stops');
   const stateEl = document.getElementById('session-state');
   followLogs(pre, pre.dataset.logs, async () => {
     const session = await api('GET', showPath);
