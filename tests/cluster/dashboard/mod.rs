@@ -62,8 +62,8 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     assert!(bytes < 150 * 1024, "the first load moved {bytes} bytes");
     let delays = fleet_view::heartbeat_to_card_delays(&browser).await;
     assert!(
-        delays.len() >= 6,
-        "cards updated {} times in 3 s",
+        delays.len() >= 4,
+        "cards updated {} times in 2 s",
         delays.len()
     );
     let median = delays[delays.len() / 2];
