@@ -113,6 +113,9 @@ function connectLive() {
     retries = 0;
     banner(null);
     document.body.dataset.live = 'open';
+    // What changed between the page's rendering (or the last socket) and now came before
+    // this socket: pages that show more than cards read it again once.
+    document.dispatchEvent(new CustomEvent('shoal-live-open'));
   });
   socket.addEventListener('message', (message) => {
     const msg = JSON.parse(message.data);
@@ -284,7 +287,8 @@ function machineNames() {
 function setUpJobs() {
   const names = machineNames();
   let pending = null;
-  // Job events redraw the table, at most every 300 ms.
+  // Job events redraw the table, at most every 300 ms; so does each new live socket.
+  document.addEventListener('shoal-live-open', () => refreshJobs(names).catch(() => {}));
   document.addEventListener('shoal-event', (event) => {
     if (event.detail.topic !== 'job' || pending) return;
     pending = setTimeout(() => {
@@ -402,6 +406,7 @@ function setUpJob(pre) {
       refreshJob(id, names).catch(() => {});
     }
   });
+  document.addEventListener('shoal-live-open', () => refreshJob(id, names).catch(() => {}));
   connectLive();
   followLogs(pre, `/v1/jobs/${id}/logs`, async () => {
     const state = await refreshJob(id, names);
