@@ -7,7 +7,7 @@
 //! applied since the last backup writes nothing.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::BufWriter;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,9 +50,14 @@ pub fn to_remove<'a>(names: impl IntoIterator<Item = &'a str>, keep: usize) -> V
         .collect()
 }
 
-/// Writes `bytes` as the backup taken at `unix_secs` in `dir` (made 0700 if missing):
-/// a temporary file, fsynced, then renamed into place. Returns its path.
-pub fn write_backup(dir: &Path, unix_secs: u64, bytes: &[u8]) -> std::io::Result<PathBuf> {
+/// Writes the backup taken at `unix_secs` in `dir` (made 0700 if missing) with `write`,
+/// which encodes into the file as it goes: a temporary file, fsynced, then renamed into
+/// place. Returns its path and what `write` says it wrote.
+pub fn write_backup(
+    dir: &Path,
+    unix_secs: u64,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<u64>,
+) -> std::io::Result<(PathBuf, u64)> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -65,12 +70,12 @@ pub fn write_backup(dir: &Path, unix_secs: u64, bytes: &[u8]) -> std::io::Result
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(bytes)?;
+    let written = write(&mut file)?;
     file.sync_all()?;
     let path = dir.join(name);
     fs::rename(&tmp, &path)?;
     fs::File::open(dir)?.sync_all()?;
-    Ok(path)
+    Ok((path, written))
 }
 
 /// Deletes all but the newest `keep` backups in `dir`; returns what it deleted.
@@ -116,10 +121,12 @@ pub async fn backup_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         }
         let target = dir.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let bytes = snapshot_format::encode(&copy).map_err(std::io::Error::other)?;
-            let path = write_backup(&target, now_ms() / 1000, &bytes)?;
+            let taken_at_ms = now_ms();
+            let (path, bytes) = write_backup(&target, taken_at_ms / 1000, |file| {
+                snapshot_format::encode_to(&copy, taken_at_ms, BufWriter::new(file))
+            })?;
             let removed = prune(&target, keep)?;
-            Ok::<_, std::io::Error>((path, bytes.len(), removed.len()))
+            Ok::<_, std::io::Error>((path, bytes, removed.len()))
         })
         .await;
         match written {
@@ -135,6 +142,7 @@ pub async fn backup_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -173,7 +181,11 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().join(BACKUP_DIR);
         for secs in [10, 20, 30] {
-            write_backup(&dir, secs, b"bytes").unwrap();
+            write_backup(&dir, secs, |file| {
+                file.write_all(b"bytes")?;
+                Ok(5)
+            })
+            .unwrap();
         }
         fs::write(dir.join("keep-me.txt"), b"x").unwrap();
         let mode = fs::metadata(dir.join("fleet-30.snap"))

@@ -105,6 +105,15 @@ pub fn encode_body_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
+    encode_body_to(value, out)
+}
+
+/// Encodes `value` as a body into any writer (a file, piece by piece), as
+/// [`encode_body_into`] does into a buffer.
+pub fn encode_body_to<T: Serialize + ?Sized, W: std::io::Write>(
+    value: &T,
+    out: W,
+) -> Result<(), FrameError> {
     let mut serializer = rmp_serde::Serializer::new(out).with_struct_map();
     value.serialize(&mut serializer)?;
     Ok(())

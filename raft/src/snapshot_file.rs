@@ -6,7 +6,7 @@
 //! snapshot with an older one.
 
 use std::fs::{self, File};
-use std::io::{Cursor, Write};
+use std::io::{BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,9 @@ fn lower_priority() {
     }
 }
 
+/// How much of an encoded snapshot is gathered before it goes to the file.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// The snapshot's file inside the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
@@ -99,18 +102,21 @@ impl<C: FleetConfig> SnapshotFile<C> {
         }
     }
 
-    /// Encodes `snapshot` (in the blocking pool: it walks the whole state) and makes it
-    /// the file on disk, unless the file already holds a newer one. Returns the encoded
-    /// bytes either way.
+    /// Encodes `snapshot` straight into the file (on a thread of its own: it walks the
+    /// whole state) and makes it the file on disk, unless the file already holds a newer
+    /// one. Returns the bytes written (none when a newer one was there).
     pub(crate) async fn save(
         self: &Arc<Self>,
         snapshot: StoredSnapshot<C>,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<u64, StoreError> {
         let this = self.clone();
         in_background(move || {
-            let bytes = snapshot_format::encode(&snapshot)?;
-            this.persist(snapshot.meta.last_log_id, &bytes)?;
-            Ok(bytes)
+            let last = snapshot.meta.last_log_id.clone();
+            let taken_at_ms = snapshot_format::now_ms();
+            this.persist_with(last, |file| {
+                let out = BufWriter::with_capacity(WRITE_BUFFER, file);
+                snapshot_format::encode_to(&snapshot, taken_at_ms, out)
+            })
         })
         .await
     }
@@ -127,14 +133,25 @@ impl<C: FleetConfig> SnapshotFile<C> {
     }
 
     fn persist(&self, last: Option<LogId<NodeIdOf<C>>>, bytes: &[u8]) -> Result<(), StoreError> {
+        self.persist_with(last, |file| write_all(file, bytes))
+            .map(|_| ())
+    }
+
+    /// Makes what `write` writes the file on disk, unless the file already holds a newer
+    /// snapshot; returns the bytes written.
+    fn persist_with(
+        &self,
+        last: Option<LogId<NodeIdOf<C>>>,
+        write: impl FnOnce(&mut File) -> std::io::Result<u64>,
+    ) -> Result<u64, StoreError> {
         let mut on_disk = self.on_disk.lock().expect("snapshot file lock poisoned");
         if last < *on_disk {
             tracing::info!(last = ?last, on_disk = ?*on_disk, "older snapshot not persisted");
-            return Ok(());
+            return Ok(0);
         }
-        write_atomically(&self.dir, bytes)?;
+        let written = write_atomically_with(&self.dir, write)?;
         *on_disk = last;
-        Ok(())
+        Ok(written)
     }
 
     /// The snapshot on disk, as openraft hands it to a lagging follower.
@@ -151,16 +168,30 @@ impl<C: FleetConfig> SnapshotFile<C> {
 }
 
 pub(crate) fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically_with(dir, |file| write_all(file, bytes)).map(|_| ())
+}
+
+fn write_all(file: &mut File, bytes: &[u8]) -> std::io::Result<u64> {
+    file.write_all(bytes).map(|()| bytes.len() as u64)
+}
+
+/// Writes the snapshot file with `write` (into a temporary file, synced, then renamed over
+/// the old one); returns what `write` says it wrote.
+fn write_atomically_with(
+    dir: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<u64>,
+) -> Result<u64, StoreError> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let path = dir.join(SNAPSHOT_FILE);
     let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let written = write(&mut file)
+        .and_then(|written| file.sync_all().map(|()| written))
         .map_err(|e| StoreError::io("write", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &tmp, e))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("sync", dir, e))
+        .map_err(|e| StoreError::io("sync", dir, e))?;
+    Ok(written)
 }
 
 fn read_bytes(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {

@@ -14,6 +14,7 @@
 //! carries `taken_at_ms`, when the copy was encoded, next to openraft's fields; a reader
 //! that does not know it skips it, and a file without it reads as "not known".
 
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::SnapshotMeta;
@@ -48,10 +49,14 @@ struct Stamp {
 /// Encodes a snapshot, stamped with the time now. This walks the whole state: call it off
 /// the apply path.
 pub fn encode<C: FleetConfig>(snapshot: &StoredSnapshot<C>) -> Result<Vec<u8>, StoreError> {
-    let now = SystemTime::now()
+    encode_taken_at(snapshot, now_ms())
+}
+
+/// Now, in milliseconds since the epoch, as a snapshot is stamped.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    encode_taken_at(snapshot, now)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Encodes a snapshot stamped as taken at `taken_at_ms` (milliseconds since the epoch).
@@ -59,18 +64,65 @@ pub fn encode_taken_at<C: FleetConfig>(
     snapshot: &StoredSnapshot<C>,
     taken_at_ms: u64,
 ) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(1024);
+    encode_to(snapshot, taken_at_ms, &mut out)
+        .map_err(|e| StoreError::Snapshot(format!("cannot encode the snapshot: {e}")))?;
+    Ok(out)
+}
+
+/// Encodes a snapshot stamped as taken at `taken_at_ms` into `out` as it goes, so no
+/// buffer ever holds the whole of it (a large state's snapshot is hundreds of megabytes:
+/// growing one buffer that far stalled the node's other threads); returns the bytes
+/// written. `out` is flushed at the end.
+pub fn encode_to<C: FleetConfig, W: Write>(
+    snapshot: &StoredSnapshot<C>,
+    taken_at_ms: u64,
+    out: W,
+) -> std::io::Result<u64> {
     let meta = frame::encode_body(&MetaOut {
         meta: &snapshot.meta,
         taken_at_ms,
-    })?;
-    let mut out = Vec::with_capacity(1024);
-    frame::write_header(&mut out);
-    out.extend_from_slice(&(meta.len() as u64).to_be_bytes());
-    out.extend_from_slice(&meta);
-    frame::encode_body_into(&snapshot.state, &mut out)?;
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
-    Ok(out)
+    })
+    .map_err(std::io::Error::other)?;
+    let mut header = Vec::new();
+    frame::write_header(&mut header);
+    let mut out = Digesting {
+        inner: out,
+        digest: Sha256::new(),
+        written: 0,
+    };
+    out.write_all(&header)?;
+    out.write_all(&(meta.len() as u64).to_be_bytes())?;
+    out.write_all(&meta)?;
+    frame::encode_body_to(&snapshot.state, &mut out).map_err(std::io::Error::other)?;
+    let Digesting {
+        mut inner,
+        digest,
+        written,
+    } = out;
+    inner.write_all(&digest.finalize())?;
+    inner.flush()?;
+    Ok(written + DIGEST_LEN as u64)
+}
+
+/// A writer that passes everything on and hashes it, for the digest that ends a snapshot.
+struct Digesting<W> {
+    inner: W,
+    digest: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The parts of an encoded snapshot, checked for shape but not decoded.

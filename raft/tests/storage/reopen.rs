@@ -117,12 +117,15 @@ async fn an_installed_snapshot_replaces_state_and_survives_reopen() {
         .apply((1..=4).map(|i| entry(i, upsert(i, "m", i))))
         .await
         .unwrap();
-    let snapshot = leader
+    let built = leader
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
+    // What a leader sends a lagging follower: the snapshot on disk.
+    let snapshot = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(snapshot.meta, built.meta);
 
     {
         let (_log, mut follower) = shoal_raft::open(follower_dir.path()).unwrap();
