@@ -1,7 +1,8 @@
 //! Request bodies no one meant, at the HTTP layer: valid bodies of the job, batch, session,
 //! template, policy and budget routes with values swapped for random JSON, fields dropped
 //! or added, sent to a live node. Each route has its own fixed seed, so a failure repeats.
-//! No answer is a 5xx, every refusal says what was wrong, and the node answers on.
+//! No answer is a 5xx, every refusal says what was wrong, and the node answers on. A
+//! refusal given before the route reads the body leaves the connection usable.
 
 use std::collections::BTreeMap;
 
@@ -176,5 +177,104 @@ async fn mutated_bodies_get_a_4xx_or_a_success_never_a_5xx() {
     assert!(seen.keys().any(|s| (200..300).contains(s)), "{seen:?}");
     let (status, _) = send(reqwest::Method::GET, format!("{api}/health"), Value::Null).await;
     assert_eq!(status, 200, "the node answers on");
+    cluster.shutdown().await;
+}
+
+/// One HTTP/1.1 exchange on `stream`: the request's head, then its body (`body_later`: a
+/// moment later, as many clients send it), then the answer's status, its head
+/// (lower-cased) and its body, read by Content-Length.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &str,
+    body_later: bool,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let split = request.find("\r\n\r\n").expect("a request head") + 4;
+    stream
+        .write_all(&request.as_bytes()[..split])
+        .await
+        .unwrap();
+    if body_later {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stream
+        .write_all(&request.as_bytes()[split..])
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                    let status = head[9..12].parse().unwrap();
+                    return (status, head.clone(), body.to_string());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the node closed the connection: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
+/// A refusal given before the route reads the body (no key: 401) leaves the connection
+/// open for the client's next request on it; a body over the limit is a 413 that closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_keeps_the_connection() {
+    init_logs();
+    let cluster = Cluster::start_configured(1, Timings::fast(), |config| {
+        config.api_tls = shoal_daemon::tls::ApiTls::Off;
+    })
+    .await
+    .unwrap();
+    let addr = cluster.api(0).trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"machines": ["node-0"]}"#;
+    let post = |auth: &str| {
+        format!(
+            "POST /v1/undrain HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for _ in 0..3 {
+        let (status, head, said) = exchange(&mut stream, &post(""), true).await;
+        assert_eq!(status, 401, "{said}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let key = format!(
+            "authorization: Bearer {}\r\n",
+            shoal_daemon::testsuite::TEST_KEY
+        );
+        let (status, _, said) = exchange(&mut stream, &post(&key), true).await;
+        assert_eq!(
+            status, 200,
+            "the next request on the same connection: {said}"
+        );
+    }
+
+    let big = "x".repeat(shoal_daemon::api::MAX_BODY_BYTES + 1);
+    let request = format!(
+        "POST /v1/undrain HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{big}",
+        big.len()
+    );
+    let (status, head, said) = exchange(&mut stream, &request, false).await;
+    assert_eq!(status, 413, "{said}");
+    assert!(said.contains("byte limit"), "{said}");
+    assert!(head.contains("connection: close"), "{head}");
     cluster.shutdown().await;
 }

@@ -8,6 +8,7 @@ mod admission;
 pub(crate) mod audit;
 mod auth;
 mod batch;
+mod body;
 pub(crate) mod costs;
 mod error;
 pub(crate) mod events;
@@ -129,6 +130,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::dashboard::router(node.clone()))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(body::read_whole))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             error::isolate_panics,
