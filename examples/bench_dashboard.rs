@@ -143,7 +143,7 @@ async fn start_fake(
     let id = fake_id(i);
     let mut labels = template.labels.clone();
     labels.insert("bench", "fake")?;
-    labels.insert("tier", if i % 2 == 0 { "web" } else { "db" })?;
+    labels.insert("tier", if i.is_multiple_of(2) { "web" } else { "db" })?;
     let gib = 1u64 << 30;
     let info = MachineInfo {
         id,
@@ -209,6 +209,13 @@ async fn wait_for<T>(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `/proc/loadavg`'s three load averages.
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Median and max of `values` (sorted here).
@@ -443,6 +450,7 @@ async fn run() -> anyhow::Result<()> {
         )
         .await;
     let mut delays = Vec::new();
+    let mut gossip_delays = Vec::new();
     let mut lost = 0;
     for round in 0..HEARTBEATS {
         let (fake_id, fake_info) = &fakes.machines[(round * 7) % fakes.machines.len()];
@@ -450,6 +458,25 @@ async fn run() -> anyhow::Result<()> {
         let text = format!("{load:.2}");
         // Spread the changes over the live socket's 1 s tick.
         tokio::time::sleep(Duration::from_millis(150 + (round as u64 * 137) % 400)).await;
+        // When node 0 (the page's node) has the heartbeat in its gossip view.
+        let mut peers = cluster.node(0).peers.clone();
+        let target = *fake_id;
+        let at_node = tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                let has = peers
+                    .borrow_and_update()
+                    .iter()
+                    .any(|p| p.info.id == target && p.info.resources.load == load);
+                if has {
+                    return Some(now_ms());
+                }
+                if start.elapsed() > CARD_DEADLINE {
+                    return None;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(5), peers.changed()).await;
+            }
+        });
         let sent = now_ms();
         fake_info.send_modify(|info| info.resources.load = load);
         let id = fake_id.to_string();
@@ -469,6 +496,9 @@ async fn run() -> anyhow::Result<()> {
             Ok(at) => delays.push(at - sent),
             Err(_) => lost += 1,
         }
+        if let Ok(Some(at)) = at_node.await {
+            gossip_delays.push(at - sent);
+        }
     }
     if delays.is_empty() {
         bail!("no card showed any of {HEARTBEATS} heartbeats within {CARD_DEADLINE:?}");
@@ -487,6 +517,15 @@ async fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    if !gossip_delays.is_empty() {
+        let (median, max) = median_max(&mut gossip_delays);
+        println!(
+            "  of which heartbeat to node 0's gossip view ({} seen): median {median:.0} ms, max {max:.0} ms",
+            gossip_delays.len()
+        );
+    }
+    println!("machine load at the end: {}", uptime());
 
     browser.close().await;
     drop(fakes);
