@@ -6,17 +6,17 @@
 //! the shell (`docker exec -it`); any other node relays the socket to that machine's API,
 //! with the caller's own key.
 
+use std::sync::Arc;
+
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use bollard::container::LogOutput;
 use futures::{SinkExt, StreamExt};
 use shoal_protocol::sessions::{AttachMessage, TERMINAL_SIZE_RANGE};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite;
 
-use std::sync::Arc;
-
-use crate::keys::Caller;
+use crate::keys::{self, Caller};
 use crate::node::Node;
-use bollard::container::LogOutput;
 
 /// Set on a relayed attach, so a node that does not run the session never relays again.
 pub const RELAYED_HEADER: &str = "x-shoal-relayed";
@@ -66,7 +66,7 @@ pub async fn local(
             return finish(&mut socket, AttachMessage::Error { message }).await;
         }
     };
-    let mut revoked = crate::keys::revoked(node.clone(), &caller);
+    let mut revoked = keys::revoked(node.clone(), &caller);
     loop {
         tokio::select! {
             message = &mut revoked => {
