@@ -1,17 +1,18 @@
 //! `/ui/live`: one WebSocket per page. It forwards the fleet's event stream (what the key
-//! may see, as `/v1/events` does) and, about once a second, the figures of the machines
-//! that changed and the summary bar when it changed. Each tick checks the session again:
-//! a revoked key or an expired session closes the socket.
+//! may see, as `/v1/events` does) and, every quarter second, the figures of the machines
+//! that changed and the summary bar when it changed (a card whose only change is its last
+//! heartbeat's time, once a second). Each tick checks the session again: a revoked key or
+//! an expired session closes the socket.
 //!
 //! ```text
 //!  server ─▶ {"type":"event","event":{..}}           each event (resume with ?since=index)
-//!         ─▶ {"type":"figures","machines":[..],"summary":{..}|null}   changed cards, ~1/s
+//!         ─▶ {"type":"figures","machines":[..],"summary":{..}|null}   changed cards, <= 4/s
 //!         ─▶ {"type":"ended","reason":".."} + close   the session ended
 //! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -30,8 +31,11 @@ use crate::api::{ApiQuery, Failure, caller_of, events, fleet, machines};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
-/// How often the figures are sent (when something changed) and the session checked.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the session is checked and the figures that changed are sent.
+const TICK: Duration = Duration::from_millis(250);
+/// How often a card whose only change is its last heartbeat's time is sent again (the
+/// page counts the seconds since it by itself).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// The close code that tells the page to log in again.
 const SESSION_ENDED: u16 = 4401;
 
@@ -94,7 +98,7 @@ async fn serve(
             return;
         }
     }
-    let mut sent_cards: HashMap<String, Card> = HashMap::new();
+    let mut sent_cards: HashMap<String, Sent> = HashMap::new();
     let mut sent_summary: Option<Summary> = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -141,19 +145,47 @@ async fn serve(
     }
 }
 
-/// The cards that changed since the last tick and the summary if it changed, or `None`.
+/// A card as last sent, and when.
+struct Sent {
+    card: Card,
+    at: Instant,
+}
+
+impl Sent {
+    /// Whether `card` is worth sending: a figure changed, or only its heartbeat time did
+    /// and [`HEARTBEAT_EVERY`] has passed.
+    fn stale(&self, card: &Card) -> bool {
+        let beat_only = Card {
+            last_heartbeat_ms: self.card.last_heartbeat_ms,
+            ..card.clone()
+        };
+        beat_only != self.card
+            || (card.last_heartbeat_ms != self.card.last_heartbeat_ms
+                && self.at.elapsed() >= HEARTBEAT_EVERY)
+    }
+}
+
+/// The cards that changed since they were last sent and the summary if it changed, or
+/// `None`.
 async fn figures(
     node: &Arc<Node>,
     caller: &Caller,
-    sent_cards: &mut HashMap<String, Card>,
+    sent_cards: &mut HashMap<String, Sent>,
     sent_summary: &mut Option<Summary>,
 ) -> Option<serde_json::Value> {
     let all = machines::views(node);
     let mut changed = Vec::new();
     for machine in &all {
         let card = Card::of(machine);
-        if sent_cards.get(&card.id) != Some(&card) {
-            sent_cards.insert(card.id.clone(), card.clone());
+        if sent_cards
+            .get(&card.id)
+            .is_none_or(|sent| sent.stale(&card))
+        {
+            let sent = Sent {
+                card: card.clone(),
+                at: Instant::now(),
+            };
+            sent_cards.insert(card.id.clone(), sent);
             changed.push(card);
         }
     }
@@ -190,4 +222,39 @@ async fn end(mut socket: WebSocket, reason: &str) {
         reason: "session ended".into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_goes_again_when_a_figure_changes_and_for_its_heartbeat_once_a_second() {
+        let card = Card {
+            id: "m1".into(),
+            cpu: 10,
+            last_heartbeat_ms: 1_000,
+            ..Card::default()
+        };
+        let sent = Sent {
+            card: card.clone(),
+            at: Instant::now(),
+        };
+        assert!(!sent.stale(&card));
+        let busier = Card {
+            cpu: 90,
+            ..card.clone()
+        };
+        assert!(sent.stale(&busier), "a figure changed: sent at once");
+        let beat = Card {
+            last_heartbeat_ms: 1_500,
+            ..card.clone()
+        };
+        assert!(!sent.stale(&beat), "only the heartbeat, within the second");
+        let old = Sent {
+            card,
+            at: Instant::now() - HEARTBEAT_EVERY,
+        };
+        assert!(old.stale(&beat), "only the heartbeat, a second later");
+    }
 }

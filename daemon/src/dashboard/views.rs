@@ -31,7 +31,7 @@ pub fn status_class(status: MachineStatus) -> String {
 }
 
 /// One machine's card in the grid (and, as JSON, its figures on the live socket).
-#[derive(Clone, PartialEq, serde::Serialize)]
+#[derive(Clone, Default, PartialEq, serde::Serialize)]
 pub struct Card {
     pub id: String,
     pub name: String,
