@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::Check;
 use shoal_protocol::keys::Scope;
@@ -15,7 +14,7 @@ use shoal_protocol::params::{AuditParams, JobListParams, JobOrder, ReadParams};
 
 use super::chart::{self, Line};
 use super::gate::Session;
-use super::pages::{Chrome, JobRow, html, namer};
+use super::pages::{Chrome, JobRow, api_failure, html, namer};
 use super::views::Card;
 use crate::api::{ApiQuery, audit, jobs, machines, policies, sessions};
 use crate::node::{Node, now_ms};
@@ -121,11 +120,7 @@ pub async fn page(
     .await;
     let machine = match shown {
         Ok(Json(machine)) => machine,
-        Err(failure) => {
-            let status =
-                StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
-            return (status, failure.0.message).into_response();
-        }
+        Err(failure) => return api_failure(failure),
     };
     let all = machines::views(&node);
     let name_of = namer(&all);

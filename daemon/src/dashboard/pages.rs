@@ -199,6 +199,22 @@ fn sort_label(sort: MachineSort) -> &'static str {
     }
 }
 
+/// An API answer the page could not be made from (no such job, session or machine), with
+/// the API's status and message.
+pub fn api_failure(failure: crate::api::Failure) -> Response {
+    let status =
+        StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
+    (status, failure.0.message).into_response()
+}
+
+/// The `state` filter of a list page's query, when one is set.
+pub fn state_filter(pairs: &[(String, String)]) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(name, value)| name == "state" && !value.is_empty())
+        .map(|(_, value)| value.clone())
+}
+
 /// A page that only says what went wrong.
 pub fn failure_page(message: String) -> Response {
     (

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::params::SessionParams;
 use shoal_protocol::sessions::{SessionState, SessionView};
 
 use super::gate::Session;
-use super::pages::{Chrome, html, namer};
+use super::pages::{Chrome, api_failure, html, namer, state_filter};
 use crate::api::{ApiQuery, machines, sessions};
 use crate::node::Node;
 
@@ -65,10 +64,7 @@ pub async fn list(
     Extension(session): Extension<Session>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let state = pairs
-        .iter()
-        .find(|(name, value)| name == "state" && !value.is_empty())
-        .map(|(_, value)| value.clone());
+    let state = state_filter(&pairs);
     let params = SessionParams {
         state: state.clone(),
         ..Default::default()
@@ -121,11 +117,7 @@ pub async fn show(
     .await;
     let view = match shown {
         Ok(Json(view)) => view,
-        Err(failure) => {
-            let status =
-                StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
-            return (status, failure.0.message).into_response();
-        }
+        Err(failure) => return api_failure(failure),
     };
     let all = machines::views(&node);
     html(SessionPage {

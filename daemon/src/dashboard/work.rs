@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::JobState;
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 
 use super::gate::Session;
-use super::pages::{Chrome, JobRow, html, namer};
+use super::pages::{Chrome, JobRow, api_failure, html, namer, state_filter};
 use crate::api::{ApiQuery, jobs, machines};
 use crate::node::Node;
 
@@ -33,10 +32,7 @@ pub async fn jobs(
     Extension(session): Extension<Session>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let state = pairs
-        .iter()
-        .find(|(name, value)| name == "state" && !value.is_empty())
-        .map(|(_, value)| value.clone());
+    let state = state_filter(&pairs);
     let params = JobListParams {
         state: state.clone(),
         order: JobOrder::Newest,
@@ -113,11 +109,7 @@ pub async fn job(
     .await;
     let job = match shown {
         Ok(Json(job)) => job,
-        Err(failure) => {
-            let status =
-                StatusCode::from_u16(failure.0.code.http_status()).unwrap_or(StatusCode::NOT_FOUND);
-            return (status, failure.0.message).into_response();
-        }
+        Err(failure) => return api_failure(failure),
     };
     let all = machines::views(&node);
     let name_of = namer(&all);
