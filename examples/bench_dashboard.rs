@@ -292,21 +292,7 @@ async fn run() -> anyhow::Result<()> {
     // The browser, logged in once.
     let shots = tempfile::tempdir()?;
     let browser = Browser::start(shots.path()).await;
-    browser.goto(&format!("{api}/")).await;
-    browser
-        .wait_js(
-            "the login page",
-            "return document.body.dataset.page === 'login';",
-        )
-        .await;
-    browser.type_into("#key", TEST_KEY).await;
-    browser.click("#login").await;
-    browser
-        .wait_js(
-            "the fleet page",
-            "return document.body.dataset.page === 'fleet';",
-        )
-        .await;
+    browser.log_in(&api, TEST_KEY).await;
     let cards = browser.count(".card").await;
     if cards != MACHINES {
         bail!("the fleet page shows {cards} cards, not {MACHINES}");

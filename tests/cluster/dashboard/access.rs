@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::browser::Browser;
-use super::fleet_view::{log_in, wait_live};
+use super::fleet_view::wait_live;
 
 /// In-page `fetch` of `POST /v1/jobs` with the session cookie and `token` as the CSRF
 /// header (none when `None`): the status and the body.
@@ -52,7 +52,7 @@ pub async fn read_key_sees_no_actions_and_forgery_is_refused(
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().unwrap().contains("CSRF"), "{body}");
 
-    log_in(browser, api, read_key).await;
+    browser.log_in(api, read_key).await;
     for css in ["#actions", ".pick", "#drain", "#kill-form"] {
         assert_eq!(browser.count(css).await, 0, "a read key sees {css}");
     }

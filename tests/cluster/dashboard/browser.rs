@@ -219,6 +219,27 @@ impl Browser {
             .await;
     }
 
+    /// Logs in through the login form (logging out first if a session is open).
+    pub async fn log_in(&self, api: &str, key: &str) {
+        self.goto(&format!("{api}/")).await;
+        if self.count("form.who button").await > 0 {
+            self.click("form.who button").await;
+        }
+        self.wait_js(
+            "the login page",
+            "return document.body.dataset.page === 'login';",
+        )
+        .await;
+        self.screenshot("login").await;
+        self.type_into("#key", key).await;
+        self.click("#login").await;
+        self.wait_js(
+            "the fleet page",
+            "return document.body.dataset.page === 'fleet';",
+        )
+        .await;
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }

@@ -11,29 +11,6 @@ use super::api_order;
 use super::browser::Browser;
 use crate::http::get;
 
-/// Logs in through the login form (logging out first if a session is open).
-pub async fn log_in(browser: &Browser, api: &str, key: &str) {
-    browser.goto(&format!("{api}/")).await;
-    if browser.count("form.who button").await > 0 {
-        browser.click("form.who button").await;
-    }
-    browser
-        .wait_js(
-            "the login page",
-            "return document.body.dataset.page === 'login';",
-        )
-        .await;
-    browser.screenshot("login").await;
-    browser.type_into("#key", key).await;
-    browser.click("#login").await;
-    browser
-        .wait_js(
-            "the fleet page",
-            "return document.body.dataset.page === 'fleet';",
-        )
-        .await;
-}
-
 /// Waits until the page's live socket is open.
 pub async fn wait_live(browser: &Browser) {
     browser

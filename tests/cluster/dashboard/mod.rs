@@ -54,7 +54,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     }
     let browser = Browser::start(&shots).await;
 
-    fleet_view::log_in(&browser, &api, TEST_KEY).await;
+    browser.log_in(&api, TEST_KEY).await;
     fleet_view::summary_and_green_cards(&browser).await;
     // A cold load (the assets fetched, not cached) of a three-machine fleet.
     let (bytes, paint_ms) = access::first_load_figures(&browser).await;
@@ -103,7 +103,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     access::read_key_sees_no_actions_and_forgery_is_refused(&browser, &api, &read_key).await;
     let read_key_id = made["record"]["id"].as_str().unwrap();
     access::revocation_ends_the_session(&browser, &api, read_key_id).await;
-    fleet_view::log_in(&browser, &api, TEST_KEY).await;
+    browser.log_in(&api, TEST_KEY).await;
 
     // A node stops: its card greys and the counts change with no reload.
     let leader = cluster.leader().expect("a leader");
