@@ -12,11 +12,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{
-    Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
-    ProtocolVersion, spawn_chitchat,
+    Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
+    NodeState, ProtocolVersion, spawn_chitchat,
 };
 use shoal_protocol::{Announcement, MachineId, MachineInfo, UnixMillis};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{self, MissedTickBehavior};
 use tracing::{debug, info, warn};
@@ -242,7 +242,20 @@ impl Gossip {
         .context("starting chitchat")?;
 
         let chitchat = handle.chitchat();
-        let live = chitchat.lock().await.live_nodes_watcher();
+        // A peer's new announcement refreshes the view as soon as its delta is applied,
+        // not at the end of this node's next gossip round.
+        let announced = Arc::new(Notify::new());
+        let (live, listener) = {
+            let guard = chitchat.lock().await;
+            let notify = announced.clone();
+            let self_id = chitchat_id.clone();
+            let listener = guard.subscribe_event(keys::ANNOUNCE, move |event| {
+                if *event.node != self_id {
+                    notify.notify_one();
+                }
+            });
+            (guard.live_nodes_watcher(), listener)
+        };
         let (peers_tx, peers) = watch::channel(Arc::new(Vec::new()));
         let (stop, stop_rx) = watch::channel(false);
         let mut runner = Runner {
@@ -252,6 +265,8 @@ impl Gossip {
             tracker: PeerTracker::new(config.key.clone()),
             info,
             live,
+            announced,
+            _listener: listener,
             peers_tx,
             held,
             heartbeat_interval: config.heartbeat_interval,
@@ -388,6 +403,10 @@ struct Runner {
     tracker: PeerTracker,
     info: watch::Receiver<MachineInfo>,
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    /// Notified when a peer's announcement changes (see [`Gossip::start`]).
+    announced: Arc<Notify>,
+    /// Keeps that subscription; dropping it ends it.
+    _listener: ListenerHandle,
     peers_tx: watch::Sender<Arc<Vec<PeerView>>>,
     /// The ids of chitchat's node states, for the socket's [`crate::bounds::NodeCap`].
     held: watch::Sender<Arc<HashSet<ChitchatId>>>,
@@ -415,6 +434,7 @@ impl Runner {
                         info_open = false;
                     }
                 }
+                _ = self.announced.notified() => self.refresh().await,
                 changed = self.live.changed(), if live_open => {
                     if changed.is_ok() {
                         self.refresh().await;

@@ -6,7 +6,7 @@
 //! older or replayed one never advances `last_heartbeat_ms` nor replaces the info.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chitchat::{ChitchatId, NodeState};
@@ -80,11 +80,18 @@ struct Tracked {
 /// Machines that vanish from chitchat stay in the view, not live, with a growing age, so
 /// status derivation can carry them on to STALE and DEAD. Their sequence numbers are never
 /// forgotten, so a replay after chitchat forgot them does not count as a heartbeat.
+///
+/// A value already opened is not opened again: an update costs a string comparison per
+/// node whose announcement has not changed since the last one, so the view can be refreshed
+/// every time a delta arrives.
 #[derive(Debug)]
 pub struct PeerTracker {
     key: ClusterKey,
     peers: BTreeMap<MachineId, Tracked>,
     rejected: HashSet<ChitchatId>,
+    /// Per chitchat node of the last update, its sealed value and the machine it opened to
+    /// (`None`: it did not open).
+    opened: HashMap<ChitchatId, (String, Option<MachineId>)>,
 }
 
 impl PeerTracker {
@@ -93,26 +100,39 @@ impl PeerTracker {
             key,
             peers: BTreeMap::new(),
             rejected: HashSet::new(),
+            opened: HashMap::new(),
         }
     }
 
     /// Folds the snapshots in and returns every known machine, ordered by id.
     pub fn update(&mut self, now_ms: UnixMillis, nodes: &[NodeSnapshot]) -> Vec<PeerView> {
         let mut verified = Vec::new();
+        let mut opened = HashMap::with_capacity(nodes.len());
         for snapshot in nodes {
             let Some(value) = &snapshot.announce else {
                 continue;
             };
-            match auth::open(&self.key, &snapshot.node, value) {
-                Ok(announcement) => {
-                    let id = announcement.info.id;
-                    let generation = snapshot.node.generation_id;
-                    self.observe(now_ms, generation, announcement);
-                    verified.push((id, generation, snapshot.live));
-                }
-                Err(err) => self.rejected(&snapshot.node, &err),
+            let generation = snapshot.node.generation_id;
+            let id = match self.opened.remove(&snapshot.node) {
+                Some((seen, id)) if seen == *value => id,
+                _ => match auth::open(&self.key, &snapshot.node, value) {
+                    Ok(announcement) => {
+                        let id = announcement.info.id;
+                        self.observe(now_ms, generation, announcement);
+                        Some(id)
+                    }
+                    Err(err) => {
+                        self.rejected(&snapshot.node, &err);
+                        None
+                    }
+                },
+            };
+            if let Some(id) = id {
+                verified.push((id, generation, snapshot.live));
             }
+            opened.insert(snapshot.node.clone(), (value.clone(), id));
         }
+        self.opened = opened;
         let live: HashSet<MachineId> = verified
             .into_iter()
             .filter(|(id, generation, live)| *live && self.peers[id].generation == *generation)
