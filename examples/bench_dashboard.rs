@@ -2,8 +2,8 @@
 //! the fleet page's first load, and the delay from a heartbeat to the card showing it.
 //! Run: `cargo run --release -p shoal-examples --example bench_dashboard`
 //!
-//! The fleet: 3 in-process `shoald` nodes (`Cluster::start(3)`, test timings, HTTPS on
-//! loopback) and 47 gossip-only machines, each a real `shoal_gossip::Gossip` node with the
+//! The fleet: 3 in-process `shoald` nodes (`Cluster::start(3)`, test timings but gossip as
+//! shipped, HTTPS on loopback) and 47 gossip-only machines, each a real `shoal_gossip::Gossip` node with the
 //! cluster key publishing sealed announcements of made-up figures. An admin approves each
 //! one, so the leader records it and the dashboard shows it as it would a real machine.
 //! Their peer RPC address leads nowhere, so they stay Raft learners that never catch up.
@@ -42,8 +42,6 @@ const NODES: usize = 3;
 const LOADS: usize = 5;
 /// Heartbeats whose card is watched.
 const HEARTBEATS: usize = 20;
-/// How often a gossip-only machine republishes its figures unchanged (the nodes: 100 ms).
-const FAKE_HEARTBEAT: Duration = Duration::from_millis(500);
 /// Longest a card may take to show a heartbeat before the round counts as lost.
 const CARD_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -175,14 +173,15 @@ async fn start_fake(
         ..template.clone()
     };
     let (tx, rx) = watch::channel(info);
-    let timings = Timings::fast();
+    // Gossip as shipped, as the nodes run it here.
+    let shipped = Timings::default();
     let key = ClusterKey::from_secret(TEST_SECRET)?;
     let config = GossipConfig {
         seeds: seeds.to_vec(),
-        gossip_interval: timings.gossip_interval,
-        heartbeat_interval: FAKE_HEARTBEAT,
-        initial_interval: timings.gossip_interval,
-        max_interval: timings.gossip_interval * 20,
+        gossip_interval: shipped.gossip_interval,
+        heartbeat_interval: shipped.heartbeat_interval,
+        initial_interval: shipped.gossip_interval,
+        max_interval: shipped.gossip_interval * 20,
         ..GossipConfig::new(id, now_ms() as u64, addr, "shoal", key)
     };
     let gossip = Gossip::start(config, rx, socket).await?;
@@ -249,10 +248,13 @@ async fn run() -> anyhow::Result<()> {
         MACHINES - NODES
     );
 
-    // The fleet: test timings, with machines called OFFLINE after 3 s without a heartbeat
-    // rather than 1.5 s, as the gossip-only machines beat every 500 ms.
+    // The fleet: test timings, except that gossip runs at the shipped pace (a round and a
+    // heartbeat every 500 ms, OFFLINE after 3 s without one), as the figure is about it.
+    let shipped = Timings::default();
     let timings = Timings {
-        offline_after: Duration::from_secs(3),
+        gossip_interval: shipped.gossip_interval,
+        heartbeat_interval: shipped.heartbeat_interval,
+        offline_after: shipped.offline_after,
         stale_after: Duration::from_secs(6),
         dead_after: Duration::from_secs(12),
         ..Timings::fast()

@@ -109,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
     // 2. Build while writing.
     let mut index = jobs;
     let mut holds = Vec::new();
+    // What each hold was, for the longest ones.
+    let mut what: Vec<String> = Vec::new();
+    let mut built_from: Option<Instant> = None;
     let mut build = None;
     let mut next = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -131,11 +134,21 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         sm.apply([entry]).await?;
         holds.push(started.elapsed());
+        what.push(match built_from {
+            None => format!("apply {written} (before the build)"),
+            Some(from) => format!(
+                "apply {} after the hand-over ({} ms into the build)",
+                written - warmup,
+                from.elapsed().as_millis()
+            ),
+        });
         written += 1;
         if written == warmup {
             let started = Instant::now();
             let mut builder = sm.get_snapshot_builder().await;
             holds.push(started.elapsed());
+            what.push("the hand-over to the builder".into());
+            built_from = Some(Instant::now());
             build = Some(tokio::spawn(async move {
                 let started = Instant::now();
                 let snapshot = builder.build_snapshot().await;
@@ -182,6 +195,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&sorted, 0.99).as_secs_f64() * 1e3,
         sorted.last().unwrap().as_secs_f64() * 1e3,
     );
+    let mut longest: Vec<(Duration, &String)> = holds.iter().copied().zip(&what).collect();
+    longest.sort_by(|a, b| b.0.cmp(&a.0));
+    for (hold, what) in longest.iter().take(5) {
+        println!("  held {:.2} ms: {what}", hold.as_secs_f64() * 1e3);
+    }
     println!(
         "restart (open, check, decode)    {:.2} s, {reopened_jobs} jobs",
         restart.as_secs_f64()

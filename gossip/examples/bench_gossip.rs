@@ -140,7 +140,10 @@ async fn run(count: usize, interval: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("every machine sees all {count} after {:.1?}", started.elapsed());
+    println!(
+        "every machine sees all {count} after {:.1?}",
+        started.elapsed()
+    );
 
     let (cpu_before, wall_before) = (cpu_time(), Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;

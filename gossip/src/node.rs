@@ -15,6 +15,7 @@ use chitchat::{
     Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle,
     NodeState, ProtocolVersion, spawn_chitchat,
 };
+use rand::seq::IteratorRandom;
 use shoal_protocol::{Announcement, MachineId, MachineInfo, UnixMillis};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
@@ -32,6 +33,8 @@ use crate::{ClusterKey, GossipError, auth, keys};
 const SAMPLING_WINDOW: usize = 1_000;
 /// Tombstones are never written by Shoal; this only bounds chitchat's bookkeeping.
 const TOMBSTONE_GRACE: Duration = Duration::from_secs(60 * 60);
+/// Peers a changed announcement is pushed to at once (chitchat's own rounds pick 3).
+const PUSH_FANOUT: usize = 3;
 
 /// How a gossip node is identified, found and tuned.
 #[derive(Debug, Clone)]
@@ -139,7 +142,7 @@ impl GossipConfig {
 
 /// A running gossip node. Dropping it stops it too; [`Gossip::shutdown`] waits for that.
 pub struct Gossip {
-    handle: ChitchatHandle,
+    handle: Arc<ChitchatHandle>,
     peers: watch::Receiver<Arc<Vec<PeerView>>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -241,6 +244,7 @@ impl Gossip {
         .await
         .context("starting chitchat")?;
 
+        let handle = Arc::new(handle);
         let chitchat = handle.chitchat();
         // A peer's new announcement refreshes the view as soon as its delta is applied,
         // not at the end of this node's next gossip round.
@@ -259,6 +263,7 @@ impl Gossip {
         let (peers_tx, peers) = watch::channel(Arc::new(Vec::new()));
         let (stop, stop_rx) = watch::channel(false);
         let mut runner = Runner {
+            handle: handle.clone(),
             chitchat,
             self_id: chitchat_id.clone(),
             publisher,
@@ -355,7 +360,12 @@ impl Gossip {
         if let Err(err) = self.task.await {
             warn!(node = ?node, error = %err, "gossip publisher ended abnormally");
         }
-        if let Err(err) = self.handle.shutdown().await {
+        // The runner held the only other reference, and it has ended.
+        let stopped = match Arc::try_unwrap(self.handle) {
+            Ok(handle) => handle.shutdown().await,
+            Err(shared) => shared.initiate_shutdown(),
+        };
+        if let Err(err) = stopped {
             warn!(node = ?node, error = %err, "chitchat stopped with an error");
         }
         info!(node = ?node, "gossip stopped");
@@ -397,6 +407,7 @@ impl Publisher {
 
 /// The background task behind a [`Gossip`].
 struct Runner {
+    handle: Arc<ChitchatHandle>,
     chitchat: Arc<Mutex<Chitchat>>,
     self_id: ChitchatId,
     publisher: Publisher,
@@ -428,6 +439,7 @@ impl Runner {
                 changed = self.info.changed(), if info_open => {
                     if changed.is_ok() {
                         self.publish().await;
+                        self.push();
                         self.refresh().await;
                     } else {
                         debug!("machine info sender dropped, republishing the last info");
@@ -455,6 +467,24 @@ impl Runner {
                 chitchat.self_node_state().set(keys::ANNOUNCE, value);
             }
             Err(err) => warn!(error = %err, "cannot publish machine announcement"),
+        }
+    }
+
+    /// Starts a gossip round with [`PUSH_FANOUT`] random live peers now, so that changed
+    /// info leaves at once rather than at the next round (in which they hear it: a round
+    /// is a Syn, the peer's SynAck, and the Ack that carries this node's new state).
+    fn push(&self) {
+        let live = self.live.borrow();
+        let peers = live
+            .keys()
+            .filter(|id| **id != self.self_id)
+            .map(|id| id.gossip_advertise_addr)
+            .choose_multiple(&mut rand::rng(), PUSH_FANOUT);
+        for addr in peers {
+            if self.handle.gossip(addr).is_err() {
+                debug!("chitchat stopped; not pushing the changed announcement");
+                return;
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 //! `/ui/live`: one WebSocket per page. It forwards the fleet's event stream (what the key
 //! may see, as `/v1/events` does) and, every quarter second, the figures of the machines
 //! that changed and the summary bar when it changed (a card whose only change is its last
-//! heartbeat's time, once a second). Each tick checks the session again: a revoked key or
-//! an expired session closes the socket.
+//! heartbeat's time, once a second). Once a second it checks the session again: a revoked
+//! key or an expired session closes the socket.
 //!
 //! ```text
 //!  server ─▶ {"type":"event","event":{..}}           each event (resume with ?since=index)
@@ -31,8 +31,10 @@ use crate::api::{ApiQuery, Failure, caller_of, events, fleet, machines};
 use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
-/// How often the session is checked and the figures that changed are sent.
+/// How often the figures that changed are sent.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the session is checked again (a revoked key or an expired session).
+const SESSION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often a card whose only change is its last heartbeat's time is sent again (the
 /// page counts the seconds since it by itself).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -101,18 +103,24 @@ async fn serve(
     let mut sent_cards: HashMap<String, Sent> = HashMap::new();
     let mut sent_summary: Option<Summary> = None;
     let mut tick = tokio::time::interval(TICK);
+    let mut caller = caller;
+    let mut checked = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                // The session again: expired, or its key revoked, ends the socket.
-                let key = match keys(&node).open(&cookie, now_ms()) {
-                    Ok(key) => key,
-                    Err(err) => return end(socket, &err.to_string()).await,
-                };
-                let caller = match caller_of(&node, &key).await {
-                    Ok(caller) => caller,
-                    Err(failure) => return end(socket, &failure.0.message).await,
-                };
+                // The session again, once a second: expired, or its key revoked, ends
+                // the socket.
+                if checked.elapsed() >= SESSION_CHECK_EVERY {
+                    checked = Instant::now();
+                    let key = match keys(&node).open(&cookie, now_ms()) {
+                        Ok(key) => key,
+                        Err(err) => return end(socket, &err.to_string()).await,
+                    };
+                    caller = match caller_of(&node, &key).await {
+                        Ok(caller) => caller,
+                        Err(failure) => return end(socket, &failure.0.message).await,
+                    };
+                }
                 let update = figures(&node, &caller, &mut sent_cards, &mut sent_summary).await;
                 if let Some(update) = update
                     && send(&mut socket, update).await.is_err()
