@@ -27,7 +27,7 @@ use shoal_daemon::testsuite::{Cluster, wait_until};
 use shoal_daemon::tls::ApiTls;
 use shoal_daemon::{Node, Timings};
 use shoal_protocol::api::SubmitJobResponse;
-use shoal_protocol::{FleetState, JobId, JobRecord, JobSpec, JobState};
+use shoal_protocol::{FleetState, JobId, JobRecord, JobRequest, JobState};
 
 // The allocator shoald runs on, so the figures are shoald's.
 #[global_allocator]
@@ -129,7 +129,7 @@ async fn placement_throughput(
     let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
     let node = cluster.node(leader).clone();
     let url = format!("{}/v1/jobs/batch", cluster.api(leader));
-    let body = serde_json::json!({ "jobs": vec![JobSpec::new(["true"]); BATCH] });
+    let body = serde_json::json!({ "jobs": vec![JobRequest::new(["true"]); BATCH] });
     let batches = THROUGHPUT_JOBS / BATCH;
     let next = Arc::new(AtomicUsize::new(0));
 
@@ -236,7 +236,7 @@ async fn paced_submits(
         let (http, url) = (http.clone(), url.to_string());
         posts.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let job = submit(&http, &url, &JobSpec::new(["true"])).await?;
+            let job = submit(&http, &url, &JobRequest::new(["true"])).await?;
             let answered = Instant::now();
             anyhow::Ok(Submit {
                 job,
@@ -360,7 +360,7 @@ async fn submit_to_running(
     let (mut running, mut completed) = (Vec::new(), Vec::new());
     for round in 0..WARMUP + SEQUENTIAL_JOBS {
         let sent = Instant::now();
-        let id = submit(http, &url, &JobSpec::new(["true"])).await?;
+        let id = submit(http, &url, &JobRequest::new(["true"])).await?;
         let started = wait_for_job(node, id, |job| {
             job.attempts
                 .first()
@@ -409,7 +409,7 @@ async fn container_vs_docker_run(
     })
     .await?;
     let url = format!("{api}/v1/jobs");
-    let mut spec = JobSpec::new(["true"]);
+    let mut spec = JobRequest::new(["true"]);
     spec.image = Some(image.tag().to_string());
     spec.required_labels.insert("docker".into(), "true".into());
 
@@ -471,7 +471,7 @@ async fn post(
 }
 
 /// Submits one job through `POST /v1/jobs` at `url`.
-async fn submit(http: &reqwest::Client, url: &str, spec: &JobSpec) -> anyhow::Result<JobId> {
+async fn submit(http: &reqwest::Client, url: &str, spec: &JobRequest) -> anyhow::Result<JobId> {
     let body = serde_json::to_value(spec)?;
     let answer: SubmitJobResponse = post(http, url, &body).await?.json().await?;
     Ok(answer.job.id)

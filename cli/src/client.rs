@@ -36,7 +36,7 @@ use shoal_protocol::settings::{FleetSettings, FleetSettingsRequest};
 use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateSpec};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
-    ApiError, ErrorCode, JobId, JobList, JobRecord, JobSpec, MachineId, SubmitJobResponse,
+    ApiError, ErrorCode, JobId, JobList, JobRecord, JobRequest, MachineId, SubmitJobResponse,
 };
 
 /// Why a call failed.
@@ -232,8 +232,8 @@ impl Client {
     }
 
     /// `POST /v1/jobs`.
-    pub async fn submit_job(&self, spec: &JobSpec) -> Result<SubmitJobResponse, ClientError> {
-        self.call(Method::POST, "/v1/jobs", Some(spec)).await
+    pub async fn submit_job(&self, request: &JobRequest) -> Result<SubmitJobResponse, ClientError> {
+        self.call(Method::POST, "/v1/jobs", Some(request)).await
     }
 
     /// `GET /v1/jobs` with filters and paging.
@@ -706,10 +706,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn submit_is_a_json_post_of_the_spec() {
+    async fn submit_is_a_json_post_of_the_request() {
         let job = shoal_protocol::JobRecord::queued(
             JobId(7),
-            JobSpec::new(["true"]),
+            shoal_protocol::JobSpec::new(["true"]),
             shoal_protocol::JobTarget::Any,
             1,
             7,
@@ -718,7 +718,7 @@ mod tests {
         let body = serde_json::to_string(&answer).unwrap();
         let (addr, server) = serve_once("201 Created", Box::leak(body.into_boxed_str())).await;
         let got = client(&addr)
-            .submit_job(&JobSpec::new(["true"]))
+            .submit_job(&JobRequest::new(["true"]))
             .await
             .unwrap();
         assert_eq!(got, answer);

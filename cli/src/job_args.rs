@@ -1,11 +1,11 @@
-//! `shoal job ...`: the arguments, the [`JobSpec`] that `job run` builds from them, and
+//! `shoal job ...`: the arguments, the [`JobRequest`] that `job run` builds from them, and
 //! which module carries out each command.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use shoal_protocol::job::ALL_ONLINE;
-use shoal_protocol::{JobId, JobSpec, JobState};
+use shoal_protocol::{JobId, JobRequest, JobSpec, JobState};
 
 use crate::client::{Client, ClientError};
 use crate::{follow, jobs, parse_label, usage_error};
@@ -53,7 +53,7 @@ pub enum JobCmd {
     Cancel { id: JobId },
 }
 
-/// `shoal job run`; [`job_spec`] turns it into the request.
+/// `shoal job run`; [`job_request`] turns it into the request.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Only on machines with this label; repeat for several (a bare KEY means KEY=true).
@@ -137,9 +137,9 @@ pub(crate) fn parse_env(text: &str) -> Result<(String, String), String> {
 pub async fn job(client: &Client, cmd: JobCmd, json: bool) -> Result<u8, ClientError> {
     match cmd {
         JobCmd::Run(args) => {
-            let spec = job_spec(&args).unwrap_or_else(|e| usage_error(e));
+            let request = job_request(&args).unwrap_or_else(|e| usage_error(e));
             let machine = args.machine.as_deref();
-            jobs::run(client, spec, machine, args.wait, json).await
+            jobs::run(client, request, machine, args.wait, json).await
         }
         JobCmd::Ls {
             state,
@@ -172,34 +172,36 @@ pub async fn job(client: &Client, cmd: JobCmd, json: bool) -> Result<u8, ClientE
 
 /// The job to submit, checked by the protocol's own validation so the CLI refuses what the
 /// server would; `--machine` is resolved later, as that needs the machine list.
-fn job_spec(args: &RunArgs) -> Result<JobSpec, String> {
-    let mut spec = JobSpec::new(args.command.iter().cloned());
-    spec.image = args.image.clone();
-    spec.required_labels = args.labels.iter().cloned().collect();
+fn job_request(args: &RunArgs) -> Result<JobRequest, String> {
+    let mut request = JobRequest::new(args.command.iter().cloned());
+    request.image = args.image.clone();
+    request.required_labels = args.labels.iter().cloned().collect();
     if args.all_online {
-        spec.agent_id = Some(ALL_ONLINE.to_string());
+        request.agent_id = Some(ALL_ONLINE.to_string());
     }
-    spec.priority = args.priority;
-    spec.env = args.env.iter().cloned().collect();
-    spec.cpus = args.cpus;
-    spec.memory_mb = args.memory;
-    spec.user = args.user.clone();
-    spec.pull = args.pull;
-    spec.gpus = args.gpus;
-    spec.timeout_seconds = args.run_timeout;
+    request.priority = args.priority;
+    request.env = args.env.iter().cloned().collect();
+    request.cpus = args.cpus;
+    request.memory_mb = args.memory;
+    request.user = args.user.clone();
+    request.pull = args.pull;
+    request.gpus = args.gpus;
+    request.timeout_seconds = args.run_timeout;
     if let Some(secs) = args.queue_timeout {
-        spec.queue_timeout_seconds = secs;
+        request.queue_timeout_seconds = secs;
     }
     if let Some(n) = args.max_attempts {
-        spec.max_attempts = n;
+        request.max_attempts = n;
     }
-    spec.idempotency_key = args.idempotency_key.clone();
+    request.idempotency_key = args.idempotency_key.clone();
     if let Some(org) = &args.org {
-        spec.org = org.clone();
+        request.org = org.clone();
     }
-    spec.validate()?;
-    spec.secret_env = secrets_from_shell(&args.secret_env, &spec.env)?;
-    Ok(spec)
+    // Checked as the fleet checks the spec it makes; the secrets after, as they are not
+    // sealed yet (`secrets_from_shell` checks them as the fleet does before sealing).
+    JobSpec::from(request.clone()).validate()?;
+    request.secret_env = secrets_from_shell(&args.secret_env, &request.env)?;
+    Ok(request)
 }
 
 /// The values of `--secret-env NAME`s, from this shell's variables, checked as the fleet
@@ -243,17 +245,17 @@ mod tests {
     #[test]
     fn a_secret_comes_from_the_shell_not_the_command_line() {
         // PATH is set in every shell the tests run from.
-        let spec = job_spec(&run_args(&["--secret-env", "PATH", "--", "true"])).unwrap();
-        assert_eq!(spec.secret_env["PATH"], std::env::var("PATH").unwrap());
+        let request = job_request(&run_args(&["--secret-env", "PATH", "--", "true"])).unwrap();
+        assert_eq!(request.secret_env["PATH"], std::env::var("PATH").unwrap());
         let unset = run_args(&["--secret-env", "SHOAL_SURELY_UNSET_7F3A", "--", "true"]);
-        let err = job_spec(&unset).unwrap_err();
+        let err = job_request(&unset).unwrap_err();
         assert!(err.contains("SHOAL_SURELY_UNSET_7F3A is not set"), "{err}");
         let both = run_args(&["--env", "PATH=/bin", "--secret-env", "PATH", "--", "true"]);
-        assert!(job_spec(&both).unwrap_err().contains("both"));
+        assert!(job_request(&both).unwrap_err().contains("both"));
     }
 
     #[test]
-    fn job_run_builds_the_spec() {
+    fn job_run_builds_the_request() {
         let args = run_args(&[
             "--label",
             "gpu",
@@ -282,35 +284,35 @@ mod tests {
             "echo hi; exit 3",
         ]);
         assert!(args.wait);
-        let spec = job_spec(&args).unwrap();
-        assert_eq!(spec.command, ["sh", "-c", "echo hi; exit 3"]);
-        assert_eq!(spec.required_labels["gpu"], "true");
-        assert_eq!(spec.required_labels["zone"], "attic");
-        assert_eq!(spec.env["X"], "a=b");
-        assert_eq!(spec.priority, -5);
-        assert_eq!(spec.timeout_seconds, Some(60));
-        assert_eq!(spec.queue_timeout_seconds, 10);
-        assert_eq!(spec.max_attempts, 1);
-        assert_eq!(spec.idempotency_key.as_deref(), Some("nightly-7"));
-        assert_eq!(spec.org, "lab");
-        assert_eq!(spec.agent_id, None);
+        let request = job_request(&args).unwrap();
+        assert_eq!(request.command, ["sh", "-c", "echo hi; exit 3"]);
+        assert_eq!(request.required_labels["gpu"], "true");
+        assert_eq!(request.required_labels["zone"], "attic");
+        assert_eq!(request.env["X"], "a=b");
+        assert_eq!(request.priority, -5);
+        assert_eq!(request.timeout_seconds, Some(60));
+        assert_eq!(request.queue_timeout_seconds, 10);
+        assert_eq!(request.max_attempts, 1);
+        assert_eq!(request.idempotency_key.as_deref(), Some("nightly-7"));
+        assert_eq!(request.org, "lab");
+        assert_eq!(request.agent_id, None);
 
-        let defaults = job_spec(&run_args(&["--all-online", "uptime"])).unwrap();
+        let defaults = job_request(&run_args(&["--all-online", "uptime"])).unwrap();
         assert_eq!(defaults.agent_id.as_deref(), Some(ALL_ONLINE));
         assert_eq!(defaults, {
-            let mut spec = JobSpec::new(["uptime"]);
-            spec.agent_id = Some(ALL_ONLINE.into());
-            spec
+            let mut request = JobRequest::new(["uptime"]);
+            request.agent_id = Some(ALL_ONLINE.into());
+            request
         });
     }
 
     #[test]
     fn job_run_asks_for_gpus() {
         let args = run_args(&["--image", "trainer:local", "--gpus", "2", "--", "train"]);
-        let spec = job_spec(&args).unwrap();
-        assert_eq!(spec.gpus, Some(2));
-        assert_eq!(spec.image.as_deref(), Some("trainer:local"));
-        assert_eq!(job_spec(&run_args(&["true"])).unwrap().gpus, None);
+        let request = job_request(&args).unwrap();
+        assert_eq!(request.gpus, Some(2));
+        assert_eq!(request.image.as_deref(), Some("trainer:local"));
+        assert_eq!(job_request(&run_args(&["true"])).unwrap().gpus, None);
         let err = parse(&["job", "run", "--gpus", "two", "--", "true"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
@@ -358,7 +360,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
         // What clap cannot see per value, the protocol's validation refuses before sending.
-        let message = |args: &[&str]| job_spec(&run_args(args)).unwrap_err();
+        let message = |args: &[&str]| job_request(&run_args(args)).unwrap_err();
         assert!(message(&["--max-attempts", "11", "true"]).contains("between 1 and 10"));
         assert!(message(&["--org", "Big Org", "true"]).contains("org \"Big Org\""));
         assert!(message(&["--run-timeout", "0s", "true"]).contains("timeout_seconds"));

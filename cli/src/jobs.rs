@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use shoal_protocol::params::{JobListParams, JobOrder};
 use shoal_protocol::{
-    JobId, JobRecord, JobSpec, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
+    JobId, JobRecord, JobRequest, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
 };
 
 use crate::client::{Client, ClientError};
@@ -36,15 +36,15 @@ pub struct Filter {
 /// `shoal job run`: submits, then prints the job (or follows it to its end with `wait`).
 pub async fn run(
     client: &Client,
-    mut spec: JobSpec,
+    mut request: JobRequest,
     machine: Option<&str>,
     wait: bool,
     json: bool,
 ) -> Result<u8, ClientError> {
     if let Some(machine) = machine {
-        spec.agent_id = Some(machines::resolve(client, machine).await?.to_string());
+        request.agent_id = Some(machines::resolve(client, machine).await?.to_string());
     }
-    let answer = client.submit_job(&spec).await?;
+    let answer = client.submit_job(&request).await?;
     if !wait {
         if json {
             print_json(&answer);
@@ -356,7 +356,7 @@ pub fn children_table(children: &[JobRecord], names: &HashMap<MachineId, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::Attempt;
+    use shoal_protocol::{Attempt, JobSpec};
 
     const NOW: UnixMillis = 1_700_000_000_000;
 

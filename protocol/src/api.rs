@@ -1,13 +1,15 @@
 //! Admin API bodies and the JSON error every endpoint returns.
 //!
 //! The daemon's router and the `shoal` CLI both use these types, so the two cannot drift.
+//! A job is submitted as a [`JobRequest`] ([`crate::job_request`]), kept apart from the
+//! [`JobSpec`](crate::JobSpec) that the log stores.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    JobId, JobRecord, JobSpec, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
+    JobId, JobRecord, JobRequest, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
     ProtocolLevel, Resources, UnixMillis,
 };
 
@@ -230,7 +232,7 @@ pub struct SubmitJobResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    pub jobs: Vec<JobSpec>,
+    pub jobs: Vec<JobRequest>,
 }
 
 /// Each job of a batch, in the order given.

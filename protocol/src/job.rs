@@ -1,5 +1,6 @@
-//! Jobs: the request a user submits ([`JobSpec`]), where it may run ([`JobTarget`]), and the
-//! record the fleet keeps of it ([`JobRecord`]) as it moves through its [`JobState`]s.
+//! Jobs: what a job runs as the fleet stores it ([`JobSpec`]; the API's body is a
+//! [`JobRequest`](crate::JobRequest)), where it may run ([`JobTarget`]), and the record the
+//! fleet keeps of it ([`JobRecord`]) as it moves through its [`JobState`]s.
 //!
 //! ```text
 //!  submit ─▶ queued ─dispatch─▶ dispatched ─report running─▶ running ─exit 0─▶ completed
@@ -58,10 +59,16 @@ impl FromStr for JobId {
 /// `agent_id` value that fans a job out to every ONLINE machine.
 pub const ALL_ONLINE: &str = "all_online";
 
-/// The body of `POST /v1/jobs`: what to run, where and how persistently.
+/// What to run, where and how persistently, as the fleet stores it: made from the API's
+/// [`JobRequest`](crate::JobRequest) (with its secrets sealed), or by a template or session.
+///
+/// This is a stored record, in the Raft log (`Command::SubmitJob`) and in snapshots
+/// ([`JobRecord::spec`]), so it changes only in ways named fields carry: a field added with
+/// `#[serde(default)]`. A rename or a new meaning needs a schema and a migration (see
+/// ARCHITECTURE.md, "Stored data and upgrades"); a change to the API belongs in the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-// Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
-// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
+// No `deny_unknown_fields`, so an older build reads a newer record (ignoring what it does
+// not know).
 pub struct JobSpec {
     /// The program and its arguments; never run through a shell.
     pub command: Vec<String>,
@@ -204,18 +211,18 @@ pub enum JobKind {
     Session,
 }
 
-fn default_queue_timeout() -> u64 {
+pub(crate) fn default_queue_timeout() -> u64 {
     300
 }
 
-fn default_max_attempts() -> u32 {
+pub(crate) fn default_max_attempts() -> u32 {
     3
 }
 
 /// The org of a job that names none, and of the fleet's first key.
 pub const DEFAULT_ORG: &str = "default";
 
-fn default_org() -> String {
+pub(crate) fn default_org() -> String {
     DEFAULT_ORG.to_string()
 }
 

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod image_ref;
 pub mod indexes;
 pub mod job;
+pub mod job_request;
 pub mod job_spec;
 pub mod keys;
 pub mod labels;
@@ -43,6 +44,7 @@ pub use job::{
     Attempt, JobId, JobKind, JobRecord, JobReport, JobSpec, JobState, JobTarget, Placement,
     PullPolicy,
 };
+pub use job_request::JobRequest;
 pub use labels::{LabelError, Labels};
 pub use levels::{PROTOCOL_LEVEL, ProtocolLevel};
 pub use log_command::{Decoded, LogCommand};

@@ -155,6 +155,7 @@ async fn a_fleet_below_level_nine_refuses_gpu_jobs() {
     let document: Value = crate::http::get(format!("{}/v1/openapi.json", cluster.api(0))).await;
     let schemas = &document["components"]["schemas"];
     for (schema, field) in [
+        ("JobRequest", "gpus"),
         ("JobSpec", "gpus"),
         ("TemplateSpec", "gpus"),
         ("MachineView", "gpus"),

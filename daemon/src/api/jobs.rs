@@ -1,4 +1,5 @@
 //! `/v1/jobs`: submit (one or a batch), list (either order, paged), show and cancel jobs.
+//! A submitted [`JobRequest`] becomes the stored [`JobSpec`] here, before anything else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use axum::{Extension, Json};
 use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobResponse};
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
-    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobSpec, JobState, Labels, MachineId,
-    Response,
+    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState, Labels,
+    MachineId, Response,
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed, redact};
@@ -65,7 +66,7 @@ pub(super) async fn submit_one(
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known
 /// idempotency key.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSpec,
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequest,
     responses(
         (status = CREATED, body = SubmitJobResponse, description = "The new job"),
         (status = OK, body = SubmitJobResponse, description = "The job already submitted with this idempotency key"),
@@ -74,8 +75,9 @@ pub(super) async fn submit_one(
 pub async fn submit(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
-    ApiJson(mut spec): ApiJson<JobSpec>,
+    ApiJson(request): ApiJson<JobRequest>,
 ) -> Result<(StatusCode, Json<SubmitJobResponse>), Failure> {
+    let mut spec = JobSpec::from(request);
     seal_secrets(&node, &caller, &mut spec.secret_env)?;
     spec.validate()
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
@@ -99,7 +101,7 @@ pub async fn submit(
 pub async fn submit_batch(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
-    ApiJson(mut body): ApiJson<BatchRequest>,
+    ApiJson(body): ApiJson<BatchRequest>,
 ) -> ApiResult<BatchResponse> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(Failure(ApiError::bad_request(format!(
@@ -107,7 +109,8 @@ pub async fn submit_batch(
             body.jobs.len()
         ))));
     }
-    for (i, spec) in body.jobs.iter_mut().enumerate() {
+    let mut specs: Vec<JobSpec> = body.jobs.into_iter().map(JobSpec::from).collect();
+    for (i, spec) in specs.iter_mut().enumerate() {
         let at = |message| Failure(ApiError::bad_request(format!("jobs[{i}]: {message}")));
         crate::secrets::env::seal_all(&node.cluster_secret, &caller.org, &mut spec.secret_env)
             .map_err(at)?;
@@ -115,8 +118,7 @@ pub async fn submit_batch(
         not_a_session(spec)?;
         in_callers_org(&caller, spec)?;
     }
-    let writes = body
-        .jobs
+    let writes = specs
         .into_iter()
         .map(|spec| submit_one(&node, &caller, spec));
     let jobs = futures::future::try_join_all(writes).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use shoal_protocol::api::SubmitJobResponse;
-use shoal_protocol::{JobId, JobSpec, MachineId};
+use shoal_protocol::{JobId, JobRequest, MachineId};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -25,13 +25,13 @@ fn script(then: &str) -> String {
 }
 
 /// A keyed job that marks, then runs `then`; pinned to `machine` when given.
-pub fn mark_job(key: &str, machine: Option<MachineId>, then: &str) -> JobSpec {
-    JobSpec {
+pub fn mark_job(key: &str, machine: Option<MachineId>, then: &str) -> JobRequest {
+    JobRequest {
         idempotency_key: Some(key.to_string()),
         agent_id: machine.map(|m| m.to_string()),
         // Each daemon kill can fail an attempt (a lost process counts as failed).
         max_attempts: 10,
-        ..JobSpec::new(["sh".to_string(), "-c".to_string(), script(then)])
+        ..JobRequest::new(["sh".to_string(), "-c".to_string(), script(then)])
     }
 }
 
@@ -84,7 +84,7 @@ impl Book {
 pub async fn submit(
     fleet: &Fleet,
     i: usize,
-    spec: &JobSpec,
+    spec: &JobRequest,
     timeout: Duration,
 ) -> anyhow::Result<SubmitJobResponse> {
     let Some(url) = fleet.url(i, "/v1/jobs") else {
@@ -109,7 +109,7 @@ pub async fn submit(
 pub async fn submit_until_acked(
     fleet: &Fleet,
     book: &Book,
-    spec: &JobSpec,
+    spec: &JobRequest,
     first: usize,
     within: Duration,
 ) -> Option<Ack> {
