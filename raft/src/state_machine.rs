@@ -353,11 +353,17 @@ impl<C: FleetConfig> RaftStateMachine<C> for StateMachineStore<C> {
             jobs = received.state.jobs.len(),
             "fleet snapshot installed"
         );
-        *self.replica.write().expect("fleet state lock poisoned") = Replica {
-            state: received.state,
-            last_applied: meta.last_log_id.clone(),
-            membership: meta.last_membership.clone(),
-        };
+        let replaced = std::mem::replace(
+            &mut *self.replica.write().expect("fleet state lock poisoned"),
+            Replica {
+                state: received.state,
+                last_applied: meta.last_log_id.clone(),
+                membership: meta.last_membership.clone(),
+            },
+        );
+        // Freeing a large state takes a while: not under the lock, nor on the task that
+        // applies entries next.
+        tokio::task::spawn_blocking(move || drop(replaced));
         self.events
             .reset(meta.last_log_id.as_ref().map_or(0, |id| id.index));
         self.publish_applied(meta.last_log_id.as_ref());
