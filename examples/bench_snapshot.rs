@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
         sorted.last().unwrap().as_secs_f64() * 1e3,
     );
     let mut longest: Vec<(Duration, &String)> = holds.iter().copied().zip(&what).collect();
-    longest.sort_by(|a, b| b.0.cmp(&a.0));
+    longest.sort_by_key(|&(hold, _)| std::cmp::Reverse(hold));
     for (hold, what) in longest.iter().take(5) {
         println!("  held {:.2} ms: {what}", hold.as_secs_f64() * 1e3);
     }

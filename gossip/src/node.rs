@@ -35,6 +35,8 @@ const SAMPLING_WINDOW: usize = 1_000;
 const TOMBSTONE_GRACE: Duration = Duration::from_secs(60 * 60);
 /// Peers a changed announcement is pushed to at once (chitchat's own rounds pick 3).
 const PUSH_FANOUT: usize = 3;
+/// Pushes are at least this far apart; a change within it leaves with the next round.
+const PUSH_GAP: Duration = Duration::from_millis(100);
 
 /// How a gossip node is identified, found and tuned.
 #[derive(Debug, Clone)]
@@ -272,6 +274,7 @@ impl Gossip {
             live,
             announced,
             _listener: listener,
+            pushed_at: None,
             peers_tx,
             held,
             heartbeat_interval: config.heartbeat_interval,
@@ -418,6 +421,8 @@ struct Runner {
     announced: Arc<Notify>,
     /// Keeps that subscription; dropping it ends it.
     _listener: ListenerHandle,
+    /// When [`Runner::push`] last pushed.
+    pushed_at: Option<time::Instant>,
     peers_tx: watch::Sender<Arc<Vec<PeerView>>>,
     /// The ids of chitchat's node states, for the socket's [`crate::bounds::NodeCap`].
     held: watch::Sender<Arc<HashSet<ChitchatId>>>,
@@ -472,8 +477,14 @@ impl Runner {
 
     /// Starts a gossip round with [`PUSH_FANOUT`] random live peers now, so that changed
     /// info leaves at once rather than at the next round (in which they hear it: a round
-    /// is a Syn, the peer's SynAck, and the Ack that carries this node's new state).
-    fn push(&self) {
+    /// is a Syn, the peer's SynAck, and the Ack that carries this node's new state). At
+    /// most once per [`PUSH_GAP`], however often the info changes.
+    fn push(&mut self) {
+        let now = time::Instant::now();
+        if self.pushed_at.is_some_and(|at| now - at < PUSH_GAP) {
+            return;
+        }
+        self.pushed_at = Some(now);
         let live = self.live.borrow();
         let peers = live
             .keys()
