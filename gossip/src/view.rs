@@ -278,6 +278,34 @@ mod tests {
     }
 
     #[test]
+    fn a_value_seen_before_counts_as_it_did_and_a_replaced_one_is_opened_again() {
+        let mut tracker = PeerTracker::new(key());
+        let n = node(1, 1);
+        let genuine = snap(n.clone(), 5, "a", true);
+        let forged = NodeSnapshot {
+            announce: Some(sealed_with(
+                &ClusterKey::from_secret("guess").unwrap(),
+                &n,
+                6,
+                "x",
+            )),
+            ..genuine.clone()
+        };
+        // Unchanged (the opened value is remembered): still verified and live.
+        for at in [1_000, 1_100] {
+            let views = tracker.update(at, std::slice::from_ref(&genuine));
+            assert!(views[0].live);
+            assert_eq!(views[0].last_heartbeat_ms, 1_000);
+        }
+        // Replaced by a value that does not open, then by the genuine one again.
+        assert!(!tracker.update(1_200, std::slice::from_ref(&forged))[0].live);
+        assert!(!tracker.update(1_300, std::slice::from_ref(&forged))[0].live);
+        let views = tracker.update(1_400, &[genuine]);
+        assert!(views[0].live);
+        assert_eq!(views[0].seq, 5);
+    }
+
+    #[test]
     fn forged_state_neither_changes_info_nor_counts_as_live() {
         let mut tracker = PeerTracker::new(key());
         let n = node(1, 1);

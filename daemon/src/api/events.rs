@@ -299,7 +299,8 @@ async fn send_all(socket: &mut WebSocket, lines: Vec<String>) -> Result<(), axum
     Ok(())
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+/// Closes `socket` with `code` and `reason`, cut to the 123 bytes a close frame holds.
+pub(super) async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     // A close reason is at most 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

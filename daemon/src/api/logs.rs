@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,6 +14,7 @@ use shoal_protocol::ApiError;
 use shoal_protocol::api::JobLogs;
 use shoal_protocol::params::LogParams;
 
+use super::events::close;
 use super::jobs::{parse_job_id, visible_job};
 use super::{ApiQuery, Failure};
 use crate::keys::{self, Caller};
@@ -90,17 +91,4 @@ async fn follow(
             }
         }
     }
-}
-
-async fn close(mut socket: WebSocket, code: u16, reason: &str) {
-    // A close reason is at most 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let frame = CloseFrame {
-        code,
-        reason: reason[..end].into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
 }
