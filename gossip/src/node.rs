@@ -37,6 +37,9 @@ const TOMBSTONE_GRACE: Duration = Duration::from_secs(60 * 60);
 const PUSH_FANOUT: usize = 3;
 /// Pushes are at least this far apart; a change within it leaves with the next round.
 const PUSH_GAP: Duration = Duration::from_millis(100);
+/// Refreshes for peers' new announcements are at least this far apart; what arrives within
+/// it is folded in at its end, so a large or chatty fleet costs at most 20 refreshes a second.
+const REFRESH_GAP: Duration = Duration::from_millis(50);
 
 /// How a gossip node is identified, found and tuned.
 #[derive(Debug, Clone)]
@@ -275,6 +278,7 @@ impl Gossip {
             announced,
             _listener: listener,
             pushed_at: None,
+            refreshed_at: time::Instant::now(),
             peers_tx,
             held,
             heartbeat_interval: config.heartbeat_interval,
@@ -423,6 +427,8 @@ struct Runner {
     _listener: ListenerHandle,
     /// When [`Runner::push`] last pushed.
     pushed_at: Option<time::Instant>,
+    /// When [`Runner::refresh`] last ran.
+    refreshed_at: time::Instant,
     peers_tx: watch::Sender<Arc<Vec<PeerView>>>,
     /// The ids of chitchat's node states, for the socket's [`crate::bounds::NodeCap`].
     held: watch::Sender<Arc<HashSet<ChitchatId>>>,
@@ -434,6 +440,8 @@ impl Runner {
         let mut ticker = time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut info_open, mut live_open) = (true, true);
+        // When a refresh held back by REFRESH_GAP is due.
+        let mut held_back: Option<time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -451,7 +459,18 @@ impl Runner {
                         info_open = false;
                     }
                 }
-                _ = self.announced.notified() => self.refresh().await,
+                _ = self.announced.notified(), if held_back.is_none() => {
+                    let due = self.refreshed_at + REFRESH_GAP;
+                    if time::Instant::now() >= due {
+                        self.refresh().await;
+                    } else {
+                        held_back = Some(due);
+                    }
+                }
+                _ = time::sleep_until(held_back.unwrap_or_else(time::Instant::now)), if held_back.is_some() => {
+                    held_back = None;
+                    self.refresh().await;
+                }
                 changed = self.live.changed(), if live_open => {
                     if changed.is_ok() {
                         self.refresh().await;
@@ -500,6 +519,7 @@ impl Runner {
     }
 
     async fn refresh(&mut self) {
+        self.refreshed_at = time::Instant::now();
         let live: HashSet<ChitchatId> = self.live.borrow_and_update().keys().cloned().collect();
         let (snapshots, held): (Vec<NodeSnapshot>, HashSet<ChitchatId>) = {
             let chitchat = self.chitchat.lock().await;
