@@ -1,7 +1,6 @@
 //! Human output: aligned tables, key/value blocks, byte sizes and ages.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use shoal_protocol::UnixMillis;
@@ -138,12 +137,7 @@ pub fn note(text: &str) {
     eprintln!("shoal: {text}");
 }
 
-/// The wall clock in milliseconds since the Unix epoch.
-pub fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use shoal_protocol::now_ms;
 
 /// Writes `text` to stdout as whole lines (a newline is added where it has none); a closed
 /// pipe (`shoal machines ls | head`) is not an error.

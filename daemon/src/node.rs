@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::PeerId;
 use shoal_gossip::{ClusterKey, Gossip, GossipConfig, GossipStats, PeerView};
-use shoal_protocol::{MachineId, MachineInfo, MemberAddr, UnixMillis};
+use shoal_protocol::{MachineId, MachineInfo, MemberAddr};
 use shoal_raft::{CommitIndex, FleetHandle, Raft, RaftTimings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,13 +44,7 @@ pub const RAFT_DIR: &str = "raft";
 /// The crate's version, published to the fleet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use shoal_protocol::now_ms;
 
 /// The sockets a node serves on, bound before it starts so tests can use port 0.
 pub struct Listeners {

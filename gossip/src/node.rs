@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use chitchat::{
     NodeState, ProtocolVersion, spawn_chitchat,
 };
 use rand::seq::IteratorRandom;
-use shoal_protocol::{Announcement, MachineId, MachineInfo, UnixMillis};
+use shoal_protocol::{Announcement, MachineId, MachineInfo, UnixMillis, now_ms};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{self, MissedTickBehavior};
@@ -558,12 +558,6 @@ impl Transport for PreBound {
         slot.take()
             .context("the pre-bound gossip socket was already handed over")
     }
-}
-
-fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
 }
 
 #[cfg(test)]

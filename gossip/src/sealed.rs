@@ -25,13 +25,13 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, UdpSocket as ChitchatUdp};
 use chitchat::{ChitchatEnvelope, ChitchatId, ChitchatMessage, ProtocolVersion};
-use shoal_protocol::UnixMillis;
+use shoal_protocol::now_ms;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time;
@@ -350,12 +350,6 @@ fn is_transient(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionRefused
     )
-}
-
-fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
 }
 
 #[cfg(test)]

@@ -54,3 +54,10 @@ pub use machine::{
 
 /// Milliseconds since the Unix epoch, the one time unit on the wire and on disk.
 pub type UnixMillis = u64;
+
+/// The wall clock now, in [`UnixMillis`] (0 for a clock before 1970).
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as UnixMillis)
+}

@@ -112,7 +112,7 @@ impl<C: FleetConfig> SnapshotFile<C> {
         let this = self.clone();
         in_background(move || {
             let last = snapshot.meta.last_log_id.clone();
-            let taken_at_ms = snapshot_format::now_ms();
+            let taken_at_ms = shoal_protocol::now_ms();
             this.persist_with(last, |file| {
                 let out = BufWriter::with_capacity(WRITE_BUFFER, file);
                 snapshot_format::encode_to(&snapshot, taken_at_ms, out)

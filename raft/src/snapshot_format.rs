@@ -15,7 +15,6 @@
 //! that does not know it skips it, and a file without it reads as "not known".
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
@@ -49,14 +48,7 @@ struct Stamp {
 /// Encodes a snapshot, stamped with the time now. This walks the whole state: call it off
 /// the apply path.
 pub fn encode<C: FleetConfig>(snapshot: &StoredSnapshot<C>) -> Result<Vec<u8>, StoreError> {
-    encode_taken_at(snapshot, now_ms())
-}
-
-/// Now, in milliseconds since the epoch, as a snapshot is stamped.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    encode_taken_at(snapshot, shoal_protocol::now_ms())
 }
 
 /// Encodes a snapshot stamped as taken at `taken_at_ms` (milliseconds since the epoch).
