@@ -100,16 +100,8 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameErr
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
-/// Appends `value`'s body to `out`.
-pub fn encode_body_into<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), FrameError> {
-    encode_body_to(value, out)
-}
-
-/// Encodes `value` as a body into any writer (a file, piece by piece), as
-/// [`encode_body_into`] does into a buffer.
+/// Encodes `value` as a body into any writer: a buffer it appends to, or a file, piece by
+/// piece.
 pub fn encode_body_to<T: Serialize + ?Sized, W: std::io::Write>(
     value: &T,
     out: W,
@@ -190,7 +182,7 @@ fn first_value_len(bytes: &[u8]) -> Option<usize> {
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::with_capacity(128);
     write_header(&mut out);
-    encode_body_into(value, &mut out)?;
+    encode_body_to(value, &mut out)?;
     Ok(out)
 }
 

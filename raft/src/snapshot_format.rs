@@ -242,7 +242,7 @@ mod tests {
         let meta = frame::encode_body(&snapshot.meta).unwrap();
         old.extend_from_slice(&(meta.len() as u64).to_be_bytes());
         old.extend_from_slice(&meta);
-        frame::encode_body_into(&snapshot.state, &mut old).unwrap();
+        frame::encode_body_to(&snapshot.state, &mut old).unwrap();
         let digest = Sha256::digest(&old);
         old.extend_from_slice(&digest);
         let opened = open::<TypeConfig>(&old).unwrap();
