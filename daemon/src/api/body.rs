@@ -13,6 +13,14 @@ use shoal_protocol::{ApiError, ErrorCode};
 
 use super::{Failure, MAX_BODY_BYTES};
 
+/// The answer to a body over [`MAX_BODY_BYTES`].
+pub(super) fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body is over the {MAX_BODY_BYTES} byte limit"),
+    )
+}
+
 /// Reads the body, then serves the request with it; a body over the limit (413) or one
 /// that breaks off (400) is answered at once, and that connection is closed.
 pub async fn read_whole(request: Request, next: Next) -> Response {
@@ -28,10 +36,7 @@ pub async fn read_whole(request: Request, next: Next) -> Response {
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
             let error = if over {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request body is over the {MAX_BODY_BYTES} byte limit"),
-                )
+                too_large()
             } else {
                 ApiError::bad_request("the request body broke off before its end")
             };

@@ -89,13 +89,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 fn rejection_error(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "request body is over the {} byte limit",
-                super::MAX_BODY_BYTES
-            ),
-        );
+        return super::body::too_large();
     }
     match rejection {
         JsonRejection::JsonDataError(err) => {
