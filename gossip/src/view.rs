@@ -113,24 +113,24 @@ impl PeerTracker {
                 continue;
             };
             let generation = snapshot.node.generation_id;
-            let id = match self.opened.remove(&snapshot.node) {
-                Some((seen, id)) if seen == *value => id,
+            let (value, id) = match self.opened.remove(&snapshot.node) {
+                Some((seen, id)) if seen == *value => (seen, id),
                 _ => match auth::open(&self.key, &snapshot.node, value) {
                     Ok(announcement) => {
                         let id = announcement.info.id;
                         self.observe(now_ms, generation, announcement);
-                        Some(id)
+                        (value.clone(), Some(id))
                     }
                     Err(err) => {
                         self.rejected(&snapshot.node, &err);
-                        None
+                        (value.clone(), None)
                     }
                 },
             };
             if let Some(id) = id {
                 verified.push((id, generation, snapshot.live));
             }
-            opened.insert(snapshot.node.clone(), (value.clone(), id));
+            opened.insert(snapshot.node.clone(), (value, id));
         }
         self.opened = opened;
         let live: HashSet<MachineId> = verified
