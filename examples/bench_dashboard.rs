@@ -19,6 +19,8 @@
 #[path = "../tests/cluster/dashboard/browser.rs"]
 #[allow(dead_code)]
 mod browser;
+#[path = "common/poll.rs"]
+mod poll;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use browser::Browser;
+use poll::poll;
 
 /// Machines the page shows: the real nodes plus the gossip-only ones.
 const MACHINES: usize = 50;
@@ -192,24 +195,6 @@ async fn start_fake(
     })
 }
 
-/// Polls `check` every 50 ms until it gives `Some`, or fails naming `what` after `limit`.
-async fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if start.elapsed() > limit {
-            bail!("waited {limit:?} for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `/proc/loadavg`'s three load averages.
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -277,8 +262,9 @@ async fn run() -> anyhow::Result<()> {
     }
     let fakes = Fakes::start(fake_count, template, seeds).await?;
     let started = Instant::now();
-    wait_for(
+    poll(
         Duration::from_secs(60),
+        50,
         "50 machines ONLINE in /v1/machines",
         async || {
             let list: Value = get_json(&format!("{api}/v1/machines?status=online")).await;
@@ -325,12 +311,7 @@ async fn run() -> anyhow::Result<()> {
         browser.goto("about:blank").await;
         browser.cdp("Network.clearBrowserCache", json!({})).await;
         browser.goto(&format!("{api}/")).await;
-        browser
-            .wait_js(
-                "the live socket",
-                "return document.body.dataset.live === 'open';",
-            )
-            .await;
+        browser.wait_live().await;
         let figures = browser
             .js(
                 "const nav = performance.getEntriesByType('navigation')[0];
@@ -423,12 +404,7 @@ async fn run() -> anyhow::Result<()> {
 
     // 3: heartbeat to card. The page notes (Date.now()) each change of a card's load text.
     browser.goto(&format!("{api}/")).await;
-    browser
-        .wait_js(
-            "the live socket",
-            "return document.body.dataset.live === 'open';",
-        )
-        .await;
+    browser.wait_live().await;
     browser
         .js(
             "window.shoalSeen = [];
@@ -453,7 +429,7 @@ async fn run() -> anyhow::Result<()> {
         let (fake_id, fake_info) = &fakes.machines[(round * 7) % fakes.machines.len()];
         let load = 10.0 + round as f32 + 0.5;
         let text = format!("{load:.2}");
-        // Spread the changes over the live socket's 1 s tick.
+        // Spread the changes over the live socket's tick and gossip's round.
         tokio::time::sleep(Duration::from_millis(150 + (round as u64 * 137) % 400)).await;
         // When node 0 (the page's node) has the heartbeat in its gossip view.
         let mut peers = cluster.node(0).peers.clone();
@@ -477,7 +453,7 @@ async fn run() -> anyhow::Result<()> {
         let sent = now_ms();
         fake_info.send_modify(|info| info.resources.load = load);
         let id = fake_id.to_string();
-        let shown = wait_for(CARD_DEADLINE, "the card", async || {
+        let shown = poll(CARD_DEADLINE, 50, "the card", async || {
             let seen = browser
                 .js(
                     "const [id, text] = arguments;

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use shoal_protocol::api::{ClusterStatus, Health, MachineList, MachineView};
 use shoal_protocol::{MachineId, MachineStatus};
 
+#[path = "common/poll.rs"]
+mod poll;
+use poll::poll;
+
 const NODES: usize = 3;
 const ROUNDS: usize = 3;
 /// Label propagations measured per round.
@@ -345,26 +349,6 @@ impl Fleet {
         )
         .await?;
         Ok(ms(start))
-    }
-}
-
-/// Calls `check` every `every_ms` until it gives `Some`, failing after `timeout`.
-async fn poll<T>(
-    timeout: Duration,
-    every_ms: u64,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        anyhow::ensure!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(every_ms)).await;
     }
 }
 

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use super::browser::Browser;
-use super::fleet_view::wait_live;
 
 /// In-page `fetch` of `POST /v1/jobs` with the session cookie and `token` as the CSRF
 /// header (none when `None`): the status and the body.
@@ -107,7 +106,7 @@ pub async fn read_key_sees_no_actions_and_forgery_is_refused(
 /// Revoking the key of an open page ends its session: the live socket closes and the page
 /// goes to the login page by itself.
 pub async fn revocation_ends_the_session(browser: &Browser, api: &str, key_id: &str) {
-    wait_live(browser).await;
+    browser.wait_live().await;
     let (status, body) = crate::http::send(
         reqwest::Method::DELETE,
         format!("{api}/v1/keys/{key_id}"),

@@ -219,6 +219,15 @@ impl Browser {
             .await;
     }
 
+    /// Waits until the page's live socket is open.
+    pub async fn wait_live(&self) {
+        self.wait_js(
+            "the live socket",
+            "return document.body.dataset.live === 'open';",
+        )
+        .await;
+    }
+
     /// Logs in through the login form (logging out first if a session is open).
     pub async fn log_in(&self, api: &str, key: &str) {
         self.goto(&format!("{api}/")).await;

@@ -11,16 +11,6 @@ use super::api_order;
 use super::browser::Browser;
 use crate::http::get;
 
-/// Waits until the page's live socket is open.
-pub async fn wait_live(browser: &Browser) {
-    browser
-        .wait_js(
-            "the live socket",
-            "return document.body.dataset.live === 'open';",
-        )
-        .await;
-}
-
 pub async fn summary_and_green_cards(browser: &Browser) {
     let online = browser
         .wait_js(
@@ -44,7 +34,7 @@ pub async fn summary_and_green_cards(browser: &Browser) {
         // The ONLINE green of app.css (light scheme: #1a9f4b).
         assert_eq!(card[1], json!("rgb(26, 159, 75)"), "{card}");
     }
-    wait_live(browser).await;
+    browser.wait_live().await;
     // The heartbeat ticks on the card.
     browser
         .wait_js(
@@ -193,7 +183,7 @@ pub async fn drain_and_undrain_from_the_page(
     machines: [MachineId; 2],
 ) {
     browser.goto(&format!("{api}/")).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     let ids: Vec<String> = machines.iter().map(ToString::to_string).collect();
     let names: Vec<String> = serde_json::from_value(
         browser
@@ -326,7 +316,7 @@ pub async fn card_greys_without_reload(browser: &Browser, id: &str) {
 pub async fn phone_has_no_horizontal_scroll(browser: &Browser, api: &str) {
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.goto(&format!("{api}/")).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     let sizes = browser
         .js(
             "return [window.innerWidth, document.documentElement.scrollWidth, document.body.scrollWidth];",
@@ -362,7 +352,7 @@ pub async fn rows_layout(browser: &Browser, api: &str) {
 /// The kill switch from the summary bar: on with a reason, shown live, then off.
 pub async fn kill_switch_from_the_page(browser: &Browser, api: &str) {
     browser.goto(&format!("{api}/")).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     browser
         .type_into("#kill-reason", "maintenance window")
         .await;
@@ -465,7 +455,7 @@ pub async fn dark_mode_and_keyboard(browser: &Browser, api: &str) {
 /// the events it missed (it resumes after the last event index it saw).
 pub async fn lost_connection_resumes(browser: &Browser, api: &str, machine: MachineId) {
     browser.goto(&format!("{api}/")).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     // Some event seen first, so the page has an index to resume from.
     let (status, body) = crate::http::put_labels(api, machine, &["seen=before"]).await;
     assert_eq!(status, 200, "{body}");
@@ -498,7 +488,7 @@ pub async fn lost_connection_resumes(browser: &Browser, api: &str, machine: Mach
     let (status, body) = crate::http::put_labels(api, machine, &["seen=while-away"]).await;
     assert_eq!(status, 200, "{body}");
     browser.offline(false).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     // The label change made while the page was away comes in the resumed backlog.
     browser
         .wait_js(

@@ -110,7 +110,7 @@ async fn dashboard_walkthrough_in_a_real_browser() {
     let stopped = (1..3).find(|&i| i != leader).unwrap();
     let stopped_id = cluster.node(stopped).id;
     browser.goto(&format!("{api}/")).await;
-    fleet_view::wait_live(&browser).await;
+    browser.wait_live().await;
     browser.js("window.shoalNotReloaded = true;", vec![]).await;
     let stop_started = std::time::Instant::now();
     cluster.stop(stopped).await;

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use super::browser::Browser;
-use super::fleet_view::wait_live;
 use crate::http::get;
 
 pub async fn job_output_arrives_live(browser: &Browser, api: &str) {
@@ -80,7 +79,7 @@ pub async fn connect_shows_the_join_command(browser: &Browser, api: &str) {
 /// A job submitted elsewhere (the API) appears in an open jobs list without a reload.
 pub async fn jobs_list_updates_live(browser: &Browser, api: &str) {
     browser.goto(&format!("{api}/jobs")).await;
-    wait_live(browser).await;
+    browser.wait_live().await;
     let (status, body) = crate::http::post(
         format!("{api}/v1/jobs"),
         json!({"command": ["sh", "-c", "echo from-the-api"]}),
