@@ -108,12 +108,15 @@ fn failed<E: std::error::Error>(
             RPCError::Unreachable(Unreachable::new(&Refused(reason)))
         }
         Ok(_) => RPCError::Network(NetworkError::new(&WrongKind)),
-        Err(err @ P2pError::Closed) => RPCError::Network(NetworkError::new(&err)),
+        // A late answer is not an unreachable peer: openraft waits 500 ms before it
+        // tries an unreachable one again, and every append to a busy follower (or one
+        // behind a slow link) that took longer than a heartbeat stalled its replication
+        // for that long. It tries a late one again at once.
+        Err(err @ (P2pError::Closed | P2pError::Timeout(_))) => {
+            RPCError::Network(NetworkError::new(&err))
+        }
         Err(
-            err @ (P2pError::Failed { .. }
-            | P2pError::Timeout(_)
-            | P2pError::BadAddress(_)
-            | P2pError::TooLarge { .. }),
+            err @ (P2pError::Failed { .. } | P2pError::BadAddress(_) | P2pError::TooLarge { .. }),
         ) => RPCError::Unreachable(Unreachable::new(&err)),
     }
 }
@@ -158,5 +161,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(PeerResponse::Vote(result)) => result.map_err(|e| self.remote(e)),
             other => Err(failed(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Error = RPCError<MachineId, MemberAddr, RaftError<MachineId>>;
+
+    #[test]
+    fn a_late_answer_is_tried_again_at_once_and_a_dead_peer_after_a_pause() {
+        // openraft backs off only from `Unreachable`.
+        let late: Error = failed(Err(P2pError::Timeout("peer did not answer in time".into())));
+        assert!(matches!(late, RPCError::Network(_)), "{late:?}");
+        let dead: Error = failed(Err(P2pError::Failed {
+            peer: libp2p::PeerId::random(),
+            reason: "connection refused".into(),
+        }));
+        assert!(matches!(dead, RPCError::Unreachable(_)), "{dead:?}");
     }
 }

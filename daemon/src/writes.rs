@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use shoal_protocol::levels::PEER_AUTH_LEVEL;
 use shoal_protocol::requests::{REQUEST_LEVEL, RequestId};
-use shoal_protocol::{ApiError, Command, ErrorCode};
+use shoal_protocol::{ApiError, Command, ErrorCode, Response};
 use tokio::time::{Instant, timeout};
 
 use crate::keys::Caller;
@@ -207,6 +207,28 @@ impl Node {
     pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<WriteOutcome, ApiError> {
         let cmd = request(self, caller.audited(cmd));
         self.send_write(cmd, Some(caller.credential.clone())).await
+    }
+
+    /// [`Node::write_as`] for many changes at once: one write (one request id, one log
+    /// entry) of the commands, each audited on its own, and the answer to each in order.
+    pub async fn write_each_as(
+        &self,
+        caller: &Caller,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Response>, ApiError> {
+        let count = cmds.len();
+        let batch = Command::Batch(cmds.into_iter().map(|cmd| caller.audited(cmd)).collect());
+        let outcome = self
+            .send_write(request(self, batch), Some(caller.credential.clone()))
+            .await?;
+        match outcome.response {
+            Response::Batch(answers) if answers.len() == count => Ok(answers),
+            Response::Rejected { code, message } => Err(ApiError::new(code, message)),
+            other => Err(ApiError::new(
+                ErrorCode::Internal,
+                format!("{count} writes were answered with {other:?}"),
+            )),
+        }
     }
 
     /// [`Node::write`] for a write another party vouches for with `credential` (a job

@@ -2,12 +2,13 @@
 //! JSON body and query extractors whose rejections use the same shape.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde_json::error::Category;
 use shoal_protocol::{ApiError, ErrorCode};
 
 /// An [`ApiError`] on its way to the client.
@@ -57,52 +58,74 @@ pub async fn isolate_panics(
 /// A JSON body; a malformed, mistyped or oversized one is a clear 400 or 413.
 pub struct ApiJson<T>(pub T);
 
-/// A field the body type does not have is refused here, by name, rather than by the type
-/// itself: types stored in the log must let an older build skip fields a newer one added.
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(body) = Json::<serde_json::Value>::from_request(req, state)
-            .await
-            .map_err(|rejection| Failure(rejection_error(rejection)))?;
-        let mut unknown = Vec::new();
-        let mut note_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
-        let ignoring = serde_ignored::Deserializer::new(body, &mut note_unknown);
-        // A value of the wrong type is named by its field: `memory_mb: invalid type: ...`.
-        let value = serde_path_to_error::deserialize(ignoring).map_err(|err| {
-            let field = err.path().to_string();
-            let err = err.into_inner();
-            match field.as_str() {
-                "." | "" => ApiError::bad_request(format!("invalid request body: {err}")),
-                field => ApiError::bad_request(format!("invalid request body: {field}: {err}")),
-            }
-        })?;
-        match unknown.first() {
-            Some(field) => Err(Failure(ApiError::bad_request(format!(
-                "invalid request body: unknown field `{field}`"
-            )))),
-            None => Ok(ApiJson(value)),
+        if !is_json(req.headers()) {
+            return Err(Failure(ApiError::bad_request(
+                "send the body as JSON with Content-Type: application/json",
+            )));
         }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            Failure(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => super::body::too_large(),
+                _ => ApiError::bad_request(rejection.body_text()),
+            })
+        })?;
+        json_body(&body).map(ApiJson).map_err(Failure)
     }
 }
 
-fn rejection_error(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return super::body::too_large();
+/// `application/json`, or a `+json` type, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads `body` straight into `T` (no `serde_json::Value` on the way). A value of the
+/// wrong type is named by its field (`memory_mb: invalid type: ...`), and a field `T`
+/// does not have is refused by name here rather than by the type itself: types stored in
+/// the log must let an older build skip fields a newer one added.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let mut unknown: Option<String> = None;
+    let mut note_unknown = |path: serde_ignored::Path| {
+        unknown.get_or_insert_with(|| path.to_string());
+    };
+    let value = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        &mut json,
+        &mut note_unknown,
+    ))
+    .map_err(|err| {
+        let field = err.path().to_string();
+        body_error(&field, err.into_inner())
+    })?;
+    json.end().map_err(|err| body_error("", err))?;
+    match unknown {
+        Some(field) => Err(ApiError::bad_request(format!(
+            "invalid request body: unknown field `{field}`"
+        ))),
+        None => Ok(value),
     }
-    match rejection {
-        JsonRejection::JsonDataError(err) => {
-            ApiError::bad_request(format!("invalid request body: {}", err.body_text()))
+}
+
+fn body_error(field: &str, err: serde_json::Error) -> ApiError {
+    match (err.classify(), field) {
+        (Category::Syntax | Category::Eof | Category::Io, _) => {
+            ApiError::bad_request(format!("request body is not valid JSON: {err}"))
         }
-        JsonRejection::JsonSyntaxError(err) => ApiError::bad_request(format!(
-            "request body is not valid JSON: {}",
-            err.body_text()
-        )),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("send the body as JSON with Content-Type: application/json")
+        (Category::Data, "." | "") => ApiError::bad_request(format!("invalid request body: {err}")),
+        (Category::Data, field) => {
+            ApiError::bad_request(format!("invalid request body: {field}: {err}"))
         }
-        other => ApiError::bad_request(other.body_text()),
     }
 }
 
@@ -144,4 +167,51 @@ pub fn accepted(response: shoal_protocol::Response) -> Result<shoal_protocol::Re
 
 pub async fn not_found() -> Failure {
     Failure(ApiError::not_found("no such endpoint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        limits: Limits,
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    struct Limits {
+        memory_mb: Option<u64>,
+    }
+
+    fn refusal(body: &str) -> String {
+        let err = json_body::<Body>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        err.message
+    }
+
+    #[test]
+    fn a_body_reads_straight_into_its_type() {
+        let body = json_body::<Body>(br#"{"name": "a", "limits": {"memory_mb": 5}}"#).unwrap();
+        assert_eq!(body.limits.memory_mb, Some(5));
+    }
+
+    #[test]
+    fn a_bad_body_is_refused_naming_what_is_wrong() {
+        assert_eq!(
+            refusal(r#"{"name": "a", "limits": {"memory_mb": "lots"}}"#),
+            "invalid request body: limits.memory_mb: invalid type: string \"lots\", \
+             expected u64 at line 1 column 44"
+        );
+        assert_eq!(
+            refusal(r#"{"name": "a", "limits": {"memroy_mb": 5}}"#),
+            "invalid request body: unknown field `limits.memroy_mb`"
+        );
+        assert!(refusal(r#"{"limits": {}}"#).starts_with("invalid request body: missing field `name`"));
+        assert!(refusal(r#"{"name": "a""#).starts_with("request body is not valid JSON: EOF"));
+        assert!(refusal(r#"{"name": "a"} {}"#).starts_with("request body is not valid JSON: trailing"));
+    }
 }

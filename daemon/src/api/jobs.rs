@@ -55,13 +55,23 @@ pub(super) async fn submit_one(
             },
         )
         .await?;
-    match outcome.response {
+    submitted(caller, outcome.response)
+}
+
+/// The answer to a submit, as the caller may see it.
+fn submitted(caller: &Caller, response: Response) -> Result<SubmitJobResponse, Failure> {
+    match response {
         Response::Submitted { job, created } => Ok(SubmitJobResponse {
             job: redact::job(caller, *job),
             created,
         }),
         other => Err(refusal(other)),
     }
+}
+
+/// A batch's refusal, naming the job it was about.
+fn at_index(i: usize, err: ApiError) -> Failure {
+    Failure(ApiError::new(err.code, format!("jobs[{i}]: {}", err.message)))
 }
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known
@@ -118,10 +128,21 @@ pub async fn submit_batch(
         not_a_session(spec)?;
         in_callers_org(&caller, spec)?;
     }
-    let writes = specs
+    // One write for the whole batch: one request id, one log entry, an audit entry each.
+    let at_ms = now_ms();
+    let submits = specs
         .into_iter()
-        .map(|spec| submit_one(&node, &caller, spec));
-    let jobs = futures::future::try_join_all(writes).await?;
+        .map(|spec| Command::SubmitJob {
+            spec: Box::new(spec),
+            at_ms,
+        })
+        .collect();
+    let answers = node.write_each_as(&caller, submits).await?;
+    let jobs = answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, answer)| submitted(&caller, answer).map_err(|Failure(err)| at_index(i, err)))
+        .collect::<Result<_, _>>()?;
     Ok(Json(BatchResponse { jobs }))
 }
 

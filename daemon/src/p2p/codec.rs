@@ -48,15 +48,18 @@ async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(io: &mut R) -> io
 }
 
 async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(io: &mut W, value: &T) -> io::Result<()> {
-    let bytes =
-        frame::encode(value).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
-        let too_large = TooLarge { bytes: bytes.len() };
+    // Encoded once, after room for the length, which is filled in after.
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(&[0; 4]);
+    frame::write_header(&mut out);
+    frame::encode_body_to(value, &mut out)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    let bytes = out.len() - 4;
+    if bytes > MAX_MESSAGE_BYTES {
+        let too_large = TooLarge { bytes };
         return Err(io::Error::new(io::ErrorKind::InvalidInput, too_large));
     }
-    let mut out = Vec::with_capacity(4 + bytes.len());
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
+    out[..4].copy_from_slice(&(bytes as u32).to_be_bytes());
     io.write_all(&out).await?;
     io.close().await
 }
