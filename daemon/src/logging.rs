@@ -6,9 +6,10 @@
 use std::io::IsTerminal;
 
 /// What a node logs without `SHOAL_LOG`. openraft logs every failed replication attempt
-/// to an unreachable machine; the leader's own status transitions say the same thing once.
-const DEFAULT_FILTER: &str =
-    "info,openraft=warn,openraft::replication=off,chitchat=warn,libp2p=warn";
+/// to an unreachable or late machine (twice, from two modules, up to once a heartbeat);
+/// the leader's own status transitions say the same thing once.
+const DEFAULT_FILTER: &str = "info,openraft=warn,openraft::replication=off,\
+     openraft::engine::handler::replication_handler=error,chitchat=warn,libp2p=warn";
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

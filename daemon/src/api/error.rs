@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -85,7 +85,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -210,8 +215,12 @@ mod tests {
             refusal(r#"{"name": "a", "limits": {"memroy_mb": 5}}"#),
             "invalid request body: unknown field `limits.memroy_mb`"
         );
-        assert!(refusal(r#"{"limits": {}}"#).starts_with("invalid request body: missing field `name`"));
+        assert!(
+            refusal(r#"{"limits": {}}"#).starts_with("invalid request body: missing field `name`")
+        );
         assert!(refusal(r#"{"name": "a""#).starts_with("request body is not valid JSON: EOF"));
-        assert!(refusal(r#"{"name": "a"} {}"#).starts_with("request body is not valid JSON: trailing"));
+        assert!(
+            refusal(r#"{"name": "a"} {}"#).starts_with("request body is not valid JSON: trailing")
+        );
     }
 }

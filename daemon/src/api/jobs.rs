@@ -71,7 +71,10 @@ fn submitted(caller: &Caller, response: Response) -> Result<SubmitJobResponse, F
 
 /// A batch's refusal, naming the job it was about.
 fn at_index(i: usize, err: ApiError) -> Failure {
-    Failure(ApiError::new(err.code, format!("jobs[{i}]: {}", err.message)))
+    Failure(ApiError::new(
+        err.code,
+        format!("jobs[{i}]: {}", err.message),
+    ))
 }
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the existing one for a known
