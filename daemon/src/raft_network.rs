@@ -4,9 +4,10 @@
 //! whose address changed since it joined is still reached; the address recorded in the
 //! Raft membership is the fallback.
 //!
-//! An append too large for one peer message is answered with openraft's `PayloadTooLarge`
-//! and half the entries as the hint, so replication sends fewer at a time instead of
-//! retrying the same message forever.
+//! An append too large for one peer message, or not answered within openraft's limit (one
+//! Raft heartbeat), is answered with openraft's `PayloadTooLarge` and half the entries as
+//! the hint, so replication sends fewer at a time instead of retrying the same message
+//! forever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -130,10 +131,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let entries = rpc.entries.len() as u64;
         match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
             Ok(PeerResponse::Append(result)) => result.map_err(|e| self.remote(e)),
-            // Openraft sends fewer entries at a time for a while, then tries more again.
-            Err(P2pError::TooLarge { .. }) if entries > 1 => Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(entries / 2),
-            )),
+            // Too large for a peer message, or for the follower to take in one heartbeat
+            // (openraft's limit for an append): openraft sends fewer entries at a time for
+            // a while, then tries more again.
+            Err(P2pError::TooLarge { .. } | P2pError::Timeout(_)) if entries > 1 => Err(
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)),
+            ),
             other => Err(failed(other)),
         }
     }

@@ -56,6 +56,13 @@ pub fn request(node: &Node, cmd: Command) -> Command {
     }
 }
 
+/// Into how many parts, of how many commands each (the last may hold fewer), `count`
+/// commands of `bytes` encoded go so that each part is near [`proposer::BATCH_BYTES`].
+fn split(count: usize, bytes: usize) -> (usize, usize) {
+    let parts = bytes.div_ceil(proposer::BATCH_BYTES).clamp(1, count.max(1));
+    (parts, count.div_ceil(parts).max(1))
+}
+
 /// How one try ended.
 enum Try<T> {
     /// An answer to pass on, success or not.
@@ -209,26 +216,43 @@ impl Node {
         self.send_write(cmd, Some(caller.credential.clone())).await
     }
 
-    /// [`Node::write_as`] for many changes at once: one write (one request id, one log
-    /// entry) of the commands, each audited on its own, and the answer to each in order.
+    /// [`Node::write_as`] for many changes at once, each audited on its own, and the
+    /// answer to each in order. They go as few writes as keep each log entry near the
+    /// proposer's batch size (one request id and one entry per part, the parts proposed
+    /// together): an entry must reach a follower within one Raft heartbeat.
     pub async fn write_each_as(
         &self,
         caller: &Caller,
         cmds: Vec<Command>,
     ) -> Result<Vec<Response>, ApiError> {
         let count = cmds.len();
-        let batch = Command::Batch(cmds.into_iter().map(|cmd| caller.audited(cmd)).collect());
-        let outcome = self
-            .send_write(request(self, batch), Some(caller.credential.clone()))
-            .await?;
-        match outcome.response {
-            Response::Batch(answers) if answers.len() == count => Ok(answers),
-            Response::Rejected { code, message } => Err(ApiError::new(code, message)),
-            other => Err(ApiError::new(
-                ErrorCode::Internal,
-                format!("{count} writes were answered with {other:?}"),
-            )),
-        }
+        let all = Command::Batch(cmds.into_iter().map(|cmd| caller.audited(cmd)).collect());
+        let bytes = proposer::measure(&all)?;
+        let Command::Batch(audited) = all else {
+            unreachable!("a batch was made above")
+        };
+        let (parts, per_part) = split(count, bytes);
+        let mut audited = audited.into_iter();
+        let writes = (0..parts).map(|_| {
+            let part: Vec<Command> = audited.by_ref().take(per_part).collect();
+            let size = part.len();
+            let write = request(self, Command::Batch(part));
+            async move {
+                let outcome = self
+                    .send_write(write, Some(caller.credential.clone()))
+                    .await?;
+                match outcome.response {
+                    Response::Batch(answers) if answers.len() == size => Ok(answers),
+                    Response::Rejected { code, message } => Err(ApiError::new(code, message)),
+                    other => Err(ApiError::new(
+                        ErrorCode::Internal,
+                        format!("{size} writes were answered with {other:?}"),
+                    )),
+                }
+            }
+        });
+        let answers = futures::future::try_join_all(writes.collect::<Vec<_>>()).await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// [`Node::write`] for a write another party vouches for with `credential` (a job
@@ -313,5 +337,22 @@ impl Node {
         })?
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "this replica is shutting down"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_writes_go_in_parts_near_the_batch_size() {
+        let batch = proposer::BATCH_BYTES;
+        assert_eq!(split(1, 10), (1, 1));
+        assert_eq!(split(1000, batch), (1, 1000));
+        assert_eq!(split(1000, batch + 1), (2, 500));
+        assert_eq!(split(1000, 3 * batch), (3, 334));
+        // One command larger than a batch is still one part.
+        assert_eq!(split(1, 5 * batch), (1, 1));
+        assert_eq!(split(2, 5 * batch), (2, 1));
     }
 }
