@@ -116,8 +116,8 @@ pub fn event_line(event: &Event) -> String {
         event.kind,
         event.subject.as_deref().unwrap_or("-"),
     );
-    if let Value::Object(detail) = &event.detail {
-        for (key, value) in detail {
+    if let Value::Object(detail) = event.detail.value() {
+        for (key, value) in &detail {
             // An audit entry repeats the event's time, kind and subject.
             if matches!(key.as_str(), "at_ms" | "action" | "target") || value.is_null() {
                 continue;
@@ -141,6 +141,7 @@ fn clock(at_ms: UnixMillis) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use shoal_protocol::events::Detail;
 
     use super::*;
 
@@ -153,7 +154,7 @@ mod tests {
             topic: Topic::Job,
             kind: "job_finished".into(),
             subject: Some("42".into()),
-            detail: json!({"state": "completed", "exit_code": 0, "error": null}),
+            detail: Detail::of(&json!({"state": "completed", "exit_code": 0, "error": null})),
         };
         assert_eq!(
             event_line(&event),
@@ -162,7 +163,7 @@ mod tests {
         let event = Event {
             at_ms: None,
             subject: None,
-            detail: json!({"voters": ["a", "b"]}),
+            detail: Detail::of(&json!({"voters": ["a", "b"]})),
             ..event
         };
         assert!(event_line(&event).contains("---------  job"));

@@ -9,6 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::{RawValue, to_raw_value};
 
 use crate::UnixMillis;
 
@@ -30,7 +32,62 @@ pub struct Event {
     /// audit entry's target (`job 42`, `machines 00ab…`, `fleet`).
     pub subject: Option<String>,
     /// The kind's details, e.g. `{"state": "completed", "exit_code": 0, ...}`.
-    pub detail: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub detail: Detail,
+}
+
+/// An event's details, a JSON object, written as text once when the event is made: a node
+/// makes events for every job on every replica and keeps thousands, and a map of values
+/// for each cost more than applying the job did. Sent as it is; read with
+/// [`Detail::value`].
+#[derive(Clone)]
+pub struct Detail(Box<RawValue>);
+
+impl Detail {
+    /// The fields of `value` (a struct or a map) as details.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Detail {
+        Detail(to_raw_value(value).expect("event details serialize to JSON"))
+    }
+
+    /// The details as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).expect("event details are JSON")
+    }
+
+    /// The `org` field, read without the rest.
+    pub fn org(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Org {
+            org: Option<String>,
+        }
+        serde_json::from_str::<Org>(self.0.get()).ok()?.org
+    }
+}
+
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+/// The same fields with the same values, in any order.
+impl PartialEq for Detail {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl Serialize for Detail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Through a value, so a [`Detail`] reads inside the untagged [`EventLine`] too.
+impl<'de> Deserialize<'de> for Detail {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Detail::of(&Value::deserialize(deserializer)?))
+    }
 }
 
 /// What an event is about. Filter with `topic=job,machine`.
@@ -225,7 +282,7 @@ mod tests {
             topic: Topic::Job,
             kind: kind::JOB_FINISHED.into(),
             subject: Some("12".into()),
-            detail: json!({"state": "completed"}),
+            detail: Detail::of(&json!({"state": "completed"})),
         };
         let text = serde_json::to_string(&event).unwrap();
         assert_eq!(

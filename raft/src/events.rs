@@ -21,8 +21,9 @@
 //! Each node keeps the recent events for clients in an [`EventRing`], read through an
 //! [`EventFeed`].
 
-use serde_json::{Value, json};
-use shoal_protocol::events::{Event, Topic, kind};
+use serde::Serialize;
+use serde_json::json;
+use shoal_protocol::events::{Detail, Event, Topic, kind};
 use shoal_protocol::{Command, FleetState, Response, UnixMillis};
 
 use crate::apply::{ApplyCtx, apply};
@@ -61,7 +62,7 @@ pub fn membership_event(index: u64, voters: Vec<String>, learners: Vec<String>) 
         topic: Topic::Fleet,
         kind: kind::MEMBERSHIP.to_string(),
         subject: None,
-        detail: json!({"voters": voters, "learners": learners}),
+        detail: Detail::of(&json!({"voters": voters, "learners": learners})),
     }
 }
 
@@ -101,7 +102,7 @@ impl Sink<'_> {
         topic: Topic,
         kind: &str,
         subject: Option<String>,
-        detail: Value,
+        detail: &impl Serialize,
     ) {
         self.out.push(Event {
             index: self.index,
@@ -110,7 +111,7 @@ impl Sink<'_> {
             topic,
             kind: kind.to_string(),
             subject,
-            detail,
+            detail: Detail::of(detail),
         });
         self.seq += 1;
     }

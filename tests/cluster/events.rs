@@ -172,8 +172,12 @@ async fn a_job_is_followed_live_and_a_client_resumes_on_another_node() {
     assert_ordered(&seen);
     assert!(seen.iter().all(|e| e.topic == Topic::Job));
     let finished = seen.last().unwrap();
-    assert_eq!(finished.detail["state"], json!("completed"), "{finished:?}");
-    assert_eq!(finished.detail["exit_code"], json!(0));
+    assert_eq!(
+        finished.detail.value()["state"],
+        json!("completed"),
+        "{finished:?}"
+    );
+    assert_eq!(finished.detail.value()["exit_code"], json!(0));
     assert_eq!(seen[0].index, first.0, "a job's id is its submit's index");
     let last = finished.index;
 
@@ -394,8 +398,8 @@ async fn a_node_says_which_old_events_it_no_longer_has() {
     assert_eq!(audit.len(), n, "one audit event per change: {audit:#?}");
     assert_eq!(audit[0].kind, "label_machine");
     assert_eq!(audit[0].subject, Some(format!("machine {machine}")));
-    assert_eq!(audit[0].detail["actor"], json!("7e57000000000001"));
-    assert_eq!(audit[0].detail["outcome"], json!("ok"));
+    assert_eq!(audit[0].detail.value()["actor"], json!("7e57000000000001"));
+    assert_eq!(audit[0].detail.value()["outcome"], json!("ok"));
     let changes = backlog(&cluster, 1, &format!("since={start}&topic=machine")).await;
     let labels: Vec<&Event> = changes
         .iter()
@@ -403,7 +407,10 @@ async fn a_node_says_which_old_events_it_no_longer_has() {
         .collect();
     assert_eq!(labels.len(), n);
     assert_eq!(labels[0].subject, Some(machine.to_string()));
-    assert_eq!(labels[0].detail["operator_labels"], json!({"round": "0"}));
+    assert_eq!(
+        labels[0].detail.value()["operator_labels"],
+        json!({"round": "0"})
+    );
     assert_eq!(
         (labels[0].index, labels[0].seq + 1),
         (audit[0].index, audit[0].seq)

@@ -36,7 +36,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use serde_json::Value;
 use shoal_protocol::events::{Event, EventLine, StreamEnd, Topic, kind};
 use shoal_protocol::keys::Scope;
 use shoal_protocol::params::EventParams;
@@ -76,11 +75,10 @@ impl Topics {
 /// Whether `caller` may see `event`.
 pub(crate) fn visible(caller: &Caller, event: &Event) -> bool {
     let admin = caller.scope >= Scope::Admin;
-    let org = event.detail.get("org").and_then(Value::as_str);
     match event.topic {
         Topic::Machine => true,
         // Pruning names jobs of every org: admins only.
-        Topic::Job | Topic::Session => org.map_or(admin, |org| org == caller.org),
+        Topic::Job | Topic::Session => event.detail.org().map_or(admin, |org| org == caller.org),
         Topic::Audit => admin,
         Topic::Fleet => {
             admin

@@ -201,13 +201,12 @@ impl Before {
             appended.reverse();
             for entry in appended {
                 let subject = Some(entry.target.clone()).filter(|t| !t.is_empty());
-                let detail = serde_json::to_value(entry).expect("an audit entry serializes");
                 sink.push(
                     Some(entry.at_ms),
                     Topic::Audit,
                     &entry.action,
                     subject,
-                    detail,
+                    entry,
                 );
             }
             return;
@@ -245,7 +244,7 @@ impl Before {
                     Topic::Machine,
                     kind,
                     machine_subject(info.id),
-                    detail,
+                    &detail,
                 );
             }
             Before::Status { id, at_ms, old } => {
@@ -262,7 +261,7 @@ impl Before {
                     Topic::Machine,
                     kind::MACHINE_STATUS,
                     machine_subject(id),
-                    detail,
+                    &detail,
                 );
             }
             Before::Labels { id, old } => {
@@ -282,7 +281,7 @@ impl Before {
                     Topic::Machine,
                     kind::MACHINE_LABELS,
                     machine_subject(id),
-                    detail,
+                    &detail,
                 );
             }
             Before::Remove { id, name } => sink.push(
@@ -290,7 +289,7 @@ impl Before {
                 Topic::Machine,
                 kind::MACHINE_REMOVED,
                 machine_subject(id),
-                json!({"name": name}),
+                &json!({"name": name}),
             ),
             Before::Submit { at_ms } => {
                 let Response::Submitted { job, created: true } = response else {
@@ -316,7 +315,7 @@ impl Before {
                 };
                 if !removed.is_empty() {
                     let detail = json!({"jobs": removed, "count": removed.len()});
-                    sink.push(None, Topic::Job, kind::JOBS_PRUNED, None, detail);
+                    sink.push(None, Topic::Job, kind::JOBS_PRUNED, None, &detail);
                 }
             }
             Before::Drain { old, at_ms } => {
@@ -335,7 +334,7 @@ impl Before {
                         ),
                         None => (kind::UNDRAIN, None, json!({"name": record.info.name})),
                     };
-                    sink.push(at_ms, Topic::Machine, kind, machine_subject(id), detail);
+                    sink.push(at_ms, Topic::Machine, kind, machine_subject(id), &detail);
                 }
             }
             Before::KillSwitch { at_ms, old } => {
@@ -351,13 +350,13 @@ impl Before {
                     }),
                     None => json!({"on": false}),
                 };
-                sink.push(Some(at_ms), Topic::Fleet, kind::KILL_SWITCH, None, detail);
+                sink.push(Some(at_ms), Topic::Fleet, kind::KILL_SWITCH, None, &detail);
             }
             Before::KeyCreated { id } => {
                 if let Some(key) = state.api_keys.get(&id) {
                     let at_ms = Some(key.created_at_ms);
                     let detail = key_detail(key);
-                    sink.push(at_ms, Topic::Fleet, kind::KEY_CREATED, Some(id), detail);
+                    sink.push(at_ms, Topic::Fleet, kind::KEY_CREATED, Some(id), &detail);
                 }
             }
             Before::KeyRevoked {
@@ -374,7 +373,7 @@ impl Before {
                         Topic::Fleet,
                         kind::KEY_REVOKED,
                         Some(id),
-                        detail,
+                        &detail,
                     );
                 }
             }
@@ -398,7 +397,7 @@ impl Before {
                         "created_by": token.created_by,
                         "used_by": token.used_by,
                     });
-                    sink.push(at_ms, Topic::Fleet, kind, Some(id), detail);
+                    sink.push(at_ms, Topic::Fleet, kind, Some(id), &detail);
                 }
             }
         }

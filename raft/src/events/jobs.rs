@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
+use serde::Serialize;
 use shoal_protocol::events::{Topic, kind};
-use shoal_protocol::{FleetState, JobId, JobRecord, JobState, UnixMillis};
+use shoal_protocol::{FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
 
 use super::Sink;
 
@@ -63,34 +63,66 @@ pub(super) fn marks(
     marks
 }
 
+/// A new job's details (fields in the order a JSON map of them would have).
+#[derive(Serialize)]
+struct SubmittedDetail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[JobId]>::is_empty")]
+    children: &'a [JobId],
+    command: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    org: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<JobId>,
+    priority: i32,
+    state: JobState,
+}
+
 /// A new job.
 pub(super) fn submitted(sink: &mut Sink, at_ms: UnixMillis, job: &JobRecord) {
-    let mut detail = json!({
-        "state": job.state,
-        "org": job.spec.org,
-        "command": job.spec.command,
-        "priority": job.spec.priority,
-    });
-    if let Some(image) = &job.spec.image {
-        detail["image"] = json!(image);
-    }
-    if let Some(agent) = &job.spec.agent_id {
-        detail["agent_id"] = json!(agent);
-    }
-    if let Some(parent) = job.parent {
-        detail["parent"] = json!(parent);
-    }
-    if !job.children.is_empty() {
-        detail["children"] = json!(job.children);
-    }
+    let detail = SubmittedDetail {
+        agent_id: job.spec.agent_id.as_deref(),
+        children: &job.children,
+        command: &job.spec.command,
+        image: job.spec.image.as_deref(),
+        org: &job.spec.org,
+        parent: job.parent,
+        priority: job.spec.priority,
+        state: job.state,
+    };
     let subject = Some(job.id.to_string());
     sink.push(
         Some(at_ms),
         Topic::Job,
         kind::JOB_SUBMITTED,
         subject,
-        detail,
+        &detail,
     );
+}
+
+/// How a job moved (fields in the order a JSON map of them would have).
+#[derive(Serialize)]
+struct ChangedDetail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machine: Option<MachineId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before_ms: Option<UnixMillis>,
+    org: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<JobId>,
+    state: JobState,
 }
 
 /// The one event (if any) for how a job moved under a command.
@@ -111,32 +143,22 @@ pub(super) fn changed(sink: &mut Sink, at_ms: UnixMillis, before: Mark, job: &Jo
     } else {
         return;
     };
-    let mut detail = json!({"state": job.state, "org": job.spec.org});
     // A fan-out parent runs nowhere; every other job names the attempt the event is about.
-    if let Some(attempt) = job.current_attempt().filter(|_| !job.is_parent()) {
-        detail["attempt"] = json!(attempt.number);
-        detail["machine"] = json!(attempt.machine);
-        if let Some(image) = &attempt.pulling {
-            detail["image"] = json!(image);
-        }
-        if let Some(code) = attempt.exit_code {
-            detail["exit_code"] = json!(code);
-        }
-        if kind != kind::JOB_DISPATCHED
-            && let Some(error) = &attempt.error
-        {
-            detail["attempt_error"] = json!(error);
-        }
-    }
-    if let Some(error) = job.error.as_ref().filter(|_| job.state.is_finished()) {
-        detail["error"] = json!(error);
-    }
-    if kind == kind::JOB_RETRYING {
-        detail["not_before_ms"] = json!(job.not_before_ms);
-    }
-    if let Some(parent) = job.parent {
-        detail["parent"] = json!(parent);
-    }
+    let attempt = job.current_attempt().filter(|_| !job.is_parent());
+    let detail = ChangedDetail {
+        attempt: attempt.map(|a| a.number),
+        attempt_error: attempt
+            .filter(|_| kind != kind::JOB_DISPATCHED)
+            .and_then(|a| a.error.as_deref()),
+        error: job.error.as_deref().filter(|_| job.state.is_finished()),
+        exit_code: attempt.and_then(|a| a.exit_code),
+        image: attempt.and_then(|a| a.pulling.as_deref()),
+        machine: attempt.map(|a| a.machine),
+        not_before_ms: (kind == kind::JOB_RETRYING).then_some(job.not_before_ms),
+        org: &job.spec.org,
+        parent: job.parent,
+        state: job.state,
+    };
     let subject = Some(job.id.to_string());
-    sink.push(Some(at_ms), Topic::Job, kind, subject, detail);
+    sink.push(Some(at_ms), Topic::Job, kind, subject, &detail);
 }

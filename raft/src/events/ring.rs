@@ -298,7 +298,7 @@ mod tests {
             topic: Topic::Job,
             kind: "job_submitted".into(),
             subject: Some(index.to_string()),
-            detail: json!({}),
+            detail: shoal_protocol::events::Detail::of(&json!({})),
         }
     }
 

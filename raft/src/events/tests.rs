@@ -130,8 +130,8 @@ fn a_job_tells_its_life_in_order() {
         (submitted.topic, submitted.at_ms, submitted.index),
         (Topic::Job, Some(10), id.0)
     );
-    assert_eq!(submitted.detail["state"], json!("queued"));
-    assert_eq!(submitted.detail["command"], json!(["true"]));
+    assert_eq!(submitted.detail.value()["state"], json!("queued"));
+    assert_eq!(submitted.detail.value()["command"], json!(["true"]));
 
     let events = fleet.apply(dispatch(id, 1, M2));
     assert_eq!(
@@ -139,7 +139,7 @@ fn a_job_tells_its_life_in_order() {
         [(kind::JOB_DISPATCHED, Some(subject.as_str()))]
     );
     assert_eq!(
-        events[0].detail,
+        events[0].detail.value(),
         json!({"state": "dispatched", "org": "default", "attempt": 1, "machine": "0000000000000002"})
     );
     let events = fleet.apply(report(id, 1, JobReport::Running));
@@ -155,8 +155,8 @@ fn a_job_tells_its_life_in_order() {
         [(kind::JOB_FINISHED, Some(subject.as_str()))]
     );
     assert_eq!(events[0].at_ms, Some(30));
-    assert_eq!(events[0].detail["state"], json!("completed"));
-    assert_eq!(events[0].detail["exit_code"], json!(0));
+    assert_eq!(events[0].detail.value()["state"], json!("completed"));
+    assert_eq!(events[0].detail.value()["exit_code"], json!(0));
     // A report on the finished job is rejected: no event.
     assert!(
         fleet
@@ -182,8 +182,11 @@ fn a_pull_is_told_once_before_the_job_runs() {
         kinds(&events),
         [(kind::JOB_PULLING, Some(id.to_string().as_str()))]
     );
-    assert_eq!(events[0].detail["image"], json!("registry.lan/app:1"));
-    assert_eq!(events[0].detail["state"], json!("dispatched"));
+    assert_eq!(
+        events[0].detail.value()["image"],
+        json!("registry.lan/app:1")
+    );
+    assert_eq!(events[0].detail.value()["state"], json!("dispatched"));
     assert!(
         fleet
             .apply(report(id, 1, pulling("registry.lan/app:1")))
@@ -191,7 +194,11 @@ fn a_pull_is_told_once_before_the_job_runs() {
     );
     let events = fleet.apply(report(id, 1, JobReport::Running));
     assert_eq!(kinds(&events)[0].0, kind::JOB_RUNNING);
-    assert_eq!(events[0].detail.get("image"), None, "the pull is over");
+    assert_eq!(
+        events[0].detail.value().get("image"),
+        None,
+        "the pull is over"
+    );
     // Once it runs, a late pull report says nothing.
     assert!(
         fleet
@@ -211,7 +218,7 @@ fn failures_retry_then_fail_and_requeues_say_why() {
     fleet.apply(dispatch(id, 1, M1));
     let events = fleet.apply(report(id, 1, JobReport::Exited { exit_code: 3 }));
     assert_eq!(events[0].kind, kind::JOB_RETRYING);
-    let detail = &events[0].detail;
+    let detail = events[0].detail.value();
     assert_eq!(detail["state"], json!("queued"));
     assert_eq!(detail["exit_code"], json!(3));
     assert_eq!(detail["attempt_error"], json!("exit code 3"));
@@ -226,15 +233,15 @@ fn failures_retry_then_fail_and_requeues_say_why() {
     });
     assert_eq!(events[0].kind, kind::JOB_REQUEUED);
     assert_eq!(
-        events[0].detail["attempt_error"],
+        events[0].detail.value()["attempt_error"],
         json!("machine went STALE")
     );
 
     fleet.apply(dispatch_at(id, 3, M2, 5_000));
     let events = fleet.apply(report(id, 3, JobReport::Failed { error: "no".into() }));
     assert_eq!(events[0].kind, kind::JOB_FINISHED);
-    assert_eq!(events[0].detail["state"], json!("failed"));
-    assert_eq!(events[0].detail["error"], json!("no"));
+    assert_eq!(events[0].detail.value()["state"], json!("failed"));
+    assert_eq!(events[0].detail.value()["error"], json!("no"));
 }
 
 #[test]
@@ -306,10 +313,10 @@ fn a_fan_out_tells_children_before_their_parent() {
         ]
     );
     assert_eq!(
-        events[0].detail["children"],
+        events[0].detail.value()["children"],
         json!([parent.0 + 1, parent.0 + 2])
     );
-    assert_eq!(events[1].detail["parent"], json!(parent.0));
+    assert_eq!(events[1].detail.value()["parent"], json!(parent.0));
 
     // The first child leaving the queue sets the parent running.
     let events = fleet.apply(dispatch(JobId(parent.0 + 1), 1, M1));
@@ -321,7 +328,7 @@ fn a_fan_out_tells_children_before_their_parent() {
         ]
     );
     assert!(
-        events[1].detail.get("machine").is_none(),
+        events[1].detail.value().get("machine").is_none(),
         "a parent runs nowhere"
     );
 
@@ -351,13 +358,13 @@ fn a_fan_out_tells_children_before_their_parent() {
             (kind::JOB_FINISHED, Some(p.as_str())),
         ]
     );
-    assert_eq!(events[1].detail["state"], json!("cancelled"));
+    assert_eq!(events[1].detail.value()["state"], json!("cancelled"));
 
     let events = fleet.apply(Command::PruneJobs {
         finished_before_ms: 1_000,
     });
     assert_eq!(kinds(&events), [(kind::JOBS_PRUNED, None)]);
-    assert_eq!(events[0].detail["count"], json!(3));
+    assert_eq!(events[0].detail.value()["count"], json!(3));
     assert!(
         fleet
             .apply(Command::PruneJobs {
