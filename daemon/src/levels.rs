@@ -94,17 +94,24 @@ pub fn admits(fleet_level: ProtocolLevel, newcomer: ProtocolLevel) -> bool {
 /// it is refused with the members to upgrade (409), or, when every member already speaks
 /// it and only the raise is pending, with a retry (503). `SetFleetLevel` is judged by the
 /// members' levels, the one thing that lets the level rise.
+/// The members are asked for only when the fleet's level does not settle it.
 pub fn check(
     cmd: &Command,
     fleet_level: ProtocolLevel,
-    members: &[MachineLevel],
+    members: impl FnOnce() -> Vec<MachineLevel>,
 ) -> Result<(), ApiError> {
-    let (needed, allowed) = match cmd {
-        Command::SetFleetLevel { level } => (
-            cmd.min_level().max(*level),
-            lowest(members).unwrap_or(ProtocolLevel::FIRST),
-        ),
-        _ => (cmd.min_level(), fleet_level),
+    let raise = match cmd {
+        Command::SetFleetLevel { level } => Some(*level),
+        _ => None,
+    };
+    let needed = cmd.min_level().max(raise.unwrap_or(ProtocolLevel::FIRST));
+    if raise.is_none() && needed <= fleet_level {
+        return Ok(());
+    }
+    let members = members();
+    let allowed = match raise {
+        Some(_) => lowest(&members).unwrap_or(ProtocolLevel::FIRST),
+        None => fleet_level,
     };
     if needed <= allowed {
         return Ok(());
@@ -164,22 +171,17 @@ pub async fn check_before_forwarding(node: &Node, cmd: &Command) -> Result<(), A
     }
     node.read_barrier().await?;
     let fleet_level = node.fleet.read(|state| state.fleet_level);
-    check(cmd, fleet_level, &member_levels(node))
+    check(cmd, fleet_level, || member_levels(node))
 }
 
 /// On the leader, refuses a write the fleet's level does not allow yet. Elsewhere it lets
 /// the write through: the proposer answers `NoLeader` and the sender asks the leader.
 pub fn check_write(node: &Node, cmd: &Command) -> Result<(), ApiError> {
-    let needed = cmd.min_level();
-    if needed == ProtocolLevel::FIRST || node.leader() != Some(node.id) {
+    if cmd.min_level() == ProtocolLevel::FIRST || node.leader() != Some(node.id) {
         return Ok(());
     }
     let fleet_level = node.fleet.read(|state| state.fleet_level);
-    // The common case, without asking gossip for every member's level.
-    if needed <= fleet_level && !matches!(cmd, Command::SetFleetLevel { .. }) {
-        return Ok(());
-    }
-    check(cmd, fleet_level, &member_levels(node))
+    check(cmd, fleet_level, || member_levels(node))
 }
 
 /// On the leader: commits a higher fleet level once every member speaks it.
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn a_write_above_the_fleet_level_names_the_machines_to_upgrade() {
         let mixed = [machine(1, 2), machine(2, 1), machine(3, 2)];
-        let err = check(&settings(), ONE, &mixed).unwrap_err();
+        let err = check(&settings(), ONE, || mixed.to_vec()).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict);
         assert_eq!(
             err.message,
@@ -298,14 +300,14 @@ mod tests {
             job: shoal_protocol::JobId(1),
             at_ms: 1,
         };
-        assert_eq!(check(&cancel, ONE, &mixed), Ok(()));
-        assert_eq!(check(&settings(), TWO, &mixed), Ok(()));
+        assert_eq!(check(&cancel, ONE, || mixed.to_vec()), Ok(()));
+        assert_eq!(check(&settings(), TWO, || mixed.to_vec()), Ok(()));
     }
 
     #[test]
     fn a_write_waiting_only_for_the_raise_is_retried() {
         let upgraded = [machine(1, 2), machine(2, 2)];
-        let err = check(&settings(), ONE, &upgraded).unwrap_err();
+        let err = check(&settings(), ONE, || upgraded.to_vec()).unwrap_err();
         assert_eq!(err.code, ErrorCode::Unavailable, "{}", err.message);
     }
 
@@ -313,13 +315,16 @@ mod tests {
     fn raising_the_level_needs_every_member_to_speak_it() {
         let raise = Command::SetFleetLevel { level: TWO };
         let mixed = [machine(1, 2), machine(2, 1)];
-        let err = check(&raise, ONE, &mixed).unwrap_err();
+        let err = check(&raise, ONE, || mixed.to_vec()).unwrap_err();
         assert!(err.message.contains("upgrade dev-2"), "{}", err.message);
-        assert_eq!(check(&raise, ONE, &[machine(1, 2), machine(2, 2)]), Ok(()));
+        assert_eq!(
+            check(&raise, ONE, || vec![machine(1, 2), machine(2, 2)]),
+            Ok(())
+        );
         let too_far = Command::SetFleetLevel {
             level: ProtocolLevel(3),
         };
-        assert!(check(&too_far, ONE, &[machine(1, 2), machine(2, 2)]).is_err());
+        assert!(check(&too_far, ONE, || vec![machine(1, 2), machine(2, 2)]).is_err());
     }
 
     #[test]

@@ -51,12 +51,16 @@ pub struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
+/// The encoded size of `cmd` (or of many commands) without keeping the encoding.
+pub fn encoded_len<T: serde::Serialize + ?Sized>(cmd: &T) -> Result<usize, ApiError> {
+    frame::body_len(cmd)
+        .map_err(|err| ApiError::new(ErrorCode::Internal, format!("unencodable write: {err}")))
+}
+
 /// The encoded size of `cmd`, or a 413 naming it and the limit when it may not become a
 /// log entry.
 pub fn measure(cmd: &Command) -> Result<usize, ApiError> {
-    let bytes = frame::encode(cmd)
-        .map_err(|err| ApiError::new(ErrorCode::Internal, format!("unencodable write: {err}")))?
-        .len();
+    let bytes = encoded_len(cmd)?;
     if bytes > MAX_ENTRY_BYTES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,

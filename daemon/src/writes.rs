@@ -226,12 +226,9 @@ impl Node {
         cmds: Vec<Command>,
     ) -> Result<Vec<Response>, ApiError> {
         let count = cmds.len();
-        let all = Command::Batch(cmds.into_iter().map(|cmd| caller.audited(cmd)).collect());
-        let bytes = proposer::measure(&all)?;
-        let Command::Batch(audited) = all else {
-            unreachable!("a batch was made above")
-        };
-        let (parts, per_part) = split(count, bytes);
+        let audited: Vec<Command> = cmds.into_iter().map(|cmd| caller.audited(cmd)).collect();
+        // Each part is measured again (and refused when too large) as it is sent.
+        let (parts, per_part) = split(count, proposer::encoded_len(&audited)?);
         let mut audited = audited.into_iter();
         let writes = (0..parts).map(|_| {
             let part: Vec<Command> = audited.by_ref().take(per_part).collect();

@@ -100,6 +100,24 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameErr
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
+/// How many bytes `value` encodes to as a body, counted as it is encoded, with nothing
+/// kept.
+pub fn body_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, FrameError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    encode_body_to(value, &mut count)?;
+    Ok(count.0)
+}
+
 /// Encodes `value` as a body into any writer: a buffer it appends to, or a file, piece by
 /// piece.
 pub fn encode_body_to<T: Serialize + ?Sized, W: std::io::Write>(
@@ -619,5 +637,14 @@ mod tests {
                 "{tail:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_is_counted_as_long_as_it_encodes() {
+        let command = Command::RemoveMachine { id: MachineId(7) };
+        assert_eq!(
+            body_len(&command).unwrap(),
+            encode_body(&command).unwrap().len()
+        );
     }
 }
