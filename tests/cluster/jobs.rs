@@ -193,6 +193,34 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         .unwrap();
     assert_eq!(mixed.status().as_u16(), 400);
 
+    // A batch too large for one log entry goes in parts (here through a follower): every
+    // job in, answered in the order given.
+    let padding = "p".repeat(600);
+    let many: Vec<Value> = (0..1000)
+        .map(|n| {
+            json!({"command": ["echo", n.to_string()], "env": {"PAD": padding},
+                   "required_labels": {"tape": "none"}})
+        })
+        .collect();
+    let (status, body) = post(
+        format!("{follower_api}/v1/jobs/batch"),
+        json!({"jobs": many}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answers = body["jobs"].as_array().unwrap();
+    assert_eq!(answers.len(), 1000);
+    let mut ids = BTreeSet::new();
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(
+            answer["job"]["spec"]["command"][1],
+            n.to_string(),
+            "{answer}"
+        );
+        assert_eq!(answer["created"], true);
+        assert!(ids.insert(job_id(answer)), "job {n} answered twice");
+    }
+
     // Bad requests: a clear 400 (or 413) and nothing written.
     let before = cluster.node(0).fleet.read(|s| s.jobs.len());
     let bad = [
@@ -214,7 +242,10 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
             );
         }
     }
-    let huge = json!({"command": ["x".repeat(2 * 1024 * 1024)]});
+    // Just over the 1 MiB limit: the node answers once it has read that much and closes
+    // the connection, and a client with much more still to send can see the close before
+    // the answer.
+    let huge = json!({"command": ["x".repeat(1024 * 1024 + 1024)]});
     let (status, answer) = post(format!("{api}/v1/jobs"), huge).await;
     assert_eq!(
         (status, answer["code"].as_str()),
