@@ -308,7 +308,7 @@ pub struct FleetState {
     /// The jobs on a machine (`dispatched` or `running`): what counts a machine's work and
     /// what a runner looks for its own.
     #[serde(skip)]
-    pub placed_jobs: OrdSet<JobId>,
+    pub placed_jobs: OrdMap<JobId, crate::indexes::OnMachine>,
     /// Finished top-level jobs by when they finished (`updated_at_ms`), oldest first:
     /// what a prune walks.
     #[serde(skip)]

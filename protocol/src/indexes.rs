@@ -3,7 +3,8 @@
 //! history kept:
 //!
 //! - the jobs not finished yet: `queued_jobs` (waiting for a machine) and `placed_jobs`
-//!   (dispatched or running);
+//!   (dispatched or running, each with what a machine's count of its work needs: see
+//!   [`OnMachine`]);
 //! - `finished_jobs`: finished top-level jobs by when they finished;
 //! - `running`: running attempts, summed per org ([`crate::running_spend`]);
 //! - the ledger's daily totals per org ([`crate::cost_ledger`]).
@@ -13,7 +14,40 @@
 //! is read.
 
 use crate::running_spend::{RunningAttempt, RunningSpend};
-use crate::{FleetState, JobId, JobRecord, JobState, UnixMillis};
+use crate::{FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
+
+/// A job's current attempt on a machine, as the leader's loops count the machine's work
+/// and find attempts that never started: read from the index, without the job's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnMachine {
+    pub machine: MachineId,
+    pub attempt: u32,
+    /// `dispatched`; `false` once it runs.
+    pub dispatched: bool,
+    pub dispatched_at_ms: UnixMillis,
+    /// The machine said it pulls the job's image.
+    pub pulling: bool,
+    /// The GPUs the job asked for.
+    pub gpus: u32,
+}
+
+impl OnMachine {
+    /// The job's current attempt, if the job is dispatched or running.
+    pub fn of(job: &JobRecord) -> Option<OnMachine> {
+        if !job.state.is_on_machine() {
+            return None;
+        }
+        let attempt = job.current_attempt()?;
+        Some(OnMachine {
+            machine: attempt.machine,
+            attempt: attempt.number,
+            dispatched: job.state == JobState::Dispatched,
+            dispatched_at_ms: attempt.dispatched_at_ms,
+            pulling: attempt.pulling.is_some(),
+            gpus: job.spec.gpus.unwrap_or(0),
+        })
+    }
+}
 
 impl FleetState {
     /// Brings every index up to date for job `id`, as it stands now (or is gone).
@@ -22,15 +56,15 @@ impl FleetState {
     /// a prune takes it out with the job.
     pub fn refresh_indexes(&mut self, id: JobId) {
         let Some(job) = self.jobs.get(&id) else {
-            self.queued_jobs.remove(&id);
-            self.placed_jobs.remove(&id);
+            set_member(&mut self.queued_jobs, id, false);
+            set_entry(&mut self.placed_jobs, id, None);
             self.running.set(id, None);
             return;
         };
         set_member(&mut self.queued_jobs, id, job.state == JobState::Queued);
-        set_member(&mut self.placed_jobs, id, job.state.is_on_machine());
+        set_entry(&mut self.placed_jobs, id, OnMachine::of(job));
         let running = RunningAttempt::of(job);
-        if let Some(key) = finished_key(job) {
+        if let Some(key) = finished_key(job).filter(|key| !self.finished_jobs.contains(key)) {
             self.finished_jobs.insert(key);
         }
         self.running.set(id, running);
@@ -47,8 +81,7 @@ impl FleetState {
         self.placed_jobs = self
             .jobs
             .values()
-            .filter(|job| job.state.is_on_machine())
-            .map(|job| job.id)
+            .filter_map(|job| Some((job.id, OnMachine::of(job)?)))
             .collect();
         self.finished_jobs = self.jobs.values().filter_map(finished_key).collect();
         self.running = RunningSpend::default();
@@ -75,7 +108,7 @@ impl FleetState {
 
     /// The jobs dispatched to or running on a machine, in id order.
     pub fn placed_jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.placed_jobs.iter().filter_map(|id| self.jobs.get(id))
+        self.placed_jobs.keys().filter_map(|id| self.jobs.get(id))
     }
 
     /// Finished top-level jobs that last changed before `before`, oldest first.
@@ -86,12 +119,27 @@ impl FleetState {
     }
 }
 
+// Both look before they write: most refreshes change nothing, and a write to a shared
+// map copies its path even when it changes nothing.
 fn set_member(set: &mut imbl::OrdSet<JobId>, id: JobId, member: bool) {
+    if set.contains(&id) == member {
+        return;
+    }
     if member {
         set.insert(id);
     } else {
         set.remove(&id);
     }
+}
+
+fn set_entry<V: Clone + PartialEq>(map: &mut imbl::OrdMap<JobId, V>, id: JobId, value: Option<V>) {
+    if map.get(&id) == value.as_ref() {
+        return;
+    }
+    match value {
+        Some(value) => map.insert(id, value),
+        None => map.remove(&id),
+    };
 }
 
 /// Where a job goes in `finished_jobs`: finished jobs without a parent (children go with

@@ -112,22 +112,26 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             sealed_key,
         } => gossip_keys::rotate(state, generation, sealed_key),
         Command::RecordBatch { .. } => Response::Done,
+        // The wrappers: the commands inside bring the indexes up to date themselves.
         Command::Audited {
             actor,
             org,
             at_ms,
             command,
         } => {
-            let response = apply(state, (*command).clone(), ctx);
-            audit::record(state, actor, org, at_ms, &command, &response);
-            response
+            let described = audit::describe(&command);
+            let response = apply(state, *command, ctx);
+            audit::record(state, actor, org, at_ms, described, &response);
+            return response;
         }
-        Command::Batch(commands) => Response::Batch(
-            commands
-                .into_iter()
-                .map(|cmd| apply(state, cmd, ctx))
-                .collect(),
-        ),
+        Command::Batch(commands) => {
+            return Response::Batch(
+                commands
+                    .into_iter()
+                    .map(|cmd| apply(state, cmd, ctx))
+                    .collect(),
+            );
+        }
         Command::Request { id, at_ms, command } => {
             // The inner command did its own bookkeeping, or a repeat changes nothing.
             return requests::apply_once(state, id, at_ms, *command, |state, cmd| {

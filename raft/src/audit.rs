@@ -7,8 +7,27 @@ use shoal_protocol::{Command, FleetState, MachineId, Response, UnixMillis};
 /// Audit entries kept; older ones are dropped first.
 pub const MAX_KEPT: usize = 50_000;
 
+/// What an audit entry says a command did, taken before it is applied (which consumes it).
+pub(crate) struct Description {
+    action: String,
+    target: String,
+    machines: Vec<MachineId>,
+    /// A submit is named by the job it made, which only its response knows.
+    names_new_job: bool,
+}
+
 /// The action, target and machines of a user's command.
-fn describe(command: &Command, response: &Response) -> (String, String, Vec<MachineId>) {
+pub(crate) fn describe(command: &Command) -> Description {
+    let (action, target, machines) = describe_parts(command);
+    Description {
+        action,
+        target,
+        machines,
+        names_new_job: matches!(command, Command::SubmitJob { .. }),
+    }
+}
+
+fn describe_parts(command: &Command) -> (String, String, Vec<MachineId>) {
     let machines_text = |ids: &[MachineId]| {
         ids.iter()
             .map(ToString::to_string)
@@ -16,13 +35,7 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
             .join(",")
     };
     match command {
-        Command::SubmitJob { .. } => {
-            let target = match response {
-                Response::Submitted { job, .. } => format!("job {}", job.id),
-                _ => "job".to_string(),
-            };
-            ("submit_job".into(), target, Vec::new())
-        }
+        Command::SubmitJob { .. } => ("submit_job".into(), "job".into(), Vec::new()),
         Command::CancelJob { job, .. } => ("cancel_job".into(), format!("job {job}"), Vec::new()),
         Command::RetireMachine { id } => {
             ("remove_machine".into(), format!("machine {id}"), vec![*id])
@@ -121,17 +134,25 @@ fn describe(command: &Command, response: &Response) -> (String, String, Vec<Mach
     }
 }
 
-/// Appends the entry for `command`, applied with `response`, dropping the oldest past
-/// [`MAX_KEPT`].
+/// Appends the entry for the command `described`, applied with `response`, dropping the
+/// oldest past [`MAX_KEPT`].
 pub(crate) fn record(
     state: &mut FleetState,
     actor: String,
     org: String,
     at_ms: UnixMillis,
-    command: &Command,
+    described: Description,
     response: &Response,
 ) {
-    let (action, target, machines) = describe(command, response);
+    let Description {
+        action,
+        mut target,
+        machines,
+        names_new_job,
+    } = described;
+    if let (true, Response::Submitted { job, .. }) = (names_new_job, response) {
+        target = format!("job {}", job.id);
+    }
     let outcome = match response {
         Response::Rejected { message, .. } => format!("refused: {message}"),
         _ => "ok".to_string(),

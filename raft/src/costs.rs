@@ -38,15 +38,18 @@ pub fn rate_of(state: &FleetState, machine: MachineId) -> u64 {
 /// Puts what the job's ended attempts cost into the ledger, each attempt once, and on the
 /// attempt itself (`cost_micro_usd`).
 pub(crate) fn settle(state: &mut FleetState, id: JobId) {
+    let unsettled = |a: &Attempt| a.finished_at_ms.is_some() && a.cost_micro_usd.is_none();
+    // Most jobs a command touches have nothing to settle: look before taking the record
+    // for writing, which copies its path of the shared map.
+    let owes = |job: &JobRecord| job.attempts.iter().any(unsettled);
+    if !state.jobs.get(&id).is_some_and(owes) {
+        return;
+    }
     let FleetState { jobs, costs, .. } = state;
     let Some(job) = jobs.get_mut(&id) else {
         return;
     };
-    let unsettled = job
-        .attempts
-        .iter_mut()
-        .filter(|a| a.finished_at_ms.is_some() && a.cost_micro_usd.is_none());
-    for attempt in unsettled {
+    for attempt in job.attempts.iter_mut().filter(|a| unsettled(a)) {
         let mut total = 0u64;
         for (day, spent) in ended_days(attempt) {
             total = total.saturating_add(spent.runtime_micro_usd);

@@ -540,7 +540,7 @@ pub(crate) fn set_kill_switch(
     at_ms: UnixMillis,
 ) -> Response {
     if terminate && switch.is_some() {
-        let on_machines: Vec<JobId> = state.placed_jobs.iter().copied().collect();
+        let on_machines: Vec<JobId> = state.placed_jobs.keys().copied().collect();
         for id in on_machines {
             if let Some(job) = state.jobs.get_mut(&id) {
                 cancel_one(job, at_ms);

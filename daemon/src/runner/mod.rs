@@ -176,15 +176,12 @@ impl Runner {
 /// The attempts dispatched to `node` that have not finished, with their cancel flag.
 fn mine(state: &FleetState, node: shoal_protocol::MachineId) -> Vec<(JobId, u32, JobState, bool)> {
     state
-        .placed_jobs()
-        .filter_map(|job| {
-            let attempt = job.current_attempt()?;
-            (attempt.machine == node).then_some((
-                job.id,
-                attempt.number,
-                job.state,
-                job.cancel_requested,
-            ))
+        .placed_jobs
+        .iter()
+        .filter(|(_, on)| on.machine == node)
+        .filter_map(|(id, on)| {
+            let job = state.jobs.get(id)?;
+            Some((*id, on.attempt, job.state, job.cancel_requested))
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! machine holds, what waited too long. They look at the open jobs only, and [`prunable`]
 //! at the finished-jobs index.
 
-use shoal_protocol::{Attempt, FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
+use shoal_protocol::{FleetState, JobId, JobRecord, JobState, MachineId, UnixMillis};
 
 /// Queued jobs the scheduler may place (fan-out parents excluded), in id order.
 pub fn queue(state: &FleetState) -> Vec<&JobRecord> {
@@ -11,9 +11,11 @@ pub fn queue(state: &FleetState) -> Vec<&JobRecord> {
 
 /// The jobs (and their current attempts) dispatched to or running on `machine`.
 pub fn running_on(state: &FleetState, machine: MachineId) -> Vec<(JobId, u32)> {
-    on_machines(state)
-        .filter(|(_, attempt)| attempt.machine == machine)
-        .map(|(job, attempt)| (job.id, attempt.number))
+    state
+        .placed_jobs
+        .iter()
+        .filter(|(_, on)| on.machine == machine)
+        .map(|(id, on)| (*id, on.attempt))
         .collect()
 }
 
@@ -28,10 +30,10 @@ pub struct Held {
 /// What each machine holds, in one pass over the open jobs.
 pub fn held_on_machines(state: &FleetState) -> std::collections::BTreeMap<MachineId, Held> {
     let mut held = std::collections::BTreeMap::new();
-    for (job, attempt) in on_machines(state) {
-        let on: &mut Held = held.entry(attempt.machine).or_default();
-        on.jobs += 1;
-        on.gpus = on.gpus.saturating_add(job.spec.gpus.unwrap_or(0));
+    for on in state.placed_jobs.values() {
+        let machine: &mut Held = held.entry(on.machine).or_default();
+        machine.jobs += 1;
+        machine.gpus = machine.gpus.saturating_add(on.gpus);
     }
     held
 }
@@ -44,15 +46,17 @@ pub fn dispatched_before(
     cutoff_ms: UnixMillis,
     pulling_cutoff_ms: UnixMillis,
 ) -> Vec<(JobId, u32, bool)> {
-    on_machines(state)
-        .filter(|(job, attempt)| {
-            let cutoff = match attempt.pulling.is_some() {
+    state
+        .placed_jobs
+        .iter()
+        .filter(|(_, on)| {
+            let cutoff = match on.pulling {
                 true => pulling_cutoff_ms,
                 false => cutoff_ms,
             };
-            job.state == JobState::Dispatched && attempt.dispatched_at_ms <= cutoff
+            on.dispatched && on.dispatched_at_ms <= cutoff
         })
-        .map(|(job, attempt)| (job.id, attempt.number, attempt.pulling.is_some()))
+        .map(|(id, on)| (*id, on.attempt, on.pulling))
         .collect()
 }
 
@@ -83,10 +87,4 @@ pub fn changed_reasons(state: &FleetState, waiting: &[(JobId, String)]) -> Vec<(
 /// removes. Read from the finished-jobs index, so it costs what it finds.
 pub fn prunable(state: &FleetState, before: UnixMillis) -> Vec<JobId> {
     state.finished_before(before).collect()
-}
-
-fn on_machines(state: &FleetState) -> impl Iterator<Item = (&JobRecord, &Attempt)> {
-    state
-        .placed_jobs()
-        .filter_map(|job| job.current_attempt().map(|attempt| (job, attempt)))
 }
