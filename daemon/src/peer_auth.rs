@@ -149,15 +149,23 @@ impl Forwarded<'_> {
         }
     }
 
-    /// A user's change: the key presented must be the one it names, of the scope and
-    /// org the change needs.
+    /// A user's change (or a batch of them audited as one): the key presented must be the
+    /// one it names, of the scope and org each change needs.
     fn check_user(&self, actor: &str, org: &str, command: &Command) -> Result<(), ApiError> {
-        let Author::User(needed) = command.author() else {
-            return Err(self.forbidden(format!(
-                "{} is not a user's change and may not come audited",
-                command.tag()
-            )));
+        let changes = match command {
+            Command::Batch(commands) => commands.as_slice(),
+            one => std::slice::from_ref(one),
         };
+        let mut needed = Scope::Read;
+        for change in changes {
+            let Author::User(scope) = change.author() else {
+                return Err(self.forbidden(format!(
+                    "{} is not a user's change and may not come audited",
+                    change.tag()
+                )));
+            };
+            needed = needed.max(scope);
+        }
         let caller = match self.credential {
             Some(Credential::ApiKey(key)) => authenticate(self.state, key)?,
             _ => return self.unvouched(command, "the user's API key"),
@@ -169,7 +177,9 @@ impl Forwarded<'_> {
             )));
         }
         caller.require(needed)?;
-        self.check_org(&caller, command)
+        changes
+            .iter()
+            .try_for_each(|change| self.check_org(&caller, change))
     }
 
     /// A key outside the admin scope acts only within its org.

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use shoal_protocol::levels::PEER_AUTH_LEVEL;
+use shoal_protocol::levels::{BATCH_AUDIT_LEVEL, PEER_AUTH_LEVEL};
 use shoal_protocol::requests::{REQUEST_LEVEL, RequestId};
 use shoal_protocol::{ApiError, Command, ErrorCode, Response};
 use tokio::time::{Instant, timeout};
@@ -216,24 +216,33 @@ impl Node {
         self.send_write(cmd, Some(caller.credential.clone())).await
     }
 
-    /// [`Node::write_as`] for many changes at once, each audited on its own, and the
-    /// answer to each in order. They go as few writes as keep each log entry near the
-    /// proposer's batch size (one request id and one entry per part, the parts proposed
-    /// together): an entry must reach a follower within one Raft heartbeat.
+    /// [`Node::write_as`] for many changes at once, and the answer to each in order. They
+    /// go as few writes as keep each log entry near the proposer's batch size (one request
+    /// id, one entry and one audit entry per part, the parts proposed together): an entry
+    /// must reach a follower within one Raft heartbeat. A fleet below
+    /// [`BATCH_AUDIT_LEVEL`] audits each change on its own.
     pub async fn write_each_as(
         &self,
         caller: &Caller,
         cmds: Vec<Command>,
     ) -> Result<Vec<Response>, ApiError> {
         let count = cmds.len();
-        let audited: Vec<Command> = cmds.into_iter().map(|cmd| caller.audited(cmd)).collect();
+        let one_entry = self.fleet.read(|state| state.fleet_level) >= BATCH_AUDIT_LEVEL;
+        let cmds: Vec<Command> = match one_entry {
+            true => cmds,
+            false => cmds.into_iter().map(|cmd| caller.audited(cmd)).collect(),
+        };
         // Each part is measured again (and refused when too large) as it is sent.
-        let (parts, per_part) = split(count, proposer::encoded_len(&audited)?);
-        let mut audited = audited.into_iter();
+        let (parts, per_part) = split(count, proposer::encoded_len(&cmds)?);
+        let mut cmds = cmds.into_iter();
         let writes = (0..parts).map(|_| {
-            let part: Vec<Command> = audited.by_ref().take(per_part).collect();
+            let part: Vec<Command> = cmds.by_ref().take(per_part).collect();
             let size = part.len();
-            let write = request(self, Command::Batch(part));
+            let part = match one_entry {
+                true => caller.audited(Command::Batch(part)),
+                false => Command::Batch(part),
+            };
+            let write = request(self, part);
             async move {
                 let outcome = self
                     .send_write(write, Some(caller.credential.clone()))

@@ -14,14 +14,15 @@ pub struct AuditEntry {
     pub actor: String,
     /// The org of that key.
     pub org: String,
-    /// What was done: `submit_job`, `cancel_job`, `label_machine`, `drain`, `undrain`,
-    /// `kill_switch_on`, `kill_switch_off`, `create_api_key`, `revoke_api_key`.
+    /// What was done: `submit_job`, `submit_jobs` (a batch), `cancel_job`, `label_machine`,
+    /// `drain`, `undrain`, `kill_switch_on`, `kill_switch_off`, `create_api_key`,
+    /// `revoke_api_key`.
     pub action: String,
-    /// What it was done to: `job 42`, `machine 00ab…`, `key 7e57…`, `fleet`.
+    /// What it was done to: `job 42`, `jobs 42-1041`, `machine 00ab…`, `key 7e57…`, `fleet`.
     pub target: String,
     /// The machines it concerned, for the per-machine view.
     pub machines: Vec<MachineId>,
-    /// `ok`, or `refused: <why>`.
+    /// `ok`, or `refused: <why>` (for a batch partly refused, `refused 2 of 1000: <why>`).
     pub outcome: String,
 }
 

@@ -20,6 +20,7 @@
 //! | 7 | [`Command::RequestGossipKeyRotation`], [`Command::RotateGossipKey`]: the gossip keyring lives in the log and rotates; a removal rotates it (see [`GOSSIP_KEYRING_LEVEL`]) |
 //! | 8 | templates belong to orgs ([`Command::PutTemplate`] and [`Command::RollbackTemplate`] with an `org`; see [`TEMPLATE_ORGS_LEVEL`]); jobs and templates carry sealed `secret_env` (see [`SECRET_ENV_LEVEL`]); containers' `user` (jobs, templates, policies) and policies' capabilities and pids limit (see [`CONFINEMENT_LEVEL`]); jobs' and templates' `pull` policy (see [`PULL_LEVEL`]) |
 //! | 9 | registry credentials in the log, sealed ([`Command::SetRegistryCredential`]; see [`REGISTRY_CREDENTIALS_LEVEL`]); jobs' and templates' `gpus` (see [`GPU_LEVEL`]); a retry says why it runs where it does (see [`RETRY_NOTE_LEVEL`]); policies' `pull` (see [`POLICY_PULL_LEVEL`]); a machine reports an image pull (see [`PULL_EVENTS_LEVEL`]) |
+//! | 10 | no new command: the submits of one request are audited as one entry ([`Command::Audited`] around a [`Command::Batch`]; see [`BATCH_AUDIT_LEVEL`]) |
 //!
 //! A new command (or a new variant inside one) that an older build cannot read takes the
 //! next level: add a row here, raise [`PROTOCOL_LEVEL`], and give it that level in
@@ -71,7 +72,7 @@ impl fmt::Display for ProtocolLevel {
 }
 
 /// The highest protocol level this build speaks. See the table in this module's docs.
-pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(9);
+pub const PROTOCOL_LEVEL: ProtocolLevel = ProtocolLevel(10);
 
 /// From this level on, a voter stands for election only once a quorum of voters, asked
 /// over peer RPC, say they have not heard from a leader either: a machine back from a
@@ -142,6 +143,12 @@ pub const PULL_EVENTS_LEVEL: ProtocolLevel = ProtocolLevel(9);
 /// ([`crate::Attempt::placed_because`]). Every replica sets it when it applies the
 /// dispatch, so below this level, where an older build would not, none does.
 pub const RETRY_NOTE_LEVEL: ProtocolLevel = ProtocolLevel(9);
+/// From this level on, the jobs one request submits (`POST /v1/jobs/batch`) are one audit
+/// entry, `submit_jobs`, naming the jobs it made, instead of one `submit_job` each: a large
+/// batch no longer pushes everything else out of the audit log, and costs one entry to
+/// apply rather than one per job. An older build would apply such an entry with other
+/// audit text and without the jobs' events, so it is not proposed below this level.
+pub const BATCH_AUDIT_LEVEL: ProtocolLevel = ProtocolLevel(10);
 /// Whether `pull` asks for something an older build would not do.
 fn pulls_unlike_before(pull: Option<crate::PullPolicy>) -> bool {
     pull.is_some_and(|pull| pull != crate::PullPolicy::Missing)
@@ -151,7 +158,7 @@ impl Command {
     /// The lowest protocol level at which every machine understands this command: the
     /// leader proposes it only when the fleet's level is at least this. For `Batch`,
     /// `Audited` and `Request`, the highest level of what they carry (3 at least for a
-    /// `Request`).
+    /// `Request`, 10 for an `Audited` batch).
     pub fn min_level(&self) -> ProtocolLevel {
         match self {
             Command::Batch(commands) => commands
@@ -159,7 +166,10 @@ impl Command {
                 .map(Command::min_level)
                 .max()
                 .unwrap_or(ProtocolLevel::FIRST),
-            Command::Audited { command, .. } => command.min_level(),
+            Command::Audited { command, .. } => match **command {
+                Command::Batch(_) => command.min_level().max(BATCH_AUDIT_LEVEL),
+                _ => command.min_level(),
+            },
             Command::Request { command, .. } => {
                 command.min_level().max(crate::requests::REQUEST_LEVEL)
             }
@@ -305,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn submits_audited_as_one_are_level_ten() {
+        let submit = |gpus| {
+            let mut spec = crate::JobSpec::new(["true"]);
+            spec.gpus = gpus;
+            Command::SubmitJob {
+                spec: Box::new(spec),
+                at_ms: 1,
+            }
+        };
+        let one_entry = audited(Command::Batch(vec![submit(None), submit(Some(1))]));
+        assert_eq!(one_entry.min_level(), BATCH_AUDIT_LEVEL);
+        // The form a fleet below it uses: each submit audited on its own.
+        let each = Command::Batch(vec![audited(submit(None)), audited(submit(None))]);
+        assert_eq!(each.min_level(), ProtocolLevel(1));
+    }
+
+    #[test]
     fn gossip_key_commands_are_level_seven() {
         let rotate = Command::RotateGossipKey {
             generation: 1,
@@ -421,7 +448,7 @@ mod tests {
         }
         let record: Record = serde_json::from_str("{}").unwrap();
         assert_eq!(record.level, ProtocolLevel::FIRST);
-        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "9");
+        assert_eq!(serde_json::to_string(&PROTOCOL_LEVEL).unwrap(), "10");
         assert_eq!(ProtocolLevel::default(), ProtocolLevel(1));
     }
 }

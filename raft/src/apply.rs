@@ -119,10 +119,9 @@ pub fn apply(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx) -> Response {
             at_ms,
             command,
         } => {
-            let described = audit::describe(&command);
-            let response = apply(state, *command, ctx);
-            audit::record(state, actor, org, at_ms, described, &response);
-            return response;
+            return audit::apply_audited(state, actor, org, at_ms, *command, |state, cmd| {
+                apply(state, cmd, ctx)
+            });
         }
         Command::Batch(commands) => {
             return Response::Batch(

@@ -10,20 +10,60 @@ pub const MAX_KEPT: usize = 50_000;
 /// What an audit entry says a command did, taken before it is applied (which consumes it).
 pub(crate) struct Description {
     action: String,
-    target: String,
+    target: Target,
     machines: Vec<MachineId>,
-    /// A submit is named by the job it made, which only its response knows.
-    names_new_job: bool,
+}
+
+/// What the entry names: known from the command, or only from its response.
+enum Target {
+    Named(String),
+    /// A submit: the job it made.
+    NewJob,
+    /// The submits of one request (since [`shoal_protocol::levels::BATCH_AUDIT_LEVEL`]): the jobs they made.
+    NewJobs,
+}
+
+/// Applies `command` with `apply` and records it in the audit log as `actor`'s.
+pub(crate) fn apply_audited(
+    state: &mut FleetState,
+    actor: String,
+    org: String,
+    at_ms: UnixMillis,
+    command: Command,
+    apply: impl FnOnce(&mut FleetState, Command) -> Response,
+) -> Response {
+    let described = describe(&command);
+    let response = apply(state, command);
+    record(state, actor, org, at_ms, described, &response);
+    response
 }
 
 /// The action, target and machines of a user's command.
-pub(crate) fn describe(command: &Command) -> Description {
-    let (action, target, machines) = describe_parts(command);
+fn describe(command: &Command) -> Description {
+    let submits = |commands: &[Command]| {
+        commands
+            .iter()
+            .all(|cmd| matches!(cmd, Command::SubmitJob { .. }))
+    };
+    let (action, target, machines) = match command {
+        Command::SubmitJob { .. } => ("submit_job".into(), Target::NewJob, Vec::new()),
+        Command::Batch(commands) if submits(commands) => {
+            ("submit_jobs".into(), Target::NewJobs, Vec::new())
+        }
+        Command::Batch(commands) => (
+            "batch".into(),
+            Target::Named(format!("{} commands", commands.len())),
+            Vec::new(),
+        ),
+        other => {
+            let (action, target, machines) = describe_parts(other);
+            (action, Target::Named(target), machines)
+        }
+    };
     Description {
         action,
         target,
         machines,
-        names_new_job: matches!(command, Command::SubmitJob { .. }),
     }
 }
 
@@ -35,7 +75,6 @@ fn describe_parts(command: &Command) -> (String, String, Vec<MachineId>) {
             .join(",")
     };
     match command {
-        Command::SubmitJob { .. } => ("submit_job".into(), "job".into(), Vec::new()),
         Command::CancelJob { job, .. } => ("cancel_job".into(), format!("job {job}"), Vec::new()),
         Command::RetireMachine { id } => {
             ("remove_machine".into(), format!("machine {id}"), vec![*id])
@@ -136,7 +175,7 @@ fn describe_parts(command: &Command) -> (String, String, Vec<MachineId>) {
 
 /// Appends the entry for the command `described`, applied with `response`, dropping the
 /// oldest past [`MAX_KEPT`].
-pub(crate) fn record(
+fn record(
     state: &mut FleetState,
     actor: String,
     org: String,
@@ -144,36 +183,117 @@ pub(crate) fn record(
     described: Description,
     response: &Response,
 ) {
-    let Description {
-        action,
-        mut target,
-        machines,
-        names_new_job,
-    } = described;
-    if let (true, Response::Submitted { job, .. }) = (names_new_job, response) {
-        target = format!("job {}", job.id);
-    }
-    let outcome = match response {
-        Response::Rejected { message, .. } => format!("refused: {message}"),
-        _ => "ok".to_string(),
+    let target = match (described.target, response) {
+        (Target::Named(target), _) => target,
+        (Target::NewJob, Response::Submitted { job, .. }) => format!("job {}", job.id),
+        (Target::NewJob, _) => "job".into(),
+        (Target::NewJobs, Response::Batch(answers)) => jobs_target(answers),
+        (Target::NewJobs, _) => "jobs".into(),
     };
     let entry = AuditEntry {
         seq: state.next_audit_seq,
         at_ms,
         actor,
         org,
-        action,
+        action: described.action,
         target,
-        machines,
-        outcome,
+        machines: described.machines,
+        outcome: outcome(response),
     };
     state.next_audit_seq += 1;
     push_bounded(&mut state.audit, entry, MAX_KEPT);
+}
+
+/// `ok`, or why the command was refused; for a batch, how many of its commands were.
+fn outcome(response: &Response) -> String {
+    let refusal = |response: &Response| match response {
+        Response::Rejected { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    match response {
+        Response::Batch(answers) => {
+            let refused: Vec<String> = answers.iter().filter_map(refusal).collect();
+            match refused.first() {
+                None => "ok".to_string(),
+                Some(first) if refused.len() == answers.len() => format!("refused: {first}"),
+                Some(first) => format!("refused {} of {}: {first}", refused.len(), answers.len()),
+            }
+        }
+        other => refusal(other).map_or_else(|| "ok".to_string(), |m| format!("refused: {m}")),
+    }
+}
+
+/// The jobs a batch of submits made (or found by idempotency key), in runs of
+/// consecutive ids: `jobs 7-1006`, `jobs 7, 9-12`.
+fn jobs_target(answers: &[Response]) -> String {
+    let ids = answers.iter().filter_map(|answer| match answer {
+        Response::Submitted { job, .. } => Some(job.id.0),
+        _ => None,
+    });
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    if runs.is_empty() {
+        return "jobs".to_string();
+    }
+    let runs: Vec<String> = runs
+        .iter()
+        .map(|&(first, last)| match first == last {
+            true => first.to_string(),
+            false => format!("{first}-{last}"),
+        })
+        .collect();
+    format!("jobs {}", runs.join(", "))
 }
 
 fn push_bounded(log: &mut Vector<AuditEntry>, entry: AuditEntry, max: usize) {
     log.push_back(entry);
     while log.len() > max {
         log.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_protocol::{ErrorCode, JobId, JobRecord, JobSpec, JobTarget};
+
+    use super::*;
+
+    fn submitted(id: u64) -> Response {
+        let spec = JobSpec::new(["true"]);
+        Response::Submitted {
+            job: Box::new(JobRecord::queued(JobId(id), spec, JobTarget::Any, 1, id)),
+            created: true,
+        }
+    }
+
+    fn refused(message: &str) -> Response {
+        Response::Rejected {
+            code: ErrorCode::BudgetExceeded,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_of_submits_names_its_jobs_in_runs() {
+        let answers = [submitted(7), submitted(8), submitted(9), submitted(12)];
+        assert_eq!(jobs_target(&answers), "jobs 7-9, 12");
+        assert_eq!(jobs_target(&[submitted(5)]), "jobs 5");
+        assert_eq!(jobs_target(&[refused("no")]), "jobs");
+    }
+
+    #[test]
+    fn a_batch_says_how_many_of_its_commands_were_refused() {
+        let ok = Response::Batch(vec![submitted(1), submitted(2)]);
+        assert_eq!(outcome(&ok), "ok");
+        let some = Response::Batch(vec![submitted(1), refused("over budget")]);
+        assert_eq!(outcome(&some), "refused 1 of 2: over budget");
+        let all = Response::Batch(vec![refused("over budget"), refused("over budget")]);
+        assert_eq!(outcome(&all), "refused: over budget");
+        assert_eq!(outcome(&refused("no")), "refused: no");
     }
 }

@@ -16,7 +16,8 @@
 //!   (children of a cancelled parent, the parent of a finished child) get theirs in order:
 //!   children, the job named, its parent;
 //! - a user's change through the API (`Audited`) makes the events of the change, then
-//!   one `audit` event for the audit log's entry (who, what, and how it went).
+//!   one `audit` event for the audit log's entry (who, what, and how it went); a batch of
+//!   submits audited as one makes each job's event, then the one `audit` event.
 //!
 //! Each node keeps the recent events for clients in an [`EventRing`], read through an
 //! [`EventFeed`].
@@ -81,6 +82,23 @@ fn apply_into(state: &mut FleetState, cmd: Command, ctx: &ApplyCtx, sink: &mut S
         return crate::requests::apply_once(state, id, at_ms, *command, |state, cmd| {
             apply_into(state, cmd, ctx, sink)
         });
+    }
+    // A user's change: its own events (each command's, for a batch of them), then one for
+    // each entry it appended to the audit log.
+    if let Command::Audited {
+        actor,
+        org,
+        at_ms,
+        command,
+    } = cmd
+    {
+        let audit_from = state.next_audit_seq;
+        let response =
+            crate::audit::apply_audited(state, actor, org, at_ms, *command, |state, cmd| {
+                apply_into(state, cmd, ctx, sink)
+            });
+        derive::audit_entries(state, audit_from, sink);
+        return response;
     }
     let before = Before::of(&cmd, state);
     let response = apply(state, cmd, ctx);

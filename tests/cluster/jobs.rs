@@ -220,6 +220,33 @@ async fn submissions_are_idempotent_explained_cancellable_and_validated() {
         assert_eq!(answer["created"], true);
         assert!(ids.insert(job_id(answer)), "job {n} answered twice");
     }
+    // One audit entry per part, naming its jobs, not a thousand entries.
+    let audit: Value = get_json(&format!("{follower_api}/v1/audit?limit=100")).await;
+    let parts: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "submit_jobs")
+        .collect();
+    assert!((2..=4).contains(&parts.len()), "{parts:?}");
+    let mut audited = BTreeSet::new();
+    for part in parts {
+        assert_eq!(part["outcome"], "ok", "{part}");
+        let runs = part["target"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("jobs ")
+            .unwrap();
+        for run in runs.split(", ") {
+            let (first, last) = run.split_once('-').unwrap_or((run, run));
+            let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+            audited.extend((first..=last).map(JobId));
+        }
+    }
+    assert_eq!(
+        audited, ids,
+        "the audit log names every job of the batch once"
+    );
 
     // Bad requests: a clear 400 (or 413) and nothing written.
     let before = cluster.node(0).fleet.read(|s| s.jobs.len());

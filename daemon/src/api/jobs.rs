@@ -131,7 +131,8 @@ pub async fn submit_batch(
         not_a_session(spec)?;
         in_callers_org(&caller, spec)?;
     }
-    // One write for the whole batch: one request id, one log entry, an audit entry each.
+    // One write for the whole batch: one request id, one log entry and one audit entry per
+    // part (see `Node::write_each_as`).
     let at_ms = now_ms();
     let submits = specs
         .into_iter()

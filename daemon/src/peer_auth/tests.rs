@@ -235,6 +235,51 @@ fn a_users_change_needs_the_key_it_names_with_the_scope_and_org_it_needs() {
 }
 
 #[test]
+fn a_batch_audited_as_one_is_checked_change_by_change() {
+    let fleet = Fleet::at(10);
+    let operator = Some(Credential::ApiKey(fleet.operator.clone()));
+    let submit = |org: &str| {
+        let mut spec = JobSpec::new(["true"]);
+        spec.org = org.into();
+        Command::SubmitJob {
+            spec: Box::new(spec),
+            at_ms: 0,
+        }
+    };
+    let batch = |commands| Fleet::audited(&fleet.operator, "homelab", Command::Batch(commands));
+    let ours = batch(vec![submit("homelab"), submit("homelab")]);
+    assert_eq!(fleet.check(OTHER, &ours, operator.clone()), Ok(()));
+    // One job of another org, or one change above the key's scope, refuses the batch.
+    refused(
+        fleet.check(
+            OTHER,
+            &batch(vec![submit("homelab"), submit("elsewhere")]),
+            operator.clone(),
+        ),
+        ErrorCode::Forbidden,
+        "org elsewhere",
+    );
+    refused(
+        fleet.check(
+            OTHER,
+            &batch(vec![submit("homelab"), an_admin_key()]),
+            operator.clone(),
+        ),
+        ErrorCode::Forbidden,
+        "scope admin",
+    );
+    // Nor may a batch carry what no user sends.
+    let prune = Command::PruneJobs {
+        finished_before_ms: 0,
+    };
+    refused(
+        fleet.check(OTHER, &batch(vec![submit("homelab"), prune]), operator),
+        ErrorCode::Forbidden,
+        "not a user's change",
+    );
+}
+
+#[test]
 fn only_the_leader_proposes_what_it_observes() {
     let fleet = Fleet::at(6);
     let prune = Command::PruneJobs {

@@ -18,11 +18,6 @@ use crate::costs;
 /// (which `apply` consumes).
 pub(super) enum Before {
     Quiet,
-    /// A user's change: its own events, then one for each audit entry from `audit_from`.
-    Audited {
-        change: Box<Before>,
-        audit_from: u64,
-    },
     Upsert {
         at_ms: UnixMillis,
         old: Option<Box<MachineInfo>>,
@@ -110,11 +105,10 @@ impl Before {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, [*job]),
             },
-            // The API audits one command at a time; a batch is split before this (see
-            // `apply_into`), so an audited batch would say only who made it.
+            // The wrappers are opened before this (see `apply_into`): what they carry
+            // makes the events.
+            Command::Batch(_) | Command::Request { .. } | Command::Audited { .. } => Before::Quiet,
             Command::SetQueueReasons { .. }
-            | Command::Batch(_)
-            | Command::Request { .. }
             | Command::SetBudget { .. }
             | Command::ReportCost { .. }
             | Command::PutTemplate { .. }
@@ -130,10 +124,6 @@ impl Before {
             Command::EnforceBudgets { at_ms } => Before::Jobs {
                 at_ms: *at_ms,
                 marks: jobs::marks(state, costs::to_stop(state, *at_ms)),
-            },
-            Command::Audited { command, .. } => Before::Audited {
-                change: Box::new(Before::of(command, state)),
-                audit_from: state.next_audit_seq,
             },
             Command::PruneJobs { .. } => Before::Prune,
             Command::SetDrain { machines, drain } => Before::Drain {
@@ -187,36 +177,12 @@ impl Before {
 
     /// The events of the command, now applied with `response`, that left `state`.
     pub(super) fn derive(self, response: &Response, state: &FleetState, sink: &mut Sink) {
-        if let Before::Audited { change, audit_from } = self {
-            // `apply` records the entry after the change: events go in that order.
-            change.derive(response, state, sink);
-            // The entries this command appended are the log's tail: walk back to them
-            // rather than over the whole log.
-            let mut appended: Vec<&AuditEntry> = state
-                .audit
-                .iter()
-                .rev()
-                .take_while(|e| e.seq >= audit_from)
-                .collect();
-            appended.reverse();
-            for entry in appended {
-                let subject = Some(entry.target.clone()).filter(|t| !t.is_empty());
-                sink.push(
-                    Some(entry.at_ms),
-                    Topic::Audit,
-                    &entry.action,
-                    subject,
-                    entry,
-                );
-            }
-            return;
-        }
         // A rejected command changed nothing.
         if matches!(response, Response::Rejected { .. }) {
             return;
         }
         match self {
-            Before::Quiet | Before::Audited { .. } => {}
+            Before::Quiet => {}
             Before::Upsert { at_ms, old } => {
                 let Response::Machine(record) = response else {
                     return;
@@ -442,4 +408,26 @@ fn changed_facts(old: &MachineInfo, new: &MachineInfo) -> Vec<&'static str> {
     .filter(|(_, changed)| *changed)
     .map(|(name, _)| name)
     .collect()
+}
+
+/// One `audit` event for each audit entry numbered from `audit_from`: those the command
+/// just applied appended, the log's tail (walked back to, not over the whole log).
+pub(super) fn audit_entries(state: &FleetState, audit_from: u64, sink: &mut Sink) {
+    let mut appended: Vec<&AuditEntry> = state
+        .audit
+        .iter()
+        .rev()
+        .take_while(|e| e.seq >= audit_from)
+        .collect();
+    appended.reverse();
+    for entry in appended {
+        let subject = Some(entry.target.clone()).filter(|t| !t.is_empty());
+        sink.push(
+            Some(entry.at_ms),
+            Topic::Audit,
+            &entry.action,
+            subject,
+            entry,
+        );
+    }
 }

@@ -257,6 +257,34 @@ fn a_users_change_tells_what_changed_then_who_did_it() {
 }
 
 #[test]
+fn submits_audited_as_one_make_each_jobs_event_then_one_audit_entry() {
+    let mut fleet = Fleet::online();
+    let submit = |command: &str| Command::SubmitJob {
+        spec: Box::new(JobSpec::new([command])),
+        at_ms: 95,
+    };
+    let events = fleet.apply(audited(Command::Batch(vec![
+        submit("a"),
+        submit("b"),
+        submit("c"),
+    ])));
+    let first = fleet.index;
+    let ids: Vec<String> = (first..first + 3).map(|id| id.to_string()).collect();
+    let target = format!("jobs {first}-{}", first + 2);
+    assert_eq!(
+        kinds(&events),
+        [
+            (kind::JOB_SUBMITTED, Some(ids[0].as_str())),
+            (kind::JOB_SUBMITTED, Some(ids[1].as_str())),
+            (kind::JOB_SUBMITTED, Some(ids[2].as_str())),
+            ("submit_jobs", Some(target.as_str())),
+        ]
+    );
+    assert_eq!(events[3].detail.value()["outcome"], json!("ok"));
+    assert_eq!(fleet.state.audit.len(), 1, "one entry for the three jobs");
+}
+
+#[test]
 fn registration_tokens_show_when_made_used_and_revoked() {
     use shoal_protocol::tokens::RegistrationToken;
     let mut fleet = Fleet::online();
