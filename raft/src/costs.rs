@@ -35,16 +35,20 @@ pub fn rate_of(state: &FleetState, machine: MachineId) -> u64 {
         .unwrap_or(0)
 }
 
+fn unsettled(attempt: &Attempt) -> bool {
+    attempt.finished_at_ms.is_some() && attempt.cost_micro_usd.is_none()
+}
+
+/// Whether the job has an ended attempt [`settle`] has not put in the ledger yet. Most
+/// jobs a command touches have none: asking first spares taking the record for writing,
+/// which copies its path of the shared map.
+pub(crate) fn owes(job: &JobRecord) -> bool {
+    job.attempts.iter().any(unsettled)
+}
+
 /// Puts what the job's ended attempts cost into the ledger, each attempt once, and on the
 /// attempt itself (`cost_micro_usd`).
 pub(crate) fn settle(state: &mut FleetState, id: JobId) {
-    let unsettled = |a: &Attempt| a.finished_at_ms.is_some() && a.cost_micro_usd.is_none();
-    // Most jobs a command touches have nothing to settle: look before taking the record
-    // for writing, which copies its path of the shared map.
-    let owes = |job: &JobRecord| job.attempts.iter().any(unsettled);
-    if !state.jobs.get(&id).is_some_and(owes) {
-        return;
-    }
     let FleetState { jobs, costs, .. } = state;
     let Some(job) = jobs.get_mut(&id) else {
         return;

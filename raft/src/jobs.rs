@@ -189,8 +189,12 @@ pub(crate) fn dispatch(
     at_ms: UnixMillis,
 ) -> Response {
     let mut applied = Vec::new();
+    // Each machine's rate once: reading it merges the machine's labels.
+    let mut rates = std::collections::BTreeMap::new();
     for placement in placements {
-        let rate = costs::rate_of(state, placement.machine);
+        let rate = *rates
+            .entry(placement.machine)
+            .or_insert_with(|| costs::rate_of(state, placement.machine));
         let Some(job) = state.jobs.get_mut(&placement.job) else {
             continue;
         };
@@ -585,17 +589,32 @@ pub(crate) fn refresh_open(state: &mut FleetState, mut ids: Vec<JobId>, response
         Response::Jobs(listed) => ids.extend(listed),
         _ => {}
     }
+    // A dispatch names its jobs and lists those it placed: each is refreshed once.
+    ids.sort_unstable();
+    ids.dedup();
     let mut family = Vec::new();
-    for id in &ids {
-        if let Some(job) = state.jobs.get(id) {
+    for id in ids {
+        let owes = state.jobs.get(&id).is_some_and(|job| {
             family.extend(job.parent);
             family.extend(&job.children);
-        }
+            costs::owes(job)
+        });
+        refresh_one(state, id, owes);
     }
-    for id in ids.into_iter().chain(family) {
+    family.sort_unstable();
+    family.dedup();
+    for id in family {
+        let owes = state.jobs.get(&id).is_some_and(costs::owes);
+        refresh_one(state, id, owes);
+    }
+}
+
+/// Settles job `id` when it `owes`, then brings the indexes up to date for it.
+fn refresh_one(state: &mut FleetState, id: JobId, owes: bool) {
+    if owes {
         costs::settle(state, id);
-        state.refresh_indexes(id);
     }
+    state.refresh_indexes(id);
 }
 
 fn rejected(code: ErrorCode, message: String) -> Response {

@@ -100,6 +100,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// does not have is refused by name here rather than by the type itself: types stored in
 /// the log must let an older build skip fields a newer one added.
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Most bodies are good: read them without tracking the path to each value (a large
+    // batch pays for that), and read a bad one again with it, to say where it is wrong.
+    let mut unknown = false;
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_ignored::deserialize(&mut json, |_| unknown = true);
+    if let (Ok(value), Ok(()), false) = (value, json.end(), unknown) {
+        return Ok(value);
+    }
+    json_body_explained(body)
+}
+
+/// [`json_body`] for a body it could not take: the same reading, with the field's path
+/// in what it says.
+fn json_body_explained<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(body);
     let mut unknown: Option<String> = None;
     let mut note_unknown = |path: serde_ignored::Path| {
