@@ -27,13 +27,13 @@ use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, Ki
 use shoal_protocol::params::{
     AuditParams, CostParams, HistoryParams, JobListParams, LogParams, SessionParams,
 };
-use shoal_protocol::policies::{Policy, PolicyList, PolicySpec};
+use shoal_protocol::policies::{Policy, PolicyList, PolicyRequest};
 use shoal_protocol::registries::{RegistryEntry, RegistryList, RegistryLogin};
 use shoal_protocol::sessions::{
     CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
 };
 use shoal_protocol::settings::{FleetSettings, FleetSettingsRequest};
-use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateSpec};
+use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateRequest};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
     ApiError, ErrorCode, JobId, JobList, JobRecord, JobRequest, MachineId, SubmitJobResponse,
@@ -333,7 +333,7 @@ impl Client {
     pub async fn put_template(
         &self,
         name: &str,
-        spec: &TemplateSpec,
+        spec: &TemplateRequest,
     ) -> Result<Template, ClientError> {
         let path = format!("/v1/templates/{name}");
         self.call(Method::PUT, &path, Some(spec)).await
@@ -398,7 +398,11 @@ impl Client {
     }
 
     /// `PUT /v1/policies/{name}`.
-    pub async fn put_policy(&self, name: &str, spec: &PolicySpec) -> Result<Policy, ClientError> {
+    pub async fn put_policy(
+        &self,
+        name: &str,
+        spec: &PolicyRequest,
+    ) -> Result<Policy, ClientError> {
         let path = format!("/v1/policies/{name}");
         self.call(Method::PUT, &path, Some(spec)).await
     }

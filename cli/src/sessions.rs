@@ -4,9 +4,9 @@
 use clap::Subcommand;
 use shoal_protocol::JobId;
 use shoal_protocol::params::SessionParams;
-use shoal_protocol::policies::{Policy, PolicySpec};
+use shoal_protocol::policies::{Policy, PolicyRequest};
 use shoal_protocol::sessions::{CreateSessionRequest, ExecRequest, SessionState, SessionView};
-use shoal_protocol::templates::{Template, TemplateSpec};
+use shoal_protocol::templates::{Template, TemplateRequest};
 
 use crate::client::{Client, ClientError};
 use crate::job_args::{parse_env, secrets_from_shell};
@@ -218,7 +218,7 @@ pub async fn run_template(
             let env = env.into_iter().collect();
             let secret_env =
                 secrets_from_shell(&secret_env, &env).unwrap_or_else(|e| usage_error(e));
-            let spec = TemplateSpec {
+            let spec = TemplateRequest {
                 image,
                 digest,
                 command,
@@ -400,7 +400,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
                 user,
                 pull,
             } = *args;
-            let spec = PolicySpec {
+            let spec = PolicyRequest {
                 selector: selector.into_iter().collect(),
                 allowed_images,
                 max_cpus,

@@ -62,10 +62,89 @@ pub const CAPABILITIES: [&str; 41] = [
 /// The range of a policy's `pids_limit`.
 pub const PIDS_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 16..=(1 << 22);
 
-/// `PUT /v1/policies/{name}`.
+/// `PUT /v1/policies/{name}`: a policy, as the API takes it.
+///
+/// A type apart from the stored [`PolicySpec`], so the API can change without changing
+/// what the Raft log holds; `PolicySpec::from` is the one conversion. For now the two have
+/// the same fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+// `ApiJson` refuses unknown fields, naming them; the type itself does not.
+pub struct PolicyRequest {
+    /// The machines it governs: those carrying every one of these labels; all when empty.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Images containers may run, as patterns where `*` matches anything (`busybox:*`);
+    /// any image when empty.
+    #[serde(default)]
+    pub allowed_images: Vec<String>,
+    /// Most CPU cores a container may have; one asking for none gets this.
+    #[serde(default)]
+    pub max_cpus: Option<f64>,
+    /// Most memory a container may have, in MiB; one asking for none gets this.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    /// Longest a container may run; one asking for no limit gets this.
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// The Docker network containers join: `none`, `bridge` or `host`.
+    #[serde(default)]
+    pub network_mode: Option<String>,
+    /// Capabilities containers get beyond the default set (loosens), e.g. `NET_RAW`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities of the default set containers lose (tightens), e.g. `SETUID`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Most processes in one container, in place of the machine's `[containers]` limit
+    /// (the lowest of the policies that set one).
+    #[serde(default)]
+    pub pids_limit: Option<u32>,
+    /// The user containers run as, whatever the job, template or image says.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// When images are pulled, whatever the job or template says: `never` keeps the
+    /// machines it selects from pulling at all, `always` re-checks a tag before every run.
+    /// Of two policies that set one, `never` wins.
+    #[serde(default)]
+    pub pull: Option<crate::PullPolicy>,
+}
+
+impl From<PolicyRequest> for PolicySpec {
+    /// The policy a request asks for, field by field.
+    fn from(request: PolicyRequest) -> Self {
+        let PolicyRequest {
+            selector,
+            allowed_images,
+            max_cpus,
+            max_memory_mb,
+            max_duration_seconds,
+            network_mode,
+            cap_add,
+            cap_drop,
+            pids_limit,
+            user,
+            pull,
+        } = request;
+        PolicySpec {
+            selector,
+            allowed_images,
+            max_cpus,
+            max_memory_mb,
+            max_duration_seconds,
+            network_mode,
+            cap_add,
+            cap_drop,
+            pids_limit,
+            user,
+            pull,
+        }
+    }
+}
+
+/// A policy's rules, as the log keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 // Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
-// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
+// (ignoring what it does not know).
 pub struct PolicySpec {
     /// The machines it governs: those carrying every one of these labels; all when empty.
     #[serde(default)]
@@ -422,5 +501,33 @@ mod tests {
             ..PolicySpec::default()
         };
         assert!(bad.validate().unwrap_err().contains("network_mode"));
+    }
+
+    #[test]
+    fn a_request_with_every_field_becomes_the_policy_with_the_same_values() {
+        let body = serde_json::json!({
+            "selector": {"zone": "attic"},
+            "allowed_images": ["busybox:*"],
+            "max_cpus": 2.0,
+            "max_memory_mb": 1024,
+            "max_duration_seconds": 3600,
+            "network_mode": "none",
+            "cap_add": ["NET_RAW"],
+            "cap_drop": ["SETUID"],
+            "pids_limit": 256,
+            "user": "nobody",
+            "pull": "never",
+        });
+        let request: PolicyRequest = serde_json::from_value(body.clone()).unwrap();
+        let spec = PolicySpec::from(request);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), body);
+        // Every field of the stored type is in the body (its `pull` is left out when unset).
+        let mut fields = serde_json::to_value(PolicySpec::default()).unwrap();
+        fields["pull"] = body["pull"].clone();
+        assert_eq!(
+            fields.as_object().unwrap().len(),
+            11,
+            "a field is missing here"
+        );
     }
 }

@@ -30,10 +30,91 @@ pub fn check_template_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `PUT /v1/templates/{name}`: one version of a template.
+/// `PUT /v1/templates/{name}`: one version of a template, as the API takes it.
+///
+/// A type apart from the stored [`TemplateSpec`], so the API can change without changing
+/// what the Raft log holds; `TemplateSpec::from` is the one conversion. For now the two
+/// have the same fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+// `ApiJson` refuses unknown fields, naming them; the type itself does not.
+pub struct TemplateRequest {
+    /// The image sessions run, pulled from its registry by the machine as `pull` says.
+    pub image: String,
+    /// The image id every machine must run (`sha256:...`, as `docker image inspect` shows
+    /// it); a machine whose image differs refuses the session, naming both.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The program and its arguments; empty runs the image's own command.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables whose values are secret, given in clear; sealed as a job's are before the
+    /// template goes to the log.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// CPU cores a session may use.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory a session may use, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// The user sessions run as; the image's own `USER` when `None`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// When a machine pulls the image: only when it lacks it (`None`), before every
+    /// session, or never.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
+    /// GPUs each session gets, 1 to 16.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Longest a session lives; it is then terminated.
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// Labels a machine must carry to run sessions from the template.
+    #[serde(default)]
+    pub required_labels: BTreeMap<String, String>,
+}
+
+impl From<TemplateRequest> for TemplateSpec {
+    /// The version a request asks for, field by field; its secrets are still in clear.
+    fn from(request: TemplateRequest) -> Self {
+        let TemplateRequest {
+            image,
+            digest,
+            command,
+            env,
+            secret_env,
+            cpus,
+            memory_mb,
+            user,
+            pull,
+            gpus,
+            max_duration_seconds,
+            required_labels,
+        } = request;
+        TemplateSpec {
+            image,
+            digest,
+            command,
+            env,
+            secret_env,
+            cpus,
+            memory_mb,
+            user,
+            pull,
+            gpus,
+            max_duration_seconds,
+            required_labels,
+        }
+    }
+}
+
+/// One version of a template, as the log keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 // Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
-// (ignoring what it does not know). The API refuses unknown fields itself (`ApiJson`).
+// (ignoring what it does not know).
 pub struct TemplateSpec {
     /// The image sessions run, pulled from its registry by the machine as [`Self::pull`] says.
     pub image: String,
@@ -202,5 +283,32 @@ mod tests {
         assert!(digest.validate().unwrap_err().contains("digest"));
         assert!(check_template_name("Default").is_err());
         assert!(check_template_name("py-3.12").is_ok());
+    }
+
+    #[test]
+    fn a_request_with_every_field_becomes_the_version_with_the_same_values() {
+        let body = serde_json::json!({
+            "image": "busybox:local",
+            "digest": format!("sha256:{}", "ab".repeat(32)),
+            "command": ["sleep", "60"],
+            "env": {"EPOCHS": "3"},
+            "secret_env": {"API_TOKEN": "hunter2"},
+            "cpus": 1.5,
+            "memory_mb": 512,
+            "user": "1000:1000",
+            "pull": "always",
+            "gpus": 2,
+            "max_duration_seconds": 3600,
+            "required_labels": {"gpu": "true"},
+        });
+        let fields = serde_json::to_value(TemplateSpec::default()).unwrap();
+        assert_eq!(
+            fields.as_object().unwrap().len(),
+            12,
+            "a field is missing here"
+        );
+        let request: TemplateRequest = serde_json::from_value(body.clone()).unwrap();
+        let spec = TemplateSpec::from(request);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), body);
     }
 }

@@ -158,6 +158,7 @@ async fn a_fleet_below_level_nine_refuses_gpu_jobs() {
         ("JobRequest", "gpus"),
         ("JobSpec", "gpus"),
         ("TemplateSpec", "gpus"),
+        ("TemplateRequest", "gpus"),
         ("MachineView", "gpus"),
         ("Gpu", "utilization_percent"),
     ] {

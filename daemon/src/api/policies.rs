@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use shoal_protocol::policies::{Policy, PolicyList, PolicySpec, check_policy_name};
+use shoal_protocol::policies::{Policy, PolicyList, PolicyRequest, PolicySpec, check_policy_name};
 use shoal_protocol::{ApiError, Command};
 
 use super::{ApiJson, ApiResult, Failure, accepted};
@@ -23,15 +23,16 @@ fn list_of(node: &Node) -> PolicyList {
 /// `PUT /v1/policies/{name}`: sets the policy; machines apply it to what they start next.
 #[utoipa::path(put, path = "/v1/policies/{name}", tag = "sessions",
     params(("name" = String, Path, description = "The policy")),
-    request_body = PolicySpec,
+    request_body = PolicyRequest,
     responses((status = OK, body = Policy, description = "The policy as set")))]
 pub async fn put(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    ApiJson(spec): ApiJson<PolicySpec>,
+    ApiJson(request): ApiJson<PolicyRequest>,
 ) -> ApiResult<Policy> {
     check_policy_name(&name).map_err(|m| Failure(ApiError::bad_request(m)))?;
+    let spec = PolicySpec::from(request);
     spec.validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     let policy = Policy {

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use shoal_protocol::levels::TEMPLATE_ORGS_LEVEL;
 use shoal_protocol::templates::{
-    RollbackRequest, Template, TemplateList, TemplateSpec, check_template_name,
+    RollbackRequest, Template, TemplateList, TemplateRequest, TemplateSpec, check_template_name,
 };
 use shoal_protocol::{ApiError, Command, ErrorCode, Response};
 
@@ -57,15 +57,16 @@ fn owning_org(node: &Node, caller: &Caller) -> Option<String> {
 /// `PUT /v1/templates/{name}`: a new version (the first makes the template).
 #[utoipa::path(put, path = "/v1/templates/{name}", tag = "sessions",
     params(("name" = String, Path, description = "The template")),
-    request_body = TemplateSpec,
+    request_body = TemplateRequest,
     responses((status = OK, body = Template, description = "The template with its new version current")))]
 pub async fn put(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    ApiJson(mut spec): ApiJson<TemplateSpec>,
+    ApiJson(request): ApiJson<TemplateRequest>,
 ) -> ApiResult<Template> {
     checked_name(&name)?;
+    let mut spec = TemplateSpec::from(request);
     super::jobs::seal_secrets(&node, &caller, &mut spec.secret_env)?;
     spec.validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
