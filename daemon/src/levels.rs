@@ -94,6 +94,7 @@ pub fn admits(fleet_level: ProtocolLevel, newcomer: ProtocolLevel) -> bool {
 /// it is refused with the members to upgrade (409), or, when every member already speaks
 /// it and only the raise is pending, with a retry (503). `SetFleetLevel` is judged by the
 /// members' levels, the one thing that lets the level rise.
+///
 /// The members are asked for only when the fleet's level does not settle it.
 pub fn check(
     cmd: &Command,

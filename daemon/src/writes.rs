@@ -60,7 +60,9 @@ pub fn request(node: &Node, cmd: Command) -> Command {
 /// commands of `bytes` encoded go so that each part is near [`proposer::BATCH_BYTES`].
 fn split(count: usize, bytes: usize) -> (usize, usize) {
     let parts = bytes.div_ceil(proposer::BATCH_BYTES).clamp(1, count.max(1));
-    (parts, count.div_ceil(parts).max(1))
+    let per_part = count.div_ceil(parts).max(1);
+    // Rounding up may leave the last parts empty (10 commands in 6 parts of 2): none is sent.
+    (count.div_ceil(per_part).max(1), per_part)
 }
 
 /// How one try ended.
@@ -360,5 +362,8 @@ mod tests {
         // One command larger than a batch is still one part.
         assert_eq!(split(1, 5 * batch), (1, 1));
         assert_eq!(split(2, 5 * batch), (2, 1));
+        // Never an empty part: 10 commands over 6 batch sizes go as 5 parts of 2.
+        assert_eq!(split(10, 6 * batch), (5, 2));
+        assert_eq!(split(0, 0), (1, 1));
     }
 }
