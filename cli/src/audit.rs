@@ -1,6 +1,6 @@
 //! `shoal audit`: who changed what, newest first.
 
-use shoal_protocol::audit::AuditEntry;
+use shoal_protocol::audit::AuditView;
 use shoal_protocol::params::AuditParams;
 
 use crate::client::{Client, ClientError};
@@ -34,7 +34,7 @@ pub async fn run(
     Ok(())
 }
 
-fn table(entries: &[AuditEntry]) -> String {
+fn table(entries: &[AuditView]) -> String {
     let now = now_ms();
     let mut table = Table::new(&["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME"]);
     for e in entries {

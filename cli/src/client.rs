@@ -27,16 +27,16 @@ use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, Ki
 use shoal_protocol::params::{
     AuditParams, CostParams, HistoryParams, JobListParams, LogParams, SessionParams,
 };
-use shoal_protocol::policies::{Policy, PolicyList, PolicyRequest};
+use shoal_protocol::policies::{PolicyView, PolicyList, PolicyRequest};
 use shoal_protocol::registries::{RegistryEntry, RegistryList, RegistryLogin};
 use shoal_protocol::sessions::{
     CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
 };
-use shoal_protocol::settings::{FleetSettings, FleetSettingsRequest};
-use shoal_protocol::templates::{RollbackRequest, Template, TemplateList, TemplateRequest};
+use shoal_protocol::settings::{FleetSettingsRequest, FleetSettingsView};
+use shoal_protocol::templates::{RollbackRequest, TemplateView, TemplateList, TemplateRequest};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
-    ApiError, ErrorCode, JobId, JobList, JobRecord, JobRequest, MachineId, SubmitJobResponse,
+    ApiError, ErrorCode, JobId, JobList, JobView, JobRequest, MachineId, SubmitJobResponse,
 };
 
 /// Why a call failed.
@@ -165,7 +165,7 @@ impl Client {
     }
 
     /// `GET /v1/fleet/settings`.
-    pub async fn fleet_settings(&self) -> Result<FleetSettings, ClientError> {
+    pub async fn fleet_settings(&self) -> Result<FleetSettingsView, ClientError> {
         self.call(Method::GET, "/v1/fleet/settings", None::<&()>)
             .await
     }
@@ -174,7 +174,7 @@ impl Client {
     pub async fn set_fleet_settings(
         &self,
         request: &FleetSettingsRequest,
-    ) -> Result<FleetSettings, ClientError> {
+    ) -> Result<FleetSettingsView, ClientError> {
         self.call(Method::PUT, "/v1/fleet/settings", Some(request))
             .await
     }
@@ -243,13 +243,13 @@ impl Client {
     }
 
     /// `GET /v1/jobs/{id}`.
-    pub async fn job(&self, id: JobId) -> Result<JobRecord, ClientError> {
+    pub async fn job(&self, id: JobId) -> Result<JobView, ClientError> {
         self.call(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
             .await
     }
 
     /// `POST /v1/jobs/{id}/cancel`.
-    pub async fn cancel_job(&self, id: JobId) -> Result<JobRecord, ClientError> {
+    pub async fn cancel_job(&self, id: JobId) -> Result<JobView, ClientError> {
         self.call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None::<&()>)
             .await
     }
@@ -334,7 +334,7 @@ impl Client {
         &self,
         name: &str,
         spec: &TemplateRequest,
-    ) -> Result<Template, ClientError> {
+    ) -> Result<TemplateView, ClientError> {
         let path = format!("/v1/templates/{name}");
         self.call(Method::PUT, &path, Some(spec)).await
     }
@@ -345,7 +345,7 @@ impl Client {
     }
 
     /// `GET /v1/templates/{name}`.
-    pub async fn template(&self, name: &str) -> Result<Template, ClientError> {
+    pub async fn template(&self, name: &str) -> Result<TemplateView, ClientError> {
         let path = format!("/v1/templates/{name}");
         self.call(Method::GET, &path, None::<&()>).await
     }
@@ -355,7 +355,7 @@ impl Client {
         &self,
         name: &str,
         version: u32,
-    ) -> Result<Template, ClientError> {
+    ) -> Result<TemplateView, ClientError> {
         let path = format!("/v1/templates/{name}/rollback");
         self.call(Method::POST, &path, Some(&RollbackRequest { version }))
             .await
@@ -402,7 +402,7 @@ impl Client {
         &self,
         name: &str,
         spec: &PolicyRequest,
-    ) -> Result<Policy, ClientError> {
+    ) -> Result<PolicyView, ClientError> {
         let path = format!("/v1/policies/{name}");
         self.call(Method::PUT, &path, Some(spec)).await
     }
@@ -718,7 +718,10 @@ mod tests {
             1,
             7,
         );
-        let answer = SubmitJobResponse { job, created: true };
+        let answer = SubmitJobResponse {
+            job: JobView::from(&job),
+            created: true,
+        };
         let body = serde_json::to_string(&answer).unwrap();
         let (addr, server) = serve_once("201 Created", Box::leak(body.into_boxed_str())).await;
         let got = client(&addr)

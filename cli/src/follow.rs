@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use shoal_protocol::api::{LogChunk, LogStream};
 use shoal_protocol::{
-    ApiError, Attempt, ErrorCode, JobId, JobList, JobRecord, JobState, MachineId,
+    ApiError, AttemptView, ErrorCode, JobId, JobList, JobView, JobState, MachineId,
 };
 
 use crate::client::{Client, ClientError};
@@ -154,7 +154,7 @@ pub async fn wait_children(client: &Client, id: JobId, json: bool) -> Result<u8,
 
 /// The exit code of `shoal job run --wait` for a finished job: 0 when it completed, the
 /// job's own exit code when its last attempt exited non-zero, 1 for any other end.
-pub fn exit_code(job: &JobRecord) -> u8 {
+pub fn exit_code(job: &JobView) -> u8 {
     match job.state {
         JobState::Completed => 0,
         JobState::Failed => match job.current_attempt().and_then(|a| a.exit_code) {
@@ -166,7 +166,7 @@ pub fn exit_code(job: &JobRecord) -> u8 {
 }
 
 /// How a job that did not complete ended: `job 7 failed: exit code 3`.
-fn ended(job: &JobRecord) -> String {
+fn ended(job: &JobView) -> String {
     let state = job.state.as_str().replace('_', " ");
     match &job.error {
         Some(error) => format!("job {} {state}: {error}", job.id),
@@ -175,7 +175,7 @@ fn ended(job: &JobRecord) -> String {
 }
 
 /// Where an attempt runs, and why the one before it did not finish the job.
-fn attempt_line(job: &JobRecord, attempt: &Attempt, names: &HashMap<MachineId, String>) -> String {
+fn attempt_line(job: &JobView, attempt: &AttemptView, names: &HashMap<MachineId, String>) -> String {
     let on = format!(
         "job {} attempt {} runs on {}",
         job.id,
@@ -197,7 +197,7 @@ fn attempt_line(job: &JobRecord, attempt: &Attempt, names: &HashMap<MachineId, S
 /// without one.
 async fn attempt_to_follow(
     client: &Client,
-    mut job: JobRecord,
+    mut job: JobView,
 ) -> Result<Option<u32>, ClientError> {
     let mut waiting = Waiting::default();
     loop {
@@ -260,7 +260,7 @@ async fn follow_attempt<O: Write, E: Write>(
 struct Waiting(Option<String>);
 
 impl Waiting {
-    fn note(&mut self, job: &JobRecord) {
+    fn note(&mut self, job: &JobView) {
         if job.state != JobState::Queued || job.queue_reason == self.0 {
             return;
         }
@@ -322,7 +322,7 @@ impl<O: Write, E: Write> Sink<O, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::{JobSpec, JobTarget};
+    use shoal_protocol::{JobRecord, JobSpec, JobTarget};
 
     fn chunk(stream: LogStream, offset: u64, text: &str) -> LogChunk {
         LogChunk {
@@ -370,12 +370,13 @@ mod tests {
         assert!(sink.err.is_empty());
     }
 
-    fn finished(state: JobState, exit_code: Option<i32>, error: Option<&str>) -> JobRecord {
-        let mut job = JobRecord::queued(JobId(7), JobSpec::new(["x"]), JobTarget::Any, 1, 7);
+    fn finished(state: JobState, exit_code: Option<i32>, error: Option<&str>) -> JobView {
+        let queued = JobRecord::queued(JobId(7), JobSpec::new(["x"]), JobTarget::Any, 1, 7);
+        let mut job = JobView::from(&queued);
         job.state = state;
         job.error = error.map(String::from);
         if let Some(code) = exit_code {
-            job.attempts.push(Attempt {
+            job.attempts.push(AttemptView {
                 number: 1,
                 machine: MachineId(1),
                 dispatched_at_ms: 2,
@@ -383,7 +384,7 @@ mod tests {
                 finished_at_ms: Some(4),
                 exit_code: Some(code),
                 error: None,
-                ..Attempt::default()
+                ..AttemptView::default()
             });
         }
         job

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use shoal_protocol::params::{JobListParams, JobOrder};
 use shoal_protocol::{
-    JobId, JobRecord, JobRequest, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
+    JobId, JobView, JobRequest, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
 };
 
 use crate::client::{Client, ClientError};
@@ -129,7 +129,7 @@ pub async fn cancel(client: &Client, id: JobId, json: bool) -> Result<(), Client
 
 /// The children of a fan-out, found in as few list pages as possible: they take the ids
 /// right after their parent.
-pub async fn children(client: &Client, job: &JobRecord) -> Result<Vec<JobRecord>, ClientError> {
+pub async fn children(client: &Client, job: &JobView) -> Result<Vec<JobView>, ClientError> {
     let (Some(first), Some(last)) = (job.children.iter().min(), job.children.iter().max()) else {
         return Ok(Vec::new());
     };
@@ -176,7 +176,7 @@ pub fn machine_name(names: &HashMap<MachineId, String>, id: MachineId) -> String
 }
 
 /// Where the job runs or ran: its current attempt's machine, or its children.
-fn machine_cell(job: &JobRecord, names: &HashMap<MachineId, String>) -> String {
+fn machine_cell(job: &JobView, names: &HashMap<MachineId, String>) -> String {
     if job.is_parent() {
         return format!("all online ({})", job.children.len());
     }
@@ -185,7 +185,7 @@ fn machine_cell(job: &JobRecord, names: &HashMap<MachineId, String>) -> String {
 }
 
 /// The `job ls` table.
-pub fn table(jobs: &[JobRecord], names: &HashMap<MachineId, String>, now: UnixMillis) -> String {
+pub fn table(jobs: &[JobView], names: &HashMap<MachineId, String>, now: UnixMillis) -> String {
     let mut table = Table::new(&[
         "ID", "STATE", "MACHINE", "ATTEMPTS", "COMMAND", "AGE", "ENDED",
     ]);
@@ -209,7 +209,7 @@ pub fn table(jobs: &[JobRecord], names: &HashMap<MachineId, String>, now: UnixMi
 }
 
 /// The state with how long it has held, and what is pending.
-fn state_line(job: &JobRecord, now: UnixMillis) -> String {
+fn state_line(job: &JobView, now: UnixMillis) -> String {
     if job.state.is_finished() {
         return format!("{} {}", job.state, age(now, job.updated_at_ms));
     }
@@ -230,7 +230,7 @@ fn state_line(job: &JobRecord, now: UnixMillis) -> String {
     text
 }
 
-fn target_text(job: &JobRecord, names: &HashMap<MachineId, String>) -> String {
+fn target_text(job: &JobView, names: &HashMap<MachineId, String>) -> String {
     match job.target {
         JobTarget::Any => "any machine that fits".to_string(),
         JobTarget::Machine(id) => format!("{} ({id})", machine_name(names, id)),
@@ -249,8 +249,8 @@ fn pairs_or_dash<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) 
 
 /// The `job show` block: every field, then one row per attempt and per child.
 pub fn details(
-    job: &JobRecord,
-    children: &[JobRecord],
+    job: &JobView,
+    children: &[JobView],
     names: &HashMap<MachineId, String>,
     now: UnixMillis,
 ) -> String {
@@ -334,7 +334,7 @@ pub fn details(
 }
 
 /// One row per child of a fan-out: where it ran and how it ended.
-pub fn children_table(children: &[JobRecord], names: &HashMap<MachineId, String>) -> String {
+pub fn children_table(children: &[JobView], names: &HashMap<MachineId, String>) -> String {
     let mut table = Table::new(&["CHILD", "MACHINE", "STATE", "EXIT", "ERROR"]);
     for child in children {
         let machine = match child.target {
@@ -356,7 +356,7 @@ pub fn children_table(children: &[JobRecord], names: &HashMap<MachineId, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::{Attempt, JobSpec};
+    use shoal_protocol::{AttemptView, JobRecord, JobSpec};
 
     const NOW: UnixMillis = 1_700_000_000_000;
 
@@ -364,18 +364,18 @@ mod tests {
         HashMap::from([(MachineId(0xabcd_0000_0000_0001), "attic".to_string())])
     }
 
-    fn job(id: u64, command: &[&str]) -> JobRecord {
-        JobRecord::queued(
+    fn job(id: u64, command: &[&str]) -> JobView {
+        JobView::from(&JobRecord::queued(
             JobId(id),
             JobSpec::new(command.iter().copied()),
             JobTarget::Any,
             NOW - 120_000,
             id,
-        )
+        ))
     }
 
-    fn attempt(number: u32, machine: u64, exit_code: Option<i32>) -> Attempt {
-        Attempt {
+    fn attempt(number: u32, machine: u64, exit_code: Option<i32>) -> AttemptView {
+        AttemptView {
             number,
             machine: MachineId(machine),
             dispatched_at_ms: NOW - 60_000,
@@ -385,7 +385,7 @@ mod tests {
             error: exit_code
                 .filter(|c| *c != 0)
                 .map(|c| format!("exit code {c}")),
-            ..Attempt::default()
+            ..AttemptView::default()
         }
     }
 

@@ -1,7 +1,7 @@
 //! `shoal key create|ls|revoke`: API keys (admin scope).
 
 use clap::Subcommand;
-use shoal_protocol::keys::{ApiKeyRecord, CreateKeyRequest, Scope};
+use shoal_protocol::keys::{ApiKeyView, CreateKeyRequest, Scope};
 
 use crate::client::{Client, ClientError};
 use crate::output::{Table, age, now_ms, print, print_json};
@@ -61,7 +61,7 @@ pub async fn run(client: &Client, cmd: KeyCmd, json: bool) -> Result<(), ClientE
     Ok(())
 }
 
-fn keys_table(keys: &[ApiKeyRecord]) -> String {
+fn keys_table(keys: &[ApiKeyView]) -> String {
     let now = now_ms();
     let mut table = Table::new(&["ID", "NAME", "ORG", "SCOPE", "CREATED", "REVOKED"]);
     for key in keys {

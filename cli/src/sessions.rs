@@ -4,9 +4,9 @@
 use clap::Subcommand;
 use shoal_protocol::JobId;
 use shoal_protocol::params::SessionParams;
-use shoal_protocol::policies::{Policy, PolicyRequest};
+use shoal_protocol::policies::{PolicyView, PolicyRequest};
 use shoal_protocol::sessions::{CreateSessionRequest, ExecRequest, SessionState, SessionView};
-use shoal_protocol::templates::{Template, TemplateRequest};
+use shoal_protocol::templates::{TemplateView, TemplateRequest};
 
 use crate::client::{Client, ClientError};
 use crate::job_args::{parse_env, secrets_from_shell};
@@ -275,14 +275,14 @@ fn show_one<T: Clone + serde::Serialize>(item: &T, json: bool, table: fn(&[T], b
     }
 }
 
-fn show_templates(templates: &[Template], json: bool) {
+fn show_templates(templates: &[TemplateView], json: bool) {
     if json {
         print_json_list("templates", templates);
         return;
     }
     let mut table = Table::new(&["NAME", "CURRENT", "VERSIONS", "IMAGE", "MAX DURATION"]);
     for t in templates {
-        let current = t.current();
+        let current = t.current_version();
         table.row(vec![
             t.name.clone(),
             format!("v{}", t.current),
@@ -424,7 +424,7 @@ pub async fn run_policy(client: &Client, cmd: PolicyCmd, json: bool) -> Result<(
     Ok(())
 }
 
-fn show_policies(policies: &[Policy], json: bool) {
+fn show_policies(policies: &[PolicyView], json: bool) {
     if json {
         print_json_list("policies", policies);
         return;

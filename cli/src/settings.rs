@@ -2,7 +2,7 @@
 //! (admin; the fleet must be at protocol level 2).
 
 use clap::Subcommand;
-use shoal_protocol::settings::{FleetSettings, FleetSettingsRequest};
+use shoal_protocol::settings::{FleetSettingsRequest, FleetSettingsView};
 
 use crate::client::{Client, ClientError};
 use crate::operate::parse_duration;
@@ -60,14 +60,14 @@ pub async fn run(
 }
 
 /// The request that leaves `settings` as they are.
-fn request_of(settings: FleetSettings) -> FleetSettingsRequest {
+fn request_of(settings: FleetSettingsView) -> FleetSettingsRequest {
     FleetSettingsRequest {
         job_retention_seconds: settings.job_retention_seconds,
     }
 }
 
 /// The settings as `key: value` lines.
-pub fn block(settings: &FleetSettings) -> String {
+pub fn block(settings: &FleetSettingsView) -> String {
     let retention = match settings.job_retention_seconds {
         Some(seconds) => exact(seconds),
         None => "default (each leader's job_retention config)".to_string(),
@@ -93,13 +93,13 @@ mod tests {
 
     #[test]
     fn settings_show_the_exact_retention_or_the_default() {
-        let set = |seconds| FleetSettings {
+        let set = |seconds| FleetSettingsView {
             job_retention_seconds: Some(seconds),
         };
         assert_eq!(block(&set(48 * 3600)), "job retention:  2d\n");
         assert_eq!(block(&set(36 * 3600)), "job retention:  36h\n");
         assert_eq!(block(&set(90)), "job retention:  90s\n");
-        assert!(block(&FleetSettings::default()).contains("default"));
+        assert!(block(&FleetSettingsView::default()).contains("default"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use shoal_protocol::Labels;
-use shoal_protocol::tokens::{CreateTokensRequest, RegistrationToken};
+use shoal_protocol::tokens::{CreateTokensRequest, TokenView};
 
 use crate::client::{Client, ClientError};
 use crate::output::{Table, age, now_ms, or_dash, print, print_json};
@@ -77,7 +77,7 @@ pub async fn run(client: &Client, cmd: TokenCmd, json: bool) -> Result<(), Clien
     Ok(())
 }
 
-fn table(tokens: &[RegistrationToken]) -> String {
+fn table(tokens: &[TokenView]) -> String {
     let now = now_ms();
     let mut table = Table::new(&["ID", "ORG", "LABELS", "EXPIRES", "USED BY", "REVOKED"]);
     for t in tokens {

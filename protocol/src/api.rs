@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    JobId, JobRecord, JobRequest, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
+    JobId, JobRequest, JobView, Labels, MachineId, MachineRecord, MachineStatus, MemberAddr,
     ProtocolLevel, Resources, UnixMillis,
 };
 
@@ -223,7 +223,7 @@ pub struct LabelRequest {
 /// `children` name the per-machine jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitJobResponse {
-    pub job: JobRecord,
+    pub job: JobView,
     pub created: bool,
 }
 
@@ -249,7 +249,7 @@ pub struct MachineRemoved {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
-    pub jobs: Vec<JobRecord>,
+    pub jobs: Vec<JobView>,
 }
 
 /// Which of a job's streams output came from.

@@ -73,7 +73,8 @@ pub struct ApiKeyRecord {
     pub name: String,
     pub org: String,
     pub scope: Scope,
-    /// SHA-256 of the secret part, hex. Never leaves the fleet through the API.
+    /// SHA-256 of the secret part, hex. Never leaves the fleet through the API (see
+    /// [`ApiKeyView`]).
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub secret_sha256: String,
     pub created_at_ms: UnixMillis,
@@ -82,12 +83,41 @@ pub struct ApiKeyRecord {
     pub revoked_at_ms: Option<UnixMillis>,
 }
 
-impl ApiKeyRecord {
-    /// The record as the API shows it: without the hash.
-    pub fn public(&self) -> ApiKeyRecord {
-        ApiKeyRecord {
-            secret_sha256: String::new(),
-            ..self.clone()
+/// A key as the API answers it: the record without the hash of its secret, which never
+/// leaves the fleet (`ApiKeyView::from`, the one conversion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    /// The public part of the key, 16 hex digits.
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub scope: Scope,
+    pub created_at_ms: UnixMillis,
+    /// The key that created it (`bootstrap` for the first).
+    pub created_by: String,
+    pub revoked_at_ms: Option<UnixMillis>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(record: &ApiKeyRecord) -> Self {
+        let ApiKeyRecord {
+            id,
+            name,
+            org,
+            scope,
+            secret_sha256: _,
+            created_at_ms,
+            created_by,
+            revoked_at_ms,
+        } = record;
+        ApiKeyView {
+            id: id.clone(),
+            name: name.clone(),
+            org: org.clone(),
+            scope: *scope,
+            created_at_ms: *created_at_ms,
+            created_by: created_by.clone(),
+            revoked_at_ms: *revoked_at_ms,
         }
     }
 }
@@ -123,13 +153,13 @@ pub struct CreateKeyRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub key: String,
-    pub record: ApiKeyRecord,
+    pub record: ApiKeyView,
 }
 
 /// `GET /v1/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyList {
-    pub keys: Vec<ApiKeyRecord>,
+    pub keys: Vec<ApiKeyView>,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod indexes;
 pub mod job;
 pub mod job_request;
 pub mod job_spec;
+pub mod job_view;
 pub mod keys;
 pub mod labels;
 pub mod levels;
@@ -45,6 +46,7 @@ pub use job::{
     PullPolicy,
 };
 pub use job_request::JobRequest;
+pub use job_view::{AttemptView, JobView};
 pub use labels::{LabelError, Labels};
 pub use levels::{PROTOCOL_LEVEL, ProtocolLevel};
 pub use log_command::{Decoded, LogCommand};

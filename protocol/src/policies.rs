@@ -198,7 +198,67 @@ pub struct Policy {
 /// `GET /v1/policies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyList {
-    pub policies: Vec<Policy>,
+    pub policies: Vec<PolicyView>,
+}
+
+/// A policy as the API answers it: made from the stored [`Policy`] where it leaves
+/// (`PolicyView::from`, the one conversion), its rules shown as the request that sets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyView {
+    pub name: String,
+    pub spec: PolicyRequest,
+    pub updated_at_ms: UnixMillis,
+    /// The API key that set it.
+    pub updated_by: String,
+}
+
+impl From<&Policy> for PolicyView {
+    fn from(policy: &Policy) -> Self {
+        let Policy {
+            name,
+            spec,
+            updated_at_ms,
+            updated_by,
+        } = policy;
+        PolicyView {
+            name: name.clone(),
+            spec: PolicyRequest::from(spec),
+            updated_at_ms: *updated_at_ms,
+            updated_by: updated_by.clone(),
+        }
+    }
+}
+
+impl From<&PolicySpec> for PolicyRequest {
+    /// The request that sets `spec`, field by field.
+    fn from(spec: &PolicySpec) -> Self {
+        let PolicySpec {
+            selector,
+            allowed_images,
+            max_cpus,
+            max_memory_mb,
+            max_duration_seconds,
+            network_mode,
+            cap_add,
+            cap_drop,
+            pids_limit,
+            user,
+            pull,
+        } = spec;
+        PolicyRequest {
+            selector: selector.clone(),
+            allowed_images: allowed_images.clone(),
+            max_cpus: *max_cpus,
+            max_memory_mb: *max_memory_mb,
+            max_duration_seconds: *max_duration_seconds,
+            network_mode: network_mode.clone(),
+            cap_add: cap_add.clone(),
+            cap_drop: cap_drop.clone(),
+            pids_limit: *pids_limit,
+            user: user.clone(),
+            pull: *pull,
+        }
+    }
 }
 
 /// What a container asks for, as the policies see it, and how they confine it.

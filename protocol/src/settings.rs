@@ -43,6 +43,26 @@ impl FleetSettings {
     }
 }
 
+/// The fleet's settings as the API answers them (`FleetSettingsView::from`, the one
+/// conversion); a setting not set (`null`) follows each leader's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FleetSettingsView {
+    /// How long finished jobs (and their saved output) are kept, in seconds.
+    #[serde(default)]
+    pub job_retention_seconds: Option<u64>,
+}
+
+impl From<&FleetSettings> for FleetSettingsView {
+    fn from(settings: &FleetSettings) -> Self {
+        let FleetSettings {
+            job_retention_seconds,
+        } = settings;
+        FleetSettingsView {
+            job_retention_seconds: *job_retention_seconds,
+        }
+    }
+}
+
 /// `PUT /v1/fleet/settings`: the fleet's settings as a whole; a field left out (or `null`)
 /// goes back to each leader's config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

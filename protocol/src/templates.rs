@@ -253,7 +253,107 @@ pub struct RollbackRequest {
 /// `GET /v1/templates`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateList {
-    pub templates: Vec<Template>,
+    pub templates: Vec<TemplateView>,
+}
+
+/// A template as the API answers it: made from the stored [`Template`] where it leaves
+/// (`TemplateView::from`, the one conversion), each version's spec shown as the request
+/// that would make it, secret values never.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateView {
+    /// The org that owns it; empty for one made before templates belonged to orgs.
+    pub org: String,
+    pub name: String,
+    /// The version sessions use now.
+    pub current: u32,
+    /// Its versions, oldest first.
+    pub versions: Vec<TemplateVersionView>,
+}
+
+/// One version of a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateVersionView {
+    pub version: u32,
+    pub spec: TemplateRequest,
+    pub created_at_ms: UnixMillis,
+    /// The API key that made it.
+    pub created_by: String,
+}
+
+impl TemplateView {
+    /// The version sessions use now.
+    pub fn current_version(&self) -> Option<&TemplateVersionView> {
+        self.versions.iter().find(|v| v.version == self.current)
+    }
+}
+
+impl From<&Template> for TemplateView {
+    fn from(template: &Template) -> Self {
+        let Template {
+            org,
+            name,
+            current,
+            versions,
+        } = template;
+        TemplateView {
+            org: org.clone(),
+            name: name.clone(),
+            current: *current,
+            versions: versions.iter().map(TemplateVersionView::from).collect(),
+        }
+    }
+}
+
+impl From<&TemplateVersion> for TemplateVersionView {
+    fn from(version: &TemplateVersion) -> Self {
+        let TemplateVersion {
+            version,
+            spec,
+            created_at_ms,
+            created_by,
+        } = version;
+        TemplateVersionView {
+            version: *version,
+            spec: TemplateRequest::from(spec),
+            created_at_ms: *created_at_ms,
+            created_by: created_by.clone(),
+        }
+    }
+}
+
+impl From<&TemplateSpec> for TemplateRequest {
+    /// The request that would make `spec`, field by field, every secret value shown as
+    /// [`crate::job_spec::SECRET_SHOWN`].
+    fn from(spec: &TemplateSpec) -> Self {
+        let TemplateSpec {
+            image,
+            digest,
+            command,
+            env,
+            secret_env,
+            cpus,
+            memory_mb,
+            user,
+            pull,
+            gpus,
+            max_duration_seconds,
+            required_labels,
+        } = spec;
+        TemplateRequest {
+            image: image.clone(),
+            digest: digest.clone(),
+            command: command.clone(),
+            env: env.clone(),
+            secret_env: crate::job_view::shown_as_secret(secret_env),
+            cpus: *cpus,
+            memory_mb: *memory_mb,
+            user: user.clone(),
+            pull: *pull,
+            gpus: *gpus,
+            max_duration_seconds: *max_duration_seconds,
+            required_labels: required_labels.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

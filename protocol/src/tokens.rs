@@ -26,12 +26,46 @@ pub struct RegistrationToken {
     pub revoked_at_ms: Option<UnixMillis>,
 }
 
-impl RegistrationToken {
-    /// The record as the API shows it: without the hash.
-    pub fn public(&self) -> RegistrationToken {
-        RegistrationToken {
-            secret_sha256: String::new(),
-            ..self.clone()
+/// A registration token as the API answers it: the record without the hash of its
+/// secret, which never leaves the fleet (`TokenView::from`, the one conversion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub org: String,
+    /// Labels the machine that uses the token gets (as operator labels).
+    pub labels: Labels,
+    pub created_at_ms: UnixMillis,
+    pub expires_at_ms: UnixMillis,
+    pub created_by: String,
+    pub used_by: Option<MachineId>,
+    pub used_at_ms: Option<UnixMillis>,
+    pub revoked_at_ms: Option<UnixMillis>,
+}
+
+impl From<&RegistrationToken> for TokenView {
+    fn from(token: &RegistrationToken) -> Self {
+        let RegistrationToken {
+            id,
+            secret_sha256: _,
+            org,
+            labels,
+            created_at_ms,
+            expires_at_ms,
+            created_by,
+            used_by,
+            used_at_ms,
+            revoked_at_ms,
+        } = token;
+        TokenView {
+            id: id.clone(),
+            org: org.clone(),
+            labels: labels.clone(),
+            created_at_ms: *created_at_ms,
+            expires_at_ms: *expires_at_ms,
+            created_by: created_by.clone(),
+            used_by: *used_by,
+            used_at_ms: *used_at_ms,
+            revoked_at_ms: *revoked_at_ms,
         }
     }
 }
@@ -86,5 +120,5 @@ pub struct CreatedTokens {
 /// `GET /v1/tokens/registration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenList {
-    pub tokens: Vec<RegistrationToken>,
+    pub tokens: Vec<TokenView>,
 }

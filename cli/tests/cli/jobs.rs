@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shoal_daemon::testsuite::{Cluster, wait_until};
 use shoal_protocol::api::JobLogs;
-use shoal_protocol::{JobId, JobList, JobRecord, JobState, SubmitJobResponse};
+use shoal_protocol::{JobId, JobList, JobRecord, JobState, JobView, SubmitJobResponse};
 
 use super::{shoal, stdout};
 
@@ -212,7 +212,7 @@ pub async fn the_job_commands(cluster: &Cluster) {
         "{again}"
     );
     wait_for(cluster, &id, "true completes", |j| j.state.is_finished()).await;
-    let shown: JobRecord =
+    let shown: JobView =
         serde_json::from_str(&stdout(&run(&addr, &["--json", "job", "show", &id]).await)).unwrap();
     assert_eq!(shown.state, JobState::Completed);
     let logs: JobLogs =

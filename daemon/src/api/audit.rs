@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use shoal_protocol::audit::AuditList;
+use shoal_protocol::audit::{AuditList, AuditView};
 use shoal_protocol::params::AuditParams;
 use shoal_protocol::{ApiError, MachineId};
 
@@ -37,7 +37,7 @@ pub async fn list(
             .filter(|e| machine.is_none_or(|m| e.machines.contains(&m)))
             .filter(|e| params.actor.as_ref().is_none_or(|a| &e.actor == a))
             .take(limit)
-            .cloned()
+            .map(AuditView::from)
             .collect()
     });
     Ok(Json(AuditList { entries }))

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobResponse};
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
-    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState, Labels,
+    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState, JobView, Labels,
     MachineId, Response,
 };
 
@@ -41,11 +41,12 @@ fn refusal(response: Response) -> Failure {
     }
 }
 
+/// Submits `spec` for `caller`: the job, and whether this submit created it.
 pub(super) async fn submit_one(
     node: &Node,
     caller: &Caller,
     spec: JobSpec,
-) -> Result<SubmitJobResponse, Failure> {
+) -> Result<(Box<JobRecord>, bool), Failure> {
     let outcome = node
         .write_as(
             caller,
@@ -55,14 +56,17 @@ pub(super) async fn submit_one(
             },
         )
         .await?;
-    submitted(caller, outcome.response)
+    match outcome.response {
+        Response::Submitted { job, created } => Ok((job, created)),
+        other => Err(refusal(other)),
+    }
 }
 
 /// The answer to a submit, as the caller may see it.
 fn submitted(caller: &Caller, response: Response) -> Result<SubmitJobResponse, Failure> {
     match response {
         Response::Submitted { job, created } => Ok(SubmitJobResponse {
-            job: redact::job(caller, *job),
+            job: redact::job(caller, &job),
             created,
         }),
         other => Err(refusal(other)),
@@ -96,13 +100,14 @@ pub async fn submit(
         .map_err(|message| Failure(ApiError::bad_request(message)))?;
     not_a_session(&spec)?;
     in_callers_org(&caller, &mut spec)?;
-    let answer = submit_one(&node, &caller, spec).await?;
-    let status = if answer.created {
+    let (job, created) = submit_one(&node, &caller, spec).await?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(answer)))
+    let job = redact::job(&caller, &job);
+    Ok((status, Json(SubmitJobResponse { job, created })))
 }
 
 /// `POST /v1/jobs/batch`: every spec is checked before any is submitted.
@@ -218,7 +223,7 @@ pub async fn list(
                     .is_none_or(|(k, v)| job.spec.required_labels.get(k) == Some(v))
             })
             .take(limit)
-            .map(|job| redact::job(&caller, job.clone()))
+            .map(|job| redact::job(&caller, job))
             .collect()
     });
     Ok(Json(JobList { jobs }))
@@ -236,7 +241,7 @@ pub(super) fn parse_job_id(text: &str) -> Result<JobId, Failure> {
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = u64, Path, description = "The job"), ReadParams),
     responses(
-        (status = OK, body = JobRecord, description = "The job"),
+        (status = OK, body = JobView, description = "The job"),
         (status = NOT_FOUND, body = ApiError, description = "No such job in the caller's org"),
     ))]
 pub async fn show(
@@ -244,11 +249,11 @@ pub async fn show(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
-) -> ApiResult<JobRecord> {
+) -> ApiResult<JobView> {
     let id = parse_job_id(&id)?;
     barrier_if(&node, &params).await?;
     let job = visible_job(&node, &caller, id)?;
-    Ok(Json(redact::job(&caller, job)))
+    Ok(Json(redact::job(&caller, &job)))
 }
 
 /// The job, if the caller's org may see it; another org's job is as good as absent.
@@ -306,7 +311,7 @@ pub(super) fn in_callers_org(caller: &Caller, spec: &mut JobSpec) -> Result<(), 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = u64, Path, description = "The job")),
     responses(
-        (status = OK, body = JobRecord, description = "The job, cancelled or with its cancel requested"),
+        (status = OK, body = JobView, description = "The job, cancelled or with its cancel requested"),
         (status = NOT_FOUND, body = ApiError, description = "No such job in the caller's org"),
         (status = CONFLICT, body = ApiError, description = "The job has already finished"),
     ))]
@@ -314,10 +319,11 @@ pub async fn cancel(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<JobRecord> {
+) -> ApiResult<JobView> {
     let id = parse_job_id(&id)?;
     visible_job(&node, &caller, id)?;
-    Ok(Json(cancel_job(&node, &caller, id).await?))
+    let job = cancel_job(&node, &caller, id).await?;
+    Ok(Json(redact::job(&caller, &job)))
 }
 
 /// Cancels job (or session) `id` for `caller`, who may see it, answering with the job.

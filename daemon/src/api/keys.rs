@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use shoal_protocol::job_spec::check_org;
-use shoal_protocol::keys::{CreateKeyRequest, CreatedKey, KeyList};
+use shoal_protocol::keys::{ApiKeyView, CreateKeyRequest, CreatedKey, KeyList};
 use shoal_protocol::{ApiError, Command, ErrorCode};
 
 use super::{ApiJson, ApiResult, Failure, accepted};
@@ -44,7 +44,7 @@ pub async fn create(
     accepted(outcome.response)?;
     let created = CreatedKey {
         key,
-        record: record.public(),
+        record: ApiKeyView::from(&record),
     };
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -55,7 +55,7 @@ pub async fn create(
 pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<KeyList> {
     let keys = node
         .fleet
-        .read(|state| state.api_keys.values().map(|key| key.public()).collect());
+        .read(|state| state.api_keys.values().map(ApiKeyView::from).collect());
     Ok(Json(KeyList { keys }))
 }
 
@@ -93,7 +93,7 @@ pub async fn revoke(
     accepted(outcome.response)?;
     let keys = node
         .fleet
-        .read(|state| state.api_keys.get(&id).map(|k| k.public()));
+        .read(|state| state.api_keys.get(&id).map(ApiKeyView::from));
     Ok(Json(KeyList {
         keys: keys.into_iter().collect(),
     }))

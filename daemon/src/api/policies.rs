@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use shoal_protocol::policies::{Policy, PolicyList, PolicyRequest, PolicySpec, check_policy_name};
+use shoal_protocol::policies::{
+    Policy, PolicyList, PolicyRequest, PolicySpec, PolicyView, check_policy_name,
+};
 use shoal_protocol::{ApiError, Command};
 
 use super::{ApiJson, ApiResult, Failure, accepted};
@@ -16,7 +18,7 @@ fn list_of(node: &Node) -> PolicyList {
     PolicyList {
         policies: node
             .fleet
-            .read(|state| state.policies.values().cloned().collect()),
+            .read(|state| state.policies.values().map(PolicyView::from).collect()),
     }
 }
 
@@ -24,13 +26,13 @@ fn list_of(node: &Node) -> PolicyList {
 #[utoipa::path(put, path = "/v1/policies/{name}", tag = "sessions",
     params(("name" = String, Path, description = "The policy")),
     request_body = PolicyRequest,
-    responses((status = OK, body = Policy, description = "The policy as set")))]
+    responses((status = OK, body = PolicyView, description = "The policy as set")))]
 pub async fn put(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<PolicyRequest>,
-) -> ApiResult<Policy> {
+) -> ApiResult<PolicyView> {
     check_policy_name(&name).map_err(|m| Failure(ApiError::bad_request(m)))?;
     let spec = PolicySpec::from(request);
     spec.validate()
@@ -51,7 +53,7 @@ pub async fn put(
         )
         .await?;
     accepted(outcome.response)?;
-    Ok(Json(policy))
+    Ok(Json(PolicyView::from(&policy)))
 }
 
 /// `GET /v1/policies`.

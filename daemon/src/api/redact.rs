@@ -1,13 +1,13 @@
+//! Jobs and templates leave the API here, as their views (`JobView`, `TemplateView`).
 //! Environment values are for the keys that run work: a `read` key is shown each
 //! variable's name, never its value (tokens and passwords travel in `env`). Secret ones
-//! (`secret_env`, sealed in the log) are shown to no one.
+//! (`secret_env`, sealed in the log) are shown to no one: the views never carry them.
 
 use std::collections::BTreeMap;
 
-use shoal_protocol::JobRecord;
-use shoal_protocol::job_spec::SECRET_SHOWN;
 use shoal_protocol::keys::Scope;
-use shoal_protocol::templates::Template;
+use shoal_protocol::templates::{Template, TemplateView};
+use shoal_protocol::{JobRecord, JobView};
 
 use crate::keys::Caller;
 
@@ -21,24 +21,18 @@ fn hide(caller: &Caller, env: &mut BTreeMap<String, String>) {
     }
 }
 
-fn hide_secrets(secret_env: &mut BTreeMap<String, String>) {
-    secret_env
-        .values_mut()
-        .for_each(|value| *value = SECRET_SHOWN.to_string());
-}
-
 /// `job` as `caller` may see it.
-pub fn job(caller: &Caller, mut job: JobRecord) -> JobRecord {
-    hide(caller, &mut job.spec.env);
-    hide_secrets(&mut job.spec.secret_env);
-    job
+pub fn job(caller: &Caller, job: &JobRecord) -> JobView {
+    let mut view = JobView::from(job);
+    hide(caller, &mut view.spec.env);
+    view
 }
 
 /// `template` as `caller` may see it.
-pub fn template(caller: &Caller, mut template: Template) -> Template {
-    for version in &mut template.versions {
+pub fn template(caller: &Caller, template: &Template) -> TemplateView {
+    let mut view = TemplateView::from(template);
+    for version in &mut view.versions {
         hide(caller, &mut version.spec.env);
-        hide_secrets(&mut version.spec.secret_env);
     }
-    template
+    view
 }

@@ -69,13 +69,13 @@ pub async fn create(
     spec.validate()
         .map_err(|m| Failure(ApiError::bad_request(m)))?;
     in_callers_org(&caller, &mut spec)?;
-    let answer = submit_one(&node, &caller, spec).await?;
-    let status = if answer.created {
+    let (job, created) = submit_one(&node, &caller, spec).await?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(SessionView::of(&answer.job))))
+    Ok((status, Json(SessionView::of(&job))))
 }
 
 /// `GET /v1/sessions`: the caller's org's sessions, newest first.

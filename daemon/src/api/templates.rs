@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use shoal_protocol::levels::TEMPLATE_ORGS_LEVEL;
 use shoal_protocol::templates::{
-    RollbackRequest, Template, TemplateList, TemplateRequest, TemplateSpec, check_template_name,
+    RollbackRequest, Template, TemplateList, TemplateRequest, TemplateSpec, TemplateView,
+    check_template_name,
 };
 use shoal_protocol::{ApiError, Command, ErrorCode, Response};
 
@@ -17,9 +18,9 @@ use crate::keys::Caller;
 use crate::node::{Node, now_ms};
 
 /// The template a change answered with, as `caller` may see it.
-fn template_of(caller: &Caller, response: Response) -> Result<Json<Template>, Failure> {
+fn template_of(caller: &Caller, response: Response) -> Result<Json<TemplateView>, Failure> {
     match accepted(response)? {
-        Response::Template(template) => Ok(Json(redact::template(caller, *template))),
+        Response::Template(template) => Ok(Json(redact::template(caller, &template))),
         other => Err(Failure(ApiError::new(
             ErrorCode::Internal,
             format!("the state machine answered {other:?}"),
@@ -58,13 +59,13 @@ fn owning_org(node: &Node, caller: &Caller) -> Option<String> {
 #[utoipa::path(put, path = "/v1/templates/{name}", tag = "sessions",
     params(("name" = String, Path, description = "The template")),
     request_body = TemplateRequest,
-    responses((status = OK, body = Template, description = "The template with its new version current")))]
+    responses((status = OK, body = TemplateView, description = "The template with its new version current")))]
 pub async fn put(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<TemplateRequest>,
-) -> ApiResult<Template> {
+) -> ApiResult<TemplateView> {
     checked_name(&name)?;
     let mut spec = TemplateSpec::from(request);
     super::jobs::seal_secrets(&node, &caller, &mut spec.secret_env)?;
@@ -95,7 +96,7 @@ pub async fn list(
     let templates = node.fleet.read(|state| {
         state
             .templates_of(&caller.org)
-            .map(|t| redact::template(&caller, t.clone()))
+            .map(|t| redact::template(&caller, t))
             .collect()
     });
     Json(TemplateList { templates })
@@ -105,17 +106,17 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/templates/{name}", tag = "sessions",
     params(("name" = String, Path, description = "The template")),
     responses(
-        (status = OK, body = Template, description = "The template with its versions"),
+        (status = OK, body = TemplateView, description = "The template with its versions"),
         (status = NOT_FOUND, body = ApiError, description = "No such template"),
     ))]
 pub async fn show(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> ApiResult<Template> {
+) -> ApiResult<TemplateView> {
     checked_name(&name)?;
     let template = find(&node, &caller, &name).await?;
-    Ok(Json(redact::template(&caller, template)))
+    Ok(Json(redact::template(&caller, &template)))
 }
 
 /// `POST /v1/templates/{name}/rollback`: new sessions use `version` from now on.
@@ -123,7 +124,7 @@ pub async fn show(
     params(("name" = String, Path, description = "The template")),
     request_body = RollbackRequest,
     responses(
-        (status = OK, body = Template, description = "The template, the version asked for current"),
+        (status = OK, body = TemplateView, description = "The template, the version asked for current"),
         (status = NOT_FOUND, body = ApiError, description = "No such template or version"),
     ))]
 pub async fn rollback(
@@ -131,7 +132,7 @@ pub async fn rollback(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<RollbackRequest>,
-) -> ApiResult<Template> {
+) -> ApiResult<TemplateView> {
     checked_name(&name)?;
     // Another org's template is as good as absent: refused here, with nothing written.
     find(&node, &caller, &name).await?;

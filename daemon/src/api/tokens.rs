@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use shoal_protocol::job_spec::check_org;
-use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, RegistrationToken, TokenList};
+use shoal_protocol::tokens::{
+    CreateTokensRequest, CreatedTokens, RegistrationToken, TokenList, TokenView,
+};
 use shoal_protocol::{ApiError, Command};
 
 use super::{ApiJson, ApiResult, Failure, accepted};
@@ -82,7 +84,7 @@ pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<TokenList> {
         state
             .tokens
             .values()
-            .map(RegistrationToken::public)
+            .map(TokenView::from)
             .collect()
     });
     Ok(Json(TokenList { tokens }))
@@ -112,7 +114,7 @@ pub async fn revoke(
     accepted(outcome.response)?;
     let token = node
         .fleet
-        .read(|state| state.tokens.get(&id).map(RegistrationToken::public));
+        .read(|state| state.tokens.get(&id).map(TokenView::from));
     Ok(Json(TokenList {
         tokens: token.into_iter().collect(),
     }))

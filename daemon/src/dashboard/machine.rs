@@ -10,6 +10,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::Check;
 use shoal_protocol::keys::Scope;
+use shoal_protocol::policies::{PolicySpec, PolicyView};
 use shoal_protocol::params::{AuditParams, JobListParams, JobOrder, ReadParams};
 
 use super::chart::{self, Line};
@@ -45,7 +46,7 @@ pub struct PolicyRow {
 }
 
 impl PolicyRow {
-    fn of(policy: &shoal_protocol::policies::Policy) -> PolicyRow {
+    fn of(policy: &PolicyView) -> PolicyRow {
         let spec = &policy.spec;
         let mut sets = Vec::new();
         if !spec.allowed_images.is_empty() {
@@ -193,7 +194,7 @@ pub async fn page(
     let policies = policies
         .policies
         .iter()
-        .filter(|p| p.spec.selects(&machine.labels))
+        .filter(|p| PolicySpec::from(p.spec.clone()).selects(&machine.labels))
         .map(PolicyRow::of)
         .collect();
     let samples_count = samples.len();

@@ -234,7 +234,7 @@ pub struct JobRow {
 }
 
 impl JobRow {
-    pub fn of(job: &shoal_protocol::JobRecord, name_of: &impl Fn(MachineId) -> String) -> JobRow {
+    pub fn of(job: &shoal_protocol::JobView, name_of: &impl Fn(MachineId) -> String) -> JobRow {
         JobRow {
             id: job.id.0,
             state: job.state.as_str().to_string(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_protocol::{JobList, JobRecord, JobState, MachineId};
+use shoal_protocol::{JobList, JobState, JobView, MachineId};
 use tokio::sync::watch;
 
 use super::client::Book;
@@ -134,7 +134,7 @@ impl Checked {
 }
 
 /// Every job member `i` holds, page by page.
-async fn all_jobs(fleet: &Fleet, i: usize) -> anyhow::Result<BTreeMap<u64, JobRecord>> {
+async fn all_jobs(fleet: &Fleet, i: usize) -> anyhow::Result<BTreeMap<u64, JobView>> {
     let mut jobs = BTreeMap::new();
     let mut after: Option<u64> = None;
     loop {
@@ -268,7 +268,7 @@ pub async fn check(fleet: &Fleet, book: &Book, samples: &Samples) -> anyhow::Res
 
 /// What the marks say against the records: runs started after their job completed, jobs
 /// and attempts started more than once, completed jobs that never marked.
-pub fn judge_marks(checked: &mut Checked, marks: &[Mark], jobs: &BTreeMap<u64, JobRecord>) {
+pub fn judge_marks(checked: &mut Checked, marks: &[Mark], jobs: &BTreeMap<u64, JobView>) {
     checked.marks = marks.len();
     let mut per_job: BTreeMap<u64, usize> = BTreeMap::new();
     let mut per_attempt: BTreeMap<(u64, u32), Vec<String>> = BTreeMap::new();
@@ -311,10 +311,11 @@ pub fn judge_marks(checked: &mut Checked, marks: &[Mark], jobs: &BTreeMap<u64, J
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::{JobId, JobSpec, JobTarget};
+    use shoal_protocol::{JobId, JobRecord, JobSpec, JobTarget};
 
-    fn completed(id: u64, at_ms: u64) -> (u64, JobRecord) {
-        let mut job = JobRecord::queued(JobId(id), JobSpec::new(["true"]), JobTarget::Any, 0, id);
+    fn completed(id: u64, at_ms: u64) -> (u64, JobView) {
+        let queued = JobRecord::queued(JobId(id), JobSpec::new(["true"]), JobTarget::Any, 0, id);
+        let mut job = JobView::from(&queued);
         job.state = JobState::Completed;
         job.updated_at_ms = at_ms;
         (id, job)

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use shoal_protocol::{JobRecord, JobState};
+use shoal_protocol::{JobState, JobView};
 
 use super::Plan;
 use super::client::{Book, first_ack_after, mark_job, probe_gap, submit_until_acked};
@@ -158,7 +158,7 @@ async fn connect(fleet: &Fleet, i: usize) -> anyhow::Result<()> {
 }
 
 /// The job, as the first member that answers has it.
-pub async fn job_record(fleet: &Fleet, job: u64) -> Option<JobRecord> {
+pub async fn job_record(fleet: &Fleet, job: u64) -> Option<JobView> {
     for i in 0..fleet.members.len() {
         let path = format!("/v1/jobs/{job}");
         if let Ok(record) = fleet.get(i, &path, Duration::from_secs(1)).await {
