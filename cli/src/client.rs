@@ -719,7 +719,7 @@ mod tests {
             7,
         );
         let answer = SubmitJobResponse {
-            job: JobView::from(&job),
+            job: JobView::from(job),
             created: true,
         };
         let body = serde_json::to_string(&answer).unwrap();

@@ -372,7 +372,7 @@ mod tests {
 
     fn finished(state: JobState, exit_code: Option<i32>, error: Option<&str>) -> JobView {
         let queued = JobRecord::queued(JobId(7), JobSpec::new(["x"]), JobTarget::Any, 1, 7);
-        let mut job = JobView::from(&queued);
+        let mut job = JobView::from(queued);
         job.state = state;
         job.error = error.map(String::from);
         if let Some(code) = exit_code {

@@ -365,7 +365,7 @@ mod tests {
     }
 
     fn job(id: u64, command: &[&str]) -> JobView {
-        JobView::from(&JobRecord::queued(
+        JobView::from(JobRecord::queued(
             JobId(id),
             JobSpec::new(command.iter().copied()),
             JobTarget::Any,

@@ -1,5 +1,6 @@
 //! A job as the API answers it: [`JobView`], made from the stored
-//! [`JobRecord`](crate::JobRecord) where it leaves (`JobView::from`, the one conversion).
+//! [`JobRecord`](crate::JobRecord) where it leaves (`JobView::from`, the one conversion,
+//! which takes the record: answers are made from copies or from what a write returned).
 //!
 //! A type apart from the record, as [`JobRequest`] is apart from the stored spec, so what
 //! the log and snapshots hold can change without changing what clients read, and the
@@ -85,8 +86,8 @@ impl JobView {
     }
 }
 
-impl From<&JobRecord> for JobView {
-    fn from(job: &JobRecord) -> Self {
+impl From<JobRecord> for JobView {
+    fn from(job: JobRecord) -> Self {
         let JobRecord {
             id,
             spec,
@@ -105,27 +106,27 @@ impl From<&JobRecord> for JobView {
             queue_reason,
         } = job;
         JobView {
-            id: *id,
+            id,
             spec: JobRequest::from(spec),
-            target: *target,
-            state: *state,
-            attempts: attempts.iter().map(AttemptView::from).collect(),
-            failures: *failures,
-            error: error.clone(),
-            submitted_at_ms: *submitted_at_ms,
-            submitted_index: *submitted_index,
-            updated_at_ms: *updated_at_ms,
-            not_before_ms: *not_before_ms,
-            cancel_requested: *cancel_requested,
-            parent: *parent,
-            children: children.clone(),
-            queue_reason: queue_reason.clone(),
+            target,
+            state,
+            attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            failures,
+            error,
+            submitted_at_ms,
+            submitted_index,
+            updated_at_ms,
+            not_before_ms,
+            cancel_requested,
+            parent,
+            children,
+            queue_reason,
         }
     }
 }
 
-impl From<&Attempt> for AttemptView {
-    fn from(attempt: &Attempt) -> Self {
+impl From<Attempt> for AttemptView {
+    fn from(attempt: Attempt) -> Self {
         let Attempt {
             number,
             machine,
@@ -143,26 +144,26 @@ impl From<&Attempt> for AttemptView {
             pulling,
         } = attempt;
         AttemptView {
-            number: *number,
-            machine: *machine,
-            dispatched_at_ms: *dispatched_at_ms,
-            started_at_ms: *started_at_ms,
-            finished_at_ms: *finished_at_ms,
-            exit_code: *exit_code,
-            error: error.clone(),
-            rate_micro_usd_per_hour: *rate_micro_usd_per_hour,
-            cost_micro_usd: *cost_micro_usd,
-            reported_micro_usd: *reported_micro_usd,
-            placed_because: placed_because.clone(),
-            pulling: pulling.clone(),
+            number,
+            machine,
+            dispatched_at_ms,
+            started_at_ms,
+            finished_at_ms,
+            exit_code,
+            error,
+            rate_micro_usd_per_hour,
+            cost_micro_usd,
+            reported_micro_usd,
+            placed_because,
+            pulling,
         }
     }
 }
 
-impl From<&JobSpec> for JobRequest {
+impl From<JobSpec> for JobRequest {
     /// The request that would make `spec`, field by field, every secret value shown as
     /// [`SECRET_SHOWN`] (the log holds them sealed; no answer shows them).
-    fn from(spec: &JobSpec) -> Self {
+    fn from(spec: JobSpec) -> Self {
         let JobSpec {
             command,
             image,
@@ -186,36 +187,36 @@ impl From<&JobSpec> for JobRequest {
             kind,
         } = spec;
         JobRequest {
-            command: command.clone(),
-            image: image.clone(),
-            image_digest: image_digest.clone(),
-            template_id: template_id.clone(),
-            required_labels: required_labels.clone(),
-            agent_id: agent_id.clone(),
-            priority: *priority,
-            env: env.clone(),
+            command,
+            image,
+            image_digest,
+            template_id,
+            required_labels,
+            agent_id,
+            priority,
+            env,
             secret_env: shown_as_secret(secret_env),
-            cpus: *cpus,
-            memory_mb: *memory_mb,
-            user: user.clone(),
-            pull: *pull,
-            gpus: *gpus,
-            timeout_seconds: *timeout_seconds,
-            queue_timeout_seconds: *queue_timeout_seconds,
-            max_attempts: *max_attempts,
-            idempotency_key: idempotency_key.clone(),
-            org: org.clone(),
-            kind: *kind,
+            cpus,
+            memory_mb,
+            user,
+            pull,
+            gpus,
+            timeout_seconds,
+            queue_timeout_seconds,
+            max_attempts,
+            idempotency_key,
+            org,
+            kind,
         }
     }
 }
 
 /// `secret_env` as answers show it: each name, no value.
-pub fn shown_as_secret(secret_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn shown_as_secret(mut secret_env: BTreeMap<String, String>) -> BTreeMap<String, String> {
     secret_env
-        .keys()
-        .map(|name| (name.clone(), SECRET_SHOWN.to_string()))
-        .collect()
+        .values_mut()
+        .for_each(|value| *value = SECRET_SHOWN.to_string());
+    secret_env
 }
 
 #[cfg(test)]
@@ -247,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_view_shows_the_job_but_no_secret_value_and_no_bookkeeping() {
-        let view = JobView::from(&record());
+        let view = JobView::from(record());
         assert_eq!(view.spec.command, ["train", "--epochs", "3"]);
         assert_eq!(view.spec.env["EPOCHS"], "3");
         assert_eq!(view.spec.secret_env["API_TOKEN"], SECRET_SHOWN);
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn a_view_reads_as_the_record_older_clients_expect() {
         // An older CLI read answers as `JobRecord`: it must still read a newer node's view.
-        let view = JobView::from(&record());
+        let view = JobView::from(record());
         let read: JobRecord = serde_json::from_value(serde_json::to_value(&view).unwrap())
             .expect("an older client reads the view");
         assert_eq!(read.id, JobId(7));

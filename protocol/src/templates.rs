@@ -344,7 +344,7 @@ impl From<&TemplateSpec> for TemplateRequest {
             digest: digest.clone(),
             command: command.clone(),
             env: env.clone(),
-            secret_env: crate::job_view::shown_as_secret(secret_env),
+            secret_env: crate::job_view::shown_as_secret(secret_env.clone()),
             cpus: *cpus,
             memory_mb: *memory_mb,
             user: user.clone(),

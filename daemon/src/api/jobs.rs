@@ -66,7 +66,7 @@ pub(super) async fn submit_one(
 fn submitted(caller: &Caller, response: Response) -> Result<SubmitJobResponse, Failure> {
     match response {
         Response::Submitted { job, created } => Ok(SubmitJobResponse {
-            job: redact::job(caller, &job),
+            job: redact::job(caller, *job),
             created,
         }),
         other => Err(refusal(other)),
@@ -106,7 +106,7 @@ pub async fn submit(
     } else {
         StatusCode::OK
     };
-    let job = redact::job(&caller, &job);
+    let job = redact::job(&caller, *job);
     Ok((status, Json(SubmitJobResponse { job, created })))
 }
 
@@ -223,7 +223,7 @@ pub async fn list(
                     .is_none_or(|(k, v)| job.spec.required_labels.get(k) == Some(v))
             })
             .take(limit)
-            .map(|job| redact::job(&caller, job))
+            .map(|job| redact::job(&caller, job.clone()))
             .collect()
     });
     Ok(Json(JobList { jobs }))
@@ -253,7 +253,7 @@ pub async fn show(
     let id = parse_job_id(&id)?;
     barrier_if(&node, &params).await?;
     let job = visible_job(&node, &caller, id)?;
-    Ok(Json(redact::job(&caller, &job)))
+    Ok(Json(redact::job(&caller, job)))
 }
 
 /// The job, if the caller's org may see it; another org's job is as good as absent.
@@ -323,7 +323,7 @@ pub async fn cancel(
     let id = parse_job_id(&id)?;
     visible_job(&node, &caller, id)?;
     let job = cancel_job(&node, &caller, id).await?;
-    Ok(Json(redact::job(&caller, &job)))
+    Ok(Json(redact::job(&caller, job)))
 }
 
 /// Cancels job (or session) `id` for `caller`, who may see it, answering with the job.

@@ -22,7 +22,7 @@ fn hide(caller: &Caller, env: &mut BTreeMap<String, String>) {
 }
 
 /// `job` as `caller` may see it.
-pub fn job(caller: &Caller, job: &JobRecord) -> JobView {
+pub fn job(caller: &Caller, job: JobRecord) -> JobView {
     let mut view = JobView::from(job);
     hide(caller, &mut view.spec.env);
     view

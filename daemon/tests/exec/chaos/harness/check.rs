@@ -315,7 +315,7 @@ mod tests {
 
     fn completed(id: u64, at_ms: u64) -> (u64, JobView) {
         let queued = JobRecord::queued(JobId(id), JobSpec::new(["true"]), JobTarget::Any, 0, id);
-        let mut job = JobView::from(&queued);
+        let mut job = JobView::from(queued);
         job.state = JobState::Completed;
         job.updated_at_ms = at_ms;
         (id, job)
