@@ -27,16 +27,16 @@ use shoal_protocol::operate::{DrainRequest, DrainResponse, KillSwitchRequest, Ki
 use shoal_protocol::params::{
     AuditParams, CostParams, HistoryParams, JobListParams, LogParams, SessionParams,
 };
-use shoal_protocol::policies::{PolicyView, PolicyList, PolicyRequest};
+use shoal_protocol::policies::{PolicyList, PolicyRequest, PolicyView};
 use shoal_protocol::registries::{RegistryEntry, RegistryList, RegistryLogin};
 use shoal_protocol::sessions::{
     CreateSessionRequest, ExecRequest, ExecResult, SessionList, SessionView,
 };
 use shoal_protocol::settings::{FleetSettingsRequest, FleetSettingsView};
-use shoal_protocol::templates::{RollbackRequest, TemplateView, TemplateList, TemplateRequest};
+use shoal_protocol::templates::{RollbackRequest, TemplateList, TemplateRequest, TemplateView};
 use shoal_protocol::tokens::{CreateTokensRequest, CreatedTokens, TokenList};
 use shoal_protocol::{
-    ApiError, ErrorCode, JobId, JobList, JobView, JobRequest, MachineId, SubmitJobResponse,
+    ApiError, ErrorCode, JobId, JobList, JobRequest, JobView, MachineId, SubmitJobResponse,
 };
 
 /// Why a call failed.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use shoal_protocol::api::{LogChunk, LogStream};
 use shoal_protocol::{
-    ApiError, AttemptView, ErrorCode, JobId, JobList, JobView, JobState, MachineId,
+    ApiError, AttemptView, ErrorCode, JobId, JobList, JobState, JobView, MachineId,
 };
 
 use crate::client::{Client, ClientError};
@@ -175,7 +175,11 @@ fn ended(job: &JobView) -> String {
 }
 
 /// Where an attempt runs, and why the one before it did not finish the job.
-fn attempt_line(job: &JobView, attempt: &AttemptView, names: &HashMap<MachineId, String>) -> String {
+fn attempt_line(
+    job: &JobView,
+    attempt: &AttemptView,
+    names: &HashMap<MachineId, String>,
+) -> String {
     let on = format!(
         "job {} attempt {} runs on {}",
         job.id,
@@ -195,10 +199,7 @@ fn attempt_line(job: &JobView, attempt: &AttemptView, names: &HashMap<MachineId,
 
 /// Waits until the job has an attempt and returns the latest; `None` if it finished
 /// without one.
-async fn attempt_to_follow(
-    client: &Client,
-    mut job: JobView,
-) -> Result<Option<u32>, ClientError> {
+async fn attempt_to_follow(client: &Client, mut job: JobView) -> Result<Option<u32>, ClientError> {
     let mut waiting = Waiting::default();
     loop {
         if let Some(attempt) = job.current_attempt() {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use shoal_protocol::params::{JobListParams, JobOrder};
 use shoal_protocol::{
-    JobId, JobView, JobRequest, JobState, JobTarget, MachineId, SubmitJobResponse, UnixMillis,
+    JobId, JobRequest, JobState, JobTarget, JobView, MachineId, SubmitJobResponse, UnixMillis,
 };
 
 use crate::client::{Client, ClientError};

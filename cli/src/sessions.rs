@@ -4,9 +4,9 @@
 use clap::Subcommand;
 use shoal_protocol::JobId;
 use shoal_protocol::params::SessionParams;
-use shoal_protocol::policies::{PolicyView, PolicyRequest};
+use shoal_protocol::policies::{PolicyRequest, PolicyView};
 use shoal_protocol::sessions::{CreateSessionRequest, ExecRequest, SessionState, SessionView};
-use shoal_protocol::templates::{TemplateView, TemplateRequest};
+use shoal_protocol::templates::{TemplateRequest, TemplateView};
 
 use crate::client::{Client, ClientError};
 use crate::job_args::{parse_env, secrets_from_shell};

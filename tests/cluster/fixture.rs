@@ -106,7 +106,10 @@ fn assert_same(served: &Value, expected: &Value, at: &str) {
                     }
                 }
             }
-            for key in expected.keys().filter(|key| !HIDDEN_FIELDS.contains(&key.as_str())) {
+            for key in expected
+                .keys()
+                .filter(|key| !HIDDEN_FIELDS.contains(&key.as_str()))
+            {
                 assert!(served.contains_key(key), "{at}.{key} was lost");
             }
         }

@@ -10,8 +10,8 @@ use axum::{Extension, Json};
 use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobResponse};
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
-    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState, JobView, Labels,
-    MachineId, Response,
+    ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState,
+    JobView, Labels, MachineId, Response,
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed, redact};

@@ -23,7 +23,10 @@ pub async fn show(
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<FleetSettingsView> {
     barrier_if(&node, &params).await?;
-    Ok(Json(node.fleet.read(|state| FleetSettingsView::from(&state.settings))))
+    Ok(Json(
+        node.fleet
+            .read(|state| FleetSettingsView::from(&state.settings)),
+    ))
 }
 
 /// `PUT /v1/fleet/settings`: replaces the fleet's settings (admin).

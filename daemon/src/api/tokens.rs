@@ -80,13 +80,9 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/tokens/registration", tag = "access",
     responses((status = OK, body = TokenList, description = "Every token, without secrets")))]
 pub async fn list(State(node): State<Arc<Node>>) -> ApiResult<TokenList> {
-    let tokens = node.fleet.read(|state| {
-        state
-            .tokens
-            .values()
-            .map(TokenView::from)
-            .collect()
-    });
+    let tokens = node
+        .fleet
+        .read(|state| state.tokens.values().map(TokenView::from).collect());
     Ok(Json(TokenList { tokens }))
 }
 

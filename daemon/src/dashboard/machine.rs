@@ -10,8 +10,8 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use shoal_protocol::Check;
 use shoal_protocol::keys::Scope;
-use shoal_protocol::policies::{PolicySpec, PolicyView};
 use shoal_protocol::params::{AuditParams, JobListParams, JobOrder, ReadParams};
+use shoal_protocol::policies::{PolicySpec, PolicyView};
 
 use super::chart::{self, Line};
 use super::gate::Session;
