@@ -156,8 +156,6 @@ async fn a_fleet_below_level_nine_refuses_gpu_jobs() {
     let schemas = &document["components"]["schemas"];
     for (schema, field) in [
         ("JobRequest", "gpus"),
-        ("JobSpec", "gpus"),
-        ("TemplateSpec", "gpus"),
         ("TemplateRequest", "gpus"),
         ("MachineView", "gpus"),
         ("Gpu", "utilization_percent"),
