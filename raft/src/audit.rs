@@ -225,7 +225,7 @@ fn outcome(response: &Response) -> String {
 
 /// The jobs a batch of submits made (or found by idempotency key), in runs of
 /// consecutive ids: `jobs 7-1006`, `jobs 7, 9-12`.
-fn jobs_target(answers: &[Response]) -> String {
+pub fn jobs_target(answers: &[Response]) -> String {
     let ids = answers.iter().filter_map(|answer| match answer {
         Response::Submitted { job, .. } => Some(job.id.0),
         _ => None,

@@ -84,18 +84,10 @@ pub(crate) fn submit(
         JobTarget::AllOnline => fan_out_machines(state, &spec),
         _ => Vec::new(),
     };
-    if target == JobTarget::AllOnline && machines.is_empty() {
-        return rejected(
-            ErrorCode::Conflict,
-            if spec.required_labels.is_empty() {
-                "agent_id \"all_online\": no machine is ONLINE".to_string()
-            } else {
-                format!(
-                    "agent_id \"all_online\": no ONLINE machine has the required labels {}",
-                    labels_text(&spec)
-                )
-            },
-        );
+    if target == JobTarget::AllOnline
+        && let Some(refusal) = no_machine_to_fan_out(&spec, &machines)
+    {
+        return refusal;
     }
 
     let id = JobId(ctx.log_index.max(state.next_job_id));
@@ -129,6 +121,30 @@ pub(crate) fn submit(
         job: Box::new(parent),
         created: true,
     }
+}
+
+/// Why a fan-out (`agent_id: all_online`) may not be submitted now: no ONLINE machine
+/// carries its required labels. The batch API asks before it writes anything, so a batch
+/// is not submitted in part for that.
+pub fn fan_out_refusal(state: &FleetState, spec: &JobSpec) -> Option<Response> {
+    no_machine_to_fan_out(spec, &fan_out_machines(state, spec))
+}
+
+fn no_machine_to_fan_out(spec: &JobSpec, machines: &[MachineId]) -> Option<Response> {
+    if !machines.is_empty() {
+        return None;
+    }
+    Some(rejected(
+        ErrorCode::Conflict,
+        if spec.required_labels.is_empty() {
+            "agent_id \"all_online\": no machine is ONLINE".to_string()
+        } else {
+            format!(
+                "agent_id \"all_online\": no ONLINE machine has the required labels {}",
+                labels_text(spec)
+            )
+        },
+    ))
 }
 
 /// Machines ONLINE now that carry the spec's required labels, in id order.

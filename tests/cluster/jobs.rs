@@ -80,6 +80,30 @@ async fn jobs_go_to_the_right_machines() {
         targets.insert(machine_of(&job));
     }
     assert_eq!(targets.len(), 3);
+
+    // A batch holding a fan-out no machine can take is refused whole: none of its jobs
+    // is submitted.
+    let jobs_before = cluster.node(1).fleet.read(|s| s.jobs.len());
+    let nowhere = json!({"command": ["uptime"], "agent_id": "all_online", "required_labels": {"gpu": "none"}});
+    let batch = json!({"jobs": [{"command": ["echo", "first"]}, nowhere]});
+    let (status, body) = post(format!("{api}/v1/jobs/batch"), batch).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "jobs[1]: agent_id \"all_online\": no ONLINE machine has the required labels gpu=none"
+        ),
+        "{message}"
+    );
+    let (status, body) = post(
+        format!("{api}/v1/jobs/batch"),
+        json!({"jobs": [{"command": ["echo", "after"]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Node 1 answered the batch after that one, so it has applied what came before.
+    let jobs_after = cluster.node(1).fleet.read(|s| s.jobs.len());
+    assert_eq!(jobs_after, jobs_before + 1, "only the later batch's job");
     cluster.shutdown().await;
 }
 

@@ -11,7 +11,7 @@ use shoal_protocol::api::{BatchRequest, BatchResponse, JobList, SubmitJobRespons
 use shoal_protocol::params::{JobListParams, JobOrder, ReadParams};
 use shoal_protocol::{
     ApiError, Command, ErrorCode, JobId, JobKind, JobRecord, JobRequest, JobSpec, JobState,
-    JobView, Labels, MachineId, Response,
+    JobTarget, JobView, Labels, MachineId, Response,
 };
 
 use super::{ApiJson, ApiQuery, ApiResult, Failure, barrier_if, parsed, redact};
@@ -32,12 +32,16 @@ fn job_of(response: Response) -> Result<JobRecord, Failure> {
 
 /// The error for an answer that is not the one asked for: a rejection, or a bug.
 fn refusal(response: Response) -> Failure {
+    Failure(refusal_error(response))
+}
+
+fn refusal_error(response: Response) -> ApiError {
     match response {
-        Response::Rejected { code, message } => Failure(ApiError::new(code, message)),
-        other => Failure(ApiError::new(
+        Response::Rejected { code, message } => ApiError::new(code, message),
+        other => ApiError::new(
             ErrorCode::Internal,
             format!("the state machine answered {other:?}"),
-        )),
+        ),
     }
 }
 
@@ -87,6 +91,7 @@ fn at_index(i: usize, err: ApiError) -> Failure {
     responses(
         (status = CREATED, body = SubmitJobResponse, description = "The new job"),
         (status = OK, body = SubmitJobResponse, description = "The job already submitted with this idempotency key"),
+        (status = CONFLICT, body = ApiError, description = "A fan-out (agent_id all_online) has no ONLINE machine to go to"),
         (status = TOO_MANY_REQUESTS, body = ApiError, description = "The org's daily budget (budget_exceeded) or runner-minute quota (quota_exceeded) is met; the message says until when"),
     ))]
 pub async fn submit(
@@ -114,7 +119,8 @@ pub async fn submit(
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
     responses(
         (status = OK, body = BatchResponse, description = "Each job, in the order given, with whether it was created"),
-        (status = TOO_MANY_REQUESTS, body = ApiError, description = "The org's daily budget or runner-minute quota is met"),
+        (status = CONFLICT, body = ApiError, description = "A fan-out (agent_id all_online) has no ONLINE machine to go to: no job was submitted"),
+        (status = TOO_MANY_REQUESTS, body = ApiError, description = "The org's daily budget or runner-minute quota is met; the message names the jobs submitted before it was"),
     ))]
 pub async fn submit_batch(
     State(node): State<Arc<Node>>,
@@ -133,8 +139,20 @@ pub async fn submit_batch(
         crate::secrets::env::seal_all(&node.cluster_secret, &caller.org, &mut spec.secret_env)
             .map_err(at)?;
         spec.validate().map_err(at)?;
-        not_a_session(spec)?;
-        in_callers_org(&caller, spec)?;
+        let checked = not_a_session(spec).and_then(|()| in_callers_org(&caller, spec));
+        checked.map_err(|Failure(err)| at_index(i, err))?;
+    }
+    // A fan-out with no machine to go to is refused before anything is written, as
+    // applying it would be, so that such a batch submits none of its jobs.
+    let no_fan_out = node.fleet.read(|state| {
+        specs
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.target() == Ok(JobTarget::AllOnline))
+            .find_map(|(i, spec)| Some((i, shoal_raft::jobs::fan_out_refusal(state, spec)?)))
+    });
+    if let Some((i, refusal)) = no_fan_out {
+        return Err(at_index(i, refusal_error(refusal)));
     }
     // One write for the whole batch: one request id, one log entry and one audit entry per
     // part (see `Node::write_each_as`).
@@ -147,12 +165,40 @@ pub async fn submit_batch(
         })
         .collect();
     let answers = node.write_each_as(&caller, submits).await?;
+    if let Some(i) = answers
+        .iter()
+        .position(|a| matches!(a, Response::Rejected { .. }))
+    {
+        return Err(in_part(i, &answers));
+    }
     let jobs = answers
         .into_iter()
-        .enumerate()
-        .map(|(i, answer)| submitted(&caller, answer).map_err(|Failure(err)| at_index(i, err)))
+        .map(|answer| submitted(&caller, answer))
         .collect::<Result<_, _>>()?;
     Ok(Json(BatchResponse { jobs }))
+}
+
+/// The error for a batch whose job `i` was refused at submit (its org's budget met as it
+/// was applied, say), saying which of its jobs were submitted all the same: a batch split
+/// into parts is applied part by part.
+fn in_part(i: usize, answers: &[Response]) -> Failure {
+    let Failure(err) = at_index(i, refusal_error(answers[i].clone()));
+    let made = answers
+        .iter()
+        .filter(|a| matches!(a, Response::Submitted { .. }))
+        .count();
+    if made == 0 {
+        return Failure(err);
+    }
+    Failure(ApiError::new(
+        err.code,
+        format!(
+            "{}; {made} of the {} jobs were submitted all the same: {}",
+            err.message,
+            answers.len(),
+            shoal_raft::audit::jobs_target(answers)
+        ),
+    ))
 }
 
 /// `GET /v1/jobs`, oldest first, filtered and paged.
@@ -342,4 +388,36 @@ pub(super) async fn cancel_job(
         )
         .await?;
     job_of(outcome.response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(id: u64) -> Response {
+        let job = JobRecord::queued(JobId(id), JobSpec::new(["true"]), JobTarget::Any, 1, id);
+        Response::Submitted {
+            job: Box::new(job),
+            created: true,
+        }
+    }
+
+    #[test]
+    fn a_batch_refused_in_part_says_which_jobs_went_in() {
+        let over = Response::Rejected {
+            code: ErrorCode::BudgetExceeded,
+            message: "org default has spent $1.000000 today".into(),
+        };
+        let Failure(err) = in_part(2, &[submitted(7), submitted(8), over.clone(), over.clone()]);
+        assert_eq!(err.code, ErrorCode::BudgetExceeded);
+        assert_eq!(
+            err.message,
+            "jobs[2]: org default has spent $1.000000 today; 2 of the 4 jobs were submitted all the same: jobs 7-8"
+        );
+        let Failure(err) = in_part(0, &[over.clone(), over]);
+        assert_eq!(
+            err.message,
+            "jobs[0]: org default has spent $1.000000 today"
+        );
+    }
 }
