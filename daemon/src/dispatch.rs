@@ -27,6 +27,21 @@ pub const DOCKER_LABEL: &str = "docker";
 /// on an older build does not say so: process jobs wait for machines that do.
 pub const PROCESS_JOBS_LABEL: &str = "process_jobs";
 
+/// Most placements, or queue reasons, one command carries: a pass over a long queue
+/// writes several, so no entry outgrows what a follower takes in within one Raft
+/// heartbeat (openraft's deadline for an append) on a modest link.
+pub const MAX_PER_COMMAND: usize = 500;
+
+/// `items` as commands of at most [`MAX_PER_COMMAND`] each, made by `command`.
+fn in_chunks<T>(items: Vec<T>, command: impl Fn(Vec<T>) -> Command) -> Vec<Command> {
+    let mut items = items.into_iter().peekable();
+    let mut commands = Vec::new();
+    while items.peek().is_some() {
+        commands.push(command(items.by_ref().take(MAX_PER_COMMAND).collect()));
+    }
+    commands
+}
+
 /// Moves and places jobs. Runs on the leader only.
 pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
     let (commands, mut waits) = node.fleet.read(|state| {
@@ -34,12 +49,40 @@ pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
         let waits = crate::metrics::QueueWaits::of(state, &commands);
         (commands, waits)
     });
-    for cmd in commands {
-        let placed = waits.take(&cmd);
-        let outcome = node.write(cmd).await?;
-        node.metrics.dispatched(placed, &outcome.response);
+    let mut commands = commands.into_iter().peekable();
+    while let Some(first) = commands.next() {
+        // The chunks of one long list go together: the proposer joins them into as few
+        // entries as its batch size allows.
+        let mut group = vec![first];
+        while let Some(next) = commands.next_if(|next| same_list(&group[0], next)) {
+            group.push(next);
+        }
+        let writes: Vec<_> = group
+            .into_iter()
+            .map(|cmd| {
+                let placed = waits.take(&cmd);
+                async move {
+                    let outcome = node.write(cmd).await?;
+                    node.metrics.dispatched(placed, &outcome.response);
+                    Ok::<_, ApiError>(())
+                }
+            })
+            .collect();
+        futures::future::try_join_all(writes).await?;
     }
     Ok(())
+}
+
+/// Whether `a` and `b` are chunks of the same list ([`in_chunks`]).
+fn same_list(a: &Command, b: &Command) -> bool {
+    matches!(
+        (a, b),
+        (Command::Dispatch { .. }, Command::Dispatch { .. })
+            | (
+                Command::SetQueueReasons { .. },
+                Command::SetQueueReasons { .. }
+            )
+    )
 }
 
 /// The commands one pass writes, from the state and the live view.
@@ -60,9 +103,9 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
             .map(|job| (job.id, reason.clone()))
             .collect();
         let reasons = jobs::changed_reasons(state, &waiting);
-        if !reasons.is_empty() {
-            commands.push(Command::SetQueueReasons { reasons });
-        }
+        commands.extend(in_chunks(reasons, |reasons| Command::SetQueueReasons {
+            reasons,
+        }));
         return commands;
     }
     for job in jobs::queue_expired(state, now) {
@@ -174,16 +217,14 @@ fn plan(node: &Node, state: &FleetState, now: u64) -> Vec<Command> {
         policies: state.policies.values().collect(),
     };
     let plan = place(&queue, &candidates, &reservations, &config, now);
-    if !plan.placements.is_empty() {
-        commands.push(Command::Dispatch {
-            placements: plan.placements,
-            at_ms: now,
-        });
-    }
+    commands.extend(in_chunks(plan.placements, |placements| Command::Dispatch {
+        placements,
+        at_ms: now,
+    }));
     let reasons: Vec<(JobId, String)> = jobs::changed_reasons(state, &plan.waiting);
-    if !reasons.is_empty() {
-        commands.push(Command::SetQueueReasons { reasons });
-    }
+    commands.extend(in_chunks(reasons, |reasons| Command::SetQueueReasons {
+        reasons,
+    }));
     commands
 }
 
@@ -208,5 +249,39 @@ pub async fn dispatch_loop(
         if let Err(err) = dispatch_pass(&node, crate::node::now_ms()).await {
             tracing::debug!(error = %err.message, "dispatch pass stopped early");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_protocol::{MachineId, Placement};
+
+    use super::*;
+
+    #[test]
+    fn a_long_pass_is_written_as_commands_of_bounded_size() {
+        let placements: Vec<Placement> = (0..1_201)
+            .map(|n| Placement {
+                job: JobId(n),
+                attempt: 1,
+                machine: MachineId(1),
+            })
+            .collect();
+        let commands = in_chunks(placements, |placements| Command::Dispatch {
+            placements,
+            at_ms: 5,
+        });
+        let sizes: Vec<usize> = commands
+            .iter()
+            .map(|cmd| match cmd {
+                Command::Dispatch { placements, .. } => placements.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [MAX_PER_COMMAND, MAX_PER_COMMAND, 201]);
+        let none = in_chunks(Vec::<(JobId, String)>::new(), |reasons| {
+            Command::SetQueueReasons { reasons }
+        });
+        assert!(none.is_empty(), "nothing to say writes nothing");
     }
 }

@@ -261,13 +261,18 @@ impl QueueWaits {
         QueueWaits(waits)
     }
 
-    /// The waits to observe once `cmd` commits: all of them for a `Dispatch`, none for
-    /// any other command.
+    /// The waits to observe once `cmd` commits: those of the jobs a `Dispatch` places,
+    /// none for any other command.
     pub fn take(&mut self, cmd: &Command) -> QueueWaits {
-        match cmd {
-            Command::Dispatch { .. } => std::mem::take(self),
-            _ => QueueWaits::default(),
-        }
+        let Command::Dispatch { placements, .. } = cmd else {
+            return QueueWaits::default();
+        };
+        let placed: BTreeSet<JobId> = placements.iter().map(|p| p.job).collect();
+        let (taken, left) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(job, _)| placed.contains(job));
+        self.0 = left;
+        QueueWaits(taken)
     }
 }
 

@@ -224,6 +224,22 @@ fn queue_waits_start_when_the_job_last_entered_the_queue() {
 }
 
 #[test]
+fn a_pass_written_as_several_dispatches_observes_each_jobs_wait_with_its_own() {
+    let commands = [dispatch(&[10], 1_750), dispatch(&[11], 1_750)];
+    let mut waits = QueueWaits::of(&state(), &commands);
+    let first = waits.take(&commands[0]);
+    assert_eq!(
+        first.0.iter().map(|(job, _)| *job).collect::<Vec<_>>(),
+        [JobId(10)]
+    );
+    let second = waits.take(&commands[1]);
+    assert_eq!(
+        second.0.iter().map(|(job, _)| *job).collect::<Vec<_>>(),
+        [JobId(11)]
+    );
+}
+
+#[test]
 fn a_rejected_dispatch_observes_nothing() {
     let metrics = Metrics::default();
     let waits = QueueWaits(vec![(JobId(10), 100)]);
