@@ -503,7 +503,7 @@ pub struct FleetSummary {
     /// is present, zeros included.
     pub jobs: std::collections::BTreeMap<crate::JobState, u64>,
     /// Set while dispatch is stopped fleet-wide.
-    pub kill_switch: Option<crate::KillSwitch>,
+    pub kill_switch: Option<crate::operate::KillSwitchView>,
     /// What the caller's org has spent and run today (UTC), running work included.
     #[serde(default)]
     pub spend_today: crate::costs::Usage,

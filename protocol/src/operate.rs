@@ -50,6 +50,31 @@ pub struct KillSwitchRequest {
     pub terminate: bool,
 }
 
+/// The kill switch while it is on, as the fleet summary answers it
+/// (`KillSwitchView::from`, the one conversion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KillSwitchView {
+    pub reason: String,
+    /// Who turned it on.
+    pub actor: String,
+    pub since_ms: UnixMillis,
+}
+
+impl From<&KillSwitch> for KillSwitchView {
+    fn from(switch: &KillSwitch) -> Self {
+        let KillSwitch {
+            reason,
+            actor,
+            since_ms,
+        } = switch;
+        KillSwitchView {
+            reason: reason.clone(),
+            actor: actor.clone(),
+            since_ms: *since_ms,
+        }
+    }
+}
+
 /// `GET /v1/killswitch`: on (with who, why and since when) or off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillSwitchState {

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use shoal_protocol::api::{FleetHealth, FleetSummary, MachineView};
 use shoal_protocol::costs::{Usage, day_of};
+use shoal_protocol::operate::KillSwitchView;
 use shoal_protocol::params::ReadParams;
 use shoal_protocol::{JobState, MachineId, MachineStatus};
 
@@ -32,7 +33,8 @@ pub async fn summary(
         let jobs = count_jobs(state.jobs.values().map(|job| job.state));
         let used = shoal_raft::costs::usage(state, &caller.org, day_of(now), now);
         let budget = super::costs::budget_view(state, &caller.org, now);
-        (jobs, state.kill_switch.clone(), Usage::new(&used), budget)
+        let kill_switch = state.kill_switch.as_ref().map(KillSwitchView::from);
+        (jobs, kill_switch, Usage::new(&used), budget)
     });
     Ok(Json(FleetSummary {
         kill_switch,
