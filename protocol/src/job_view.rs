@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::UnixMillis;
 use crate::job_spec::SECRET_SHOWN;
-use crate::{Attempt, JobId, JobRecord, JobRequest, JobSpec, JobState, JobTarget, MachineId};
+use crate::{
+    Attempt, JobId, JobRecord, JobRequest, JobSpec, JobState, JobTarget, MachineId, UnixMillis,
+};
 
 /// A job: what it runs, where it is in its life, and each try at running it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
