@@ -56,13 +56,23 @@ pub fn request(node: &Node, cmd: Command) -> Command {
     }
 }
 
-/// Into how many parts, of how many commands each (the last may hold fewer), `count`
-/// commands of `bytes` encoded go so that each part is near [`proposer::BATCH_BYTES`].
-fn split(count: usize, bytes: usize) -> (usize, usize) {
-    let parts = bytes.div_ceil(proposer::BATCH_BYTES).clamp(1, count.max(1));
-    let per_part = count.div_ceil(parts).max(1);
-    // Rounding up may leave the last parts empty (10 commands in 6 parts of 2): none is sent.
-    (count.div_ceil(per_part).max(1), per_part)
+/// How many commands, of these encoded sizes in order, go in each part: as many as keep
+/// a part within [`proposer::BATCH_BYTES`] (a command larger than that goes alone).
+fn parts(sizes: &[usize]) -> Vec<usize> {
+    let mut parts = Vec::new();
+    let (mut count, mut bytes) = (0, 0);
+    for &size in sizes {
+        if count > 0 && bytes + size > proposer::BATCH_BYTES {
+            parts.push(count);
+            (count, bytes) = (0, 0);
+        }
+        count += 1;
+        bytes += size;
+    }
+    if count > 0 {
+        parts.push(count);
+    }
+    parts
 }
 
 /// How one try ended.
@@ -219,7 +229,7 @@ impl Node {
     }
 
     /// [`Node::write_as`] for many changes at once, and the answer to each in order. They
-    /// go as few writes as keep each log entry near the proposer's batch size (one request
+    /// go as few writes as keep each log entry within the proposer's batch size (one request
     /// id, one entry and one audit entry per part, the parts proposed together): an entry
     /// must reach a follower within one Raft heartbeat. A fleet below
     /// [`BATCH_AUDIT_LEVEL`] audits each change on its own.
@@ -228,17 +238,19 @@ impl Node {
         caller: &Caller,
         cmds: Vec<Command>,
     ) -> Result<Vec<Response>, ApiError> {
-        let count = cmds.len();
         let one_entry = self.fleet.read(|state| state.fleet_level) >= BATCH_AUDIT_LEVEL;
         let cmds: Vec<Command> = match one_entry {
             true => cmds,
             false => cmds.into_iter().map(|cmd| caller.audited(cmd)).collect(),
         };
         // Each part is measured again (and refused when too large) as it is sent.
-        let (parts, per_part) = split(count, proposer::encoded_len(&cmds)?);
+        let sizes = cmds
+            .iter()
+            .map(proposer::encoded_len)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut cmds = cmds.into_iter();
-        let writes = (0..parts).map(|_| {
-            let part: Vec<Command> = cmds.by_ref().take(per_part).collect();
+        let writes = parts(&sizes).into_iter().map(|count| {
+            let part: Vec<Command> = cmds.by_ref().take(count).collect();
             let size = part.len();
             let part = match one_entry {
                 true => caller.audited(Command::Batch(part)),
@@ -353,17 +365,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn many_writes_go_in_parts_near_the_batch_size() {
+    fn many_writes_go_in_parts_within_the_batch_size() {
         let batch = proposer::BATCH_BYTES;
-        assert_eq!(split(1, 10), (1, 1));
-        assert_eq!(split(1000, batch), (1, 1000));
-        assert_eq!(split(1000, batch + 1), (2, 500));
-        assert_eq!(split(1000, 3 * batch), (3, 334));
-        // One command larger than a batch is still one part.
-        assert_eq!(split(1, 5 * batch), (1, 1));
-        assert_eq!(split(2, 5 * batch), (2, 1));
-        // Never an empty part: 10 commands over 6 batch sizes go as 5 parts of 2.
-        assert_eq!(split(10, 6 * batch), (5, 2));
-        assert_eq!(split(0, 0), (1, 1));
+        assert_eq!(parts(&[10]), [1]);
+        assert_eq!(parts(&[batch / 1000; 1000]), [1000]);
+        // 1,000 commands of a 500th of a batch: 500 a part.
+        assert_eq!(parts(&[batch / 500; 1000]), [500, 500]);
+        // Sizes as they come: big ones are not packed with what would overflow the part.
+        assert_eq!(parts(&[batch / 2, batch / 4, batch / 2, 10]), [2, 2]);
+        // A command larger than a batch goes alone, and never makes an empty part.
+        assert_eq!(parts(&[5 * batch]), [1]);
+        assert_eq!(parts(&[10, 5 * batch, 10]), [1, 1, 1]);
+        assert!(parts(&[]).is_empty());
     }
 }
