@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{MachineId, UnixMillis};
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Numbers every entry in order; the same on every node.
     pub seq: u64,

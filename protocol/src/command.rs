@@ -253,7 +253,7 @@ impl Command {
 
 /// The fleet-wide stop: while on, no job is dispatched and queued jobs wait (their queue
 /// timeout does not run).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillSwitch {
     pub reason: String,
     /// Who turned it on.

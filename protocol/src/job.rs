@@ -66,7 +66,7 @@ pub const ALL_ONLINE: &str = "all_online";
 /// ([`JobRecord::spec`]), so it changes only in ways named fields carry: a field added with
 /// `#[serde(default)]`. A rename or a new meaning needs a schema and a migration (see
 /// ARCHITECTURE.md, "Stored data and upgrades"); a change to the API belongs in the request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // No `deny_unknown_fields`, so an older build reads a newer record (ignoring what it does
 // not know).
 pub struct JobSpec {
@@ -371,7 +371,7 @@ impl FromStr for JobState {
 }
 
 /// One try at running a job on one machine. Numbers start at 1 and have no gaps.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     pub machine: MachineId,
@@ -431,7 +431,7 @@ pub enum JobReport {
 }
 
 /// The fleet's record of one job, kept in the Raft log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: JobId,
     pub spec: JobSpec,

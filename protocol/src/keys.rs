@@ -66,7 +66,7 @@ impl FromStr for Scope {
 }
 
 /// What the fleet keeps of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     /// The public part of the key, 16 hex digits.
     pub id: String,

@@ -142,7 +142,7 @@ impl From<PolicyRequest> for PolicySpec {
 }
 
 /// A policy's rules, as the log keeps them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 // Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
 // (ignoring what it does not know).
 pub struct PolicySpec {
@@ -186,7 +186,7 @@ pub struct PolicySpec {
 }
 
 /// A policy as the log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
     pub spec: PolicySpec,

@@ -13,7 +13,7 @@ pub const MIN_JOB_RETENTION_SECONDS: u64 = 60;
 pub const MAX_JOB_RETENTION_SECONDS: u64 = 365 * 24 * 3600;
 
 /// The settings every node reads from the log (`FleetState::settings`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetSettings {
     /// How long finished jobs (and their saved output) are kept, in seconds; `None`: each
     /// leader's own `job_retention` config.

@@ -112,7 +112,7 @@ impl From<TemplateRequest> for TemplateSpec {
 }
 
 /// One version of a template, as the log keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 // Stored in the log: no `deny_unknown_fields`, so an older build reads a newer record
 // (ignoring what it does not know).
 pub struct TemplateSpec {
@@ -193,7 +193,7 @@ impl TemplateSpec {
 }
 
 /// One version of a template, as the log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateVersion {
     pub version: u32,
     pub spec: TemplateSpec,
@@ -203,7 +203,7 @@ pub struct TemplateVersion {
 }
 
 /// A template: its versions, oldest first, and the one sessions use now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Template {
     /// The org that owns it: only its keys see it, change it and start sessions from it.
     /// Empty for a template made before templates belonged to orgs (every org sees it).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Labels, MachineId, UnixMillis};
 
 /// What the fleet keeps of a registration token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationToken {
     pub id: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
