@@ -261,6 +261,14 @@ impl From<&PolicySpec> for PolicyRequest {
     }
 }
 
+/// Whether a policy with this `selector` governs a machine with these labels: it carries
+/// every one of them.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &Labels) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+}
+
 /// What a container asks for, as the policies see it, and how they confine it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerAsk {
@@ -403,9 +411,7 @@ impl PolicySpec {
 
     /// Whether the policy governs a machine with these labels.
     pub fn selects(&self, labels: &Labels) -> bool {
-        self.selector
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+        selects(&self.selector, labels)
     }
 
     /// `ask` within this policy (limits it left open filled in), or why not.

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use shoal_protocol::Check;
 use shoal_protocol::keys::Scope;
 use shoal_protocol::params::{AuditParams, JobListParams, JobOrder, ReadParams};
-use shoal_protocol::policies::{PolicySpec, PolicyView};
+use shoal_protocol::policies::{PolicyView, selects};
 
 use super::chart::{self, Line};
 use super::gate::Session;
@@ -194,7 +194,7 @@ pub async fn page(
     let policies = policies
         .policies
         .iter()
-        .filter(|p| PolicySpec::from(p.spec.clone()).selects(&machine.labels))
+        .filter(|p| selects(&p.spec.selector, &machine.labels))
         .map(PolicyRow::of)
         .collect();
     let samples_count = samples.len();
