@@ -12,6 +12,7 @@
 use shoal_protocol::{ApiError, Command, FleetState, JobId, MachineStatus};
 use shoal_raft::{Candidate, PlaceConfig, Reservations, jobs, place};
 
+use crate::metrics::QueueWaits;
 use crate::node::Node;
 
 /// A job dispatched but not running after this long goes back to the queue.
@@ -44,30 +45,29 @@ fn in_chunks<T>(items: Vec<T>, command: impl Fn(Vec<T>) -> Command) -> Vec<Comma
 
 /// Moves and places jobs. Runs on the leader only.
 pub async fn dispatch_pass(node: &Node, now: u64) -> Result<(), ApiError> {
-    let (commands, mut waits) = node.fleet.read(|state| {
-        let commands = plan(node, state, now);
-        let waits = crate::metrics::QueueWaits::of(state, &commands);
-        (commands, waits)
+    // Each command with the queue waits it observes once it commits.
+    let commands: Vec<(Command, QueueWaits)> = node.fleet.read(|state| {
+        let commands = plan(node, state, now).into_iter();
+        commands
+            .map(|cmd| {
+                let waits = QueueWaits::of(state, &cmd);
+                (cmd, waits)
+            })
+            .collect()
     });
     let mut commands = commands.into_iter().peekable();
     while let Some(first) = commands.next() {
         // The chunks of one long list go together: the proposer joins them into as few
         // entries as its batch size allows.
         let mut group = vec![first];
-        while let Some(next) = commands.next_if(|next| same_list(&group[0], next)) {
+        while let Some(next) = commands.next_if(|(next, _)| same_list(&group[0].0, next)) {
             group.push(next);
         }
-        let writes: Vec<_> = group
-            .into_iter()
-            .map(|cmd| {
-                let placed = waits.take(&cmd);
-                async move {
-                    let outcome = node.write(cmd).await?;
-                    node.metrics.dispatched(placed, &outcome.response);
-                    Ok::<_, ApiError>(())
-                }
-            })
-            .collect();
+        let writes = group.into_iter().map(|(cmd, placed)| async move {
+            let outcome = node.write(cmd).await?;
+            node.metrics.dispatched(placed, &outcome.response);
+            Ok::<_, ApiError>(())
+        });
         futures::future::try_join_all(writes).await?;
     }
     Ok(())

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  api middleware ─▶ Metrics::request (route template, method, status, duration)
-//!  dispatch pass  ─▶ QueueWaits::of(state, plan) ─commit─▶ Metrics::dispatched
+//!  dispatch pass  ─▶ QueueWaits::of(state, cmd) ─commit─▶ Metrics::dispatched
 //!  GET /metrics   ─▶ Scrape::read(node) + Metrics ─▶ encode ─▶ text
 //! ```
 
@@ -244,35 +244,21 @@ impl Metrics {
 pub struct QueueWaits(Vec<(JobId, UnixMillis)>);
 
 impl QueueWaits {
-    /// The waits of the placements in the plan's `Dispatch` commands.
-    pub fn of(state: &FleetState, commands: &[Command]) -> QueueWaits {
-        let mut waits = Vec::new();
-        for cmd in commands {
-            let Command::Dispatch { placements, at_ms } = cmd else {
-                continue;
-            };
-            for placement in placements {
-                if let Some(job) = state.jobs.get(&placement.job) {
-                    let queued_since = job.updated_at_ms.max(job.not_before_ms);
-                    waits.push((job.id, at_ms.saturating_sub(queued_since)));
-                }
-            }
-        }
-        QueueWaits(waits)
-    }
-
-    /// The waits to observe once `cmd` commits: those of the jobs a `Dispatch` places,
-    /// none for any other command.
-    pub fn take(&mut self, cmd: &Command) -> QueueWaits {
-        let Command::Dispatch { placements, .. } = cmd else {
+    /// The waits of the placements `cmd` makes: those of a `Dispatch`'s jobs, none for any
+    /// other command. Observed once it commits.
+    pub fn of(state: &FleetState, cmd: &Command) -> QueueWaits {
+        let Command::Dispatch { placements, at_ms } = cmd else {
             return QueueWaits::default();
         };
-        let placed: BTreeSet<JobId> = placements.iter().map(|p| p.job).collect();
-        let (taken, left) = std::mem::take(&mut self.0)
-            .into_iter()
-            .partition(|(job, _)| placed.contains(job));
-        self.0 = left;
-        QueueWaits(taken)
+        let waits = placements
+            .iter()
+            .filter_map(|placement| state.jobs.get(&placement.job))
+            .map(|job| {
+                let queued_since = job.updated_at_ms.max(job.not_before_ms);
+                (job.id, at_ms.saturating_sub(queued_since))
+            })
+            .collect();
+        QueueWaits(waits)
     }
 }
 

@@ -89,10 +89,9 @@ fn the_exposition_shows_counts_raft_requests_and_dispatch_latency() {
     metrics.request("/v1/jobs", "POST", 201, took);
     metrics.request("/v1/jobs", "POST", 201, took);
     metrics.request("/v1/jobs/{id}", "GET", 404, Duration::from_secs(20));
-    let mut waits = QueueWaits::of(&state(), &[dispatch(&[10, 11], 1_750)]);
-    let cmd = dispatch(&[10, 11], 1_750);
+    let waits = QueueWaits::of(&state(), &dispatch(&[10, 11], 1_750));
     // Job 11's placement was stale when it applied: only job 10 waited 0.75 s.
-    metrics.dispatched(waits.take(&cmd), &Response::Jobs(vec![JobId(10)]));
+    metrics.dispatched(waits, &Response::Jobs(vec![JobId(10)]));
 
     let text = metrics.encode(&scrape);
     let lines = lines(&text);
@@ -204,39 +203,19 @@ fn queue_waits_start_when_the_job_last_entered_the_queue() {
     state.jobs.get_mut(&JobId(10)).unwrap().updated_at_ms = 5_000;
     // Failed once, retried no sooner than 8 s: the backoff is not dispatch latency.
     state.jobs.get_mut(&JobId(11)).unwrap().not_before_ms = 8_000;
-    let commands = [
-        Command::TimeOutJob {
-            job: JobId(12),
-            at_ms: 9_000,
-        },
-        dispatch(&[10, 11, 99], 9_000),
-    ];
-    let mut waits = QueueWaits::of(&state, &commands);
+    let time_out = Command::TimeOutJob {
+        job: JobId(12),
+        at_ms: 9_000,
+    };
+    let waits = QueueWaits::of(&state, &dispatch(&[10, 11, 99], 9_000));
     assert_eq!(
         waits,
         QueueWaits(vec![(JobId(10), 4_000), (JobId(11), 1_000)])
     );
-    // Only the Dispatch's own commit observes them, and only once.
-    assert_eq!(waits.take(&commands[0]), QueueWaits::default());
-    let taken = waits.take(&commands[1]);
-    assert_eq!(taken.0.len(), 2);
-    assert_eq!(waits.take(&commands[1]), QueueWaits::default());
-}
-
-#[test]
-fn a_pass_written_as_several_dispatches_observes_each_jobs_wait_with_its_own() {
-    let commands = [dispatch(&[10], 1_750), dispatch(&[11], 1_750)];
-    let mut waits = QueueWaits::of(&state(), &commands);
-    let first = waits.take(&commands[0]);
-    assert_eq!(
-        first.0.iter().map(|(job, _)| *job).collect::<Vec<_>>(),
-        [JobId(10)]
-    );
-    let second = waits.take(&commands[1]);
-    assert_eq!(
-        second.0.iter().map(|(job, _)| *job).collect::<Vec<_>>(),
-        [JobId(11)]
-    );
+    // Only a Dispatch observes waits, and only those of the jobs it places.
+    assert_eq!(QueueWaits::of(&state, &time_out), QueueWaits::default());
+    let other = QueueWaits::of(&state, &dispatch(&[11], 9_000));
+    assert_eq!(other, QueueWaits(vec![(JobId(11), 1_000)]));
 }
 
 #[test]
